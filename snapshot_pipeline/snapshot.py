@@ -1,0 +1,529 @@
+"""Materialize one daily snapshot partition: ledger -> Arrow batches -> Parquet + index.
+
+This is the plain-Python core the Dagster asset calls (it never imports dagster).
+Steps, for partition ``D`` with cutoff ``C_D``:
+
+1. lock the partition (a second concurrent run waits, then recomputes);
+2. open one REPEATABLE READ view of the ledger and read its watermark;
+3. choose the base: the nearest earlier published partition, if its journal
+   prefix is intact; otherwise compute from genesis;
+4. stream keyset pages of balances joined with their delta sums, add the base's
+   values, write Parquet row groups to a staging file and spool the changed
+   balances for the index;
+5. commit under the global commit lock: index rows of ``D`` (re-diffed if the
+   predecessor changed meanwhile), re-diff of the next partition's index rows,
+   the manifest row, then the atomic rename of the Parquet file, in one
+   index transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from snapshot_pipeline import calendar, db
+from snapshot_pipeline.ledger import asof
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import index
+from snapshot_pipeline.store import parquet as store
+
+logger = logging.getLogger(__name__)
+
+WIDE = pa.decimal256(60, 0)
+MAX_AMOUNT = 10**38 - 1
+BASE_COLUMNS = ["balance_id", "credit_balance", "debit_balance", "inflight_credit_balance", "inflight_debit_balance"]
+_DELTA_TO_FIELD = {
+    "credit": "credit_balance",
+    "debit": "debit_balance",
+    "inflight_credit": "inflight_credit_balance",
+    "inflight_debit": "inflight_debit_balance",
+}
+PROGRESS_SECONDS = 2.0
+MIN_BATCH_SIZE = 1
+MAX_BATCH_SIZE = 1_000_000
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot cannot be taken; nothing was published."""
+
+
+class AmountOverflow(SnapshotError):
+    """An amount does not fit ``decimal128(38, 0)``."""
+
+
+@dataclasses.dataclass
+class SnapshotResult:
+    """What one materialization did; becomes Dagster metadata and the CLI's JSON."""
+
+    snapshot_date: dt.date
+    cutoff: dt.datetime
+    watermark: dict
+    rows: int
+    balances_changed: int
+    index_rows_written: int
+    batches: int
+    batch_size: int
+    duration_ms: int
+    snapshots_per_second: float
+    bytes_written: int
+    path: str
+    checksum: str
+    mode: str
+    base_date: dt.date | None
+    currency_totals: list[dict]
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["snapshot_date"] = self.snapshot_date.isoformat()
+        out["cutoff"] = self.cutoff.replace(tzinfo=dt.timezone.utc).isoformat()
+        out["base_date"] = self.base_date.isoformat() if self.base_date else None
+        return out
+
+
+def validate_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not (
+        MIN_BATCH_SIZE <= batch_size <= MAX_BATCH_SIZE
+    ):
+        raise SnapshotError(
+            f"batch_size must be an integer from {MIN_BATCH_SIZE} to {MAX_BATCH_SIZE:,}, got {batch_size!r}"
+        )
+    return batch_size
+
+
+# ---------------------------------------------------------------------------------------------- Arrow helpers
+
+
+def _wide(column) -> pa.Array:
+    """Text or decimal128 amounts -> decimal256 (room to add without overflow)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return pc.cast(column, WIDE)
+
+
+def _narrow(values: pa.Array, ids: pa.Array, name: str) -> pa.Array:
+    """decimal256 -> decimal128(38, 0), failing with the first balance whose value does not fit."""
+    too_big = pc.greater(pc.abs(values), pa.scalar(MAX_AMOUNT, WIDE))
+    if pc.any(too_big).as_py():
+        position = pc.index(too_big, True).as_py()
+        raise AmountOverflow(
+            f"balance {ids[position].as_py()!r}: {name} = {values[position].as_py()} does not fit decimal128(38, 0)"
+        )
+    return pc.cast(values, store.AMOUNT)
+
+
+class IndexSpool:
+    """Changed balances, spooled to a CSV file for one COPY into the index at commit time."""
+
+    def __init__(self, directory: Path, date: dt.date):
+        self.date = date
+        self.path = directory / f"index-{date.isoformat()}.csv"
+        self._writer: pcsv.CSVWriter | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        columns = {
+            "balance_id": table["balance_id"],
+            "snapshot_date": pa.array([self.date] * table.num_rows, pa.date32()),
+            **{name: table[name] for name in store.AMOUNT_COLUMNS},
+            "currency": table["currency"],
+        }
+        out = pa.table(columns)
+        if self._writer is None:
+            self._writer = pcsv.CSVWriter(str(self.path), out.schema)
+        self._writer.write_table(out)
+        self.rows += out.num_rows
+
+    def close(self) -> Path | None:
+        if self._writer is None:
+            return None
+        self._writer.close()
+        return self.path
+
+
+class CurrencyTotals:
+    """Per-currency row count and sums, accumulated page by page (no per-row Python objects)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, list[int]] = {}
+
+    def add(self, table: pa.Table) -> None:
+        table = pa.table(
+            {
+                "currency": table["currency"],
+                "balance_id": table["balance_id"],
+                **{name: pc.cast(table[name], WIDE) for name in ("balance", "credit_balance", "debit_balance")},
+            }
+        )
+        grouped = table.group_by("currency").aggregate(
+            [("balance_id", "count"), ("balance", "sum"), ("credit_balance", "sum"), ("debit_balance", "sum")]
+        )
+        for row in grouped.to_pylist():
+            entry = self.totals.setdefault(row["currency"], [0, 0, 0, 0])
+            entry[0] += row["balance_id_count"]
+            entry[1] += int(row["balance_sum"])
+            entry[2] += int(row["credit_balance_sum"])
+            entry[3] += int(row["debit_balance_sum"])
+
+    def as_rows(self) -> list[dict]:
+        return [
+            {"currency": c, "balances": v[0], "balance": v[1], "credit": v[2], "debit": v[3]}
+            for c, v in sorted(self.totals.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+        ]
+
+
+# --------------------------------------------------------------------------------------------- page transform
+
+
+def build_page(
+    page: pa.Table,
+    snapshot_date: dt.date,
+    cutoff: dt.datetime,
+    base_cutoff: dt.datetime | None,
+    base_reader: store.SequentialReader | None,
+) -> tuple[pa.RecordBatch, pa.Table]:
+    """One page of (balance row + delta sums) -> (Parquet batch, changed rows for the index)."""
+    n = page.num_rows
+    ids = page["balance_id"].combine_chunks()
+    deltas = {name: _wide(page[name]) for name in _DELTA_TO_FIELD}
+    zeros = pa.array([0] * n, WIDE) if base_reader is not None else None
+
+    if base_reader is None:
+        held = None
+        values = {field: deltas[name] for name, field in _DELTA_TO_FIELD.items()}
+        changed = None
+    else:
+        created = page["balance_created_at"].combine_chunks()
+        held = pc.fill_null(pc.less(created, pa.scalar(base_cutoff, created.type)), False)
+        count = pc.sum(held).as_py() or 0
+        base = base_reader.take(count)
+        if count and not pc.all(pc.equal(ids.filter(held), base["balance_id"])).as_py():
+            raise store.BaseMisaligned("balances read now do not line up with the base partition")
+        values = {}
+        changed = pc.invert(held)
+        for name, field in _DELTA_TO_FIELD.items():
+            if count:
+                previous = pc.replace_with_mask(zeros, held, _wide(base[field]))
+            else:
+                previous = zeros
+            values[field] = pc.cast(pc.add(previous, deltas[name]), WIDE)
+            changed = pc.or_(changed, pc.not_equal(deltas[name], pa.scalar(0, WIDE)))
+
+    values["balance"] = pc.subtract(values["credit_balance"], values["debit_balance"])
+    values["inflight_balance"] = pc.subtract(values["inflight_credit_balance"], values["inflight_debit_balance"])
+    amounts = {name: _narrow(values[name], ids, name) for name in store.AMOUNT_COLUMNS}
+
+    created_utc = pc.cast(page["balance_created_at"].combine_chunks(), store.UTC_TS)
+    batch = pa.RecordBatch.from_arrays(
+        [
+            ids,
+            page["ledger_id"].combine_chunks(),
+            page["identity_id"].combine_chunks(),
+            page["indicator"].combine_chunks(),
+            page["currency"].combine_chunks(),
+            *[amounts[name] for name in store.AMOUNT_COLUMNS],
+            created_utc,
+            pa.array([cutoff.replace(tzinfo=dt.timezone.utc)] * n, store.UTC_TS),
+        ],
+        schema=store.SNAPSHOT_SCHEMA,
+    )
+    table = pa.Table.from_batches([batch])
+    changed_rows = table if changed is None else table.filter(changed)
+    return batch, changed_rows
+
+
+# ----------------------------------------------------------------------------------------------- re-diffing
+
+
+def diff_files(
+    fs: pafs.FileSystem,
+    previous_path: str | None,
+    previous_cutoff: dt.datetime | None,
+    current_path: str,
+    spool: IndexSpool,
+) -> None:
+    """Spool the rows of ``current_path`` that differ from ``previous_path`` (all rows when there is none).
+
+    Both files are in the same ``balance_id`` order; rows of balances created
+    before the previous cutoff are matched in sequence.
+    """
+    columns = ["balance_id", "currency", *store.AMOUNT_COLUMNS, "balance_created_at"]
+    if previous_path is None:
+        for batch in _iter_file(fs, current_path, columns):
+            spool.write(pa.Table.from_batches([batch]))
+        return
+    previous = store.SequentialReader.from_file(fs, previous_path, ["balance_id", *store.AMOUNT_COLUMNS])
+    cutoff_scalar = pa.scalar(previous_cutoff.replace(tzinfo=dt.timezone.utc), store.UTC_TS)
+    pending: list[pa.Table] = []
+    for batch in _iter_file(fs, current_path, columns):
+        table = pa.Table.from_batches([batch])
+        held = pc.fill_null(pc.less(table["balance_created_at"], cutoff_scalar), False).combine_chunks()
+        count = pc.sum(held).as_py() or 0
+        try:
+            base = previous.take(count)
+        except store.BaseMisaligned:
+            return _spool_all(fs, current_path, columns, spool, pending)
+        held_rows = table.filter(held)
+        if count and not pc.all(pc.equal(held_rows["balance_id"], base["balance_id"])).as_py():
+            return _spool_all(fs, current_path, columns, spool, pending)
+        if count:
+            differs = pa.array([False] * count)
+            for name in store.AMOUNT_COLUMNS:
+                differs = pc.or_(differs, pc.not_equal(held_rows[name], base[name]))
+            pending.append(held_rows.filter(differs))
+        pending.append(table.filter(pc.invert(held)))
+    for table in pending:
+        spool.write(table)
+
+
+def _spool_all(fs, path, columns, spool: IndexSpool, pending: list) -> None:
+    pending.clear()
+    for batch in _iter_file(fs, path, columns):
+        spool.write(pa.Table.from_batches([batch]))
+
+
+def _iter_file(fs: pafs.FileSystem, path: str, columns: list[str]):
+    with fs.open_input_file(path) as f:
+        yield from pq.ParquetFile(f).iter_batches(batch_size=65_536, columns=columns)
+
+
+# --------------------------------------------------------------------------------------------- materialize
+
+
+@dataclasses.dataclass
+class _Pass:
+    """Outputs of one streaming pass over the ledger."""
+
+    writer: store.PartitionWriter
+    spool: IndexSpool
+    totals: CurrencyTotals
+    batches: int
+    watermark: asof.Watermark
+    base: index.ManifestEntry | None
+    mode: str
+
+
+def take_snapshot(
+    settings: Settings,
+    snapshot_date: dt.date,
+    batch_size: int = 1000,
+    *,
+    run_id: str | None = None,
+    log: Callable[[str], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> SnapshotResult:
+    """Compute and publish the snapshot partition ``snapshot_date``. Nothing is visible unless all of it is."""
+    validate_batch_size(batch_size)
+    log = log or logger.info
+    started = time.monotonic()
+    cutoff = calendar.cutoff(snapshot_date, settings.timezone)
+    index_conn = db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database")
+    work_dir = Path(tempfile.mkdtemp(prefix=f"snapshot-{snapshot_date.isoformat()}-"))
+    try:
+        index.migrate(index_conn)
+        index.lock_partition(index_conn, snapshot_date)
+        result_pass = _stream(settings, index_conn, snapshot_date, cutoff, batch_size, work_dir, log, on_batch,
+                              started)
+        return _commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, result_pass, work_dir,
+                       log, started)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        index_conn.close()
+
+
+def _stream(settings, index_conn, snapshot_date, cutoff, batch_size, work_dir, log, on_batch, started) -> _Pass:
+    base = index.nearest_before(index_conn, snapshot_date)
+    if base is not None and not store.exists(settings.storage_uri, base.snapshot_date):
+        log(f"base partition {base.snapshot_date} has no Parquet file; computing from genesis")
+        base = None
+    ledger = db.connect_arrow(db.ledger_url(settings))
+    try:
+        try:
+            return _stream_once(settings, ledger, snapshot_date, cutoff, batch_size, base, work_dir, log,
+                                on_batch, started)
+        except store.BaseMisaligned as exc:
+            log(f"base partition {base.snapshot_date} does not line up ({exc}); recomputing from genesis")
+            return _stream_once(settings, ledger, snapshot_date, cutoff, batch_size, None, work_dir, log,
+                                on_batch, started)
+    finally:
+        ledger.close()
+
+
+def _stream_once(settings, ledger, snapshot_date, cutoff, batch_size, base, work_dir, log, on_batch,
+                 started) -> _Pass:
+    cur = ledger.cursor()
+    writer: store.PartitionWriter | None = None
+    try:
+        watermark = asof.begin_consistent_read(cur)
+        base_ref = None
+        if base is not None:
+            base_ref = asof.Base(base.cutoff_at, base.max_transaction_id, base.transaction_count)
+            if not asof.base_is_intact(cur, base_ref):
+                log(f"journal rows at or below the watermark of {base.snapshot_date} changed; computing from genesis")
+                base, base_ref = None, None
+        mode = "incremental" if base is not None else "genesis"
+        delta_balances = asof.prepare_delta(cur, cutoff, base_ref)
+        log(
+            f"operation=balance_snapshot snapshot_date={snapshot_date} mode={mode}"
+            f" base={base.snapshot_date if base else None} delta_balances={delta_balances}"
+            f" watermark_transaction_id={watermark.max_transaction_id}"
+        )
+        writer = store.PartitionWriter(
+            settings.storage_uri,
+            snapshot_date,
+            {
+                "snapshot_date": snapshot_date.isoformat(),
+                "cutoff": cutoff.replace(tzinfo=dt.timezone.utc).isoformat(),
+                "timezone": settings.timezone,
+                "watermark": str(watermark.max_transaction_id),
+                "watermark_transaction_count": str(watermark.transaction_count),
+                "watermark_max_balance_id": str(watermark.max_balance_id),
+                "pg_snapshot": watermark.pg_snapshot,
+            },
+        )
+        spool = IndexSpool(work_dir, snapshot_date)
+        totals = CurrencyTotals()
+        base_reader = (
+            store.SequentialReader.from_file(writer.fs, store.partition_file(settings.storage_uri, base.snapshot_date),
+                                             BASE_COLUMNS)
+            if base is not None else None
+        )
+        batches = 0
+        last_report = time.monotonic()
+        for page in asof.iter_pages(cur, cutoff, batch_size):
+            batch, changed = build_page(page, snapshot_date, cutoff, base.cutoff_at if base else None, base_reader)
+            writer.write(batch)
+            spool.write(changed)
+            totals.add(pa.Table.from_batches([batch]))
+            batches += 1
+            if on_batch is not None:
+                on_batch(batches)
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_SECONDS:
+                elapsed = now - started
+                log(
+                    f"operation=balance_snapshot status=progress rows={writer.rows} batches={batches}"
+                    f" snapshots_per_second={writer.rows / elapsed:.0f}"
+                )
+                last_report = now
+        if base_reader is not None and not base_reader.exhausted():
+            raise store.BaseMisaligned("the base partition holds balances that no longer exist")
+        cur.execute("COMMIT")
+        return _Pass(writer, spool, totals, batches, watermark, base, mode)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        try:
+            cur.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the connection may be gone already
+            pass
+        raise
+    finally:
+        cur.close()
+
+
+def _commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, p: _Pass, work_dir, log,
+            started) -> SnapshotResult:
+    writer = p.writer
+    bytes_written, checksum = writer.close({"mode": p.mode})
+    spool_path = p.spool.close()
+    fs = writer.fs
+    backup = None
+    published = False
+    try:
+        with index_conn.transaction():
+            index.lock_commits(index_conn)
+            predecessor = index.nearest_before(index_conn, snapshot_date)
+            changed_count = p.spool.rows
+            if (predecessor is None) != (p.base is None) or (
+                predecessor is not None
+                and (predecessor.snapshot_date != p.base.snapshot_date or predecessor.checksum != p.base.checksum)
+            ):
+                log("the previous partition changed while this one was computed; re-diffing its index rows")
+                p.spool = IndexSpool(work_dir / "rediff", snapshot_date)
+                (work_dir / "rediff").mkdir(exist_ok=True)
+                diff_files(
+                    fs,
+                    store.partition_file(settings.storage_uri, predecessor.snapshot_date) if predecessor else None,
+                    predecessor.cutoff_at if predecessor else None,
+                    writer.staging_path,
+                    p.spool,
+                )
+                spool_path = p.spool.close()
+                changed_count = p.spool.rows
+            index_rows = index.replace_rows(index_conn, snapshot_date, spool_path)
+            successor = index.nearest_after(index_conn, snapshot_date)
+            if successor is not None and store.exists(settings.storage_uri, successor.snapshot_date):
+                succ_dir = work_dir / "successor"
+                succ_dir.mkdir(exist_ok=True)
+                succ_spool = IndexSpool(succ_dir, successor.snapshot_date)
+                diff_files(fs, writer.staging_path, cutoff,
+                           store.partition_file(settings.storage_uri, successor.snapshot_date), succ_spool)
+                succ_rows = index.replace_rows(index_conn, successor.snapshot_date, succ_spool.close())
+                index.set_index_rows(index_conn, successor.snapshot_date, succ_rows)
+                log(f"re-diffed index rows of the next partition {successor.snapshot_date}: {succ_rows} rows")
+            duration_ms = int((time.monotonic() - started) * 1000)
+            path = store.display_uri(settings.storage_uri, writer.final_path)
+            entry = index.ManifestEntry(
+                snapshot_date=snapshot_date,
+                cutoff_at=cutoff,
+                timezone=settings.timezone,
+                max_transaction_id=p.watermark.max_transaction_id,
+                transaction_count=p.watermark.transaction_count,
+                max_balance_id=p.watermark.max_balance_id,
+                pg_snapshot=p.watermark.pg_snapshot,
+                read_at=p.watermark.read_at,
+                row_count=writer.rows,
+                changed_count=changed_count,
+                index_rows=index_rows,
+                files=[path],
+                bytes=bytes_written,
+                checksum=checksum,
+                mode=p.mode,
+                base_date=p.base.snapshot_date if p.base else None,
+                batch_size=batch_size,
+                duration_ms=duration_ms,
+                dagster_run_id=run_id,
+            )
+            index.upsert_manifest(index_conn, entry)
+            backup = writer.publish()
+            published = True
+    except BaseException:
+        if published:
+            store.restore(writer.final_path, backup)
+        writer.abort()
+        raise
+    store.discard_backup(backup)
+    seconds = max(time.monotonic() - started, 1e-9)
+    return SnapshotResult(
+        snapshot_date=snapshot_date,
+        cutoff=cutoff,
+        watermark=p.watermark.as_dict(),
+        rows=writer.rows,
+        balances_changed=changed_count,
+        index_rows_written=index_rows,
+        batches=p.batches,
+        batch_size=batch_size,
+        duration_ms=int(seconds * 1000),
+        snapshots_per_second=round(writer.rows / seconds, 1),
+        bytes_written=bytes_written,
+        path=path,
+        checksum=checksum,
+        mode=p.mode,
+        base_date=p.base.snapshot_date if p.base else None,
+        currency_totals=p.totals.as_rows(),
+    )
+

@@ -1,0 +1,217 @@
+"""The Postgres index of snapshots: versioned migrations, manifest, COPY loads, lookups.
+
+Lives in its own schema (``snapshot_index``) of ``SNAPSHOT_DATABASE_URL``. The
+manifest row of a partition is its commit point: per-balance rows and the
+manifest row are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+SCHEMA = "snapshot_index"
+_LOCK_NAMESPACE = 0x534E4150  # "SNAP"
+_COMMIT_LOCK = -1
+_MIGRATION_LOCK = -2
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped in ``store/migrations``, in order."""
+    found = []
+    for entry in resources.files("snapshot_pipeline.store").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def migrate(conn: psycopg.Connection) -> list[str]:
+    """Apply pending migrations (idempotent, serialized by an advisory lock). Returns the names applied."""
+    applied_now: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _MIGRATION_LOCK))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS snapshot_index.schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'))"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM snapshot_index.schema_migrations")}
+        for version, name, text in migrations():
+            if version in done:
+                continue
+            conn.execute(text)
+            conn.execute(
+                "INSERT INTO snapshot_index.schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+            )
+            applied_now.append(name)
+    return applied_now
+
+
+def lock_partition(conn: psycopg.Connection, date: dt.date) -> None:
+    """Session-level lock serializing materializations of one partition (blocks until free)."""
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, date.toordinal()))
+
+
+def unlock_partition(conn: psycopg.Connection, date: dt.date) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_NAMESPACE, date.toordinal()))
+
+
+def lock_commits(conn: psycopg.Connection) -> None:
+    """Transaction-level lock serializing the commit phase of all partitions."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _COMMIT_LOCK))
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestEntry:
+    """One published partition, as recorded in ``snapshot_index.partitions``."""
+
+    snapshot_date: dt.date
+    cutoff_at: dt.datetime
+    timezone: str
+    max_transaction_id: int
+    transaction_count: int
+    max_balance_id: int
+    pg_snapshot: str
+    read_at: dt.datetime
+    row_count: int
+    changed_count: int
+    index_rows: int
+    files: list
+    bytes: int
+    checksum: str
+    mode: str
+    base_date: dt.date | None
+    batch_size: int
+    duration_ms: int
+    dagster_run_id: str | None
+    materialized_at: dt.datetime | None = None
+
+
+_FIELDS = [f.name for f in dataclasses.fields(ManifestEntry)]
+
+
+def _entry(row) -> ManifestEntry:
+    return ManifestEntry(**dict(zip(_FIELDS, row)))
+
+
+def _select(where: str, order: str = "") -> sql.Composed:
+    return sql.SQL("SELECT {} FROM snapshot_index.partitions {} {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, _FIELDS)), sql.SQL(where), sql.SQL(order)
+    )
+
+
+def manifest(conn: psycopg.Connection, date: dt.date) -> ManifestEntry | None:
+    row = conn.execute(_select("WHERE snapshot_date = %s"), (date,)).fetchone()
+    return _entry(row) if row else None
+
+
+def nearest_before(conn: psycopg.Connection, date: dt.date) -> ManifestEntry | None:
+    row = conn.execute(_select("WHERE snapshot_date < %s", "ORDER BY snapshot_date DESC LIMIT 1"), (date,)).fetchone()
+    return _entry(row) if row else None
+
+
+def nearest_after(conn: psycopg.Connection, date: dt.date) -> ManifestEntry | None:
+    row = conn.execute(_select("WHERE snapshot_date > %s", "ORDER BY snapshot_date LIMIT 1"), (date,)).fetchone()
+    return _entry(row) if row else None
+
+
+def all_partitions(conn: psycopg.Connection) -> list[ManifestEntry]:
+    return [_entry(r) for r in conn.execute(_select("", "ORDER BY snapshot_date"))]
+
+
+def latest_at_or_before_cutoff(conn: psycopg.Connection, at: dt.datetime) -> ManifestEntry | None:
+    """The latest published partition whose cutoff is at or before ``at`` (naive UTC)."""
+    row = conn.execute(
+        _select("WHERE cutoff_at <= %s", "ORDER BY cutoff_at DESC LIMIT 1"), (at,)
+    ).fetchone()
+    return _entry(row) if row else None
+
+
+def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
+    """Create the monthly partition of ``balance_snapshots`` holding ``date`` if missing."""
+    start = date.replace(day=1)
+    end = (start + dt.timedelta(days=32)).replace(day=1)
+    name = f"balance_snapshots_{start:%Y_%m}"
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {schema}.{name} PARTITION OF {schema}.balance_snapshots"
+            " FOR VALUES FROM ({start}) TO ({end})"
+        ).format(
+            schema=sql.Identifier(SCHEMA), name=sql.Identifier(name),
+            start=sql.Literal(start), end=sql.Literal(end),
+        )
+    )
+    return name
+
+
+INDEX_COLUMNS = (
+    "balance_id",
+    "snapshot_date",
+    "balance",
+    "credit_balance",
+    "debit_balance",
+    "inflight_balance",
+    "inflight_credit_balance",
+    "inflight_debit_balance",
+    "currency",
+)
+
+
+def replace_rows(conn: psycopg.Connection, date: dt.date, csv_path: Path | None) -> int:
+    """Within the caller's transaction: drop the index rows of ``date`` and COPY the spooled CSV in."""
+    ensure_month_partition(conn, date)
+    conn.execute("DELETE FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s", (date,))
+    if csv_path is None:
+        return 0
+    copy_sql = sql.SQL("COPY snapshot_index.balance_snapshots ({}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(
+        sql.SQL(", ").join(map(sql.Identifier, INDEX_COLUMNS))
+    )
+    with conn.cursor() as cur:
+        with cur.copy(copy_sql) as copy, open(csv_path, "rb") as source:
+            while chunk := source.read(4 << 20):
+                copy.write(chunk)
+        return cur.rowcount
+
+
+def upsert_manifest(conn: psycopg.Connection, entry: ManifestEntry) -> None:
+    values = dataclasses.asdict(entry)
+    values.pop("materialized_at")
+    values["files"] = json.dumps(values["files"])
+    columns = list(values)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO snapshot_index.partitions ({cols}) VALUES ({vals})"
+            " ON CONFLICT (snapshot_date) DO UPDATE SET ({cols}) = ({excluded}),"
+            " materialized_at = (now() AT TIME ZONE 'UTC')"
+        ).format(
+            cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            vals=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
+            excluded=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in columns),
+        ),
+        values,
+    )
+
+
+def set_index_rows(conn: psycopg.Connection, date: dt.date, index_rows: int) -> None:
+    conn.execute(
+        "UPDATE snapshot_index.partitions SET index_rows = %s WHERE snapshot_date = %s", (index_rows, date)
+    )
+
+
+def latest_balance_row(conn: psycopg.Connection, balance_id: str, date: dt.date):
+    """The newest index row of ``balance_id`` at or before partition ``date`` (one backward index seek)."""
+    return conn.execute(
+        "SELECT snapshot_date, balance, credit_balance, debit_balance, inflight_balance,"
+        " inflight_credit_balance, inflight_debit_balance, currency"
+        " FROM snapshot_index.balance_snapshots"
+        " WHERE balance_id = %s AND snapshot_date <= %s ORDER BY snapshot_date DESC LIMIT 1",
+        (balance_id, date),
+    ).fetchone()

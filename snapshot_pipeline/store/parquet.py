@@ -1,0 +1,287 @@
+"""Parquet partitions of the snapshot dataset: layout, atomic replacement, readers.
+
+Layout (DESIGN §4)::
+
+    <root>/balance_snapshots/snapshot_date=YYYY-MM-DD/part-00000.parquet
+
+One file per partition, zstd, rows sorted by ``balance_id`` (the source's index
+order). A partition is written to a staging file outside the dataset and then
+moved over the final name with one atomic rename (a single object PUT on object
+stores), so readers see the old file or the new one, never a mix or a gap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+DATASET = "balance_snapshots"
+PART_FILE = "part-00000.parquet"
+ROW_GROUP_ROWS = 131_072
+AMOUNT = pa.decimal128(38, 0)
+UTC_TS = pa.timestamp("us", tz="UTC")
+
+AMOUNT_COLUMNS = (
+    "balance",
+    "credit_balance",
+    "debit_balance",
+    "inflight_balance",
+    "inflight_credit_balance",
+    "inflight_debit_balance",
+)
+
+SNAPSHOT_SCHEMA = pa.schema(
+    [
+        pa.field("balance_id", pa.string(), nullable=False),
+        pa.field("ledger_id", pa.string()),
+        pa.field("identity_id", pa.string()),
+        pa.field("indicator", pa.string()),
+        pa.field("currency", pa.string()),
+        *[pa.field(name, AMOUNT, nullable=False) for name in AMOUNT_COLUMNS],
+        pa.field("balance_created_at", UTC_TS),
+        pa.field("cutoff_at", UTC_TS, nullable=False),
+    ]
+)
+
+
+def resolve(storage_uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and base path for a local path or an object-store URI."""
+    if "://" not in storage_uri:
+        path = Path(storage_uri).expanduser().resolve()
+        return pafs.LocalFileSystem(), str(path)
+    fs, path = pafs.FileSystem.from_uri(storage_uri)
+    return fs, path.rstrip("/")
+
+
+def dataset_path(storage_uri: str) -> str:
+    return f"{resolve(storage_uri)[1]}/{DATASET}"
+
+
+def partition_dir(storage_uri: str, date: dt.date) -> str:
+    return f"{dataset_path(storage_uri)}/snapshot_date={date.isoformat()}"
+
+
+def partition_file(storage_uri: str, date: dt.date) -> str:
+    return f"{partition_dir(storage_uri, date)}/{PART_FILE}"
+
+
+def display_uri(storage_uri: str, path: str) -> str:
+    """The user-facing location of ``path`` (keeps the URI scheme for object stores)."""
+    if "://" in storage_uri:
+        return storage_uri.split("://", 1)[0] + "://" + path.lstrip("/")
+    return path
+
+
+class PartitionWriter:
+    """Streams record batches into a staging Parquet file; :meth:`publish` makes it the partition.
+
+    Batches are buffered into row groups of ``ROW_GROUP_ROWS`` rows, so memory
+    stays bounded whatever the batch size.
+    """
+
+    def __init__(self, storage_uri: str, date: dt.date, metadata: dict[str, str]):
+        self.storage_uri = storage_uri
+        self.date = date
+        self.fs, base = resolve(storage_uri)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.final_path = partition_file(storage_uri, date)
+        staging_dir = f"{base}/.staging"
+        token = uuid.uuid4().hex
+        if self.local:
+            self.fs.create_dir(staging_dir, recursive=True)
+            self.staging_path = f"{staging_dir}/{date.isoformat()}-{token}.parquet"
+        else:
+            # Object stores: a single PUT is atomic, so write straight to the final key at close.
+            self.staging_path = self.final_path
+        self._metadata = {**metadata, "schema_version": str(SCHEMA_VERSION)}
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self.rows = 0
+        self._sink = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def _open(self) -> None:
+        schema = SNAPSHOT_SCHEMA.with_metadata({f"snapshot_pipeline.{k}": v for k, v in self._metadata.items()})
+        if self.local:
+            self._sink = self.staging_path
+            self._writer = pq.ParquetWriter(self.staging_path, schema, compression="zstd")
+        else:
+            self._sink = self.fs.open_output_stream(self.staging_path)
+            self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._writer is None:
+            self._open()
+        if self._pending:
+            table = pa.Table.from_batches(self._pending, schema=SNAPSHOT_SCHEMA)
+            self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self._pending = []
+        self._pending_rows = 0
+
+    def close(self, extra_metadata: dict[str, str]) -> tuple[int, str]:
+        """Finish the staging file; returns (bytes, sha256). Row count and other final facts go in metadata."""
+        self._flush()
+        assert self._writer is not None
+        self._writer.add_key_value_metadata(
+            {f"snapshot_pipeline.{k}": v for k, v in {**extra_metadata, "row_count": str(self.rows)}.items()}
+        )
+        self._writer.close()
+        if self._sink is not None and not isinstance(self._sink, str):
+            self._sink.close()
+        return self._size_and_checksum(self.staging_path)
+
+    def _size_and_checksum(self, path: str) -> tuple[int, str]:
+        digest = hashlib.sha256()
+        size = 0
+        with self.fs.open_input_stream(path) as stream:
+            while chunk := stream.read(8 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        return size, digest.hexdigest()
+
+    def publish(self) -> str | None:
+        """Atomically move the staging file over the partition. Returns a backup path of the old file, if any."""
+        if not self.local:
+            return None
+        final_dir = os.path.dirname(self.final_path)
+        os.makedirs(final_dir, exist_ok=True)
+        backup = None
+        if os.path.exists(self.final_path):
+            backup = f"{os.path.dirname(self.staging_path)}/{self.date.isoformat()}-{uuid.uuid4().hex}.previous"
+            os.link(self.final_path, backup)
+        os.replace(self.staging_path, self.final_path)
+        _fsync_dir(final_dir)
+        return backup
+
+    def abort(self) -> None:
+        """Drop the staging file (the published partition, if any, is untouched)."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        except Exception:  # noqa: BLE001 - best effort on an already failing path
+            pass
+        if self.local and os.path.exists(self.staging_path):
+            os.remove(self.staging_path)
+
+
+def restore(final_path: str, backup: str | None) -> None:
+    """Undo :meth:`PartitionWriter.publish` (used when the index commit fails after publishing)."""
+    if backup is None:
+        if os.path.exists(final_path):
+            os.remove(final_path)
+    else:
+        os.replace(backup, final_path)
+
+
+def discard_backup(backup: str | None) -> None:
+    if backup and os.path.exists(backup):
+        os.remove(backup)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def exists(storage_uri: str, date: dt.date) -> bool:
+    fs, _ = resolve(storage_uri)
+    return fs.get_file_info(partition_file(storage_uri, date)).type == pafs.FileType.File
+
+
+def delete_partition(storage_uri: str, date: dt.date) -> None:
+    fs, _ = resolve(storage_uri)
+    path = partition_dir(storage_uri, date)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def read_metadata(storage_uri: str, date: dt.date) -> dict[str, str]:
+    fs, _ = resolve(storage_uri)
+    with fs.open_input_file(partition_file(storage_uri, date)) as f:
+        meta = pq.ParquetFile(f).schema_arrow.metadata or {}
+    prefix = b"snapshot_pipeline."
+    return {k[len(prefix):].decode(): v.decode() for k, v in meta.items() if k.startswith(prefix)}
+
+
+def read_partition(storage_uri: str, date: dt.date, columns: list[str] | None = None) -> pa.Table:
+    fs, _ = resolve(storage_uri)
+    return pq.read_table(partition_file(storage_uri, date), filesystem=fs, columns=columns)
+
+
+def iter_partition(storage_uri: str, date: dt.date, columns: list[str], batch_rows: int = 65_536
+                   ) -> Iterator[pa.RecordBatch]:
+    fs, _ = resolve(storage_uri)
+    with fs.open_input_file(partition_file(storage_uri, date)) as f:
+        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+class SequentialReader:
+    """Hands out the rows of a partition in file order, ``take(k)`` rows at a time, streaming."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], columns: list[str]):
+        self._batches = batches
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered = 0
+        self.columns = columns
+
+    @classmethod
+    def from_file(cls, fs: pafs.FileSystem, path: str, columns: list[str]) -> "SequentialReader":
+        def batches():
+            with fs.open_input_file(path) as f:
+                yield from pq.ParquetFile(f).iter_batches(batch_size=65_536, columns=columns)
+
+        return cls(batches(), columns)
+
+    def take(self, k: int) -> pa.Table:
+        if k == 0:
+            return pa.table({c: pa.array([], type=pa.string()) for c in self.columns[:1]}).slice(0, 0)
+        while self._buffered < k:
+            batch = next(self._batches, None)
+            if batch is None:
+                break
+            self._buffer.append(batch)
+            self._buffered += batch.num_rows
+        if self._buffered < k:
+            raise BaseMisaligned(f"base partition ended early ({self._buffered} rows left, {k} needed)")
+        table = pa.Table.from_batches(self._buffer) if self._buffer else None
+        head = table.slice(0, k)
+        rest = table.slice(k)
+        self._buffer = rest.to_batches()
+        self._buffered = rest.num_rows
+        return head
+
+    def exhausted(self) -> bool:
+        if self._buffered:
+            return False
+        batch = next(self._batches, None)
+        while batch is not None and batch.num_rows == 0:
+            batch = next(self._batches, None)
+        if batch is None:
+            return True
+        self._buffer.append(batch)
+        self._buffered += batch.num_rows
+        return False
+
+
+class BaseMisaligned(RuntimeError):
+    """The base partition's rows do not line up with the balances read now (deleted or late balances)."""
+
