@@ -527,3 +527,25 @@ def _commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, p: 
         currency_totals=p.totals.as_rows(),
     )
 
+
+
+def staleness(settings: Settings, snapshot_date: dt.date) -> dict | None:
+    """Why a published partition no longer matches the journal (``{}`` when current; None when unpublished)."""
+    with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
+        index.migrate(conn)
+        entry = index.manifest(conn, snapshot_date)
+    if entry is None:
+        return None
+    reasons = {}
+    if not store.exists(settings.storage_uri, snapshot_date):
+        reasons["parquet_missing"] = 1
+    ledger = db.connect_arrow(db.ledger_url(settings))
+    try:
+        cur = ledger.cursor()
+        late = asof.late_rows(cur, entry.cutoff_at, entry.max_transaction_id, entry.transaction_count,
+                              entry.max_balance_id)
+        cur.close()
+    finally:
+        ledger.close()
+    reasons.update({k: v for k, v in late.items() if v})
+    return reasons

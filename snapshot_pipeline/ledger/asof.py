@@ -95,6 +95,31 @@ def base_is_intact(cur, base: Base) -> bool:
     return int(cur.fetchone()[0]) == base.transaction_count
 
 
+def late_rows(cur, cutoff: dt.datetime, max_transaction_id: int, transaction_count: int,
+              max_balance_id: int, *, check_prefix: bool = True) -> dict[str, int]:
+    """What a partition's read could not see: journal rows and balances that now count before its cutoff.
+
+    Rows above the watermark are found with primary-key range scans. ``check_prefix``
+    also counts the rows at or below it (an index-only scan), which catches rows
+    that committed out of id order after the read.
+    """
+    cur.execute(
+        f"SELECT count(*) FROM blnk.transactions t WHERE t.id > $1 AND {_eff('t')} < $2::timestamp",
+        parameters=(max_transaction_id, ts(cutoff)),
+    )
+    (late,) = cur.fetchone()
+    prefix_changed = 0
+    if check_prefix:
+        cur.execute("SELECT count(*) FROM blnk.transactions WHERE id <= $1", parameters=(max_transaction_id,))
+        prefix_changed = int(cur.fetchone()[0]) - transaction_count
+    cur.execute(
+        "SELECT count(*) FROM blnk.balances WHERE id > $1 AND created_at < $2::timestamp",
+        parameters=(max_balance_id, ts(cutoff)),
+    )
+    (late_balances,) = cur.fetchone()
+    return {"late_transactions": int(late), "prefix_changed": prefix_changed, "late_balances": int(late_balances)}
+
+
 def _delta_sql(incremental: bool) -> str:
     """Leg rows (balance_id, credit, debit, inflight_credit, inflight_debit) of ``S_D \\ S_P`` (+ new balances).
 

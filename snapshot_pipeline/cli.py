@@ -1,0 +1,299 @@
+"""The ``snapshot-pipeline`` command line.
+
+Machine-readable output (JSON) goes to stdout; progress and errors go to stderr;
+any failure exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from snapshot_pipeline import calendar, db, embedded
+from snapshot_pipeline.settings import Settings, SettingsError, dagster_home, load_settings, parse_date
+
+DEFAULT_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+
+
+class CliError(RuntimeError):
+    """A user-facing error: printed to stderr, exit code 1."""
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _positive_int(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low:,} to {high:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return parse_date(text, "date")
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _print_json(payload: object) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Point ``DAGSTER_HOME`` at a directory with a ``dagster.yaml`` (created from the project's if missing)."""
+    home = dagster_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if not target.exists():
+        project_yaml = settings.home / "dagster.yaml"
+        if project_yaml.exists() and project_yaml.resolve() != target.resolve():
+            shutil.copyfile(project_yaml, target)
+        else:
+            target.write_text(DEFAULT_DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size: int) -> dict:
+    """Run ``balance_snapshots_job`` for one partition on the Dagster instance; return its metrics."""
+    import dagster as dg  # noqa: PLC0415 - keep `--help` fast
+
+    from snapshot_pipeline.definitions import build_definitions  # noqa: PLC0415
+    from snapshot_pipeline.defs.assets import ASSET_NAME  # noqa: PLC0415
+    from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB  # noqa: PLC0415
+
+    last = calendar.last_closed_day(settings.timezone)
+    if snapshot_date < settings.start_date or snapshot_date > last:
+        raise CliError(
+            f"--date {snapshot_date} is not a partition: partitions run from {settings.start_date}"
+            f" (SNAPSHOT_START_DATE) to {last}, the last closed day in {settings.timezone}"
+        )
+    _preflight(settings)
+    prepare_dagster_home(settings)
+    job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB)
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            partition_key=snapshot_date.isoformat(),
+            instance=instance,
+            run_config={
+                "ops": {ASSET_NAME: {"config": {"batch_size": batch_size}}},
+                "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            },
+            raise_on_error=False,
+        )
+        if not result.success:
+            raise CliError(f"snapshot of {snapshot_date} failed (Dagster run {result.run_id}): {_failure(result)}")
+        events = result.asset_materializations_for_node(ASSET_NAME)
+        metadata = {key: value.value for key, value in events[-1].metadata.items()}
+    totals = metadata.pop("currency_totals")
+    out = {"snapshot_date": snapshot_date.isoformat(), "run_id": result.run_id, **metadata}
+    out["currency_totals"] = [dict(record.data) for record in totals.records]
+    return out
+
+
+def _preflight(settings: Settings) -> None:
+    """Fail fast, before launching a run, when a database is unreachable."""
+    db.connect(db.ledger_url(settings), what="ledger database").close()
+    db.connect(db.snapshot_url(settings), what="snapshot index database").close()
+
+
+def _failure(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
+                error = error.cause
+            return error.message.strip()
+    return "see the Dagster run logs"
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def cmd_seed_ledger(args, settings: Settings) -> int:
+    from snapshot_pipeline.ledger import generator  # noqa: PLC0415
+
+    start = args.start_date or (calendar.last_closed_day("UTC") - dt.timedelta(days=args.days - 1))
+    spec = generator.LedgerSpec(args.balances, args.transactions, args.days, args.seed, start)
+    url = db.ledger_url(settings)
+    with db.connect(url, autocommit=True, what="ledger database") as conn:
+        try:
+            summary = generator.generate(conn, spec, replace=args.replace, progress=not args.no_progress)
+        except generator.LedgerNotEmpty as exc:
+            raise CliError(str(exc)) from None
+    _print_json({"ledger": db.redact(url), **summary})
+    return 0
+
+
+def cmd_snapshot(args, settings: Settings) -> int:
+    _print_json(materialize_partition(settings, args.date, args.batch_size))
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from snapshot_pipeline import snapshot  # noqa: PLC0415
+    from snapshot_pipeline.ledger import generator  # noqa: PLC0415
+
+    url = db.ledger_url(settings)
+    print(f"ledger: {db.redact(url)}", file=sys.stderr)
+    last = calendar.last_closed_day(settings.timezone)
+    with db.connect(url, autocommit=True, what="ledger database") as conn:
+        counts = generator.ledger_counts(conn)
+        if not counts or not counts[1]:
+            start = calendar.last_closed_day("UTC") - dt.timedelta(days=args.seed_days - 1)
+            spec = generator.LedgerSpec(args.balances, args.transactions, args.seed_days, args.seed, start)
+            print(f"seeding a demo ledger: {spec.balances:,} balances, {spec.transactions:,} transactions"
+                  f" from {start} ...", file=sys.stderr)
+            generator.generate(conn, spec, progress=True)
+        else:
+            print(f"ledger already has {counts[0]:,} balances and {counts[1]:,} transactions", file=sys.stderr)
+    days = [d for d in calendar.days(last - dt.timedelta(days=args.days - 1), last) if d >= settings.start_date]
+    rows = []
+    for day in days:
+        stale = snapshot.staleness(settings, day)
+        if stale == {}:
+            rows.append({"date": day.isoformat(), "status": "up to date"})
+            continue
+        started = time.monotonic()
+        out = materialize_partition(settings, day, args.batch_size)
+        rows.append({
+            "date": day.isoformat(), "status": "materialized", "rows": out["dagster/row_count"],
+            "changed": out["balances_changed"], "duration_ms": out["duration_ms"],
+            "snapshots_per_second": out["snapshots_per_second"], "path": out["path"],
+            "wall_ms": int((time.monotonic() - started) * 1000),
+        })
+    _print_demo(rows, settings)
+    return 0
+
+
+def _print_demo(rows: list[dict], settings: Settings) -> None:
+    header = f"{'date':<12}{'status':<14}{'rows':>10}{'changed':>10}{'ms':>8}{'snapshots/s':>13}  path"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        if row["status"] != "materialized":
+            print(f"{row['date']:<12}{row['status']:<14}")
+            continue
+        print(f"{row['date']:<12}{row['status']:<14}{row['rows']:>10,}{row['changed']:>10,}"
+              f"{row['duration_ms']:>8,}{row['snapshots_per_second']:>13,.0f}  {row['path']}")
+    print()
+    print("Explore further:")
+    print("  snapshot-pipeline snapshot --date YYYY-MM-DD [--batch-size N]   # one partition, JSON metrics")
+    print("  make ui                                                      # Dagster UI on http://127.0.0.1:3000")
+    print(f"  python -c \"import pyarrow.dataset as ds; print(ds.dataset('{settings.storage_uri}/balance_snapshots',"
+          " partitioning='hive').to_table().num_rows)\"")
+
+
+def cmd_embedded_db(args, settings: Settings) -> int:
+    if args.action == "start":
+        _print_json({"url": embedded.ensure_running(settings.data_dir), "data_dir": str(settings.data_dir / "pg")})
+    elif args.action == "url":
+        _print_json({"url": embedded.url(settings.data_dir, embedded.EMBEDDED_DATABASE)})
+    else:
+        _print_json({"stopped": embedded.stop(settings.data_dir)})
+    return 0
+
+
+def cmd_migrate(args, settings: Settings) -> int:
+    from snapshot_pipeline.store import index  # noqa: PLC0415
+
+    with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
+        _print_json({"applied": index.migrate(conn)})
+    return 0
+
+
+def cmd_ui(args, settings: Settings) -> int:
+    if settings.uses_embedded:
+        embedded.ensure_running(settings.data_dir)
+    home = prepare_dagster_home(settings)
+    workspace = settings.home / "workspace.yaml"
+    command = ["dagster", "dev", "-h", args.host, "-p", str(args.port)]
+    command += ["-w", str(workspace)] if workspace.exists() else ["-m", "snapshot_pipeline.definitions"]
+    print(f"DAGSTER_HOME={home}; starting: {' '.join(command)}", file=sys.stderr)
+    return subprocess.call(command)
+
+
+# ------------------------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from snapshot_pipeline.snapshot import MAX_BATCH_SIZE, MIN_BATCH_SIZE  # noqa: PLC0415
+
+    batch = _positive_int(MIN_BATCH_SIZE, MAX_BATCH_SIZE)
+    parser = argparse.ArgumentParser(
+        prog="snapshot-pipeline",
+        description="Exact daily balance snapshots of a Blnk ledger, orchestrated by Dagster.",
+        epilog="Environment: LEDGER_DATABASE_URL, SNAPSHOT_DATABASE_URL, SNAPSHOT_STORAGE_URI, SNAPSHOT_TIMEZONE,"
+        " SNAPSHOT_START_DATE, DAGSTER_HOME. Unset database URLs mean the embedded PostgreSQL in .data/.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="seed a demo ledger if empty and snapshot the last closed days")
+    p.add_argument("--days", type=_positive_int(1, 366), default=7, help="closed days to snapshot (default 7)")
+    p.add_argument("--balances", type=_positive_int(9, 100_000_000), default=20_000)
+    p.add_argument("--transactions", type=_positive_int(0, 1_000_000_000), default=200_000)
+    p.add_argument("--seed-days", type=_positive_int(1, 3650), default=30, help="days of history to seed")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--batch-size", type=batch, default=1000)
+    p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("seed-ledger", help="load a deterministic, realistic Blnk ledger (COPY, progress bar)")
+    p.add_argument("--balances", type=_positive_int(9, 100_000_000), required=True)
+    p.add_argument("--transactions", type=_positive_int(0, 1_000_000_000), required=True)
+    p.add_argument("--days", type=_positive_int(1, 3650), required=True, help="days the journal spans")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--start-date", type=_date, help="first day (default: DAYS days before today)")
+    p.add_argument("--replace", action="store_true", help="wipe an existing ledger first")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=cmd_seed_ledger)
+
+    p = sub.add_parser("snapshot", help="materialize one partition through Dagster and print its metrics")
+    p.add_argument("--date", type=_date, required=True, help="partition date YYYY-MM-DD (business time zone)")
+    p.add_argument("--batch-size", type=batch, default=1000,
+                   help=f"balances per page, {MIN_BATCH_SIZE}..{MAX_BATCH_SIZE:,} (default 1000)")
+    p.set_defaults(handler=cmd_snapshot)
+
+    p = sub.add_parser("migrate", help="apply the snapshot index migrations")
+    p.set_defaults(handler=cmd_migrate)
+
+    p = sub.add_parser("embedded-db", help="start, stop or locate the embedded PostgreSQL")
+    p.add_argument("action", choices=["start", "stop", "url"])
+    p.set_defaults(handler=cmd_embedded_db)
+
+    p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the project's workspace")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(handler=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        return args.handler(args, settings)
+    except (CliError, SettingsError, db.DatabaseUnavailable, embedded.EmbeddedDatabaseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

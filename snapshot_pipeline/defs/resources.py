@@ -1,0 +1,32 @@
+"""Dagster resources: where the ledger is read and where snapshots are written."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from snapshot_pipeline.settings import Settings, load_settings
+
+
+class SnapshotStoreResource(dg.ConfigurableResource):
+    """The ledger to read and the snapshot store (Parquet root and Postgres index) to write.
+
+    Every field defaults to the environment (``LEDGER_DATABASE_URL``,
+    ``SNAPSHOT_DATABASE_URL``, ``SNAPSHOT_STORAGE_URI``); unset database URLs mean
+    the embedded PostgreSQL in ``.data/``. Values set here override the environment.
+    """
+
+    ledger_database_url: str | None = Field(default=None, description="Source ledger URL; unset = environment")
+    snapshot_database_url: str | None = Field(default=None, description="Index database URL; unset = ledger's")
+    storage_uri: str | None = Field(default=None, description="Parquet root (path or object-store URI)")
+
+    def settings(self, timezone: str | None = None) -> Settings:
+        """The resolved settings of this run, with the partitions' time zone."""
+        base = load_settings()
+        overrides = {
+            "ledger_database_url": self.ledger_database_url,
+            "snapshot_database_url": self.snapshot_database_url or self.ledger_database_url,
+            "storage_uri": self.storage_uri,
+            "timezone": timezone,
+        }
+        return base.with_overrides(**overrides)
