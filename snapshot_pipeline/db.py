@@ -8,6 +8,7 @@ connections that fail with :class:`DatabaseUnavailable` naming the database.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
@@ -25,6 +26,12 @@ class DatabaseUnavailable(RuntimeError):
 def redact(url: str) -> str:
     """Hide the password of a URL for logs and error messages."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
 
 
 def ledger_url(settings: Settings) -> str:

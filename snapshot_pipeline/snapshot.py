@@ -344,11 +344,17 @@ def take_snapshot(
         index_conn.close()
 
 
+def _with_file(settings: Settings, entry: index.ManifestEntry | None, log) -> index.ManifestEntry | None:
+    """The manifest entry if its Parquet file exists in this store, else None (logged)."""
+    if entry is not None and not store.exists(settings.storage_uri, entry.snapshot_date):
+        log(f"partition {entry.snapshot_date} is in the index but has no Parquet file in {settings.storage_uri};"
+            " not using it")
+        return None
+    return entry
+
+
 def _stream(settings, index_conn, snapshot_date, cutoff, batch_size, work_dir, log, on_batch, started) -> _Pass:
-    base = index.nearest_before(index_conn, snapshot_date)
-    if base is not None and not store.exists(settings.storage_uri, base.snapshot_date):
-        log(f"base partition {base.snapshot_date} has no Parquet file; computing from genesis")
-        base = None
+    base = _with_file(settings, index.nearest_before(index_conn, snapshot_date), log)
     ledger = db.connect_arrow(db.ledger_url(settings))
     try:
         try:
@@ -446,7 +452,7 @@ def _commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, p: 
     try:
         with index_conn.transaction():
             index.lock_commits(index_conn)
-            predecessor = index.nearest_before(index_conn, snapshot_date)
+            predecessor = _with_file(settings, index.nearest_before(index_conn, snapshot_date), log)
             changed_count = p.spool.rows
             if (predecessor is None) != (p.base is None) or (
                 predecessor is not None
@@ -465,8 +471,8 @@ def _commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, p: 
                 spool_path = p.spool.close()
                 changed_count = p.spool.rows
             index_rows = index.replace_rows(index_conn, snapshot_date, spool_path)
-            successor = index.nearest_after(index_conn, snapshot_date)
-            if successor is not None and store.exists(settings.storage_uri, successor.snapshot_date):
+            successor = _with_file(settings, index.nearest_after(index_conn, snapshot_date), log)
+            if successor is not None:
                 succ_dir = work_dir / "successor"
                 succ_dir.mkdir(exist_ok=True)
                 succ_spool = IndexSpool(succ_dir, successor.snapshot_date)

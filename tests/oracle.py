@@ -1,7 +1,7 @@
 """An independent computation of snapshot values, straight from DESIGN §3, in one SQL query.
 
 Deliberately written differently from the pipeline (no deltas, no paging, no
-Arrow): it sums the journal from genesis with correlated subqueries.
+Arrow, no watermark): it sums the whole journal from genesis.
 """
 
 from __future__ import annotations
@@ -14,20 +14,26 @@ ORACLE_SQL = """
 WITH tx AS (
     SELECT * FROM blnk.transactions WHERE COALESCE(effective_date, created_at) < %(cutoff)s
 ),
+settled AS (  -- what each INFLIGHT row's children (commits and voids) released before the cutoff
+    SELECT parent_transaction, sum(precise_amount) AS released
+      FROM tx WHERE status IN ('APPLIED', 'VOID') AND parent_transaction IS NOT NULL
+     GROUP BY parent_transaction
+),
 open_holds AS (
-    SELECT p.source, p.destination,
-           p.precise_amount - COALESCE((
-               SELECT sum(c.precise_amount) FROM tx c
-                WHERE c.parent_transaction = p.transaction_id AND c.status IN ('APPLIED', 'VOID')
-           ), 0) AS open_amount
-      FROM tx p WHERE p.status = 'INFLIGHT'
-)
-SELECT b.balance_id,
-       COALESCE((SELECT sum(precise_amount) FROM tx WHERE status = 'APPLIED' AND destination = b.balance_id), 0),
-       COALESCE((SELECT sum(precise_amount) FROM tx WHERE status = 'APPLIED' AND source = b.balance_id), 0),
-       COALESCE((SELECT sum(open_amount) FROM open_holds WHERE destination = b.balance_id), 0),
-       COALESCE((SELECT sum(open_amount) FROM open_holds WHERE source = b.balance_id), 0)
+    SELECT p.source, p.destination, p.precise_amount - COALESCE(s.released, 0) AS open_amount
+      FROM tx p LEFT JOIN settled s ON s.parent_transaction = p.transaction_id
+     WHERE p.status = 'INFLIGHT'
+),
+credits AS (SELECT destination AS id, sum(precise_amount) AS v FROM tx WHERE status = 'APPLIED' GROUP BY 1),
+debits AS (SELECT source AS id, sum(precise_amount) AS v FROM tx WHERE status = 'APPLIED' GROUP BY 1),
+held_in AS (SELECT destination AS id, sum(open_amount) AS v FROM open_holds GROUP BY 1),
+held_out AS (SELECT source AS id, sum(open_amount) AS v FROM open_holds GROUP BY 1)
+SELECT b.balance_id, COALESCE(c.v, 0), COALESCE(d.v, 0), COALESCE(hi.v, 0), COALESCE(ho.v, 0)
   FROM blnk.balances b
+  LEFT JOIN credits c ON c.id = b.balance_id
+  LEFT JOIN debits d ON d.id = b.balance_id
+  LEFT JOIN held_in hi ON hi.id = b.balance_id
+  LEFT JOIN held_out ho ON ho.id = b.balance_id
  WHERE b.created_at < %(cutoff)s
 """
 

@@ -217,7 +217,7 @@ def delete_partition(storage_uri: str, date: dt.date) -> None:
 def read_metadata(storage_uri: str, date: dt.date) -> dict[str, str]:
     fs, _ = resolve(storage_uri)
     with fs.open_input_file(partition_file(storage_uri, date)) as f:
-        meta = pq.ParquetFile(f).schema_arrow.metadata or {}
+        meta = pq.ParquetFile(f).metadata.metadata or {}
     prefix = b"snapshot_pipeline."
     return {k[len(prefix):].decode(): v.decode() for k, v in meta.items() if k.startswith(prefix)}
 

@@ -1,0 +1,663 @@
+"""Benchmark of the snapshot materialization against baselines measured in the same run (DESIGN §6).
+
+One command seeds a throwaway ledger and measures, on that same ledger:
+
+(a) raw ``COPY (SELECT <balance columns> FROM blnk.balances) TO STDOUT (FORMAT binary)``,
+    drained by the client (psycopg 3): the ceiling for reading every balance once;
+(b) a Blnk-style snapshot: Blnk's ``take_daily_balance_snapshots_batched`` shape (batched
+    ``INSERT ... SELECT`` of the live rows, 1000 balances per batch, keyset by ``balances.id``,
+    a per-balance "already snapshotted today" ``NOT EXISTS`` and a per-balance latest-transaction
+    subquery), possibly over a bounded subset of the balances (then reported as sampled);
+(c) ``snapshot_pipeline.snapshot.take_snapshot`` of a partition whose previous partition exists
+    (incremental mode), per batch size;
+(d) ``take_snapshot`` of the very first partition (genesis mode, fresh store and index), per batch size.
+
+Every (c)/(d) measurement runs in its own subprocess (``--worker``) so its peak RSS is its own
+(``os.wait4`` rusage of that child). Results are printed as a table and written as JSON to
+``benchmarks/results/<timestamp>.json``. Benchmarks report; a missed target does not fail the run.
+
+    python benchmarks/bench_snapshot.py                                   # 1M balances, 5M transactions
+    python benchmarks/bench_snapshot.py --balances 20000 --transactions 100000 --batch-sizes 1000
+    python benchmarks/bench_snapshot.py --rss-scaling                     # peak RSS of (c): 100k vs 1M
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+
+DEFAULT_BALANCES = 1_000_000
+DEFAULT_TRANSACTIONS = 5_000_000
+DEFAULT_DAYS = 30
+DEFAULT_BATCH_SIZES = (100, 1000, 10_000, 100_000)
+DEFAULT_START_DATE = dt.date(2025, 1, 1)
+DEFAULT_SEED = 42
+BLNK_BATCH_SIZE = 1000  # Blnk's default batch_size of POST /balances-snapshots
+DEFAULT_BLNK_SAMPLE = 50_000
+COPY_REPEATS = 3
+RSS_SCALING_SIZES = (100_000, 1_000_000)
+RSS_SCALING_BATCH = 1000
+RSS_GROWTH_TARGET_MB = 100.0
+TARGET_VS_COPY = 0.5  # c >= 0.5 x a
+TARGET_VS_BLNK = 100.0  # c >= 100 x b
+
+# The columns a balance snapshot carries (what (c) writes per balance, minus the computed cutoff).
+BALANCE_COLUMNS = (
+    "balance_id", "ledger_id", "identity_id", "indicator", "currency",
+    "balance", "credit_balance", "debit_balance",
+    "inflight_balance", "inflight_credit_balance", "inflight_debit_balance",
+    "created_at",
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# =============================================================================================== worker
+# Runs in a fresh interpreter: one take_snapshot call, JSON result on the last stdout line.
+
+
+def worker_main(spec_json: str) -> int:
+    import resource
+
+    spec = json.loads(spec_json)
+    from snapshot_pipeline import snapshot
+    from snapshot_pipeline.settings import load_settings
+
+    settings = load_settings({
+        "LEDGER_DATABASE_URL": spec["ledger_url"],
+        "SNAPSHOT_DATABASE_URL": spec["ledger_url"],
+        "SNAPSHOT_STORAGE_URI": spec["storage"],
+        "SNAPSHOT_HOME": spec["home"],
+        "SNAPSHOT_TIMEZONE": "UTC",
+    })
+    rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    messages: list[str] = []
+    started = time.perf_counter()
+    result = snapshot.take_snapshot(settings, dt.date.fromisoformat(spec["date"]), spec["batch_size"],
+                                    log=messages.append)
+    seconds = time.perf_counter() - started
+    rss_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    delta = None
+    for message in messages:
+        found = re.search(r"delta_balances=(\d+)", message)
+        if found:
+            delta = int(found.group(1))
+    out = {
+        "date": spec["date"],
+        "batch_size": spec["batch_size"],
+        "seconds": seconds,
+        "rows": result.rows,
+        "rows_per_second": result.rows / seconds if seconds else None,
+        "mode": result.mode,
+        "base_date": result.base_date.isoformat() if result.base_date else None,
+        "batches": result.batches,
+        "balances_changed": result.balances_changed,
+        "index_rows_written": result.index_rows_written,
+        "delta_balances": delta,
+        "bytes_written": result.bytes_written,
+        "reported_duration_ms": result.duration_ms,
+        "reported_snapshots_per_second": result.snapshots_per_second,
+        "worker_rss_after_imports_mb": rss_before_kb / 1024,
+        "worker_rss_peak_self_mb": rss_peak_kb / 1024,
+        "log": messages,
+    }
+    print(json.dumps(out))
+    return 0
+
+
+def run_worker(ledger_url: str, storage: Path, home: Path, date: dt.date, batch_size: int) -> dict:
+    """One take_snapshot in a fresh subprocess; adds the child's peak RSS (os.wait4 rusage, whole lifetime)."""
+    spec = {"ledger_url": ledger_url, "storage": str(storage), "home": str(home), "date": date.isoformat(),
+            "batch_size": batch_size}
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                            stdout=subprocess.PIPE, text=True)
+    started = time.perf_counter()
+    out = proc.stdout.read()
+    proc.stdout.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    process_seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker for {date} (batch size {batch_size}) exited with {proc.returncode}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
+    result["process_seconds"] = process_seconds
+    return result
+
+
+# ============================================================================================ databases
+
+
+def server_url(args) -> str:
+    """A URL on the server to use: --database-url, else LEDGER_DATABASE_URL, else the embedded PostgreSQL."""
+    from snapshot_pipeline import db
+    from snapshot_pipeline.settings import load_settings
+
+    if args.database_url:
+        return args.database_url
+    return db.ledger_url(load_settings())  # LEDGER_DATABASE_URL, or starts/reuses the embedded server
+
+
+def create_database(admin_url: str, name: str) -> str:
+    import psycopg
+    from psycopg import sql
+
+    from snapshot_pipeline import db
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return db.with_database(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def seed(url: str, balances: int, transactions: int, days: int, seed_value: int, start: dt.date) -> dict:
+    import psycopg
+
+    from snapshot_pipeline.ledger import generator
+
+    spec = generator.LedgerSpec(balances, transactions, days, seed_value, start)
+    log(f"seeding {balances:,} balances, {transactions:,} transactions over {days} days from {start} ...")
+    started = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        summary = generator.generate(conn, spec, progress=sys.stderr.isatty())
+        counts = generator.ledger_counts(conn)
+        sizes = conn.execute(
+            "SELECT pg_total_relation_size('blnk.balances'), pg_total_relation_size('blnk.transactions')"
+        ).fetchone()
+    seconds = time.perf_counter() - started
+    log(f"seeded in {seconds:.0f} s: {counts[0]:,} balances, {counts[1]:,} transaction rows")
+    return {**summary, "balances": counts[0], "transaction_rows": counts[1], "seconds": seconds,
+            "balances_bytes": sizes[0], "transactions_bytes": sizes[1]}
+
+
+# ================================================================================== (a) raw COPY TO STDOUT
+
+
+def measure_copy(url: str, repeats: int = COPY_REPEATS) -> dict:
+    import psycopg
+
+    query = f"COPY (SELECT {', '.join(BALANCE_COLUMNS)} FROM blnk.balances) TO STDOUT (FORMAT binary)"
+    runs = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        expected = conn.execute("SELECT count(*) FROM blnk.balances").fetchone()[0]
+        for _ in range(repeats):
+            nbytes = 0
+            with conn.cursor() as cur:
+                started = time.perf_counter()
+                with cur.copy(query) as copy:
+                    for block in copy:
+                        nbytes += len(block)
+                seconds = time.perf_counter() - started
+                rows = cur.rowcount if cur.rowcount and cur.rowcount > 0 else expected
+            runs.append({"seconds": seconds, "rows": rows, "bytes": nbytes, "rows_per_second": rows / seconds})
+    best = max(runs, key=lambda r: r["rows_per_second"])
+    return {"query": query, "repeats": repeats, "runs": runs, "rows": best["rows"], "bytes": best["bytes"],
+            "seconds": best["seconds"], "rows_per_second": best["rows_per_second"],
+            "median_rows_per_second": statistics.median(r["rows_per_second"] for r in runs)}
+
+
+# ========================================================================== (b) Blnk-style INSERT ... SELECT
+
+# Blnk's blnk.balance_snapshots (its migration), amounts widened to NUMERIC: Blnk declares BIGINT,
+# and the generated ledger holds amounts above 2^63 that BIGINT cannot store.
+BLNK_DDL = """
+DROP SCHEMA IF EXISTS bench_blnk CASCADE;
+CREATE SCHEMA bench_blnk;
+CREATE TABLE bench_blnk.balance_snapshots (
+    id                      SERIAL PRIMARY KEY,
+    balance_id              TEXT      NOT NULL REFERENCES blnk.balances (balance_id),
+    ledger_id               TEXT      NOT NULL REFERENCES blnk.ledgers (ledger_id),
+    balance                 NUMERIC   NOT NULL,
+    credit_balance          NUMERIC   NOT NULL,
+    debit_balance           NUMERIC   NOT NULL,
+    inflight_balance        NUMERIC   NOT NULL,
+    inflight_credit_balance NUMERIC   NOT NULL,
+    inflight_debit_balance  NUMERIC   NOT NULL,
+    currency                TEXT      NOT NULL,
+    snapshot_time           TIMESTAMP WITH TIME ZONE NOT NULL,
+    created_at              TIMESTAMP NOT NULL,
+    last_tx_id              TEXT,
+    meta_data               JSONB
+);
+CREATE INDEX idx_balance_snapshots_balance_id ON bench_blnk.balance_snapshots (balance_id);
+CREATE INDEX idx_balance_snapshots_snapshot_time ON bench_blnk.balance_snapshots (snapshot_time);
+CREATE INDEX idx_balance_snapshots_ledger_time ON bench_blnk.balance_snapshots (ledger_id, snapshot_time);
+"""
+
+# Blnk's take_daily_balance_snapshots_batched, statement for statement: live rows copied in keyset
+# batches by balances.id, a NOT EXISTS "already snapshotted today" check and a correlated
+# latest-transaction subquery per balance, all in one function call (one transaction). Two changes:
+# the next keyset position is the last id of the batch (Blnk's own step query aggregates max(id) with
+# an ORDER BY, which PostgreSQL rejects), and ``max_balances`` bounds the run to the first N balances.
+BLNK_FUNCTION = """
+CREATE OR REPLACE FUNCTION bench_blnk.take_daily_balance_snapshots_batched(batch_size INTEGER, max_balances BIGINT)
+    RETURNS INTEGER
+    LANGUAGE plpgsql
+    STRICT
+AS $$
+DECLARE
+    v_last_processed_id BIGINT := 0;
+    v_stop_id BIGINT;
+    v_total_processed INTEGER := 0;
+    v_batch_count INTEGER;
+    v_batch_last_id BIGINT;
+BEGIN
+    SELECT max(id) INTO v_stop_id FROM (SELECT id FROM blnk.balances ORDER BY id LIMIT max_balances) s;
+    LOOP
+        WITH batch AS (
+            SELECT b.id, b.balance_id, b.ledger_id, b.balance, b.credit_balance, b.debit_balance,
+                   b.inflight_balance, b.inflight_credit_balance, b.inflight_debit_balance,
+                   b.currency, b.created_at, b.meta_data
+            FROM blnk.balances b
+            WHERE b.id > v_last_processed_id AND b.id <= v_stop_id
+              AND NOT EXISTS (
+                  SELECT 1 FROM bench_blnk.balance_snapshots bs
+                  WHERE bs.balance_id = b.balance_id
+                    AND DATE_TRUNC('day', bs.snapshot_time) = DATE_TRUNC('day', NOW())
+              )
+            ORDER BY b.id
+            LIMIT batch_size
+        ), inserted AS (
+            INSERT INTO bench_blnk.balance_snapshots (
+                balance_id, ledger_id, balance, credit_balance, debit_balance, inflight_balance,
+                inflight_credit_balance, inflight_debit_balance, currency, snapshot_time, created_at,
+                last_tx_id, meta_data)
+            SELECT b.balance_id, b.ledger_id, b.balance, b.credit_balance, b.debit_balance, b.inflight_balance,
+                   b.inflight_credit_balance, b.inflight_debit_balance, b.currency, DATE_TRUNC('day', NOW()),
+                   b.created_at,
+                   COALESCE((
+                       SELECT t.transaction_id
+                       FROM blnk.transactions t
+                       WHERE t.source = b.balance_id OR t.destination = b.balance_id
+                       ORDER BY t.created_at DESC
+                       LIMIT 1
+                   ), NULL),
+                   b.meta_data
+            FROM batch b
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM inserted), (SELECT max(id) FROM batch)
+          INTO v_batch_count, v_batch_last_id;
+        v_total_processed := v_total_processed + v_batch_count;
+        EXIT WHEN v_batch_count = 0 OR v_batch_last_id IS NULL OR v_batch_last_id >= v_stop_id;
+        v_last_processed_id := v_batch_last_id;
+    END LOOP;
+    RETURN v_total_processed;
+END;
+$$;
+"""
+
+
+def measure_blnk(url: str, sample: int) -> dict:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        total = conn.execute("SELECT count(*) FROM blnk.balances").fetchone()[0]
+        conn.execute(BLNK_DDL)
+        conn.execute(BLNK_FUNCTION)
+        conn.execute("ANALYZE bench_blnk.balance_snapshots")
+        limit = total if sample <= 0 else min(sample, total)
+        plan = [row[0] for row in conn.execute(
+            "EXPLAIN SELECT (SELECT t.transaction_id FROM blnk.transactions t"
+            " WHERE t.source = b.balance_id OR t.destination = b.balance_id ORDER BY t.created_at DESC LIMIT 1)"
+            " FROM blnk.balances b WHERE b.id <= 1000"
+        )]
+        started = time.perf_counter()
+        rows = conn.execute("SELECT bench_blnk.take_daily_balance_snapshots_batched(%s, %s)",
+                            (BLNK_BATCH_SIZE, limit)).fetchone()[0]
+        seconds = time.perf_counter() - started
+        conn.execute("DROP SCHEMA bench_blnk CASCADE")
+    rate = rows / seconds if seconds else None
+    sampled = limit < total
+    return {"batch_size": BLNK_BATCH_SIZE, "balances_total": total, "balances_measured": limit, "rows": rows,
+            "seconds": seconds, "rows_per_second": rate, "sampled": sampled,
+            "extrapolated_full_seconds": total / rate if rate else None, "latest_tx_subquery_plan": plan}
+
+
+# ====================================================================== (c), (d) take_snapshot per batch size
+
+
+def reset_store(ledger_url: str, storage: Path) -> None:
+    """Forget every partition: drop the snapshot index schema and empty the Parquet root."""
+    import psycopg
+
+    with psycopg.connect(ledger_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS snapshot_index CASCADE")
+    shutil.rmtree(storage, ignore_errors=True)
+    storage.mkdir(parents=True)
+
+
+def measure_pipeline(ledger_url: str, work: Path, genesis_date: dt.date, batch_size: int) -> dict:
+    """(d) genesis of ``genesis_date`` in an empty store, then (c) the next day on top of it."""
+    storage = work / "snapshots"
+    reset_store(ledger_url, storage)
+    genesis = run_worker(ledger_url, storage, work, genesis_date, batch_size)
+    incremental = run_worker(ledger_url, storage, work, genesis_date + dt.timedelta(days=1), batch_size)
+    warnings = []
+    if genesis["mode"] != "genesis":
+        warnings.append(f"(d) ran in mode {genesis['mode']!r}, expected 'genesis'")
+    if incremental["mode"] != "incremental" or incremental["base_date"] != genesis_date.isoformat():
+        warnings.append(f"(c) ran in mode {incremental['mode']!r} with base {incremental['base_date']},"
+                        f" expected 'incremental' on {genesis_date}")
+    for w in warnings:
+        log("WARNING: " + w)
+    return {"batch_size": batch_size, "genesis": genesis, "incremental": incremental, "warnings": warnings}
+
+
+# ============================================================================================ reporting
+
+
+def fmt_rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+def render(report: dict) -> str:
+    a, b, per = report["copy"], report["blnk"], report["batches"]
+    ledger = report["ledger"]
+    lines = [
+        "",
+        f"snapshot benchmark  {report['started_at']}  host {report['machine']['node']}"
+        f" ({report['machine']['cpus']} cpus), PostgreSQL {report['server_version']}",
+        f"ledger: {ledger['balances']:,} balances, {ledger['transaction_rows']:,} transaction rows"
+        f" ({ledger['days']} days from {ledger['start_date']}, seed {ledger['seed']});"
+        f" seeded in {ledger['seconds']:.0f} s",
+        f"partitions: (d) genesis {report['genesis_date']} in an empty store;"
+        f" (c) incremental {report['incremental_date']} on top of it",
+        "",
+        f"(a) raw COPY balances TO STDOUT (binary), psycopg drain : {fmt_rate(a['rows_per_second']):>12} rows/s"
+        f"   (best of {a['repeats']}: {a['rows']:,} rows in {a['seconds']:.2f} s,"
+        f" {a['bytes'] / 1e6:.1f} MB; median {fmt_rate(a['median_rows_per_second'])} rows/s)",
+    ]
+    if b is None:
+        lines.append("(b) Blnk-style batched INSERT ... SELECT                : skipped (--blnk-sample -1)")
+    else:
+        scope = (f"SAMPLED: first {b['balances_measured']:,} of {b['balances_total']:,} balances,"
+                 f" rows/s extrapolated; a full run would take ~{b['extrapolated_full_seconds']:.0f} s"
+                 if b["sampled"] else f"all {b['balances_total']:,} balances")
+        lines.append(
+            f"(b) Blnk-style batched INSERT ... SELECT (batch {b['batch_size']})  : {fmt_rate(b['rows_per_second']):>12}"
+            f" rows/s   ({b['rows']:,} rows in {b['seconds']:.2f} s; {scope})"
+        )
+    lines.append("")
+    header = (f"{'batch':>7} | {'(c) incr rows/s':>15} | {'(c) s':>7} | {'(d) genesis rows/s':>18} | {'(d) s':>7} |"
+              f" {'c/a':>5} | {'c/b':>7} | {'RSS c MB':>8} | {'RSS d MB':>8} | {'c>=0.5a':>7} | {'c>=100b':>7}")
+    lines += [header, "-" * len(header)]
+    for entry in per:
+        c, d = entry["incremental"], entry["genesis"]
+        ca, cb = entry["c_over_a"], entry["c_over_b"]
+        lines.append(
+            f"{entry['batch_size']:>7} | {fmt_rate(c['rows_per_second']):>15} | {c['seconds']:>7.2f} |"
+            f" {fmt_rate(d['rows_per_second']):>18} | {d['seconds']:>7.2f} | {fmt_ratio(ca):>5} | {fmt_ratio(cb):>7} |"
+            f" {c['peak_rss_mb']:>8.0f} | {d['peak_rss_mb']:>8.0f} |"
+            f" {verdict(ca is not None and ca >= TARGET_VS_COPY):>7} |"
+            f" {(verdict(cb >= TARGET_VS_BLNK) if cb is not None else 'n/a'):>7}"
+        )
+    lines.append("")
+    for entry in per:
+        c, d = entry["incremental"], entry["genesis"]
+        lines.append(
+            f"  batch {entry['batch_size']:>7}: (c) {c['rows']:,} rows, {c['batches']:,} pages,"
+            f" delta {c['delta_balances']:,} balances, {c['index_rows_written']:,} index rows,"
+            f" {c['bytes_written'] / 1e6:.1f} MB parquet; (d) {d['rows']:,} rows,"
+            f" delta {d['delta_balances']:,} balances, {d['index_rows_written']:,} index rows;"
+            f" worker RSS after imports {c['worker_rss_after_imports_mb']:.0f} MB"
+        )
+        for w in entry["warnings"]:
+            lines.append(f"    WARNING: {w}")
+    lines.append("")
+    for target in report["targets"]:
+        lines.append(target["line"])
+    return "\n".join(lines)
+
+
+def evaluate_targets(per: list[dict]) -> list[dict]:
+    out = []
+    for key, factor, label in (("c_over_a", TARGET_VS_COPY, "c >= 0.5 x a"),
+                               ("c_over_b", TARGET_VS_BLNK, "c >= 100 x b")):
+        measured = [(e["batch_size"], e[key]) for e in per if e[key] is not None]
+        if not measured:
+            out.append({"target": label, "status": "n/a", "line": f"target {label}: n/a (baseline not measured)"})
+            continue
+        passing = [bs for bs, r in measured if r >= factor]
+        missing = [bs for bs, r in measured if r < factor]
+        best_bs, best = max(measured, key=lambda m: m[1])
+        default = dict(measured).get(1000)
+        # The verdict is taken at the pipeline's default batch size (1000) when measured, else at the best.
+        basis_bs, basis = (1000, default) if default is not None else (best_bs, best)
+        status = verdict(basis >= factor)
+        line = (f"target {label}: {status} at batch size {basis_bs:,} ({key.replace('_over_', '/')} = {basis:.2f});"
+                f" PASS at [{', '.join(f'{b:,}' for b in passing) or 'none'}],"
+                f" MISS at [{', '.join(f'{b:,}' for b in missing) or 'none'}];"
+                f" best {best:.2f} at batch size {best_bs:,}")
+        out.append({"target": label, "status": status, "basis_batch_size": basis_bs, "basis_ratio": basis,
+                    "passing_batch_sizes": passing, "missing_batch_sizes": missing, "line": line})
+    return out
+
+
+def write_json(report: dict, stem: str) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{stem}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    return path
+
+
+def machine_info() -> dict:
+    return {"node": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def server_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SHOW server_version").fetchone()[0]
+
+
+# ================================================================================================ modes
+
+
+def bench_main(args) -> int:
+    from snapshot_pipeline import db
+
+    started_at = dt.datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    stem = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    admin_url = server_url(args)
+    name = f"bench_snapshot_{stem.replace('-', '_')}_{os.getpid()}"
+    work = Path(tempfile.mkdtemp(prefix="bench_snapshot_"))
+    log(f"server {db.redact(admin_url)}; database {name}; work dir {work}")
+    url = create_database(admin_url, name)
+    genesis_date = args.start_date + dt.timedelta(days=args.days - 2)
+    try:
+        ledger = seed(url, args.balances, args.transactions, args.days, args.seed, args.start_date)
+        ledger.update({"days": args.days, "seed": args.seed, "start_date": args.start_date.isoformat()})
+        log("(a) raw COPY TO STDOUT ...")
+        copy = measure_copy(url)
+        log(f"(a) {copy['rows_per_second']:,.0f} rows/s")
+        blnk = None
+        if args.blnk_sample >= 0:
+            log(f"(b) Blnk-style INSERT ... SELECT over "
+                f"{'all' if args.blnk_sample == 0 else f'at most {args.blnk_sample:,}'} balances ...")
+            blnk = measure_blnk(url, args.blnk_sample)
+            log(f"(b) {blnk['rows_per_second']:,.0f} rows/s ({blnk['rows']:,} rows in {blnk['seconds']:.1f} s)")
+        per = []
+        for batch_size in args.batch_sizes:
+            log(f"(d)+(c) take_snapshot, batch size {batch_size:,} ...")
+            entry = measure_pipeline(url, work, genesis_date, batch_size)
+            entry["c_over_a"] = ratio(entry["incremental"]["rows_per_second"], copy["rows_per_second"])
+            entry["c_over_b"] = ratio(entry["incremental"]["rows_per_second"], blnk and blnk["rows_per_second"])
+            entry["d_over_a"] = ratio(entry["genesis"]["rows_per_second"], copy["rows_per_second"])
+            log(f"  (d) {entry['genesis']['rows_per_second']:,.0f} rows/s in {entry['genesis']['seconds']:.1f} s,"
+                f" peak RSS {entry['genesis']['peak_rss_mb']:.0f} MB; (c) {entry['incremental']['rows_per_second']:,.0f}"
+                f" rows/s in {entry['incremental']['seconds']:.1f} s, peak RSS {entry['incremental']['peak_rss_mb']:.0f} MB")
+            per.append(entry)
+        report = {
+            "benchmark": "bench_snapshot", "started_at": started_at, "finished_at": dt.datetime.now().isoformat(),
+            "argv": sys.argv[1:], "server": db.redact(admin_url), "server_version": server_version(url),
+            "machine": machine_info(), "ledger": ledger, "genesis_date": genesis_date.isoformat(),
+            "incremental_date": (genesis_date + dt.timedelta(days=1)).isoformat(),
+            "copy": copy, "blnk": blnk, "batches": per, "targets": evaluate_targets(per),
+        }
+        print(render(report), flush=True)
+        path = write_json(report, stem)
+        print(f"\nresults written to {path}")
+    finally:
+        if args.keep:
+            log(f"--keep: database {name} and work dir {work} left in place")
+        else:
+            drop_database(admin_url, name)
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def rss_scaling_main(args) -> int:
+    from snapshot_pipeline import db
+
+    started_at = dt.datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    stem = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-rss-scaling"
+    admin_url = server_url(args)
+    genesis_date = args.start_date + dt.timedelta(days=args.days - 2)
+    runs = []
+    for balances in RSS_SCALING_SIZES:
+        name = f"bench_snapshot_rss_{balances}_{os.getpid()}"
+        work = Path(tempfile.mkdtemp(prefix="bench_snapshot_rss_"))
+        log(f"RSS scaling: {balances:,} balances; database {name} on {db.redact(admin_url)}")
+        url = create_database(admin_url, name)
+        try:
+            ledger = seed(url, balances, 5 * balances, args.days, args.seed, args.start_date)
+            entry = measure_pipeline(url, work, genesis_date, RSS_SCALING_BATCH)
+            c = entry["incremental"]
+            log(f"  (c) {c['rows']:,} rows in {c['seconds']:.1f} s, peak RSS {c['peak_rss_mb']:.0f} MB")
+            runs.append({"balances": balances, "transactions": 5 * balances, "ledger": ledger, **entry})
+        finally:
+            if args.keep:
+                log(f"--keep: database {name} and work dir {work} left in place")
+            else:
+                drop_database(admin_url, name)
+                shutil.rmtree(work, ignore_errors=True)
+    small, large = runs[0]["incremental"], runs[-1]["incremental"]
+    growth = large["peak_rss_mb"] - small["peak_rss_mb"]
+    growth_d = runs[-1]["genesis"]["peak_rss_mb"] - runs[0]["genesis"]["peak_rss_mb"]
+    lines = ["", f"RSS scaling of (c) incremental take_snapshot, batch size {RSS_SCALING_BATCH}"
+                 f" (transactions = 5 x balances)  {started_at}",
+             f"{'balances':>10} | {'rows':>10} | {'(c) s':>7} | {'(c) rows/s':>10} | {'peak RSS c MB':>13} |"
+             f" {'peak RSS d MB':>13}"]
+    lines.append("-" * len(lines[-1]))
+    for run in runs:
+        c, d = run["incremental"], run["genesis"]
+        lines.append(f"{run['balances']:>10,} | {c['rows']:>10,} | {c['seconds']:>7.2f} | {fmt_rate(c['rows_per_second']):>10} |"
+                     f" {c['peak_rss_mb']:>13.0f} | {d['peak_rss_mb']:>13.0f}")
+    lines.append("")
+    lines.append(f"peak RSS growth of (c) from {RSS_SCALING_SIZES[0]:,} to {RSS_SCALING_SIZES[-1]:,} balances:"
+                 f" {growth:+.0f} MB ((d) genesis: {growth_d:+.0f} MB)")
+    target_line = (f"target RSS growth of (c) < {RSS_GROWTH_TARGET_MB:.0f} MB: "
+                   f"{verdict(growth < RSS_GROWTH_TARGET_MB)} ({growth:+.0f} MB)")
+    lines.append(target_line)
+    print("\n".join(lines), flush=True)
+    report = {"benchmark": "bench_snapshot --rss-scaling", "started_at": started_at,
+              "finished_at": dt.datetime.now().isoformat(), "argv": sys.argv[1:], "server": db.redact(admin_url),
+              "machine": machine_info(), "batch_size": RSS_SCALING_BATCH, "runs": runs,
+              "growth_mb": growth, "genesis_growth_mb": growth_d,
+              "target": {"line": target_line, "status": verdict(growth < RSS_GROWTH_TARGET_MB)}}
+    path = write_json(report, stem)
+    print(f"\nresults written to {path}")
+    return 0
+
+
+# ================================================================================================== CLI
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch-sizes wants integers separated by commas, got {text!r}") from None
+    if not sizes or any(not 1 <= s <= 1_000_000 for s in sizes):
+        raise argparse.ArgumentTypeError("each batch size must be an integer from 1 to 1,000,000")
+    return sizes
+
+
+def _count(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--balances", type=_count(9), default=DEFAULT_BALANCES, help="balances to seed (default 1,000,000)")
+    p.add_argument("--transactions", type=_count(0), default=DEFAULT_TRANSACTIONS,
+                   help="transactions to seed (default 5,000,000; inflight children come on top)")
+    p.add_argument("--days", type=_count(2), default=DEFAULT_DAYS, help="days of history (default 30)")
+    p.add_argument("--start-date", type=dt.date.fromisoformat, default=DEFAULT_START_DATE,
+                   help=f"first day of the seeded ledger (default {DEFAULT_START_DATE})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="generator seed (default 42)")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=list(DEFAULT_BATCH_SIZES),
+                   help="batch sizes of (c)/(d), comma separated (default 100,1000,10000,100000)")
+    p.add_argument("--blnk-sample", type=int, default=DEFAULT_BLNK_SAMPLE,
+                   help="(b) runs over the first N balances and extrapolates rows/s (default 50,000;"
+                        " 0 = all balances; -1 = skip (b))")
+    p.add_argument("--database-url", help="any database on the PostgreSQL server to use (default:"
+                                          " LEDGER_DATABASE_URL's server, else the embedded PostgreSQL)")
+    p.add_argument("--keep", action="store_true", help="keep the bench database(s) and work dir(s)")
+    p.add_argument("--rss-scaling", action="store_true",
+                   help="measure peak RSS of (c) at batch size 1000 for 100k and 1M balances (5x transactions)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.worker:
+        return worker_main(args.worker)
+    if args.rss_scaling:
+        return rss_scaling_main(args)
+    return bench_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

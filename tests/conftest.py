@@ -1,0 +1,87 @@
+"""Shared fixtures: a real PostgreSQL, throwaway databases and stores, seeded ledgers.
+
+The server is the one named by ``SNAPSHOT_TEST_DATABASE_URL`` (an admin URL, e.g.
+``postgresql://postgres@127.0.0.1:5432/test``) or, when unset, an embedded
+PostgreSQL started for the session in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from snapshot_pipeline import db, embedded
+from snapshot_pipeline.ledger import generator
+from snapshot_pipeline.settings import Settings, load_settings
+
+ADVERSARIAL = generator.LedgerSpec(balances=1500, transactions=30_000, days=12, seed=11,
+                                   start_date=dt.date(2026, 10, 25))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory) -> Iterator[str]:
+    url = os.environ.get("SNAPSHOT_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    data_dir = tmp_path_factory.mktemp("embedded")
+    yield embedded.ensure_running(data_dir, "postgres")
+    embedded.stop(data_dir)
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_admin_url) -> Iterator[Callable[[], str]]:
+    """Factory of empty throwaway databases, all dropped at the end of the session."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"sp_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return db.with_database(pg_admin_url, name)
+
+    yield make
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        for name in created:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def seed(url: str, spec: generator.LedgerSpec = ADVERSARIAL) -> dict:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return generator.generate(conn, spec, progress=False)
+
+
+def make_settings(url: str, storage: Path, timezone: str = "UTC", start: str = "2026-10-01",
+                  index_url: str | None = None) -> Settings:
+    return load_settings({
+        "LEDGER_DATABASE_URL": url,
+        "SNAPSHOT_DATABASE_URL": index_url or url,
+        "SNAPSHOT_STORAGE_URI": str(storage),
+        "SNAPSHOT_TIMEZONE": timezone,
+        "SNAPSHOT_START_DATE": start,
+        "SNAPSHOT_HOME": str(storage.parent),
+    })
+
+
+@pytest.fixture(scope="module")
+def adversarial_url(make_database) -> str:
+    """A seeded adversarial ledger shared by a module's read-only tests."""
+    url = make_database()
+    seed(url)
+    return url
+
+
+@pytest.fixture
+def fresh_ledger(make_database) -> str:
+    """A seeded adversarial ledger of the test's own (tests that write to the journal)."""
+    url = make_database()
+    seed(url)
+    return url

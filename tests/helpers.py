@@ -1,0 +1,50 @@
+"""Small helpers shared by tests: reading the index, inserting journal rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import psycopg
+
+from tests.oracle import AMOUNTS
+
+
+def index_values(url: str, date: dt.date, balance_ids) -> dict[str, dict[str, int] | None]:
+    """The values the index answers for each balance at partition ``date`` (latest row at or before it)."""
+    out = {}
+    with psycopg.connect(url) as conn:
+        for balance_id in balance_ids:
+            row = conn.execute(
+                "SELECT balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,"
+                " inflight_debit_balance FROM snapshot_index.balance_snapshots"
+                " WHERE balance_id = %s AND snapshot_date <= %s ORDER BY snapshot_date DESC LIMIT 1",
+                (balance_id, date),
+            ).fetchone()
+            out[balance_id] = None if row is None else dict(zip(AMOUNTS, (int(v) for v in row)))
+    return out
+
+
+def insert_transaction(url: str, source: str, destination: str, amount: int, *, status: str = "APPLIED",
+                       created_at: dt.datetime, effective_date: dt.datetime | None = None,
+                       parent: str | None = None, currency: str = "USD") -> str:
+    transaction_id = f"txn_test_{uuid.uuid4().hex}"
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO blnk.transactions (transaction_id, parent_transaction, source, destination, amount,"
+            " precise_amount, precision, currency, status, created_at, effective_date)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 100, %s, %s, %s, %s)",
+            (transaction_id, parent, source, destination, amount / 100, amount, currency, status, created_at,
+             effective_date),
+        )
+    return transaction_id
+
+
+def two_balances(url: str, currency: str = "USD", before: dt.datetime | None = None) -> tuple[str, str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT balance_id FROM blnk.balances WHERE currency = %s AND created_at < %s"
+            " ORDER BY balance_id LIMIT 2",
+            (currency, before or dt.datetime(2026, 10, 1)),
+        ).fetchall()
+    return rows[0][0], rows[1][0]

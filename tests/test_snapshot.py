@@ -1,0 +1,224 @@
+"""Exactness and safety of the snapshot core, against an independent SQL computation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import psycopg
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+from snapshot_pipeline import calendar, db, snapshot
+from snapshot_pipeline.store import parquet as store
+from tests.conftest import make_settings
+from tests.helpers import index_values, insert_transaction, two_balances
+from tests.oracle import expected_snapshot, snapshot_values
+
+
+def assert_exact(settings, url: str, date: dt.date) -> dict:
+    expected = expected_snapshot(url, calendar.cutoff(date, settings.timezone))
+    got = snapshot_values(store.read_partition(settings.storage_uri, date))
+    assert set(got) == set(expected), f"{date}: balance sets differ"
+    wrong = {k: (expected[k], got[k]) for k in expected if expected[k] != got[k]}
+    assert not wrong, f"{date}: {len(wrong)} balances differ, e.g. {next(iter(wrong.items()))}"
+    indexed = index_values(settings.snapshot_database_url, date, got)
+    wrong_index = [k for k in got if indexed[k] != got[k]]
+    assert not wrong_index, f"{date}: index answers differ for {len(wrong_index)} balances"
+    return got
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "America/New_York"])
+def test_partitions_are_exact_in_any_order(adversarial_url, make_database, tmp_path, timezone):
+    settings = make_settings(adversarial_url, tmp_path / "store", timezone, index_url=make_database())
+    # Genesis, incremental, the DST day (2026-11-01 has 25 hours in New York), a gap, then back-filling.
+    dates = [dt.date(2026, 10, 30), dt.date(2026, 10, 31), dt.date(2026, 11, 1), dt.date(2026, 11, 4),
+             dt.date(2026, 10, 26), dt.date(2026, 11, 2)]
+    modes = {}
+    for i, date in enumerate(dates):
+        result = snapshot.take_snapshot(settings, date, batch_size=[1, 7, 100, 1000, 50, 333][i])
+        modes[date] = result.mode
+        assert result.rows == len(expected_snapshot(adversarial_url, calendar.cutoff(date, timezone)))
+    assert modes[dt.date(2026, 10, 30)] == "genesis"
+    assert modes[dt.date(2026, 10, 31)] == "incremental"
+    assert modes[dt.date(2026, 11, 2)] == "incremental"
+    for date in dates:
+        assert_exact(settings, adversarial_url, date)
+
+
+def test_adversarial_ledger_has_every_case(adversarial_url):
+    with psycopg.connect(adversarial_url) as conn:
+        q = lambda text: conn.execute(text).fetchone()[0]  # noqa: E731
+        statuses = {r[0] for r in conn.execute("SELECT DISTINCT status FROM blnk.transactions")}
+        assert {"APPLIED", "QUEUED", "REJECTED", "INFLIGHT", "VOID"} <= statuses
+        assert q("SELECT count(*) FROM blnk.transactions WHERE effective_date < created_at") > 100
+        assert q("SELECT count(*) FROM blnk.transactions WHERE effective_date > created_at") > 100
+        assert q("SELECT count(*) FROM blnk.transactions WHERE effective_date = date_trunc('day', effective_date)") > 50
+        assert q("SELECT count(*) FROM blnk.transactions WHERE precise_amount > 9223372036854775808") > 50
+        assert q("SELECT max(n) FROM (SELECT b, count(*) n FROM (SELECT source b FROM blnk.transactions"
+                 " UNION ALL SELECT destination FROM blnk.transactions) legs GROUP BY b) s") >= 1000
+        assert q("SELECT count(*) FROM blnk.balances WHERE created_at > '2026-10-25'"
+                 " AND created_at::time <> '00:00'") > 100
+        # partial commits (two children) and partial commit + void remainder
+        assert q("SELECT count(*) FROM (SELECT parent_transaction FROM blnk.transactions"
+                 " WHERE parent_transaction IS NOT NULL GROUP BY 1 HAVING count(DISTINCT status) = 2) s") > 10
+
+
+def test_rematerialize_is_identical_and_history_is_stable(fresh_ledger, make_database, tmp_path):
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    day = dt.date(2026, 10, 29)
+    snapshot.take_snapshot(settings, day, 100)
+    first = snapshot_values(store.read_partition(settings.storage_uri, day))
+    # Later activity, dated at or after the cutoff, must not change the day's values.
+    source, destination = two_balances(fresh_ledger)
+    for hours in (0, 30, 200):
+        insert_transaction(fresh_ledger, source, destination, 10**20 + hours,
+                           created_at=dt.datetime(2026, 11, 6, 12),
+                           effective_date=calendar.cutoff(day, "UTC") + dt.timedelta(hours=hours))
+    snapshot.take_snapshot(settings, dt.date(2026, 11, 3), 1000)
+    again = snapshot.take_snapshot(settings, day, 1000)
+    assert snapshot_values(store.read_partition(settings.storage_uri, day)) == first
+    assert again.rows == len(first)
+    # A backfill of the old date into a brand-new store and index (from genesis) gives the same values.
+    backfill = make_settings(fresh_ledger, tmp_path / "backfill", index_url=make_database())
+    result = snapshot.take_snapshot(backfill, day, 7)
+    assert result.mode == "genesis"
+    assert snapshot_values(store.read_partition(backfill.storage_uri, day)) == first
+    assert_exact(settings, fresh_ledger, dt.date(2026, 11, 3))
+
+
+def test_late_and_backdated_rows_are_detected_and_repaired(fresh_ledger, tmp_path):
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    d1, d2 = dt.date(2026, 10, 30), dt.date(2026, 10, 31)
+    snapshot.take_snapshot(settings, d1, 500)
+    snapshot.take_snapshot(settings, d2, 500)
+    assert snapshot.staleness(settings, d1) == {}
+    source, destination = two_balances(fresh_ledger)
+    # backdated into d1, recorded now; and an inflight hold dated d1 with a commit dated d2
+    insert_transaction(fresh_ledger, source, destination, 12345, created_at=dt.datetime(2026, 11, 7),
+                       effective_date=dt.datetime(2026, 10, 30, 23, 59, 59))
+    hold = insert_transaction(fresh_ledger, destination, source, 999, status="INFLIGHT",
+                              created_at=dt.datetime(2026, 11, 7), effective_date=dt.datetime(2026, 10, 30, 8))
+    insert_transaction(fresh_ledger, destination, source, 400, status="APPLIED", parent=hold,
+                       created_at=dt.datetime(2026, 11, 7), effective_date=dt.datetime(2026, 10, 31, 8))
+    assert snapshot.staleness(settings, d1)["late_transactions"] == 2
+    assert snapshot.staleness(settings, d2)["late_transactions"] == 3
+    # Re-materialize the earliest affected partition, then the next: both exact, index consistent.
+    snapshot.take_snapshot(settings, d1, 500)
+    assert_exact(settings, fresh_ledger, d1)
+    snapshot.take_snapshot(settings, d2, 500)
+    assert_exact(settings, fresh_ledger, d2)
+    assert snapshot.staleness(settings, d2) == {}
+
+
+def test_injected_failure_mid_write_leaves_previous_partition_untouched(fresh_ledger, tmp_path):
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    day = dt.date(2026, 10, 30)
+    snapshot.take_snapshot(settings, day, 100)
+    before_bytes = open(store.partition_file(settings.storage_uri, day), "rb").read()
+    with psycopg.connect(fresh_ledger) as conn:
+        manifest_before = conn.execute("SELECT checksum, max_transaction_id FROM snapshot_index.partitions").fetchall()
+        index_before = conn.execute("SELECT count(*), sum(balance) FROM snapshot_index.balance_snapshots").fetchone()
+    source, destination = two_balances(fresh_ledger)
+    insert_transaction(fresh_ledger, source, destination, 777, created_at=dt.datetime(2026, 10, 30, 5))
+
+    def explode(batch_number: int) -> None:
+        if batch_number == 3:
+            raise RuntimeError("injected failure")
+
+    with pytest.raises(RuntimeError, match="injected failure"):
+        snapshot.take_snapshot(settings, day, 100, on_batch=explode)
+    assert open(store.partition_file(settings.storage_uri, day), "rb").read() == before_bytes
+    with psycopg.connect(fresh_ledger) as conn:
+        assert conn.execute("SELECT checksum, max_transaction_id FROM snapshot_index.partitions").fetchall() \
+            == manifest_before
+        assert conn.execute("SELECT count(*), sum(balance) FROM snapshot_index.balance_snapshots").fetchone() \
+            == index_before
+    staging = tmp_path / "store" / ".staging"
+    assert not any(staging.iterdir()), "staging files must be cleaned up"
+    # A failure while committing the index (after the Parquet is complete) also leaves everything as it was.
+    with psycopg.connect(fresh_ledger, autocommit=True) as conn:
+        conn.execute("ALTER TABLE snapshot_index.partitions ADD CONSTRAINT no_more CHECK (row_count < 0) NOT VALID")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        snapshot.take_snapshot(settings, day, 100)
+    assert open(store.partition_file(settings.storage_uri, day), "rb").read() == before_bytes
+    with psycopg.connect(fresh_ledger) as conn:
+        assert conn.execute("SELECT count(*), sum(balance) FROM snapshot_index.balance_snapshots").fetchone() \
+            == index_before
+
+
+def test_decimal_overflow_fails_naming_the_balance(fresh_ledger, tmp_path):
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    source, destination = two_balances(fresh_ledger)
+    huge = 10**37 * 6
+    for _ in range(2):  # two legs of 6e37 make 1.2e38 > decimal128(38, 0)
+        insert_transaction(fresh_ledger, source, destination, huge, created_at=dt.datetime(2026, 10, 28, 9))
+    with pytest.raises(snapshot.AmountOverflow, match=f"({source}|{destination})"):
+        snapshot.take_snapshot(settings, dt.date(2026, 10, 29), 1000)
+    assert not store.exists(settings.storage_uri, dt.date(2026, 10, 29))
+    with psycopg.connect(fresh_ledger) as conn:
+        assert conn.execute("SELECT count(*) FROM snapshot_index.partitions").fetchone()[0] == 0
+
+
+def test_concurrent_runs_of_one_partition_are_serialized(adversarial_url, make_database, tmp_path):
+    settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
+    day = dt.date(2026, 11, 3)
+    results, errors = [], []
+
+    def run(batch_size: int) -> None:
+        try:
+            results.append(snapshot.take_snapshot(settings, day, batch_size))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(size,)) for size in (10, 17, 1000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len({r.checksum for r in results}) == 3  # three complete, separate publications
+    assert_exact(settings, adversarial_url, day)
+    files = list((tmp_path / "store" / "balance_snapshots").rglob("*"))
+    assert [f.name for f in files if f.is_file()] == [store.PART_FILE]
+
+
+def test_invalid_batch_size_and_unreachable_database(tmp_path, adversarial_url):
+    settings = make_settings(adversarial_url, tmp_path / "store")
+    for bad in (0, -1, 1_000_001, "100", 2.5, True):
+        with pytest.raises(snapshot.SnapshotError, match="batch_size must be an integer from 1 to 1,000,000"):
+            snapshot.take_snapshot(settings, dt.date(2026, 10, 30), bad)
+    down = make_settings("postgresql://postgres@127.0.0.1:1/nowhere", tmp_path / "store")
+    with pytest.raises(db.DatabaseUnavailable, match="cannot connect"):
+        snapshot.take_snapshot(down, dt.date(2026, 10, 30), 10)
+    assert not (tmp_path / "store" / "balance_snapshots").exists()
+
+
+def test_parquet_layout_schema_and_readers(adversarial_url, make_database, tmp_path):
+    settings = make_settings(adversarial_url, tmp_path / "store", "America/New_York", index_url=make_database())
+    for day in (dt.date(2026, 10, 31), dt.date(2026, 11, 1)):
+        snapshot.take_snapshot(settings, day, 250)
+    root = tmp_path / "store" / "balance_snapshots"
+    dataset = pads.dataset(str(root), format="parquet", partitioning="hive")
+    table = dataset.to_table()
+    assert set(table.column("snapshot_date").to_pylist()) == {"2026-10-31", "2026-11-01"} or set(
+        str(v) for v in table.column("snapshot_date").to_pylist()) == {"2026-10-31", "2026-11-01"}
+    one = store.read_partition(settings.storage_uri, dt.date(2026, 11, 1))
+    for name in store.AMOUNT_COLUMNS:
+        assert one.schema.field(name).type == pa.decimal128(38, 0)
+    ids = one.column("balance_id").to_pylist()
+    assert ids == sorted(ids)
+    cutoffs = set(one.column("cutoff_at").to_pylist())
+    assert cutoffs == {dt.datetime(2026, 11, 2, 5, tzinfo=dt.timezone.utc)}
+    meta = store.read_metadata(settings.storage_uri, dt.date(2026, 11, 1))
+    assert meta["row_count"] == str(one.num_rows)
+    assert meta["cutoff"] == "2026-11-02T05:00:00+00:00"
+    assert int(meta["watermark"]) > 0 and meta["schema_version"] == "1"
+    frame = __import__("pandas").read_parquet(str(root))
+    assert len(frame) == table.num_rows
+    with psycopg.connect(settings.snapshot_database_url) as conn:
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN SELECT * FROM snapshot_index.balance_snapshots WHERE balance_id = 'x'"
+            " AND snapshot_date <= '2026-11-01' ORDER BY snapshot_date DESC LIMIT 1"))
+        assert "Index Scan Backward" in plan and "Seq Scan" not in plan
