@@ -311,6 +311,16 @@ $$;
 """
 
 
+BLNK_PRIOR_DAY = """
+INSERT INTO bench_blnk.balance_snapshots (
+    balance_id, ledger_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,
+    inflight_debit_balance, currency, snapshot_time, created_at, last_tx_id, meta_data)
+SELECT balance_id, ledger_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,
+       inflight_debit_balance, currency, DATE_TRUNC('day', NOW()) - interval '1 day', created_at, NULL, meta_data
+FROM blnk.balances
+"""
+
+
 def measure_blnk(url: str, sample: int) -> dict:
     import psycopg
 
@@ -318,7 +328,13 @@ def measure_blnk(url: str, sample: int) -> dict:
         total = conn.execute("SELECT count(*) FROM blnk.balances").fetchone()[0]
         conn.execute(BLNK_DDL)
         conn.execute(BLNK_FUNCTION)
-        conn.execute("ANALYZE bench_blnk.balance_snapshots")
+        # Steady state of a daily job: yesterday's snapshot of every balance is already there, analyzed.
+        # (On an empty, freshly analyzed table the cached plan of the NOT EXISTS probe is a sequential
+        # scan per balance and the run turns quadratic; that first-run pathology is not what we compare to.)
+        started = time.perf_counter()
+        conn.execute(BLNK_PRIOR_DAY)
+        conn.execute("VACUUM ANALYZE bench_blnk.balance_snapshots")
+        prior_seconds = time.perf_counter() - started
         limit = total if sample <= 0 else min(sample, total)
         plan = [row[0] for row in conn.execute(
             "EXPLAIN SELECT (SELECT t.transaction_id FROM blnk.transactions t"
@@ -334,7 +350,8 @@ def measure_blnk(url: str, sample: int) -> dict:
     sampled = limit < total
     return {"batch_size": BLNK_BATCH_SIZE, "balances_total": total, "balances_measured": limit, "rows": rows,
             "seconds": seconds, "rows_per_second": rate, "sampled": sampled,
-            "extrapolated_full_seconds": total / rate if rate else None, "latest_tx_subquery_plan": plan}
+            "extrapolated_full_seconds": total / rate if rate else None, "latest_tx_subquery_plan": plan,
+            "prior_day_rows": total, "prior_day_load_seconds": prior_seconds}
 
 
 # ====================================================================== (c), (d) take_snapshot per batch size
@@ -413,7 +430,8 @@ def render(report: dict) -> str:
                  if b["sampled"] else f"all {b['balances_total']:,} balances")
         lines.append(
             f"(b) Blnk-style batched INSERT ... SELECT (batch {b['batch_size']})  : {fmt_rate(b['rows_per_second']):>12}"
-            f" rows/s   ({b['rows']:,} rows in {b['seconds']:.2f} s; {scope})"
+            f" rows/s   ({b['rows']:,} rows in {b['seconds']:.2f} s; {scope};"
+            f" yesterday's {b['prior_day_rows']:,} snapshot rows present)"
         )
     lines.append("")
     header = (f"{'batch':>7} | {'(c) incr rows/s':>15} | {'(c) s':>7} | {'(d) genesis rows/s':>18} | {'(d) s':>7} |"

@@ -113,7 +113,7 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
         )
         try:
             result = snapshot.take_snapshot(
-                settings, snapshot_date, config.batch_size, run_id=context.run_id, log=context.log.info
+                settings, snapshot_date, config.batch_size, run_id=context.run.run_id, log=context.log.info
             )
         except Exception as exc:
             context.log.error(

@@ -1,0 +1,43 @@
+# snapshot_pipeline: two commands on a fresh machine (Python 3.11+): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-server check bench bench-smoke ui clean stop-db
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+demo: install  ## seed a demo ledger on the embedded PostgreSQL and snapshot the last 7 closed days
+	$(BIN)/snapshot-pipeline demo
+
+test: install  ## the whole test suite (embedded PostgreSQL unless SNAPSHOT_TEST_DATABASE_URL is set)
+	$(BIN)/python -m pytest
+
+test-server: install  ## the suite against the PostgreSQL server of this machine
+	SNAPSHOT_TEST_DATABASE_URL=$${SNAPSHOT_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} \
+		$(BIN)/python -m pytest
+
+check: install  ## validate the Dagster definitions
+	cd $(CURDIR) && $(BIN)/dg check defs
+
+bench: install  ## full-size benchmark (1M balances, 5M transactions)
+	$(BIN)/python benchmarks/bench_snapshot.py
+
+bench-smoke: install
+	$(BIN)/python benchmarks/bench_snapshot.py --balances 20000 --transactions 100000 --batch-sizes 1000
+
+ui: install  ## Dagster UI on http://127.0.0.1:3000
+	$(BIN)/snapshot-pipeline ui
+
+stop-db: install  ## stop the embedded PostgreSQL
+	$(BIN)/snapshot-pipeline embedded-db stop
+
+clean:
+	rm -rf $(VENV) .dagster_home .pytest_cache

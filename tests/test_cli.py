@@ -1,0 +1,113 @@
+"""The snapshot-pipeline command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import psycopg
+import pytest
+
+from tests.conftest import ADVERSARIAL
+
+
+def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("LEDGER_", "SNAPSHOT_")) and k != "DAGSTER_HOME"}
+    full_env.update(env)
+    proc = subprocess.run([sys.executable, "-m", "snapshot_pipeline.cli", *args], env=full_env,
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture
+def cli_env(adversarial_url, make_database, tmp_path):
+    return {
+        "LEDGER_DATABASE_URL": adversarial_url,
+        "SNAPSHOT_DATABASE_URL": make_database(),
+        "SNAPSHOT_STORAGE_URI": str(tmp_path / "store"),
+        "SNAPSHOT_START_DATE": "2026-10-01",
+        "SNAPSHOT_HOME": str(tmp_path),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+
+
+def test_snapshot_command_runs_through_dagster_and_prints_json(cli_env, tmp_path):
+    proc = cli("snapshot", "--date", "2026-11-02", "--batch-size", "300", env=cli_env)
+    out = json.loads(proc.stdout)
+    assert out["snapshot_date"] == "2026-11-02" and out["batch_size"] == 300
+    for key in ("dagster/row_count", "balances_changed", "index_rows_written", "duration_ms",
+                "snapshots_per_second", "bytes_written", "path", "cutoff", "watermark", "run_id"):
+        assert key in out
+    assert os.path.exists(out["path"])
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        record = instance.get_run_record_by_id(out["run_id"])
+        assert record.dagster_run.job_name == "balance_snapshots_job"
+        assert record.dagster_run.tags["dagster/partition"] == "2026-11-02"
+
+
+def test_cli_errors_go_to_stderr_with_nonzero_exit(cli_env):
+    proc = cli("snapshot", "--date", "2026-11-02", "--batch-size", "0", env=cli_env, check=False)
+    assert proc.returncode == 2 and "from 1 to 1,000,000" in proc.stderr and proc.stdout == ""
+    proc = cli("snapshot", "--date", "2026-13-40", env=cli_env, check=False)
+    assert proc.returncode == 2 and "YYYY-MM-DD" in proc.stderr
+    proc = cli("snapshot", "--date", "2025-01-01", env=cli_env, check=False)
+    assert proc.returncode == 1 and "not a partition" in proc.stderr
+    bad = {**cli_env, "LEDGER_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none",
+           "SNAPSHOT_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}
+    proc = cli("snapshot", "--date", "2026-11-02", env=bad, check=False)
+    assert proc.returncode == 1 and "cannot connect to the ledger database" in proc.stderr
+    proc = cli("snapshot", "--date", "2026-11-02", env={**cli_env, "SNAPSHOT_TIMEZONE": "Mars/Olympus"},
+               check=False)
+    assert proc.returncode == 1 and "not a known IANA time zone" in proc.stderr
+
+
+def test_seed_ledger_is_deterministic_and_refuses_to_overwrite(make_database, tmp_path):
+    urls = [make_database(), make_database()]
+    args = ["seed-ledger", "--balances", "300", "--transactions", "4000", "--days", "5", "--seed", "9",
+            "--start-date", "2026-10-20", "--no-progress"]
+    for url in urls:
+        out = json.loads(cli(*args, env={"LEDGER_DATABASE_URL": url}).stdout)
+        assert out["balances"] == 300 and out["transactions"] >= 4000
+    digests = []
+    for url in urls:
+        with psycopg.connect(url) as conn:
+            digests.append(conn.execute(
+                "SELECT md5(string_agg(concat_ws('|', transaction_id, source, destination, precise_amount, status,"
+                " created_at, effective_date, parent_transaction), ',' ORDER BY id)) FROM blnk.transactions"
+            ).fetchone()[0])
+    assert digests[0] == digests[1]
+    proc = cli(*args, env={"LEDGER_DATABASE_URL": urls[0]}, check=False)
+    assert proc.returncode == 1 and "--replace" in proc.stderr
+    cli(*args, "--replace", env={"LEDGER_DATABASE_URL": urls[0]})
+
+
+def test_help_lists_commands():
+    proc = cli("--help", env={})
+    for command in ("demo", "seed-ledger", "snapshot", "ui"):
+        assert command in proc.stdout
+    assert ADVERSARIAL.balances > 0
+
+
+def test_demo_on_the_embedded_default_is_idempotent(tmp_path):
+    """No database URL: the CLI starts its own PostgreSQL in .data/, seeds, snapshots; a rerun changes nothing."""
+    env = {"SNAPSHOT_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+           "SNAPSHOT_START_DATE": "2026-01-01"}
+    try:
+        args = ["demo", "--days", "2", "--balances", "400", "--transactions", "3000", "--seed-days", "5"]
+        first = cli(*args, env=env)
+        assert first.stdout.count("materialized") == 2, first.stdout
+        files = sorted((tmp_path / ".data" / "snapshots" / "balance_snapshots").rglob("*.parquet"))
+        assert len(files) == 2
+        stamps = [f.stat().st_mtime_ns for f in files]
+        second = cli(*args, env=env)
+        assert second.stdout.count("up to date") == 2, second.stdout
+        assert [f.stat().st_mtime_ns for f in files] == stamps
+    finally:
+        stopped = cli("embedded-db", "stop", env=env, check=False)
+    assert json.loads(stopped.stdout) == {"stopped": True}
