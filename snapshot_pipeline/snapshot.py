@@ -384,11 +384,16 @@ def _stream_once(settings, ledger, snapshot_date, cutoff, batch_size, base, work
                 log(f"journal rows at or below the watermark of {base.snapshot_date} changed; computing from genesis")
                 base, base_ref = None, None
         mode = "incremental" if base is not None else "genesis"
-        delta_balances = asof.prepare_delta(cur, cutoff, base_ref)
         log(
             f"operation=balance_snapshot snapshot_date={snapshot_date} mode={mode}"
-            f" base={base.snapshot_date if base else None} delta_balances={delta_balances}"
-            f" watermark_transaction_id={watermark.max_transaction_id}"
+            f" base={base.snapshot_date if base else None}"
+            f" watermark_transaction_id={watermark.max_transaction_id} status=summing_journal"
+        )
+        summed = time.monotonic()
+        delta_balances = asof.prepare_delta(cur, cutoff, base_ref)
+        log(
+            f"operation=balance_snapshot snapshot_date={snapshot_date} delta_balances={delta_balances}"
+            f" journal_sum_ms={int((time.monotonic() - summed) * 1000)} status=writing"
         )
         writer = store.PartitionWriter(
             settings.storage_uri,
