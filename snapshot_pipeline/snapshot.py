@@ -137,7 +137,7 @@ class IndexSpool:
             return
         columns = {
             "balance_id": table["balance_id"],
-            "snapshot_date": pa.array([self.date] * table.num_rows, pa.date32()),
+            "snapshot_date": pa.repeat(pa.scalar(self.date, pa.date32()), table.num_rows),
             **{name: table[name] for name in store.AMOUNT_COLUMNS},
             "currency": table["currency"],
         }
@@ -164,12 +164,26 @@ class IndexSpool:
 
 
 class CurrencyTotals:
-    """Per-currency row count and sums, accumulated page by page (no per-row Python objects)."""
+    """Per-currency row count and sums, aggregated in large chunks (no per-row Python objects)."""
+
+    CHUNK_ROWS = 131_072
 
     def __init__(self) -> None:
         self.totals: dict[str, list[int]] = {}
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch.select(["currency", "balance_id", "balance", "credit_balance", "debit_balance"]))
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= self.CHUNK_ROWS:
+            self._aggregate()
+
+    def _aggregate(self) -> None:
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending)
+        self._pending, self._pending_rows = [], 0
         table = pa.table(
             {
                 "currency": table["currency"],
@@ -188,6 +202,7 @@ class CurrencyTotals:
             entry[3] += int(row["debit_balance_sum"])
 
     def as_rows(self) -> list[dict]:
+        self._aggregate()
         return [
             {"currency": c, "balances": v[0], "balance": v[1], "credit": v[2], "debit": v[3]}
             for c, v in sorted(self.totals.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
@@ -208,7 +223,7 @@ def build_page(
     n = page.num_rows
     ids = page["balance_id"].combine_chunks()
     deltas = {name: _wide(page[name]) for name in _DELTA_TO_FIELD}
-    zeros = pa.array([0] * n, WIDE) if base_reader is not None else None
+    zeros = pa.repeat(pa.scalar(0, WIDE), n) if base_reader is not None else None
 
     if base_reader is None:
         held = None
@@ -245,7 +260,7 @@ def build_page(
             page["currency"].combine_chunks(),
             *[amounts[name] for name in store.AMOUNT_COLUMNS],
             created_utc,
-            pa.array([cutoff.replace(tzinfo=dt.timezone.utc)] * n, store.UTC_TS),
+            pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.timezone.utc), store.UTC_TS), n),
         ],
         schema=store.SNAPSHOT_SCHEMA,
     )
@@ -290,7 +305,7 @@ def diff_files(
             spool.reset()
             return diff_files(fs, None, None, current_path, spool)
         if count:
-            differs = pa.array([False] * count)
+            differs = pa.repeat(pa.scalar(False), count)
             for name in store.AMOUNT_COLUMNS:
                 differs = pc.or_(differs, pc.not_equal(held_rows[name], base[name]))
             spool.write(held_rows.filter(differs))
@@ -421,7 +436,7 @@ def _stream_once(settings, ledger, snapshot_date, cutoff, batch_size, base, work
             batch, changed = build_page(page, snapshot_date, cutoff, base.cutoff_at if base else None, base_reader)
             writer.write(batch)
             spool.write(changed)
-            totals.add(pa.Table.from_batches([batch]))
+            totals.add(batch)
             batches += 1
             if on_batch is not None:
                 on_batch(batches)

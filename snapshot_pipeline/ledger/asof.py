@@ -30,6 +30,8 @@ import pyarrow as pa
 # Statuses that move money (APPLIED), hold it (INFLIGHT) or release a hold (VOID children).
 _RELEVANT = "('APPLIED', 'INFLIGHT', 'VOID')"
 
+WORK_MEM = "256MB"
+
 _EFF = "COALESCE({t}.effective_date, {t}.created_at)"
 
 
@@ -160,7 +162,8 @@ def _delta_sql(incremental: bool) -> str:
           AND {in_p.format(t='c')}"""
     ctes = [new_tx]
     if incremental:
-        # Balances created since the base have no base row: add their legs already in S_P.
+        # Balances created since the base have no base row: add their legs already in S_P,
+        # on their own side only (the other side's balance already holds them).
         ctes.append(
             """
         new_bal AS (
@@ -170,33 +173,36 @@ def _delta_sql(incremental: bool) -> str:
         )
         ctes.append(
             f"""
-        old_tx AS (  -- rows in S_P touching a new balance
-            SELECT t.transaction_id, t.source, t.destination, t.status,
-                   COALESCE(t.precise_amount, 0) AS amount
-            FROM blnk.transactions t
-            WHERE t.status IN {_RELEVANT} AND {in_p.format(t='t')}
-              AND (t.destination IN (SELECT balance_id FROM new_bal)
-                   OR t.source IN (SELECT balance_id FROM new_bal))
+        old_legs AS (  -- legs in S_P on a new balance: side 'c' (destination) or 'd' (source)
+            -- LATERAL ... OFFSET 0 keeps these as per-balance index probes on source/destination
+            SELECT nb.balance_id, t.side, t.transaction_id, t.status, t.amount
+            FROM new_bal nb CROSS JOIN LATERAL (
+                SELECT 'c' AS side, x.transaction_id, x.status, COALESCE(x.precise_amount, 0) AS amount
+                FROM blnk.transactions x
+                WHERE x.destination = nb.balance_id AND x.status IN {_RELEVANT} AND {in_p.format(t='x')}
+                UNION ALL
+                SELECT 'd', x.transaction_id, x.status, COALESCE(x.precise_amount, 0)
+                FROM blnk.transactions x
+                WHERE x.source = nb.balance_id AND x.status IN {_RELEVANT} AND {in_p.format(t='x')}
+                OFFSET 0
+            ) AS t
         )"""
         )
         legs += f"""
-        UNION ALL SELECT destination, amount, 0, 0, 0 FROM old_tx
-            WHERE status = 'APPLIED' AND destination IN (SELECT balance_id FROM new_bal)
-        UNION ALL SELECT source, 0, amount, 0, 0 FROM old_tx
-            WHERE status = 'APPLIED' AND source IN (SELECT balance_id FROM new_bal)
-        UNION ALL SELECT destination, 0, 0, amount, 0 FROM old_tx
-            WHERE status = 'INFLIGHT' AND destination IN (SELECT balance_id FROM new_bal)
-        UNION ALL SELECT source, 0, 0, 0, amount FROM old_tx
-            WHERE status = 'INFLIGHT' AND source IN (SELECT balance_id FROM new_bal)
+        UNION ALL SELECT balance_id,
+                         CASE WHEN side = 'c' THEN amount ELSE 0 END, CASE WHEN side = 'd' THEN amount ELSE 0 END,
+                         0, 0
+            FROM old_legs WHERE status = 'APPLIED'
+        UNION ALL SELECT balance_id, 0, 0,
+                         CASE WHEN side = 'c' THEN amount ELSE 0 END, CASE WHEN side = 'd' THEN amount ELSE 0 END
+            FROM old_legs WHERE status = 'INFLIGHT'
         -- (c) pairs entirely in S_P whose inflight parent touches a new balance
-        UNION ALL SELECT x.balance_id, 0, 0, x.inflight_credit, x.inflight_debit
-        FROM old_tx p
-        JOIN blnk.transactions c ON c.parent_transaction = p.transaction_id
-        CROSS JOIN LATERAL (VALUES (p.destination, -COALESCE(c.precise_amount, 0), 0),
-                                   (p.source, 0, -COALESCE(c.precise_amount, 0)))
-            AS x(balance_id, inflight_credit, inflight_debit)
-        WHERE p.status = 'INFLIGHT' AND c.status IN ('APPLIED', 'VOID') AND {in_p.format(t='c')}
-          AND x.balance_id IN (SELECT balance_id FROM new_bal)"""
+        UNION ALL SELECT p.balance_id, 0, 0,
+                         CASE WHEN p.side = 'c' THEN -COALESCE(c.precise_amount, 0) ELSE 0 END,
+                         CASE WHEN p.side = 'd' THEN -COALESCE(c.precise_amount, 0) ELSE 0 END
+            FROM old_legs p
+            JOIN blnk.transactions c ON c.parent_transaction = p.transaction_id
+            WHERE p.status = 'INFLIGHT' AND c.status IN ('APPLIED', 'VOID') AND {in_p.format(t='c')}"""
     return f"""
         INSERT INTO snapshot_delta
         WITH {",".join(ctes)}
@@ -207,6 +213,8 @@ def _delta_sql(incremental: bool) -> str:
 
 def prepare_delta(cur, cutoff: dt.datetime, base: Base | None) -> int:
     """Fill the temp table ``snapshot_delta`` inside the open read; returns how many balances it holds."""
+    # Session-local memory for the aggregation (hash instead of on-disk sort); ends with the transaction.
+    cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
     cur.execute(
         "CREATE TEMP TABLE snapshot_delta (balance_id text PRIMARY KEY, credit numeric, debit numeric,"
         " inflight_credit numeric, inflight_debit numeric) ON COMMIT DROP"
@@ -222,17 +230,21 @@ def prepare_delta(cur, cutoff: dt.datetime, base: Base | None) -> int:
 
 
 _PAGE_SQL = """
-    SELECT b.balance_id, b.ledger_id, b.identity_id, b.indicator, b.currency,
-           b.created_at AS balance_created_at,
-           COALESCE(d.credit, 0)::text AS credit,
-           COALESCE(d.debit, 0)::text AS debit,
-           COALESCE(d.inflight_credit, 0)::text AS inflight_credit,
-           COALESCE(d.inflight_debit, 0)::text AS inflight_debit
-    FROM blnk.balances b
-    LEFT JOIN snapshot_delta d ON d.balance_id = b.balance_id
-    WHERE b.created_at < $1::timestamp {after}
-    ORDER BY b.balance_id
-    LIMIT $2"""
+    SELECT balance_id, ledger_id, identity_id, indicator, currency, balance_created_at,
+           COALESCE((d).credit, 0)::text AS credit,
+           COALESCE((d).debit, 0)::text AS debit,
+           COALESCE((d).inflight_credit, 0)::text AS inflight_credit,
+           COALESCE((d).inflight_debit, 0)::text AS inflight_debit
+    FROM (
+        SELECT b.balance_id, b.ledger_id, b.identity_id, b.indicator, b.currency,
+               b.created_at AS balance_created_at,
+               -- one primary-key probe per balance of the page, never a scan of the whole delta
+               (SELECT sd FROM snapshot_delta sd WHERE sd.balance_id = b.balance_id) AS d
+        FROM blnk.balances b
+        WHERE b.created_at < $1::timestamp {after}
+        ORDER BY b.balance_id
+        LIMIT $2
+    ) AS page"""
 
 
 def iter_pages(cur, cutoff: dt.datetime, batch_size: int) -> Iterator[pa.Table]:
