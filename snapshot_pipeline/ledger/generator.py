@@ -34,6 +34,14 @@ SECOND = 1_000_000  # microseconds
 DAY = 86_400 * SECOND
 HUGE = 2**63
 MIN_BALANCES = 2 * len(CURRENCIES) + 1
+SECONDARY_INDEXES = (
+    "idx_transactions_source",
+    "idx_transactions_destination",
+    "idx_transactions_status",
+    "idx_transactions_parent_transaction",
+    "idx_transactions_created_at",
+    "idx_transactions_effective_date",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +123,9 @@ def generate(conn: psycopg.Connection, spec: LedgerSpec, *, replace: bool = Fals
     rng = np.random.default_rng(spec.seed)
     start_us, end_us = _epoch_us(spec.start), _epoch_us(spec.end)
     with conn.transaction():
+        # Bulk load into an empty journal without its secondary indexes; they are rebuilt once at the end.
+        for name in SECONDARY_INDEXES:
+            conn.execute(f"DROP INDEX IF EXISTS blnk.{name}")
         _copy(conn, "blnk.ledgers", pa.table({
             "ledger_id": list(LEDGERS),
             "name": [name.removeprefix("ldg_").title() for name in LEDGERS],
@@ -122,6 +133,7 @@ def generate(conn: psycopg.Connection, spec: LedgerSpec, *, replace: bool = Fals
         }))
         balances = _balances(conn, rng, spec, start_us, end_us)
         total = _transactions(conn, rng, spec, balances, start_us, end_us, progress)
+        conn.execute(schema_sql())  # recreates the secondary indexes
         _set_live_balances(conn)
     conn.execute("ANALYZE blnk.balances")
     conn.execute("ANALYZE blnk.transactions")
