@@ -94,11 +94,14 @@ def worker_main(spec_json: str) -> int:
                                     log=messages.append)
     seconds = time.perf_counter() - started
     rss_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    delta = None
+    delta = journal_sum_ms = None
     for message in messages:
         found = re.search(r"delta_balances=(\d+)", message)
         if found:
             delta = int(found.group(1))
+        found = re.search(r"journal_sum_ms=(\d+)", message)
+        if found:
+            journal_sum_ms = int(found.group(1))
     out = {
         "date": spec["date"],
         "batch_size": spec["batch_size"],
@@ -111,6 +114,7 @@ def worker_main(spec_json: str) -> int:
         "balances_changed": result.balances_changed,
         "index_rows_written": result.index_rows_written,
         "delta_balances": delta,
+        "journal_sum_seconds": journal_sum_ms / 1000 if journal_sum_ms is not None else None,
         "bytes_written": result.bytes_written,
         "reported_duration_ms": result.duration_ms,
         "reported_snapshots_per_second": result.snapshots_per_second,
@@ -188,13 +192,21 @@ def seed(url: str, balances: int, transactions: int, days: int, seed_value: int,
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         summary = generator.generate(conn, spec, progress=sys.stderr.isatty())
+        seeded = time.perf_counter()
+        # The generator rewrites every live balance row (dead tuples, unset hint bits) and autovacuum
+        # would then run during the measurements: settle the tables first, for every measurement alike.
+        conn.execute("VACUUM (ANALYZE) blnk.ledgers, blnk.balances, blnk.transactions")
+        conn.execute("CHECKPOINT")
+        vacuum_seconds = time.perf_counter() - seeded
         counts = generator.ledger_counts(conn)
         sizes = conn.execute(
             "SELECT pg_total_relation_size('blnk.balances'), pg_total_relation_size('blnk.transactions')"
         ).fetchone()
     seconds = time.perf_counter() - started
-    log(f"seeded in {seconds:.0f} s: {counts[0]:,} balances, {counts[1]:,} transaction rows")
+    log(f"seeded in {seconds:.0f} s (VACUUM ANALYZE {vacuum_seconds:.0f} s of it): {counts[0]:,} balances,"
+        f" {counts[1]:,} transaction rows")
     return {**summary, "balances": counts[0], "transaction_rows": counts[1], "seconds": seconds,
+            "vacuum_seconds": vacuum_seconds,
             "balances_bytes": sizes[0], "transactions_bytes": sizes[1]}
 
 
@@ -396,6 +408,14 @@ def fmt_rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
 
+def fmt_count(value: int | None) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def fmt_seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
+
+
 def fmt_ratio(value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -420,6 +440,9 @@ def render(report: dict) -> str:
         f"ledger: {ledger['balances']:,} balances, {ledger['transaction_rows']:,} transaction rows"
         f" ({ledger['days']} days from {ledger['start_date']}, seed {ledger['seed']});"
         f" seeded in {ledger['seconds']:.0f} s",
+        f"code: {(report['code']['commit'] or 'unknown')[:12]}"
+        f"{' + uncommitted changes in snapshot_pipeline/' if report['code']['snapshot_pipeline_dirty'] else ''}"
+        f"{'  (CHANGED during the run)' if report['code'] != report['code_at_end'] else ''}",
         f"partitions: (d) genesis {report['genesis_date']} in an empty store;"
         f" (c) incremental {report['incremental_date']} on top of it",
         "",
@@ -457,9 +480,10 @@ def render(report: dict) -> str:
         c, d = entry["incremental"], entry["genesis"]
         lines.append(
             f"  batch {entry['batch_size']:>7}: (c) {c['rows']:,} rows, {c['batches']:,} pages,"
-            f" delta {c['delta_balances']:,} balances, {c['index_rows_written']:,} index rows,"
-            f" {c['bytes_written'] / 1e6:.1f} MB parquet; (d) {d['rows']:,} rows,"
-            f" delta {d['delta_balances']:,} balances, {d['index_rows_written']:,} index rows;"
+            f" delta {fmt_count(c['delta_balances'])} balances, {c['index_rows_written']:,} index rows,"
+            f" {c['bytes_written'] / 1e6:.1f} MB parquet, journal sum {fmt_seconds(c.get('journal_sum_seconds'))};"
+            f" (d) {d['rows']:,} rows, delta {fmt_count(d['delta_balances'])} balances, {d['index_rows_written']:,} index rows,"
+            f" journal sum {fmt_seconds(d.get('journal_sum_seconds'))};"
             f" worker RSS at start {c['rss_at_start_mb']:.0f} MB, after imports {c['rss_after_imports_mb']:.0f} MB"
         )
         for w in entry["warnings"]:
@@ -506,6 +530,21 @@ def machine_info() -> dict:
             "platform": platform.platform()}
 
 
+def code_revision() -> dict:
+    """The commit of the code under test and whether snapshot_pipeline/ has uncommitted changes."""
+    root = HERE.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    status = git("status", "--porcelain", "--", "snapshot_pipeline")
+    return {"commit": git("rev-parse", "HEAD"), "snapshot_pipeline_dirty": bool(status) if status is not None else None,
+            "snapshot_pipeline_status": status}
+
+
 def server_version(url: str) -> str:
     import psycopg
 
@@ -527,6 +566,7 @@ def bench_main(args) -> int:
     log(f"server {db.redact(admin_url)}; database {name}; work dir {work}")
     url = create_database(admin_url, name)
     genesis_date = args.start_date + dt.timedelta(days=args.days - 2)
+    revision = code_revision()
     try:
         ledger = seed(url, args.balances, args.transactions, args.days, args.seed, args.start_date)
         ledger.update({"days": args.days, "seed": args.seed, "start_date": args.start_date.isoformat()})
@@ -556,7 +596,10 @@ def bench_main(args) -> int:
             "machine": machine_info(), "ledger": ledger, "genesis_date": genesis_date.isoformat(),
             "incremental_date": (genesis_date + dt.timedelta(days=1)).isoformat(),
             "copy": copy, "blnk": blnk, "batches": per, "targets": evaluate_targets(per),
+            "code": revision, "code_at_end": code_revision(),
         }
+        if report["code"] != report["code_at_end"]:
+            log("WARNING: the code under test changed during the run (see code / code_at_end in the JSON)")
         print(render(report), flush=True)
         path = write_json(report, stem)
         print(f"\nresults written to {path}")
@@ -615,7 +658,7 @@ def rss_scaling_main(args) -> int:
     print("\n".join(lines), flush=True)
     report = {"benchmark": "bench_snapshot --rss-scaling", "started_at": started_at,
               "finished_at": dt.datetime.now().isoformat(), "argv": sys.argv[1:], "server": db.redact(admin_url),
-              "machine": machine_info(), "batch_size": RSS_SCALING_BATCH, "runs": runs,
+              "machine": machine_info(), "code": code_revision(), "batch_size": RSS_SCALING_BATCH, "runs": runs,
               "growth_mb": growth, "genesis_growth_mb": growth_d,
               "target": {"line": target_line, "status": verdict(growth < RSS_GROWTH_TARGET_MB)}}
     path = write_json(report, stem)

@@ -16,6 +16,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from snapshot_pipeline.store.parquet import AMOUNT_COLUMNS
+
 SCHEMA = "snapshot_index"
 _LOCK_NAMESPACE = 0x534E4150  # "SNAP"
 _COMMIT_LOCK = -1
@@ -152,17 +154,7 @@ def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
     return name
 
 
-INDEX_COLUMNS = (
-    "balance_id",
-    "snapshot_date",
-    "balance",
-    "credit_balance",
-    "debit_balance",
-    "inflight_balance",
-    "inflight_credit_balance",
-    "inflight_debit_balance",
-    "currency",
-)
+INDEX_COLUMNS = ("balance_id", "snapshot_date", *AMOUNT_COLUMNS, "currency")
 
 
 def replace_rows(conn: psycopg.Connection, date: dt.date, csv_path: Path | None) -> int:
