@@ -179,6 +179,28 @@ class BalanceAt:
             "inflight_debit_balance": self.inflight_debit_balance,
         }
 
+    def as_blnk(self) -> dict:
+        """Blnk's ``GET /balances/{id}/at`` response shape, plus our additions (exact integers)."""
+        return {
+            "balance": {
+                "balance": self.balance,
+                "debit_balance": self.debit_balance,
+                "credit_balance": self.credit_balance,
+                "currency": self.currency,
+                "balance_id": self.balance_id,
+            },
+            "timestamp": iso_utc(self.at),
+            "from_source": self.from_source,
+            "inflight": {
+                "inflight_balance": self.inflight_balance,
+                "inflight_credit_balance": self.inflight_credit_balance,
+                "inflight_debit_balance": self.inflight_debit_balance,
+            },
+            "existed": self.existed,
+            "anchor": self.anchor.as_dict() if self.anchor else None,
+            "replayed_transactions": self.replayed_transactions,
+        }
+
     def as_dict(self) -> dict:
         return {
             "balance_id": self.balance_id,
