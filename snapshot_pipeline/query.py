@@ -607,7 +607,7 @@ def balances_at_table(engine: QueryEngine, at: dt.datetime, ledger_id: str | Non
             base = base.filter(pc.fill_null(mask, False))
         parts.insert(0, base.cast(OUTPUT_SCHEMA))
     table = pa.concat_tables(parts).combine_chunks()
-    if parts[-1].num_rows and anchor is not None:
+    if parts[-1].num_rows:  # rows from the journal come after (or instead of) the partition's: sort
         table = table.sort_by("balance_id")
     table = _apply_delta(table, delta)
     return table.replace_schema_metadata({
