@@ -151,7 +151,16 @@ class IndexSpool:
         if self._writer is None:
             return None
         self._writer.close()
+        self._writer = None
         return self.path
+
+    def reset(self) -> None:
+        """Forget everything spooled so far."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.path.unlink(missing_ok=True)
+        self.rows = 0
 
 
 class CurrencyTotals:
@@ -267,32 +276,25 @@ def diff_files(
         return
     previous = store.SequentialReader.from_file(fs, previous_path, ["balance_id", *store.AMOUNT_COLUMNS])
     cutoff_scalar = pa.scalar(previous_cutoff.replace(tzinfo=dt.timezone.utc), store.UTC_TS)
-    pending: list[pa.Table] = []
     for batch in _iter_file(fs, current_path, columns):
         table = pa.Table.from_batches([batch])
         held = pc.fill_null(pc.less(table["balance_created_at"], cutoff_scalar), False).combine_chunks()
         count = pc.sum(held).as_py() or 0
+        held_rows = table.filter(held)
         try:
             base = previous.take(count)
+            aligned = not count or pc.all(pc.equal(held_rows["balance_id"], base["balance_id"])).as_py()
         except store.BaseMisaligned:
-            return _spool_all(fs, current_path, columns, spool, pending)
-        held_rows = table.filter(held)
-        if count and not pc.all(pc.equal(held_rows["balance_id"], base["balance_id"])).as_py():
-            return _spool_all(fs, current_path, columns, spool, pending)
+            aligned = False
+        if not aligned:  # the files do not line up: every row becomes an anchor
+            spool.reset()
+            return diff_files(fs, None, None, current_path, spool)
         if count:
             differs = pa.array([False] * count)
             for name in store.AMOUNT_COLUMNS:
                 differs = pc.or_(differs, pc.not_equal(held_rows[name], base[name]))
-            pending.append(held_rows.filter(differs))
-        pending.append(table.filter(pc.invert(held)))
-    for table in pending:
-        spool.write(table)
-
-
-def _spool_all(fs, path, columns, spool: IndexSpool, pending: list) -> None:
-    pending.clear()
-    for batch in _iter_file(fs, path, columns):
-        spool.write(pa.Table.from_batches([batch]))
+            spool.write(held_rows.filter(differs))
+        spool.write(table.filter(pc.invert(held)))
 
 
 def _iter_file(fs: pafs.FileSystem, path: str, columns: list[str]):
@@ -372,6 +374,7 @@ def _stream_once(settings, ledger, snapshot_date, cutoff, batch_size, base, work
                  started) -> _Pass:
     cur = ledger.cursor()
     writer: store.PartitionWriter | None = None
+    spool: IndexSpool | None = None
     try:
         watermark = asof.begin_consistent_read(cur)
         base_ref = None
@@ -381,11 +384,16 @@ def _stream_once(settings, ledger, snapshot_date, cutoff, batch_size, base, work
                 log(f"journal rows at or below the watermark of {base.snapshot_date} changed; computing from genesis")
                 base, base_ref = None, None
         mode = "incremental" if base is not None else "genesis"
-        delta_balances = asof.prepare_delta(cur, cutoff, base_ref)
         log(
             f"operation=balance_snapshot snapshot_date={snapshot_date} mode={mode}"
-            f" base={base.snapshot_date if base else None} delta_balances={delta_balances}"
-            f" watermark_transaction_id={watermark.max_transaction_id}"
+            f" base={base.snapshot_date if base else None}"
+            f" watermark_transaction_id={watermark.max_transaction_id} status=summing_journal"
+        )
+        summed = time.monotonic()
+        delta_balances = asof.prepare_delta(cur, cutoff, base_ref)
+        log(
+            f"operation=balance_snapshot snapshot_date={snapshot_date} delta_balances={delta_balances}"
+            f" journal_sum_ms={int((time.monotonic() - summed) * 1000)} status=writing"
         )
         writer = store.PartitionWriter(
             settings.storage_uri,
@@ -432,6 +440,8 @@ def _stream_once(settings, ledger, snapshot_date, cutoff, batch_size, base, work
     except BaseException:
         if writer is not None:
             writer.abort()
+        if spool is not None:
+            spool.reset()
         try:
             cur.execute("ROLLBACK")
         except Exception:  # noqa: BLE001 - the connection may be gone already
@@ -509,10 +519,10 @@ def _commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, p: 
             published = True
     except BaseException:
         if published:
-            store.restore(writer.final_path, backup)
+            writer.restore(backup)
         writer.abort()
         raise
-    store.discard_backup(backup)
+    writer.discard(backup)
     seconds = max(time.monotonic() - started, 1e-9)
     return SnapshotResult(
         snapshot_date=snapshot_date,

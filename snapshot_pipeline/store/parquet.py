@@ -94,14 +94,10 @@ class PartitionWriter:
         self.fs, base = resolve(storage_uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.final_path = partition_file(storage_uri, date)
-        staging_dir = f"{base}/.staging"
-        token = uuid.uuid4().hex
-        if self.local:
-            self.fs.create_dir(staging_dir, recursive=True)
-            self.staging_path = f"{staging_dir}/{date.isoformat()}-{token}.parquet"
-        else:
-            # Object stores: a single PUT is atomic, so write straight to the final key at close.
-            self.staging_path = self.final_path
+        # Staging lives outside the dataset directory, so no reader ever lists a partial file.
+        self.staging_dir = f"{base}/.staging"
+        self.fs.create_dir(self.staging_dir, recursive=True)
+        self.staging_path = f"{self.staging_dir}/{date.isoformat()}-{uuid.uuid4().hex}.parquet"
         self._metadata = {**metadata, "schema_version": str(SCHEMA_VERSION)}
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
@@ -111,12 +107,8 @@ class PartitionWriter:
 
     def _open(self) -> None:
         schema = SNAPSHOT_SCHEMA.with_metadata({f"snapshot_pipeline.{k}": v for k, v in self._metadata.items()})
-        if self.local:
-            self._sink = self.staging_path
-            self._writer = pq.ParquetWriter(self.staging_path, schema, compression="zstd")
-        else:
-            self._sink = self.fs.open_output_stream(self.staging_path)
-            self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
+        self._sink = self.fs.open_output_stream(self.staging_path)
+        self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._pending.append(batch)
@@ -142,8 +134,7 @@ class PartitionWriter:
             {f"snapshot_pipeline.{k}": v for k, v in {**extra_metadata, "row_count": str(self.rows)}.items()}
         )
         self._writer.close()
-        if self._sink is not None and not isinstance(self._sink, str):
-            self._sink.close()
+        self._sink.close()
         return self._size_and_checksum(self.staging_path)
 
     def _size_and_checksum(self, path: str) -> tuple[int, str]:
@@ -156,42 +147,56 @@ class PartitionWriter:
         return size, digest.hexdigest()
 
     def publish(self) -> str | None:
-        """Atomically move the staging file over the partition. Returns a backup path of the old file, if any."""
-        if not self.local:
-            return None
-        final_dir = os.path.dirname(self.final_path)
-        os.makedirs(final_dir, exist_ok=True)
+        """Move the staging file over the partition in one rename. Returns a backup of the old file, if any.
+
+        Local files: ``os.replace`` is atomic. Object stores: the move is a server-side
+        copy, and the final object appears whole or not at all.
+        """
         backup = None
-        if os.path.exists(self.final_path):
-            backup = f"{os.path.dirname(self.staging_path)}/{self.date.isoformat()}-{uuid.uuid4().hex}.previous"
-            os.link(self.final_path, backup)
-        os.replace(self.staging_path, self.final_path)
-        _fsync_dir(final_dir)
+        exists_before = self.fs.get_file_info(self.final_path).type == pafs.FileType.File
+        if self.local:
+            final_dir = os.path.dirname(self.final_path)
+            os.makedirs(final_dir, exist_ok=True)
+            if exists_before:
+                backup = f"{self.staging_dir}/{self.date.isoformat()}-{uuid.uuid4().hex}.previous"
+                os.link(self.final_path, backup)
+            os.replace(self.staging_path, self.final_path)
+            _fsync_dir(final_dir)
+        else:
+            if exists_before:
+                backup = f"{self.staging_dir}/{self.date.isoformat()}-{uuid.uuid4().hex}.previous"
+                self.fs.copy_file(self.final_path, backup)
+            self.fs.move(self.staging_path, self.final_path)
         return backup
+
+    def restore(self, backup: str | None) -> None:
+        """Undo :meth:`publish` (used when the index commit fails after publishing)."""
+        if backup is None:
+            self._delete(self.final_path)
+        elif self.local:
+            os.replace(backup, self.final_path)
+        else:
+            self.fs.move(backup, self.final_path)
+
+    def discard(self, backup: str | None) -> None:
+        if backup:
+            self._delete(backup)
+
+    def _delete(self, path: str) -> None:
+        if self.fs.get_file_info(path).type == pafs.FileType.File:
+            self.fs.delete_file(path)
 
     def abort(self) -> None:
         """Drop the staging file (the published partition, if any, is untouched)."""
         try:
             if self._writer is not None:
                 self._writer.close()
+            if self._sink is not None:
+                self._sink.close()
         except Exception:  # noqa: BLE001 - best effort on an already failing path
             pass
-        if self.local and os.path.exists(self.staging_path):
-            os.remove(self.staging_path)
-
-
-def restore(final_path: str, backup: str | None) -> None:
-    """Undo :meth:`PartitionWriter.publish` (used when the index commit fails after publishing)."""
-    if backup is None:
-        if os.path.exists(final_path):
-            os.remove(final_path)
-    else:
-        os.replace(backup, final_path)
-
-
-def discard_backup(backup: str | None) -> None:
-    if backup and os.path.exists(backup):
-        os.remove(backup)
+        self._writer = None
+        self._delete(self.staging_path)
 
 
 def _fsync_dir(path: str) -> None:
