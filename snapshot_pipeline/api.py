@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 1000
 MIN_BATCH_SIZE = 1
 MAX_BATCH_SIZE = 1_000_000  # snapshot.MAX_BATCH_SIZE (not imported: keeps the service's imports light)
-SERVICE_CONNECTIONS = 16
+SERVICE_CONNECTIONS = 8
 SNAPSHOT_STARTED = "Balance snapshots process started"
 
 
