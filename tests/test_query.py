@@ -62,20 +62,23 @@ def test_random_balances_and_instants_match_the_journal(snapshotted, adversarial
                 dt.datetime(2026, 10, 1), dt.datetime(2027, 3, 1, 12)]  # before the journal, in the future
     start = dt.datetime(2026, 10, 24)
     instants += [start + dt.timedelta(milliseconds=rng.randrange(14 * 86_400_000)) for _ in range(14)]
-    checked = anchored = 0
-    for at in instants:
+    offsets = [dt.timezone.utc, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-4))]
+    checked = anchored = not_yet = 0
+    for i, at in enumerate(instants):
         expected = expected_at(adversarial_url, at)
+        asked = at.replace(tzinfo=dt.timezone.utc).astimezone(offsets[i % 3])  # the same instant, other offsets
         sample = rng.sample(ids, 6) + [hot] + rng.sample(late_created, 3)
         for balance_id in sample:
             for from_source in (False, True):
-                answer = engine.balance_at(balance_id, at, from_source=from_source)
+                answer = engine.balance_at(balance_id, asked, from_source=from_source)
+                assert answer.at == at
                 assert_matches(answer, expected)
                 checked += 1
+                not_yet += not answer.existed  # before the balance's creation: zeros, existed false
                 if answer.anchor is not None:
                     anchored += 1
                     assert answer.anchor.cutoff_at <= at and not from_source
-        # Before its creation: zeros and existed false (some of the late-created balances are in that state).
-    assert checked >= 500 and anchored >= 100
+    assert checked >= 500 and anchored >= 100 and not_yet >= 20
     # The anchor is used: the hot balance replays far fewer legs than from genesis.
     at = cutoffs[-1] + dt.timedelta(hours=3)
     fast, slow = engine.balance_at(hot, at), engine.balance_at(hot, at, from_source=True)
