@@ -314,12 +314,16 @@ def main() -> int:
         with psycopg.connect(url, autocommit=True) as conn:
             h_blnk_s, _ = timed(lambda b, t: blnk_style(conn, b, t), heavy_pairs)
         ratios = sorted(g / o for g, o in zip(h_gen_s, h_ours_s))
+        recent = dt.datetime.combine(last - dt.timedelta(days=6), dt.time())
+        recent_ratios = sorted(g / o for g, o, (_, at) in zip(h_gen_s, h_ours_s, heavy_pairs) if at >= recent)
         report["heavy"].update({
             "ours_in_process": percentiles(h_ours_s), "from_genesis": percentiles(h_gen_s),
             "blnk_style": percentiles(h_blnk_s),
             "speedup_vs_genesis_p50_over_p50": statistics.median(h_gen_s) / statistics.median(h_ours_s),
             "speedup_vs_genesis_median_per_query": ratios[len(ratios) // 2],
             "speedup_vs_genesis_total_time": sum(h_gen_s) / sum(h_ours_s),
+            "speedup_vs_genesis_median_per_query_last_7_days": (
+                recent_ratios[len(recent_ratios) // 2] if recent_ratios else None),
             "replayed_transactions_p50": statistics.median(a.replayed_transactions for a in h_ours),
             "genesis_transactions_p50": statistics.median(a.replayed_transactions for a in h_gen),
             "mismatches_vs_genesis": [(a.balance_id, a.at.isoformat()) for a, g in zip(h_ours, h_gen)
