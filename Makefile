@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-server check bench bench-smoke ui clean stop-db
+.PHONY: install demo test test-server check bench bench-smoke bench-query bench-query-smoke serve ui clean stop-db
 
 install: $(STAMP)
 
@@ -29,6 +29,17 @@ check: install  ## validate the Dagster definitions
 
 bench: install  ## full-size benchmark (1M balances, 5M transactions)
 	$(BIN)/python benchmarks/bench_snapshot.py
+	$(BIN)/python benchmarks/bench_query.py
+
+bench-query: install  ## balance-at-time benchmark (1M balances, 10M transactions, 30 partitions)
+	$(BIN)/python benchmarks/bench_query.py
+
+bench-query-smoke: install
+	$(BIN)/python benchmarks/bench_query.py --balances 5000 --transactions 50000 --days 5 --queries 200 \
+		--heavy-legs 1000 --heavy-queries 50 --http-clients 10
+
+serve: install  ## the HTTP API on http://127.0.0.1:8000 (docs at /docs)
+	$(BIN)/snapshot-pipeline serve
 
 bench-smoke: install
 	$(BIN)/python benchmarks/bench_snapshot.py --balances 20000 --transactions 100000 --batch-sizes 1000

@@ -227,6 +227,45 @@ def cmd_ui(args, settings: Settings) -> int:
     return subprocess.call(command)
 
 
+def cmd_balance_at(args, settings: Settings) -> int:
+    from snapshot_pipeline import query  # noqa: PLC0415
+
+    try:
+        at = query.parse_timestamp(args.timestamp) if args.timestamp else query.utc_now()
+        with query.QueryEngine(settings, max_connections=1) as engine:
+            answer = engine.balance_at(args.balance_id, at, from_source=args.from_source)
+    except (query.QueryError, query.BalanceNotFound) as exc:
+        raise CliError(str(exc).strip("'\"")) from None
+    _print_json(answer.as_blnk())
+    return 0
+
+
+def cmd_ledger_indexes(args, settings: Settings) -> int:
+    from snapshot_pipeline.ledger import indexes  # noqa: PLC0415
+
+    with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:
+        try:
+            before = indexes.status(conn)
+        except LookupError as exc:
+            raise CliError(str(exc).strip("'\"")) from None
+        created = [] if args.dry_run else indexes.create_missing(conn, log=lambda m: print(m, file=sys.stderr))
+        after = before if args.dry_run else indexes.status(conn)
+    _print_json({"dry_run": args.dry_run, "created": created, "indexes": after})
+    return 0
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from snapshot_pipeline.api import create_app  # noqa: PLC0415
+
+    print(f"serving on http://{args.host}:{args.port} (OpenAPI docs at /docs); auth "
+          f"{'on' if settings.api_key else 'off'}; Dagster webserver {settings.dagster_webserver_url}",
+          file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 
 
@@ -238,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="snapshot-pipeline",
         description="Exact daily balance snapshots of a Blnk ledger, orchestrated by Dagster.",
         epilog="Environment: LEDGER_DATABASE_URL, SNAPSHOT_DATABASE_URL, SNAPSHOT_STORAGE_URI, SNAPSHOT_TIMEZONE,"
-        " SNAPSHOT_START_DATE, DAGSTER_HOME. Unset database URLs mean the embedded PostgreSQL in .data/.",
+        " SNAPSHOT_START_DATE, DAGSTER_HOME, DAGSTER_WEBSERVER_URL, SNAPSHOT_API_KEY. Unset database URLs mean the embedded PostgreSQL in .data/.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -273,6 +312,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embedded-db", help="start, stop or locate the embedded PostgreSQL")
     p.add_argument("action", choices=["start", "stop", "url"])
     p.set_defaults(handler=cmd_embedded_db)
+
+    p = sub.add_parser("balance-at", help="a balance as of an instant, exact (JSON in Blnk's response shape)")
+    p.add_argument("balance_id")
+    p.add_argument("--timestamp", help="RFC 3339 instant with a UTC offset (default: now)")
+    p.add_argument("--from-source", action="store_true", help="replay the journal from genesis")
+    p.set_defaults(handler=cmd_balance_at)
+
+    p = sub.add_parser("ledger-indexes",
+                       help="create the read indexes on blnk.transactions that make replay cheap (CONCURRENTLY)")
+    p.add_argument("--dry-run", action="store_true", help="only print the indexes, their state and DDL")
+    p.set_defaults(handler=cmd_ledger_indexes)
+
+    p = sub.add_parser("serve", help="the HTTP API (Blnk-compatible balance queries and snapshot trigger)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_positive_int(1, 65535), default=8000)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the project's workspace")
     p.add_argument("--host", default="127.0.0.1")

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_START_DATE = "2026-01-01"
 DEFAULT_TIMEZONE = "UTC"
+DEFAULT_DAGSTER_WEBSERVER_URL = "http://127.0.0.1:3000"
 
 
 class SettingsError(ValueError):
@@ -42,6 +43,8 @@ class Settings:
     timezone: str
     start_date: dt.date
     home: Path
+    dagster_webserver_url: str = DEFAULT_DAGSTER_WEBSERVER_URL
+    api_key: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def uses_embedded(self) -> bool:
@@ -77,7 +80,11 @@ def parse_date(value: str, what: str = "date") -> dt.date:
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Read the documented environment variables (README, DESIGN §4)."""
+    """Read the documented environment variables (README, DESIGN §4).
+
+    The HTTP service also reads ``DAGSTER_WEBSERVER_URL`` (the Dagster webserver whose GraphQL API
+    launches snapshot runs) and ``SNAPSHOT_API_KEY`` (when set, requests need ``Authorization: Bearer``).
+    """
     env = os.environ if environ is None else environ
     home = Path(env.get("SNAPSHOT_HOME") or os.getcwd()).resolve()
     ledger_url = env.get("LEDGER_DATABASE_URL") or None
@@ -92,6 +99,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         timezone=timezone,
         start_date=start,
         home=home,
+        dagster_webserver_url=(env.get("DAGSTER_WEBSERVER_URL") or DEFAULT_DAGSTER_WEBSERVER_URL).rstrip("/"),
+        api_key=env.get("SNAPSHOT_API_KEY") or None,
     )
 
 

@@ -122,10 +122,12 @@ def late_rows(cur, cutoff: dt.datetime, max_transaction_id: int, transaction_cou
     return {"late_transactions": int(late), "prefix_changed": prefix_changed, "late_balances": int(late_balances)}
 
 
-def _delta_sql(incremental: bool) -> str:
+def _delta_sql(incremental: bool, late_balances: bool = False) -> str:
     """Leg rows (balance_id, credit, debit, inflight_credit, inflight_debit) of ``S_D \\ S_P`` (+ new balances).
 
     Parameters: $1 = C_D, $2 = C_P, $3 = W_P (genesis: C_P = -infinity, W_P = 0).
+    ``late_balances`` (incremental only) also treats balances created before C_P but recorded
+    after P's read (``balances.id > $4``, P's balance watermark) as new: P holds no row for them.
     """
     in_p = "({t}.id <= $3 AND " + _EFF + " < $2::timestamp)"
     new_tx = f"""
@@ -168,7 +170,9 @@ def _delta_sql(incremental: bool) -> str:
             """
         new_bal AS (
             SELECT balance_id FROM blnk.balances
-            WHERE created_at >= $2::timestamp AND created_at < $1::timestamp
+            WHERE (created_at >= $2::timestamp AND created_at < $1::timestamp)"""
+            + (" OR (id > $4 AND created_at < $2::timestamp)" if late_balances else "")
+            + """
         )"""
         )
         ctes.append(
@@ -211,8 +215,12 @@ def _delta_sql(incremental: bool) -> str:
         GROUP BY balance_id"""
 
 
-def prepare_delta(cur, cutoff: dt.datetime, base: Base | None) -> int:
-    """Fill the temp table ``snapshot_delta`` inside the open read; returns how many balances it holds."""
+def prepare_delta(cur, cutoff: dt.datetime, base: Base | None, *, max_balance_id: int | None = None) -> int:
+    """Fill the temp table ``snapshot_delta`` inside the open read; returns how many balances it holds.
+
+    With ``max_balance_id`` (the base's balance watermark), balances recorded after the base's read
+    but created before its cutoff get all their legs too (used by ``query.balances_at``).
+    """
     # Session-local memory for the aggregation (hash instead of on-disk sort); ends with the transaction.
     cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
     cur.execute(
@@ -223,7 +231,10 @@ def prepare_delta(cur, cutoff: dt.datetime, base: Base | None) -> int:
         params = (ts(cutoff), "-infinity", 0)
     else:
         params = (ts(cutoff), ts(base.cutoff), base.max_transaction_id)
-    cur.execute(_delta_sql(incremental=base is not None), parameters=params)
+    late_balances = base is not None and max_balance_id is not None
+    if late_balances:
+        params = (*params, max_balance_id)
+    cur.execute(_delta_sql(incremental=base is not None, late_balances=late_balances), parameters=params)
     cur.execute("ANALYZE snapshot_delta")
     cur.execute("SELECT count(*) FROM snapshot_delta")
     return int(cur.fetchone()[0])

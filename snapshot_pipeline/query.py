@@ -1,0 +1,705 @@
+"""Balances at any instant, exact: ``balance_at``, ``balances_at``, ``balance_change``.
+
+The contract (DESIGN §3): the value of balance ``b`` at instant ``T`` is the sum over
+``S_T`` = {journal rows visible now whose effective time ``COALESCE(effective_date,
+created_at)`` is ``<= T``}:
+
+* ``credit_balance`` / ``debit_balance``: APPLIED legs with destination / source ``b``;
+* ``inflight_credit_balance`` / ``inflight_debit_balance``: the open amounts of INFLIGHT rows in
+  ``S_T`` with destination / source ``b`` (``precise_amount`` minus their APPLIED and VOID children
+  in ``S_T``); a child counts against a parent only when the parent is itself in ``S_T``, and an
+  APPLIED child also counts as an ordinary APPLIED leg;
+* ``balance = credit - debit``, ``inflight_balance = inflight_credit - inflight_debit``;
+* the balance *existed* at ``T`` iff its ``created_at <= T``; before that every amount is 0.
+
+How an answer is built (no replay from genesis):
+
+1. the **anchor** ``X`` is the latest published partition whose cutoff ``C_X <= T``; its value for
+   ``b`` is the latest index row of ``b`` at or before ``X`` (one index seek). ``X`` summed
+   ``S_X = {id <= W_X and effective < C_X}`` (``W_X`` = its watermark);
+2. the **replay** adds the legs of ``S_T \\ S_X`` touching ``b``: effective time in ``[C_X, T]``,
+   or ``id > W_X`` with effective time before ``C_X`` (late and backdated rows the snapshot could
+   not see), so an answer is exact before any repair run. For the inflight columns it also
+   replays new commits/voids of holds in ``S_T`` and old commits/voids (in ``S_X``) of new holds;
+3. a balance without an index row at ``X`` (created at or after ``C_X``, or created before it but
+   recorded after ``X`` was read) is replayed from zero over all of its legs in ``S_T``.
+
+Per-balance replay finds the legs of ``b`` with the journal's ``(source, ...)`` and
+``(destination, ...)`` indexes; ``snapshot-pipeline ledger-indexes`` offers composite indexes that
+make it proportional to the legs since the anchor (:mod:`snapshot_pipeline.ledger.indexes`).
+New commits and voids are found among ``b``'s own legs: like Blnk, a commit or void of an inflight
+transaction carries its parent's source and destination. ``from_source=True`` replays from
+genesis and needs no such assumption.
+
+Limits: a journal row whose id is at or below ``W_X`` but which committed after ``X``'s read
+(a writer in flight while the snapshot was read) is not seen by the replay; the snapshot's
+staleness check (``late_rows(check_prefix=True)``) reports it and a re-materialization fixes it.
+
+Instants are naive UTC (the ledger's convention) or timezone-aware (converted to UTC). Timestamps
+have microsecond precision, so ``effective < start`` is ``effective <= start - 1µs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import threading
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from snapshot_pipeline import db
+from snapshot_pipeline.ledger import asof
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import index
+from snapshot_pipeline.store import parquet as store
+
+MICROSECOND = dt.timedelta(microseconds=1)
+POOL_TIMEOUT_SECONDS = 5.0
+MAX_BALANCE_ID_LENGTH = 512
+
+
+class QueryError(ValueError):
+    """Bad input to a query (an unparseable or ambiguous timestamp, an empty interval...)."""
+
+
+class BalanceNotFound(LookupError):
+    """No balance with this ``balance_id`` exists in the ledger."""
+
+    def __init__(self, balance_id: str):
+        super().__init__(f"balance {balance_id!r} does not exist")
+        self.balance_id = balance_id
+
+
+# ------------------------------------------------------------------------------------------------ instants
+
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    """RFC 3339 text with a UTC offset (``Z``, ``+05:30``, ``-04:00``) -> naive UTC.
+
+    Fractions finer than a microsecond are truncated, which is exact for ``effective <= T``
+    because the ledger stores microseconds. Text without an offset is refused (ambiguous).
+    """
+    match = _RFC3339.match(text.strip())
+    if not match:
+        raise QueryError(
+            f"timestamp {text!r} is not RFC 3339 with a UTC offset (e.g. 2026-11-02T09:30:00Z or"
+            " 2026-11-02T15:00:00.250+05:30)"
+        )
+    day, clock, fraction, offset = match.groups()
+    micro = (fraction or "").ljust(6, "0")[:6]
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        value = dt.datetime.fromisoformat(f"{day}T{clock}.{micro}{offset}")
+    except ValueError as exc:
+        raise QueryError(f"timestamp {text!r} is not a valid date and time: {exc}") from None
+    return to_utc(value)
+
+
+def to_utc(value: dt.datetime) -> dt.datetime:
+    """An aware datetime -> naive UTC; a naive one is taken as UTC already."""
+    if not isinstance(value, dt.datetime):
+        raise QueryError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is not None:
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def iso_utc(value: dt.datetime | None) -> str | None:
+    """Naive UTC -> RFC 3339 with ``Z`` (milliseconds shown when present, microseconds when needed)."""
+    if value is None:
+        return None
+    text = value.isoformat(timespec="microseconds" if value.microsecond % 1000 else "milliseconds")
+    return text + "Z"
+
+
+# ------------------------------------------------------------------------------------------------- answers
+
+
+@dataclasses.dataclass(frozen=True)
+class Anchor:
+    """The snapshot partition an answer started from."""
+
+    snapshot_date: dt.date
+    cutoff_at: dt.datetime
+    max_transaction_id: int
+
+    def as_dict(self) -> dict:
+        return {
+            "snapshot_date": self.snapshot_date.isoformat(),
+            "cutoff": iso_utc(self.cutoff_at),
+            "watermark_transaction_id": self.max_transaction_id,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class BalanceAt:
+    """The value of one balance at one instant, and what it was built from."""
+
+    balance_id: str
+    at: dt.datetime
+    existed: bool
+    currency: str
+    ledger_id: str | None
+    created_at: dt.datetime
+    credit_balance: int
+    debit_balance: int
+    inflight_credit_balance: int
+    inflight_debit_balance: int
+    anchor: Anchor | None
+    replayed_transactions: int
+    from_source: bool
+
+    @property
+    def balance(self) -> int:
+        return self.credit_balance - self.debit_balance
+
+    @property
+    def inflight_balance(self) -> int:
+        return self.inflight_credit_balance - self.inflight_debit_balance
+
+    def amounts(self) -> dict[str, int]:
+        return {
+            "balance": self.balance,
+            "credit_balance": self.credit_balance,
+            "debit_balance": self.debit_balance,
+            "inflight_balance": self.inflight_balance,
+            "inflight_credit_balance": self.inflight_credit_balance,
+            "inflight_debit_balance": self.inflight_debit_balance,
+        }
+
+    def as_blnk(self) -> dict:
+        """Blnk's ``GET /balances/{id}/at`` response shape, plus our additions (exact integers)."""
+        return {
+            "balance": {
+                "balance": self.balance,
+                "debit_balance": self.debit_balance,
+                "credit_balance": self.credit_balance,
+                "currency": self.currency,
+                "balance_id": self.balance_id,
+            },
+            "timestamp": iso_utc(self.at),
+            "from_source": self.from_source,
+            "inflight": {
+                "inflight_balance": self.inflight_balance,
+                "inflight_credit_balance": self.inflight_credit_balance,
+                "inflight_debit_balance": self.inflight_debit_balance,
+            },
+            "existed": self.existed,
+            "anchor": self.anchor.as_dict() if self.anchor else None,
+            "replayed_transactions": self.replayed_transactions,
+        }
+
+    def as_dict(self) -> dict:
+        return {
+            "balance_id": self.balance_id,
+            "timestamp": iso_utc(self.at),
+            "currency": self.currency,
+            "ledger_id": self.ledger_id,
+            **self.amounts(),
+            "existed": self.existed,
+            "balance_created_at": iso_utc(self.created_at),
+            "from_source": self.from_source,
+            "anchor": self.anchor.as_dict() if self.anchor else None,
+            "replayed_transactions": self.replayed_transactions,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class BalanceChange:
+    """Movement of one balance over ``[start, end)``: opening = effective < start, closing = effective < end."""
+
+    balance_id: str
+    start: dt.datetime
+    end: dt.datetime
+    opening: BalanceAt
+    closing: BalanceAt
+
+    @property
+    def credits(self) -> int:
+        """Σ APPLIED credits with effective time in ``[start, end)``."""
+        return self.closing.credit_balance - self.opening.credit_balance
+
+    @property
+    def debits(self) -> int:
+        """Σ APPLIED debits with effective time in ``[start, end)``."""
+        return self.closing.debit_balance - self.opening.debit_balance
+
+    def as_dict(self) -> dict:
+        return {
+            "balance_id": self.balance_id,
+            "start": iso_utc(self.start),
+            "end": iso_utc(self.end),
+            "currency": self.closing.currency,
+            "opening_balance": self.opening.balance,
+            "closing_balance": self.closing.balance,
+            "credits": self.credits,
+            "debits": self.debits,
+            "net_change": self.closing.balance - self.opening.balance,
+            "opening": self.opening.as_dict(),
+            "closing": self.closing.as_dict(),
+        }
+
+
+# ------------------------------------------------------------------------------------------------------ SQL
+
+_ANCHOR_SQL = """
+SELECT p.snapshot_date, p.cutoff_at, p.max_transaction_id,
+       r.snapshot_date, r.credit_balance, r.debit_balance, r.inflight_credit_balance, r.inflight_debit_balance
+FROM (SELECT snapshot_date, cutoff_at, max_transaction_id FROM snapshot_index.partitions
+      WHERE cutoff_at <= %(t)s::timestamp ORDER BY cutoff_at DESC LIMIT 1) p
+LEFT JOIN LATERAL (
+    SELECT s.snapshot_date, s.credit_balance, s.debit_balance, s.inflight_credit_balance, s.inflight_debit_balance
+    FROM snapshot_index.balance_snapshots s
+    WHERE s.balance_id = %(b)s AND s.snapshot_date <= p.snapshot_date
+    ORDER BY s.snapshot_date DESC LIMIT 1
+) r ON true
+"""
+
+_EFF = "COALESCE({t}.effective_date, {t}.created_at)"
+
+
+def _leg_branch(side: str, late: bool) -> str:
+    """Rows of ``S_T \\ S_X`` with ``side`` = b: effective in [c, T]; or (late) id > w with effective < c."""
+    eff = _EFF.format(t="t")
+    if late:
+        window = f"t.id > (SELECT w FROM win) AND {eff} < (SELECT c FROM win)" \
+                 " AND (SELECT c FROM win) > '-infinity'::timestamp"
+    else:
+        window = f"{eff} >= (SELECT c FROM win) AND {eff} <= %(t)s::timestamp"
+    return (
+        "SELECT t.id, t.transaction_id, t.status, t.parent_transaction, COALESCE(t.precise_amount, 0) AS amount"
+        f" FROM blnk.transactions t WHERE t.{side} = %(b)s AND t.status IN ('APPLIED', 'INFLIGHT', 'VOID')"
+        f" AND {window}"
+    )
+
+
+def _released_new(legs: str, side: str) -> str:
+    """(a) commits/voids in ``S_T \\ S_X`` (among b's legs) of INFLIGHT parents in ``S_T`` holding on b."""
+    return (
+        f"(SELECT COALESCE(sum(c.amount), 0) FROM {legs} c"
+        " JOIN blnk.transactions p ON p.transaction_id = c.parent_transaction"
+        " WHERE c.status IN ('APPLIED', 'VOID') AND c.parent_transaction IS NOT NULL"
+        f" AND p.status = 'INFLIGHT' AND p.{side} = %(b)s AND {_EFF.format(t='p')} <= %(t)s::timestamp)"
+    )
+
+
+def _released_old(legs: str) -> str:
+    """(b) commits/voids already in ``S_X`` of INFLIGHT parents new in ``S_T``."""
+    return (
+        f"(SELECT COALESCE(sum(COALESCE(c.precise_amount, 0)), 0) FROM {legs} p"
+        " JOIN blnk.transactions c ON c.parent_transaction = p.transaction_id"
+        " WHERE p.status = 'INFLIGHT' AND c.status IN ('APPLIED', 'VOID')"
+        f" AND c.id <= (SELECT w FROM win) AND {_EFF.format(t='c')} < (SELECT c FROM win))"
+    )
+
+
+def _replay_sql() -> str:
+    """One statement: the balance row, the replay window and the sums of the legs to add to the anchor.
+
+    ``%(anchored)s`` says whether the index holds a row for b at the anchor; the window falls back
+    to genesis (c = -infinity, w = 0) when it does not or when b was created at or after the cutoff.
+    """
+    return f"""
+WITH bal AS (
+    SELECT balance_id, currency, ledger_id, created_at FROM blnk.balances WHERE balance_id = %(b)s
+),
+win AS (
+    SELECT CASE WHEN %(anchored)s AND created_at < %(c)s::timestamp THEN %(c)s::timestamp
+                ELSE '-infinity'::timestamp END AS c,
+           CASE WHEN %(anchored)s AND created_at < %(c)s::timestamp THEN %(w)s::bigint ELSE 0 END AS w
+    FROM bal
+),
+src AS ({_leg_branch('source', False)} UNION ALL {_leg_branch('source', True)}),
+dst AS ({_leg_branch('destination', False)} UNION ALL {_leg_branch('destination', True)})
+SELECT bal.currency, bal.ledger_id, bal.created_at, win.c > '-infinity'::timestamp AS anchored,
+       (SELECT COALESCE(sum(amount), 0) FROM dst WHERE status = 'APPLIED') AS credit,
+       (SELECT COALESCE(sum(amount), 0) FROM src WHERE status = 'APPLIED') AS debit,
+       (SELECT COALESCE(sum(amount), 0) FROM dst WHERE status = 'INFLIGHT')
+         - {_released_new('dst', 'destination')} - {_released_old('dst')} AS inflight_credit,
+       (SELECT COALESCE(sum(amount), 0) FROM src WHERE status = 'INFLIGHT')
+         - {_released_new('src', 'source')} - {_released_old('src')} AS inflight_debit,
+       (SELECT count(*) FROM (SELECT id FROM src UNION SELECT id FROM dst) ids) AS legs
+FROM bal CROSS JOIN win
+"""
+
+
+REPLAY_SQL = _replay_sql()
+
+# From genesis, written independently of the anchor logic: every leg of b in S_T, every hold's
+# children in S_T (whatever their own source and destination).
+GENESIS_SQL = f"""
+WITH bal AS (
+    SELECT balance_id, currency, ledger_id, created_at FROM blnk.balances WHERE balance_id = %(b)s
+),
+legs AS (
+    SELECT t.transaction_id, t.source, t.destination, t.status, COALESCE(t.precise_amount, 0) AS amount
+    FROM blnk.transactions t
+    WHERE (t.source = %(b)s OR t.destination = %(b)s) AND t.status IN ('APPLIED', 'INFLIGHT')
+      AND {_EFF.format(t='t')} <= %(t)s::timestamp
+),
+open_holds AS (
+    SELECT h.source, h.destination, h.amount - COALESCE((
+        SELECT sum(COALESCE(c.precise_amount, 0)) FROM blnk.transactions c
+        WHERE c.parent_transaction = h.transaction_id AND c.status IN ('APPLIED', 'VOID')
+          AND {_EFF.format(t='c')} <= %(t)s::timestamp), 0) AS open_amount
+    FROM legs h WHERE h.status = 'INFLIGHT'
+)
+SELECT bal.currency, bal.ledger_id, bal.created_at, false AS anchored,
+       (SELECT COALESCE(sum(amount), 0) FROM legs WHERE status = 'APPLIED' AND destination = %(b)s),
+       (SELECT COALESCE(sum(amount), 0) FROM legs WHERE status = 'APPLIED' AND source = %(b)s),
+       (SELECT COALESCE(sum(open_amount), 0) FROM open_holds WHERE destination = %(b)s),
+       (SELECT COALESCE(sum(open_amount), 0) FROM open_holds WHERE source = %(b)s),
+       (SELECT count(*) FROM legs)
+FROM bal
+"""
+
+
+# --------------------------------------------------------------------------------------------------- engine
+
+
+class QueryEngine:
+    """Answers balance queries from the snapshot store plus the journal. Thread-safe (connection pools).
+
+    One engine per process: it keeps pooled connections to the ledger and to the snapshot index
+    (one pool when they are the same database).
+    """
+
+    def __init__(self, settings: Settings, *, max_connections: int = 8,
+                 pool_timeout: float = POOL_TIMEOUT_SECONDS):
+        self.settings = settings
+        self.ledger_url = db.ledger_url(settings)
+        self.index_url = db.snapshot_url(settings)
+        self.pool_timeout = pool_timeout
+        self._ledger = self._pool(self.ledger_url, "ledger", max_connections)
+        self._index = (self._ledger if self.index_url == self.ledger_url
+                       else self._pool(self.index_url, "index", max_connections))
+        self._index_ready = False
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _pool(url: str, name: str, max_connections: int) -> ConnectionPool:
+        return ConnectionPool(
+            url, min_size=1, max_size=max_connections, open=True, name=name,
+            kwargs={"autocommit": True, "connect_timeout": db.CONNECT_TIMEOUT_SECONDS},
+            reconnect_timeout=0,
+        )
+
+    def close(self) -> None:
+        self._ledger.close()
+        if self._index is not self._ledger:
+            self._index.close()
+
+    def __enter__(self) -> "QueryEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def _run(self, pool: ConnectionPool, what: str, url: str, work):
+        try:
+            with pool.connection(timeout=self.pool_timeout) as conn:
+                return work(conn)
+        except PoolTimeout as exc:
+            raise db.DatabaseUnavailable(f"cannot connect to the {what} at {db.redact(url)}: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise db.DatabaseUnavailable(f"the {what} at {db.redact(url)} failed: {exc}") from exc
+
+    def _ledger_query(self, work):
+        return self._run(self._ledger, "ledger database", self.ledger_url, work)
+
+    def _index_query(self, work):
+        return self._run(self._index, "snapshot index database", self.index_url, work)
+
+    def _has_index(self, conn: psycopg.Connection) -> bool:
+        """Whether the snapshot index exists yet (no snapshot taken means: replay from genesis)."""
+        if not self._index_ready:
+            found = conn.execute("SELECT to_regclass('snapshot_index.balance_snapshots') IS NOT NULL").fetchone()[0]
+            with self._lock:
+                self._index_ready = bool(found)
+        return self._index_ready
+
+    def ping(self) -> dict:
+        """Check both databases (used by the HTTP service's health endpoint)."""
+        self._ledger_query(lambda c: c.execute("SELECT 1").fetchone())
+        self._index_query(lambda c: c.execute("SELECT 1").fetchone())
+        return {"ledger": "ok", "index": "ok"}
+
+    # -------------------------------------------------------------------------------------- queries
+
+    def _anchor(self, balance_id: str, at: dt.datetime):
+        def work(conn):
+            if not self._has_index(conn):
+                return None
+            return conn.execute(_ANCHOR_SQL, {"t": asof.ts(at), "b": balance_id}).fetchone()
+
+        return self._index_query(work)
+
+    def balance_at(self, balance_id: str, at: dt.datetime, from_source: bool = False) -> BalanceAt:
+        """The six amounts of ``balance_id`` for effective time ``<= at`` (see the module docstring)."""
+        balance_id = _check_balance_id(balance_id)
+        at = to_utc(at)
+        row = None if from_source else self._anchor(balance_id, at)
+        anchor = None
+        base = (0, 0, 0, 0)
+        if row is None:
+            sql, params = GENESIS_SQL, {"b": balance_id, "t": asof.ts(at)}
+            if not from_source:  # no partition at or before `at`: the same replay, from genesis
+                sql, params = REPLAY_SQL, {**params, "anchored": False, "c": "-infinity", "w": 0}
+        else:
+            anchored = row[3] is not None
+            anchor = Anchor(row[0], row[1], int(row[2]))
+            if anchored:
+                base = tuple(int(v) for v in row[4:8])
+            sql = REPLAY_SQL
+            params = {"b": balance_id, "t": asof.ts(at), "anchored": anchored, "c": asof.ts(anchor.cutoff_at),
+                      "w": anchor.max_transaction_id}
+        result = self._ledger_query(lambda conn: conn.execute(sql, params).fetchone())
+        if result is None:
+            raise BalanceNotFound(balance_id)
+        currency, ledger_id, created_at, used_anchor, credit, debit, held_in, held_out, legs = result
+        if not used_anchor:
+            anchor, base = None, (0, 0, 0, 0)
+        existed = created_at <= at
+        if not existed:
+            values = (0, 0, 0, 0)
+            legs = 0
+        else:
+            values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out)))
+        return BalanceAt(
+            balance_id=balance_id, at=at, existed=existed, currency=currency, ledger_id=ledger_id,
+            created_at=created_at, credit_balance=values[0], debit_balance=values[1],
+            inflight_credit_balance=values[2], inflight_debit_balance=values[3],
+            anchor=anchor, replayed_transactions=int(legs), from_source=from_source,
+        )
+
+    def balance_change(self, balance_id: str, start: dt.datetime, end: dt.datetime,
+                       from_source: bool = False) -> BalanceChange:
+        """Opening (effective < start), closing (effective < end), credits and debits over ``[start, end)``."""
+        start, end = to_utc(start), to_utc(end)
+        if end < start:
+            raise QueryError(f"end {iso_utc(end)} is before start {iso_utc(start)}")
+        opening = self.balance_at(balance_id, start - MICROSECOND, from_source)
+        closing = self.balance_at(balance_id, end - MICROSECOND, from_source)
+        return BalanceChange(balance_id, start, end, opening, closing)
+
+    def balances_at(self, at: dt.datetime, ledger_id: str | None = None, currency: str | None = None) -> pa.Table:
+        """Every balance existing at ``at`` (``created_at <= at``) with its six amounts, as one Arrow table.
+
+        Built from the anchor's Parquet partition plus one set-based replay of the journal (the
+        snapshot's own delta query). Schema: the snapshot schema without ``cutoff_at``, sorted by
+        ``balance_id``; the schema metadata says what it was built from
+        (``snapshot_pipeline.anchor_date``, ``.anchor_cutoff``, ``.at``, ``.replayed_transactions``).
+        """
+        return balances_at_table(self, to_utc(at), ledger_id, currency)
+
+
+def _check_balance_id(balance_id: str) -> str:
+    if not isinstance(balance_id, str) or not balance_id or len(balance_id) > MAX_BALANCE_ID_LENGTH \
+            or "\x00" in balance_id:
+        raise QueryError(f"balance_id must be a non-empty string of at most {MAX_BALANCE_ID_LENGTH} characters"
+                         " without NUL")
+    return balance_id
+
+
+# -------------------------------------------------------------------------------------------- balances_at
+
+OUTPUT_SCHEMA = pa.schema([f for f in store.SNAPSHOT_SCHEMA if f.name != "cutoff_at"])
+_WIDE = pa.decimal256(60, 0)
+_MAX_AMOUNT = 10**38 - 1
+_DELTA_COLUMNS = {
+    "credit": "credit_balance",
+    "debit": "debit_balance",
+    "inflight_credit": "inflight_credit_balance",
+    "inflight_debit": "inflight_debit_balance",
+}
+
+_NEW_BALANCES_SQL = """
+    SELECT b.balance_id, b.ledger_id, b.identity_id, b.indicator, b.currency, b.created_at AS balance_created_at
+    FROM blnk.balances b
+    WHERE b.created_at <= $1::timestamp
+      AND (b.created_at >= $2::timestamp OR (b.id > $3 AND b.created_at < $2::timestamp)) {filters}
+"""
+
+_DELTA_SELECT = (
+    "SELECT balance_id, credit::text AS credit, debit::text AS debit, inflight_credit::text AS inflight_credit,"
+    " inflight_debit::text AS inflight_debit FROM snapshot_delta"
+)
+
+
+def _filters(ledger_id: str | None, currency: str | None, first: int) -> tuple[str, list]:
+    clauses, params = [], []
+    for column, value in (("ledger_id", ledger_id), ("currency", currency)):
+        if value is not None:
+            params.append(value)
+            clauses.append(f" AND b.{column} = ${first + len(params) - 1}")
+    return "".join(clauses), params
+
+
+def _published_anchor(engine: QueryEngine, at: dt.datetime) -> index.ManifestEntry | None:
+    """The latest partition with cutoff <= at whose Parquet file exists (None: genesis)."""
+    def work(conn):
+        if not engine._has_index(conn):
+            return []
+        return conn.execute(
+            "SELECT snapshot_date FROM snapshot_index.partitions WHERE cutoff_at <= %s ORDER BY cutoff_at DESC",
+            (at,),
+        ).fetchall()
+
+    for (date,) in engine._index_query(work):
+        if store.exists(engine.settings.storage_uri, date):
+            return engine._index_query(lambda conn: index.manifest(conn, date))
+    return None
+
+
+def balances_at_table(engine: QueryEngine, at: dt.datetime, ledger_id: str | None,
+                      currency: str | None) -> pa.Table:
+    anchor = _published_anchor(engine, at)
+    end = asof.ts(at + MICROSECOND)  # effective <= at  <=>  effective < at + 1µs
+    ledger = db.connect_arrow(engine.ledger_url)
+    try:
+        cur = ledger.cursor()
+        try:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            if anchor is None:
+                base_ref, cutoff, max_balance_id = None, "-infinity", 0
+            else:
+                base_ref = asof.Base(anchor.cutoff_at, anchor.max_transaction_id, anchor.transaction_count)
+                cutoff, max_balance_id = asof.ts(anchor.cutoff_at), anchor.max_balance_id
+            asof.prepare_delta(cur, at + MICROSECOND, base_ref, max_balance_id=max_balance_id)
+            cur.execute(_DELTA_SELECT)
+            delta = cur.fetch_arrow_table()
+            replayed = _count_replayed(cur, end, cutoff, anchor.max_transaction_id if anchor else 0)
+            filters, extra = _filters(ledger_id, currency, 4)
+            cur.execute(_NEW_BALANCES_SQL.format(filters=filters),
+                        parameters=(asof.ts(at), cutoff, max_balance_id, *extra))
+            new_balances = cur.fetch_arrow_table()
+            cur.execute("COMMIT")
+        finally:
+            cur.close()
+    finally:
+        ledger.close()
+
+    parts = [_new_rows(new_balances)]
+    if anchor is not None:
+        base = store.read_partition(engine.settings.storage_uri, anchor.snapshot_date,
+                                    columns=[f.name for f in OUTPUT_SCHEMA])
+        mask = None
+        if ledger_id is not None:
+            mask = pc.equal(base["ledger_id"], ledger_id)
+        if currency is not None:
+            cond = pc.equal(base["currency"], currency)
+            mask = cond if mask is None else pc.and_(mask, cond)
+        if mask is not None:
+            base = base.filter(pc.fill_null(mask, False))
+        parts.insert(0, base.cast(OUTPUT_SCHEMA))
+    table = pa.concat_tables(parts).combine_chunks()
+    if parts[-1].num_rows:  # rows from the journal come after (or instead of) the partition's: sort
+        table = table.sort_by("balance_id")
+    table = _apply_delta(table, delta)
+    return table.replace_schema_metadata({
+        "snapshot_pipeline.at": iso_utc(at),
+        "snapshot_pipeline.anchor_date": anchor.snapshot_date.isoformat() if anchor else "",
+        "snapshot_pipeline.anchor_cutoff": iso_utc(anchor.cutoff_at) if anchor else "",
+        "snapshot_pipeline.replayed_transactions": str(replayed),
+    })
+
+
+def _count_replayed(cur, end: str, cutoff: str, watermark: int) -> int:
+    """How many journal rows of ``S_T \\ S_X`` the delta summed (for the answer's provenance)."""
+    cur.execute(
+        "SELECT count(*) FROM blnk.transactions t WHERE t.status IN ('APPLIED', 'INFLIGHT', 'VOID')"
+        " AND ((t.effective_date >= $2::timestamp AND t.effective_date < $1::timestamp)"
+        " OR (t.effective_date IS NULL AND t.created_at >= $2::timestamp AND t.created_at < $1::timestamp)"
+        " OR (t.id > $3 AND COALESCE(t.effective_date, t.created_at) < $2::timestamp))",
+        parameters=(end, cutoff, watermark),
+    )
+    return int(cur.fetchone()[0])
+
+
+def _new_rows(new_balances: pa.Table) -> pa.Table:
+    """Balances without an anchor row, with zero amounts (their legs come with the delta)."""
+    n = new_balances.num_rows
+    zeros = pa.array([0] * n, store.AMOUNT) if n else pa.array([], store.AMOUNT)
+    columns = {
+        "balance_id": new_balances["balance_id"],
+        "ledger_id": new_balances["ledger_id"],
+        "identity_id": new_balances["identity_id"],
+        "indicator": new_balances["indicator"],
+        "currency": new_balances["currency"],
+        **{name: zeros for name in store.AMOUNT_COLUMNS},
+        "balance_created_at": pc.cast(new_balances["balance_created_at"], store.UTC_TS),
+    }
+    return pa.table(columns).cast(OUTPUT_SCHEMA)
+
+
+def _apply_delta(table: pa.Table, delta: pa.Table) -> pa.Table:
+    """Add the per-balance delta sums (text amounts) to the table's amounts; exact, overflow-checked."""
+    if delta.num_rows == 0 or table.num_rows == 0:
+        return table
+    ids = table["balance_id"]
+    positions = pc.index_in(ids, value_set=delta["balance_id"].combine_chunks())
+    touched = pc.is_valid(positions)
+    if not pc.any(touched).as_py():
+        return table
+    rows = pc.filter(positions, touched)
+    values = {}
+    for name, field in _DELTA_COLUMNS.items():
+        add = pc.take(pc.cast(delta[name].combine_chunks(), _WIDE), rows)
+        old = pc.cast(pc.filter(table[field], touched), _WIDE)
+        values[field] = pc.add(old, add)
+    values["balance"] = pc.subtract(values["credit_balance"], values["debit_balance"])
+    values["inflight_balance"] = pc.subtract(values["inflight_credit_balance"], values["inflight_debit_balance"])
+    touched_ids = pc.filter(ids, touched)
+    for field in store.AMOUNT_COLUMNS:
+        new = _narrow(values[field], touched_ids, field)
+        column = table[field].combine_chunks()
+        table = table.set_column(table.schema.get_field_index(field), field,
+                                 pc.replace_with_mask(column, touched.combine_chunks()
+                                                      if isinstance(touched, pa.ChunkedArray) else touched, new))
+    return table
+
+
+def _narrow(values, ids, name: str) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    too_big = pc.greater(pc.abs(values), pa.scalar(_MAX_AMOUNT, _WIDE))
+    if pc.any(too_big).as_py():
+        position = pc.index(too_big, True).as_py()
+        raise QueryError(f"balance {ids[position].as_py()!r}: {name} = {values[position].as_py()}"
+                         " does not fit decimal128(38, 0)")
+    return pc.cast(values, store.AMOUNT)
+
+
+# ------------------------------------------------------------------------------------ one-shot functions
+
+
+def balance_at(settings: Settings, balance_id: str, at: dt.datetime, from_source: bool = False) -> BalanceAt:
+    """One-shot :meth:`QueryEngine.balance_at` (opens and closes its own connections)."""
+    with QueryEngine(settings, max_connections=1) as engine:
+        return engine.balance_at(balance_id, at, from_source)
+
+
+def balances_at(settings: Settings, at: dt.datetime, ledger_id: str | None = None,
+                currency: str | None = None) -> pa.Table:
+    with QueryEngine(settings, max_connections=1) as engine:
+        return engine.balances_at(at, ledger_id, currency)
+
+
+def balance_change(settings: Settings, balance_id: str, start: dt.datetime, end: dt.datetime,
+                   from_source: bool = False) -> BalanceChange:
+    with QueryEngine(settings, max_connections=1) as engine:
+        return engine.balance_change(balance_id, start, end, from_source)

@@ -1,0 +1,355 @@
+"""The HTTP service, run for real: uvicorn on loopback ports, a real Dagster webserver, a real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import quote
+
+import dagster as dg
+import httpx
+import psycopg
+import pytest
+
+from snapshot_pipeline import calendar, snapshot
+from tests.conftest import make_settings
+from tests.oracle import AMOUNTS, expected_snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "s3cret-key-for-tests"
+US = dt.timedelta(microseconds=1)
+DATES = [dt.date(2026, 10, 28), dt.date(2026, 11, 1)]
+DAGSTER_YAML = """telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, path: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + path, timeout=5).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url}{path} did not come up in {seconds} s: {log.read_text()[-3000:]}")
+
+
+class Process:
+    def __init__(self, command: list[str], env: dict, log: Path):
+        self.log = log
+        self._out = open(log, "wb")
+        self.proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._out.close()
+
+
+def base_env(settings_env: dict) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LEDGER_", "SNAPSHOT_", "DAGSTER_"))}
+    env.update(settings_env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def service_env(adversarial_url, make_database, tmp_path_factory):
+    home = tmp_path_factory.mktemp("api")
+    index_url = make_database()
+    settings = make_settings(adversarial_url, home / "store", "UTC", index_url=index_url)
+    for day in DATES:
+        snapshot.take_snapshot(settings, day, 500)
+    dagster_home = home / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    return {
+        "LEDGER_DATABASE_URL": adversarial_url,
+        "SNAPSHOT_DATABASE_URL": index_url,
+        "SNAPSHOT_STORAGE_URI": str(home / "store"),
+        "SNAPSHOT_TIMEZONE": "UTC",
+        "SNAPSHOT_START_DATE": "2026-10-01",
+        "SNAPSHOT_HOME": str(home),
+        "DAGSTER_HOME": str(dagster_home),
+    }
+
+
+@pytest.fixture(scope="module")
+def dagster_webserver(service_env, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "webserver.log"
+    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port),
+               "-w", str(ROOT / "workspace.yaml")]
+    process = Process(command, base_env(service_env), log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, "/server_info", process.proc, log)
+        yield url
+    finally:
+        process.stop()
+
+
+def start_service(env: dict, log: Path) -> tuple[Process, str]:
+    port = free_port()
+    process = Process([sys.executable, "-m", "snapshot_pipeline.cli", "serve", "--port", str(port),
+                       "--log-level", "warning"], base_env(env), log)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(url, "/openapi.json", process.proc, log, seconds=60)
+    return process, url
+
+
+@pytest.fixture(scope="module")
+def services(service_env, dagster_webserver, tmp_path_factory):
+    """Three real services: auth off, auth on, and one whose database and Dagster are unreachable."""
+    logs = tmp_path_factory.mktemp("service-logs")
+    env = {**service_env, "DAGSTER_WEBSERVER_URL": dagster_webserver}
+    started = []
+    try:
+        started.append(start_service(env, logs / "open.log"))
+        started.append(start_service({**env, "SNAPSHOT_API_KEY": KEY}, logs / "auth.log"))
+        down = {**env, "LEDGER_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none",
+                "SNAPSHOT_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none",
+                "DAGSTER_WEBSERVER_URL": "http://127.0.0.1:1"}
+        started.append(start_service(down, logs / "down.log"))
+        yield {"open": started[0][1], "auth": started[1][1], "down": started[2][1]}
+    finally:
+        for process, _ in started:
+            process.stop()
+
+
+def hot_and_sample(url: str, n: int, seed: int) -> list[str]:
+    with psycopg.connect(url) as conn:
+        ids = [r[0] for r in conn.execute("SELECT balance_id FROM blnk.balances ORDER BY balance_id")]
+        hot = conn.execute(
+            "SELECT b FROM (SELECT source AS b FROM blnk.transactions UNION ALL SELECT destination"
+            " FROM blnk.transactions) legs GROUP BY b ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    return [hot, *random.Random(seed).sample(ids, n)]
+
+
+def check_body(body: dict, balance_id: str, expected: dict) -> None:
+    want = expected.get(balance_id, dict.fromkeys(AMOUNTS, 0))
+    assert set(body) == {"balance", "timestamp", "from_source", "inflight", "existed", "anchor",
+                         "replayed_transactions"}
+    assert set(body["balance"]) == {"balance", "debit_balance", "credit_balance", "currency", "balance_id"}
+    assert body["balance"]["balance_id"] == balance_id
+    for key in ("balance", "credit_balance", "debit_balance"):
+        assert body["balance"][key] == want[key] and type(body["balance"][key]) is int
+    for key in ("inflight_balance", "inflight_credit_balance", "inflight_debit_balance"):
+        assert body["inflight"][key] == want[key]
+    assert body["existed"] == (balance_id in expected)
+
+
+def test_balance_at_matches_the_journal_with_any_offset(services, adversarial_url):
+    base = services["open"]
+    balances = hot_and_sample(adversarial_url, 6, 7)
+    instants = [  # (text, UTC instant)
+        ("2026-10-29T00:00:00Z", dt.datetime(2026, 10, 29)),  # exactly a cutoff
+        ("2026-10-29T05:29:59.999+05:30", dt.datetime(2026, 10, 28, 23, 59, 59, 999000)),
+        ("2026-11-02T08:15:30.125-04:00", dt.datetime(2026, 11, 2, 12, 15, 30, 125000)),
+        ("2026-10-10T00:00:00Z", dt.datetime(2026, 10, 10)),  # before the journal and the balances
+        ("2030-01-01T00:00:00+14:00", dt.datetime(2029, 12, 31, 10)),  # in the future
+    ]
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for text, at in instants:
+            expected = expected_snapshot(adversarial_url, at + US)
+            for balance_id in balances:
+                for from_source in ("false", "true"):
+                    response = client.get(f"/balances/{balance_id}/at",
+                                          params={"timestamp": text, "from_source": from_source})
+                    assert response.status_code == 200, response.text
+                    body = response.json()
+                    check_body(body, balance_id, expected)
+                    assert body["timestamp"] == at.isoformat(timespec="milliseconds") + "Z"
+                    assert body["from_source"] is (from_source == "true")
+        hot = balances[0]
+        body = client.get(f"/balances/{hot}/at", params={"timestamp": "2026-11-02T12:00:00Z"}).json()
+        assert body["anchor"]["snapshot_date"] == "2026-11-01" and body["replayed_transactions"] > 0
+        assert body["balance"]["credit_balance"] > 2**63  # exact beyond 64-bit integers, as JSON numbers
+        assert str(body["balance"]["credit_balance"]) in client.get(
+            f"/balances/{hot}/at", params={"timestamp": "2026-11-02T12:00:00Z"}).text
+
+
+def test_missing_timestamp_means_now(services, adversarial_url):
+    hot = hot_and_sample(adversarial_url, 0, 1)[0]
+    before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    body = httpx.get(f"{services['open']}/balances/{hot}/at", timeout=30).json()
+    after = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    stamp = dt.datetime.fromisoformat(body["timestamp"].removesuffix("Z"))
+    assert before - dt.timedelta(milliseconds=1) <= stamp <= after
+    check_body(body, hot, expected_snapshot(adversarial_url, stamp + US))
+
+
+@pytest.mark.parametrize("balance_id", ["bln_missing", "x' OR '1'='1", "'; DROP TABLE blnk.transactions; --",
+                                        "\"quoted\"", "bln_%_", "ünï©ødé", "a b"])
+def test_unknown_and_malicious_balance_ids_are_404(services, adversarial_url, balance_id):
+    response = httpx.get(f"{services['open']}/balances/{quote(balance_id, safe='')}/at",
+                         params={"timestamp": "2026-11-01T00:00:00Z"}, timeout=30)
+    assert response.status_code == 404, response.text
+    assert response.json() == {"code": "balance_not_found", "message": f"balance {balance_id!r} does not exist"}
+    with psycopg.connect(adversarial_url) as conn:
+        assert conn.execute("SELECT count(*) FROM blnk.transactions").fetchone()[0] > 30_000
+
+
+def test_bad_input_is_400_with_a_code(services, adversarial_url):
+    hot = hot_and_sample(adversarial_url, 0, 1)[0]
+    with httpx.Client(base_url=services["open"], timeout=30) as client:
+        for params, code in [({"timestamp": "2026-11-01T00:00:00"}, "invalid_timestamp"),  # no offset
+                             ({"timestamp": "yesterday"}, "invalid_timestamp"),
+                             ({"timestamp": "2026-02-30T00:00:00Z"}, "invalid_timestamp"),
+                             ({"from_source": "maybe"}, "bad_request")]:
+            response = client.get(f"/balances/{hot}/at", params=params)
+            assert response.status_code == 400 and response.json()["code"] == code, response.text
+            assert response.json()["message"]
+        response = client.get(f"/balances/{hot}/change", params={"start": "2026-11-02T00:00:00Z",
+                                                                 "end": "2026-11-01T00:00:00Z"})
+        assert response.status_code == 400 and "before start" in response.json()["message"]
+        for value in ("0", "-5", "abc", "1.5", "1000001", ""):
+            response = client.post("/balances-snapshots", params={"batch_size": value})
+            assert response.status_code == 400, (value, response.text)
+            assert response.json()["code"] == "invalid_batch_size"
+        response = client.get("/no/such/route")
+        assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+def test_balance_change_endpoint(services, adversarial_url):
+    hot = hot_and_sample(adversarial_url, 0, 1)[0]
+    start, end = dt.datetime(2026, 10, 30, 6), dt.datetime(2026, 11, 2)
+    opening = expected_snapshot(adversarial_url, start)[hot]
+    closing = expected_snapshot(adversarial_url, end)[hot]
+    body = httpx.get(f"{services['open']}/balances/{hot}/change",
+                     params={"start": "2026-10-30T11:30:00+05:30", "end": "2026-11-01T20:00:00-04:00"},
+                     timeout=30).json()
+    assert body["opening_balance"] == opening["balance"] and body["closing_balance"] == closing["balance"]
+    assert body["credits"] == closing["credit_balance"] - opening["credit_balance"]
+    assert body["debits"] == closing["debit_balance"] - opening["debit_balance"]
+
+
+def test_authorization(services, adversarial_url):
+    hot = hot_and_sample(adversarial_url, 0, 1)[0]
+    path = f"/balances/{hot}/at"
+    with httpx.Client(base_url=services["auth"], timeout=30) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"},
+                        {"Authorization": KEY}, {"Authorization": f"Bearer {KEY}x"}):
+            response = client.get(path, headers=headers)
+            assert response.status_code == 401, headers
+            assert response.json()["code"] == "unauthorized"
+            assert response.headers["www-authenticate"] == "Bearer"
+        assert client.post("/balances-snapshots").status_code == 401
+        assert client.get(f"/balances-snapshots/{uuid.uuid4()}").status_code == 401
+        assert client.get(path, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        assert client.get(path, headers={"Authorization": f"bearer {KEY}"}).status_code == 200
+        assert client.get("/health").status_code == 200
+        assert client.get("/docs").status_code == 200
+    assert httpx.get(services["open"] + path, timeout=30).status_code == 200  # auth off: no header needed
+
+
+def test_unreachable_database_and_dagster_are_503(services):
+    with httpx.Client(base_url=services["down"], timeout=60) as client:
+        response = client.get("/balances/bln_x/at", params={"timestamp": "2026-11-01T00:00:00Z"})
+        assert response.status_code == 503 and response.json()["code"] == "database_unavailable"
+        assert "***" not in response.json()["message"] and "127.0.0.1:1" in response.json()["message"]
+        assert client.get("/health").status_code == 503
+        response = client.post("/balances-snapshots", params={"batch_size": "100"})
+        assert response.status_code == 503 and response.json()["code"] == "dagster_unavailable"
+        response = client.get(f"/balances-snapshots/{uuid.uuid4()}")
+        assert response.status_code == 503 and response.json()["code"] == "dagster_unavailable"
+
+
+def test_snapshot_trigger_launches_a_dagster_run_and_reports_it(services, service_env, adversarial_url):
+    with httpx.Client(base_url=services["open"], timeout=60) as client:
+        response = client.post("/balances-snapshots", params={"batch_size": "250"})
+        assert response.status_code == 202, response.text
+        body = response.json()
+        day = calendar.last_closed_day("UTC")
+        assert body["message"] == "Balance snapshots process started"
+        assert body["partition"] == day.isoformat() and body["batch_size"] == 250
+        run_id = body["run_id"]
+        deadline = time.monotonic() + 300
+        while True:
+            status = client.get(body["status_url"])
+            assert status.status_code == 200, status.text
+            run = status.json()
+            if run["done"] or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert run["status"] == "SUCCESS", run
+        assert run["run_id"] == run_id and run["partition"] == day.isoformat()
+        assert run["job_name"] == "balance_snapshots_job"
+        expected_rows = len(expected_snapshot(adversarial_url, calendar.cutoff(day, "UTC")))
+        assert run["metrics"]["dagster/row_count"] == expected_rows
+        assert run["metrics"]["batch_size"] == 250 and run["metrics"]["duration_ms"] >= 0
+        assert run["metrics"]["watermark"]["max_transaction_id"] > 0
+        for unknown in (str(uuid.uuid4()), "not-a-run-id", "x'; DROP TABLE runs; --"):
+            response = client.get(f"/balances-snapshots/{quote(unknown, safe='')}")
+            assert response.status_code == 404 and response.json()["code"] == "run_not_found", response.text
+    with dg.DagsterInstance.from_config(service_env["DAGSTER_HOME"]) as instance:
+        record = instance.get_run_record_by_id(run_id)
+        assert record.dagster_run.tags["dagster/partition"] == day.isoformat()
+        assert record.dagster_run.tags["launched_by"] == "http"
+    with psycopg.connect(service_env["SNAPSHOT_DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT row_count, dagster_run_id FROM snapshot_index.partitions WHERE snapshot_date = %s",
+                            (day,)).fetchone() == (expected_rows, run_id)
+
+
+def test_fifty_concurrent_clients_without_a_failure(services, adversarial_url):
+    balances = hot_and_sample(adversarial_url, 40, 3)
+    at = dt.datetime(2026, 11, 1, 15, 30)
+    expected = expected_snapshot(adversarial_url, at + US)
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    def client_session(worker: int) -> list[str]:
+        problems = []
+        with httpx.Client(base_url=services["auth"], timeout=60, headers=headers) as client:
+            for i in range(8):
+                balance_id = balances[(worker * 8 + i) % len(balances)]
+                response = client.get(f"/balances/{balance_id}/at", params={"timestamp": "2026-11-01T15:30:00Z",
+                                                                            "from_source": str(i % 2 == 0)})
+                if response.status_code != 200:
+                    problems.append(f"{response.status_code}: {response.text[:200]}")
+                    continue
+                try:
+                    check_body(response.json(), balance_id, expected)
+                except AssertionError as exc:
+                    problems.append(f"wrong answer for {balance_id}: {exc}")
+        return problems
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(client_session, range(50)))
+    failures = [p for r in results for p in r]
+    assert failures == [] and len(results) == 50
+
+
+def test_openapi_documents_every_endpoint(services):
+    spec = httpx.get(services["open"] + "/openapi.json", timeout=30).json()
+    assert {"/balances/{balance_id}/at", "/balances/{balance_id}/change", "/balances-snapshots",
+            "/balances-snapshots/{run_id}", "/health"} <= set(spec["paths"])
+    at = spec["paths"]["/balances/{balance_id}/at"]["get"]
+    assert {"200", "400", "401", "404", "503"} <= set(at["responses"])
+    assert "swagger" in httpx.get(services["open"] + "/docs", timeout=30).text.lower()
+    assert json.dumps(spec)
