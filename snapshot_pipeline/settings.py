@@ -42,6 +42,7 @@ class Settings:
     timezone: str
     start_date: dt.date
     home: Path
+    dagster_database_url: str | None = None  # DAGSTER_PG_URL: the Dagster instance's storage (None = derived)
 
     @property
     def uses_embedded(self) -> bool:
@@ -92,6 +93,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         timezone=timezone,
         start_date=start,
         home=home,
+        dagster_database_url=env.get("DAGSTER_PG_URL") or None,
     )
 
 
