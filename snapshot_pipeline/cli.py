@@ -10,7 +10,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -249,8 +248,11 @@ def cmd_ui(args, settings: Settings) -> int:
     command = [sys.executable, "-m", "dagster", "dev", "-h", args.host, "-p", str(args.port)]
     command += ["-w", str(workspace)] if workspace.exists() else ["-m", "snapshot_pipeline.definitions"]
     print(f"DAGSTER_HOME={home} DAGSTER_PG_URL={db.redact(os.environ['DAGSTER_PG_URL'])};"
-          f" starting: {' '.join(command)}", file=sys.stderr)
-    return subprocess.call(command)
+          f" starting: {' '.join(command)}", file=sys.stderr, flush=True)
+    # Become `dagster dev` (webserver, daemon with schedules, sensors and the automation sensor, code
+    # server), so Ctrl-C and SIGTERM reach it directly and it shuts its processes down itself.
+    os.execv(sys.executable, command)
+    return 0  # not reached
 
 
 # ------------------------------------------------------------------------------------------------ parser

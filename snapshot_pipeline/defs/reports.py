@@ -4,20 +4,18 @@ The computing is done by :mod:`snapshot_pipeline.reports` (plain Python); each
 asset here binds one report to its partitions, its dependency on the snapshots
 and an automation condition, and turns the result into UI metadata.
 
-When each report is requested (``reports_automation_sensor``, evaluated by the daemon):
+When each report is requested (``reports_automation_sensor``, evaluated by the daemon
+every 30 s): :func:`after_snapshots`, for partitions in a recent time window:
 
-* ``balance_movements`` (daily, depends on snapshots ``D-1`` and ``D``) and
-  ``ledger_currency_totals`` (daily, on ``D``): when a snapshot they read is
-  (re)materialized, for any day of the last week, once none of those snapshots
-  is missing or in progress;
-* ``month_end_balances`` (monthly): ``eager()`` on the latest closed month with
-  the default time-window mapping, so it depends on every daily partition of the
-  month and is not requested before all of them, the month's last day included,
-  exist;
-* ``reconciliation_report`` (daily): ``eager()``: the latest day only, since it
-  compares with the live ledger of now.
+* ``balance_movements`` (daily, reads snapshots ``D-1`` and ``D``) and
+  ``ledger_currency_totals`` (daily, reads ``D``): any day of the last week;
+* ``month_end_balances`` (monthly): the latest closed month. Its dependency is
+  the default time-window mapping (every day of the month: Dagster has no built-in
+  "last day of the month" mapping that automation understands), so it is not
+  requested before all of the month's daily partitions, the last day included, exist;
+* ``reconciliation_report`` (daily): the latest day only, as it compares with the
+  live ledger of now.
 """
-
 
 import datetime as dt
 
@@ -35,19 +33,31 @@ DAILY_LOOKBACK = dt.timedelta(days=7)
 NO_DRIFT_CHECK = "no_live_drift"
 
 
-def after_snapshots(lookback: dt.timedelta) -> dg.AutomationCondition:
-    """``eager()`` over the last ``lookback`` of time partitions instead of the latest one only.
+def after_snapshots(lookback: dt.timedelta | None = None) -> dg.AutomationCondition:
+    """Request a report partition once the snapshots it reads exist, and again when they change.
 
-    A snapshot backfilled or repaired for an earlier day of the window still gets its reports.
+    Like ``AutomationCondition.eager()`` (which only looks at the latest time partition
+    and never requests what was already missing when automation was switched on), but:
+
+    * over every partition within ``lookback`` of the latest one (None: the latest only),
+      so a snapshot backfilled or repaired for an earlier day still gets its reports;
+    * a missing partition is requested even on the first evaluation (``make demo`` then
+      ``make ui`` shows the reports of the demo's days), unless its latest run failed: a
+      failed report is retried only when a snapshot it reads is updated.
+
+    Never while a snapshot it reads is missing or being materialized, or it is in progress.
     """
     condition = dg.AutomationCondition
+    missing = (condition.missing() & ~condition.execution_failed()).with_label("missing and not failed")
+    updated = condition.any_deps_updated().since_last_handled().with_label("snapshots updated since handled")
+    window = f"last {lookback.days} days" if lookback else "latest partition"
     return (
         condition.in_latest_time_window(lookback)
-        & (condition.newly_missing() | condition.any_deps_updated()).since_last_handled()
+        & (missing | updated)
         & ~condition.any_deps_missing()
         & ~condition.any_deps_in_progress()
         & ~condition.in_progress()
-    ).with_label(f"after_snapshots(last {lookback.days} days)")
+    ).with_label(f"after_snapshots({window})")
 
 
 def common_metadata(result: ReportResult) -> dict[str, object]:
@@ -158,7 +168,7 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
         partitions_def=monthly,
         deps=[dg.AssetDep(SNAPSHOTS, partition_mapping=dg.TimeWindowPartitionMapping(
             allow_nonexistent_upstream_partitions=True))],
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=after_snapshots(),
         kinds={"parquet", "csv"},
         metadata={"layout": "reports/month_end_balances/month=YYYY-MM/part-00000.parquet",
                   "csv": "reports/month_end_balances_csv/month_end_balances_YYYY-MM.csv"},
@@ -187,7 +197,7 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
     @dg.asset(
         partitions_def=daily,
         deps=[same_day],
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=after_snapshots(),
         kinds={"parquet", "postgres"},
         check_specs=[dg.AssetCheckSpec(NO_DRIFT_CHECK, asset="reconciliation_report",
                                        description="No live balance drifts from snapshot + later legs")],
