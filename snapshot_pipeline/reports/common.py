@@ -189,7 +189,7 @@ class ReportWriter:
     def publish(self) -> tuple[str, int]:
         """Make the partition visible; returns (path, bytes)."""
         size, _ = self._writer.close({})
-        store.discard_backup(self._writer.publish())
+        self._writer.discard(self._writer.publish())
         return store.display_uri(self.storage_uri, self.final_path), size
 
     def abort(self) -> None:
@@ -197,20 +197,16 @@ class ReportWriter:
 
 
 class CsvWriter:
-    """A CSV file with a header row, written to a staging name and renamed into place."""
+    """A CSV file with a header row, staged outside the reports (like the Parquet writer) and moved into place."""
 
     def __init__(self, settings: Settings, final_path: str, schema: pa.Schema):
         self.storage_uri = settings.storage_uri
         self.fs, base = store.resolve(settings.storage_uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.final_path = final_path
-        if self.local:
-            os.makedirs(f"{base}/.staging", exist_ok=True)
-            self.staging_path = f"{base}/.staging/{uuid.uuid4().hex}.csv"
-            self._sink = self.fs.open_output_stream(self.staging_path)
-        else:
-            self.staging_path = final_path
-            self._sink = self.fs.open_output_stream(final_path)
+        self.fs.create_dir(f"{base}/.staging", recursive=True)
+        self.staging_path = f"{base}/.staging/{uuid.uuid4().hex}.csv"
+        self._sink = self.fs.open_output_stream(self.staging_path)
         self._writer = pcsv.CSVWriter(self._sink, schema)
 
     def write(self, table: pa.Table) -> None:
@@ -224,6 +220,8 @@ class CsvWriter:
             os.makedirs(directory, exist_ok=True)
             os.replace(self.staging_path, self.final_path)
             store._fsync_dir(directory)  # noqa: SLF001 - the store's own durability helper
+        else:
+            self.fs.move(self.staging_path, self.final_path)
         return store.display_uri(self.storage_uri, self.final_path)
 
     def abort(self) -> None:
@@ -232,5 +230,5 @@ class CsvWriter:
             self._sink.close()
         except Exception:  # noqa: BLE001 - best effort on an already failing path
             pass
-        if self.local and os.path.exists(self.staging_path):
-            os.remove(self.staging_path)
+        if self.fs.get_file_info(self.staging_path).type == pafs.FileType.File:
+            self.fs.delete_file(self.staging_path)
