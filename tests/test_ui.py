@@ -30,6 +30,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 MATERIALIZED = ("2026-11-01", "2026-11-02")
 START_DATE = "2026-10-25"
 STARTUP_SECONDS = 180  # a bound on waiting for the server, not an assertion on speed
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
 def free_port() -> int:
@@ -67,6 +68,7 @@ def ui(adversarial_url, make_database, tmp_path_factory):
     home = tmp / "dagster_home"
     home.mkdir()
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(ROOT / "dagster.yaml", tmp / "dagster.yaml")  # SNAPSHOT_HOME's, as the CLI expects
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "SNAPSHOT_", "DAGSTER_"))}
     env.update({
         "LEDGER_DATABASE_URL": adversarial_url,
@@ -203,14 +205,14 @@ def test_webserver_serves_the_workspace_and_the_materialized_partitions(ui, mate
 
 def test_browser_shows_the_asset_page_with_partitions_and_metrics(ui, materialized):
     if CHROMIUM is None:
-        if os.environ.get("CI"):
+        if IN_CI:
             pytest.fail("CI is set but Chromium is missing: .ci/run installs Debian's chromium package")
         pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it and runs this test")
     try:
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
-        if os.environ.get("CI"):
+        if IN_CI:
             raise
         pytest.skip("playwright is not installed (pip install -e '.[test]')")
     screenshot = ui["tmp"] / "balance_snapshots_asset.png"
@@ -218,7 +220,7 @@ def test_browser_shows_the_asset_page_with_partitions_and_metrics(ui, materializ
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 1600, "height": 1150})
             page.goto(f"{ui['base']}/assets/balance_snapshots?view=partitions&partition={latest['snapshot_date']}",
                       wait_until="domcontentloaded")
             skip = page.get_by_role("button", name="Skip")  # the first-visit "Join the community" dialog

@@ -78,27 +78,41 @@ CLOSING_COLUMNS = ["balance_id", "ledger_id", "currency", "balance", "credit_bal
 OPENING_COLUMNS = ["balance_id", "credit_balance", "debit_balance"]
 
 # $1 = W_D, $2 = C_D, $3 = W_O and $4 = C_O of the opening set O (= S_{D-1}, or {id <= W_D, eff < C_{D-1}}
-# when the opening comes from the journal), $5 = true to sum O for every balance (journal opening).
-# day_*: legs in S_D \ O.  old_*: legs in S_D ∩ O of balances created at or after C_O (or all, with $5).
-LEGS_SQL = """
-WITH new_bal AS (
-    SELECT balance_id FROM blnk.balances WHERE $5::boolean OR created_at >= $4::timestamp
-),
-day_tx AS (
-    SELECT t.source, t.destination, COALESCE(t.precise_amount, 0) AS amount
-      FROM blnk.transactions t
-     WHERE t.status = 'APPLIED' AND t.id <= $1
-       AND ((t.effective_date >= $4::timestamp AND t.effective_date < $2::timestamp)
-         OR (t.effective_date IS NULL AND t.created_at >= $4::timestamp AND t.created_at < $2::timestamp)
-         OR (t.id > $3 AND COALESCE(t.effective_date, t.created_at) < $2::timestamp))
-),
-old_tx AS (
-    SELECT t.source, t.destination, COALESCE(t.precise_amount, 0) AS amount
-      FROM blnk.transactions t
-     WHERE t.status = 'APPLIED' AND t.id <= LEAST($1, $3)
-       AND COALESCE(t.effective_date, t.created_at) < $4::timestamp
-       AND (t.destination IN (SELECT balance_id FROM new_bal) OR t.source IN (SELECT balance_id FROM new_bal))
-)
+# when the opening comes from the journal).
+# day_*: legs in S_D \ O (range scans on effective_date / created_at and the primary key).
+# old_*: legs in S_D ∩ O of the balances the opening does not hold: balances created at or after C_O,
+# probed one by one on the source/destination indexes; or, for a journal opening, of every balance.
+_DAY_TX = """
+    day_tx AS (
+        SELECT t.source, t.destination, COALESCE(t.precise_amount, 0) AS amount
+          FROM blnk.transactions t
+         WHERE t.status = 'APPLIED' AND t.id <= $1
+           AND ((t.effective_date >= $4::timestamp AND t.effective_date < $2::timestamp)
+             OR (t.effective_date IS NULL AND t.created_at >= $4::timestamp AND t.created_at < $2::timestamp)
+             OR (t.id > $3 AND COALESCE(t.effective_date, t.created_at) < $2::timestamp))
+    )"""
+_IN_O = "x.status = 'APPLIED' AND x.id <= LEAST($1, $3) AND COALESCE(x.effective_date, x.created_at) < $4::timestamp"
+_OLD_NEW_BALANCES = f"""
+    new_bal AS (SELECT balance_id FROM blnk.balances WHERE created_at >= $4::timestamp AND created_at < $2::timestamp),
+    old_legs AS (
+        SELECT nb.balance_id, l.side, l.amount
+          FROM new_bal nb CROSS JOIN LATERAL (
+              SELECT 'c' AS side, COALESCE(x.precise_amount, 0) AS amount FROM blnk.transactions x
+               WHERE x.destination = nb.balance_id AND {_IN_O}
+              UNION ALL
+              SELECT 'd', COALESCE(x.precise_amount, 0) FROM blnk.transactions x
+               WHERE x.source = nb.balance_id AND {_IN_O}
+              OFFSET 0
+          ) AS l
+    )"""
+_OLD_ALL_BALANCES = f"""
+    old_tx AS (SELECT x.source, x.destination, COALESCE(x.precise_amount, 0) AS amount
+                 FROM blnk.transactions x WHERE {_IN_O}),
+    old_legs AS (
+        SELECT destination AS balance_id, 'c' AS side, amount FROM old_tx
+        UNION ALL SELECT source, 'd', amount FROM old_tx
+    )"""
+_LEGS_SELECT = """
 SELECT balance_id,
        sum(day_cl)::bigint AS day_credit_legs, sum(day_dl)::bigint AS day_debit_legs,
        sum(day_c)::text AS day_credit, sum(day_d)::text AS day_debit,
@@ -107,13 +121,20 @@ SELECT balance_id,
 FROM (
     SELECT destination, 1, 0, amount, 0, 0, 0, 0, 0 FROM day_tx
     UNION ALL SELECT source, 0, 1, 0, amount, 0, 0, 0, 0 FROM day_tx
-    UNION ALL SELECT destination, 0, 0, 0, 0, 1, 0, amount, 0 FROM old_tx
-        WHERE destination IN (SELECT balance_id FROM new_bal)
-    UNION ALL SELECT source, 0, 0, 0, 0, 0, 1, 0, amount FROM old_tx
-        WHERE source IN (SELECT balance_id FROM new_bal)
+    UNION ALL SELECT balance_id, 0, 0, 0, 0,
+                     CASE WHEN side = 'c' THEN 1 ELSE 0 END, CASE WHEN side = 'd' THEN 1 ELSE 0 END,
+                     CASE WHEN side = 'c' THEN amount ELSE 0 END, CASE WHEN side = 'd' THEN amount ELSE 0 END
+                FROM old_legs
 ) AS legs(balance_id, day_cl, day_dl, day_c, day_d, old_cl, old_dl, old_c, old_d)
 GROUP BY balance_id
 """
+
+
+def legs_sql(journal_opening: bool) -> str:
+    """Per balance: leg counts and sums of ``S_D \\ O`` (day) and ``S_D ∩ O`` (old; see above)."""
+    old = _OLD_ALL_BALANCES if journal_opening else _OLD_NEW_BALANCES
+    return f"WITH {_DAY_TX},{old}{_LEGS_SELECT}"
+
 
 _LEG_COUNTS = ("day_credit_legs", "day_debit_legs", "old_credit_legs", "old_debit_legs")
 _LEG_AMOUNTS = ("day_credit", "day_debit", "old_credit", "old_debit")
@@ -125,8 +146,8 @@ def fetch_legs(settings: Settings, closing: SnapshotPartition, opening_watermark
     conn = db.connect_arrow(db.ledger_url(settings))
     try:
         cur = conn.cursor()
-        cur.execute(LEGS_SQL, parameters=(closing.watermark, ts(closing.cutoff), opening_watermark,
-                                          ts(opening_cutoff), journal_opening))
+        cur.execute(legs_sql(journal_opening),
+                    parameters=(closing.watermark, ts(closing.cutoff), opening_watermark, ts(opening_cutoff)))
         table = cur.fetch_arrow_table()
         cur.close()
     finally:
