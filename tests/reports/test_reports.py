@@ -261,3 +261,9 @@ def test_each_report_reads_as_one_dataset_in_pandas(ny):
                               for x in ("2026-10-31", "2026-11-30"))
     drift = pd.read_parquet(os.path.join(root, "reconciliation_report"))
     assert len(drift) == 0 and "balance_drift" in drift.columns
+
+
+def test_reports_refuse_snapshots_of_another_time_zone(ny):
+    utc = ny.with_overrides(timezone="UTC")
+    with pytest.raises(common.ReportError, match="time zone 'America/New_York'.*SNAPSHOT_TIMEZONE"):
+        totals.ledger_currency_totals(utc, d("2026-11-02"))
