@@ -1,8 +1,9 @@
 """Benchmark of the four reports on a seeded ledger, against a baseline measured in the same run.
 
 One command seeds a throwaway ledger, snapshots its last two days (the first from genesis, the
-second incrementally) and then measures, each in its own fresh interpreter (so the peak RSS,
-``RUSAGE_SELF`` ru_maxrss, is its own):
+second incrementally) and then measures, each in its own fresh interpreter, its duration and its
+peak RSS (``VmHWM`` of ``/proc/self/status``: unlike ``ru_maxrss``, which Linux carries over from the
+parent through fork and exec, it is the worker's own):
 
 (a) baseline: ``pyarrow.parquet.read_table`` of the day's whole snapshot file (every column in memory);
 (b) ``balance_movements``, (c) ``ledger_currency_totals``, (d) ``month_end_balances`` (Parquet + CSV of
@@ -39,10 +40,16 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def worker_main(spec_json: str) -> int:
     """One measurement in a fresh interpreter; JSON on the last stdout line."""
-    import resource
-
     spec = json.loads(spec_json)
     import pyarrow.parquet as pq
 
@@ -52,7 +59,7 @@ def worker_main(spec_json: str) -> int:
 
     settings = load_settings(spec["env"])
     day = dt.date.fromisoformat(spec["day"])
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_start = _status_kb("VmRSS")  # after the imports
     started = time.perf_counter()
     name = spec["report"]
     if name == "baseline_read_table":
@@ -67,7 +74,7 @@ def worker_main(spec_json: str) -> int:
     else:
         rows = reconciliation.reconciliation_report(settings, day).metrics["balances_checked"]
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kb("VmHWM")
     print(json.dumps({"report": name, "seconds": round(seconds, 3), "balances": rows,
                       "balances_per_second": round(rows / seconds), "peak_rss_mb": round(peak / 1024, 1),
                       "rss_growth_mb": round((peak - rss_start) / 1024, 1)}))

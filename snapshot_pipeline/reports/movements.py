@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_pipeline import calendar, db
-from snapshot_pipeline.ledger.asof import ts
+from snapshot_pipeline.ledger.asof import WORK_MEM, ts
 from snapshot_pipeline.reports.common import (
     ReportError,
     ReportResult,
@@ -146,9 +146,12 @@ def fetch_legs(settings: Settings, closing: SnapshotPartition, opening_watermark
     conn = db.connect_arrow(db.ledger_url(settings))
     try:
         cur = conn.cursor()
+        cur.execute("BEGIN")
+        cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # hash aggregation in memory, for this query only
         cur.execute(legs_sql(journal_opening),
                     parameters=(closing.watermark, ts(closing.cutoff), opening_watermark, ts(opening_cutoff)))
         table = cur.fetch_arrow_table()
+        cur.execute("COMMIT")
         cur.close()
     finally:
         conn.close()
