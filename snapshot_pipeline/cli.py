@@ -10,8 +10,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +17,22 @@ from pathlib import Path
 from snapshot_pipeline import calendar, db, embedded
 from snapshot_pipeline.settings import Settings, SettingsError, dagster_home, load_settings, parse_date
 
-DEFAULT_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+MANAGED_MARKER = "# Dagster instance settings for snapshot_pipeline"
+# Used when SNAPSHOT_HOME has no dagster.yaml; the same instance as the project's dagster.yaml.
+DEFAULT_DAGSTER_YAML = f"""{MANAGED_MARKER} (written into $DAGSTER_HOME by the CLI).
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_PG_URL
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 4
+run_retries:
+  enabled: false
+"""
+_OLD_DEFAULT_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 
 
 class CliError(RuntimeError):
@@ -54,16 +67,27 @@ def _print_json(payload: object) -> None:
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """Point ``DAGSTER_HOME`` at a directory with a ``dagster.yaml`` (created from the project's if missing)."""
+    """Point ``DAGSTER_HOME`` at a directory with a ``dagster.yaml`` and ``DAGSTER_PG_URL`` at its storage.
+
+    The file is the project's ``dagster.yaml`` (or the built-in equivalent), copied
+    when missing and refreshed when an earlier copy written by this CLI differs; a
+    ``dagster.yaml`` you wrote yourself (without the marker line) is left alone.
+    The instance's PostgreSQL is :func:`snapshot_pipeline.db.dagster_url`.
+    """
     home = dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    if not target.exists():
-        project_yaml = settings.home / "dagster.yaml"
-        if project_yaml.exists() and project_yaml.resolve() != target.resolve():
-            shutil.copyfile(project_yaml, target)
-        else:
-            target.write_text(DEFAULT_DAGSTER_YAML)
+    project_yaml = settings.home / "dagster.yaml"
+    if project_yaml.exists() and project_yaml.resolve() == target.resolve():
+        wanted = None  # DAGSTER_HOME is the project directory itself
+    else:
+        wanted = project_yaml.read_text() if project_yaml.exists() else DEFAULT_DAGSTER_YAML
+    if wanted is not None:
+        current = target.read_text() if target.exists() else None
+        managed = current is None or current.startswith(MANAGED_MARKER) or current == _OLD_DEFAULT_DAGSTER_YAML
+        if managed and current != wanted:
+            target.write_text(wanted)
+    os.environ["DAGSTER_PG_URL"] = db.dagster_url(settings)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -221,10 +245,14 @@ def cmd_ui(args, settings: Settings) -> int:
         embedded.ensure_running(settings.data_dir)
     home = prepare_dagster_home(settings)
     workspace = settings.home / "workspace.yaml"
-    command = ["dagster", "dev", "-h", args.host, "-p", str(args.port)]
+    command = [sys.executable, "-m", "dagster", "dev", "-h", args.host, "-p", str(args.port)]
     command += ["-w", str(workspace)] if workspace.exists() else ["-m", "snapshot_pipeline.definitions"]
-    print(f"DAGSTER_HOME={home}; starting: {' '.join(command)}", file=sys.stderr)
-    return subprocess.call(command)
+    print(f"DAGSTER_HOME={home} DAGSTER_PG_URL={db.redact(os.environ['DAGSTER_PG_URL'])};"
+          f" starting: {' '.join(command)}", file=sys.stderr, flush=True)
+    # Become `dagster dev` (webserver, daemon with schedules, sensors and the automation sensor, code
+    # server), so Ctrl-C and SIGTERM reach it directly and it shuts its processes down itself.
+    os.execv(sys.executable, command)
+    return 0  # not reached
 
 
 def cmd_balance_at(args, settings: Settings) -> int:

@@ -12,11 +12,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
+import psycopg.errors
+import psycopg.sql
 
 from snapshot_pipeline import embedded
 from snapshot_pipeline.settings import Settings
 
 CONNECT_TIMEOUT_SECONDS = 10
+DAGSTER_DATABASE = "dagster"
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -65,3 +68,46 @@ def connect_arrow(url: str, what: str = "ledger database") -> adbc.Connection:
         return adbc.connect(url, autocommit=True)
     except Exception as exc:  # adbc raises OperationalError/ProgrammingError depending on the failure
         raise DatabaseUnavailable(f"cannot connect to the {what} at {redact(url)}: {exc}".strip()) from exc
+
+
+def sqlalchemy_psycopg2(url: str) -> str:
+    """``url`` with the SQLAlchemy scheme ``postgresql+psycopg2``, as dagster-postgres needs it.
+
+    Under SQLAlchemy 2.1 a bare ``postgresql://`` picks psycopg 3 when it is installed,
+    and dagster-postgres then fails on its first run event (``NOTIFY run_events, $1``).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+        raise DatabaseUnavailable(f"{redact(url)} is not a postgresql:// URL")
+    return "postgresql+psycopg2://" + rest
+
+
+def ensure_database(server_url: str, database: str) -> None:
+    """Create ``database`` on the server of ``server_url`` unless it exists (safe against a concurrent create)."""
+    with connect(server_url, autocommit=True, what="database server") as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            return
+        try:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database)))
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            pass  # created meanwhile by another process
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise DatabaseUnavailable(
+                f"cannot create the database {database!r} on {redact(server_url)} ({exc}): create it, or set"
+                " DAGSTER_PG_URL to a database the Dagster instance may use"
+            ) from exc
+
+
+def dagster_url(settings: Settings) -> str:
+    """The Dagster instance's PostgreSQL, as a ``postgresql+psycopg2://`` URL for ``dagster.yaml``.
+
+    ``DAGSTER_PG_URL`` when set; else the ``dagster`` database of the embedded
+    PostgreSQL when no database URL is configured; else a ``dagster`` database on
+    the server of the snapshot index (created if missing).
+    """
+    if settings.dagster_database_url:
+        return sqlalchemy_psycopg2(settings.dagster_database_url)
+    if not settings.snapshot_database_url:
+        return sqlalchemy_psycopg2(embedded.ensure_running(settings.data_dir, DAGSTER_DATABASE))
+    ensure_database(settings.snapshot_database_url, DAGSTER_DATABASE)
+    return sqlalchemy_psycopg2(with_database(settings.snapshot_database_url, DAGSTER_DATABASE))

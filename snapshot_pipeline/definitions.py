@@ -10,7 +10,8 @@ import dagster as dg
 
 from snapshot_pipeline.defs.assets import build_snapshot_asset
 from snapshot_pipeline.defs.jobs import build_snapshot_job
-from snapshot_pipeline.defs.partitions import daily_partitions
+from snapshot_pipeline.defs.partitions import daily_partitions, monthly_partitions
+from snapshot_pipeline.defs.reports import build_report_assets, build_reports_sensor
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.settings import Settings, load_settings
 
@@ -20,9 +21,11 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
     settings = settings or load_settings()
     partitions_def = daily_partitions(settings)
     snapshots = build_snapshot_asset(partitions_def)
+    reports = build_report_assets(partitions_def, monthly_partitions(settings))
     return dg.Definitions(
-        assets=[snapshots],
+        assets=[snapshots, *reports],
         jobs=[build_snapshot_job(partitions_def)],
+        sensors=[build_reports_sensor(reports)],
         resources={"snapshot_store": store or SnapshotStoreResource()},
     )
 

@@ -45,6 +45,7 @@ class Settings:
     home: Path
     dagster_webserver_url: str = DEFAULT_DAGSTER_WEBSERVER_URL
     api_key: str | None = dataclasses.field(default=None, repr=False)
+    dagster_database_url: str | None = None  # DAGSTER_PG_URL: the Dagster instance's storage (None = derived)
 
     @property
     def uses_embedded(self) -> bool:
@@ -101,6 +102,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         home=home,
         dagster_webserver_url=(env.get("DAGSTER_WEBSERVER_URL") or DEFAULT_DAGSTER_WEBSERVER_URL).rstrip("/"),
         api_key=env.get("SNAPSHOT_API_KEY") or None,
+        dagster_database_url=env.get("DAGSTER_PG_URL") or None,
     )
 
 

@@ -11,7 +11,20 @@ import dagster as dg
 import psycopg
 import pytest
 
+from snapshot_pipeline import db
+from snapshot_pipeline.settings import load_settings
 from tests.conftest import ADVERSARIAL
+
+
+def open_instance(env: dict[str, str], monkeypatch) -> dg.DagsterInstance:
+    """The CLI's Dagster instance, on the PostgreSQL the CLI derived for it."""
+    url = db.dagster_url(load_settings(env))
+    assert url.startswith("postgresql+psycopg2://") and url.split("?")[0].endswith("/dagster")
+    monkeypatch.setenv("DAGSTER_PG_URL", url)
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+    return instance
 
 
 def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
@@ -37,7 +50,8 @@ def cli_env(adversarial_url, make_database, tmp_path):
     }
 
 
-def test_snapshot_command_runs_through_dagster_and_prints_json(cli_env, tmp_path):
+def test_snapshot_command_runs_through_dagster_and_prints_json(cli_env, tmp_path, monkeypatch):
+    """On a database server: the Dagster instance lives in a `dagster` database on the index's server."""
     proc = cli("snapshot", "--date", "2026-11-02", "--batch-size", "300", env=cli_env)
     out = json.loads(proc.stdout)
     assert out["snapshot_date"] == "2026-11-02" and out["batch_size"] == 300
@@ -45,7 +59,8 @@ def test_snapshot_command_runs_through_dagster_and_prints_json(cli_env, tmp_path
                 "snapshots_per_second", "bytes_written", "path", "cutoff", "watermark", "run_id"):
         assert key in out
     assert os.path.exists(out["path"])
-    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+    assert "postgres_url" in (tmp_path / "dagster_home" / "dagster.yaml").read_text()
+    with open_instance(cli_env, monkeypatch) as instance:
         record = instance.get_run_record_by_id(out["run_id"])
         assert record.dagster_run.job_name == "balance_snapshots_job"
         assert record.dagster_run.tags["dagster/partition"] == "2026-11-02"
@@ -94,8 +109,11 @@ def test_help_lists_commands():
     assert ADVERSARIAL.balances > 0
 
 
-def test_demo_on_the_embedded_default_is_idempotent(tmp_path):
-    """No database URL: the CLI starts its own PostgreSQL in .data/, seeds, snapshots; a rerun changes nothing."""
+def test_demo_on_the_embedded_default_is_idempotent(tmp_path, monkeypatch):
+    """No database URL: the CLI starts its own PostgreSQL in .data/, seeds, snapshots; a rerun changes nothing.
+
+    The Dagster instance's runs are in the `dagster` database of that embedded PostgreSQL.
+    """
     env = {"SNAPSHOT_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster_home"),
            "SNAPSHOT_START_DATE": "2026-01-01"}
     try:
@@ -108,6 +126,33 @@ def test_demo_on_the_embedded_default_is_idempotent(tmp_path):
         second = cli(*args, env=env)
         assert second.stdout.count("up to date") == 2, second.stdout
         assert [f.stat().st_mtime_ns for f in files] == stamps
+        with open_instance(env, monkeypatch) as instance:
+            runs = instance.get_runs(dg.RunsFilter(job_name="balance_snapshots_job"))
+            assert len(runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+            assert "host=" in os.environ["DAGSTER_PG_URL"]  # the embedded server's socket directory
     finally:
         stopped = cli("embedded-db", "stop", env=env, check=False)
     assert json.loads(stopped.stdout) == {"stopped": True}
+
+
+def test_dagster_yaml_configures_postgres_storage_like_the_builtin_default():
+    import yaml
+    from pathlib import Path
+
+    from snapshot_pipeline.cli import DEFAULT_DAGSTER_YAML
+
+    project = yaml.safe_load((Path(__file__).parents[1] / "dagster.yaml").read_text())
+    assert project == yaml.safe_load(DEFAULT_DAGSTER_YAML)
+    assert project["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("postgresql://postgres@127.0.0.1:5432/dagster", "postgresql+psycopg2://postgres@127.0.0.1:5432/dagster"),
+    ("postgres://u:p@h/dagster", "postgresql+psycopg2://u:p@h/dagster"),
+    ("postgresql+psycopg://postgres:@/dagster?host=/tmp/x", "postgresql+psycopg2://postgres:@/dagster?host=/tmp/x"),
+])
+def test_dagster_url_always_uses_the_psycopg2_scheme(given, expected, tmp_path):
+    settings = load_settings({"DAGSTER_PG_URL": given, "SNAPSHOT_HOME": str(tmp_path)})
+    assert db.dagster_url(settings) == expected
+    with pytest.raises(db.DatabaseUnavailable, match="not a postgresql"):
+        db.sqlalchemy_psycopg2("mysql://x@y/z")

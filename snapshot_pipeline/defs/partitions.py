@@ -17,3 +17,15 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
         timezone=settings.timezone,
         end_offset=0,
     )
+
+
+def monthly_partitions(settings: Settings) -> dg.MonthlyPartitionsDefinition:
+    """One partition per closed month (key ``YYYY-MM-01``) from the month of ``SNAPSHOT_START_DATE``, same time zone.
+
+    ``end_offset=0``: a month is a partition once it has ended in the business time zone.
+    """
+    return dg.MonthlyPartitionsDefinition(
+        start_date=settings.start_date.replace(day=1).isoformat(),
+        timezone=settings.timezone,
+        end_offset=0,
+    )

@@ -88,12 +88,15 @@ class PartitionWriter:
     stays bounded whatever the batch size.
     """
 
-    def __init__(self, storage_uri: str, date: dt.date, metadata: dict[str, str]):
+    def __init__(self, storage_uri: str, date: dt.date, metadata: dict[str, str], *,
+                 schema: pa.Schema = SNAPSHOT_SCHEMA, final_path: str | None = None):
+        """``schema`` / ``final_path`` default to a snapshot partition; reports pass their own."""
         self.storage_uri = storage_uri
         self.date = date
+        self.schema = schema
         self.fs, base = resolve(storage_uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        self.final_path = partition_file(storage_uri, date)
+        self.final_path = final_path or partition_file(storage_uri, date)
         # Staging lives outside the dataset directory, so no reader ever lists a partial file.
         self.staging_dir = f"{base}/.staging"
         self.fs.create_dir(self.staging_dir, recursive=True)
@@ -106,7 +109,7 @@ class PartitionWriter:
         self._writer: pq.ParquetWriter | None = None
 
     def _open(self) -> None:
-        schema = SNAPSHOT_SCHEMA.with_metadata({f"snapshot_pipeline.{k}": v for k, v in self._metadata.items()})
+        schema = self.schema.with_metadata({f"snapshot_pipeline.{k}": v for k, v in self._metadata.items()})
         self._sink = self.fs.open_output_stream(self.staging_path)
         self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
 
@@ -121,7 +124,7 @@ class PartitionWriter:
         if self._writer is None:
             self._open()
         if self._pending:
-            table = pa.Table.from_batches(self._pending, schema=SNAPSHOT_SCHEMA)
+            table = pa.Table.from_batches(self._pending, schema=self.schema)
             self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self._pending = []
         self._pending_rows = 0

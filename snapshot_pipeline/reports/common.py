@@ -1,0 +1,234 @@
+"""What every report shares: where it is written, how it is published, which snapshot it reads.
+
+Layout::
+
+    <SNAPSHOT_STORAGE_URI>/reports/<report>/<key>=<value>/part-00000.parquet
+
+Each partition file is written through :class:`snapshot_pipeline.store.parquet.PartitionWriter`
+(staging file, then one atomic rename), so a report partition appears whole or not at all,
+and re-running it replaces it atomically. Amounts stay exact: ``decimal128(38, 0)`` on disk,
+``decimal256`` while adding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from snapshot_pipeline import calendar
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.snapshot import WIDE
+from snapshot_pipeline.store import parquet as store
+
+REPORTS_DIR = "reports"
+READ_BATCH_ROWS = 65_536
+
+
+class ReportError(RuntimeError):
+    """A report cannot be computed; nothing was written."""
+
+
+# --------------------------------------------------------------------------------------------- layout
+
+
+def report_dir(storage_uri: str, report: str) -> str:
+    return f"{store.resolve(storage_uri)[1]}/{REPORTS_DIR}/{report}"
+
+
+def partition_path(storage_uri: str, report: str, key: str, value: str) -> str:
+    return f"{report_dir(storage_uri, report)}/{key}={value}/{store.PART_FILE}"
+
+
+# ----------------------------------------------------------------------------------------- the source
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotPartition:
+    """A published ``balance_snapshots`` partition, described by its Parquet footer."""
+
+    snapshot_date: dt.date
+    cutoff: dt.datetime  # naive UTC
+    timezone: str
+    watermark: int
+    transaction_count: int
+    max_balance_id: int
+    path: str
+    fs: pafs.FileSystem
+
+    @classmethod
+    def find(cls, settings: Settings, date: dt.date) -> "SnapshotPartition | None":
+        """The partition ``date`` if its file exists in the store, else None."""
+        if not store.exists(settings.storage_uri, date):
+            return None
+        meta = store.read_metadata(settings.storage_uri, date)
+        cutoff = dt.datetime.fromisoformat(meta["cutoff"]).astimezone(dt.timezone.utc).replace(tzinfo=None)
+        if meta.get("timezone") != settings.timezone or cutoff != calendar.cutoff(date, settings.timezone):
+            raise ReportError(
+                f"balance_snapshots {date} was taken in time zone {meta.get('timezone')!r} (cutoff {cutoff}Z);"
+                f" reports run in {settings.timezone!r}: re-materialize it or set SNAPSHOT_TIMEZONE"
+            )
+        fs, _ = store.resolve(settings.storage_uri)
+        return cls(
+            snapshot_date=date,
+            cutoff=cutoff,
+            timezone=meta["timezone"],
+            watermark=int(meta["watermark"]),
+            transaction_count=int(meta["watermark_transaction_count"]),
+            max_balance_id=int(meta["watermark_max_balance_id"]),
+            path=store.partition_file(settings.storage_uri, date),
+            fs=fs,
+        )
+
+    @classmethod
+    def load(cls, settings: Settings, date: dt.date, needed_by: str) -> "SnapshotPartition":
+        """The partition ``date``, or :class:`ReportError` saying it must be materialized first."""
+        found = cls.find(settings, date)
+        if found is None:
+            raise ReportError(
+                f"{needed_by} needs balance_snapshots {date}, which is not materialized in"
+                f" {settings.storage_uri}: materialize that partition first"
+            )
+        return found
+
+    def batches(self, columns: list[str], batch_rows: int = READ_BATCH_ROWS):
+        """The partition's rows in file (``balance_id``) order, one Arrow table per batch."""
+        with self.fs.open_input_file(self.path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns):
+                yield pa.Table.from_batches([batch])
+
+    def sequential(self, columns: list[str]) -> store.SequentialReader:
+        return store.SequentialReader.from_file(self.fs, self.path, columns)
+
+
+
+def created_before(table: pa.Table, cutoff: dt.datetime) -> pa.Array:
+    """Which rows of a snapshot table are balances created before ``cutoff`` (naive UTC)."""
+    created = table["balance_created_at"].combine_chunks()
+    at = pa.scalar(cutoff.replace(tzinfo=dt.timezone.utc), created.type)
+    return pc.fill_null(pc.less(created, at), False)
+
+
+# ---------------------------------------------------------------------------------------- arithmetic
+
+
+def wide(column) -> pa.Array:
+    """Exact amounts (text or decimal) as decimal256, room to add without overflow."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return pc.cast(column, WIDE)
+
+
+def zeros(n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(0, WIDE), n)
+
+
+def narrow(values: pa.Array, labels: pa.Array, name: str) -> pa.Array:
+    """decimal256 -> decimal128(38, 0), failing with the first row (by label) whose value does not fit."""
+    too_big = pc.greater(pc.abs(values), pa.scalar(10**38 - 1, WIDE))
+    if pc.any(too_big).as_py():
+        position = pc.index(too_big, True).as_py()
+        raise ReportError(
+            f"{labels[position].as_py()!r}: {name} = {values[position].as_py()} does not fit decimal128(38, 0)"
+        )
+    return pc.cast(values, store.AMOUNT)
+
+
+def first_difference(mask: pa.Array, labels: pa.Array) -> str | None:
+    """The label of the first row where ``mask`` is true, or None."""
+    if not pc.any(mask).as_py():
+        return None
+    return labels[pc.index(mask, True).as_py()].as_py()
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+@dataclasses.dataclass
+class ReportResult:
+    """What one report partition holds; becomes Dagster metadata."""
+
+    report: str
+    partition: str
+    rows: int
+    path: str
+    bytes_written: int
+    duration_ms: int
+    metrics: dict
+    csv_path: str | None = None
+
+
+class ReportWriter:
+    """One report partition: streamed into a staging Parquet file, then published atomically."""
+
+    def __init__(self, settings: Settings, report: str, key: str, value: str, schema: pa.Schema,
+                 date: dt.date, metadata: dict[str, str]):
+        self.storage_uri = settings.storage_uri
+        self.final_path = partition_path(settings.storage_uri, report, key, value)
+        self._writer = store.PartitionWriter(
+            settings.storage_uri, date, {"report": report, key: value, **metadata},
+            schema=schema, final_path=self.final_path,
+        )
+        self.schema = schema
+
+    @property
+    def rows(self) -> int:
+        return self._writer.rows
+
+    def write(self, table: pa.Table) -> None:
+        for batch in table.cast(self.schema).to_batches():
+            self._writer.write(batch)
+
+    def publish(self) -> tuple[str, int]:
+        """Make the partition visible; returns (path, bytes)."""
+        size, _ = self._writer.close({})
+        self._writer.discard(self._writer.publish())
+        return store.display_uri(self.storage_uri, self.final_path), size
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+
+class CsvWriter:
+    """A CSV file with a header row, staged outside the reports (like the Parquet writer) and moved into place."""
+
+    def __init__(self, settings: Settings, final_path: str, schema: pa.Schema):
+        self.storage_uri = settings.storage_uri
+        self.fs, base = store.resolve(settings.storage_uri)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.final_path = final_path
+        self.fs.create_dir(f"{base}/.staging", recursive=True)
+        self.staging_path = f"{base}/.staging/{uuid.uuid4().hex}.csv"
+        self._sink = self.fs.open_output_stream(self.staging_path)
+        self._writer = pcsv.CSVWriter(self._sink, schema)
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+
+    def publish(self) -> str:
+        self._writer.close()
+        self._sink.close()
+        if self.local:
+            directory = os.path.dirname(self.final_path)
+            os.makedirs(directory, exist_ok=True)
+            os.replace(self.staging_path, self.final_path)
+            store._fsync_dir(directory)  # noqa: SLF001 - the store's own durability helper
+        else:
+            self.fs.move(self.staging_path, self.final_path)
+        return store.display_uri(self.storage_uri, self.final_path)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+            self._sink.close()
+        except Exception:  # noqa: BLE001 - best effort on an already failing path
+            pass
+        if self.fs.get_file_info(self.staging_path).type == pafs.FileType.File:
+            self.fs.delete_file(self.staging_path)

@@ -1,0 +1,90 @@
+"""``month_end_balances``: every balance at the last cutoff of a month, in Parquet and CSV.
+
+The month's last cutoff is the start of the next month in the business time
+zone; the values are those of ``balance_snapshots`` for the month's last day
+(the report needs that partition and fails clearly without it). Written as
+
+* ``reports/month_end_balances/month=YYYY-MM/part-00000.parquet`` (the snapshot's
+  columns plus ``snapshot_date``), and
+* ``reports/month_end_balances_csv/month_end_balances_YYYY-MM.csv`` with a header
+  row, exact integer minor units and UTC timestamps, for an auditor's spreadsheet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pyarrow as pa
+
+from snapshot_pipeline.reports.common import (
+    CsvWriter,
+    ReportResult,
+    ReportWriter,
+    SnapshotPartition,
+    report_dir,
+    wide,
+)
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import parquet as store
+
+REPORT = "month_end_balances"
+PARTITION_KEY = "month"
+CSV_DIR = "month_end_balances_csv"
+
+SCHEMA = pa.schema([pa.field("snapshot_date", pa.date32(), nullable=False), *store.SNAPSHOT_SCHEMA])
+
+
+def month_start(month: dt.date) -> dt.date:
+    return month.replace(day=1)
+
+
+def last_day(month: dt.date) -> dt.date:
+    """The last calendar day of ``month``'s month."""
+    first_of_next = (month.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    return first_of_next - dt.timedelta(days=1)
+
+
+def csv_path(storage_uri: str, month: dt.date) -> str:
+    label = month.strftime("%Y-%m")
+    return f"{report_dir(storage_uri, CSV_DIR)}/{REPORT}_{label}.csv"
+
+
+def month_end_balances(settings: Settings, month: dt.date) -> ReportResult:
+    """Compute and publish ``month_end_balances`` for the month holding ``month``."""
+    started = time.monotonic()
+    month = month_start(month)
+    label = month.strftime("%Y-%m")
+    day = last_day(month)
+    snapshot = SnapshotPartition.load(settings, day, f"month_end_balances {label}")
+    writer = ReportWriter(settings, REPORT, PARTITION_KEY, label, SCHEMA, month,
+                          {"source": f"balance_snapshots {day}", "cutoff": snapshot.cutoff.isoformat() + "Z"})
+    csv = CsvWriter(settings, csv_path(settings.storage_uri, month), SCHEMA)
+    currency_totals: dict[str, int] = {}
+    try:
+        for batch in snapshot.batches(list(store.SNAPSHOT_SCHEMA.names)):
+            rows = batch.add_column(0, "snapshot_date", pa.repeat(pa.scalar(day, pa.date32()), batch.num_rows))
+            rows = rows.cast(SCHEMA)
+            writer.write(rows)
+            csv.write(rows)
+            grouped = pa.table({"currency": rows["currency"], "balance": wide(rows["balance"])}) \
+                .group_by("currency").aggregate([("balance", "sum")])
+            for currency, total in zip(grouped["currency"].to_pylist(), grouped["balance_sum"].to_pylist()):
+                currency_totals[currency] = currency_totals.get(currency, 0) + int(total)
+        csv_written = csv.publish()
+        path, size = writer.publish()
+    except BaseException:
+        csv.abort()
+        writer.abort()
+        raise
+    return ReportResult(
+        report=REPORT,
+        partition=month.isoformat(),
+        rows=writer.rows,
+        path=path,
+        bytes_written=size,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        metrics={"snapshot_date": day.isoformat(), "cutoff": snapshot.cutoff.isoformat() + "Z",
+                 "balance_by_currency": dict(sorted(currency_totals.items(), key=lambda kv: str(kv[0])))},
+        csv_path=csv_written,
+    )

@@ -1,0 +1,196 @@
+"""``reconciliation_report``: live ``blnk.balances`` rows that drift from snapshot + later legs.
+
+For snapshot ``D`` (the set ``S_D`` = journal rows with ``id <= W_D`` and
+effective time ``< C_D``), the live row of a balance should equal the snapshot's
+values plus every journal row not in ``S_D``: Blnk's live row counts each APPLIED
+leg as soon as it is recorded, whatever its effective date, and holds open
+INFLIGHT amounts. The later legs are summed with the same SQL as an incremental
+snapshot (:func:`snapshot_pipeline.ledger.asof.prepare_delta`, from ``S_D`` to
+the whole journal), in the same REPEATABLE READ view as the live rows, so a
+transaction committing meanwhile cannot show up as drift.
+
+Output: one row per drifting balance (none on a consistent ledger) with the live
+and expected values of the six amounts, ``balance_drift`` = live − expected
+balance, and which columns differ.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from snapshot_pipeline import db
+from snapshot_pipeline.ledger import asof
+from snapshot_pipeline.reports.common import (
+    ReportError,
+    ReportResult,
+    ReportWriter,
+    SnapshotPartition,
+    created_before,
+    narrow,
+    wide,
+    zeros,
+)
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import parquet as store
+
+REPORT = "reconciliation_report"
+PARTITION_KEY = "snapshot_date"
+PAGE_ROWS = 10_000
+SAMPLE_ROWS = 20  # drifting rows also returned to the caller (Dagster shows them as a table)
+FAR_FUTURE = dt.datetime(9999, 12, 31)
+AMOUNTS = store.AMOUNT_COLUMNS
+BASE = ("credit_balance", "debit_balance", "inflight_credit_balance", "inflight_debit_balance")
+LATER = {"credit_balance": "credit", "debit_balance": "debit", "inflight_credit_balance": "inflight_credit",
+         "inflight_debit_balance": "inflight_debit"}
+
+SCHEMA = pa.schema(
+    [
+        pa.field("balance_id", pa.string(), nullable=False),
+        pa.field("ledger_id", pa.string()),
+        pa.field("currency", pa.string()),
+        pa.field("drifting_columns", pa.string(), nullable=False),
+        pa.field("balance_drift", store.AMOUNT, nullable=False),
+        *[pa.field(f"live_{name}", store.AMOUNT, nullable=False) for name in AMOUNTS],
+        *[pa.field(f"expected_{name}", store.AMOUNT, nullable=False) for name in AMOUNTS],
+    ]
+)
+
+_PAGE_SQL = """
+    SELECT b.balance_id, b.ledger_id, b.currency, b.created_at AS balance_created_at,
+           {live},
+           COALESCE(d.credit, 0)::text AS credit, COALESCE(d.debit, 0)::text AS debit,
+           COALESCE(d.inflight_credit, 0)::text AS inflight_credit,
+           COALESCE(d.inflight_debit, 0)::text AS inflight_debit
+      FROM blnk.balances b
+      LEFT JOIN snapshot_delta d ON d.balance_id = b.balance_id
+     {after}
+     ORDER BY b.balance_id
+     LIMIT $1"""
+_LIVE = ", ".join(f"COALESCE(b.{name}, 0)::text AS live_{name}" for name in AMOUNTS)
+
+
+def _pages(cur, page_rows: int):
+    """Every live balance joined with its later legs, keyset-paged in ``balance_id`` order."""
+    first = _PAGE_SQL.format(live=_LIVE, after="")
+    following = _PAGE_SQL.format(live=_LIVE, after="WHERE b.balance_id > $2")
+    last = None
+    while True:
+        cur.execute(first if last is None else following,
+                    parameters=(page_rows,) if last is None else (page_rows, last))
+        page = cur.fetch_arrow_table()
+        if page.num_rows == 0:
+            return
+        yield page
+        if page.num_rows < page_rows:
+            return
+        last = page["balance_id"][-1].as_py()
+
+
+def drift_page(page: pa.Table, snapshot: SnapshotPartition, reader: store.SequentialReader) -> pa.Table:
+    """One page of live rows -> the drifting ones, with live and expected values."""
+    n = page.num_rows
+    ids = page["balance_id"].combine_chunks()
+    held = created_before(page, snapshot.cutoff)
+    count = pc.sum(held).as_py() or 0
+    try:
+        base = reader.take(count)
+    except store.BaseMisaligned as exc:
+        raise _stale(snapshot, "live balances created before its cutoff are missing from it") from exc
+    if count and not pc.all(pc.equal(ids.filter(held), base["balance_id"])).as_py():
+        raise _stale(snapshot, "live balances created before its cutoff are missing from it")
+    expected = {}
+    for name in BASE:
+        start = pc.replace_with_mask(zeros(n), held, wide(base[name])) if count else zeros(n)
+        expected[name] = pc.add(start, wide(page[LATER[name]]))
+    expected["balance"] = pc.subtract(expected["credit_balance"], expected["debit_balance"])
+    expected["inflight_balance"] = pc.subtract(expected["inflight_credit_balance"],
+                                               expected["inflight_debit_balance"])
+    live = {name: wide(page[f"live_{name}"]) for name in AMOUNTS}
+    differs = {name: pc.not_equal(live[name], expected[name]) for name in AMOUNTS}
+    any_differs = pa.repeat(pa.scalar(False), n)
+    for mask in differs.values():
+        any_differs = pc.or_(any_differs, mask)
+    if not pc.any(any_differs).as_py():
+        return SCHEMA.empty_table()
+    labels = pa.repeat(pa.scalar(""), n)
+    for name in AMOUNTS:
+        labels = pc.if_else(differs[name], pc.binary_join_element_wise(labels, pa.scalar(name), ","), labels)
+    labels = pc.utf8_ltrim(labels, ",")
+    table = pa.table(
+        {
+            "balance_id": ids,
+            "ledger_id": page["ledger_id"],
+            "currency": page["currency"],
+            "drifting_columns": labels,
+            "balance_drift": narrow(pc.subtract(live["balance"], expected["balance"]), ids, "balance_drift"),
+            **{f"live_{name}": narrow(live[name], ids, f"live_{name}") for name in AMOUNTS},
+            **{f"expected_{name}": narrow(expected[name], ids, f"expected_{name}") for name in AMOUNTS},
+        },
+        schema=SCHEMA,
+    )
+    return table.filter(any_differs)
+
+
+def _stale(snapshot: SnapshotPartition, why: str) -> ReportError:
+    return ReportError(
+        f"reconciliation_report {snapshot.snapshot_date}: balance_snapshots {snapshot.snapshot_date} is stale"
+        f" ({why}): re-materialize it first"
+    )
+
+
+def reconciliation_report(settings: Settings, date: dt.date, page_rows: int = PAGE_ROWS) -> ReportResult:
+    """Compare every live balance with snapshot ``date`` plus the journal rows it does not include."""
+    started = time.monotonic()
+    snapshot = SnapshotPartition.load(settings, date, f"reconciliation_report {date}")
+    writer = ReportWriter(settings, REPORT, PARTITION_KEY, date.isoformat(), SCHEMA, date,
+                          {"source": f"balance_snapshots {date}"})
+    checked = 0
+    sample: list[dict] = []
+    ledger = db.connect_arrow(db.ledger_url(settings))
+    try:
+        cur = ledger.cursor()
+        try:
+            watermark = asof.begin_consistent_read(cur)
+            base = asof.Base(snapshot.cutoff, snapshot.watermark, snapshot.transaction_count)
+            if not asof.base_is_intact(cur, base):
+                raise _stale(snapshot, "journal rows at or below its watermark changed")
+            later_balances = asof.prepare_delta(cur, FAR_FUTURE, base)
+            reader = snapshot.sequential(["balance_id", *BASE])
+            for page in _pages(cur, page_rows):
+                drifting = drift_page(page, snapshot, reader)
+                writer.write(drifting)
+                if len(sample) < SAMPLE_ROWS and drifting.num_rows:
+                    sample += drifting.slice(0, SAMPLE_ROWS - len(sample)).to_pylist()
+                checked += page.num_rows
+            if not reader.exhausted():
+                raise _stale(snapshot, "it holds balances that are no longer live")
+            cur.execute("COMMIT")
+        except BaseException:
+            try:
+                cur.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the connection may be gone already
+                pass
+            raise
+        finally:
+            cur.close()
+        path, size = writer.publish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        ledger.close()
+    return ReportResult(
+        report=REPORT,
+        partition=date.isoformat(),
+        rows=writer.rows,
+        path=path,
+        bytes_written=size,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        metrics={"balances_checked": checked, "drifting_balances": writer.rows,
+                 "balances_with_later_legs": later_balances,
+                 "live_read_transaction_id": watermark.max_transaction_id, "sample": sample},
+    )
