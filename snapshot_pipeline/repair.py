@@ -20,9 +20,10 @@ could not see but that count before its cutoff:
 * a partition published (or re-published) since the last scan is examined once from its own
   watermark upward;
 * rows can appear below the examined position when their transaction commits out of id order;
-  the position only becomes *final* once every transaction in flight when it was read has
-  finished (``pg_current_snapshot()`` xmin/xmax), and until then the scan starts below it (plus
-  a small id overlap);
+  the position only becomes *final* once every ledger transaction in flight when it was read has
+  finished (the in-progress list of ``pg_current_snapshot()``, matched with the running xids of
+  the ledger's database), and until then the scan starts below it (plus a small id overlap for a
+  writer that drew its id just before getting an xid);
 * each newly published partition gets one prefix audit (``count(id <= W)``), run once all
   transactions in flight during its read have finished.
 
@@ -192,24 +193,46 @@ class ScanResult:
     stats: dict
 
 
-def _xids(snapshot: str) -> tuple[int, int]:
-    """(xmin, xmax) of a ``pg_snapshot`` text ``xmin:xmax:xip,...``."""
-    xmin, xmax, _ = snapshot.split(":", 2)
-    return int(xmin), int(xmax)
+def _parse(snapshot: str) -> tuple[int, int, set[int]]:
+    """(xmin, xmax, in-progress xids) of a ``pg_snapshot`` text ``xmin:xmax:xip,...``."""
+    xmin, xmax, xip = snapshot.split(":", 2)
+    return int(xmin), int(xmax), {int(x) for x in xip.split(",") if x}
 
 
-def _finished(snapshot: str | None, now_xmin: int) -> bool:
-    """True when every transaction in flight at ``snapshot`` (or started before it) has finished."""
-    return snapshot is not None and _xids(snapshot)[1] <= now_xmin
+def finished(then: str | None, now: str, local_running: set[int] | None = None) -> bool:
+    """True when every transaction in flight at snapshot ``then`` that could write the ledger has finished.
+
+    Transactions that started after ``then`` cannot hold sequence values below what ``then``
+    saw, so only ``then``'s in-progress list matters. xids are cluster-wide: with
+    ``local_running`` (the xids, mod 2^32, of sessions of the ledger's database running now) only
+    those count; without it (no privilege to see other sessions' xids) every still-running xid of
+    the list does, which only delays, never skips, a scan.
+    """
+    if then is None:
+        return False
+    pending = _parse(then)[2]
+    if local_running is not None:
+        return not any(x & 0xFFFFFFFF in local_running for x in pending)
+    now_xmin, now_xmax, now_xip = _parse(now)
+    return all(x < now_xmin or (x < now_xmax and x not in now_xip) for x in pending)
 
 
-def _probe(cur) -> tuple[int, int, str]:
-    cur.execute(
-        "SELECT (SELECT COALESCE(max(id), 0) FROM blnk.transactions)::bigint,"
-        " (SELECT COALESCE(max(id), 0) FROM blnk.balances)::bigint, pg_current_snapshot()::text"
-    )
-    head_tx, head_balance, snapshot = cur.fetchone()
-    return int(head_tx), int(head_balance), snapshot
+_PROBE_SQL = """
+SELECT (SELECT COALESCE(max(id), 0) FROM blnk.transactions)::bigint,
+       (SELECT COALESCE(max(id), 0) FROM blnk.balances)::bigint,
+       pg_current_snapshot()::text,
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+           OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER'),
+       ARRAY(SELECT backend_xid::text::bigint FROM pg_stat_activity
+              WHERE datname = current_database() AND backend_xid IS NOT NULL)
+"""
+
+
+def activity(cur) -> tuple[int, int, str, set[int] | None]:
+    """(max transactions.id, max balances.id, pg_current_snapshot, running ledger xids or None), one statement."""
+    cur.execute(_PROBE_SQL)
+    head_tx, head_balance, snapshot, can_see, running = cur.fetchone()
+    return int(head_tx), int(head_balance), snapshot, set(running) if can_see else None
 
 
 def _grouped(cur, table: str, id_col: str, time_expr: str, thresholds: list[int], cutoffs: list[dt.datetime],
@@ -271,11 +294,10 @@ def scan(settings: Settings, state: ScanState, *, overlap: int = OVERLAP_IDS) ->
 
 
 def _scan(cur: psycopg.Cursor, partitions: list[Partition], state: ScanState, overlap: int) -> ScanResult:
-    head_tx, head_balance, now_snapshot = _probe(cur)
-    now_xmin = _xids(now_snapshot)[0]
+    head_tx, head_balance, now_snapshot, local_running = activity(cur)
     new_state = dataclasses.replace(state, seen=set(state.seen), unaudited=dict(state.unaudited),
                                     requested=dict(state.requested))
-    if _finished(state.snapshot, now_xmin):
+    if finished(state.snapshot, now_snapshot, local_running):
         new_state.tx_final = state.tx_examined
         new_state.balance_final = state.balance_examined
     current = {p.date.isoformat(): p for p in partitions}
@@ -285,7 +307,8 @@ def _scan(cur: psycopg.Cursor, partitions: list[Partition], state: ScanState, ov
     new_state.requested = {d: i for d, i in new_state.requested.items() if d in current and current[d].identity == i}
     for p in new:
         new_state.unaudited[p.date.isoformat()] = p.identity
-    ready_audits = [current[d] for d in new_state.unaudited if _finished(current[d].pg_snapshot, now_xmin)]
+    ready_audits = [current[d] for d in new_state.unaudited
+                    if finished(current[d].pg_snapshot, now_snapshot, local_running)]
     journal_moved = (head_tx != state.tx_examined or head_balance != state.balance_examined
                      or new_state.tx_final < head_tx or new_state.balance_final < head_balance)
     stats = {"head_transaction_id": head_tx, "head_balance_id": head_balance, "partitions": len(partitions),

@@ -147,7 +147,8 @@ def double_entry(settings: Settings, date: dt.date) -> Outcome:
                                               for r in unbalanced)),
         {"currencies": len(per_currency), "unbalanced_currencies": len(unbalanced),
          "total_absolute_imbalance": sum(abs(r["imbalance"]) for r in per_currency)},
-        {"per_currency": per_currency},
+        # exact amounts as strings: they can exceed what a JSON number holds exactly
+        {"per_currency": [{k: str(v) if k != "currency" else v for k, v in r.items()} for r in per_currency]},
     )
 
 

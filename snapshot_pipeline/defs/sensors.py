@@ -136,7 +136,8 @@ def build_gap_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.
         runs failed `max_failures` times is no longer requested (the failure sensor has alerted).
         """
         now = clock()
-        current = snapshot_store.settings(timezone=partitions_def.timezone)
+        current = snapshot_store.settings(timezone=partitions_def.timezone).with_overrides(
+            start_date=partitions_def.start.date())
         with db.connect(db.snapshot_url(current), autocommit=True, what="snapshot index database") as conn:
             index.migrate(conn)
             published = {d for (d,) in conn.execute("SELECT snapshot_date FROM snapshot_index.partitions")}
