@@ -232,7 +232,8 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
     """Re-anchor, delete index and manifest rows in one transaction, then delete the Parquet directories."""
     fs, _ = store.resolve(settings.storage_uri)
     out = {**group.as_dict(), "status": "done", "index_rows_deleted": 0, "index_partitions_dropped": [],
-           "manifest_rows_deleted": 0, "parquet_dirs_deleted": 0, "bytes_freed": 0, "anchor_index_rows": None}
+           "manifest_rows_deleted": 0, "parquet_dirs_deleted": 0, "bytes_freed": 0, "anchor_index_rows": None,
+           "anchor_index_rows_before": None}
     locked: list[dt.date] = []
     try:
         for date in [*group.remove, *([group.anchor] if group.anchor else [])]:
@@ -266,6 +267,7 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
                 spool = snapshot.IndexSpool(work_dir, group.anchor)
                 snapshot.diff_files(fs, previous_file, current[previous].cutoff_at if previous_file else None,
                                     anchor_file, spool)
+                out["anchor_index_rows_before"] = current[group.anchor].index_rows
                 rows = index.replace_rows(conn, group.anchor, spool.close())
                 index.set_index_rows(conn, group.anchor, rows)
                 out["anchor_index_rows"] = rows
@@ -348,8 +350,8 @@ def apply_retention(
         parquet_dirs_deleted=sum(r["parquet_dirs_deleted"] for r in done) + orphans,
         orphan_parquet_dirs_deleted=orphans,
         bytes_freed=sum(r["bytes_freed"] for r in done),
-        anchors_rewritten=[{"date": r["anchor"], "previous": r["previous"], "index_rows": r["anchor_index_rows"]}
-                           for r in done if r["anchor"]],
+        anchors_rewritten=[{"date": r["anchor"], "previous": r["previous"], "index_rows": r["anchor_index_rows"],
+                            "index_rows_before": r["anchor_index_rows_before"]} for r in done if r["anchor"]],
         duration_ms=int((time.monotonic() - started) * 1000),
     )
     return report
