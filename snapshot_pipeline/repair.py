@@ -18,7 +18,8 @@ could not see but that count before its cutoff:
   ``width_bucket`` over the partitions' sorted watermarks and cutoffs, so the database returns
   at most a few groups however many rows and partitions there are;
 * a partition published (or re-published) since the last scan is examined once from its own
-  watermark upward;
+  watermark upward (it is recognised by its identity among the partitions published within a day
+  of the newest ``materialized_at``: a commit transaction never lasts that long);
 * rows can appear below the examined position when their transaction commits out of id order;
   the position only becomes *final* once every ledger transaction in flight when it was read has
   finished (the in-progress list of ``pg_current_snapshot()``, matched with the running xids of
@@ -51,7 +52,8 @@ from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 
 OVERLAP_IDS = 1000
-STATE_VERSION = 1
+RECENT = dt.timedelta(days=1)  # longer than any partition's commit transaction
+STATE_VERSION = 2
 _EFF = "COALESCE(t.effective_date, t.created_at)"
 
 
@@ -65,11 +67,12 @@ class Partition:
     transaction_count: int
     max_balance_id: int
     pg_snapshot: str
+    materialized_at: dt.datetime
 
     @classmethod
     def from_entry(cls, entry: index.ManifestEntry) -> "Partition":
         return cls(entry.snapshot_date, entry.cutoff_at, entry.max_transaction_id, entry.transaction_count,
-                   entry.max_balance_id, entry.pg_snapshot)
+                   entry.max_balance_id, entry.pg_snapshot, entry.materialized_at)
 
     @property
     def identity(self) -> str:
@@ -138,15 +141,18 @@ class Finding:
 
 
 def _hash(key: str) -> int:
-    return struct.unpack(">I", hashlib.blake2b(key.encode(), digest_size=4).digest())[0]
+    return struct.unpack(">Q", hashlib.blake2b(key.encode(), digest_size=8).digest())[0]
 
 
 @dataclasses.dataclass
 class ScanState:
     """The sensor cursor: how far the journal was examined and which partition identities were seen.
 
-    ``seen`` holds 32-bit hashes of ``date@identity`` (compact: a few KB for years of
-    partitions); ``unaudited`` and ``requested`` map dates to identities.
+    A partition is *new* (to be examined from its own watermark) unless its identity was seen.
+    Identities are remembered only for partitions published within ``RECENT`` of the newest
+    ``materialized_at`` seen (64-bit hashes of ``date@identity``); older ones were seen by
+    construction, so the cursor stays a few hundred bytes however long the history.
+    ``unaudited`` and ``requested`` map dates to identities.
     """
 
     tx_examined: int = 0
@@ -154,15 +160,28 @@ class ScanState:
     balance_examined: int = 0
     balance_final: int = 0
     snapshot: str | None = None
+    manifest_time: dt.datetime | None = None
     seen: set[int] = dataclasses.field(default_factory=set)
     unaudited: dict[str, str] = dataclasses.field(default_factory=dict)
     requested: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    def is_new(self, partition: "Partition") -> bool:
+        if self.manifest_time is not None and partition.materialized_at < self.manifest_time - RECENT:
+            return False  # published long before a partition an earlier scan saw: seen by construction
+        return _hash(partition.key) not in self.seen
+
+    def remember(self, partitions: list["Partition"]) -> None:
+        if partitions:
+            self.manifest_time = max(p.materialized_at for p in partitions)
+        self.seen = {_hash(p.key) for p in partitions
+                     if self.manifest_time is None or p.materialized_at >= self.manifest_time - RECENT}
+
     def to_json(self) -> str:
-        packed = base64.b64encode(struct.pack(f">{len(self.seen)}I", *sorted(self.seen))).decode()
+        packed = base64.b64encode(struct.pack(f">{len(self.seen)}Q", *sorted(self.seen))).decode()
         return json.dumps({
             "v": STATE_VERSION, "tx": self.tx_examined, "tx_final": self.tx_final, "bal": self.balance_examined,
-            "bal_final": self.balance_final, "snapshot": self.snapshot, "seen": packed,
+            "bal_final": self.balance_final, "snapshot": self.snapshot,
+            "manifest_time": self.manifest_time.isoformat() if self.manifest_time else None, "seen": packed,
             "unaudited": self.unaudited, "requested": self.requested,
         }, separators=(",", ":"), sort_keys=True)
 
@@ -177,7 +196,8 @@ class ScanState:
         return cls(
             tx_examined=data["tx"], tx_final=data["tx_final"], balance_examined=data["bal"],
             balance_final=data["bal_final"], snapshot=data["snapshot"],
-            seen=set(struct.unpack(f">{len(raw) // 4}I", raw)),
+            manifest_time=dt.datetime.fromisoformat(data["manifest_time"]) if data["manifest_time"] else None,
+            seen=set(struct.unpack(f">{len(raw) // 8}Q", raw)),
             unaudited=dict(data["unaudited"]), requested=dict(data["requested"]),
         )
 
@@ -301,7 +321,7 @@ def _scan(cur: psycopg.Cursor, partitions: list[Partition], state: ScanState, ov
         new_state.tx_final = state.tx_examined
         new_state.balance_final = state.balance_examined
     current = {p.date.isoformat(): p for p in partitions}
-    new = [p for p in partitions if _hash(p.key) not in state.seen]
+    new = [p for p in partitions if state.is_new(p)]
     # forget what no longer exists (re-materialized or removed partitions)
     new_state.unaudited = {d: i for d, i in new_state.unaudited.items() if d in current and current[d].identity == i}
     new_state.requested = {d: i for d, i in new_state.requested.items() if d in current and current[d].identity == i}
@@ -325,7 +345,7 @@ def _scan(cur: psycopg.Cursor, partitions: list[Partition], state: ScanState, ov
                 findings.setdefault(p.date, Finding(p)).prefix_changed = changed
             del new_state.unaudited[p.date.isoformat()]
     new_state.tx_examined, new_state.balance_examined, new_state.snapshot = head_tx, head_balance, now_snapshot
-    new_state.seen = {_hash(p.key) for p in partitions}
+    new_state.remember(partitions)
     ordered = [findings[d] for d in sorted(findings)]
     new_requests = []
     for finding in ordered:

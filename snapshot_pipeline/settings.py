@@ -41,6 +41,11 @@ class Settings:
 
     ``ledger_database_url`` / ``snapshot_database_url`` are ``None`` when the
     embedded PostgreSQL is to be used (see :mod:`snapshot_pipeline.embedded`).
+
+    Automation (issue 4): ``SNAPSHOT_RETENTION_DAYS`` / ``SNAPSHOT_RETENTION_MONTHS`` (tiered
+    retention), ``SNAPSHOT_ALERT_WEBHOOK_URL`` (run-failure alerts), ``SNAPSHOT_SCHEDULE_TIME`` and
+    ``SNAPSHOT_MONTH_END_CLOSE_TIME`` (local HH:MM), ``SNAPSHOT_AUTOMATION_DEFAULT_STATUS`` (schedules
+    and sensors, default RUNNING) and ``SNAPSHOT_RETENTION_DEFAULT_STATUS`` (default STOPPED).
     """
 
     ledger_database_url: str | None

@@ -338,23 +338,31 @@ def sampled_recomputation(settings: Settings, date: dt.date, sample_size: int = 
 
 
 _LIVE_SQL = """
-WITH t AS (
+WITH late AS (  -- journal rows dated at or after the cutoff (index scans on effective_date / created_at)
     SELECT t.transaction_id, t.parent_transaction, t.source, t.destination, t.status,
-           COALESCE(t.precise_amount, 0) AS amount, COALESCE(t.effective_date, t.created_at) AS eff
-      FROM blnk.transactions t WHERE t.status IN ('APPLIED', 'INFLIGHT', 'VOID')
+           COALESCE(t.precise_amount, 0) AS amount
+      FROM blnk.transactions t
+     WHERE (t.effective_date >= $1::timestamp OR (t.effective_date IS NULL AND t.created_at >= $1::timestamp))
+       AND t.status IN ('APPLIED', 'INFLIGHT', 'VOID')
 ),
 after AS (
     SELECT destination AS balance_id, amount AS credit, 0 AS debit, 0 AS held_in, 0 AS held_out
-      FROM t WHERE status = 'APPLIED' AND eff >= $1::timestamp
-    UNION ALL SELECT source, 0, amount, 0, 0 FROM t WHERE status = 'APPLIED' AND eff >= $1::timestamp
-    UNION ALL SELECT destination, 0, 0, amount, 0 FROM t WHERE status = 'INFLIGHT' AND eff >= $1::timestamp
-    UNION ALL SELECT source, 0, 0, 0, amount FROM t WHERE status = 'INFLIGHT' AND eff >= $1::timestamp
-    -- releases (commits and voids) the snapshot did not count: the child or its hold is at/after the cutoff
+      FROM late WHERE status = 'APPLIED'
+    UNION ALL SELECT source, 0, amount, 0, 0 FROM late WHERE status = 'APPLIED'
+    UNION ALL SELECT destination, 0, 0, amount, 0 FROM late WHERE status = 'INFLIGHT'
+    UNION ALL SELECT source, 0, 0, 0, amount FROM late WHERE status = 'INFLIGHT'
+    -- releases the snapshot did not count: the commit/void is at or after the cutoff ...
     UNION ALL SELECT x.balance_id, 0, 0, x.held_in, x.held_out
-      FROM t c JOIN t p ON p.transaction_id = c.parent_transaction
+      FROM late c JOIN blnk.transactions p ON p.transaction_id = c.parent_transaction
      CROSS JOIN LATERAL (VALUES (p.destination, -c.amount, 0), (p.source, 0, -c.amount)) AS x(balance_id, held_in, held_out)
      WHERE c.status IN ('APPLIED', 'VOID') AND p.status = 'INFLIGHT'
-       AND NOT (c.eff < $1::timestamp AND p.eff < $1::timestamp)
+    -- ... or it is before the cutoff but its hold is at or after it
+    UNION ALL SELECT x.balance_id, 0, 0, x.held_in, x.held_out
+      FROM late p JOIN blnk.transactions c ON c.parent_transaction = p.transaction_id
+     CROSS JOIN LATERAL (VALUES (p.destination, -COALESCE(c.precise_amount, 0), 0),
+                                (p.source, 0, -COALESCE(c.precise_amount, 0))) AS x(balance_id, held_in, held_out)
+     WHERE p.status = 'INFLIGHT' AND c.status IN ('APPLIED', 'VOID')
+       AND COALESCE(c.effective_date, c.created_at) < $1::timestamp
 ),
 sums AS (
     SELECT balance_id, sum(credit) AS credit, sum(debit) AS debit, sum(held_in) AS held_in,
