@@ -240,6 +240,22 @@ def cmd_migrate(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_retention(args, settings: Settings) -> int:
+    from snapshot_pipeline.store import retention  # noqa: PLC0415
+
+    try:
+        policy = retention.Policy(
+            args.days if args.days is not None else settings.retention_days,
+            args.months if args.months is not None else settings.retention_months,
+        )
+        report = retention.apply_retention(settings, reference=args.reference_date, dry_run=args.dry_run,
+                                           policy=policy, log=lambda m: print(m, file=sys.stderr))
+    except retention.RetentionError as exc:
+        raise CliError(str(exc)) from None
+    _print_json(report)
+    return 0
+
+
 def cmd_ui(args, settings: Settings) -> int:
     if settings.uses_embedded:
         embedded.ensure_running(settings.data_dir)
@@ -336,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="apply the snapshot index migrations")
     p.set_defaults(handler=cmd_migrate)
+
+    p = sub.add_parser("retention", help="apply the tiered retention policy (or --dry-run to see the plan)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be removed, change nothing")
+    p.add_argument("--days", type=_positive_int(1, 100_000), help="daily tier (default SNAPSHOT_RETENTION_DAYS)")
+    p.add_argument("--months", type=_positive_int(0, 12_000),
+                   help="month-end tier (default SNAPSHOT_RETENTION_MONTHS)")
+    p.add_argument("--reference-date", type=_date, help="day the policy counts back from (default: last closed day)")
+    p.set_defaults(handler=cmd_retention)
 
     p = sub.add_parser("embedded-db", help="start, stop or locate the embedded PostgreSQL")
     p.add_argument("action", choices=["start", "stop", "url"])

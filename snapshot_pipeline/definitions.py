@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import dagster as dg
 
+from snapshot_pipeline.defs.alerting import build_run_failure_sensor
 from snapshot_pipeline.defs.assets import build_snapshot_asset
+from snapshot_pipeline.defs.checks import build_snapshot_checks, snapshot_freshness_policy
 from snapshot_pipeline.defs.jobs import build_snapshot_job
 from snapshot_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from snapshot_pipeline.defs.reports import build_report_assets, build_reports_sensor
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.retention import build_retention_job, build_retention_schedule
+from snapshot_pipeline.defs.schedules import build_schedules
+from snapshot_pipeline.defs.sensors import build_sensors
 from snapshot_pipeline.settings import Settings, load_settings
 
 
@@ -20,12 +25,26 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
     """All definitions for one configuration (time zone and start date fix the partitions)."""
     settings = settings or load_settings()
     partitions_def = daily_partitions(settings)
-    snapshots = build_snapshot_asset(partitions_def)
+    freshness = snapshot_freshness_policy(settings, partitions_def.timezone)
+    snapshots = build_snapshot_asset(partitions_def).map_asset_specs(
+        lambda spec: dg.apply_freshness_policy(spec, freshness)
+    )
     reports = build_report_assets(partitions_def, monthly_partitions(settings))
+    snapshot_job = build_snapshot_job(partitions_def)
+    retention_job = build_retention_job(partitions_def)
     return dg.Definitions(
         assets=[snapshots, *reports],
-        jobs=[build_snapshot_job(partitions_def)],
-        sensors=[build_reports_sensor(reports)],
+        asset_checks=build_snapshot_checks(partitions_def),
+        jobs=[snapshot_job, retention_job],
+        schedules=[
+            *build_schedules(snapshot_job, partitions_def, settings),
+            build_retention_schedule(retention_job, partitions_def.timezone, settings),
+        ],
+        sensors=[
+            *build_sensors(snapshot_job, partitions_def, settings),
+            build_run_failure_sensor(settings),
+            build_reports_sensor(reports),
+        ],
         resources={"snapshot_store": store or SnapshotStoreResource()},
     )
 

@@ -15,6 +15,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 DEFAULT_START_DATE = "2026-01-01"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_DAGSTER_WEBSERVER_URL = "http://127.0.0.1:3000"
+DEFAULT_RETENTION_DAYS = 730
+DEFAULT_RETENTION_MONTHS = 84
+DEFAULT_SCHEDULE_TIME = "00:10"
+DEFAULT_MONTH_END_CLOSE_TIME = "02:00"
+DEFAULT_AUTOMATION_STATUS = "RUNNING"
+DEFAULT_RETENTION_STATUS = "STOPPED"
+STATUSES = ("RUNNING", "STOPPED")
 
 
 class SettingsError(ValueError):
@@ -35,6 +42,11 @@ class Settings:
 
     ``ledger_database_url`` / ``snapshot_database_url`` are ``None`` when the
     embedded PostgreSQL is to be used (see :mod:`snapshot_pipeline.embedded`).
+
+    Automation (issue 4): ``SNAPSHOT_RETENTION_DAYS`` / ``SNAPSHOT_RETENTION_MONTHS`` (tiered
+    retention), ``SNAPSHOT_ALERT_WEBHOOK_URL`` (run-failure alerts), ``SNAPSHOT_SCHEDULE_TIME`` and
+    ``SNAPSHOT_MONTH_END_CLOSE_TIME`` (local HH:MM), ``SNAPSHOT_AUTOMATION_DEFAULT_STATUS`` (schedules
+    and sensors, default RUNNING) and ``SNAPSHOT_RETENTION_DEFAULT_STATUS`` (default STOPPED).
     """
 
     ledger_database_url: str | None
@@ -46,6 +58,13 @@ class Settings:
     dagster_webserver_url: str = DEFAULT_DAGSTER_WEBSERVER_URL
     api_key: str | None = dataclasses.field(default=None, repr=False)
     dagster_database_url: str | None = None  # DAGSTER_PG_URL: the Dagster instance's storage (None = derived)
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    retention_months: int = DEFAULT_RETENTION_MONTHS
+    alert_webhook_url: str | None = None
+    schedule_time: dt.time = dt.time(0, 10)
+    month_end_close_time: dt.time = dt.time(2, 0)
+    automation_running: bool = True
+    retention_running: bool = False
 
     @property
     def uses_embedded(self) -> bool:
@@ -80,6 +99,42 @@ def parse_date(value: str, what: str = "date") -> dt.date:
         raise SettingsError(f"{what}={value!r} is not a date in YYYY-MM-DD form") from exc
 
 
+def parse_int(value: str, what: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise SettingsError(f"{what}={value!r} must be an integer from {low} to {high:,}")
+    return number
+
+
+def parse_time(value: str, what: str) -> dt.time:
+    try:
+        parsed = dt.time.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.second or parsed.microsecond or parsed.tzinfo or len(value) != 5:
+        raise SettingsError(f"{what}={value!r} is not a local time in HH:MM form (example: 00:10)")
+    return parsed
+
+
+def parse_status(value: str, what: str) -> bool:
+    """``RUNNING`` -> True, ``STOPPED`` -> False (case-insensitive)."""
+    upper = value.strip().upper()
+    if upper not in STATUSES:
+        raise SettingsError(f"{what}={value!r} must be RUNNING or STOPPED")
+    return upper == "RUNNING"
+
+
+def parse_webhook(value: str | None) -> str | None:
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise SettingsError(f"SNAPSHOT_ALERT_WEBHOOK_URL={value!r} must be an http:// or https:// URL")
+    return value
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read the documented environment variables (README, DESIGN §4).
 
@@ -103,6 +158,19 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         dagster_webserver_url=(env.get("DAGSTER_WEBSERVER_URL") or DEFAULT_DAGSTER_WEBSERVER_URL).rstrip("/"),
         api_key=env.get("SNAPSHOT_API_KEY") or None,
         dagster_database_url=env.get("DAGSTER_PG_URL") or None,
+        retention_days=parse_int(env.get("SNAPSHOT_RETENTION_DAYS") or str(DEFAULT_RETENTION_DAYS),
+                                 "SNAPSHOT_RETENTION_DAYS", 1, 100_000),
+        retention_months=parse_int(env.get("SNAPSHOT_RETENTION_MONTHS") or str(DEFAULT_RETENTION_MONTHS),
+                                   "SNAPSHOT_RETENTION_MONTHS", 0, 12_000),
+        alert_webhook_url=parse_webhook(env.get("SNAPSHOT_ALERT_WEBHOOK_URL")),
+        schedule_time=parse_time(env.get("SNAPSHOT_SCHEDULE_TIME") or DEFAULT_SCHEDULE_TIME,
+                                 "SNAPSHOT_SCHEDULE_TIME"),
+        month_end_close_time=parse_time(env.get("SNAPSHOT_MONTH_END_CLOSE_TIME") or DEFAULT_MONTH_END_CLOSE_TIME,
+                                        "SNAPSHOT_MONTH_END_CLOSE_TIME"),
+        automation_running=parse_status(env.get("SNAPSHOT_AUTOMATION_DEFAULT_STATUS") or DEFAULT_AUTOMATION_STATUS,
+                                        "SNAPSHOT_AUTOMATION_DEFAULT_STATUS"),
+        retention_running=parse_status(env.get("SNAPSHOT_RETENTION_DEFAULT_STATUS") or DEFAULT_RETENTION_STATUS,
+                                       "SNAPSHOT_RETENTION_DEFAULT_STATUS"),
     )
 
 

@@ -62,6 +62,11 @@ def lock_partition(conn: psycopg.Connection, date: dt.date) -> None:
     conn.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, date.toordinal()))
 
 
+def try_lock_partition(conn: psycopg.Connection, date: dt.date) -> bool:
+    """Non-blocking :func:`lock_partition`: True when the lock was taken (release with :func:`unlock_partition`)."""
+    return bool(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, date.toordinal())).fetchone()[0])
+
+
 def unlock_partition(conn: psycopg.Connection, date: dt.date) -> None:
     conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_NAMESPACE, date.toordinal()))
 
@@ -137,11 +142,16 @@ def latest_at_or_before_cutoff(conn: psycopg.Connection, at: dt.datetime) -> Man
     return _entry(row) if row else None
 
 
+def month_partition_name(date: dt.date) -> str:
+    """Name of the monthly partition of ``balance_snapshots`` holding ``date``."""
+    return f"balance_snapshots_{date:%Y_%m}"
+
+
 def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
     """Create the monthly partition of ``balance_snapshots`` holding ``date`` if missing."""
     start = date.replace(day=1)
     end = (start + dt.timedelta(days=32)).replace(day=1)
-    name = f"balance_snapshots_{start:%Y_%m}"
+    name = month_partition_name(start)
     conn.execute(
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {schema}.{name} PARTITION OF {schema}.balance_snapshots"

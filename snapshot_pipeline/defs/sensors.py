@@ -1,0 +1,186 @@
+"""Sensors that keep history complete and exact: late-transaction repair and gap filling.
+
+Both request runs of ``balance_snapshots_job`` oldest partition first; both start RUNNING unless
+``SNAPSHOT_AUTOMATION_DEFAULT_STATUS=STOPPED``. Run failures are alerted by ``defs/alerting.py``.
+"""
+
+import datetime as dt
+from collections.abc import Callable
+
+import dagster as dg
+
+from snapshot_pipeline import calendar, db, repair
+from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.schedules import TRIGGER_TAG
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import index
+from snapshot_pipeline.store.retention import Policy
+
+REPAIR_SENSOR = "late_transaction_repair_sensor"
+GAP_SENSOR = "partition_gap_sensor"
+STALE_IDENTITY_TAG = "snapshot_pipeline/stale_identity"
+PARTITION_TAG = "dagster/partition"
+GAP_FILL_MAX_PER_TICK = 4
+GAP_FILL_MAX_FAILURES = 3
+GAP_FILL_GRACE = dt.timedelta(hours=1)
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED]
+FAILED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+
+def sensor_status(running: bool) -> dg.DefaultSensorStatus:
+    return dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# ------------------------------------------------------------------------------------------------ repair
+
+
+def build_repair_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,
+                        settings: Settings, minimum_interval_seconds: int = 60) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=REPAIR_SENSOR,
+        job=job,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=sensor_status(settings.automation_running),
+    )
+    def late_transaction_repair_sensor(context: dg.SensorEvaluationContext, snapshot_store: SnapshotStoreResource):
+        """Re-materializes published partitions whose read missed journal rows dated before their cutoff.
+
+        A partition's read sees the journal up to its watermark. Rows added later but effective
+        before the cutoff (backdated or late-applied), balances created before the cutoff but added
+        later, and rows that committed out of id order make it stale. The cursor remembers the
+        journal position already examined, so an unchanged journal costs one primary-key probe;
+        new rows are examined in one primary-key range scan grouped by the partitions' watermarks
+        and cutoffs. Every stale partition is requested, earliest first, with run key
+        `late-repair:<date>:<watermark>:<count>:<balance watermark>`, so the same lateness is
+        never requested twice; the reason is logged and tagged on the run.
+        """
+        settings_now = snapshot_store.settings(timezone=partitions_def.timezone)
+        result = repair.scan(settings_now, repair.ScanState.from_json(context.cursor))
+        requests = []
+        for finding in result.new_requests:
+            key = finding.date.isoformat()
+            if not partitions_def.has_partition_key(key):
+                context.log.warning(f"operation=late_repair partition={key} is stale but is not a partition of"
+                                    f" this code location (SNAPSHOT_START_DATE); not requested: {finding.reason()}")
+                continue
+            context.log.info(f"operation=late_repair partition={key} status=requested run_key={finding.run_key}"
+                             f" reason={finding.reason()}")
+            requests.append(dg.RunRequest(
+                partition_key=key,
+                run_key=finding.run_key,
+                tags={TRIGGER_TAG: "late_transaction_repair", STALE_IDENTITY_TAG: finding.partition.identity},
+            ))
+        if requests:
+            context.log.info(
+                f"operation=late_repair earliest_affected={requests[0].partition_key}"
+                f" requested={len(requests)} partitions={','.join(r.partition_key for r in requests)}"
+            )
+            return dg.SensorResult(run_requests=requests, cursor=result.state.to_json())
+        stats = result.stats
+        if not result.examined:
+            reason = (f"journal unchanged (head transaction id {stats['head_transaction_id']},"
+                      f" {stats['partitions']} published partitions)")
+        elif result.findings:
+            reason = ("stale partitions already requested: "
+                      + ", ".join(f.date.isoformat() for f in result.findings))
+        else:
+            reason = (f"no late rows: examined journal ids above {stats['rows_scanned_from']} up to"
+                      f" {stats['head_transaction_id']} against {stats['partitions']} partitions"
+                      f" ({stats['audits']} prefix audits)")
+        return dg.SensorResult(skip_reason=reason, cursor=result.state.to_json())
+
+    return late_transaction_repair_sensor
+
+
+# -------------------------------------------------------------------------------------------- gap filling
+
+
+def last_due_day(settings: Settings, now: dt.datetime) -> dt.date:
+    """The newest day the gap filler may request: the daily schedule (plus a grace hour) has had its chance."""
+    offset = dt.timedelta(hours=settings.schedule_time.hour, minutes=settings.schedule_time.minute)
+    return calendar.last_closed_day(settings.timezone, now - offset - GAP_FILL_GRACE)
+
+
+def missing_days(settings: Settings, published: set[dt.date], now: dt.datetime) -> list[dt.date]:
+    """Days from SNAPSHOT_START_DATE to the last due day that the retention policy keeps but are not published."""
+    reference = calendar.last_closed_day(settings.timezone, now)
+    last = last_due_day(settings, now)
+    if last < settings.start_date:
+        return []
+    policy = Policy.from_settings(settings)
+    return [d for d in calendar.days(settings.start_date, last) if d not in published and policy.keeps(d, reference)]
+
+
+def build_gap_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,
+                     settings: Settings, *, max_per_tick: int = GAP_FILL_MAX_PER_TICK,
+                     max_failures: int = GAP_FILL_MAX_FAILURES, minimum_interval_seconds: int = 120,
+                     clock: Callable[[], dt.datetime] = _utc_now) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=GAP_SENSOR,
+        job=job,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=sensor_status(settings.automation_running),
+    )
+    def partition_gap_sensor(context: dg.SensorEvaluationContext, snapshot_store: SnapshotStoreResource):
+        """Fills holes in history: requests missing partitions from SNAPSHOT_START_DATE onward, oldest first.
+
+        A day is missing when the retention policy keeps it and the manifest has no row for it
+        (after downtime, a failed daily run, a restored index). The day that just closed is left to
+        the daily schedule for an hour after its run time. At most a few partitions are requested
+        per tick; partitions with a queued or running snapshot run are skipped; a day whose gap-fill
+        runs failed `max_failures` times is no longer requested (the failure sensor has alerted).
+        """
+        now = clock()
+        current = snapshot_store.settings(timezone=partitions_def.timezone).with_overrides(
+            start_date=partitions_def.start.date())
+        with db.connect(db.snapshot_url(current), autocommit=True, what="snapshot index database") as conn:
+            index.migrate(conn)
+            published = {d for (d,) in conn.execute("SELECT snapshot_date FROM snapshot_index.partitions")}
+        missing = [d for d in missing_days(current, published, now) if partitions_def.has_partition_key(d.isoformat())]
+        if not missing:
+            return dg.SkipReason(f"no missing partitions from {current.start_date} to"
+                                 f" {last_due_day(current, now)} ({len(published)} published)")
+        in_flight = {
+            run.tags.get(PARTITION_TAG)
+            for run in context.instance.get_runs(filters=dg.RunsFilter(job_name=job.name, statuses=IN_PROGRESS))
+        }
+        requests, exhausted, running = [], [], []
+        for day in missing:
+            if len(requests) >= max_per_tick:
+                break
+            key = day.isoformat()
+            if key in in_flight:
+                running.append(key)
+                continue
+            previous = context.instance.get_runs(
+                filters=dg.RunsFilter(job_name=job.name, tags={PARTITION_TAG: key, TRIGGER_TAG: "gap_fill"})
+            )
+            failures = sum(1 for run in previous if run.status in FAILED)
+            if failures >= max_failures:
+                exhausted.append(key)
+                continue
+            requests.append(dg.RunRequest(partition_key=key, run_key=f"gap-fill:{key}:{len(previous) + 1}",
+                                          tags={TRIGGER_TAG: "gap_fill"}))
+        if exhausted:
+            context.log.warning(f"operation=gap_fill gave_up={','.join(exhausted)}: {max_failures} failed runs each;"
+                                " materialize them from the UI once the cause is fixed")
+        if running:
+            context.log.info(f"operation=gap_fill in_flight={','.join(running)}")
+        if not requests:
+            return dg.SkipReason(f"{len(missing)} missing partition(s), none requestable now"
+                                 f" ({len(running)} in flight, {len(exhausted)} gave up)")
+        context.log.info(f"operation=gap_fill missing={len(missing)} oldest={missing[0]}"
+                         f" requested={','.join(r.partition_key for r in requests)}")
+        return requests
+
+    return partition_gap_sensor
+
+
+def build_sensors(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,
+                  settings: Settings) -> list:
+    return [build_repair_sensor(job, partitions_def, settings), build_gap_sensor(job, partitions_def, settings)]

@@ -1,0 +1,357 @@
+"""Tiered retention of snapshot partitions that keeps every retained answer exact.
+
+Policy, with ``R`` the reference day (the last closed day in the business time zone):
+
+* **daily tier**: every partition of the last ``days`` days (``R - days < D``) is kept;
+* **monthly tier**: an older partition is kept when it is the last day of its month and that
+  month is one of the last ``months`` months (``R``'s month counting as the first);
+* every other published partition is removed: its Parquet directory, its index rows and its
+  manifest row.
+
+Why removing is not just deleting: index rows are written only where a balance changed since
+the previous published partition, so the only row that anchors an unchanged balance may belong
+to a partition being removed. Removed partitions therefore come in *groups*, each the run of
+published partitions strictly between two retained ones ``previous < removed... < anchor``.
+For each group, in ONE index transaction under the global commit lock (so a snapshot commit
+never interleaves):
+
+1. the index rows of ``anchor`` are re-diffed against ``previous`` (against nothing, i.e. a full
+   anchor of all rows, when ``anchor`` becomes the oldest partition);
+2. the index rows of the removed partitions are deleted (a monthly index partition holding no
+   retained partition is dropped whole);
+3. their manifest rows are deleted.
+
+Readers see the index before or after the transaction, both exact. The Parquet directories are
+deleted after the commit; a crash in between leaves orphan directories without manifest rows,
+which the next run removes. Every step is idempotent, and partitions being materialized right
+now (their advisory lock is held) are skipped and reported, never waited for.
+
+This module never imports dagster; ``defs/retention.py`` wraps it in a job and schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pyarrow.fs as pafs
+from psycopg import sql
+
+from snapshot_pipeline import calendar, db, snapshot
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import index
+from snapshot_pipeline.store import parquet as store
+
+logger = logging.getLogger(__name__)
+
+
+class RetentionError(RuntimeError):
+    """Retention cannot run as asked (bad policy or reference date); nothing was changed."""
+
+
+def is_month_end(date: dt.date) -> bool:
+    return (date + dt.timedelta(days=1)).day == 1
+
+
+def months_back(date: dt.date, reference: dt.date) -> int:
+    """How many calendar months ``date``'s month lies before ``reference``'s month (0 = same month)."""
+    return (reference.year - date.year) * 12 + reference.month - date.month
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """Keep daily partitions for ``days`` days, then month-end partitions for ``months`` months."""
+
+    days: int
+    months: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.days, bool) or not isinstance(self.days, int) or self.days < 1:
+            raise RetentionError(f"retention days must be an integer >= 1, got {self.days!r}")
+        if isinstance(self.months, bool) or not isinstance(self.months, int) or self.months < 0:
+            raise RetentionError(f"retention months must be an integer >= 0, got {self.months!r}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Policy":
+        return cls(settings.retention_days, settings.retention_months)
+
+    def keeps(self, date: dt.date, reference: dt.date) -> bool:
+        if (reference - date).days < self.days:
+            return True
+        return is_month_end(date) and months_back(date, reference) < self.months
+
+    def as_dict(self) -> dict:
+        return {"retention_days": self.days, "retention_months": self.months}
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Published partitions to remove that lie strictly between two retained ones.
+
+    ``anchor`` is the retained partition right after them (None when none follows); its index
+    rows are re-diffed against ``previous``, the retained partition right before them (None when
+    ``anchor`` becomes the oldest partition: a full anchor of all its rows).
+    """
+
+    previous: dt.date | None
+    anchor: dt.date | None
+    remove: tuple[dt.date, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "previous": _iso(self.previous),
+            "anchor": _iso(self.anchor),
+            "anchor_kind": None if self.anchor is None else ("full" if self.previous is None else "re-diff"),
+            "remove": [d.isoformat() for d in self.remove],
+        }
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a retention run would do, computed from the manifest and the Parquet listing."""
+
+    reference: dt.date
+    policy: Policy
+    kept: list[dt.date]
+    groups: list[Group]
+    orphan_dirs: list[dt.date]
+    remove_bytes: int
+    remove_index_rows: int
+
+    @property
+    def remove(self) -> list[dt.date]:
+        return sorted(d for g in self.groups for d in g.remove)
+
+    def as_dict(self) -> dict:
+        return {
+            "reference_date": self.reference.isoformat(),
+            **self.policy.as_dict(),
+            "partitions_kept": len(self.kept),
+            "oldest_kept": _iso(self.kept[0] if self.kept else None),
+            "partitions_to_remove": [d.isoformat() for d in self.remove],
+            "orphan_parquet_dirs": [d.isoformat() for d in self.orphan_dirs],
+            "bytes_to_free": self.remove_bytes,
+            "index_rows_to_delete": self.remove_index_rows,
+            "groups": [g.as_dict() for g in self.groups],
+        }
+
+
+def _iso(date: dt.date | None) -> str | None:
+    return date.isoformat() if date else None
+
+
+def parquet_dates(storage_uri: str) -> list[dt.date]:
+    """Dates that have a ``snapshot_date=`` directory in the Parquet dataset (published or orphan)."""
+    fs, _ = store.resolve(storage_uri)
+    root = store.dataset_path(storage_uri)
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        return []
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(root)):
+        name = info.base_name
+        if info.type == pafs.FileType.Directory and name.startswith("snapshot_date="):
+            try:
+                found.append(dt.date.fromisoformat(name.split("=", 1)[1]))
+            except ValueError:
+                continue
+    return sorted(found)
+
+
+def make_plan(conn: psycopg.Connection, storage_uri: str, policy: Policy, reference: dt.date) -> Plan:
+    """The groups of partitions to remove, oldest first, and the orphan Parquet directories."""
+    entries = index.all_partitions(conn)
+    by_date = {e.snapshot_date: e for e in entries}
+    kept: list[dt.date] = []
+    groups: list[Group] = []
+    previous: dt.date | None = None
+    pending: list[dt.date] = []
+    for entry in entries:
+        date = entry.snapshot_date
+        if policy.keeps(date, reference):
+            if pending:
+                groups.append(Group(previous, date, tuple(pending)))
+                pending = []
+            kept.append(date)
+            previous = date
+        else:
+            pending.append(date)
+    if pending:
+        groups.append(Group(previous, None, tuple(pending)))
+    orphans = [d for d in parquet_dates(storage_uri) if d not in by_date and not policy.keeps(d, reference)]
+    removed = [by_date[d] for g in groups for d in g.remove]
+    return Plan(
+        reference=reference,
+        policy=policy,
+        kept=kept,
+        groups=groups,
+        orphan_dirs=orphans,
+        remove_bytes=sum(e.bytes for e in removed),
+        remove_index_rows=sum(e.index_rows for e in removed),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- applying
+
+
+def _months(dates) -> list[dt.date]:
+    return sorted({d.replace(day=1) for d in dates})
+
+
+def _table_exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{index.SCHEMA}.{name}",)).fetchone()[0]
+
+
+def _delete_index_rows(conn: psycopg.Connection, remove: list[dt.date], remaining: set[dt.date]
+                       ) -> tuple[int, list[str]]:
+    """Delete the index rows of ``remove``; monthly partitions left with no published day are dropped whole."""
+    deleted, dropped = 0, []
+    for month in _months(remove):
+        name = index.month_partition_name(month)
+        if not _table_exists(conn, name):
+            continue
+        table = sql.Identifier(index.SCHEMA, name)
+        if not any(d.replace(day=1) == month for d in remaining):
+            deleted += conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+            conn.execute(sql.SQL("DROP TABLE {}").format(table))
+            dropped.append(name)
+        else:
+            in_month = [d for d in remove if d.replace(day=1) == month]
+            cur = conn.execute(sql.SQL("DELETE FROM {} WHERE snapshot_date = ANY(%s)").format(table), (in_month,))
+            deleted += cur.rowcount
+    return deleted, dropped
+
+
+def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, work_dir: Path, log) -> dict:
+    """Re-anchor, delete index and manifest rows in one transaction, then delete the Parquet directories."""
+    fs, _ = store.resolve(settings.storage_uri)
+    out = {**group.as_dict(), "status": "done", "index_rows_deleted": 0, "index_partitions_dropped": [],
+           "manifest_rows_deleted": 0, "parquet_dirs_deleted": 0, "bytes_freed": 0, "anchor_index_rows": None,
+           "anchor_index_rows_before": None}
+    locked: list[dt.date] = []
+    try:
+        for date in [*group.remove, *([group.anchor] if group.anchor else [])]:
+            if not index.try_lock_partition(conn, date):
+                out["status"] = f"skipped: partition {date} is being materialized; retried on the next run"
+                return out
+            locked.append(date)
+        with conn.transaction():
+            index.lock_commits(conn)
+            current = {e.snapshot_date: e for e in index.all_partitions(conn)}
+            remove = [d for d in group.remove if d in current]
+            remaining = set(current) - set(remove)
+            if group.anchor is not None:
+                if group.anchor not in current:
+                    out["status"] = f"skipped: anchor {group.anchor} is no longer published; retried on the next run"
+                    return out
+                before = [d for d in remaining if d < group.anchor]
+                previous = max(before) if before else None
+                if previous != group.previous:
+                    out["status"] = "skipped: the partitions changed since planning; retried on the next run"
+                    return out
+                anchor_file = store.partition_file(settings.storage_uri, group.anchor)
+                if fs.get_file_info(anchor_file).type != pafs.FileType.File:
+                    raise RetentionError(
+                        f"partition {group.anchor} is published but its Parquet file {anchor_file} is missing;"
+                        " re-materialize it before running retention"
+                    )
+                previous_file = None
+                if previous is not None and store.exists(settings.storage_uri, previous):
+                    previous_file = store.partition_file(settings.storage_uri, previous)
+                spool = snapshot.IndexSpool(work_dir, group.anchor)
+                snapshot.diff_files(fs, previous_file, current[previous].cutoff_at if previous_file else None,
+                                    anchor_file, spool)
+                out["anchor_index_rows_before"] = current[group.anchor].index_rows
+                rows = index.replace_rows(conn, group.anchor, spool.close())
+                index.set_index_rows(conn, group.anchor, rows)
+                out["anchor_index_rows"] = rows
+                log(f"operation=retention anchor={group.anchor} previous={previous} index_rows={rows}"
+                    f" kind={'full' if previous_file is None else 're-diff'}")
+            deleted, dropped = _delete_index_rows(conn, remove, remaining)
+            if remove:
+                cur = conn.execute("DELETE FROM snapshot_index.partitions WHERE snapshot_date = ANY(%s)", (remove,))
+                out["manifest_rows_deleted"] = cur.rowcount
+            out["index_rows_deleted"] = deleted
+            out["index_partitions_dropped"] = dropped
+            out["bytes_freed"] = sum(current[d].bytes for d in remove)
+        for date in group.remove:
+            if fs.get_file_info(store.partition_dir(settings.storage_uri, date)).type != pafs.FileType.NotFound:
+                store.delete_partition(settings.storage_uri, date)
+                out["parquet_dirs_deleted"] += 1
+        log(f"operation=retention removed={len(remove)} from={group.remove[0]} to={group.remove[-1]}"
+            f" index_rows_deleted={out['index_rows_deleted']} dropped={','.join(dropped) or 'none'}")
+        return out
+    finally:
+        for date in locked:
+            index.unlock_partition(conn, date)
+
+
+def _delete_orphans(settings: Settings, conn: psycopg.Connection, dates: list[dt.date], log) -> int:
+    """Remove Parquet directories that have no manifest row (left by a crash) and are outside the policy."""
+    removed = 0
+    for date in dates:
+        if not index.try_lock_partition(conn, date):
+            continue
+        try:
+            if index.manifest(conn, date) is None:
+                store.delete_partition(settings.storage_uri, date)
+                removed += 1
+                log(f"operation=retention orphan_parquet_dir={date} deleted")
+        finally:
+            index.unlock_partition(conn, date)
+    return removed
+
+
+def apply_retention(
+    settings: Settings,
+    *,
+    reference: dt.date | None = None,
+    dry_run: bool = False,
+    policy: Policy | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Plan and (unless ``dry_run``) apply the retention policy; returns a JSON-able report.
+
+    ``reference`` defaults to the last closed day in the settings' time zone.
+    """
+    log = log or logger.info
+    policy = policy or Policy.from_settings(settings)
+    reference = reference or calendar.last_closed_day(settings.timezone)
+    started = time.monotonic()
+    with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
+        index.migrate(conn)
+        plan = make_plan(conn, settings.storage_uri, policy, reference)
+        report = {"dry_run": dry_run, **plan.as_dict()}
+        log(f"operation=retention dry_run={dry_run} reference_date={reference} kept={len(plan.kept)}"
+            f" to_remove={len(plan.remove)} orphan_dirs={len(plan.orphan_dirs)}")
+        if dry_run:
+            report["duration_ms"] = int((time.monotonic() - started) * 1000)
+            return report
+        work_dir = Path(tempfile.mkdtemp(prefix="snapshot-retention-"))
+        try:
+            results = [_apply_group(settings, conn, g, work_dir, log) for g in plan.groups]
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        orphans = _delete_orphans(settings, conn, plan.orphan_dirs, log)
+    done = [r for r in results if r["status"] == "done"]
+    report.update(
+        groups=results,
+        partitions_removed=sorted(d for r in done for d in r["remove"]),
+        partitions_skipped=sorted(d for r in results if r["status"] != "done" for d in r["remove"]),
+        manifest_rows_deleted=sum(r["manifest_rows_deleted"] for r in done),
+        index_rows_deleted=sum(r["index_rows_deleted"] for r in done),
+        index_partitions_dropped=sorted(n for r in done for n in r["index_partitions_dropped"]),
+        parquet_dirs_deleted=sum(r["parquet_dirs_deleted"] for r in done) + orphans,
+        orphan_parquet_dirs_deleted=orphans,
+        bytes_freed=sum(r["bytes_freed"] for r in done),
+        anchors_rewritten=[{"date": r["anchor"], "previous": r["previous"], "index_rows": r["anchor_index_rows"],
+                            "index_rows_before": r["anchor_index_rows_before"]} for r in done if r["anchor"]],
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+    return report
