@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-server check bench bench-smoke bench-query bench-query-smoke serve ui clean stop-db
+.PHONY: install demo test test-server check bench bench-smoke bench-query bench-query-smoke bench-automation serve ui clean stop-db
 
 install: $(STAMP)
 
@@ -43,6 +43,9 @@ serve: install  ## the HTTP API on http://127.0.0.1:8000 (docs at /docs)
 
 bench-smoke: install
 	$(BIN)/python benchmarks/bench_snapshot.py --balances 20000 --transactions 100000 --batch-sizes 1000
+
+bench-automation: install  ## cost of the repair scan, each asset check and retention (200k balances, 2M rows)
+	$(BIN)/python benchmarks/bench_automation.py
 
 ui: install  ## Dagster UI on http://127.0.0.1:3000
 	$(BIN)/snapshot-pipeline ui

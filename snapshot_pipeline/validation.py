@@ -252,7 +252,7 @@ tx AS (
       FROM blnk.transactions t
      WHERE COALESCE(t.effective_date, t.created_at) < %(cutoff)s AND t.id <= %(watermark)s
        AND t.status IN ('APPLIED', 'INFLIGHT')
-       AND (t.source IN (SELECT balance_id FROM ids) OR t.destination IN (SELECT balance_id FROM ids))
+       AND (t.source = ANY(%(ids)s::text[]) OR t.destination = ANY(%(ids)s::text[]))  -- BitmapOr of two indexes
 ),
 released AS (
     SELECT c.parent_transaction, sum(COALESCE(c.precise_amount, 0)) AS amount
