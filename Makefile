@@ -24,8 +24,11 @@ test-server: install  ## the suite against the PostgreSQL server of this machine
 	SNAPSHOT_TEST_DATABASE_URL=$${SNAPSHOT_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} \
 		$(BIN)/python -m pytest
 
+# Validating definitions needs no storage: a throwaway DAGSTER_HOME, so dg does not load the project's
+# dagster.yaml from the current directory (its PostgreSQL URL comes from DAGSTER_PG_URL, set by the CLI).
 check: install  ## validate the Dagster definitions
-	cd $(CURDIR) && $(BIN)/dg check defs
+	cd $(CURDIR) && home=$$(mktemp -d) && printf 'telemetry:\n  enabled: false\n' > $$home/dagster.yaml \
+		&& DAGSTER_HOME=$$home $(BIN)/dg check defs; status=$$?; rm -rf "$$home"; exit $$status
 
 bench: install  ## full-size benchmark (1M balances, 5M transactions)
 	$(BIN)/python benchmarks/bench_snapshot.py
