@@ -12,8 +12,9 @@ One command seeds a throwaway ledger and measures, on that same ledger:
     (incremental mode), per batch size;
 (d) ``take_snapshot`` of the very first partition (genesis mode, fresh store and index), per batch size.
 
-Every (c)/(d) measurement runs in its own subprocess (``--worker``) so its peak RSS is its own
-(its own ``RUSAGE_SELF`` ru_maxrss, see ``run_worker``). Results are printed as a table and written as JSON to
+Every (c)/(d) measurement runs in a fresh process (``--worker``) that reports its own peak RSS
+(``RUSAGE_SELF`` ru_maxrss; see ``run_worker``). The package sources are frozen at start (see
+``freeze_sources``). Results are printed as a table and written as JSON to
 ``benchmarks/results/<timestamp>.json``. Benchmarks report; a missed target does not fail the run.
 
     python benchmarks/bench_snapshot.py                                   # 1M balances, 5M transactions
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -76,6 +78,7 @@ def worker_main(spec_json: str) -> int:
     import resource
 
     rss_start_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fingerprint = code_fingerprint()
     spec = json.loads(spec_json)
     from snapshot_pipeline import snapshot
     from snapshot_pipeline.settings import load_settings
@@ -118,6 +121,7 @@ def worker_main(spec_json: str) -> int:
         "bytes_written": result.bytes_written,
         "reported_duration_ms": result.duration_ms,
         "reported_snapshots_per_second": result.snapshots_per_second,
+        "code_fingerprint": fingerprint,
         "rss_at_start_mb": rss_start_kb / 1024,
         "rss_after_imports_mb": rss_imports_kb / 1024,
         "peak_rss_mb": rss_peak_kb / 1024,
@@ -384,7 +388,8 @@ def reset_store(ledger_url: str, storage: Path) -> None:
     storage.mkdir(parents=True)
 
 
-def measure_pipeline(ledger_url: str, work: Path, genesis_date: dt.date, batch_size: int) -> dict:
+def measure_pipeline(ledger_url: str, work: Path, genesis_date: dt.date, batch_size: int,
+                     fingerprint: str | None = None) -> dict:
     """(d) genesis of ``genesis_date`` in an empty store, then (c) the next day on top of it."""
     storage = work / "snapshots"
     reset_store(ledger_url, storage)
@@ -396,6 +401,10 @@ def measure_pipeline(ledger_url: str, work: Path, genesis_date: dt.date, batch_s
     if incremental["mode"] != "incremental" or incremental["base_date"] != genesis_date.isoformat():
         warnings.append(f"(c) ran in mode {incremental['mode']!r} with base {incremental['base_date']},"
                         f" expected 'incremental' on {genesis_date}")
+    for label, run in (("(d)", genesis), ("(c)", incremental)):
+        if fingerprint and run.get("code_fingerprint") != fingerprint:
+            warnings.append(f"{label} ran on different snapshot_pipeline sources ({run.get('code_fingerprint')})"
+                            f" than the run started with ({fingerprint})")
     for w in warnings:
         log("WARNING: " + w)
     return {"batch_size": batch_size, "genesis": genesis, "incremental": incremental, "warnings": warnings}
@@ -436,13 +445,15 @@ def render(report: dict) -> str:
     lines = [
         "",
         f"snapshot benchmark  {report['started_at']}  host {report['machine']['node']}"
-        f" ({report['machine']['cpus']} cpus), PostgreSQL {report['server_version']}",
+        f" ({report['machine']['cpus']} cpus), PostgreSQL {report['server_version']};"
+        f" load average {report['machine']['load_average'][0]:.1f} at start,"
+        f" {report['machine_at_end']['load_average'][0]:.1f} at end",
         f"ledger: {ledger['balances']:,} balances, {ledger['transaction_rows']:,} transaction rows"
         f" ({ledger['days']} days from {ledger['start_date']}, seed {ledger['seed']});"
         f" seeded in {ledger['seconds']:.0f} s",
-        f"code: {(report['code']['commit'] or 'unknown')[:12]}"
+        f"code: {(report['code']['commit'] or 'unknown')[:12]} (sources {report['code']['fingerprint']})"
         f"{' + uncommitted changes in snapshot_pipeline/' if report['code']['snapshot_pipeline_dirty'] else ''}"
-        f"{'  (CHANGED during the run)' if report['code'] != report['code_at_end'] else ''}",
+        f"{'; the working tree changed during the run, the frozen copy was measured' if report['code'] != report['code_at_end'] else ''}",
         f"partitions: (d) genesis {report['genesis_date']} in an empty store;"
         f" (c) incremental {report['incremental_date']} on top of it",
         "",
@@ -527,7 +538,33 @@ def write_json(report: dict, stem: str) -> Path:
 
 def machine_info() -> dict:
     return {"node": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "load_average": os.getloadavg()}
+
+
+def freeze_sources() -> Path:
+    """Copy snapshot_pipeline/ to a temp dir and import it from there, here and in every worker.
+
+    A run takes many minutes; if the package is edited meanwhile, workers started later would
+    import the new code and one table would mix versions. The frozen copy is what the run measures.
+    """
+    root = Path(tempfile.mkdtemp(prefix="bench_snapshot_src_"))
+    shutil.copytree(HERE.parent / "snapshot_pipeline", root / "snapshot_pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    sys.path.insert(0, str(root))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    return root
+
+
+def code_fingerprint() -> str:
+    """sha256 of the snapshot_pipeline sources this process imports (the frozen copy in a run)."""
+    import snapshot_pipeline
+
+    digest = hashlib.sha256()
+    package = Path(snapshot_pipeline.__file__).resolve().parent
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def code_revision() -> dict:
@@ -540,9 +577,12 @@ def code_revision() -> dict:
         except (OSError, subprocess.CalledProcessError):
             return None
 
+    import snapshot_pipeline
+
     status = git("status", "--porcelain", "--", "snapshot_pipeline")
     return {"commit": git("rev-parse", "HEAD"), "snapshot_pipeline_dirty": bool(status) if status is not None else None,
-            "snapshot_pipeline_status": status}
+            "snapshot_pipeline_status": status, "fingerprint": code_fingerprint(),
+            "imported_from": str(Path(snapshot_pipeline.__file__).resolve().parent)}
 
 
 def server_version(url: str) -> str:
@@ -567,6 +607,7 @@ def bench_main(args) -> int:
     url = create_database(admin_url, name)
     genesis_date = args.start_date + dt.timedelta(days=args.days - 2)
     revision = code_revision()
+    machine_at_start = machine_info()
     try:
         ledger = seed(url, args.balances, args.transactions, args.days, args.seed, args.start_date)
         ledger.update({"days": args.days, "seed": args.seed, "start_date": args.start_date.isoformat()})
@@ -582,7 +623,7 @@ def bench_main(args) -> int:
         per = []
         for batch_size in args.batch_sizes:
             log(f"(d)+(c) take_snapshot, batch size {batch_size:,} ...")
-            entry = measure_pipeline(url, work, genesis_date, batch_size)
+            entry = measure_pipeline(url, work, genesis_date, batch_size, revision["fingerprint"])
             entry["c_over_a"] = ratio(entry["incremental"]["rows_per_second"], copy["rows_per_second"])
             entry["c_over_b"] = ratio(entry["incremental"]["rows_per_second"], blnk and blnk["rows_per_second"])
             entry["d_over_a"] = ratio(entry["genesis"]["rows_per_second"], copy["rows_per_second"])
@@ -593,13 +634,13 @@ def bench_main(args) -> int:
         report = {
             "benchmark": "bench_snapshot", "started_at": started_at, "finished_at": dt.datetime.now().isoformat(),
             "argv": sys.argv[1:], "server": db.redact(admin_url), "server_version": server_version(url),
-            "machine": machine_info(), "ledger": ledger, "genesis_date": genesis_date.isoformat(),
+            "machine": machine_at_start, "machine_at_end": machine_info(), "ledger": ledger, "genesis_date": genesis_date.isoformat(),
             "incremental_date": (genesis_date + dt.timedelta(days=1)).isoformat(),
             "copy": copy, "blnk": blnk, "batches": per, "targets": evaluate_targets(per),
             "code": revision, "code_at_end": code_revision(),
         }
-        if report["code"] != report["code_at_end"]:
-            log("WARNING: the code under test changed during the run (see code / code_at_end in the JSON)")
+        if report["code"]["commit"] != report["code_at_end"]["commit"]:
+            log("note: the working tree changed during the run; the frozen copy of the sources was measured")
         print(render(report), flush=True)
         path = write_json(report, stem)
         print(f"\nresults written to {path}")
@@ -619,6 +660,7 @@ def rss_scaling_main(args) -> int:
     stem = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-rss-scaling"
     admin_url = server_url(args)
     genesis_date = args.start_date + dt.timedelta(days=args.days - 2)
+    revision = code_revision()
     runs = []
     for balances in RSS_SCALING_SIZES:
         name = f"bench_snapshot_rss_{balances}_{os.getpid()}"
@@ -627,7 +669,7 @@ def rss_scaling_main(args) -> int:
         url = create_database(admin_url, name)
         try:
             ledger = seed(url, balances, 5 * balances, args.days, args.seed, args.start_date)
-            entry = measure_pipeline(url, work, genesis_date, RSS_SCALING_BATCH)
+            entry = measure_pipeline(url, work, genesis_date, RSS_SCALING_BATCH, revision["fingerprint"])
             c = entry["incremental"]
             log(f"  (c) {c['rows']:,} rows in {c['seconds']:.1f} s, peak RSS {c['peak_rss_mb']:.0f} MB")
             runs.append({"balances": balances, "transactions": 5 * balances, "ledger": ledger, **entry})
@@ -642,6 +684,7 @@ def rss_scaling_main(args) -> int:
     growth_d = runs[-1]["genesis"]["peak_rss_mb"] - runs[0]["genesis"]["peak_rss_mb"]
     lines = ["", f"RSS scaling of (c) incremental take_snapshot, batch size {RSS_SCALING_BATCH}"
                  f" (transactions = 5 x balances)  {started_at}",
+             f"code: {(revision['commit'] or 'unknown')[:12]} (sources {revision['fingerprint']})",
              f"{'balances':>10} | {'rows':>10} | {'(c) s':>7} | {'(c) rows/s':>10} | {'peak RSS c MB':>13} |"
              f" {'peak RSS d MB':>13}"]
     lines.append("-" * len(lines[-1]))
@@ -649,6 +692,9 @@ def rss_scaling_main(args) -> int:
         c, d = run["incremental"], run["genesis"]
         lines.append(f"{run['balances']:>10,} | {c['rows']:>10,} | {c['seconds']:>7.2f} | {fmt_rate(c['rows_per_second']):>10} |"
                      f" {c['peak_rss_mb']:>13.0f} | {d['peak_rss_mb']:>13.0f}")
+    for run in runs:
+        for w in run["warnings"]:
+            lines.append(f"  WARNING ({run['balances']:,} balances): {w}")
     lines.append("")
     lines.append(f"peak RSS growth of (c) from {RSS_SCALING_SIZES[0]:,} to {RSS_SCALING_SIZES[-1]:,} balances:"
                  f" {growth:+.0f} MB ((d) genesis: {growth_d:+.0f} MB)")
@@ -658,7 +704,8 @@ def rss_scaling_main(args) -> int:
     print("\n".join(lines), flush=True)
     report = {"benchmark": "bench_snapshot --rss-scaling", "started_at": started_at,
               "finished_at": dt.datetime.now().isoformat(), "argv": sys.argv[1:], "server": db.redact(admin_url),
-              "machine": machine_info(), "code": code_revision(), "batch_size": RSS_SCALING_BATCH, "runs": runs,
+              "machine": machine_info(), "code": revision, "code_at_end": code_revision(),
+              "batch_size": RSS_SCALING_BATCH, "runs": runs,
               "growth_mb": growth, "genesis_growth_mb": growth_d,
               "target": {"line": target_line, "status": verdict(growth < RSS_GROWTH_TARGET_MB)}}
     path = write_json(report, stem)
@@ -720,9 +767,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.worker:
         return worker_main(args.worker)
-    if args.rss_scaling:
-        return rss_scaling_main(args)
-    return bench_main(args)
+    frozen = freeze_sources()
+    try:
+        if args.rss_scaling:
+            return rss_scaling_main(args)
+        return bench_main(args)
+    finally:
+        shutil.rmtree(frozen, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.ledger import asof
@@ -313,8 +312,7 @@ def diff_files(
 
 
 def _iter_file(fs: pafs.FileSystem, path: str, columns: list[str]):
-    with fs.open_input_file(path) as f:
-        yield from pq.ParquetFile(f).iter_batches(batch_size=65_536, columns=columns)
+    return store.iter_file(fs, path, columns)
 
 
 # --------------------------------------------------------------------------------------------- materialize

@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from snapshot_pipeline import calendar
 from snapshot_pipeline.settings import Settings
@@ -100,9 +99,8 @@ class SnapshotPartition:
 
     def batches(self, columns: list[str], batch_rows: int = READ_BATCH_ROWS):
         """The partition's rows in file (``balance_id``) order, one Arrow table per batch."""
-        with self.fs.open_input_file(self.path) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns):
-                yield pa.Table.from_batches([batch])
+        for batch in store.iter_file(self.fs, self.path, columns, batch_rows):
+            yield pa.Table.from_batches([batch])
 
     def sequential(self, columns: list[str]) -> store.SequentialReader:
         return store.SequentialReader.from_file(self.fs, self.path, columns)

@@ -120,18 +120,23 @@ class PartitionWriter:
         if self._pending_rows >= ROW_GROUP_ROWS:
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, final: bool = False) -> None:
+        """Write whole row groups of ``ROW_GROUP_ROWS`` rows; the remainder waits unless ``final``."""
         if self._writer is None:
             self._open()
-        if self._pending:
-            table = pa.Table.from_batches(self._pending, schema=self.schema)
-            self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-        self._pending = []
-        self._pending_rows = 0
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        keep = 0 if final else table.num_rows % ROW_GROUP_ROWS
+        if table.num_rows - keep:
+            self._writer.write_table(table.slice(0, table.num_rows - keep), row_group_size=ROW_GROUP_ROWS)
+        rest = table.slice(table.num_rows - keep)
+        self._pending = rest.to_batches() if keep else []
+        self._pending_rows = keep
 
     def close(self, extra_metadata: dict[str, str]) -> tuple[int, str]:
         """Finish the staging file; returns (bytes, sha256). Row count and other final facts go in metadata."""
-        self._flush()
+        self._flush(final=True)
         assert self._writer is not None
         self._writer.add_key_value_metadata(
             {f"snapshot_pipeline.{k}": v for k, v in {**extra_metadata, "row_count": str(self.rows)}.items()}
@@ -235,11 +240,17 @@ def read_partition(storage_uri: str, date: dt.date, columns: list[str] | None = 
     return pq.read_table(partition_file(storage_uri, date), filesystem=fs, columns=columns)
 
 
+def iter_file(fs: pafs.FileSystem, path: str, columns: list[str], batch_rows: int = 65_536
+              ) -> Iterator[pa.RecordBatch]:
+    """Stream a Parquet file's record batches; memory stays flat (no read-ahead of whole row groups)."""
+    with fs.open_input_file(path) as f:
+        yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns)
+
+
 def iter_partition(storage_uri: str, date: dt.date, columns: list[str], batch_rows: int = 65_536
                    ) -> Iterator[pa.RecordBatch]:
     fs, _ = resolve(storage_uri)
-    with fs.open_input_file(partition_file(storage_uri, date)) as f:
-        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+    yield from iter_file(fs, partition_file(storage_uri, date), columns, batch_rows)
 
 
 class SequentialReader:
@@ -253,11 +264,7 @@ class SequentialReader:
 
     @classmethod
     def from_file(cls, fs: pafs.FileSystem, path: str, columns: list[str]) -> "SequentialReader":
-        def batches():
-            with fs.open_input_file(path) as f:
-                yield from pq.ParquetFile(f).iter_batches(batch_size=65_536, columns=columns)
-
-        return cls(batches(), columns)
+        return cls(iter_file(fs, path, columns), columns)
 
     def take(self, k: int) -> pa.Table:
         if k == 0:
