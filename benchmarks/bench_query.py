@@ -9,7 +9,11 @@ One command seeds a throwaway ledger (or reuses one with ``--reuse``), creates t
 (d) baseline: a Blnk-style query (latest snapshot row of the balance, then every leg recorded after it
     fetched to the client and summed there), same pairs;
 (e) the heavy balances (>= ``--heavy-legs`` legs): (a), (c) and (d) for ``--heavy-queries`` random T;
-(f) ``balances_at`` for every balance at one instant (``--balances-at-repeats`` runs).
+(f) ``balances_at`` for every balance at two instants of the last day (mid-day, and one hour after
+    its start), ``--balances-at-repeats`` runs each.
+
+Methods (a), (c) and (d) are timed on warm pages (after one untimed pass of each over the same pairs);
+the first, cold pass of (a) is reported too.
 
 Every answer of (a) is compared with (c): the run fails if one differs. Results are printed and
 written as JSON to ``benchmarks/results/query-<timestamp>.json``. A missed target does not fail it.
@@ -285,17 +289,22 @@ def main() -> int:
         engine.balance_at(balance_id, at)
         engine.balance_at(balance_id, at, from_source=True)
 
-    log(f"(a) in-process balance_at, {len(pairs)} queries")
+    blnk_conn = psycopg.connect(url, autocommit=True)
+    log(f"(a) in-process balance_at, {len(pairs)} queries, first touch (cold pages)")
+    cold_s, _ = timed(lambda b, t: engine.balance_at(b, t), pairs)
+    log("warm-up pass of (c) and (d) on the same pairs, so every method is measured on warm pages")
+    timed(lambda b, t: engine.balance_at(b, t, from_source=True), pairs)
+    timed(lambda b, t: blnk_style(blnk_conn, b, t), pairs)
+    log("(a) in-process balance_at, warm")
     ours_s, ours = timed(lambda b, t: engine.balance_at(b, t), pairs)
     log("(c) from-genesis replay")
     genesis_s, genesis = timed(lambda b, t: engine.balance_at(b, t, from_source=True), pairs)
     wrong = [(a.balance_id, a.at.isoformat()) for a, g in zip(ours, genesis) if a.amounts() != g.amounts()]
     log("(d) Blnk-style")
-    with psycopg.connect(url, autocommit=True) as conn:
-        blnk_s, _ = timed(lambda b, t: blnk_style(conn, b, t), pairs)
-        blnk_s, _ = timed(lambda b, t: blnk_style(conn, b, t), pairs)  # second pass: warm, fair
+    blnk_s, _ = timed(lambda b, t: blnk_style(blnk_conn, b, t), pairs)
     report["balance_at"] = {
         "ours_in_process": percentiles(ours_s),
+        "ours_in_process_first_touch": percentiles(cold_s),
         "from_genesis": percentiles(genesis_s),
         "blnk_style": percentiles(blnk_s),
         "mismatches_vs_genesis": wrong[:20],
@@ -311,8 +320,7 @@ def main() -> int:
         log(f"(e) heavy balances ({len(heavy)} with >= {args.heavy_legs:,} legs), {len(heavy_pairs)} queries")
         h_ours_s, h_ours = timed(lambda b, t: engine.balance_at(b, t), heavy_pairs)
         h_gen_s, h_gen = timed(lambda b, t: engine.balance_at(b, t, from_source=True), heavy_pairs)
-        with psycopg.connect(url, autocommit=True) as conn:
-            h_blnk_s, _ = timed(lambda b, t: blnk_style(conn, b, t), heavy_pairs)
+        h_blnk_s, _ = timed(lambda b, t: blnk_style(blnk_conn, b, t), heavy_pairs)
         ratios = sorted(g / o for g, o in zip(h_gen_s, h_ours_s))
         recent = dt.datetime.combine(last - dt.timedelta(days=6), dt.time())
         recent_ratios = sorted(g / o for g, o, (_, at) in zip(h_gen_s, h_ours_s, heavy_pairs) if at >= recent)
@@ -331,16 +339,21 @@ def main() -> int:
         })
         wrong += report["heavy"]["mismatches_vs_genesis"]
 
+    blnk_conn.close()
     log("(f) balances_at for every balance")
-    at_all = dt.datetime.combine(last, dt.time(15, 30, 0, 250000))
-    runs = []
-    for _ in range(args.balances_at_repeats):
-        started = time.perf_counter()
-        table = engine.balances_at(at_all)
-        runs.append(time.perf_counter() - started)
-    report["balances_at"] = {"at": at_all.isoformat() + "Z", "rows": table.num_rows, "seconds": runs,
-                             "best_seconds": min(runs),
-                             "replayed_transactions": int(table.schema.metadata[b"snapshot_pipeline.replayed_transactions"])}
+    report["balances_at"] = {}
+    for label, at_all in (("mid_day", dt.datetime.combine(last, dt.time(15, 30, 0, 250000))),
+                          ("one_hour_after_cutoff", dt.datetime.combine(last, dt.time(1, 0)))):
+        runs = []
+        for _ in range(args.balances_at_repeats):
+            started = time.perf_counter()
+            table = engine.balances_at(at_all)
+            runs.append(time.perf_counter() - started)
+        counted = engine.balances_at(at_all, count_replayed=True).schema.metadata
+        report["balances_at"][label] = {
+            "at": at_all.isoformat() + "Z", "rows": table.num_rows, "seconds": runs, "best_seconds": min(runs),
+            "replayed_balances": int(counted[b"snapshot_pipeline.replayed_balances"]),
+            "replayed_transactions": int(counted[b"snapshot_pipeline.replayed_transactions"])}
     engine.close()
 
     log(f"(b) HTTP, {len(pairs)} queries, then {args.http_clients} concurrent clients")
@@ -354,12 +367,13 @@ def main() -> int:
         "http_p50_ms": http["latency"]["p50_ms"], "http_p99_ms": http["latency"]["p99_ms"],
         "genesis_p50_ms": b["from_genesis"]["p50_ms"], "blnk_style_p50_ms": b["blnk_style"]["p50_ms"],
         "heavy_speedup_vs_genesis": report["heavy"].get("speedup_vs_genesis_p50_over_p50"),
-        "balances_at_seconds": report["balances_at"]["best_seconds"],
+        "balances_at_seconds_mid_day": report["balances_at"]["mid_day"]["best_seconds"],
+        "balances_at_seconds_one_hour_after_cutoff": report["balances_at"]["one_hour_after_cutoff"]["best_seconds"],
         "targets_met": {
             "p50_le_2ms": b["ours_in_process"]["p50_ms"] <= TARGET_P50_MS,
             "p99_le_10ms": b["ours_in_process"]["p99_ms"] <= TARGET_P99_MS,
             "heavy_ge_100x": (report["heavy"].get("speedup_vs_genesis_p50_over_p50") or 0) >= TARGET_HEAVY_RATIO,
-            "balances_at_lt_3s": report["balances_at"]["best_seconds"] < TARGET_BALANCES_AT_S,
+            "balances_at_lt_3s_mid_day": report["balances_at"]["mid_day"]["best_seconds"] < TARGET_BALANCES_AT_S,
         },
         "exact": not wrong and http_wrong == 0,
     }
