@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import time
 import uuid
 
 import pyarrow as pa
@@ -161,6 +162,13 @@ class ReportResult:
     duration_ms: int
     metrics: dict
     csv_path: str | None = None
+
+    @classmethod
+    def published(cls, report: str, partition: str, writer: "ReportWriter", path: str, size: int,
+                  started: float, metrics: dict, csv_path: str | None = None) -> "ReportResult":
+        """The result of a partition ``writer`` has just published at ``path``."""
+        return cls(report=report, partition=partition, rows=writer.rows, path=path, bytes_written=size,
+                   duration_ms=int((time.monotonic() - started) * 1000), metrics=metrics, csv_path=csv_path)
 
 
 class ReportWriter:

@@ -77,13 +77,8 @@ def month_end_balances(settings: Settings, month: dt.date) -> ReportResult:
         csv.abort()
         writer.abort()
         raise
-    return ReportResult(
-        report=REPORT,
-        partition=month.isoformat(),
-        rows=writer.rows,
-        path=path,
-        bytes_written=size,
-        duration_ms=int((time.monotonic() - started) * 1000),
+    return ReportResult.published(
+        REPORT, month.isoformat(), writer, path, size, started,
         metrics={"snapshot_date": day.isoformat(), "cutoff": snapshot.cutoff.isoformat() + "Z",
                  "balance_by_currency": dict(sorted(currency_totals.items(), key=lambda kv: str(kv[0])))},
         csv_path=csv_written,

@@ -264,13 +264,8 @@ def balance_movements(settings: Settings, date: dt.date) -> ReportResult:
     except BaseException:
         writer.abort()
         raise
-    return ReportResult(
-        report=REPORT,
-        partition=date.isoformat(),
-        rows=writer.rows,
-        path=path,
-        bytes_written=size,
-        duration_ms=int((time.monotonic() - started) * 1000),
+    return ReportResult.published(
+        REPORT, date.isoformat(), writer, path, size, started,
         metrics={"opening_source": source, "balances_moved": moved, "legs": total_legs,
                  "new_balances": new_balances},
     )

@@ -183,13 +183,8 @@ def reconciliation_report(settings: Settings, date: dt.date, page_rows: int = PA
         raise
     finally:
         ledger.close()
-    return ReportResult(
-        report=REPORT,
-        partition=date.isoformat(),
-        rows=writer.rows,
-        path=path,
-        bytes_written=size,
-        duration_ms=int((time.monotonic() - started) * 1000),
+    return ReportResult.published(
+        REPORT, date.isoformat(), writer, path, size, started,
         metrics={"balances_checked": checked, "drifting_balances": writer.rows,
                  "balances_with_later_legs": later_balances,
                  "live_read_transaction_id": watermark.max_transaction_id, "sample": sample},

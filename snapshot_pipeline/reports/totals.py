@@ -87,12 +87,7 @@ def ledger_currency_totals(settings: Settings, date: dt.date) -> ReportResult:
     rows = [
         {**row, **{name: int(row[name]) for name in SUMS.values()}} for row in totals.to_pylist()
     ]
-    return ReportResult(
-        report=REPORT,
-        partition=date.isoformat(),
-        rows=writer.rows,
-        path=path,
-        bytes_written=size,
-        duration_ms=int((time.monotonic() - started) * 1000),
+    return ReportResult.published(
+        REPORT, date.isoformat(), writer, path, size, started,
         metrics={"totals": rows, "balances": sum(r["balances"] for r in rows)},
     )
