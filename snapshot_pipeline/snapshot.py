@@ -231,10 +231,8 @@ def build_page(
     else:
         created = page["balance_created_at"].combine_chunks()
         held = pc.fill_null(pc.less(created, pa.scalar(base_cutoff, created.type)), False)
-        count = pc.sum(held).as_py() or 0
-        base = base_reader.take(count)
-        if count and not pc.all(pc.equal(ids.filter(held), base["balance_id"])).as_py():
-            raise store.BaseMisaligned("balances read now do not line up with the base partition")
+        base = base_reader.take_matching(ids, held)
+        count = len(base)
         values = {}
         changed = pc.invert(held)
         for name, field in _DELTA_TO_FIELD.items():
@@ -293,16 +291,13 @@ def diff_files(
     for batch in _iter_file(fs, current_path, columns):
         table = pa.Table.from_batches([batch])
         held = pc.fill_null(pc.less(table["balance_created_at"], cutoff_scalar), False).combine_chunks()
-        count = pc.sum(held).as_py() or 0
         held_rows = table.filter(held)
         try:
-            base = previous.take(count)
-            aligned = not count or pc.all(pc.equal(held_rows["balance_id"], base["balance_id"])).as_py()
-        except store.BaseMisaligned:
-            aligned = False
-        if not aligned:  # the files do not line up: every row becomes an anchor
+            base = previous.take_matching(table["balance_id"].combine_chunks(), held)
+        except store.BaseMisaligned:  # the files do not line up: every row becomes an anchor
             spool.reset()
             return diff_files(fs, None, None, current_path, spool)
+        count = len(base)
         if count:
             differs = pa.repeat(pa.scalar(False), count)
             for name in store.AMOUNT_COLUMNS:

@@ -183,13 +183,11 @@ def movements_page(page: pa.Table, legs: pa.Table, opening_cutoff: dt.datetime,
     held = created_before(page, opening_cutoff)  # balances the opening holds
     found = _lookup(legs, ids)
     if opening is not None:
-        count = pc.sum(held).as_py() or 0
         try:
-            base = opening.take(count)
+            base = opening.take_matching(ids, held)
         except store.BaseMisaligned as exc:
-            raise _stale(names, "the opening snapshot holds fewer balances than expected") from exc
-        if count and not pc.all(pc.equal(ids.filter(held), base["balance_id"])).as_py():
-            raise _stale(names, "the two snapshots do not hold the same balances")
+            raise _stale(names, "the two snapshots do not hold the same balances") from exc
+        count = len(base)
         open_credit = pc.replace_with_mask(zeros(n), held, wide(base["credit_balance"])) if count else zeros(n)
         open_debit = pc.replace_with_mask(zeros(n), held, wide(base["debit_balance"])) if count else zeros(n)
     else:  # the opening summed from the journal: the old legs of every balance the opening holds

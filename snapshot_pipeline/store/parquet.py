@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -283,6 +284,14 @@ class SequentialReader:
         self._buffer = rest.to_batches()
         self._buffered = rest.num_rows
         return head
+
+    def take_matching(self, ids: pa.Array, held: pa.Array) -> pa.Table:
+        """The next rows, one for each ``held`` position of ``ids``, checked to carry the same balance ids."""
+        count = pc.sum(held).as_py() or 0
+        base = self.take(count)
+        if count and not pc.all(pc.equal(ids.filter(held), base["balance_id"])).as_py():
+            raise BaseMisaligned("the balance ids of the two sides do not line up")
+        return base
 
     def exhausted(self) -> bool:
         if self._buffered:
