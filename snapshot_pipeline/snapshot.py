@@ -450,10 +450,7 @@ def _stream_once(settings, ledger, snapshot_date, cutoff, batch_size, base, work
             writer.abort()
         if spool is not None:
             spool.reset()
-        try:
-            cur.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001 - the connection may be gone already
-            pass
+        asof.rollback_quietly(cur)
         raise
     finally:
         cur.close()

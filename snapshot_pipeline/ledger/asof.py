@@ -88,6 +88,14 @@ def begin_consistent_read(cur) -> Watermark:
     return Watermark(int(max_id), int(count), int(max_balance), snapshot, read_at)
 
 
+def rollback_quietly(cur) -> None:
+    """End the open read after a failure; the connection may already be gone, which is fine."""
+    try:
+        cur.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001 - best effort on an already failing path
+        pass
+
+
 def base_is_intact(cur, base: Base) -> bool:
     """True when the base's journal prefix is unchanged (no row with ``id <= W`` appeared or vanished since)."""
     cur.execute(

@@ -168,10 +168,7 @@ def reconciliation_report(settings: Settings, date: dt.date, page_rows: int = PA
                 raise _stale(snapshot, "it holds balances that are no longer live")
             cur.execute("COMMIT")
         except BaseException:
-            try:
-                cur.execute("ROLLBACK")
-            except Exception:  # noqa: BLE001 - the connection may be gone already
-                pass
+            asof.rollback_quietly(cur)
             raise
         finally:
             cur.close()
