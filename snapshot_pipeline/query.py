@@ -51,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from snapshot_pipeline import db
+from snapshot_pipeline import amounts, db
 from snapshot_pipeline.ledger import asof
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
@@ -532,8 +532,6 @@ def _check_balance_id(balance_id: str) -> str:
 # -------------------------------------------------------------------------------------------- balances_at
 
 OUTPUT_SCHEMA = pa.schema([f for f in store.SNAPSHOT_SCHEMA if f.name != "cutoff_at"])
-_WIDE = pa.decimal256(60, 0)
-_MAX_AMOUNT = 10**38 - 1
 _DELTA_COLUMNS = {
     "credit": "credit_balance",
     "debit": "debit_balance",
@@ -674,8 +672,8 @@ def _apply_delta(table: pa.Table, delta: pa.Table) -> pa.Table:
     rows = pc.filter(positions, touched)
     values = {}
     for name, field in _DELTA_COLUMNS.items():
-        add = pc.take(pc.cast(delta[name].combine_chunks(), _WIDE), rows)
-        old = pc.cast(pc.filter(table[field], touched), _WIDE)
+        add = pc.take(_widen(delta[name], delta["balance_id"], name), rows)
+        old = amounts.widen(pc.filter(table[field], touched))
         values[field] = pc.add(old, add)
     values["balance"] = pc.subtract(values["credit_balance"], values["debit_balance"])
     values["inflight_balance"] = pc.subtract(values["inflight_credit_balance"], values["inflight_debit_balance"])
@@ -689,15 +687,18 @@ def _apply_delta(table: pa.Table, delta: pa.Table) -> pa.Table:
     return table
 
 
+def _widen(values, ids, name: str) -> pa.Array:
+    try:
+        return amounts.widen(values, ids, name)
+    except amounts.AmountOverflow as exc:
+        raise QueryError(str(exc)) from exc
+
+
 def _narrow(values, ids, name: str) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    too_big = pc.greater(pc.abs(values), pa.scalar(_MAX_AMOUNT, _WIDE))
-    if pc.any(too_big).as_py():
-        position = pc.index(too_big, True).as_py()
-        raise QueryError(f"balance {ids[position].as_py()!r}: {name} = {values[position].as_py()}"
-                         " does not fit decimal128(38, 0)")
-    return pc.cast(values, store.AMOUNT)
+    try:
+        return amounts.narrow(values, ids, name)
+    except amounts.AmountOverflow as exc:
+        raise QueryError(str(exc)) from exc
 
 
 # ------------------------------------------------------------------------------------ one-shot functions

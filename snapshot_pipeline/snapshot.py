@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.fs as pafs
 
-from snapshot_pipeline import calendar, db
+from snapshot_pipeline import amounts, calendar, db
 from snapshot_pipeline.ledger import asof
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
@@ -40,8 +40,7 @@ from snapshot_pipeline.store import parquet as store
 
 logger = logging.getLogger(__name__)
 
-WIDE = pa.decimal256(60, 0)
-MAX_AMOUNT = 10**38 - 1
+WIDE = amounts.WIDE
 BASE_COLUMNS = ["balance_id", "credit_balance", "debit_balance", "inflight_credit_balance", "inflight_debit_balance"]
 _DELTA_TO_FIELD = {
     "credit": "credit_balance",
@@ -58,8 +57,7 @@ class SnapshotError(RuntimeError):
     """A snapshot cannot be taken; nothing was published."""
 
 
-class AmountOverflow(SnapshotError):
-    """An amount does not fit ``decimal128(38, 0)``."""
+AmountOverflow = amounts.AmountOverflow
 
 
 @dataclasses.dataclass
@@ -105,21 +103,11 @@ def validate_batch_size(batch_size: int) -> int:
 
 
 def _wide(column) -> pa.Array:
-    """Text or decimal128 amounts -> decimal256 (room to add without overflow)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return pc.cast(column, WIDE)
+    return amounts.widen(column)
 
 
 def _narrow(values: pa.Array, ids: pa.Array, name: str) -> pa.Array:
-    """decimal256 -> decimal128(38, 0), failing with the first balance whose value does not fit."""
-    too_big = pc.greater(pc.abs(values), pa.scalar(MAX_AMOUNT, WIDE))
-    if pc.any(too_big).as_py():
-        position = pc.index(too_big, True).as_py()
-        raise AmountOverflow(
-            f"balance {ids[position].as_py()!r}: {name} = {values[position].as_py()} does not fit decimal128(38, 0)"
-        )
-    return pc.cast(values, store.AMOUNT)
+    return amounts.narrow(values, ids, name)
 
 
 class IndexSpool:

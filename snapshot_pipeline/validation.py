@@ -28,13 +28,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from snapshot_pipeline import db, snapshot
+from snapshot_pipeline import amounts, db, snapshot
 from snapshot_pipeline.ledger import asof
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store import parquet as store
 
-WIDE = snapshot.WIDE
+WIDE = amounts.WIDE
 SAMPLE_IDS = 10
 DEFAULT_SAMPLE_SIZE = 20
 

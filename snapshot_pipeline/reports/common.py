@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 
 from snapshot_pipeline import calendar
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.snapshot import WIDE
+from snapshot_pipeline import amounts
 from snapshot_pipeline.store import parquet as store
 
 REPORTS_DIR = "reports"
@@ -120,24 +120,22 @@ def created_before(table: pa.Table, cutoff: dt.datetime) -> pa.Array:
 
 def wide(column) -> pa.Array:
     """Exact amounts (text or decimal) as decimal256, room to add without overflow."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return pc.cast(column, WIDE)
+    try:
+        return amounts.widen(column)
+    except amounts.AmountOverflow as exc:
+        raise ReportError(str(exc)) from exc
 
 
 def zeros(n: int) -> pa.Array:
-    return pa.repeat(pa.scalar(0, WIDE), n)
+    return amounts.zeros(n)
 
 
 def narrow(values: pa.Array, labels: pa.Array, name: str) -> pa.Array:
     """decimal256 -> decimal128(38, 0), failing with the first row (by label) whose value does not fit."""
-    too_big = pc.greater(pc.abs(values), pa.scalar(10**38 - 1, WIDE))
-    if pc.any(too_big).as_py():
-        position = pc.index(too_big, True).as_py()
-        raise ReportError(
-            f"{labels[position].as_py()!r}: {name} = {values[position].as_py()} does not fit decimal128(38, 0)"
-        )
-    return pc.cast(values, store.AMOUNT)
+    try:
+        return amounts.narrow(values, labels, name)
+    except amounts.AmountOverflow as exc:
+        raise ReportError(str(exc)) from exc
 
 
 def first_difference(mask: pa.Array, labels: pa.Array) -> str | None:
