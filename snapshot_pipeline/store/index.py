@@ -100,6 +100,7 @@ class ManifestEntry:
     duration_ms: int
     dagster_run_id: str | None
     materialized_at: dt.datetime | None = None
+    roll_version: int | None = None
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ManifestEntry)]
@@ -217,3 +218,43 @@ def latest_balance_row(conn: psycopg.Connection, balance_id: str, date: dt.date)
         " WHERE balance_id = %s AND snapshot_date <= %s ORDER BY snapshot_date DESC LIMIT 1",
         (balance_id, date),
     ).fetchone()
+
+
+ROLL_STATE_COLUMNS = ("kind", "id", "at", "seen_xmax")
+
+
+def replace_roll_state(conn: psycopg.Connection, date: dt.date, state) -> int:
+    """Within the caller's transaction: the roll-forward state of ``date`` (an Arrow table) replaces the old."""
+    conn.execute("DELETE FROM snapshot_index.roll_state WHERE snapshot_date = %s", (date,))
+    if state.num_rows == 0:
+        return 0
+    import io  # noqa: PLC0415
+
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.csv as pcsv  # noqa: PLC0415
+
+    table = pa.table({"snapshot_date": pa.repeat(pa.scalar(date, pa.date32()), state.num_rows),
+                      **{name: state[name] for name in ROLL_STATE_COLUMNS}})
+    buffer = io.BytesIO()
+    pcsv.write_csv(table, buffer, pcsv.WriteOptions(include_header=False))
+    copy_sql = "COPY snapshot_index.roll_state (snapshot_date, kind, id, at, seen_xmax) FROM STDIN WITH (FORMAT csv)"
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        copy.write(buffer.getvalue())
+    return state.num_rows
+
+
+def roll_state(conn: psycopg.Connection, date: dt.date):
+    """The roll-forward state recorded with partition ``date``, as an Arrow table (kind, id, at, seen_xmax)."""
+    import pyarrow as pa  # noqa: PLC0415 - only this function builds Arrow
+
+    rows = conn.execute(
+        "SELECT kind, id, at, seen_xmax FROM snapshot_index.roll_state WHERE snapshot_date = %s ORDER BY kind, id",
+        (date,),
+    ).fetchall()
+    kinds, ids, ats, xmaxes = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
+    return pa.table({
+        "kind": pa.array(kinds, pa.string()),
+        "id": pa.array(ids, pa.int64()),
+        "at": pa.array(ats, pa.timestamp("us")),
+        "seen_xmax": pa.array(xmaxes, pa.int64()),
+    })

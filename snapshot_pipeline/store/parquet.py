@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances touched before creation
 DATASET = "balance_snapshots"
 PART_FILE = "part-00000.parquet"
 ROW_GROUP_ROWS = 131_072
@@ -120,6 +120,10 @@ class PartitionWriter:
         self.rows += batch.num_rows
         if self._pending_rows >= ROW_GROUP_ROWS:
             self._flush()
+
+    def write_table(self, table: pa.Table) -> None:
+        for batch in table.to_batches():
+            self.write(batch)
 
     def _flush(self, final: bool = False) -> None:
         """Write whole row groups of ``ROW_GROUP_ROWS`` rows; the remainder waits unless ``final``."""
