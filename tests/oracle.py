@@ -68,3 +68,9 @@ def snapshot_values(table) -> dict[str, dict[str, int]]:
     """Parquet table -> the same shape as :func:`expected_snapshot` (Python ints, exact)."""
     rows = table.select(["balance_id", *AMOUNTS]).to_pylist()
     return {r["balance_id"]: {k: int(r[k]) for k in AMOUNTS} for r in rows}
+
+
+def existing_balances(url: str, at: dt.datetime) -> set[str]:
+    """The balances whose row existed at ``at`` (created_at <= at, naive UTC): what ``existed`` says."""
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT balance_id FROM blnk.balances WHERE created_at <= %s", (at,))}

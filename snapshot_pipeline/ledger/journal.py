@@ -5,23 +5,24 @@ Snapshot(D) is the previous published partition P rolled forward by the legs in
 index serves that); every statement touches ``blnk.transactions`` and
 ``blnk.balances`` by key only:
 
-* journal rows above P's watermark ``W_P`` (a primary-key range scan);
-* P's *pending* rows: rows P's view saw but dated at or after its cutoff, by
-  primary key (P recorded their ids);
-* P's *id gaps*: ids at or below ``W_P`` that P's view could not see (a
-  transaction still in flight at the read commits later, out of id order), by
-  primary key; the ones that became visible are rolled in;
+* journal rows above P's *re-read point* ``L_P`` (a primary-key range scan):
+  ``L_P`` is just below the first row recorded at or after P's cutoff, so the
+  range holds the rows recorded since (a day's activity, plus what was recorded
+  between P's cutoff and P's read); rows P already counted are skipped;
+* P's *pending* rows below ``L_P``: rows recorded before P's cutoff but dated
+  at or after it (future-dated), by primary key (P listed their ids);
+* P's *id gaps*: ids at or below P's watermark that P's view could not see (a
+  transaction in flight at the read commits later, out of id order), by primary
+  key; the ones that became visible are rolled in;
 * P's *orphan children*: commits and voids in ``S_P`` whose INFLIGHT parent was
   not in ``S_P`` yet; they release their hold once the parent counts;
 * the parent of every new child, by ``transaction_id`` (a unique key);
-* balances above P's balance watermark, P's pending balances (created at or
-  after its cutoff) and balance id gaps, by primary key; attributes of the
-  balances that changed, by ``balance_id`` (a unique key).
+* balances above P's balance re-read point and P's gap balances, by primary
+  key; attributes of the balances that changed, by ``balance_id`` (a unique key).
 
-Genesis is the same step from an empty base (watermarks 0): the only full read.
-
-What the step leaves for the next one (:class:`RollState`) is small: the pending
-rows, orphans, pending balances and unresolved gaps of this partition.
+Genesis is the same step from an empty base (everything at zero): the only full read.
+What a step leaves for the next (:class:`Step`): the re-read points, and a small
+state of listed ids (future-dated rows, orphans, unresolved gaps).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from snapshot_pipeline.ledger.asof import WORK_MEM, ts
 # State kinds, as stored in snapshot_index.roll_state.
 PENDING_TRANSACTION = "T"
 ORPHAN_CHILD = "O"
-PENDING_BALANCE = "B"
 TRANSACTION_GAP = "G"
 BALANCE_GAP = "H"
 
@@ -61,11 +61,13 @@ class Origin:
     max_transaction_id: int
     transaction_count: int
     max_balance_id: int
+    reread_transaction_id: int
+    reread_balance_id: int
     state: pa.Table
 
     @classmethod
     def genesis(cls) -> "Origin":
-        return cls(None, 0, 0, 0, empty_state())
+        return cls(None, 0, 0, 0, 0, 0, empty_state())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +79,8 @@ class View:
     max_balance_id: int
     pg_snapshot: str
     read_at: dt.datetime
+    reread_transaction_id: int = 0  # the next step reads blnk.transactions from above this id
+    reread_balance_id: int = 0  # and blnk.balances from above this one
 
     @property
     def xmin(self) -> int:
@@ -93,6 +97,8 @@ class View:
             "max_balance_id": self.max_balance_id,
             "pg_snapshot": self.pg_snapshot,
             "read_at": self.read_at.isoformat(),
+            "reread_transaction_id": self.reread_transaction_id,
+            "reread_balance_id": self.reread_balance_id,
         }
 
 
@@ -111,7 +117,7 @@ class Step:
         counts = {row["values"]: row["counts"] for row in pc.value_counts(self.state["kind"]).to_pylist()}
         return {name: counts.get(kind, 0) for name, kind in (
             ("pending_transactions", PENDING_TRANSACTION), ("orphan_children", ORPHAN_CHILD),
-            ("pending_balances", PENDING_BALANCE), ("transaction_gaps", TRANSACTION_GAP),
+            ("transaction_gaps", TRANSACTION_GAP),
             ("balance_gaps", BALANCE_GAP))}
 
 
@@ -120,16 +126,21 @@ _TX_COLUMNS = """t.id, t.transaction_id, t.source, t.destination, t.status, t.pa
                  COALESCE(t.precise_amount, 0) AS amount, t.currency,
                  COALESCE(t.effective_date, t.created_at) AS eff"""
 
-# $1 = W_P. Rows above the watermark (primary-key range) and the base's pending and gap rows (by key).
+# $1 = L_P, $2 = W_P, $3 = C_P, $4 = C_D. The legs of S_D \ S_P: rows above the base's re-read point L_P
+# (a primary-key range) and its listed pending and gap rows (by key), less what the base already counted.
 _ROLL_TX_SQL = f"""
     CREATE TEMP TABLE roll_tx ON COMMIT DROP AS
-    SELECT {_TX_COLUMNS} FROM blnk.transactions t
-     WHERE t.id > $1 AND t.status IN {_RELEVANT}
-    UNION ALL
-    SELECT t.* FROM roll_base r CROSS JOIN LATERAL (
-        SELECT {_TX_COLUMNS} FROM blnk.transactions t WHERE t.id = r.id AND t.status IN {_RELEVANT} OFFSET 0
-    ) AS t
-     WHERE r.kind IN ('{PENDING_TRANSACTION}', '{TRANSACTION_GAP}') AND r.id <= $1"""
+    SELECT c.* FROM (
+        (SELECT {_TX_COLUMNS} FROM blnk.transactions t WHERE t.id > $1 AND t.status IN {_RELEVANT} OFFSET 0)
+        UNION ALL
+        SELECT t.* FROM roll_base r CROSS JOIN LATERAL (
+            SELECT {_TX_COLUMNS} FROM blnk.transactions t WHERE t.id = r.id AND t.status IN {_RELEVANT} OFFSET 0
+        ) AS t
+         WHERE r.kind IN ('{PENDING_TRANSACTION}', '{TRANSACTION_GAP}') AND r.id <= $1
+    ) AS c
+     WHERE c.eff < $4::timestamp
+       AND NOT (c.id <= $2 AND c.eff < $3::timestamp  -- in S_P already, unless the base's view missed it
+                AND NOT EXISTS (SELECT 1 FROM roll_base g WHERE g.kind = '{TRANSACTION_GAP}' AND g.id = c.id))"""
 
 # $1 = C_D. Children that count now (new commits/voids and the base's orphans) with their parent hold,
 # found by transaction_id (a unique key; LATERAL ... OFFSET 0 keeps it one index probe per child).
@@ -140,7 +151,7 @@ _ROLL_CHILDREN_SQL = f"""
            (p.status IS NULL OR (p.status = 'INFLIGHT' AND p.eff >= $1::timestamp)) AS waits
       FROM (
         SELECT id, amount, parent_transaction FROM roll_tx
-         WHERE eff < $1::timestamp AND status IN ('APPLIED', 'VOID') AND parent_transaction IS NOT NULL
+         WHERE status IN ('APPLIED', 'VOID') AND parent_transaction IS NOT NULL
         UNION ALL
         SELECT o.id, COALESCE(o.precise_amount, 0), o.parent_transaction
           FROM roll_base r CROSS JOIN LATERAL (
@@ -153,31 +164,33 @@ _ROLL_CHILDREN_SQL = f"""
           FROM blnk.transactions x WHERE x.transaction_id = c.parent_transaction OFFSET 0
       ) AS p ON true"""
 
-# $1 = B_P. Balances above the balance watermark and the base's pending and gap balances (by key).
+# $1 = LB_P, $2 = B_P, $3 = C_P, $4 = C_D. Balances entering the snapshot: above the base's re-read
+# point (a primary-key range) and its gap balances (by key), created before C_D, not in the base already.
 _ROLL_BAL_SQL = f"""
     CREATE TEMP TABLE roll_bal ON COMMIT DROP AS
-    SELECT b.id, b.balance_id, b.created_at FROM blnk.balances b WHERE b.id > $1
-    UNION ALL
-    SELECT b.* FROM roll_base r CROSS JOIN LATERAL (
-        SELECT b.id, b.balance_id, b.created_at FROM blnk.balances b WHERE b.id = r.id OFFSET 0
-    ) AS b
-     WHERE r.kind IN ('{PENDING_BALANCE}', '{BALANCE_GAP}') AND r.id <= $1"""
+    SELECT c.* FROM (
+        (SELECT b.id, b.balance_id, b.created_at FROM blnk.balances b WHERE b.id > $1 OFFSET 0)
+        UNION ALL
+        SELECT b.* FROM roll_base r CROSS JOIN LATERAL (
+            SELECT b.id, b.balance_id, b.created_at FROM blnk.balances b WHERE b.id = r.id OFFSET 0
+        ) AS b
+         WHERE r.kind = '{BALANCE_GAP}' AND r.id <= $1
+    ) AS c
+     WHERE c.created_at < $4::timestamp
+       AND NOT (c.id <= $2 AND c.created_at < $3::timestamp
+                AND NOT EXISTS (SELECT 1 FROM roll_base g WHERE g.kind = '{BALANCE_GAP}' AND g.id = c.id))"""
 
-# $1 = C_D. Per balance: the sums of the counted legs, for every balance the step touches or adds,
-# with its attributes (by balance_id, a unique key), in byte order (COLLATE "C", as Arrow compares).
-_DELTA_SQL = f"""
+# Per balance: the sums of the counted legs, for every balance the step touches or adds, with its
+# attributes (by balance_id, a unique key), in byte order (COLLATE "C", the order Arrow compares in).
+_DELTA_SQL = """
     WITH legs (balance_id, currency, credit, debit, inflight_credit, inflight_debit) AS (
-        SELECT destination, currency, amount, 0, 0, 0 FROM roll_tx
-         WHERE eff < $1::timestamp AND status = 'APPLIED'
-        UNION ALL SELECT source, currency, 0, amount, 0, 0 FROM roll_tx
-         WHERE eff < $1::timestamp AND status = 'APPLIED'
-        UNION ALL SELECT destination, currency, 0, 0, amount, 0 FROM roll_tx
-         WHERE eff < $1::timestamp AND status = 'INFLIGHT'
-        UNION ALL SELECT source, currency, 0, 0, 0, amount FROM roll_tx
-         WHERE eff < $1::timestamp AND status = 'INFLIGHT'
+        SELECT destination, currency, amount, 0, 0, 0 FROM roll_tx WHERE status = 'APPLIED'
+        UNION ALL SELECT source, currency, 0, amount, 0, 0 FROM roll_tx WHERE status = 'APPLIED'
+        UNION ALL SELECT destination, currency, 0, 0, amount, 0 FROM roll_tx WHERE status = 'INFLIGHT'
+        UNION ALL SELECT source, currency, 0, 0, 0, amount FROM roll_tx WHERE status = 'INFLIGHT'
         UNION ALL SELECT destination, NULL, 0, 0, -amount, 0 FROM roll_children WHERE releases
         UNION ALL SELECT source, NULL, 0, 0, 0, -amount FROM roll_children WHERE releases
-        UNION ALL SELECT balance_id, NULL, 0, 0, 0, 0 FROM roll_bal WHERE created_at < $1::timestamp
+        UNION ALL SELECT balance_id, NULL, 0, 0, 0, 0 FROM roll_bal
     ), sums AS (
         SELECT balance_id, min(currency) AS leg_currency, sum(credit) AS credit, sum(debit) AS debit,
                sum(inflight_credit) AS inflight_credit, sum(inflight_debit) AS inflight_debit
@@ -194,11 +207,29 @@ _DELTA_SQL = f"""
       ) AS b ON true
      ORDER BY s.balance_id COLLATE "C" """
 
-# $1 = C_D, $2 = D's xmin. What the next step needs; each row (kind, id, at, seen_xmax).
+# $1 = L, $2 = C_D, $3 = W_D: where the next step re-reads the journal from: just below the first row
+# recorded at or after the cutoff (every row at or below it was recorded before the cutoff).
+_REREAD_TX_SQL = """
+    SELECT COALESCE((SELECT id - 1 FROM blnk.transactions WHERE id > $1 AND created_at >= $2::timestamp
+                      ORDER BY id LIMIT 1), $3)::bigint"""
+_REREAD_BAL_SQL = """
+    SELECT COALESCE((SELECT id - 1 FROM blnk.balances WHERE id > $1 AND created_at >= $2::timestamp
+                      ORDER BY id LIMIT 1), $3)::bigint"""
+
+# $1 = C_D, $2 = D's xmin, $3 = L_P, $4 = L_D. What the next step needs besides its re-read ranges:
+# rows below L_D dated at or after C_D (future-dated), orphans, and the ids this view could not see.
 _STATE_SQL = f"""
-    SELECT '{PENDING_TRANSACTION}'::text, id, eff, NULL::bigint FROM roll_tx WHERE eff >= $1::timestamp
-    UNION ALL SELECT '{ORPHAN_CHILD}', id, NULL, NULL FROM roll_children WHERE waits
-    UNION ALL SELECT '{PENDING_BALANCE}', id, created_at, NULL FROM roll_bal WHERE created_at >= $1::timestamp
+    SELECT '{PENDING_TRANSACTION}'::text, t.id::bigint, COALESCE(t.effective_date, t.created_at), NULL::bigint
+      FROM blnk.transactions t
+     WHERE t.id > $3 AND t.id <= $4 AND t.status IN {_RELEVANT}
+       AND COALESCE(t.effective_date, t.created_at) >= $1::timestamp
+    UNION ALL
+    SELECT '{PENDING_TRANSACTION}', t.id, t.eff, NULL FROM roll_base r CROSS JOIN LATERAL (
+        SELECT t.id::bigint, COALESCE(t.effective_date, t.created_at) AS eff FROM blnk.transactions t
+         WHERE t.id = r.id AND t.status IN {_RELEVANT} OFFSET 0
+    ) AS t
+     WHERE r.kind = '{PENDING_TRANSACTION}' AND r.id <= $3 AND t.eff >= $1::timestamp
+    UNION ALL SELECT '{ORPHAN_CHILD}', id::bigint, NULL, NULL FROM roll_children WHERE waits
     UNION ALL SELECT kind, id, NULL, seen_xmax FROM roll_new_gaps
     UNION ALL
     SELECT r.kind, r.id, NULL, r.seen_xmax FROM roll_base r
@@ -249,30 +280,36 @@ def begin_step(cur, view: View, cutoff: dt.datetime, origin: Origin) -> Step:
     cur.adbc_ingest("roll_base", origin.state.cast(STATE_SCHEMA), mode="create", temporary=True)
     cur.execute("CREATE INDEX ON roll_base (kind, id)")
     cur.execute("ANALYZE roll_base")
-    watermark = origin.max_transaction_id
-    cur.execute(_ROLL_TX_SQL, parameters=(watermark,))
-    cur.execute("ANALYZE roll_tx")
     cutoff_text = ts(cutoff)
+    base_cutoff = ts(origin.cutoff) if origin.cutoff is not None else "-infinity"
+    cur.execute(_ROLL_TX_SQL, parameters=(origin.reread_transaction_id, origin.max_transaction_id, base_cutoff,
+                                          cutoff_text))
+    cur.execute("ANALYZE roll_tx")
     cur.execute(_ROLL_CHILDREN_SQL, parameters=(cutoff_text,))
-    cur.execute(_ROLL_BAL_SQL, parameters=(origin.max_balance_id,))
-    cur.execute(_NEW_GAPS_SQL, parameters=(watermark, view.max_transaction_id, origin.max_balance_id,
-                                           view.max_balance_id, view.xmax))
-    cur.execute(_STATE_SQL, parameters=(cutoff_text, view.xmin))
+    cur.execute(_ROLL_BAL_SQL, parameters=(origin.reread_balance_id, origin.max_balance_id, base_cutoff,
+                                           cutoff_text))
+    cur.execute(_NEW_GAPS_SQL, parameters=(origin.max_transaction_id, view.max_transaction_id,
+                                           origin.max_balance_id, view.max_balance_id, view.xmax))
+    cur.execute(_REREAD_TX_SQL, parameters=(origin.reread_transaction_id, cutoff_text, view.max_transaction_id))
+    reread_tx = int(cur.fetchone()[0])
+    cur.execute(_REREAD_BAL_SQL, parameters=(origin.reread_balance_id, cutoff_text, view.max_balance_id))
+    reread_bal = int(cur.fetchone()[0])
+    cur.execute(_STATE_SQL, parameters=(cutoff_text, view.xmin, origin.reread_transaction_id, reread_tx))
     raw = cur.fetch_arrow_table()
-    state = pa.table({"kind": raw.column(0), "id": raw.column(1), "at": raw.column(2), "seen_xmax": raw.column(3)}
-                     ).cast(STATE_SCHEMA)
+    state = pa.table({"kind": raw.column(0), "id": raw.column(1), "at": raw.column(2),
+                      "seen_xmax": raw.column(3)}).cast(STATE_SCHEMA)
     cur.execute(
-        "SELECT (SELECT count(*) FROM roll_tx WHERE eff < $1::timestamp),"
-        " (SELECT count(*) FROM roll_children WHERE releases),"
-        " (SELECT count(*) FROM roll_bal WHERE created_at < $1::timestamp),"
+        "SELECT (SELECT count(*) FROM roll_tx), (SELECT count(*) FROM roll_children WHERE releases),"
+        " (SELECT count(*) FROM roll_bal),"
         # rows the view sees that the base's count did not hold: new ids, and base gaps filled since
-        " (SELECT count(*) FROM blnk.transactions WHERE id > $2),"
+        " (SELECT count(*) FROM blnk.transactions WHERE id > $1),"
         " (SELECT count(*) FROM roll_base r JOIN blnk.transactions t ON t.id = r.id"
-        "   WHERE r.kind = $3 AND t.id <= $2)",
-        parameters=(cutoff_text, watermark, TRANSACTION_GAP),
+        "   WHERE r.kind = $2 AND t.id <= $1)",
+        parameters=(origin.max_transaction_id, TRANSACTION_GAP),
     )
     counted, released, entering, above, filled = (int(v) for v in cur.fetchone())
-    view = dataclasses.replace(view, transaction_count=origin.transaction_count + above + filled)
+    view = dataclasses.replace(view, transaction_count=origin.transaction_count + above + filled,
+                               reread_transaction_id=reread_tx, reread_balance_id=reread_bal)
     return Step(view, state, counted, released, filled, entering)
 
 

@@ -228,6 +228,7 @@ def origin_of(conn, base: index.ManifestEntry | None) -> journal.Origin:
     if base is None:
         return journal.Origin.genesis()
     return journal.Origin(base.cutoff_at, base.max_transaction_id, base.transaction_count, base.max_balance_id,
+                          base.reread_transaction_id, base.reread_balance_id,
                           index.roll_state(conn, base.snapshot_date))
 
 

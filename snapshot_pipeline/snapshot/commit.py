@@ -82,6 +82,8 @@ def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, ba
                 duration_ms=int((time.monotonic() - started) * 1000),
                 dagster_run_id=run_id,
                 roll_version=ROLL_VERSION,
+                reread_transaction_id=view.reread_transaction_id,
+                reread_balance_id=view.reread_balance_id,
             )
             index.upsert_manifest(index_conn, entry)
             index.replace_roll_state(index_conn, snapshot_date, p.step.state)

@@ -116,6 +116,19 @@ def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetim
     return out.combine_chunks(), changed_rows
 
 
+class Counted:
+    """Batches passed through unchanged, counting their rows (how many balances a delta touched)."""
+
+    def __init__(self, batches):
+        self._batches = batches
+        self.rows = 0
+
+    def __iter__(self):
+        for batch in self._batches:
+            self.rows += batch.num_rows
+            yield batch
+
+
 def rechunk(batches, rows: int):
     """Record batches re-cut into tables of at most ``rows`` rows."""
     for batch in batches:

@@ -101,6 +101,8 @@ class ManifestEntry:
     dagster_run_id: str | None
     materialized_at: dt.datetime | None = None
     roll_version: int | None = None
+    reread_transaction_id: int | None = None
+    reread_balance_id: int | None = None
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ManifestEntry)]

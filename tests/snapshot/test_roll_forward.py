@@ -10,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from snapshot_pipeline import calendar, snapshot
+from snapshot_pipeline import calendar, query, snapshot
 from snapshot_pipeline.ledger import journal
 from snapshot_pipeline.store import parquet as store
 from tests.conftest import make_settings
@@ -91,6 +91,12 @@ def test_hard_cases_are_exact_and_balanced_in_shuffled_order(fresh_ledger, make_
     assert again.mode == "incremental" and again.base_date == DAYS[-2]
     assert again.pending["pending_transactions"] > 0
     assert again.balanced
+    # before its creation, a balance answers the sum of its backdated legs, with existed false
+    with query.QueryEngine(settings) as engine:
+        for from_source in (False, True):
+            answer = engine.balance_at(late_born, dt.datetime(2026, 10, 30, 12), from_source=from_source)
+            assert not answer.existed
+            assert (answer.credit_balance, answer.inflight_debit_balance) == (5_000, 1_200)
 
 
 def test_row_committed_out_of_id_order_is_rolled_in_without_genesis(fresh_ledger, tmp_path):

@@ -1,6 +1,6 @@
 -- Roll-forward state of each partition (DESIGN §3): what the next partition reads by key instead of
 -- scanning the journal. kind: T pending transaction (id, effective time at), O orphan child (a commit
--- or void whose INFLIGHT parent did not count yet), B pending balance (id, created_at at),
+-- or void whose INFLIGHT parent did not count yet),
 -- G / H an id of blnk.transactions / blnk.balances the partition's view could not see (xmax: the
 -- snapshot xmax (seen_xmax) of the view that first missed it; retired once every older transaction has ended).
 CREATE TABLE snapshot_index.roll_state (
@@ -12,5 +12,8 @@ CREATE TABLE snapshot_index.roll_state (
     PRIMARY KEY (snapshot_date, kind, id)
 );
 
--- Which roll-forward format a partition was computed with (NULL: before roll-forward; never a base).
+-- Which roll-forward format a partition was computed with (NULL: before roll-forward; never a base),
+-- and where the next partition re-reads blnk.transactions and blnk.balances from (by primary key).
 ALTER TABLE snapshot_index.partitions ADD COLUMN roll_version INTEGER;
+ALTER TABLE snapshot_index.partitions ADD COLUMN reread_transaction_id BIGINT;
+ALTER TABLE snapshot_index.partitions ADD COLUMN reread_balance_id BIGINT;
