@@ -92,7 +92,8 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size: int) -> dict:
+def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size: int,
+                          full_refresh: bool = False) -> dict:
     """Run ``balance_snapshots_job`` for one partition on the Dagster instance; return its metrics."""
     import dagster as dg  # noqa: PLC0415 - keep `--help` fast
 
@@ -114,7 +115,7 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
             partition_key=snapshot_date.isoformat(),
             instance=instance,
             run_config={
-                "ops": {ASSET_NAME: {"config": {"batch_size": batch_size}}},
+                "ops": {ASSET_NAME: {"config": {"batch_size": batch_size, "full_refresh": full_refresh}}},
                 "loggers": {"console": {"config": {"log_level": "INFO"}}},
             },
             raise_on_error=False,
@@ -164,7 +165,7 @@ def cmd_seed_ledger(args, settings: Settings) -> int:
 
 
 def cmd_snapshot(args, settings: Settings) -> int:
-    _print_json(materialize_partition(settings, args.date, args.batch_size))
+    _print_json(materialize_partition(settings, args.date, args.batch_size, args.full_refresh))
     return 0
 
 
@@ -346,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("snapshot", help="materialize one partition through Dagster and print its metrics")
     p.add_argument("--date", type=_date, required=True, help="partition date YYYY-MM-DD (business time zone)")
+    p.add_argument("--full-refresh", action="store_true",
+                   help="compute the partition from genesis (a full read of the ledger) instead of rolling forward")
     p.add_argument("--batch-size", type=batch, default=1000,
                    help=f"balances per page, {MIN_BATCH_SIZE}..{MAX_BATCH_SIZE:,} (default 1000)")
     p.set_defaults(handler=cmd_snapshot)
