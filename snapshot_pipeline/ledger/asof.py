@@ -223,7 +223,8 @@ def _delta_sql(incremental: bool, late_balances: bool = False) -> str:
         GROUP BY balance_id"""
 
 
-def prepare_delta(cur, cutoff: dt.datetime, base: Base | None, *, max_balance_id: int | None = None) -> int:
+def prepare_delta(cur, cutoff: dt.datetime, base: Base | None, *, max_balance_id: int | None = None,
+                  new_balance_legs: bool = True) -> int:
     """Fill the temp table ``snapshot_delta`` inside the open read; returns how many balances it holds.
 
     With ``max_balance_id`` (the base's balance watermark), balances recorded after the base's read
@@ -243,7 +244,10 @@ def prepare_delta(cur, cutoff: dt.datetime, base: Base | None, *, max_balance_id
     late_balances = base is not None and max_balance_id is not None
     if late_balances:
         params = (*params, max_balance_id)
-    cur.execute(_delta_sql(incremental=base is not None, late_balances=late_balances), parameters=params)
+    # Without ``new_balance_legs``, only S_D \\ S_P: for a caller whose base row is zero for every balance
+    # the base does not hold (a roll-forward partition holds every balance a leg of S_P touches).
+    cur.execute(_delta_sql(incremental=base is not None and new_balance_legs, late_balances=late_balances),
+                parameters=params if new_balance_legs or base is None else params[:3])
     cur.execute("ANALYZE snapshot_delta")
     cur.execute("SELECT count(*) FROM snapshot_delta")
     return int(cur.fetchone()[0])

@@ -129,18 +129,10 @@ class Counted:
             yield batch
 
 
-def rechunk(batches, rows: int):
-    """Record batches re-cut into tables of at most ``rows`` rows."""
-    for batch in batches:
-        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-        for start in range(0, table.num_rows, rows):
-            yield table.slice(start, rows)
-
-
 def roll(base_batches, delta_batches, cutoff: dt.datetime, batch_size: int):
     """Yield (rows, changed rows) for the whole partition, in ``balance_id`` order."""
     base = align.SortedStream(base_batches)
-    delta = align.SortedStream(rechunk(delta_batches, batch_size))
+    delta = align.SortedStream(align.rechunk(delta_batches, batch_size))
     for base_chunk, delta_chunk in align.aligned(base, delta):
         rows, changed = roll_chunk(base_chunk, delta_chunk, cutoff)
         if rows.num_rows:

@@ -96,6 +96,14 @@ class SortedStream:
         return self._schema.empty_table() if self._schema is not None else None
 
 
+def rechunk(batches: Iterable[pa.RecordBatch | pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Record batches re-cut into tables of at most ``rows`` rows."""
+    for batch in batches:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        for start in range(0, table.num_rows, rows):
+            yield table.slice(start, rows)
+
+
 def aligned(left: SortedStream, right: SortedStream) -> Iterator[tuple[pa.Table | None, pa.Table | None]]:
     """Pairs of chunks (left rows, right rows) covering the same key range, in key order."""
     while True:
