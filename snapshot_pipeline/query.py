@@ -535,13 +535,9 @@ def _published_anchor(engine: QueryEngine, at: dt.datetime) -> index.ManifestEnt
     def work(conn):
         if not engine._has_index(conn):
             return []
-        return conn.execute(
-            "SELECT snapshot_date FROM snapshot_index.partitions WHERE cutoff_at <= %s AND roll_version = %s"
-            " ORDER BY cutoff_at DESC",
-            (at, snapshot.ROLL_VERSION),
-        ).fetchall()
+        return index.roll_forward_dates_at_or_before(conn, at, snapshot.ROLL_VERSION)
 
-    for (date,) in engine._index_query(work):
+    for date in engine._index_query(work):
         if store.exists(engine.settings.storage_uri, date):
             return engine._index_query(lambda conn: index.manifest(conn, date))
     return None

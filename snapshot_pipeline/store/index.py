@@ -145,6 +145,16 @@ def latest_at_or_before_cutoff(conn: psycopg.Connection, at: dt.datetime) -> Man
     return _entry(row) if row else None
 
 
+def roll_forward_dates_at_or_before(conn: psycopg.Connection, at: dt.datetime, roll_version: int) -> list[dt.date]:
+    """Partitions of roll-forward format ``roll_version`` with cutoff <= ``at`` (naive UTC), newest first."""
+    rows = conn.execute(
+        "SELECT snapshot_date FROM snapshot_index.partitions WHERE cutoff_at <= %s AND roll_version = %s"
+        " ORDER BY cutoff_at DESC",
+        (at, roll_version),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def month_partition_name(date: dt.date) -> str:
     """Name of the monthly partition of ``balance_snapshots`` holding ``date``."""
     return f"balance_snapshots_{date:%Y_%m}"
