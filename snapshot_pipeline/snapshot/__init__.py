@@ -49,6 +49,7 @@ WIDE = amounts.WIDE
 AmountOverflow = amounts.AmountOverflow
 ROLL_VERSION = 1
 PROGRESS_SECONDS = 2.0
+BASE_READ_ROWS = 65_536
 MIN_BATCH_SIZE = 1
 MAX_BATCH_SIZE = 1_000_000
 BASE_COLUMNS = merge.BASE_COLUMNS
@@ -285,9 +286,9 @@ def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size
         })
         spool = IndexSpool(work_dir, snapshot_date)
         totals = CurrencyTotals()
-        base_batches = (
+        base_batches = (  # read in large batches; the merge cuts chunks at the delta's batch_size boundaries
             store.iter_file(writer.fs, store.partition_file(settings.storage_uri, base.snapshot_date),
-                            merge.BASE_COLUMNS, batch_size)
+                            merge.BASE_COLUMNS, max(batch_size, BASE_READ_ROWS))
             if base is not None else iter([])
         )
         mark = time.monotonic()
