@@ -29,26 +29,6 @@ def _eff(alias: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Watermark:
-    """What part of the journal one consistent read could see."""
-
-    max_transaction_id: int
-    transaction_count: int
-    max_balance_id: int
-    pg_snapshot: str
-    read_at: dt.datetime
-
-    def as_dict(self) -> dict:
-        return {
-            "max_transaction_id": self.max_transaction_id,
-            "transaction_count": self.transaction_count,
-            "max_balance_id": self.max_balance_id,
-            "pg_snapshot": self.pg_snapshot,
-            "read_at": self.read_at.isoformat(),
-        }
-
-
-@dataclasses.dataclass(frozen=True)
 class Base:
     """The partition an incremental read builds on: its cutoff and watermark."""
 
@@ -62,19 +42,6 @@ def ts(value: dt.datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value.isoformat(sep=" ")
-
-
-def begin_consistent_read(cur) -> Watermark:
-    """Open one REPEATABLE READ view on an autocommit ADBC cursor and read its watermark."""
-    cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-    cur.execute(
-        "SELECT COALESCE(max(id), 0)::bigint, count(*)::bigint, pg_current_snapshot()::text,"
-        " (now() AT TIME ZONE 'UTC')::timestamp FROM blnk.transactions"
-    )
-    max_id, count, snapshot, read_at = cur.fetchone()
-    cur.execute("SELECT COALESCE(max(id), 0)::bigint FROM blnk.balances")
-    (max_balance,) = cur.fetchone()
-    return Watermark(int(max_id), int(count), int(max_balance), snapshot, read_at)
 
 
 def rollback_quietly(cur) -> None:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_pipeline import db
-from snapshot_pipeline.ledger import asof
+from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.reports.common import (
     ReportError,
     ReportResult,
@@ -140,7 +140,7 @@ def reconciliation_report(settings: Settings, date: dt.date, page_rows: int = PA
     try:
         cur = ledger.cursor()
         try:
-            watermark = asof.begin_consistent_read(cur)
+            watermark = journal.open_view(cur)
             base = asof.Base(snapshot.cutoff, snapshot.watermark, snapshot.transaction_count)
             if not asof.base_is_intact(cur, base):
                 raise _stale(snapshot, "journal rows at or below its watermark changed")
