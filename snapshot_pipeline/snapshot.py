@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +30,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.fs as pafs
 
-from snapshot_pipeline import amounts, calendar, db
+from snapshot_pipeline import amounts, calendar, db, faults
 from snapshot_pipeline.ledger import asof
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import publish
 
 logger = logging.getLogger(__name__)
 
@@ -322,23 +321,33 @@ def take_snapshot(
     run_id: str | None = None,
     log: Callable[[str], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_dead_run: Callable[[publish.DeadRun], None] | None = None,
 ) -> SnapshotResult:
-    """Compute and publish the snapshot partition ``snapshot_date``. Nothing is visible unless all of it is."""
+    """Compute and publish the snapshot partition ``snapshot_date``. Nothing is visible unless all of it is.
+
+    Right after taking the partition's lock, :func:`publish.claim` resolves a publish a dead run
+    interrupted, reports that run through ``on_dead_run`` (the Dagster asset marks it failed) and
+    removes its leftovers; the work directory is the claim's (named in its holder record).
+    """
     validate_batch_size(batch_size)
     log = log or logger.info
     started = time.monotonic()
     cutoff = calendar.cutoff(snapshot_date, settings.timezone)
     index_conn = db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database")
-    work_dir = Path(tempfile.mkdtemp(prefix=f"snapshot-{snapshot_date.isoformat()}-"))
+    claim = None
     try:
         index.migrate(index_conn)
         index.lock_partition(index_conn, snapshot_date)
+        claim = publish.claim(settings.storage_uri, index_conn, snapshot_date, run_id=run_id, log=log,
+                              on_dead_run=on_dead_run)
+        work_dir = claim.work_dir
         result_pass = _stream(settings, index_conn, snapshot_date, cutoff, batch_size, work_dir, log, on_batch,
                               started)
         return _commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, result_pass, work_dir,
                        log, started)
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        if claim is not None:
+            claim.release()  # before the lock goes with the connection
         index_conn.close()
 
 
@@ -446,12 +455,13 @@ def _stream_once(settings, ledger, snapshot_date, cutoff, batch_size, base, work
 
 def _commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, p: _Pass, work_dir, log,
             started) -> SnapshotResult:
+    faults.pause_point("read")
     writer = p.writer
     bytes_written, checksum = writer.close({"mode": p.mode})
+    faults.pause_point("staged")
     spool_path = p.spool.close()
     fs = writer.fs
-    backup = None
-    published = False
+    publication = publish.Publication(writer, checksum, run_id=run_id, log=log)
     try:
         with index_conn.transaction():
             index.lock_commits(index_conn)
@@ -508,14 +518,14 @@ def _commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, p: 
                 dagster_run_id=run_id,
             )
             index.upsert_manifest(index_conn, entry)
-            backup = writer.publish()
-            published = True
+            publication.make_visible()  # intent record, backup, rename: the last step before COMMIT
+            faults.pause_point("visible")
+        faults.pause_point("committed")
     except BaseException:
-        if published:
-            writer.restore(backup)
+        publication.abandon(index_conn)  # resolved against the manifest, or left to the next lock holder
         writer.abort()
         raise
-    writer.discard(backup)
+    publication.finish()
     seconds = max(time.monotonic() - started, 1e-9)
     return SnapshotResult(
         snapshot_date=snapshot_date,
