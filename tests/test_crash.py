@@ -205,3 +205,29 @@ def _store(env: dict[str, str]):
     return SnapshotStoreResource(ledger_database_url=env["LEDGER_DATABASE_URL"],
                                  snapshot_database_url=env["SNAPSHOT_DATABASE_URL"],
                                  storage_uri=env["SNAPSHOT_STORAGE_URI"])
+
+
+def test_next_day_never_rolls_forward_from_an_uncommitted_file(env, tmp_path):
+    """D killed between rename and COMMIT, then D+1 runs first: D is rolled back before D+1 reads its base.
+
+    D's uncommitted file already holds the backdated leg; the manifest's watermark for D does not.
+    Read as D+1's base, that leg would be counted twice; D+1 must equal the journal exactly.
+    """
+    from snapshot_pipeline import calendar, snapshot
+    from snapshot_pipeline.settings import load_settings
+    from tests.oracle import expected_snapshot, snapshot_values
+
+    cli("snapshot", "--date", DATE.isoformat(), env=env)
+    before = manifest_checksum(env)
+    backdate_a_transfer(env["LEDGER_DATABASE_URL"])
+    kill_at(env, "visible", tmp_path)
+    assert reader_view(env)[0] != before[0]
+
+    settings = load_settings(env)
+    following = DATE + dt.timedelta(days=1)
+    result = snapshot.take_snapshot(settings, following, 300)
+    assert result.mode == "incremental" and result.base_date == DATE
+    got = snapshot_values(ds.dataset(result.path, format="parquet").to_table())
+    expected = expected_snapshot(env["LEDGER_DATABASE_URL"], calendar.cutoff(following, settings.timezone))
+    assert got == expected
+    assert reader_view(env) == manifest_checksum(env) == before  # D rolled back first
