@@ -47,9 +47,9 @@ def dead_run_reporter(instance: dg.DagsterInstance, log: Callable[[str], None] |
 def recover_store(settings: Settings, instance: dg.DagsterInstance,
                   log: Callable[[str], None] | None = None) -> list[dict]:
     """Resolve every partition left pending by a dead run whose lock is free; report dead runs failed."""
+    if not publish.pending_dates(settings.storage_uri):  # the steady state: one listing, no connection
+        return []
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        if not publish.pending_dates(settings.storage_uri):
-            return []
         index.migrate(conn)
         found = publish.recover_all(settings.storage_uri, conn, log=log,
                                     on_dead_run=dead_run_reporter(instance, log))
