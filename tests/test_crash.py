@@ -197,6 +197,10 @@ def test_doctor_resolves_a_kill_between_visible_file_and_commit_on_a_new_partiti
     assert run_status(env, holder["run_id"], monkeypatch)[0] == dg.DagsterRunStatus.FAILURE
     assert leftovers(env, [holder["work_dir"]]) == []
     assert json.loads(cli("doctor", env=env).stdout) == {"recovered": []}
+    with open_instance(env, monkeypatch) as instance:  # daemon/webserver runs: Dagster's run monitoring
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_start_timeout_seconds == 180
+        assert instance.run_monitoring_max_runtime_seconds == 21600
 
 
 def _store(env: dict[str, str]):
