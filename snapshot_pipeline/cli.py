@@ -31,6 +31,11 @@ concurrency:
     max_concurrent_runs: 4
 run_retries:
   enabled: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  max_runtime_seconds: 21600
+  poll_interval_seconds: 60
 """
 _OLD_DEFAULT_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 
@@ -166,6 +171,20 @@ def cmd_seed_ledger(args, settings: Settings) -> int:
 
 def cmd_snapshot(args, settings: Settings) -> int:
     _print_json(materialize_partition(settings, args.date, args.batch_size, args.full_refresh))
+    return 0
+
+
+def cmd_doctor(args, settings: Settings) -> int:
+    """Resolve interrupted publishes, mark dead runs failed, remove their leftovers; print what was done."""
+    import dagster as dg  # noqa: PLC0415 - keep `--help` fast
+
+    from snapshot_pipeline.defs.recovery import recover_store  # noqa: PLC0415
+
+    _preflight(settings)
+    prepare_dagster_home(settings)
+    with dg.DagsterInstance.get() as instance:
+        found = recover_store(settings, instance, log=lambda line: print(line, file=sys.stderr))
+    _print_json({"recovered": found})
     return 0
 
 
@@ -352,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=batch, default=1000,
                    help=f"balances per page, {MIN_BATCH_SIZE}..{MAX_BATCH_SIZE:,} (default 1000)")
     p.set_defaults(handler=cmd_snapshot)
+
+    p = sub.add_parser("doctor", help="clean up after dead runs: resolve interrupted publishes, mark them failed")
+    p.set_defaults(handler=cmd_doctor)
 
     p = sub.add_parser("migrate", help="apply the snapshot index migrations")
     p.set_defaults(handler=cmd_migrate)

@@ -13,6 +13,7 @@ from snapshot_pipeline.defs.assets import build_snapshot_asset
 from snapshot_pipeline.defs.checks import build_snapshot_checks, snapshot_freshness_policy
 from snapshot_pipeline.defs.jobs import build_snapshot_job
 from snapshot_pipeline.defs.partitions import daily_partitions, monthly_partitions
+from snapshot_pipeline.defs.recovery import build_recovery_sensor
 from snapshot_pipeline.defs.reports import build_report_assets, build_reports_sensor
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.retention import build_retention_job, build_retention_schedule
@@ -43,6 +44,7 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
         sensors=[
             *build_sensors(snapshot_job, partitions_def, settings),
             build_run_failure_sensor(settings),
+            build_recovery_sensor(settings),
             build_reports_sensor(reports),
         ],
         resources={"snapshot_store": store or SnapshotStoreResource()},

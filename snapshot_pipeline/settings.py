@@ -174,6 +174,28 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class PausePoint:
+    """Fault injection for crash tests: pause forever at ``phase`` after writing ``marker``."""
+
+    phase: str
+    marker: Path
+
+
+def pause_point_setting(environ: dict[str, str] | None = None) -> PausePoint | None:
+    """``SNAPSHOT_PAUSE_AT`` (a phase of :mod:`snapshot_pipeline.faults`) and ``SNAPSHOT_PAUSE_MARKER``.
+
+    Read at each pause point (not cached in :class:`Settings`): a test sets them for one subprocess.
+    Both must be set; otherwise there is no pause point.
+    """
+    env = os.environ if environ is None else environ
+    phase = env.get("SNAPSHOT_PAUSE_AT") or None
+    marker = env.get("SNAPSHOT_PAUSE_MARKER") or None
+    if phase is None or marker is None:
+        return None
+    return PausePoint(phase=phase, marker=Path(marker))
+
+
 def dagster_home(settings: Settings) -> Path:
     """``DAGSTER_HOME`` if set, else ``<home>/.dagster_home``."""
     value = os.environ.get("DAGSTER_HOME")

@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from snapshot_pipeline import snapshot
+from snapshot_pipeline.defs.recovery import dead_run_reporter
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 
 ASSET_NAME = "balance_snapshots"
@@ -126,6 +127,7 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
             result = snapshot.take_snapshot(
                 settings, snapshot_date, config.batch_size, run_id=context.run.run_id, log=context.log.info,
                 full_refresh=config.full_refresh,
+                on_dead_run=dead_run_reporter(context.instance, context.log.warning),
             )
         except Exception as exc:
             context.log.error(

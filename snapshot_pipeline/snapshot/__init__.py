@@ -24,11 +24,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,6 +38,7 @@ from snapshot_pipeline.snapshot import merge
 from snapshot_pipeline.store import align, index
 from snapshot_pipeline.store import diff as store_diff
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import publish
 from snapshot_pipeline.store.spool import IndexSpool
 
 logger = logging.getLogger(__name__)
@@ -183,10 +181,15 @@ def take_snapshot(
     log: Callable[[str], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     full_refresh: bool = False,
+    on_dead_run: Callable[[publish.DeadRun], None] | None = None,
 ) -> SnapshotResult:
     """Compute and publish the snapshot partition ``snapshot_date``. Nothing is visible unless all of it is.
 
     ``full_refresh`` computes it from genesis (a full read of the ledger) instead of rolling forward.
+    Right after taking the partition's lock, :func:`publish.claim` resolves a publish a dead run
+    interrupted, reports that run through ``on_dead_run`` (the Dagster asset marks it failed) and
+    removes its leftovers; the work directory is the claim's (named in its holder record). Only then
+    is a base partition chosen, so an uncommitted file is never rolled forward.
     """
     from snapshot_pipeline.snapshot import commit  # noqa: PLC0415 - commit imports this module's types
 
@@ -195,17 +198,21 @@ def take_snapshot(
     started = time.monotonic()
     cutoff = calendar.cutoff(snapshot_date, settings.timezone)
     index_conn = db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database")
-    work_dir = Path(tempfile.mkdtemp(prefix=f"snapshot-{snapshot_date.isoformat()}-"))
+    claim = None
     try:
         index.migrate(index_conn)
         index.lock_partition(index_conn, snapshot_date)
+        claim = publish.claim(settings.storage_uri, index_conn, snapshot_date, run_id=run_id, log=log,
+                              on_dead_run=on_dead_run)
+        work_dir = claim.work_dir
         base = None if full_refresh else usable_base(settings, index_conn, snapshot_date, log)
         result_pass = _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, work_dir, log,
                               on_batch, started)
         return commit.commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, result_pass,
                              work_dir, log, started)
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        if claim is not None:
+            claim.release()  # before the lock goes with the connection
         index_conn.close()
 
 

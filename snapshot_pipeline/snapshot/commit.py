@@ -3,7 +3,9 @@
 Under the global commit lock, in one index transaction: the partition's index rows
 (re-diffed when its predecessor changed while it was computed), the re-diff of the
 next partition's index rows, the manifest row, the roll-forward state, then the
-atomic rename of the Parquet file. A failure at any point undoes the rename.
+rename of the Parquet file into place as the last step before COMMIT, behind a durable intent record
+(:mod:`snapshot_pipeline.store.publish`): a failure undoes it, and a crash is resolved against the
+manifest by whoever next takes the partition's lock.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+from snapshot_pipeline import faults
 from snapshot_pipeline.snapshot import ROLL_VERSION, Pass, SnapshotResult, usable_base
 from snapshot_pipeline.store import diff as store_diff
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import publish
 from snapshot_pipeline.store.spool import IndexSpool
 
 
@@ -26,13 +30,14 @@ def _same_partition(a: index.ManifestEntry | None, b: index.ManifestEntry | None
 
 def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, batch_size: int, run_id, p: Pass,
            work_dir, log, started: float) -> SnapshotResult:
+    faults.pause_point("read")
     writer = p.writer
     mark = time.monotonic()
     bytes_written, checksum = writer.close({"mode": p.mode})
+    faults.pause_point("staged")
     spool_path = p.spool.close()
     fs = writer.fs
-    backup = None
-    published = False
+    publication = publish.Publication(writer, checksum, run_id=run_id, log=log)
     try:
         with index_conn.transaction():
             index.lock_commits(index_conn)
@@ -87,14 +92,14 @@ def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, ba
             )
             index.upsert_manifest(index_conn, entry)
             index.replace_roll_state(index_conn, snapshot_date, p.step.state)
-            backup = writer.publish()
-            published = True
+            publication.make_visible()  # intent record, backup, rename: the last step before COMMIT
+            faults.pause_point("visible")
+        faults.pause_point("committed")
     except BaseException:
-        if published:
-            writer.restore(backup)
+        publication.abandon(index_conn)  # resolved against the manifest, or left to the next lock holder
         writer.abort()
         raise
-    writer.discard(backup)
+    publication.finish()
     p.phases_ms["commit_ms"] = int((time.monotonic() - mark) * 1000)
     seconds = max(time.monotonic() - started, 1e-9)
     return SnapshotResult(

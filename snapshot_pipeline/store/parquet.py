@@ -101,7 +101,10 @@ class PartitionWriter:
         # Staging lives outside the dataset directory, so no reader ever lists a partial file.
         self.staging_dir = f"{base}/.staging"
         self.fs.create_dir(self.staging_dir, recursive=True)
-        self.staging_path = f"{self.staging_dir}/{date.isoformat()}-{uuid.uuid4().hex}.parquet"
+        # Snapshot partitions stage as ``snapshot-<D>-<uuid>.parquet``: the name the next holder of the
+        # partition's lock sweeps after a dead run (store/publish.py); other writers never use that prefix.
+        self._staging_prefix = f"snapshot-{date.isoformat()}" if final_path is None else f"report-{date.isoformat()}"
+        self.staging_path = f"{self.staging_dir}/{self._staging_prefix}-{uuid.uuid4().hex}.parquet"
         self._metadata = {**metadata, "schema_version": str(SCHEMA_VERSION)}
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
@@ -171,13 +174,13 @@ class PartitionWriter:
             final_dir = os.path.dirname(self.final_path)
             os.makedirs(final_dir, exist_ok=True)
             if exists_before:
-                backup = f"{self.staging_dir}/{self.date.isoformat()}-{uuid.uuid4().hex}.previous"
+                backup = f"{self.staging_dir}/{self._staging_prefix}-{uuid.uuid4().hex}.previous"
                 os.link(self.final_path, backup)
             os.replace(self.staging_path, self.final_path)
             _fsync_dir(final_dir)
         else:
             if exists_before:
-                backup = f"{self.staging_dir}/{self.date.isoformat()}-{uuid.uuid4().hex}.previous"
+                backup = f"{self.staging_dir}/{self._staging_prefix}-{uuid.uuid4().hex}.previous"
                 self.fs.copy_file(self.final_path, backup)
             self.fs.move(self.staging_path, self.final_path)
         return backup

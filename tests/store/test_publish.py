@@ -1,0 +1,78 @@
+"""The publish protocol's recovery and sweep on real files and a real index (no process killed here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+from snapshot_pipeline.store import index, publish
+
+D = dt.date(2026, 11, 2)
+E = dt.date(2026, 11, 3)
+
+
+def _touch(path: Path, text: str = "x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_recover_removes_only_the_dead_runs_leftovers_of_that_partition(make_database, tmp_path):
+    storage = tmp_path / "store"
+    url = make_database()
+    staging = storage / publish.STAGING_DIR
+    dead_staging = _touch(staging / f"snapshot-{D}-{'a' * 32}.parquet")
+    dead_backup = _touch(staging / f"snapshot-{D}-{'b' * 32}.previous")
+    other_day = _touch(staging / f"snapshot-{E}-{'c' * 32}.parquet")
+    report = _touch(staging / f"report-{D}-{'d' * 32}.parquet")
+    work_dir = Path(tempfile.mkdtemp(prefix=f"snapshot-{D}-"))
+    _touch(work_dir / "index-2026-11-02.csv")
+    foreign = Path(tempfile.mkdtemp(prefix="unrelated-"))
+    record = {"run_id": "run-1", "pid": 1, "host": "h", "started_at": "t", "work_dir": str(work_dir)}
+    _touch(Path(publish.holder_path(str(storage), D)), json.dumps(record))
+    _touch(Path(publish.holder_path(str(storage), E)), json.dumps({**record, "work_dir": str(foreign)}))
+
+    reported = []
+    with psycopg.connect(url, autocommit=True) as conn, psycopg.connect(url, autocommit=True) as live:
+        index.migrate(conn)
+        index.lock_partition(live, E)  # E's holder is alive: nothing of E may be touched
+        assert publish.pending_dates(str(storage)) == [D, E]
+        found = publish.recover_all(str(storage), conn, on_dead_run=reported.append)
+    assert [r.snapshot_date for r in found] == [D]
+    assert [d.run_id for d in reported] == ["run-1"] and "died without finishing" in reported[0].reason()
+    assert not dead_staging.exists() and not dead_backup.exists() and not work_dir.exists()
+    assert other_day.exists() and report.exists() and foreign.exists()
+    assert not os.path.exists(publish.holder_path(str(storage), D))
+    assert os.path.exists(publish.holder_path(str(storage), E))
+    foreign.rmdir()
+
+
+def test_a_corrupted_holder_record_cannot_point_the_sweep_elsewhere(make_database, tmp_path):
+    storage = tmp_path / "store"
+    outside = tmp_path / "precious"
+    _touch(outside / "keep.txt")
+    record = {"run_id": None, "pid": 1, "host": "h", "started_at": "t", "work_dir": str(outside)}
+    _touch(Path(publish.holder_path(str(storage), D)), json.dumps(record))
+    with psycopg.connect(make_database(), autocommit=True) as conn:
+        index.migrate(conn)
+        index.lock_partition(conn, D)
+        recovery = publish.recover(str(storage), conn, D)
+    assert recovery.dead_run is not None and (outside / "keep.txt").exists()
+
+
+def test_claim_names_its_work_dir_in_the_holder_record_and_release_removes_both(make_database, tmp_path):
+    storage = tmp_path / "store"
+    with psycopg.connect(make_database(), autocommit=True) as conn:
+        index.migrate(conn)
+        index.lock_partition(conn, D)
+        claim = publish.claim(str(storage), conn, D, run_id="run-2")
+        record = json.loads(Path(publish.holder_path(str(storage), D)).read_text())
+        assert record["run_id"] == "run-2" and record["work_dir"] == str(claim.work_dir) and claim.work_dir.is_dir()
+        assert record["pid"] == os.getpid()
+        claim.release()
+    assert not claim.work_dir.exists() and not os.path.exists(publish.holder_path(str(storage), D))
