@@ -166,6 +166,7 @@ def _balances(conn, rng, spec: LedgerSpec, start_us: int, end_us: int) -> _Balan
     indicator = np.where(rng.random(n) < 0.2, "@world", None)
     hot = len(CURRENCIES)  # the hot balance: USD, old, takes a large share of USD legs
     currency[hot] = 0
+    by_creation = np.argsort(created, kind="stable")  # ids follow creation time, as in a live ledger
     table = pa.table({
         "balance_id": pa.array(ids.tolist(), pa.string()),
         "currency": pa.array([CURRENCIES[i] for i in currency.tolist()], pa.string()),
@@ -174,17 +175,20 @@ def _balances(conn, rng, spec: LedgerSpec, start_us: int, end_us: int) -> _Balan
         "indicator": pa.array(indicator.tolist(), pa.string()),
         "created_at": _timestamps(created),
         "meta_data": pa.array(["{}"] * n, pa.string()),
-    })
+    }).take(pa.array(by_creation))
     _copy(conn, "blnk.balances", table)
     by_currency = [np.flatnonzero(currency == i) for i in range(len(CURRENCIES))]
     return _Balances(ids, currency, created, by_currency, hot)
 
 
-def _pick_pairs(rng, bal: _Balances, currency: np.ndarray, hot_share: float) -> tuple[np.ndarray, np.ndarray]:
+def _pick_pairs(rng, bal: _Balances, currency: np.ndarray, hot_share: float, created_before: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Source and destination of each row among the balances of its currency created before ``created_before``."""
     n = currency.size
     src = np.empty(n, dtype=np.int64)
     dst = np.empty(n, dtype=np.int64)
     for c, members in enumerate(bal.by_currency):
+        members = members[bal.created_us[members] < created_before]  # the currency's anchors always qualify
         rows = np.flatnonzero(currency == c)
         if rows.size == 0:
             continue
@@ -244,12 +248,16 @@ def _transactions(conn, rng, spec: LedgerSpec, bal: _Balances, start_us: int, en
     hot_share = min(0.25, max(0.02, 3000 / max(spec.transactions, 1)))
     written = 0
     bar = tqdm(total=spec.transactions, unit="txn", desc="seeding transactions", disable=not progress)
-    for offset in range(0, spec.transactions, CHUNK_ROWS):
+    chunks = max(1, -(-spec.transactions // CHUNK_ROWS))
+    for k, offset in enumerate(range(0, spec.transactions, CHUNK_ROWS)):
+        # Chunk k records the rows of its own time window, so ids follow recording time across the journal.
+        window_start = start_us + (end_us - start_us) * k // chunks
+        window_end = start_us + (end_us - start_us) * (k + 1) // chunks
         n = min(CHUNK_ROWS, spec.transactions - offset)
         currency = rng.choice(len(CURRENCIES), size=n, p=CURRENCY_WEIGHTS)
-        src, dst = _pick_pairs(rng, bal, currency, hot_share)
-        lo = np.maximum(np.maximum(bal.created_us[src], bal.created_us[dst]), start_us)
-        created = lo + (rng.random(n) * np.maximum(end_us - lo, SECOND)).astype(np.int64)
+        src, dst = _pick_pairs(rng, bal, currency, hot_share, window_end)
+        lo = np.maximum(np.maximum(bal.created_us[src], bal.created_us[dst]), window_start)
+        created = lo + (rng.random(n) * np.maximum(window_end - lo, SECOND)).astype(np.int64)
         status = statuses[rng.choice(len(statuses), size=n, p=status_p)]
         amount = _amounts(rng, n)
         eff = _effective_dates(rng, created)
@@ -274,7 +282,7 @@ def _transactions(conn, rng, spec: LedgerSpec, bal: _Balances, start_us: int, en
                 child_parent += [row, row]; child_amount += [part, total - part]; child_status += ["APPLIED", "VOID"]
         cp = np.array(child_parent, dtype=np.int64)
         m = cp.size
-        c_created = np.minimum(created[cp] + (rng.random(m) * 3 * DAY).astype(np.int64), end_us - SECOND)
+        c_created = np.minimum(created[cp] + (rng.random(m) * 3 * DAY).astype(np.int64), window_end - SECOND)
         c_created = np.maximum(c_created, created[cp])
         c_eff = np.where(rng.random(m) < 0.1, _effective_dates(rng, c_created), -1)
 

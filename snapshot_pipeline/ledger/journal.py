@@ -183,17 +183,20 @@ _ROLL_BAL_SQL = f"""
 # Per balance: the sums of the counted legs, for every balance the step touches or adds, with its
 # attributes (by balance_id, a unique key), in byte order (COLLATE "C", the order Arrow compares in).
 _DELTA_SQL = """
-    WITH legs (balance_id, currency, credit, debit, inflight_credit, inflight_debit) AS (
-        SELECT destination, currency, amount, 0, 0, 0 FROM roll_tx WHERE status = 'APPLIED'
-        UNION ALL SELECT source, currency, 0, amount, 0, 0 FROM roll_tx WHERE status = 'APPLIED'
-        UNION ALL SELECT destination, currency, 0, 0, amount, 0 FROM roll_tx WHERE status = 'INFLIGHT'
-        UNION ALL SELECT source, currency, 0, 0, 0, amount FROM roll_tx WHERE status = 'INFLIGHT'
-        UNION ALL SELECT destination, NULL, 0, 0, -amount, 0 FROM roll_children WHERE releases
-        UNION ALL SELECT source, NULL, 0, 0, 0, -amount FROM roll_children WHERE releases
-        UNION ALL SELECT balance_id, NULL, 0, 0, 0, 0 FROM roll_bal
-    ), sums AS (
-        SELECT balance_id, min(currency) AS leg_currency, sum(credit) AS credit, sum(debit) AS debit,
-               sum(inflight_credit) AS inflight_credit, sum(inflight_debit) AS inflight_debit
+    WITH legs (balance_id, currency, kind, amount) AS (  -- kind: 0 credit, 1 debit, 2/3 inflight in/out
+        SELECT destination, currency, 0, amount FROM roll_tx WHERE status = 'APPLIED'
+        UNION ALL SELECT source, currency, 1, amount FROM roll_tx WHERE status = 'APPLIED'
+        UNION ALL SELECT destination, currency, 2, amount FROM roll_tx WHERE status = 'INFLIGHT'
+        UNION ALL SELECT source, currency, 3, amount FROM roll_tx WHERE status = 'INFLIGHT'
+        UNION ALL SELECT destination, NULL, 2, -amount FROM roll_children WHERE releases
+        UNION ALL SELECT source, NULL, 3, -amount FROM roll_children WHERE releases
+        UNION ALL SELECT balance_id, NULL, NULL, NULL FROM roll_bal
+    ), sums AS (  -- one numeric addition per leg (FILTER), not four
+        SELECT balance_id, min(currency) AS leg_currency,
+               COALESCE(sum(amount) FILTER (WHERE kind = 0), 0) AS credit,
+               COALESCE(sum(amount) FILTER (WHERE kind = 1), 0) AS debit,
+               COALESCE(sum(amount) FILTER (WHERE kind = 2), 0) AS inflight_credit,
+               COALESCE(sum(amount) FILTER (WHERE kind = 3), 0) AS inflight_debit
           FROM legs GROUP BY balance_id
     )
     SELECT s.balance_id, b.ledger_id, b.identity_id, b.indicator,
@@ -284,7 +287,6 @@ def begin_step(cur, view: View, cutoff: dt.datetime, origin: Origin) -> Step:
     base_cutoff = ts(origin.cutoff) if origin.cutoff is not None else "-infinity"
     cur.execute(_ROLL_TX_SQL, parameters=(origin.reread_transaction_id, origin.max_transaction_id, base_cutoff,
                                           cutoff_text))
-    cur.execute("ANALYZE roll_tx")
     cur.execute(_ROLL_CHILDREN_SQL, parameters=(cutoff_text,))
     cur.execute(_ROLL_BAL_SQL, parameters=(origin.reread_balance_id, origin.max_balance_id, base_cutoff,
                                            cutoff_text))

@@ -31,7 +31,7 @@ DELTA_TO_FIELD = {
     "inflight_debit": "inflight_debit_balance",
 }
 SUMMED = tuple(DELTA_TO_FIELD.values())
-BASE_COLUMNS = ["balance_id", *ATTRIBUTES, *SUMMED]
+BASE_COLUMNS = [f.name for f in store.SNAPSHOT_SCHEMA if f.name != "cutoff_at"]
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -65,47 +65,72 @@ def _finish(ids: pa.Array, attributes: dict[str, pa.Array], sums: dict[str, pa.A
     )
 
 
+def _updated(base: pa.Table, delta: pa.Table, delta_ids: pa.Array, cutoff: dt.datetime
+             ) -> tuple[pa.Table, pa.Table | None]:
+    """Base rows with the delta applied where a delta row matches: (all rows, the changed ones).
+
+    Rows without a delta row pass through untouched (no decimal arithmetic); only matched rows are
+    widened, added to, narrowed back and given the ledger's current attributes.
+    """
+    ids = _column(base, "balance_id")
+    positions = pc.index_in(ids, value_set=delta_ids)
+    matched = pc.is_valid(positions)
+    if not pc.any(matched).as_py():
+        return _with_cutoff(base, cutoff), None
+    rows = pc.filter(positions, matched)
+    hit = base.filter(matched)
+    hit_ids = _column(hit, "balance_id")
+    known = pc.take(_column(delta, "known"), rows)
+    fresh = _delta_attributes(delta)
+    attributes = {name: pc.if_else(known, pc.take(fresh[name], rows), _column(hit, name)) for name in ATTRIBUTES}
+    sums, touched = {}, pa.repeat(pa.scalar(False), len(rows))
+    for name, field in DELTA_TO_FIELD.items():
+        add = pc.take(amounts.widen(_column(delta, name), delta_ids, field), rows)
+        sums[field] = pc.add(amounts.widen(_column(hit, field)), add)
+        touched = pc.or_(touched, pc.not_equal(add, pa.scalar(0, amounts.WIDE)))
+    new_hit = _finish(hit_ids, attributes, sums, cutoff)
+    columns = []
+    for field in store.SNAPSHOT_SCHEMA:
+        if field.name == "cutoff_at":
+            columns.append(pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.timezone.utc), store.UTC_TS), len(ids)))
+        else:
+            columns.append(pc.replace_with_mask(_column(base, field.name), matched,
+                                                new_hit[field.name].combine_chunks()))
+    return pa.Table.from_arrays(columns, schema=store.SNAPSHOT_SCHEMA), new_hit.filter(touched)
+
+
+def _with_cutoff(base: pa.Table, cutoff: dt.datetime) -> pa.Table:
+    """Base rows as they are, stamped with this partition's cutoff."""
+    n = base.num_rows
+    columns = [_column(base, f.name) if f.name != "cutoff_at" else
+               pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.timezone.utc), store.UTC_TS), n)
+               for f in store.SNAPSHOT_SCHEMA]
+    return pa.Table.from_arrays(columns, schema=store.SNAPSHOT_SCHEMA)
+
+
 def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetime) -> tuple[pa.Table, pa.Table]:
     """One aligned chunk -> (rows of the new partition, the changed ones among them)."""
-    delta_ids = _column(delta, "balance_id") if delta is not None else pa.array([], pa.string())
-    delta_sums = {field: amounts.widen(_column(delta, name), delta_ids, field)
-                  for name, field in DELTA_TO_FIELD.items()} if delta is not None and delta.num_rows else {}
+    has_delta = delta is not None and delta.num_rows > 0
+    has_base = base is not None and base.num_rows > 0
+    delta_ids = _column(delta, "balance_id") if has_delta else pa.array([], pa.string())
     parts, changed = [], []
-
-    if base is not None and base.num_rows:
-        ids = _column(base, "balance_id")
-        sums = {field: amounts.widen(_column(base, field)) for field in SUMMED}
-        attributes = {name: _column(base, name) for name in ATTRIBUTES}
-        touched = None
-        if delta_sums:
-            positions = pc.index_in(ids, value_set=delta_ids)
-            matched = pc.is_valid(positions)
-            known = pc.fill_null(pc.take(_column(delta, "known"), positions), False)
-            fresh = _delta_attributes(delta)
-            for name in ATTRIBUTES:
-                attributes[name] = pc.if_else(known, pc.take(fresh[name], positions), attributes[name])
-            touched = pa.repeat(pa.scalar(False), len(ids))
-            for field in SUMMED:
-                add = pc.fill_null(pc.take(delta_sums[field], positions), pa.scalar(0, amounts.WIDE))
-                sums[field] = pc.add(sums[field], add)
-                touched = pc.or_(touched, pc.not_equal(add, pa.scalar(0, amounts.WIDE)))
-            touched = pc.and_(matched, touched)
-        rows = _finish(ids, attributes, sums, cutoff)
+    if has_base:
+        if has_delta:
+            rows, touched = _updated(base, delta, delta_ids, cutoff)
+        else:
+            rows, touched = _with_cutoff(base, cutoff), None
         parts.append(rows)
         if touched is not None:
-            changed.append(rows.filter(touched))
-
-    if delta_sums:
-        entering = pc.invert(pc.is_in(delta_ids, value_set=_column(base, "balance_id"))) \
-            if base is not None and base.num_rows else None
-        new = delta if entering is None else delta.filter(entering)
+            changed.append(touched)
+    if has_delta:
+        new = delta.filter(pc.invert(pc.is_in(delta_ids, value_set=_column(base, "balance_id")))) \
+            if has_base else delta
         if new.num_rows:
             new_ids = _column(new, "balance_id")
             sums = {field: amounts.widen(_column(new, name), new_ids, field) for name, field in DELTA_TO_FIELD.items()}
             rows = _finish(new_ids, _delta_attributes(new), sums, cutoff)
             parts.append(rows)
             changed.append(rows)
-
     if not parts:
         empty = store.SNAPSHOT_SCHEMA.empty_table()
         return empty, empty
