@@ -13,7 +13,8 @@
 
 With ``SNAPSHOT_API_KEY`` set, every endpoint but ``/health`` and the docs needs
 ``Authorization: Bearer <key>`` (constant-time comparison). Errors are JSON
-``{"code": ..., "message": ...}``: 400 bad input, 401, 404 unknown balance or run, 503 when the
+``{"code": ..., "message": ...}``: 400 bad input, 401, 404 unknown balance or run, 422 an amount that cannot
+be represented (balance and value named), 503 when the
 database or Dagster is unreachable.
 """
 
@@ -31,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snapshot_pipeline import calendar, db, query
 from snapshot_pipeline.dagster_client import DagsterClient, DagsterUnavailable, LaunchRejected, RunNotFound
-from snapshot_pipeline.settings import Settings, load_settings
+from snapshot_pipeline.settings import Settings, load_settings, redact
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class RunBody(BaseModel):
 _ERRORS = {
     400: {"model": ErrorBody, "description": "bad input"},
     401: {"model": ErrorBody, "description": "missing or wrong API key"},
+    422: {"model": ErrorBody, "description": "an amount that cannot be represented exactly (the balance is named)"},
     503: {"model": ErrorBody, "description": "database or Dagster unreachable"},
 }
 
@@ -180,7 +182,8 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}, status_code=500)
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return JSONResponse({"code": "internal_error", "message": redact(message)}, status_code=500)
 
     def run_query(fn):
         try:
@@ -189,6 +192,8 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
             raise ApiError(400, "bad_request", str(exc)) from None
         except query.BalanceNotFound as exc:
             raise ApiError(404, "balance_not_found", f"balance {exc.balance_id!r} does not exist") from None
+        except query.AmountOverflow as exc:
+            raise ApiError(422, "amount_not_representable", str(exc)) from None
         except db.DatabaseUnavailable as exc:
             raise ApiError(503, "database_unavailable", str(exc)) from None
 
@@ -196,9 +201,9 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
         if text is None:
             return query.utc_now()
         try:
-            return query.parse_timestamp(text)
+            return query.parse_timestamp(text, what)
         except query.QueryError as exc:
-            raise ApiError(400, "invalid_timestamp", f"{what}: {exc}") from None
+            raise ApiError(400, "invalid_timestamp", str(exc)) from None
 
     # ---------------------------------------------------------------------------------------- routes
 

@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 from snapshot_pipeline import calendar, db, embedded
-from snapshot_pipeline.settings import Settings, SettingsError, dagster_home, load_settings, parse_date
+from snapshot_pipeline.settings import (
+    Settings,
+    SettingsError,
+    check_storage_writable,
+    dagster_home,
+    libpq_url,
+    load_settings,
+    parse_date,
+    redact,
+)
 
 MANAGED_MARKER = "# Dagster instance settings for snapshot_pipeline"
 # Used when SNAPSHOT_HOME has no dagster.yaml; the same instance as the project's dagster.yaml.
@@ -37,6 +46,14 @@ _OLD_DEFAULT_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 
 class CliError(RuntimeError):
     """A user-facing error: printed to stderr, exit code 1."""
+
+
+class BadInput(CliError):
+    """A bad argument or setting: printed to stderr as one line, exit code 2 (as argparse's usage errors)."""
+
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -130,9 +147,13 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
 
 
 def _preflight(settings: Settings) -> None:
-    """Fail fast, before launching a run, when a database is unreachable."""
+    """Fail fast, before launching a run or writing a file: storage not writable, a database unreachable."""
+    check_storage_writable(settings.storage_uri)
     db.connect(db.ledger_url(settings), what="ledger database").close()
     db.connect(db.snapshot_url(settings), what="snapshot index database").close()
+    if settings.dagster_database_url:  # else derived from a database checked above
+        db.connect(libpq_url(settings.dagster_database_url),
+                   what="Dagster instance database (DAGSTER_PG_URL)").close()
 
 
 def _failure(result) -> str:
@@ -278,7 +299,9 @@ def cmd_balance_at(args, settings: Settings) -> int:
         at = query.parse_timestamp(args.timestamp) if args.timestamp else query.utc_now()
         with query.QueryEngine(settings, max_connections=1) as engine:
             answer = engine.balance_at(args.balance_id, at, from_source=args.from_source)
-    except (query.QueryError, query.BalanceNotFound) as exc:
+    except query.QueryError as exc:
+        raise BadInput(str(exc)) from None
+    except (query.BalanceNotFound, query.AmountOverflow) as exc:
         raise CliError(str(exc).strip("'\"")) from None
     _print_json(answer.as_blnk())
     return 0
@@ -323,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Environment: LEDGER_DATABASE_URL, SNAPSHOT_DATABASE_URL, SNAPSHOT_STORAGE_URI, SNAPSHOT_TIMEZONE,"
         " SNAPSHOT_START_DATE, DAGSTER_HOME, DAGSTER_WEBSERVER_URL, SNAPSHOT_API_KEY. Unset database URLs mean the embedded PostgreSQL in .data/.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="seed a demo ledger if empty and snapshot the last closed days")
@@ -389,18 +413,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error as one line of text, passwords of any URL in it hidden."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return redact(text)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Parse, load and validate settings, run the command; errors are one line on stderr.
+
+    Exit codes: 0 success, 1 failure, 2 bad input (argument or setting; nothing was done), 130
+    interrupted. An unexpected exception is shown as one line too; ``--debug`` shows its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
         return args.handler(args, settings)
-    except (CliError, SettingsError, db.DatabaseUnavailable, embedded.EmbeddedDatabaseError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (BadInput, SettingsError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (CliError, db.DatabaseUnavailable, embedded.EmbeddedDatabaseError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback only on request
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":
