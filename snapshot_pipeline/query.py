@@ -509,12 +509,12 @@ class QueryEngine:
             legs = 0
         else:
             values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out)))
-        return BalanceAt(
+        return check_representable(BalanceAt(
             balance_id=balance_id, at=at, existed=existed, currency=currency, ledger_id=ledger_id,
             created_at=created_at, credit_balance=values[0], debit_balance=values[1],
             inflight_credit_balance=values[2], inflight_debit_balance=values[3],
             anchor=anchor, replayed_transactions=int(legs), from_source=from_source,
-        )
+        ))
 
     def balance_change(self, balance_id: str, start: dt.datetime, end: dt.datetime,
                        from_source: bool = False) -> BalanceChange:
@@ -559,6 +559,16 @@ def _configure(conn: psycopg.Connection) -> None:
     generic plan avoids re-planning on every call (PostgreSQL keeps custom plans for them otherwise).
     """
     conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
+def check_representable(answer: BalanceAt) -> BalanceAt:
+    """``answer``, or :class:`AmountOverflow` naming the balance, the amount and its value when one of
+    its six amounts does not fit the project's exact amount type, ``decimal128(38, 0)`` (DESIGN §3)."""
+    for name, value in answer.amounts().items():
+        if abs(value) > amounts.MAX_STORED:
+            raise AmountOverflow(f"balance {answer.balance_id!r}: {name} = {value} at {iso_utc(answer.at)}"
+                                 " does not fit decimal128(38, 0)")
+    return answer
 
 
 def _check_balance_id(balance_id: str) -> str:
