@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -54,6 +55,8 @@ TARGET_P50_MS = 2.0
 TARGET_P99_MS = 10.0
 TARGET_HEAVY_RATIO = 100.0
 TARGET_BALANCES_AT_S = 3.0
+TARGET_HTTP_RPS = 1000.0
+TARGET_HTTP_P99_MS = 50.0
 
 
 def log(message: str) -> None:
@@ -196,57 +199,141 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_http(env: dict, pairs, concurrency: int) -> dict:
+def start_service(env: dict, workers: int | None) -> tuple[subprocess.Popen, str]:
+    """``snapshot-pipeline serve`` on a free loopback port (``workers`` processes; None = its default)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "snapshot_pipeline.cli", "serve", "--port", str(port),
-                             "--log-level", "warning"], env=env)
+    command = [sys.executable, "-m", "snapshot_pipeline.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    if workers:
+        command += ["--workers", str(workers)]
+    proc = subprocess.Popen(command, env=env)
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/health", timeout=5).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.terminate()
+            raise RuntimeError("the HTTP service did not start")
+        time.sleep(0.2)
+
+
+def _at_path(balance_id: str, at: dt.datetime) -> str:
+    return f"/balances/{quote(balance_id, safe='')}/at?timestamp={at.isoformat()}Z"
+
+
+async def _load(base: str, paths: list[str], clients: int, seconds: float, warmup: float) -> dict:
+    """``clients`` concurrent keep-alive clients (one connection each, aiohttp) for ``warmup + seconds``.
+
+    Each client sends its next request as soon as the previous answer is read (closed loop); only
+    requests started after the warm-up are counted. Latency is measured per request by the client.
+    """
+    import asyncio  # noqa: PLC0415
+
+    import aiohttp  # noqa: PLC0415
+
+    loop_start = time.perf_counter()
+    measure_from, stop_at = loop_start + warmup, loop_start + warmup + seconds
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def client(first: int) -> None:
+        async with aiohttp.ClientSession(base_url=base, connector=aiohttp.TCPConnector(limit=1)) as session:
+            k = first
+            while True:
+                started = time.perf_counter()
+                if started >= stop_at:
+                    return
+                async with session.get(paths[k % len(paths)]) as response:
+                    await response.read()
+                    status = response.status
+                k += clients
+                if started >= measure_from:
+                    latencies.append(time.perf_counter() - started)
+                    statuses[status] = statuses.get(status, 0) + 1
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    ok = statuses.get(200, 0)
+    return {"clients": clients, "seconds": seconds, "warmup_seconds": warmup, "requests": len(latencies),
+            "requests_per_second": len(latencies) / seconds, "non_200": len(latencies) - ok,
+            "statuses": {str(k): v for k, v in statuses.items()}, "latency": percentiles(latencies)}
+
+
+def measure_http(env: dict, pairs, concurrency: int, seconds: float = 30.0, workers: int | None = None) -> dict:
+    """(b): one client in sequence over ``pairs`` (answers checked), then ``concurrency`` clients for ``seconds``.
+
+    The load average (``os.getloadavg``) is recorded just before the load starts: the figure means
+    something only on an otherwise idle machine, and the report says how idle it was.
+    """
+    import asyncio  # noqa: PLC0415
+
+    proc, base = start_service(env, workers)
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the HTTP service did not start")
-                time.sleep(0.2)
             for balance_id, at in pairs[:50]:  # warm the pools
-                client.get(f"/balances/{balance_id}/at", params={"timestamp": at.isoformat() + "Z"})
+                client.get(_at_path(balance_id, at))
 
             def one(balance_id, at):
-                response = client.get(f"/balances/{balance_id}/at", params={"timestamp": at.isoformat() + "Z"})
+                response = client.get(_at_path(balance_id, at))
                 response.raise_for_status()
                 return response.json()["balance"]["balance"]
 
             samples, answers = timed(one, pairs)
-        # Throughput with concurrent clients (threads, one connection each).
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
-        def worker(chunk):
-            with httpx.Client(base_url=base, timeout=60) as c:
-                failures = 0
-                for balance_id, at in chunk:
-                    r = c.get(f"/balances/{balance_id}/at", params={"timestamp": at.isoformat() + "Z"})
-                    failures += r.status_code != 200
-                return failures
-
-        chunks = [pairs[i::concurrency] for i in range(concurrency)]
-        started = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            failures = sum(pool.map(worker, chunks))
-        seconds = time.perf_counter() - started
+        load_before = os.getloadavg()
+        loaded = asyncio.run(_load(base, [_at_path(b, t) for b, t in pairs], concurrency, seconds, warmup=3.0))
+        load_after = os.getloadavg()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return {"latency": percentiles(samples), "answers": answers, "concurrent_clients": concurrency,
-            "concurrent_requests": len(pairs), "concurrent_failures": failures,
-            "concurrent_requests_per_second": len(pairs) / seconds}
+    return {"latency": percentiles(samples), "answers": answers, "workers": workers or "default",
+            "concurrent": loaded, "loadavg_before_load": load_before, "loadavg_after_load": load_after,
+            "concurrent_clients": concurrency, "concurrent_failures": loaded["non_200"],
+            "concurrent_requests_per_second": loaded["requests_per_second"]}
 
 
 # ------------------------------------------------------------------------------------------------- main
+
+
+def http_summary(http: dict) -> dict:
+    """The concurrent-load figures of (b) for the summary."""
+    loaded = http["concurrent"]
+    return {"http_workers": http["workers"], "http_clients": loaded["clients"],
+            "http_load_requests_per_second": loaded["requests_per_second"],
+            "http_load_p50_ms": loaded["latency"]["p50_ms"], "http_load_p99_ms": loaded["latency"]["p99_ms"],
+            "http_load_non_200": loaded["non_200"], "loadavg_before_http_load": http["loadavg_before_load"]}
+
+
+def http_targets(http: dict) -> dict:
+    loaded = http["concurrent"]
+    return {"http_ge_1000_rps": loaded["requests_per_second"] >= TARGET_HTTP_RPS,
+            "http_p99_le_50ms": loaded["latency"]["p99_ms"] <= TARGET_HTTP_P99_MS}
+
+
+def http_only(args, env: dict, engine, pairs, report: dict) -> int:
+    """``--http-only``: (a) in-process (warm) and (b) HTTP on the same pairs, answers compared."""
+    timed(lambda b, t: engine.balance_at(b, t), pairs)  # warm pages
+    log(f"(a) in-process balance_at, {len(pairs)} queries, warm")
+    ours_s, ours = timed(lambda b, t: engine.balance_at(b, t), pairs)
+    engine.close()
+    log(f"(b) HTTP, {len(pairs)} queries, then {args.http_clients} concurrent clients for {args.http_seconds} s")
+    http = measure_http(env, pairs, args.http_clients, args.http_seconds, args.http_workers)
+    http_wrong = sum(a != o.balance for a, o in zip(http.pop("answers"), ours))
+    report["balance_at"] = {"ours_in_process": percentiles(ours_s)}
+    report["http"] = http | {"mismatches_vs_in_process": http_wrong}
+    summary = {"in_process_p50_ms": report["balance_at"]["ours_in_process"]["p50_ms"],
+               "in_process_p99_ms": report["balance_at"]["ours_in_process"]["p99_ms"],
+               "in_process_queries_per_second_one_thread": len(ours_s) / sum(ours_s),
+               "http_p50_ms": http["latency"]["p50_ms"], "http_p99_ms": http["latency"]["p99_ms"],
+               **http_summary(http), "targets_met": http_targets(http), "exact": http_wrong == 0}
+    report["summary"] = summary
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"query-http-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(json.dumps(summary, indent=2))
+    log(f"report: {out}")
+    return 0 if summary["exact"] else 1
 
 
 def main() -> int:
@@ -261,6 +348,10 @@ def main() -> int:
     parser.add_argument("--heavy-queries", type=int, default=200)
     parser.add_argument("--balances-at-repeats", type=int, default=3)
     parser.add_argument("--http-clients", type=int, default=50)
+    parser.add_argument("--http-seconds", type=float, default=30.0, help="duration of the concurrent HTTP load")
+    parser.add_argument("--http-workers", type=int, help="serve --workers (default: serve's own default)")
+    parser.add_argument("--http-only", action="store_true",
+                        help="only (a) in-process and (b) HTTP on the same pairs (skips baselines, heavy, balances_at)")
     parser.add_argument("--batch-size", type=int, default=10_000, help="snapshot batch size")
     parser.add_argument("--database-url", default=os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_SERVER,
                         help="admin URL of the PostgreSQL server to create the ledger on")
@@ -288,6 +379,8 @@ def main() -> int:
     for balance_id, at in pairs[:50]:  # warm connections and prepared statements
         engine.balance_at(balance_id, at)
         engine.balance_at(balance_id, at, from_source=True)
+    if args.http_only:
+        return http_only(args, env, engine, pairs, report)
 
     blnk_conn = psycopg.connect(url, autocommit=True)
     log(f"(a) in-process balance_at, {len(pairs)} queries, first touch (cold pages)")
@@ -357,7 +450,7 @@ def main() -> int:
     engine.close()
 
     log(f"(b) HTTP, {len(pairs)} queries, then {args.http_clients} concurrent clients")
-    http = measure_http(env, pairs, args.http_clients)
+    http = measure_http(env, pairs, args.http_clients, args.http_seconds, args.http_workers)
     http_wrong = sum(a != o.balance for a, o in zip(http.pop("answers"), ours))
     report["http"] = http | {"mismatches_vs_in_process": http_wrong}
 
@@ -365,6 +458,7 @@ def main() -> int:
     summary = {
         "in_process_p50_ms": b["ours_in_process"]["p50_ms"], "in_process_p99_ms": b["ours_in_process"]["p99_ms"],
         "http_p50_ms": http["latency"]["p50_ms"], "http_p99_ms": http["latency"]["p99_ms"],
+        **http_summary(http),
         "genesis_p50_ms": b["from_genesis"]["p50_ms"], "blnk_style_p50_ms": b["blnk_style"]["p50_ms"],
         "heavy_speedup_vs_genesis": report["heavy"].get("speedup_vs_genesis_p50_over_p50"),
         "balances_at_seconds_mid_day": report["balances_at"]["mid_day"]["best_seconds"],
@@ -374,6 +468,7 @@ def main() -> int:
             "p99_le_10ms": b["ours_in_process"]["p99_ms"] <= TARGET_P99_MS,
             "heavy_ge_100x": (report["heavy"].get("speedup_vs_genesis_p50_over_p50") or 0) >= TARGET_HEAVY_RATIO,
             "balances_at_lt_3s_mid_day": report["balances_at"]["mid_day"]["best_seconds"] < TARGET_BALANCES_AT_S,
+            **http_targets(http),
         },
         "exact": not wrong and http_wrong == 0,
     }

@@ -54,6 +54,7 @@ class BadInput(CliError):
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+SERVE_WORKERS = 3  # measured on the 2-core machine: see README, "Serving"
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -322,14 +323,24 @@ def cmd_ledger_indexes(args, settings: Settings) -> int:
 
 
 def cmd_serve(args, settings: Settings) -> int:
+    """Run the HTTP API with uvicorn: ``--workers`` processes, each with its own query pool (README, "Serving").
+
+    Settings were validated by :func:`main` before this runs, so a bad one exits 2 before binding.
+    With one worker the app is built here; with several, each worker process builds it from the
+    (same) environment through the :func:`snapshot_pipeline.api.create_app` factory.
+    """
     import uvicorn  # noqa: PLC0415
 
     from snapshot_pipeline.api import create_app  # noqa: PLC0415
 
-    print(f"serving on http://{args.host}:{args.port} (OpenAPI docs at /docs); auth "
+    print(f"serving on http://{args.host}:{args.port} (OpenAPI docs at /docs) with {args.workers} worker(s); auth "
           f"{'on' if settings.api_key else 'off'}; Dagster webserver {settings.dagster_webserver_url}",
           file=sys.stderr)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    options = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log}
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:
+        uvicorn.run("snapshot_pipeline.api:create_app", factory=True, workers=args.workers, **options)
     return 0
 
 
@@ -404,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int(1, 65535), default=8000)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--workers", type=_positive_int(1, 64), default=SERVE_WORKERS,
+                   help=f"server processes (default {SERVE_WORKERS}, sized by benchmarks/bench_query.py)")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the project's workspace")
