@@ -111,13 +111,11 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 
 def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size: int) -> dict:
-    """Run ``balance_snapshots_job`` for one partition on the Dagster instance; return its metrics."""
-    import dagster as dg  # noqa: PLC0415 - keep `--help` fast
+    """Run ``balance_snapshots_job`` for one partition on the Dagster instance; return its metrics.
 
-    from snapshot_pipeline.definitions import build_definitions  # noqa: PLC0415
-    from snapshot_pipeline.defs.assets import ASSET_NAME  # noqa: PLC0415
-    from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB  # noqa: PLC0415
-
+    Every check (partition range, databases reachable, storage writable) comes before Dagster is
+    imported or a file is written.
+    """
     last = calendar.last_closed_day(settings.timezone)
     if snapshot_date < settings.start_date or snapshot_date > last:
         raise CliError(
@@ -125,6 +123,13 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
             f" (SNAPSHOT_START_DATE) to {last}, the last closed day in {settings.timezone}"
         )
     _preflight(settings)
+
+    import dagster as dg  # noqa: PLC0415 - keep `--help` fast
+
+    from snapshot_pipeline.definitions import build_definitions  # noqa: PLC0415
+    from snapshot_pipeline.defs.assets import ASSET_NAME  # noqa: PLC0415
+    from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB  # noqa: PLC0415
+
     prepare_dagster_home(settings)
     job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB)
     with dg.DagsterInstance.get() as instance:
@@ -149,12 +154,12 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
 
 def _preflight(settings: Settings) -> None:
     """Fail fast, before launching a run or writing a file: storage not writable, a database unreachable."""
-    check_storage_writable(settings.storage_uri)
     db.connect(db.ledger_url(settings), what="ledger database").close()
     db.connect(db.snapshot_url(settings), what="snapshot index database").close()
     if settings.dagster_database_url:  # else derived from a database checked above
         db.connect(libpq_url(settings.dagster_database_url),
                    what="Dagster instance database (DAGSTER_PG_URL)").close()
+    check_storage_writable(settings.storage_uri)  # last: it creates the storage root
 
 
 def _failure(result) -> str:

@@ -564,7 +564,10 @@ def _configure(conn: psycopg.Connection) -> None:
 def check_representable(answer: BalanceAt) -> BalanceAt:
     """``answer``, or :class:`AmountOverflow` naming the balance, the amount and its value when one of
     its six amounts does not fit the project's exact amount type, ``decimal128(38, 0)`` (DESIGN §3)."""
-    for name, value in answer.amounts().items():
+    values = answer.amounts()
+    for name in ("credit_balance", "debit_balance", "inflight_credit_balance", "inflight_debit_balance", "balance",
+                 "inflight_balance"):
+        value = values[name]
         if abs(value) > amounts.MAX_STORED:
             raise AmountOverflow(f"balance {answer.balance_id!r}: {name} = {value} at {iso_utc(answer.at)}"
                                  " does not fit decimal128(38, 0)")

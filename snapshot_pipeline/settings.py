@@ -244,10 +244,13 @@ def parse_storage_uri(value: str) -> str:
 
 
 def check_storage_writable(storage_uri: str) -> None:
-    """Before writing: a local storage root must exist as a writable directory or be creatable as one.
+    """Before a run: a local storage root must be a writable directory, created here when missing.
 
-    Checked with ``os.access`` on the directory or its nearest existing ancestor, so nothing is
-    written. Object stores are checked by the run itself (no cheap check without credentials).
+    ``os.access`` on the directory or its nearest existing ancestor first (a clear message for
+    another user's directory), then the root is created (``mkdir -p``), which is what the run would
+    do first anyway; a root that cannot be created (``/proc/x``, a read-only mount, also as root)
+    fails here, before any run is recorded. Object stores are checked by the run itself (there is
+    no cheap check without credentials).
     """
     scheme, sep, rest = storage_uri.partition("://")
     if sep and scheme.lower() != "file":
@@ -257,6 +260,11 @@ def check_storage_writable(storage_uri: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         verb = "is not writable" if existing == path else f"cannot be created: {str(existing)!r} is not writable"
         raise SettingsError(f"SNAPSHOT_STORAGE_URI={storage_uri!r} {verb} by this user")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"SNAPSHOT_STORAGE_URI={storage_uri!r} cannot be created as a directory:"
+                            f" {exc.strerror or exc}") from None
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
