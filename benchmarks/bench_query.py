@@ -4,7 +4,11 @@ One command seeds a throwaway ledger (or reuses one with ``--reuse``), creates t
 (``ledger-indexes``), materializes ``--days`` daily partitions, then measures on the same data:
 
 (a) ``QueryEngine.balance_at`` in-process, for ``--queries`` random (balance, T) pairs;
-(b) the same pairs over HTTP (``snapshot-pipeline serve`` on a loopback port, one client);
+(b) the same pairs over HTTP (``snapshot-pipeline serve`` on a loopback port, ``--http-workers``): one
+    client in sequence, then ``--http-clients`` (50) concurrent keep-alive clients (aiohttp) for
+    ``--http-seconds``, first paced at ``--http-rate`` (1000) requests/s in total, latency counted from
+    each request's scheduled time, then closed loop (as fast as the service answers); the load
+    average before each load is recorded, as the figures only mean something on an idle machine;
 (c) baseline: a from-genesis replay (``balance_at(..., from_source=True)``), same pairs;
 (d) baseline: a Blnk-style query (latest snapshot row of the balance, then every leg recorded after it
     fetched to the client and summed there), same pairs;
@@ -20,6 +24,7 @@ written as JSON to ``benchmarks/results/query-<timestamp>.json``. A missed targe
 
     python benchmarks/bench_query.py                      # 1M balances, 10M transactions, 30 partitions
     python benchmarks/bench_query.py --balances 20000 --transactions 200000 --days 10 --queries 300
+    python benchmarks/bench_query.py --reuse bench_query_... --days 10 --http-only   # (a) and (b) only
 """
 
 from __future__ import annotations
@@ -224,11 +229,16 @@ def _at_path(balance_id: str, at: dt.datetime) -> str:
     return f"/balances/{quote(balance_id, safe='')}/at?timestamp={at.isoformat()}Z"
 
 
-async def _load(base: str, paths: list[str], clients: int, seconds: float, warmup: float) -> dict:
+async def _load(base: str, paths: list[str], clients: int, seconds: float, warmup: float,
+                rate: float | None = None) -> dict:
     """``clients`` concurrent keep-alive clients (one connection each, aiohttp) for ``warmup + seconds``.
 
-    Each client sends its next request as soon as the previous answer is read (closed loop); only
-    requests started after the warm-up are counted. Latency is measured per request by the client.
+    ``rate=None``: closed loop, each client sends its next request as soon as the previous answer is
+    read (the service's maximum throughput; latency is then clients / throughput by Little's law).
+    ``rate=R``: paced, together R requests/s, each client on a fixed schedule of one request every
+    ``clients / R`` s; latency is measured from the *scheduled* send time, so a service that falls
+    behind is charged for the wait (no coordinated omission). Only requests scheduled after the
+    warm-up are counted.
     """
     import asyncio  # noqa: PLC0415
 
@@ -238,12 +248,20 @@ async def _load(base: str, paths: list[str], clients: int, seconds: float, warmu
     measure_from, stop_at = loop_start + warmup, loop_start + warmup + seconds
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    interval = clients / rate if rate else 0.0
 
     async def client(first: int) -> None:
         async with aiohttp.ClientSession(base_url=base, connector=aiohttp.TCPConnector(limit=1)) as session:
-            k = first
+            k, due = first, loop_start + interval * first / clients
             while True:
-                started = time.perf_counter()
+                if rate:
+                    wait = due - time.perf_counter()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    started = due
+                    due += interval
+                else:
+                    started = time.perf_counter()
                 if started >= stop_at:
                     return
                 async with session.get(paths[k % len(paths)]) as response:
@@ -254,15 +272,20 @@ async def _load(base: str, paths: list[str], clients: int, seconds: float, warmu
                     latencies.append(time.perf_counter() - started)
                     statuses[status] = statuses.get(status, 0) + 1
 
+    began = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
+    elapsed = time.perf_counter() - began - warmup
     ok = statuses.get(200, 0)
-    return {"clients": clients, "seconds": seconds, "warmup_seconds": warmup, "requests": len(latencies),
-            "requests_per_second": len(latencies) / seconds, "non_200": len(latencies) - ok,
-            "statuses": {str(k): v for k, v in statuses.items()}, "latency": percentiles(latencies)}
+    return {"clients": clients, "paced_rate": rate, "seconds": seconds, "warmup_seconds": warmup,
+            "requests": len(latencies), "requests_per_second": len(latencies) / max(elapsed, seconds),
+            "non_200": len(latencies) - ok, "statuses": {str(k): v for k, v in statuses.items()},
+            "latency": percentiles(latencies) if latencies else None}
 
 
-def measure_http(env: dict, pairs, concurrency: int, seconds: float = 30.0, workers: int | None = None) -> dict:
-    """(b): one client in sequence over ``pairs`` (answers checked), then ``concurrency`` clients for ``seconds``.
+def measure_http(env: dict, pairs, concurrency: int, seconds: float = 30.0, workers: int | None = None,
+                 rate: float = 1000.0) -> dict:
+    """(b): one client in sequence over ``pairs`` (answers checked), then ``concurrency`` clients for
+    ``seconds`` twice: paced at ``rate`` requests/s in total (the target's load), then closed loop.
 
     The load average (``os.getloadavg``) is recorded just before the load starts: the figure means
     something only on an otherwise idle machine, and the report says how idle it was.
@@ -281,16 +304,20 @@ def measure_http(env: dict, pairs, concurrency: int, seconds: float = 30.0, work
                 return response.json()["balance"]["balance"]
 
             samples, answers = timed(one, pairs)
+        paths = [_at_path(b, t) for b, t in pairs]
         load_before = os.getloadavg()
-        loaded = asyncio.run(_load(base, [_at_path(b, t) for b, t in pairs], concurrency, seconds, warmup=3.0))
+        paced = asyncio.run(_load(base, paths, concurrency, seconds, warmup=3.0, rate=rate))
+        load_between = os.getloadavg()
+        closed = asyncio.run(_load(base, paths, concurrency, seconds, warmup=3.0))
         load_after = os.getloadavg()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     return {"latency": percentiles(samples), "answers": answers, "workers": workers or "default",
-            "concurrent": loaded, "loadavg_before_load": load_before, "loadavg_after_load": load_after,
-            "concurrent_clients": concurrency, "concurrent_failures": loaded["non_200"],
-            "concurrent_requests_per_second": loaded["requests_per_second"]}
+            "concurrent": paced, "closed_loop": closed, "loadavg_before_load": load_before,
+            "loadavg_before_closed_loop": load_between, "loadavg_after_load": load_after,
+            "concurrent_clients": concurrency, "concurrent_failures": paced["non_200"] + closed["non_200"],
+            "concurrent_requests_per_second": paced["requests_per_second"]}
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -298,16 +325,21 @@ def measure_http(env: dict, pairs, concurrency: int, seconds: float = 30.0, work
 
 def http_summary(http: dict) -> dict:
     """The concurrent-load figures of (b) for the summary."""
-    loaded = http["concurrent"]
+    loaded, closed = http["concurrent"], http["closed_loop"]
     return {"http_workers": http["workers"], "http_clients": loaded["clients"],
-            "http_load_requests_per_second": loaded["requests_per_second"],
-            "http_load_p50_ms": loaded["latency"]["p50_ms"], "http_load_p99_ms": loaded["latency"]["p99_ms"],
-            "http_load_non_200": loaded["non_200"], "loadavg_before_http_load": http["loadavg_before_load"]}
+            "http_paced_rate": loaded["paced_rate"],
+            "http_paced_requests_per_second": loaded["requests_per_second"],
+            "http_paced_p50_ms": loaded["latency"]["p50_ms"], "http_paced_p99_ms": loaded["latency"]["p99_ms"],
+            "http_closed_loop_requests_per_second": closed["requests_per_second"],
+            "http_closed_loop_p50_ms": closed["latency"]["p50_ms"],
+            "http_closed_loop_p99_ms": closed["latency"]["p99_ms"],
+            "http_load_non_200": loaded["non_200"] + closed["non_200"],
+            "loadavg_before_http_load": http["loadavg_before_load"]}
 
 
 def http_targets(http: dict) -> dict:
     loaded = http["concurrent"]
-    return {"http_ge_1000_rps": loaded["requests_per_second"] >= TARGET_HTTP_RPS,
+    return {"http_ge_1000_rps": loaded["requests_per_second"] >= TARGET_HTTP_RPS * 0.99,
             "http_p99_le_50ms": loaded["latency"]["p99_ms"] <= TARGET_HTTP_P99_MS}
 
 
@@ -318,7 +350,7 @@ def http_only(args, env: dict, engine, pairs, report: dict) -> int:
     ours_s, ours = timed(lambda b, t: engine.balance_at(b, t), pairs)
     engine.close()
     log(f"(b) HTTP, {len(pairs)} queries, then {args.http_clients} concurrent clients for {args.http_seconds} s")
-    http = measure_http(env, pairs, args.http_clients, args.http_seconds, args.http_workers)
+    http = measure_http(env, pairs, args.http_clients, args.http_seconds, args.http_workers, args.http_rate)
     http_wrong = sum(a != o.balance for a, o in zip(http.pop("answers"), ours))
     report["balance_at"] = {"ours_in_process": percentiles(ours_s)}
     report["http"] = http | {"mismatches_vs_in_process": http_wrong}
@@ -350,6 +382,8 @@ def main() -> int:
     parser.add_argument("--http-clients", type=int, default=50)
     parser.add_argument("--http-seconds", type=float, default=30.0, help="duration of the concurrent HTTP load")
     parser.add_argument("--http-workers", type=int, help="serve --workers (default: serve's own default)")
+    parser.add_argument("--http-rate", type=float, default=TARGET_HTTP_RPS,
+                        help="total requests/s of the paced load (default 1000, the target)")
     parser.add_argument("--http-only", action="store_true",
                         help="only (a) in-process and (b) HTTP on the same pairs (skips baselines, heavy, balances_at)")
     parser.add_argument("--batch-size", type=int, default=10_000, help="snapshot batch size")
@@ -450,7 +484,7 @@ def main() -> int:
     engine.close()
 
     log(f"(b) HTTP, {len(pairs)} queries, then {args.http_clients} concurrent clients")
-    http = measure_http(env, pairs, args.http_clients, args.http_seconds, args.http_workers)
+    http = measure_http(env, pairs, args.http_clients, args.http_seconds, args.http_workers, args.http_rate)
     http_wrong = sum(a != o.balance for a, o in zip(http.pop("answers"), ours))
     report["http"] = http | {"mismatches_vs_in_process": http_wrong}
 
