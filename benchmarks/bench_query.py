@@ -62,6 +62,7 @@ TARGET_HEAVY_RATIO = 100.0
 TARGET_BALANCES_AT_S = 3.0
 TARGET_HTTP_RPS = 1000.0
 TARGET_HTTP_P99_MS = 50.0
+LAG_LIMIT_SECONDS = 2.0  # a paced load stops this long after its end even if requests are still due
 
 
 def log(message: str) -> None:
@@ -262,8 +263,8 @@ async def _load(base: str, paths: list[str], clients: int, seconds: float, warmu
                     due += interval
                 else:
                     started = time.perf_counter()
-                if started >= stop_at:
-                    return
+                if started >= stop_at or time.perf_counter() > stop_at + LAG_LIMIT_SECONDS:
+                    return  # (paced: a service this far behind has failed the rate; stop rather than drain)
                 async with session.get(paths[k % len(paths)]) as response:
                     await response.read()
                     status = response.status
