@@ -92,6 +92,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
     ``dagster.yaml`` you wrote yourself (without the marker line) is left alone.
     The instance's PostgreSQL is :func:`snapshot_pipeline.db.dagster_url`.
     """
+    _check_dagster_database(settings)  # before any file is written
     home = dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
@@ -156,10 +157,19 @@ def _preflight(settings: Settings) -> None:
     """Fail fast, before launching a run or writing a file: storage not writable, a database unreachable."""
     db.connect(db.ledger_url(settings), what="ledger database").close()
     db.connect(db.snapshot_url(settings), what="snapshot index database").close()
-    if settings.dagster_database_url:  # else derived from a database checked above
+    _check_dagster_database(settings)
+    check_storage_writable(settings.storage_uri)  # last: it creates the storage root
+
+
+def _check_dagster_database(settings: Settings) -> None:
+    """``DAGSTER_PG_URL``, when set, must answer now: else SQLAlchemy retries for ~16 s and ends in a traceback.
+
+    (When unset, the instance's database is derived from the index's server, which is checked by
+    :func:`snapshot_pipeline.db.dagster_url` itself.)
+    """
+    if settings.dagster_database_url:
         db.connect(libpq_url(settings.dagster_database_url),
                    what="Dagster instance database (DAGSTER_PG_URL)").close()
-    check_storage_writable(settings.storage_uri)  # last: it creates the storage root
 
 
 def _failure(result) -> str:
