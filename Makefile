@@ -39,7 +39,7 @@ bench-query: install  ## balance-at-time benchmark (1M balances, 10M transaction
 
 bench-query-smoke: install
 	$(BIN)/python benchmarks/bench_query.py --balances 5000 --transactions 50000 --days 5 --queries 200 \
-		--heavy-legs 1000 --heavy-queries 50 --http-clients 10
+		--heavy-legs 1000 --heavy-queries 50 --http-clients 10 --http-seconds 3 --http-rate 100
 
 serve: install  ## the HTTP API on http://127.0.0.1:8000 (docs at /docs)
 	$(BIN)/snapshot-pipeline serve

@@ -4,7 +4,11 @@ One command seeds a throwaway ledger (or reuses one with ``--reuse``), creates t
 (``ledger-indexes``), materializes ``--days`` daily partitions, then measures on the same data:
 
 (a) ``QueryEngine.balance_at`` in-process, for ``--queries`` random (balance, T) pairs;
-(b) the same pairs over HTTP (``snapshot-pipeline serve`` on a loopback port, one client);
+(b) the same pairs over HTTP (``snapshot-pipeline serve`` on a loopback port, ``--http-workers``): one
+    client in sequence, then ``--http-clients`` (50) concurrent keep-alive clients (aiohttp) for
+    ``--http-seconds``, first paced at ``--http-rate`` (1000) requests/s in total, latency counted from
+    each request's scheduled time, then closed loop (as fast as the service answers); the load
+    average before each load is recorded, as the figures only mean something on an idle machine;
 (c) baseline: a from-genesis replay (``balance_at(..., from_source=True)``), same pairs;
 (d) baseline: a Blnk-style query (latest snapshot row of the balance, then every leg recorded after it
     fetched to the client and summed there), same pairs;
@@ -20,6 +24,7 @@ written as JSON to ``benchmarks/results/query-<timestamp>.json``. A missed targe
 
     python benchmarks/bench_query.py                      # 1M balances, 10M transactions, 30 partitions
     python benchmarks/bench_query.py --balances 20000 --transactions 200000 --days 10 --queries 300
+    python benchmarks/bench_query.py --reuse bench_query_... --days 10 --http-only   # (a) and (b) only
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -54,6 +60,9 @@ TARGET_P50_MS = 2.0
 TARGET_P99_MS = 10.0
 TARGET_HEAVY_RATIO = 100.0
 TARGET_BALANCES_AT_S = 3.0
+TARGET_HTTP_RPS = 1000.0
+TARGET_HTTP_P99_MS = 50.0
+LAG_LIMIT_SECONDS = 2.0  # a paced load stops this long after its end even if requests are still due
 
 
 def log(message: str) -> None:
@@ -196,57 +205,167 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_http(env: dict, pairs, concurrency: int) -> dict:
+def start_service(env: dict, workers: int | None) -> tuple[subprocess.Popen, str]:
+    """``snapshot-pipeline serve`` on a free loopback port (``workers`` processes; None = its default)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "snapshot_pipeline.cli", "serve", "--port", str(port),
-                             "--log-level", "warning"], env=env)
+    command = [sys.executable, "-m", "snapshot_pipeline.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    if workers:
+        command += ["--workers", str(workers)]
+    proc = subprocess.Popen(command, env=env)
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/health", timeout=5).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.terminate()
+            raise RuntimeError("the HTTP service did not start")
+        time.sleep(0.2)
+
+
+def _at_path(balance_id: str, at: dt.datetime) -> str:
+    return f"/balances/{quote(balance_id, safe='')}/at?timestamp={at.isoformat()}Z"
+
+
+async def _load(base: str, paths: list[str], clients: int, seconds: float, warmup: float,
+                rate: float | None = None) -> dict:
+    """``clients`` concurrent keep-alive clients (one connection each, aiohttp) for ``warmup + seconds``.
+
+    ``rate=None``: closed loop, each client sends its next request as soon as the previous answer is
+    read (the service's maximum throughput; latency is then clients / throughput by Little's law).
+    ``rate=R``: paced, together R requests/s, each client on a fixed schedule of one request every
+    ``clients / R`` s; latency is measured from the *scheduled* send time, so a service that falls
+    behind is charged for the wait (no coordinated omission). Only requests scheduled after the
+    warm-up are counted.
+    """
+    import asyncio  # noqa: PLC0415
+
+    import aiohttp  # noqa: PLC0415
+
+    loop_start = time.perf_counter()
+    measure_from, stop_at = loop_start + warmup, loop_start + warmup + seconds
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    interval = clients / rate if rate else 0.0
+
+    async def client(first: int) -> None:
+        async with aiohttp.ClientSession(base_url=base, connector=aiohttp.TCPConnector(limit=1)) as session:
+            k, due = first, loop_start + interval * first / clients
+            while True:
+                if rate:
+                    wait = due - time.perf_counter()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    started = due
+                    due += interval
+                else:
+                    started = time.perf_counter()
+                if started >= stop_at or time.perf_counter() > stop_at + LAG_LIMIT_SECONDS:
+                    return  # (paced: a service this far behind has failed the rate; stop rather than drain)
+                async with session.get(paths[k % len(paths)]) as response:
+                    await response.read()
+                    status = response.status
+                k += clients
+                if started >= measure_from:
+                    latencies.append(time.perf_counter() - started)
+                    statuses[status] = statuses.get(status, 0) + 1
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    ok = statuses.get(200, 0)
+    # Requests started (closed loop) or scheduled (paced) within the measured window, answered.
+    return {"clients": clients, "paced_rate": rate, "seconds": seconds, "warmup_seconds": warmup,
+            "requests": len(latencies), "requests_per_second": len(latencies) / seconds,
+            "non_200": len(latencies) - ok, "statuses": {str(k): v for k, v in statuses.items()},
+            "latency": percentiles(latencies) if latencies else None}
+
+
+def measure_http(env: dict, pairs, concurrency: int, seconds: float = 30.0, workers: int | None = None,
+                 rate: float = 1000.0) -> dict:
+    """(b): one client in sequence over ``pairs`` (answers checked), then ``concurrency`` clients for
+    ``seconds`` twice: paced at ``rate`` requests/s in total (the target's load), then closed loop.
+
+    The load average (``os.getloadavg``) is recorded just before the load starts: the figure means
+    something only on an otherwise idle machine, and the report says how idle it was.
+    """
+    import asyncio  # noqa: PLC0415
+
+    proc, base = start_service(env, workers)
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the HTTP service did not start")
-                time.sleep(0.2)
             for balance_id, at in pairs[:50]:  # warm the pools
-                client.get(f"/balances/{balance_id}/at", params={"timestamp": at.isoformat() + "Z"})
+                client.get(_at_path(balance_id, at))
 
             def one(balance_id, at):
-                response = client.get(f"/balances/{balance_id}/at", params={"timestamp": at.isoformat() + "Z"})
+                response = client.get(_at_path(balance_id, at))
                 response.raise_for_status()
                 return response.json()["balance"]["balance"]
 
             samples, answers = timed(one, pairs)
-        # Throughput with concurrent clients (threads, one connection each).
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
-        def worker(chunk):
-            with httpx.Client(base_url=base, timeout=60) as c:
-                failures = 0
-                for balance_id, at in chunk:
-                    r = c.get(f"/balances/{balance_id}/at", params={"timestamp": at.isoformat() + "Z"})
-                    failures += r.status_code != 200
-                return failures
-
-        chunks = [pairs[i::concurrency] for i in range(concurrency)]
-        started = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            failures = sum(pool.map(worker, chunks))
-        seconds = time.perf_counter() - started
+        paths = [_at_path(b, t) for b, t in pairs]
+        load_before = os.getloadavg()
+        paced = asyncio.run(_load(base, paths, concurrency, seconds, warmup=3.0, rate=rate))
+        load_between = os.getloadavg()
+        closed = asyncio.run(_load(base, paths, concurrency, seconds, warmup=3.0))
+        load_after = os.getloadavg()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return {"latency": percentiles(samples), "answers": answers, "concurrent_clients": concurrency,
-            "concurrent_requests": len(pairs), "concurrent_failures": failures,
-            "concurrent_requests_per_second": len(pairs) / seconds}
+    return {"latency": percentiles(samples), "answers": answers, "workers": workers or "default",
+            "concurrent": paced, "closed_loop": closed, "loadavg_before_load": load_before,
+            "loadavg_before_closed_loop": load_between, "loadavg_after_load": load_after,
+            "concurrent_clients": concurrency, "concurrent_failures": paced["non_200"] + closed["non_200"],
+            "concurrent_requests_per_second": paced["requests_per_second"]}
 
 
 # ------------------------------------------------------------------------------------------------- main
+
+
+def http_summary(http: dict) -> dict:
+    """The concurrent-load figures of (b) for the summary."""
+    loaded, closed = http["concurrent"], http["closed_loop"]
+    return {"http_workers": http["workers"], "http_clients": loaded["clients"],
+            "http_paced_rate": loaded["paced_rate"],
+            "http_paced_requests_per_second": loaded["requests_per_second"],
+            "http_paced_p50_ms": loaded["latency"]["p50_ms"], "http_paced_p99_ms": loaded["latency"]["p99_ms"],
+            "http_closed_loop_requests_per_second": closed["requests_per_second"],
+            "http_closed_loop_p50_ms": closed["latency"]["p50_ms"],
+            "http_closed_loop_p99_ms": closed["latency"]["p99_ms"],
+            "http_load_non_200": loaded["non_200"] + closed["non_200"],
+            "loadavg_before_http_load": http["loadavg_before_load"]}
+
+
+def http_targets(http: dict) -> dict:
+    loaded = http["concurrent"]
+    return {"http_ge_1000_rps": loaded["requests_per_second"] >= TARGET_HTTP_RPS * 0.99,
+            "http_p99_le_50ms": loaded["latency"]["p99_ms"] <= TARGET_HTTP_P99_MS}
+
+
+def http_only(args, env: dict, engine, pairs, report: dict) -> int:
+    """``--http-only``: (a) in-process (warm) and (b) HTTP on the same pairs, answers compared."""
+    timed(lambda b, t: engine.balance_at(b, t), pairs)  # warm pages
+    log(f"(a) in-process balance_at, {len(pairs)} queries, warm")
+    ours_s, ours = timed(lambda b, t: engine.balance_at(b, t), pairs)
+    engine.close()
+    log(f"(b) HTTP, {len(pairs)} queries, then {args.http_clients} concurrent clients for {args.http_seconds} s")
+    http = measure_http(env, pairs, args.http_clients, args.http_seconds, args.http_workers, args.http_rate)
+    http_wrong = sum(a != o.balance for a, o in zip(http.pop("answers"), ours))
+    report["balance_at"] = {"ours_in_process": percentiles(ours_s)}
+    report["http"] = http | {"mismatches_vs_in_process": http_wrong}
+    summary = {"in_process_p50_ms": report["balance_at"]["ours_in_process"]["p50_ms"],
+               "in_process_p99_ms": report["balance_at"]["ours_in_process"]["p99_ms"],
+               "in_process_queries_per_second_one_thread": len(ours_s) / sum(ours_s),
+               "http_p50_ms": http["latency"]["p50_ms"], "http_p99_ms": http["latency"]["p99_ms"],
+               **http_summary(http), "targets_met": http_targets(http), "exact": http_wrong == 0}
+    report["summary"] = summary
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"query-http-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(json.dumps(summary, indent=2))
+    log(f"report: {out}")
+    return 0 if summary["exact"] else 1
 
 
 def main() -> int:
@@ -261,6 +380,12 @@ def main() -> int:
     parser.add_argument("--heavy-queries", type=int, default=200)
     parser.add_argument("--balances-at-repeats", type=int, default=3)
     parser.add_argument("--http-clients", type=int, default=50)
+    parser.add_argument("--http-seconds", type=float, default=30.0, help="duration of the concurrent HTTP load")
+    parser.add_argument("--http-workers", type=int, help="serve --workers (default: serve's own default)")
+    parser.add_argument("--http-rate", type=float, default=TARGET_HTTP_RPS,
+                        help="total requests/s of the paced load (default 1000, the target)")
+    parser.add_argument("--http-only", action="store_true",
+                        help="only (a) in-process and (b) HTTP on the same pairs (skips baselines, heavy, balances_at)")
     parser.add_argument("--batch-size", type=int, default=10_000, help="snapshot batch size")
     parser.add_argument("--database-url", default=os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_SERVER,
                         help="admin URL of the PostgreSQL server to create the ledger on")
@@ -288,6 +413,8 @@ def main() -> int:
     for balance_id, at in pairs[:50]:  # warm connections and prepared statements
         engine.balance_at(balance_id, at)
         engine.balance_at(balance_id, at, from_source=True)
+    if args.http_only:
+        return http_only(args, env, engine, pairs, report)
 
     blnk_conn = psycopg.connect(url, autocommit=True)
     log(f"(a) in-process balance_at, {len(pairs)} queries, first touch (cold pages)")
@@ -357,7 +484,7 @@ def main() -> int:
     engine.close()
 
     log(f"(b) HTTP, {len(pairs)} queries, then {args.http_clients} concurrent clients")
-    http = measure_http(env, pairs, args.http_clients)
+    http = measure_http(env, pairs, args.http_clients, args.http_seconds, args.http_workers, args.http_rate)
     http_wrong = sum(a != o.balance for a, o in zip(http.pop("answers"), ours))
     report["http"] = http | {"mismatches_vs_in_process": http_wrong}
 
@@ -365,6 +492,7 @@ def main() -> int:
     summary = {
         "in_process_p50_ms": b["ours_in_process"]["p50_ms"], "in_process_p99_ms": b["ours_in_process"]["p99_ms"],
         "http_p50_ms": http["latency"]["p50_ms"], "http_p99_ms": http["latency"]["p99_ms"],
+        **http_summary(http),
         "genesis_p50_ms": b["from_genesis"]["p50_ms"], "blnk_style_p50_ms": b["blnk_style"]["p50_ms"],
         "heavy_speedup_vs_genesis": report["heavy"].get("speedup_vs_genesis_p50_over_p50"),
         "balances_at_seconds_mid_day": report["balances_at"]["mid_day"]["best_seconds"],
@@ -374,6 +502,7 @@ def main() -> int:
             "p99_le_10ms": b["ours_in_process"]["p99_ms"] <= TARGET_P99_MS,
             "heavy_ge_100x": (report["heavy"].get("speedup_vs_genesis_p50_over_p50") or 0) >= TARGET_HEAVY_RATIO,
             "balances_at_lt_3s_mid_day": report["balances_at"]["mid_day"]["best_seconds"] < TARGET_BALANCES_AT_S,
+            **http_targets(http),
         },
         "exact": not wrong and http_wrong == 0,
     }

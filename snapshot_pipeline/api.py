@@ -13,7 +13,8 @@
 
 With ``SNAPSHOT_API_KEY`` set, every endpoint but ``/health`` and the docs needs
 ``Authorization: Bearer <key>`` (constant-time comparison). Errors are JSON
-``{"code": ..., "message": ...}``: 400 bad input, 401, 404 unknown balance or run, 503 when the
+``{"code": ..., "message": ...}``: 400 bad input, 401, 404 unknown balance or run, 422 an amount that cannot
+be represented (balance and value named), 503 when the
 database or Dagster is unreachable.
 """
 
@@ -27,11 +28,12 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snapshot_pipeline import calendar, db, query
 from snapshot_pipeline.dagster_client import DagsterClient, DagsterUnavailable, LaunchRejected, RunNotFound
-from snapshot_pipeline.settings import Settings, load_settings
+from snapshot_pipeline.settings import Settings, load_settings, redact
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +123,30 @@ class RunBody(BaseModel):
 _ERRORS = {
     400: {"model": ErrorBody, "description": "bad input"},
     401: {"model": ErrorBody, "description": "missing or wrong API key"},
+    422: {"model": ErrorBody, "description": "an amount that cannot be represented exactly (the balance is named)"},
     503: {"model": ErrorBody, "description": "database or Dagster unreachable"},
 }
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+_BALANCE_AT_QUERY = [
+    {"name": "timestamp", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "RFC 3339 instant with a UTC offset (e.g. 2026-11-02T09:30:00Z, 2026-11-02T15:00:00.250+05:30),"
+                    " from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z once in UTC; default: now"},
+    {"name": "from_source", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+     "description": "replay the journal from genesis instead of a snapshot"},
+]
+
+
+def _flag(text: str | None, what: str) -> bool:
+    """A boolean query parameter (true/false, 1/0, yes/no, on/off; absent = false) or a 400."""
+    if text is None:
+        return False
+    value = text.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ApiError(400, "bad_request", f"{what}: must be true or false, got {text[:64]!r}")
+    return value in _TRUE
 
 
 # ------------------------------------------------------------------------------------------------------ app
@@ -153,7 +177,7 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
         lifespan=lifespan,
     )
 
-    def authorize(request: Request) -> None:
+    async def authorize(request: Request) -> None:
         if not settings.api_key:
             return
         header = request.headers.get("authorization", "")
@@ -180,7 +204,8 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}, status_code=500)
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return JSONResponse({"code": "internal_error", "message": redact(message)}, status_code=500)
 
     def run_query(fn):
         try:
@@ -189,6 +214,8 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
             raise ApiError(400, "bad_request", str(exc)) from None
         except query.BalanceNotFound as exc:
             raise ApiError(404, "balance_not_found", f"balance {exc.balance_id!r} does not exist") from None
+        except query.AmountOverflow as exc:
+            raise ApiError(422, "amount_not_representable", str(exc)) from None
         except db.DatabaseUnavailable as exc:
             raise ApiError(503, "database_unavailable", str(exc)) from None
 
@@ -196,9 +223,9 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
         if text is None:
             return query.utc_now()
         try:
-            return query.parse_timestamp(text)
+            return query.parse_timestamp(text, what)
         except query.QueryError as exc:
-            raise ApiError(400, "invalid_timestamp", f"{what}: {exc}") from None
+            raise ApiError(400, "invalid_timestamp", str(exc)) from None
 
     # ---------------------------------------------------------------------------------------- routes
 
@@ -209,20 +236,23 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
 
     @app.get("/balances/{balance_id}/at", response_model=BalanceAtBody, tags=["balances"],
              responses={**_ERRORS, 404: {"model": ErrorBody, "description": "unknown balance"}},
-             dependencies=[Depends(authorize)])
-    def balance_at(
-        balance_id: str,
-        timestamp: str | None = Query(None, description="RFC 3339 instant with a UTC offset (e.g. 2026-11-02T09:30:00Z,"
-                                      " 2026-11-02T15:00:00.250+05:30); default: now"),
-        from_source: bool = Query(False, description="replay the journal from genesis instead of a snapshot"),
-    ):
+             openapi_extra={"parameters": _BALANCE_AT_QUERY})
+    async def balance_at(balance_id: str, request: Request):
         """The balance as of ``timestamp``: every APPLIED leg and open hold with effective time <= timestamp.
 
         Exact whatever the repair state of the snapshots: starts from the latest snapshot at or before
         the instant and replays the legs it did not include (later, late and backdated ones).
+
+        The hot path (README, "Serving"): auth and parameters are read on the event loop without
+        FastAPI's per-request validation, and the sync query runs in the thread pool (one hop), so a
+        slow query (a busy balance) never stalls the worker's other requests.
         """
-        at = instant(timestamp, "timestamp")
-        answer = run_query(lambda: state["engine"].balance_at(balance_id, at, from_source=from_source))
+        await authorize(request)
+        params = request.query_params
+        at = instant(params.get("timestamp"), "timestamp")
+        from_source = _flag(params.get("from_source"), "from_source")
+        answer = await run_in_threadpool(run_query, lambda: state["engine"].balance_at(balance_id, at,
+                                                                                    from_source=from_source))
         return JSONResponse(answer.as_blnk())
 
     @app.get("/balances/{balance_id}/change", response_model=BalanceChangeBody, tags=["balances"],

@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 from snapshot_pipeline import calendar, db, embedded
-from snapshot_pipeline.settings import Settings, SettingsError, dagster_home, load_settings, parse_date
+from snapshot_pipeline.settings import (
+    Settings,
+    SettingsError,
+    check_storage_writable,
+    dagster_home,
+    libpq_url,
+    load_settings,
+    parse_date,
+    redact,
+)
 
 MANAGED_MARKER = "# Dagster instance settings for snapshot_pipeline"
 # Used when SNAPSHOT_HOME has no dagster.yaml; the same instance as the project's dagster.yaml.
@@ -42,6 +51,15 @@ _OLD_DEFAULT_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 
 class CliError(RuntimeError):
     """A user-facing error: printed to stderr, exit code 1."""
+
+
+class BadInput(CliError):
+    """A bad argument or setting: printed to stderr as one line, exit code 2 (as argparse's usage errors)."""
+
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+SERVE_WORKERS = 3  # measured on the 2-core machine: see README, "Serving"
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -79,6 +97,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
     ``dagster.yaml`` you wrote yourself (without the marker line) is left alone.
     The instance's PostgreSQL is :func:`snapshot_pipeline.db.dagster_url`.
     """
+    _check_dagster_database(settings)  # before any file is written
     home = dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
@@ -99,13 +118,11 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size: int,
                           full_refresh: bool = False) -> dict:
-    """Run ``balance_snapshots_job`` for one partition on the Dagster instance; return its metrics."""
-    import dagster as dg  # noqa: PLC0415 - keep `--help` fast
+    """Run ``balance_snapshots_job`` for one partition on the Dagster instance; return its metrics.
 
-    from snapshot_pipeline.definitions import build_definitions  # noqa: PLC0415
-    from snapshot_pipeline.defs.assets import ASSET_NAME  # noqa: PLC0415
-    from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB  # noqa: PLC0415
-
+    Every check (partition range, databases reachable, storage writable) comes before Dagster is
+    imported or a file is written.
+    """
     last = calendar.last_closed_day(settings.timezone)
     if snapshot_date < settings.start_date or snapshot_date > last:
         raise CliError(
@@ -113,6 +130,13 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
             f" (SNAPSHOT_START_DATE) to {last}, the last closed day in {settings.timezone}"
         )
     _preflight(settings)
+
+    import dagster as dg  # noqa: PLC0415 - keep `--help` fast
+
+    from snapshot_pipeline.definitions import build_definitions  # noqa: PLC0415
+    from snapshot_pipeline.defs.assets import ASSET_NAME  # noqa: PLC0415
+    from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB  # noqa: PLC0415
+
     prepare_dagster_home(settings)
     job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB)
     with dg.DagsterInstance.get() as instance:
@@ -136,9 +160,22 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
 
 
 def _preflight(settings: Settings) -> None:
-    """Fail fast, before launching a run, when a database is unreachable."""
+    """Fail fast, before launching a run or writing a file: storage not writable, a database unreachable."""
     db.connect(db.ledger_url(settings), what="ledger database").close()
     db.connect(db.snapshot_url(settings), what="snapshot index database").close()
+    _check_dagster_database(settings)
+    check_storage_writable(settings.storage_uri)  # last: it creates the storage root
+
+
+def _check_dagster_database(settings: Settings) -> None:
+    """``DAGSTER_PG_URL``, when set, must answer now: else SQLAlchemy retries for ~16 s and ends in a traceback.
+
+    (When unset, the instance's database is derived from the index's server, which is checked by
+    :func:`snapshot_pipeline.db.dagster_url` itself.)
+    """
+    if settings.dagster_database_url:
+        db.connect(libpq_url(settings.dagster_database_url),
+                   what="Dagster instance database (DAGSTER_PG_URL)").close()
 
 
 def _failure(result) -> str:
@@ -298,7 +335,9 @@ def cmd_balance_at(args, settings: Settings) -> int:
         at = query.parse_timestamp(args.timestamp) if args.timestamp else query.utc_now()
         with query.QueryEngine(settings, max_connections=1) as engine:
             answer = engine.balance_at(args.balance_id, at, from_source=args.from_source)
-    except (query.QueryError, query.BalanceNotFound) as exc:
+    except query.QueryError as exc:
+        raise BadInput(str(exc)) from None
+    except (query.BalanceNotFound, query.AmountOverflow) as exc:
         raise CliError(str(exc).strip("'\"")) from None
     _print_json(answer.as_blnk())
     return 0
@@ -319,14 +358,24 @@ def cmd_ledger_indexes(args, settings: Settings) -> int:
 
 
 def cmd_serve(args, settings: Settings) -> int:
+    """Run the HTTP API with uvicorn: ``--workers`` processes, each with its own query pool (README, "Serving").
+
+    Settings were validated by :func:`main` before this runs, so a bad one exits 2 before binding.
+    With one worker the app is built here; with several, each worker process builds it from the
+    (same) environment through the :func:`snapshot_pipeline.api.create_app` factory.
+    """
     import uvicorn  # noqa: PLC0415
 
     from snapshot_pipeline.api import create_app  # noqa: PLC0415
 
-    print(f"serving on http://{args.host}:{args.port} (OpenAPI docs at /docs); auth "
+    print(f"serving on http://{args.host}:{args.port} (OpenAPI docs at /docs) with {args.workers} worker(s); auth "
           f"{'on' if settings.api_key else 'off'}; Dagster webserver {settings.dagster_webserver_url}",
           file=sys.stderr)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    options = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log}
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:
+        uvicorn.run("snapshot_pipeline.api:create_app", factory=True, workers=args.workers, **options)
     return 0
 
 
@@ -343,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Environment: LEDGER_DATABASE_URL, SNAPSHOT_DATABASE_URL, SNAPSHOT_STORAGE_URI, SNAPSHOT_TIMEZONE,"
         " SNAPSHOT_START_DATE, DAGSTER_HOME, DAGSTER_WEBSERVER_URL, SNAPSHOT_API_KEY. Unset database URLs mean the embedded PostgreSQL in .data/.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="seed a demo ledger if empty and snapshot the last closed days")
@@ -405,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int(1, 65535), default=8000)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--workers", type=_positive_int(1, 64), default=SERVE_WORKERS,
+                   help=f"server processes (default {SERVE_WORKERS}, sized by benchmarks/bench_query.py)")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the project's workspace")
@@ -414,18 +467,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error as one line of text, passwords of any URL in it hidden."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return redact(text)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Parse, load and validate settings, run the command; errors are one line on stderr.
+
+    Exit codes: 0 success, 1 failure, 2 bad input (argument or setting; nothing was done), 130
+    interrupted. An unexpected exception is shown as one line too; ``--debug`` shows its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
         return args.handler(args, settings)
-    except (CliError, SettingsError, db.DatabaseUnavailable, embedded.EmbeddedDatabaseError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (BadInput, SettingsError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (CliError, db.DatabaseUnavailable, embedded.EmbeddedDatabaseError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback only on request
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

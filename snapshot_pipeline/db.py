@@ -7,7 +7,6 @@ connections that fail with :class:`DatabaseUnavailable` naming the database.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit, urlunsplit
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -16,6 +15,7 @@ import psycopg.errors
 import psycopg.sql
 
 from snapshot_pipeline import embedded
+from snapshot_pipeline import settings as _settings
 from snapshot_pipeline.settings import Settings
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -27,8 +27,8 @@ class DatabaseUnavailable(RuntimeError):
 
 
 def redact(url: str) -> str:
-    """Hide the password of a URL for logs and error messages."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """Hide the password of a URL for logs and error messages (:func:`snapshot_pipeline.settings.redact`)."""
+    return _settings.redact(url)
 
 
 def with_database(url: str, database: str) -> str:

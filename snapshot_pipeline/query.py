@@ -51,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from snapshot_pipeline import db, snapshot
+from snapshot_pipeline import amounts, db, snapshot
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
@@ -65,6 +65,9 @@ MAX_BALANCE_ID_LENGTH = 512
 
 class QueryError(ValueError):
     """Bad input to a query (an unparseable or ambiguous timestamp, an empty interval...)."""
+
+
+AmountOverflow = amounts.AmountOverflow
 
 
 class BalanceNotFound(LookupError):
@@ -82,35 +85,62 @@ _RFC3339 = re.compile(
 )
 
 
-def parse_timestamp(text: str) -> dt.datetime:
+FIRST_INSTANT = dt.datetime.min  # 0001-01-01T00:00:00Z: naive UTC, the range of Python datetimes
+LAST_INSTANT = dt.datetime.max  # 9999-12-31T23:59:59.999999Z
+INSTANT_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
+
+
+def parse_timestamp(text: str, what: str = "timestamp") -> dt.datetime:
     """RFC 3339 text with a UTC offset (``Z``, ``+05:30``, ``-04:00``) -> naive UTC.
 
     Fractions finer than a microsecond are truncated, which is exact for ``effective <= T``
     because the ledger stores microseconds. Text without an offset is refused (ambiguous).
+    Every instant whose UTC value lies in :data:`INSTANT_RANGE` is accepted, whatever its offset;
+    one outside it (e.g. ``0001-01-01T00:00:00+01:00``, ``9999-12-31T23:59:59-23:59``) or with year
+    0000 is refused with a :class:`QueryError` naming the range. ``what`` names the parameter.
     """
+    if not isinstance(text, str) or len(text) > 64:
+        raise QueryError(f"{what} must be an RFC 3339 instant of at most 64 characters")
     match = _RFC3339.match(text.strip())
     if not match:
         raise QueryError(
-            f"timestamp {text!r} is not RFC 3339 with a UTC offset (e.g. 2026-11-02T09:30:00Z or"
+            f"{what} {text!r} is not RFC 3339 with a UTC offset (e.g. 2026-11-02T09:30:00Z or"
             " 2026-11-02T15:00:00.250+05:30)"
         )
     day, clock, fraction, offset = match.groups()
     micro = (fraction or "").ljust(6, "0")[:6]
     offset = "+00:00" if offset in ("Z", "z") else offset
+    if day.startswith("0000"):
+        raise QueryError(f"{what} {text!r} is outside the supported range {INSTANT_RANGE}")
+    if int(offset[1:3]) > 23 or int(offset[4:6]) > 59:
+        raise QueryError(f"{what} {text!r} has the UTC offset {offset}: offsets run from -23:59 to +23:59")
     try:
         value = dt.datetime.fromisoformat(f"{day}T{clock}.{micro}{offset}")
     except ValueError as exc:
-        raise QueryError(f"timestamp {text!r} is not a valid date and time: {exc}") from None
-    return to_utc(value)
+        raise QueryError(f"{what} {text!r} is not a valid date and time: {exc}") from None
+    return to_utc(value, what)
 
 
-def to_utc(value: dt.datetime) -> dt.datetime:
-    """An aware datetime -> naive UTC; a naive one is taken as UTC already."""
+def to_utc(value: dt.datetime, what: str = "timestamp") -> dt.datetime:
+    """An aware datetime -> naive UTC; a naive one is taken as UTC already.
+
+    An aware instant whose UTC value falls outside :data:`INSTANT_RANGE` is a :class:`QueryError`.
+    """
     if not isinstance(value, dt.datetime):
         raise QueryError(f"expected a datetime, got {type(value).__name__}")
     if value.tzinfo is not None:
-        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        try:
+            return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            raise QueryError(f"{what} {value.isoformat()} is outside the supported range {INSTANT_RANGE}"
+                             " once converted to UTC") from None
     return value
+
+
+def just_before(value: dt.datetime) -> dt.datetime | None:
+    """``value - 1µs`` (so ``effective < value`` is ``effective <= just_before(value)``); ``None`` at the
+    first instant, before which nothing is dated (legs dated before year 1 are outside the range)."""
+    return None if value <= FIRST_INSTANT else value - MICROSECOND
 
 
 def utc_now() -> dt.datetime:
@@ -475,12 +505,12 @@ class QueryEngine:
             anchor, base = None, (0, 0, 0, 0)
         existed = created_at <= at  # before its creation, backdated legs still count (as Blnk's replay does)
         values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out)))
-        return BalanceAt(
+        return check_representable(BalanceAt(
             balance_id=balance_id, at=at, existed=existed, currency=currency, ledger_id=ledger_id,
             created_at=created_at, credit_balance=values[0], debit_balance=values[1],
             inflight_credit_balance=values[2], inflight_debit_balance=values[3],
             anchor=anchor, replayed_transactions=int(legs), from_source=from_source,
-        )
+        ))
 
     def balance_change(self, balance_id: str, start: dt.datetime, end: dt.datetime,
                        from_source: bool = False) -> BalanceChange:
@@ -488,9 +518,19 @@ class QueryEngine:
         start, end = to_utc(start), to_utc(end)
         if end < start:
             raise QueryError(f"end {iso_utc(end)} is before start {iso_utc(start)}")
-        opening = self.balance_at(balance_id, start - MICROSECOND, from_source)
-        closing = self.balance_at(balance_id, end - MICROSECOND, from_source)
+        opening = self._balance_before(balance_id, start, from_source)
+        closing = self._balance_before(balance_id, end, from_source)
         return BalanceChange(balance_id, start, end, opening, closing)
+
+    def _balance_before(self, balance_id: str, instant: dt.datetime, from_source: bool) -> BalanceAt:
+        """The balance over effective time ``< instant``; all zero (nothing dated) before the first instant."""
+        before = just_before(instant)
+        if before is not None:
+            return self.balance_at(balance_id, before, from_source)
+        answer = self.balance_at(balance_id, instant, from_source)
+        return dataclasses.replace(answer, existed=False, credit_balance=0, debit_balance=0,
+                                   inflight_credit_balance=0, inflight_debit_balance=0, anchor=None,
+                                   replayed_transactions=0)
 
     def balances_at(self, at: dt.datetime, ledger_id: str | None = None, currency: str | None = None, *,
                     count_replayed: bool = False) -> pa.Table:
@@ -515,6 +555,19 @@ def _configure(conn: psycopg.Connection) -> None:
     generic plan avoids re-planning on every call (PostgreSQL keeps custom plans for them otherwise).
     """
     conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
+def check_representable(answer: BalanceAt) -> BalanceAt:
+    """``answer``, or :class:`AmountOverflow` naming the balance, the amount and its value when one of
+    its six amounts does not fit the project's exact amount type, ``decimal128(38, 0)`` (DESIGN §3)."""
+    values = answer.amounts()
+    for name in ("credit_balance", "debit_balance", "inflight_credit_balance", "inflight_debit_balance", "balance",
+                 "inflight_balance"):
+        value = values[name]
+        if abs(value) > amounts.MAX_STORED:
+            raise AmountOverflow(f"balance {answer.balance_id!r}: {name} = {value} at {iso_utc(answer.at)}"
+                                 " does not fit decimal128(38, 0)")
+    return answer
 
 
 def _check_balance_id(balance_id: str) -> str:

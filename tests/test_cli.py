@@ -79,7 +79,7 @@ def test_cli_errors_go_to_stderr_with_nonzero_exit(cli_env):
     assert proc.returncode == 1 and "cannot connect to the ledger database" in proc.stderr
     proc = cli("snapshot", "--date", "2026-11-02", env={**cli_env, "SNAPSHOT_TIMEZONE": "Mars/Olympus"},
                check=False)
-    assert proc.returncode == 1 and "not a known IANA time zone" in proc.stderr
+    assert proc.returncode == 2 and "not a known IANA time zone" in proc.stderr  # bad setting: exit 2
 
 
 def test_seed_ledger_is_deterministic_and_refuses_to_overwrite(make_database, tmp_path):

@@ -29,4 +29,4 @@ def test_retention_command_dry_run_then_apply(adversarial_url, make_database, tm
     assert bad.returncode == 2 and "must be an integer from 1" in bad.stderr
     env["SNAPSHOT_RETENTION_DAYS"] = "zero"
     bad = cli("retention", "--dry-run", env=env, check=False)
-    assert bad.returncode == 1 and "SNAPSHOT_RETENTION_DAYS" in bad.stderr
+    assert bad.returncode == 2 and "SNAPSHOT_RETENTION_DAYS" in bad.stderr  # bad setting: exit 2

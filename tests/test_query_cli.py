@@ -57,7 +57,7 @@ def test_balance_at_errors(env):
     proc = cli("balance-at", "bln_nope", "--timestamp", "2026-11-01T00:00:00Z", env=env, check=False)
     assert proc.returncode == 1 and "does not exist" in proc.stderr and proc.stdout == ""
     proc = cli("balance-at", "bln_nope", "--timestamp", "2026-11-01 00:00", env=env, check=False)
-    assert proc.returncode == 1 and "RFC 3339" in proc.stderr
+    assert proc.returncode == 2 and "RFC 3339" in proc.stderr  # bad input: exit 2
     down = {**env, "LEDGER_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none",
             "SNAPSHOT_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}
     proc = cli("balance-at", "bln_nope", "--timestamp", "2026-11-01T00:00:00Z", env=down, check=False)
