@@ -30,7 +30,7 @@ check: install  ## validate the Dagster definitions
 	cd $(CURDIR) && home=$$(mktemp -d) && printf 'telemetry:\n  enabled: false\n' > $$home/dagster.yaml \
 		&& DAGSTER_HOME=$$home $(BIN)/dg check defs; status=$$?; rm -rf "$$home"; exit $$status
 
-bench: install  ## full-size benchmark (1M balances, 5M transactions)
+bench: install  ## full-size benchmarks (1M balances, 5M transactions; dbt baseline in .venv-dbt)
 	$(BIN)/python benchmarks/bench_snapshot.py
 	$(BIN)/python benchmarks/bench_query.py
 
@@ -45,7 +45,7 @@ serve: install  ## the HTTP API on http://127.0.0.1:8000 (docs at /docs)
 	$(BIN)/snapshot-pipeline serve
 
 bench-smoke: install
-	$(BIN)/python benchmarks/bench_snapshot.py --balances 20000 --transactions 100000 --batch-sizes 1000
+	$(BIN)/python benchmarks/bench_snapshot.py --balances 20000 --transactions 100000 --batch-sizes 1000 --skip-dbt
 
 bench-automation: install  ## cost of the repair scan, each asset check and retention (200k balances, 2M rows)
 	$(BIN)/python benchmarks/bench_automation.py
