@@ -48,3 +48,15 @@ def two_balances(url: str, currency: str = "USD", before: dt.datetime | None = N
             (currency, before or dt.datetime(2026, 10, 1)),
         ).fetchall()
     return rows[0][0], rows[1][0]
+
+
+def assert_balanced(table, date) -> None:
+    """Double entry: per currency, Σ balance = 0 and Σ credit = Σ debit over a partition's rows."""
+    sums: dict[str, list[int]] = {}
+    for row in table.select(["currency", "balance", "credit_balance", "debit_balance"]).to_pylist():
+        entry = sums.setdefault(row["currency"], [0, 0, 0])
+        entry[0] += int(row["balance"])
+        entry[1] += int(row["credit_balance"])
+        entry[2] += int(row["debit_balance"])
+    unbalanced = {c: v for c, v in sums.items() if v[0] != 0 or v[1] != v[2]}
+    assert not unbalanced, f"{date}: partition does not balance: {unbalanced}"

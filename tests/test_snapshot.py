@@ -13,13 +13,15 @@ import pytest
 from snapshot_pipeline import calendar, db, snapshot
 from snapshot_pipeline.store import parquet as store
 from tests.conftest import make_settings
-from tests.helpers import index_values, insert_transaction, two_balances
+from tests.helpers import assert_balanced, index_values, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 
 
 def assert_exact(settings, url: str, date: dt.date) -> dict:
     expected = expected_snapshot(url, calendar.cutoff(date, settings.timezone))
-    got = snapshot_values(store.read_partition(settings.storage_uri, date))
+    table = store.read_partition(settings.storage_uri, date)
+    assert_balanced(table, date)
+    got = snapshot_values(table)
     assert set(got) == set(expected), f"{date}: balance sets differ"
     wrong = {k: (expected[k], got[k]) for k in expected if expected[k] != got[k]}
     assert not wrong, f"{date}: {len(wrong)} balances differ, e.g. {next(iter(wrong.items()))}"

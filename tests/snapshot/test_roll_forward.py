@@ -14,7 +14,7 @@ from snapshot_pipeline import calendar, query, snapshot
 from snapshot_pipeline.ledger import journal
 from snapshot_pipeline.store import parquet as store
 from tests.conftest import make_settings
-from tests.helpers import insert_transaction, two_balances
+from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 
 DAYS = [dt.date(2026, 10, 27) + dt.timedelta(days=i) for i in range(10)]
@@ -28,18 +28,6 @@ def assert_exact_and_balanced(settings, url: str, date: dt.date) -> None:
     wrong = {k: (expected[k], got[k]) for k in expected if expected[k] != got[k]}
     assert not wrong, f"{date}: {len(wrong)} balances differ, e.g. {next(iter(wrong.items()))}"
     assert_balanced(table, date)
-
-
-def assert_balanced(table, date) -> None:
-    """Double entry: per currency, Σ balance = 0 and Σ credit = Σ debit."""
-    sums: dict[str, list[int]] = {}
-    for row in table.select(["currency", "balance", "credit_balance", "debit_balance"]).to_pylist():
-        entry = sums.setdefault(row["currency"], [0, 0, 0])
-        entry[0] += int(row["balance"])
-        entry[1] += int(row["credit_balance"])
-        entry[2] += int(row["debit_balance"])
-    unbalanced = {c: v for c, v in sums.items() if v[0] != 0 or v[1] != v[2]}
-    assert not unbalanced, f"{date}: partition does not balance: {unbalanced}"
 
 
 def new_balance(url: str, created_at: dt.datetime, currency: str = "USD") -> str:
