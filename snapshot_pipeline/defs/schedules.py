@@ -56,6 +56,8 @@ def build_month_end_schedule(job: "dg.UnresolvedAssetJobDefinition", partitions_
         execution_timezone=timezone,
         job=job,
         default_status=schedule_status(settings.automation_running),
+        description=(f"On the 1st of each month at {close:%H:%M} ({timezone}), re-materializes the last day of"
+                     " the month that just ended, so late rows dated in that month are in its closing balances."),
     )
     def month_end_close_schedule(context: dg.ScheduleEvaluationContext):
         """Month-end close: on the 1st, re-materialize the last day of the month that just ended.
@@ -82,3 +84,4 @@ def build_month_end_schedule(job: "dg.UnresolvedAssetJobDefinition", partitions_
 def build_schedules(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,
                     settings: Settings) -> list:
     return [build_daily_schedule(job, settings), build_month_end_schedule(job, partitions_def, settings)]
+
