@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+import time
 
 import dagster as dg
 from pydantic import Field
@@ -12,6 +13,27 @@ from snapshot_pipeline.defs.resources import SnapshotStoreResource
 ASSET_NAME = "balance_snapshots"
 GROUP = "snapshots"
 OWNERS = ["team:ledger-platform"]
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+class Progress:
+    """Logs ``status=progress rows=… snapshots_per_second=…`` to the run's log: on the first page, then at
+    most once a second (the HTTP status endpoint and the CLI's progress bar read these lines)."""
+
+    def __init__(self, log, snapshot_date: dt.date, batch_size: int):
+        self.log, self.date, self.batch_size = log, snapshot_date, batch_size
+        self.started = time.monotonic()
+        self.last: float | None = None
+
+    def __call__(self, batches: int) -> None:
+        now = time.monotonic()
+        if self.last is not None and now - self.last < PROGRESS_EVERY_SECONDS:
+            return
+        self.last = now
+        rows = batches * self.batch_size  # pages read so far (the last page may be partial)
+        rate = rows / max(now - self.started, 1e-3)
+        self.log(f"operation=balance_snapshot snapshot_date={self.date} status=progress rows={rows}"
+                 f" batches={batches} snapshots_per_second={rate:.0f}")
 
 
 class SnapshotConfig(dg.Config):
@@ -113,7 +135,8 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
         )
         try:
             result = snapshot.take_snapshot(
-                settings, snapshot_date, config.batch_size, run_id=context.run.run_id, log=context.log.info
+                settings, snapshot_date, config.batch_size, run_id=context.run.run_id, log=context.log.info,
+                on_batch=Progress(context.log.info, snapshot_date, config.batch_size),
             )
         except Exception as exc:
             context.log.error(
