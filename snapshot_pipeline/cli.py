@@ -31,6 +31,8 @@ telemetry:
 concurrency:
   runs:
     max_concurrent_runs: 4
+run_queue:
+  dequeue_interval_seconds: 1  # the daemon starts a queued run within ~1 s (default 5 s)
 run_retries:
   enabled: false
 """
