@@ -130,6 +130,7 @@ def test_checks_run_with_every_materialization_and_pass_on_good_data(setup):
     _, audit = setup.audit(D2)
     a = meta(audit[AUDIT])
     assert audit[AUDIT].passed and a["index_rows_missing"] == a["index_rows_unexpected"] == 0
+    assert audit[AUDIT].partition == D2  # recorded per partition, like the in-run checks
     # the live check only evaluates the latest partition
     _, older = setup.checks(D1, {"live_balances_match"})
     assert older["live_balances_match"].passed and meta(older["live_balances_match"])["evaluated"] == 0
