@@ -40,7 +40,7 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
         jobs=[snapshot_job, audit_job, retention_job],
         schedules=[
             *build_schedules(snapshot_job, partitions_def, settings),
-            build_audit_schedule(audit_job, settings),
+            build_audit_schedule(audit_job, settings, partitions_def),
             build_retention_schedule(retention_job, partitions_def.timezone, settings),
         ],
         sensors=[

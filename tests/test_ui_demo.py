@@ -136,3 +136,23 @@ def test_browser_shows_passing_checks_and_their_plots(webserver):
         finally:
             browser.close()
     assert os.path.getsize(webserver_shot) > 10_000 and os.path.getsize(checks_shot) > 10_000
+
+
+AUTOMATION_QUERY = """
+query { workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError {
+  ... on RepositoryLocation { repositories {
+    schedules { name description metadataEntries { label ... on TextMetadataEntry { text } } }
+    sensors { name description } } } } } } } }
+"""
+
+
+def test_every_schedule_and_sensor_has_a_description_and_schedules_name_their_partitions(webserver):
+    (entry,) = graphql(webserver, AUTOMATION_QUERY)["workspaceOrError"]["locationEntries"]
+    (repository,) = entry["locationOrLoadError"]["repositories"]
+    for item in repository["schedules"] + repository["sensors"]:
+        assert item["description"], item["name"]
+    # Dagster 1.13 always shows "Partition set: None" (its schedule snapshot has partition_set_name=None),
+    # so the partitioned schedules say which partitions they target in their metadata
+    metadata = {s["name"]: {m["label"]: m.get("text") for m in s["metadataEntries"]} for s in repository["schedules"]}
+    for name in ("daily_snapshot_schedule", "month_end_close_schedule", "snapshot_audit_schedule"):
+        assert "daily partitions from" in metadata[name]["partition_set"], name

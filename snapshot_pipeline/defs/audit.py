@@ -16,7 +16,7 @@ from snapshot_pipeline import validation
 from snapshot_pipeline.defs.assets import ASSET_NAME, GROUP, OWNERS
 from snapshot_pipeline.defs.checks import _log, _metadata
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.schedules import TRIGGER_TAG, schedule_status
+from snapshot_pipeline.defs.schedules import TRIGGER_TAG, partitions_metadata, schedule_status
 from snapshot_pipeline.settings import Settings
 
 AUDIT_ASSET = "balance_snapshots_audit"
@@ -76,7 +76,8 @@ def build_audit_job() -> "dg.UnresolvedAssetJobDefinition":
     )
 
 
-def build_audit_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings) -> dg.ScheduleDefinition:
+def build_audit_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings,
+                         partitions_def: dg.DailyPartitionsDefinition) -> dg.ScheduleDefinition:
     """Daily at 03:30 (local), audits the day that just closed."""
     return dg.build_schedule_from_partitioned_job(
         job,
@@ -90,4 +91,5 @@ def build_audit_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Setti
             " (check parquet_matches_index; two full file reads, so not part of the snapshot runs)."
         ),
         tags={TRIGGER_TAG: "audit_schedule"},
+        metadata=partitions_metadata(partitions_def),
     )
