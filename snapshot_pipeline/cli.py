@@ -96,7 +96,6 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
-_PROGRESS_FIELDS = ("rows", "snapshots_per_second")
 
 
 def _progress_logger_def(bar_factory):
@@ -155,8 +154,8 @@ def _balances_at_cutoff(settings: Settings, snapshot_date: dt.date) -> int | Non
         return None
 
 
-def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size: int, *,
-                          verbose: bool = False) -> dict:
+def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size: int,
+                          full_refresh: bool = False, *, verbose: bool = False) -> dict:
     """Run ``balance_snapshots_job`` for one partition on the Dagster instance; return its metrics.
 
     Quiet by default: a progress bar on stderr (on a terminal); Dagster's own log lines go to the run's
@@ -191,7 +190,7 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
                 partition_key=snapshot_date.isoformat(),
                 instance=instance,
                 run_config={
-                    "ops": {ASSET_NAME: {"config": {"batch_size": batch_size}}},
+                    "ops": {ASSET_NAME: {"config": {"batch_size": batch_size, "full_refresh": full_refresh}}},
                     "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}},
                                 "cli_progress": {}},
                 },
@@ -256,7 +255,7 @@ def cmd_seed_ledger(args, settings: Settings) -> int:
 
 
 def cmd_snapshot(args, settings: Settings) -> int:
-    out = materialize_partition(settings, args.date, args.batch_size, verbose=args.verbose)
+    out = materialize_partition(settings, args.date, args.batch_size, args.full_refresh, verbose=args.verbose)
     print(summary_line(out), file=sys.stderr)
     _print_json(out)
     return 0
@@ -512,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snapshot", help="materialize one partition through Dagster and print its metrics")
     p.add_argument("--date", type=_date, required=True, help="partition date YYYY-MM-DD (business time zone)")
     p.add_argument("--verbose", action="store_true", help="also print Dagster's log lines (they are in the run's log)")
+    p.add_argument("--full-refresh", action="store_true",
+                   help="compute the partition from genesis (a full read of the ledger) instead of rolling forward")
     p.add_argument("--batch-size", type=batch, default=1000,
                    help=f"balances per page, {MIN_BATCH_SIZE}..{MAX_BATCH_SIZE:,} (default 1000)")
     p.set_defaults(handler=cmd_snapshot)

@@ -51,10 +51,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from snapshot_pipeline import amounts, db
-from snapshot_pipeline.ledger import asof
+from snapshot_pipeline import db, snapshot
+from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
+from snapshot_pipeline.snapshot import merge
 from snapshot_pipeline.store import parquet as store
 
 MICROSECOND = dt.timedelta(microseconds=1)
@@ -309,16 +310,15 @@ def _replay_sql() -> str:
     """One statement: the balance row, the replay window and the sums of the legs to add to the anchor.
 
     ``%(anchored)s`` says whether the index holds a row for b at the anchor; the window falls back
-    to genesis (c = -infinity, w = 0) when it does not or when b was created at or after the cutoff.
+    to genesis (c = -infinity, w = 0) when it does not.
     """
     return f"""
 WITH bal AS (
     SELECT balance_id, currency, ledger_id, created_at FROM blnk.balances WHERE balance_id = %(b)s
 ),
 win AS (
-    SELECT CASE WHEN %(anchored)s AND created_at < %(c)s::timestamp THEN %(c)s::timestamp
-                ELSE '-infinity'::timestamp END AS c,
-           CASE WHEN %(anchored)s AND created_at < %(c)s::timestamp THEN %(w)s::bigint ELSE 0 END AS w
+    SELECT CASE WHEN %(anchored)s THEN %(c)s::timestamp ELSE '-infinity'::timestamp END AS c,
+           CASE WHEN %(anchored)s THEN %(w)s::bigint ELSE 0 END AS w
     FROM bal
 ),
 src AS ({_leg_branch('source', False)} UNION ALL {_leg_branch('source', True)}),
@@ -473,12 +473,8 @@ class QueryEngine:
         currency, ledger_id, created_at, used_anchor, credit, debit, held_in, held_out, legs = result
         if not used_anchor:
             anchor, base = None, (0, 0, 0, 0)
-        existed = created_at <= at
-        if not existed:
-            values = (0, 0, 0, 0)
-            legs = 0
-        else:
-            values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out)))
+        existed = created_at <= at  # before its creation, backdated legs still count (as Blnk's replay does)
+        values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out)))
         return BalanceAt(
             balance_id=balance_id, at=at, existed=existed, currency=currency, ledger_id=ledger_id,
             created_at=created_at, credit_balance=values[0], debit_balance=values[1],
@@ -532,47 +528,16 @@ def _check_balance_id(balance_id: str) -> str:
 # -------------------------------------------------------------------------------------------- balances_at
 
 OUTPUT_SCHEMA = pa.schema([f for f in store.SNAPSHOT_SCHEMA if f.name != "cutoff_at"])
-_DELTA_COLUMNS = {
-    "credit": "credit_balance",
-    "debit": "debit_balance",
-    "inflight_credit": "inflight_credit_balance",
-    "inflight_debit": "inflight_debit_balance",
-}
-
-_NEW_BALANCES_SQL = """
-    SELECT b.balance_id, b.ledger_id, b.identity_id, b.indicator, b.currency, b.created_at AS balance_created_at
-    FROM blnk.balances b
-    WHERE b.created_at <= $1::timestamp
-      AND (b.created_at >= $2::timestamp OR (b.id > $3 AND b.created_at < $2::timestamp)) {filters}
-    ORDER BY b.balance_id COLLATE "C"
-"""
-
-_DELTA_SELECT = (
-    "SELECT balance_id, credit::text AS credit, debit::text AS debit, inflight_credit::text AS inflight_credit,"
-    " inflight_debit::text AS inflight_debit FROM snapshot_delta"
-)
-
-
-def _filters(ledger_id: str | None, currency: str | None, first: int) -> tuple[str, list]:
-    clauses, params = [], []
-    for column, value in (("ledger_id", ledger_id), ("currency", currency)):
-        if value is not None:
-            params.append(value)
-            clauses.append(f" AND b.{column} = ${first + len(params) - 1}")
-    return "".join(clauses), params
 
 
 def _published_anchor(engine: QueryEngine, at: dt.datetime) -> index.ManifestEntry | None:
-    """The latest partition with cutoff <= at whose Parquet file exists (None: genesis)."""
+    """The latest roll-forward partition with cutoff <= at whose Parquet file exists (None: genesis)."""
     def work(conn):
         if not engine._has_index(conn):
             return []
-        return conn.execute(
-            "SELECT snapshot_date FROM snapshot_index.partitions WHERE cutoff_at <= %s ORDER BY cutoff_at DESC",
-            (at,),
-        ).fetchall()
+        return index.roll_forward_dates_at_or_before(conn, at, snapshot.ROLL_VERSION)
 
-    for (date,) in engine._index_query(work):
+    for date in engine._index_query(work):
         if store.exists(engine.settings.storage_uri, date):
             return engine._index_query(lambda conn: index.manifest(conn, date))
     return None
@@ -580,125 +545,55 @@ def _published_anchor(engine: QueryEngine, at: dt.datetime) -> index.ManifestEnt
 
 def balances_at_table(engine: QueryEngine, at: dt.datetime, ledger_id: str | None,
                       currency: str | None, count_replayed: bool = False) -> pa.Table:
+    """Every balance at ``at``: the anchor partition rolled forward to ``at`` (the snapshot core's own step).
+
+    The journal is read by key only (rows above the anchor's watermark and its pending set), so the cost
+    is the anchor's Parquet plus the journal since its cutoff.
+    """
     anchor = _published_anchor(engine, at)
-    end = asof.ts(at + MICROSECOND)  # effective <= at  <=>  effective < at + 1µs
+    end = at + MICROSECOND  # effective <= at  <=>  effective < at + 1µs
+    origin = (engine._index_query(lambda conn: snapshot.origin_of(conn, anchor)) if anchor is not None
+              else journal.Origin.genesis())
+    base_batches = (store.iter_partition(engine.settings.storage_uri, anchor.snapshot_date, merge.BASE_COLUMNS,
+                                         batch_rows=131_072)
+                    if anchor is not None else iter([]))
+    parts = []
     ledger = db.connect_arrow(engine.ledger_url)
     try:
         cur = ledger.cursor()
         try:
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            if anchor is None:
-                base_ref, cutoff, max_balance_id = None, "-infinity", 0
-            else:
-                base_ref = asof.Base(anchor.cutoff_at, anchor.max_transaction_id, anchor.transaction_count)
-                cutoff, max_balance_id = asof.ts(anchor.cutoff_at), anchor.max_balance_id
-            touched = asof.prepare_delta(cur, at + MICROSECOND, base_ref, max_balance_id=max_balance_id)
-            cur.execute(_DELTA_SELECT)
-            delta = cur.fetch_arrow_table()
-            replayed = (_count_replayed(cur, end, cutoff, anchor.max_transaction_id if anchor else 0)
-                        if count_replayed else None)
-            filters, extra = _filters(ledger_id, currency, 4)
-            cur.execute(_NEW_BALANCES_SQL.format(filters=filters),
-                        parameters=(asof.ts(at), cutoff, max_balance_id, *extra))
-            new_balances = cur.fetch_arrow_table()
+            view = journal.open_view(cur)
+            step = journal.begin_step(cur, view, end, origin)
+            delta = merge.Counted(journal.delta_reader(cur, end))
+            for rows, _changed in merge.roll(base_batches, delta, end, 131_072):
+                parts.append(_filtered(rows, ledger_id, currency))
             cur.execute("COMMIT")
+        except snapshot.AmountOverflow as exc:
+            raise QueryError(str(exc)) from exc
         finally:
+            asof.rollback_quietly(cur)
             cur.close()
     finally:
         ledger.close()
-
-    parts = [_new_rows(new_balances)]
-    if anchor is not None:
-        base = store.read_partition(engine.settings.storage_uri, anchor.snapshot_date,
-                                    columns=[f.name for f in OUTPUT_SCHEMA])
-        mask = None
-        if ledger_id is not None:
-            mask = pc.equal(base["ledger_id"], ledger_id)
-        if currency is not None:
-            cond = pc.equal(base["currency"], currency)
-            mask = cond if mask is None else pc.and_(mask, cond)
-        if mask is not None:
-            base = base.filter(pc.fill_null(mask, False))
-        parts.insert(0, base.cast(OUTPUT_SCHEMA))
-    table = _apply_delta(pa.concat_tables(parts).combine_chunks(), delta)
+    table = pa.concat_tables(parts).select(OUTPUT_SCHEMA.names) if parts else OUTPUT_SCHEMA.empty_table()
     metadata = {
         "snapshot_pipeline.at": iso_utc(at),
         "snapshot_pipeline.anchor_date": anchor.snapshot_date.isoformat() if anchor else "",
         "snapshot_pipeline.anchor_cutoff": iso_utc(anchor.cutoff_at) if anchor else "",
-        "snapshot_pipeline.replayed_balances": str(touched),
+        "snapshot_pipeline.replayed_balances": str(delta.rows),
     }
-    if replayed is not None:
-        metadata["snapshot_pipeline.replayed_transactions"] = str(replayed)
-    return table.replace_schema_metadata(metadata)
+    if count_replayed:
+        metadata["snapshot_pipeline.replayed_transactions"] = str(step.counted_rows)
+    return table.cast(OUTPUT_SCHEMA).replace_schema_metadata(metadata)
 
 
-def _count_replayed(cur, end: str, cutoff: str, watermark: int) -> int:
-    """How many journal rows of ``S_T \\ S_X`` the delta summed (for the answer's provenance)."""
-    cur.execute(
-        "SELECT count(*) FROM blnk.transactions t WHERE t.status IN ('APPLIED', 'INFLIGHT', 'VOID')"
-        " AND ((t.effective_date >= $2::timestamp AND t.effective_date < $1::timestamp)"
-        " OR (t.effective_date IS NULL AND t.created_at >= $2::timestamp AND t.created_at < $1::timestamp)"
-        " OR (t.id > $3 AND COALESCE(t.effective_date, t.created_at) < $2::timestamp))",
-        parameters=(end, cutoff, watermark),
-    )
-    return int(cur.fetchone()[0])
-
-
-def _new_rows(new_balances: pa.Table) -> pa.Table:
-    """Balances without an anchor row, with zero amounts (their legs come with the delta)."""
-    n = new_balances.num_rows
-    zeros = pa.array([0] * n, store.AMOUNT) if n else pa.array([], store.AMOUNT)
-    columns = {
-        "balance_id": new_balances["balance_id"],
-        "ledger_id": new_balances["ledger_id"],
-        "identity_id": new_balances["identity_id"],
-        "indicator": new_balances["indicator"],
-        "currency": new_balances["currency"],
-        **{name: zeros for name in store.AMOUNT_COLUMNS},
-        "balance_created_at": pc.cast(new_balances["balance_created_at"], store.UTC_TS),
-    }
-    return pa.table(columns).cast(OUTPUT_SCHEMA)
-
-
-def _apply_delta(table: pa.Table, delta: pa.Table) -> pa.Table:
-    """Add the per-balance delta sums (text amounts) to the table's amounts; exact, overflow-checked."""
-    if delta.num_rows == 0 or table.num_rows == 0:
-        return table
-    ids = table["balance_id"]
-    positions = pc.index_in(ids, value_set=delta["balance_id"].combine_chunks())
-    touched = pc.is_valid(positions)
-    if not pc.any(touched).as_py():
-        return table
-    rows = pc.filter(positions, touched)
-    values = {}
-    for name, field in _DELTA_COLUMNS.items():
-        add = pc.take(_widen(delta[name], delta["balance_id"], name), rows)
-        old = amounts.widen(pc.filter(table[field], touched))
-        values[field] = pc.add(old, add)
-    values["balance"] = pc.subtract(values["credit_balance"], values["debit_balance"])
-    values["inflight_balance"] = pc.subtract(values["inflight_credit_balance"], values["inflight_debit_balance"])
-    touched_ids = pc.filter(ids, touched)
-    for field in store.AMOUNT_COLUMNS:
-        new = _narrow(values[field], touched_ids, field)
-        column = table[field].combine_chunks()
-        table = table.set_column(table.schema.get_field_index(field), field,
-                                 pc.replace_with_mask(column, touched.combine_chunks()
-                                                      if isinstance(touched, pa.ChunkedArray) else touched, new))
-    return table
-
-
-def _widen(values, ids, name: str) -> pa.Array:
-    try:
-        return amounts.widen(values, ids, name)
-    except amounts.AmountOverflow as exc:
-        raise QueryError(str(exc)) from exc
-
-
-def _narrow(values, ids, name: str) -> pa.Array:
-    try:
-        return amounts.narrow(values, ids, name)
-    except amounts.AmountOverflow as exc:
-        raise QueryError(str(exc)) from exc
+def _filtered(rows: pa.Table, ledger_id: str | None, currency: str | None) -> pa.Table:
+    mask = None
+    for column, value in (("ledger_id", ledger_id), ("currency", currency)):
+        if value is not None:
+            condition = pc.fill_null(pc.equal(rows[column], value), False)
+            mask = condition if mask is None else pc.and_(mask, condition)
+    return rows if mask is None else rows.filter(mask)
 
 
 # ------------------------------------------------------------------------------------ one-shot functions

@@ -27,19 +27,23 @@ open_holds AS (
 credits AS (SELECT destination AS id, sum(precise_amount) AS v FROM tx WHERE status = 'APPLIED' GROUP BY 1),
 debits AS (SELECT source AS id, sum(precise_amount) AS v FROM tx WHERE status = 'APPLIED' GROUP BY 1),
 held_in AS (SELECT destination AS id, sum(open_amount) AS v FROM open_holds GROUP BY 1),
-held_out AS (SELECT source AS id, sum(open_amount) AS v FROM open_holds GROUP BY 1)
-SELECT b.balance_id, COALESCE(c.v, 0), COALESCE(d.v, 0), COALESCE(hi.v, 0), COALESCE(ho.v, 0)
-  FROM blnk.balances b
-  LEFT JOIN credits c ON c.id = b.balance_id
-  LEFT JOIN debits d ON d.id = b.balance_id
-  LEFT JOIN held_in hi ON hi.id = b.balance_id
-  LEFT JOIN held_out ho ON ho.id = b.balance_id
- WHERE b.created_at < %(cutoff)s
+held_out AS (SELECT source AS id, sum(open_amount) AS v FROM open_holds GROUP BY 1),
+members AS (  -- balances that exist at the cutoff, and balances a counted leg touches (even before creation)
+    SELECT balance_id AS id FROM blnk.balances WHERE created_at < %(cutoff)s
+    UNION SELECT source FROM tx WHERE status IN ('APPLIED', 'INFLIGHT')
+    UNION SELECT destination FROM tx WHERE status IN ('APPLIED', 'INFLIGHT')
+)
+SELECT m.id, COALESCE(c.v, 0), COALESCE(d.v, 0), COALESCE(hi.v, 0), COALESCE(ho.v, 0)
+  FROM members m
+  LEFT JOIN credits c ON c.id = m.id
+  LEFT JOIN debits d ON d.id = m.id
+  LEFT JOIN held_in hi ON hi.id = m.id
+  LEFT JOIN held_out ho ON ho.id = m.id
 """
 
 
 def expected_snapshot(url: str, cutoff: dt.datetime) -> dict[str, dict[str, int]]:
-    """balance_id -> the six amounts, for every balance existing at ``cutoff`` (naive UTC)."""
+    """balance_id -> the six amounts, for every balance existing at ``cutoff`` (naive UTC) or touched before it."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(ORACLE_SQL, {"cutoff": cutoff}).fetchall()
     out = {}
@@ -64,3 +68,9 @@ def snapshot_values(table) -> dict[str, dict[str, int]]:
     """Parquet table -> the same shape as :func:`expected_snapshot` (Python ints, exact)."""
     rows = table.select(["balance_id", *AMOUNTS]).to_pylist()
     return {r["balance_id"]: {k: int(r[k]) for k in AMOUNTS} for r in rows}
+
+
+def existing_balances(url: str, at: dt.datetime) -> set[str]:
+    """The balances whose row existed at ``at`` (created_at <= at, naive UTC): what ``existed`` says."""
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT balance_id FROM blnk.balances WHERE created_at <= %s", (at,))}

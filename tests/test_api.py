@@ -22,7 +22,7 @@ import pytest
 
 from snapshot_pipeline import calendar, snapshot
 from tests.conftest import make_settings
-from tests.oracle import AMOUNTS, expected_snapshot
+from tests.oracle import AMOUNTS, existing_balances, expected_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "s3cret-key-for-tests"
@@ -152,7 +152,7 @@ def hot_and_sample(url: str, n: int, seed: int) -> list[str]:
     return [hot, *random.Random(seed).sample(ids, n)]
 
 
-def check_body(body: dict, balance_id: str, expected: dict) -> None:
+def check_body(body: dict, balance_id: str, expected: dict, existing: set[str]) -> None:
     want = expected.get(balance_id, dict.fromkeys(AMOUNTS, 0))
     assert set(body) == {"balance", "timestamp", "from_source", "inflight", "existed", "anchor",
                          "replayed_transactions"}
@@ -162,7 +162,7 @@ def check_body(body: dict, balance_id: str, expected: dict) -> None:
         assert body["balance"][key] == want[key] and type(body["balance"][key]) is int
     for key in ("inflight_balance", "inflight_credit_balance", "inflight_debit_balance"):
         assert body["inflight"][key] == want[key]
-    assert body["existed"] == (balance_id in expected)
+    assert body["existed"] == (balance_id in existing)
 
 
 def test_balance_at_matches_the_journal_with_any_offset(services, adversarial_url):
@@ -178,13 +178,14 @@ def test_balance_at_matches_the_journal_with_any_offset(services, adversarial_ur
     with httpx.Client(base_url=base, timeout=30) as client:
         for text, at in instants:
             expected = expected_snapshot(adversarial_url, at + US)
+            existing = existing_balances(adversarial_url, at)
             for balance_id in balances:
                 for from_source in ("false", "true"):
                     response = client.get(f"/balances/{balance_id}/at",
                                           params={"timestamp": text, "from_source": from_source})
                     assert response.status_code == 200, response.text
                     body = response.json()
-                    check_body(body, balance_id, expected)
+                    check_body(body, balance_id, expected, existing)
                     assert body["timestamp"] == at.isoformat(timespec="milliseconds") + "Z"
                     assert body["from_source"] is (from_source == "true")
         hot = balances[0]
@@ -202,7 +203,7 @@ def test_missing_timestamp_means_now(services, adversarial_url):
     after = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     stamp = dt.datetime.fromisoformat(body["timestamp"].removesuffix("Z"))
     assert before - dt.timedelta(milliseconds=1) <= stamp <= after
-    check_body(body, hot, expected_snapshot(adversarial_url, stamp + US))
+    check_body(body, hot, expected_snapshot(adversarial_url, stamp + US), existing_balances(adversarial_url, stamp))
 
 
 @pytest.mark.parametrize("balance_id", ["bln_missing", "x' OR '1'='1", "'; DROP TABLE blnk.transactions; --",
@@ -348,6 +349,7 @@ def test_fifty_concurrent_clients_without_a_failure(services, adversarial_url):
     balances = hot_and_sample(adversarial_url, 40, 3)
     at = dt.datetime(2026, 11, 1, 15, 30)
     expected = expected_snapshot(adversarial_url, at + US)
+    existing = existing_balances(adversarial_url, at)
     headers = {"Authorization": f"Bearer {KEY}"}
 
     def client_session(worker: int) -> list[str]:
@@ -361,7 +363,7 @@ def test_fifty_concurrent_clients_without_a_failure(services, adversarial_url):
                     problems.append(f"{response.status_code}: {response.text[:200]}")
                     continue
                 try:
-                    check_body(response.json(), balance_id, expected)
+                    check_body(response.json(), balance_id, expected, existing)
                 except AssertionError as exc:
                     problems.append(f"wrong answer for {balance_id}: {exc}")
         return problems

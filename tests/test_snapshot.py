@@ -214,7 +214,7 @@ def test_parquet_layout_schema_and_readers(adversarial_url, make_database, tmp_p
     meta = store.read_metadata(settings.storage_uri, dt.date(2026, 11, 1))
     assert meta["row_count"] == str(one.num_rows)
     assert meta["cutoff"] == "2026-11-02T05:00:00+00:00"
-    assert int(meta["watermark"]) > 0 and meta["schema_version"] == "1"
+    assert int(meta["watermark"]) > 0 and meta["schema_version"] == str(store.SCHEMA_VERSION) == "2"
     frame = __import__("pandas").read_parquet(str(root))
     assert len(frame) == table.num_rows
     with psycopg.connect(settings.snapshot_database_url) as conn:

@@ -44,9 +44,14 @@ class SnapshotConfig(dg.Config):
         ge=snapshot.MIN_BATCH_SIZE,
         le=snapshot.MAX_BATCH_SIZE,
         description=(
-            f"Balances read per keyset page (one Arrow record batch): an integer from "
+            f"Balances merged per chunk (one Arrow record batch): an integer from "
             f"{snapshot.MIN_BATCH_SIZE} to {snapshot.MAX_BATCH_SIZE:,}; default 1000."
         ),
+    )
+    full_refresh: bool = Field(
+        default=False,
+        description="Compute the partition from genesis (a full read of the ledger) instead of rolling the"
+                    " previous partition forward.",
     )
 
 
@@ -99,6 +104,10 @@ def result_metadata(result: snapshot.SnapshotResult) -> dict[str, object]:
         "base_partition": result.base_date.isoformat() if result.base_date else "none",
         "checksum_sha256": result.checksum,
         "currency_totals": currency_table(result.currency_totals),
+        "journal_rows_rolled_in": result.journal_rows,
+        "roll_forward_state": dg.MetadataValue.json(result.pending),
+        "phase_ms": dg.MetadataValue.json(result.phases_ms),
+        "balanced_per_currency": result.balanced,
     }
 
 
@@ -119,11 +128,13 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
     ) -> dg.MaterializeResult:
         """Every balance of the ledger as of the partition's cutoff (start of the next local day).
 
-        Values are summed from the journal (APPLIED legs and open INFLIGHT holds with
-        effective time before the cutoff) in one REPEATABLE READ view, keyset-paged in
-        `balance_id` order, and written as one zstd Parquet file per day
-        (`balance_snapshots/snapshot_date=YYYY-MM-DD/`) plus change-only rows in the
-        Postgres index. A partition is published atomically; re-running it is safe.
+        Values are Σ over the journal (APPLIED legs and open INFLIGHT holds with
+        effective time before the cutoff), computed by rolling the previous partition
+        forward: its Parquet merged with the journal rows since, read by key in one
+        REPEATABLE READ view (the first partition, or `full_refresh`, reads everything).
+        Written as one zstd Parquet file per day (`balance_snapshots/snapshot_date=YYYY-MM-DD/`),
+        sorted by `balance_id`, plus change-only rows in the Postgres index. A partition is
+        published atomically; re-running it is safe.
         """
         snapshot_date = dt.date.fromisoformat(context.partition_key)
         window = context.partition_time_window
@@ -137,6 +148,7 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
             result = snapshot.take_snapshot(
                 settings, snapshot_date, config.batch_size, run_id=context.run.run_id, log=context.log.info,
                 on_batch=Progress(context.log.info, snapshot_date, config.batch_size),
+                full_refresh=config.full_refresh,
             )
         except Exception as exc:
             context.log.error(

@@ -1,31 +1,20 @@
-"""Consistent-cut, as-of reads of the Blnk journal, streamed as Arrow record batches.
+"""Consistent reads of the Blnk journal: views, watermarks, lateness, and the effective-time delta.
 
-A snapshot of partition D holds, for every balance created before the cutoff
-``C_D``, the sums over the set ``S_D`` of journal rows visible to one
-REPEATABLE READ view whose effective time ``COALESCE(effective_date,
-created_at)`` is before ``C_D`` (DESIGN §3). Each partition records its
-*watermark*: the highest ``blnk.transactions.id`` and the row count its view
-could see, so ``S_D = {id <= W_D, effective < C_D}``.
+Each partition records its *watermark*: the highest ``blnk.transactions.id`` and
+the row count its view could see, so ``S_D = {id <= W_D, effective < C_D}``.
+This module opens such views, finds what a partition could not see
+(:func:`late_rows`, used by staleness and repair), and sums ``S_T \\ S_P`` by
+effective-time ranges (:func:`prepare_delta`) for the reconciliation report.
 
-Two ways to compute it, one SQL shape:
-
-* **genesis**: every leg in ``S_D`` is summed per balance;
-* **incremental** from a base partition ``P`` (the nearest earlier one): only
-  the legs in ``S_D \\ S_P`` are summed (``delta``), plus, for balances created
-  since ``C_P``, their legs already in ``S_P``. The caller adds the delta to the
-  base's values (:mod:`snapshot_pipeline.snapshot`).
-
-Amounts travel as text and become exact decimals in Arrow; no Python object is
-built per row.
+The snapshot core does not use the effective-time delta: no Blnk index serves
+it, so it rolls partitions forward by key instead (:mod:`snapshot_pipeline.ledger.journal`).
+Amounts travel as text and become exact decimals in Arrow.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
-
-import pyarrow as pa
 
 # Statuses that move money (APPLIED), hold it (INFLIGHT) or release a hold (VOID children).
 _RELEVANT = "('APPLIED', 'INFLIGHT', 'VOID')"
@@ -37,26 +26,6 @@ _EFF = "COALESCE({t}.effective_date, {t}.created_at)"
 
 def _eff(alias: str) -> str:
     return _EFF.format(t=alias)
-
-
-@dataclasses.dataclass(frozen=True)
-class Watermark:
-    """What part of the journal one consistent read could see."""
-
-    max_transaction_id: int
-    transaction_count: int
-    max_balance_id: int
-    pg_snapshot: str
-    read_at: dt.datetime
-
-    def as_dict(self) -> dict:
-        return {
-            "max_transaction_id": self.max_transaction_id,
-            "transaction_count": self.transaction_count,
-            "max_balance_id": self.max_balance_id,
-            "pg_snapshot": self.pg_snapshot,
-            "read_at": self.read_at.isoformat(),
-        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,19 +42,6 @@ def ts(value: dt.datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value.isoformat(sep=" ")
-
-
-def begin_consistent_read(cur) -> Watermark:
-    """Open one REPEATABLE READ view on an autocommit ADBC cursor and read its watermark."""
-    cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-    cur.execute(
-        "SELECT COALESCE(max(id), 0)::bigint, count(*)::bigint, pg_current_snapshot()::text,"
-        " (now() AT TIME ZONE 'UTC')::timestamp FROM blnk.transactions"
-    )
-    max_id, count, snapshot, read_at = cur.fetchone()
-    cur.execute("SELECT COALESCE(max(id), 0)::bigint FROM blnk.balances")
-    (max_balance,) = cur.fetchone()
-    return Watermark(int(max_id), int(count), int(max_balance), snapshot, read_at)
 
 
 def rollback_quietly(cur) -> None:
@@ -130,12 +86,10 @@ def late_rows(cur, cutoff: dt.datetime, max_transaction_id: int, transaction_cou
     return {"late_transactions": int(late), "prefix_changed": prefix_changed, "late_balances": int(late_balances)}
 
 
-def _delta_sql(incremental: bool, late_balances: bool = False) -> str:
+def _delta_sql(incremental: bool) -> str:
     """Leg rows (balance_id, credit, debit, inflight_credit, inflight_debit) of ``S_D \\ S_P`` (+ new balances).
 
     Parameters: $1 = C_D, $2 = C_P, $3 = W_P (genesis: C_P = -infinity, W_P = 0).
-    ``late_balances`` (incremental only) also treats balances created before C_P but recorded
-    after P's read (``balances.id > $4``, P's balance watermark) as new: P holds no row for them.
     """
     in_p = "({t}.id <= $3 AND " + _EFF + " < $2::timestamp)"
     new_tx = f"""
@@ -178,9 +132,7 @@ def _delta_sql(incremental: bool, late_balances: bool = False) -> str:
             """
         new_bal AS (
             SELECT balance_id FROM blnk.balances
-            WHERE (created_at >= $2::timestamp AND created_at < $1::timestamp)"""
-            + (" OR (id > $4 AND created_at < $2::timestamp)" if late_balances else "")
-            + """
+            WHERE created_at >= $2::timestamp AND created_at < $1::timestamp
         )"""
         )
         ctes.append(
@@ -223,11 +175,9 @@ def _delta_sql(incremental: bool, late_balances: bool = False) -> str:
         GROUP BY balance_id"""
 
 
-def prepare_delta(cur, cutoff: dt.datetime, base: Base | None, *, max_balance_id: int | None = None) -> int:
+def prepare_delta(cur, cutoff: dt.datetime, base: Base | None, *, new_balance_legs: bool = True) -> int:
     """Fill the temp table ``snapshot_delta`` inside the open read; returns how many balances it holds.
 
-    With ``max_balance_id`` (the base's balance watermark), balances recorded after the base's read
-    but created before its cutoff get all their legs too (used by ``query.balances_at``).
     """
     # Session-local memory for the aggregation (hash instead of on-disk sort); ends with the transaction.
     cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
@@ -240,50 +190,9 @@ def prepare_delta(cur, cutoff: dt.datetime, base: Base | None, *, max_balance_id
         params = (ts(cutoff), "-infinity", 0)
     else:
         params = (ts(cutoff), ts(base.cutoff), base.max_transaction_id)
-    late_balances = base is not None and max_balance_id is not None
-    if late_balances:
-        params = (*params, max_balance_id)
-    cur.execute(_delta_sql(incremental=base is not None, late_balances=late_balances), parameters=params)
+    # Without ``new_balance_legs``, only S_D \\ S_P: for a caller whose base row is zero for every balance
+    # the base does not hold (a roll-forward partition holds every balance a leg of S_P touches).
+    cur.execute(_delta_sql(incremental=base is not None and new_balance_legs), parameters=params)
     cur.execute("ANALYZE snapshot_delta")
     cur.execute("SELECT count(*) FROM snapshot_delta")
     return int(cur.fetchone()[0])
-
-
-_PAGE_SQL = """
-    SELECT balance_id, ledger_id, identity_id, indicator, currency, balance_created_at,
-           COALESCE((d).credit, 0)::text AS credit,
-           COALESCE((d).debit, 0)::text AS debit,
-           COALESCE((d).inflight_credit, 0)::text AS inflight_credit,
-           COALESCE((d).inflight_debit, 0)::text AS inflight_debit
-    FROM (
-        SELECT b.balance_id, b.ledger_id, b.identity_id, b.indicator, b.currency,
-               b.created_at AS balance_created_at,
-               -- one primary-key probe per balance of the page, never a scan of the whole delta
-               (SELECT sd FROM snapshot_delta sd WHERE sd.balance_id = b.balance_id) AS d
-        FROM blnk.balances b
-        WHERE b.created_at < $1::timestamp {after}
-        ORDER BY b.balance_id
-        LIMIT $2
-    ) AS page"""
-
-
-def iter_pages(cur, cutoff: dt.datetime, batch_size: int) -> Iterator[pa.Table]:
-    """Keyset-page the balances existing at ``cutoff`` in ``balance_id`` order, joined with their delta sums.
-
-    Each page is one Arrow table of at most ``batch_size`` rows, straight from the driver.
-    """
-    last: str | None = None
-    first_sql = _PAGE_SQL.format(after="")
-    next_sql = _PAGE_SQL.format(after="AND b.balance_id > $3")
-    while True:
-        if last is None:
-            cur.execute(first_sql, parameters=(ts(cutoff), batch_size))
-        else:
-            cur.execute(next_sql, parameters=(ts(cutoff), batch_size, last))
-        page = cur.fetch_arrow_table()
-        if page.num_rows == 0:
-            return
-        yield page
-        if page.num_rows < batch_size:
-            return
-        last = page.column("balance_id")[-1].as_py()

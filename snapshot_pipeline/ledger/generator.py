@@ -34,13 +34,10 @@ SECOND = 1_000_000  # microseconds
 DAY = 86_400 * SECOND
 HUGE = 2**63
 MIN_BALANCES = 2 * len(CURRENCIES) + 1
-SECONDARY_INDEXES = (
-    "idx_transactions_source",
-    "idx_transactions_destination",
-    "idx_transactions_status",
-    "idx_transactions_parent_transaction",
-    "idx_transactions_created_at",
-    "idx_transactions_effective_date",
+SECONDARY_INDEXES = tuple(  # every secondary index of schema.sql, dropped during the bulk load
+    line.split(" IF NOT EXISTS ", 1)[1].split()[0]
+    for line in resources.files("snapshot_pipeline.ledger").joinpath("schema.sql").read_text().splitlines()
+    if line.startswith(("CREATE INDEX", "CREATE UNIQUE INDEX"))
 )
 
 
@@ -205,7 +202,7 @@ def _pick_pairs(rng, bal: _Balances, currency: np.ndarray, hot_share: float) -> 
 
 
 def _effective_dates(rng, created: np.ndarray) -> np.ndarray:
-    """NULL (-1) for most rows; backdated, future-dated and exact-midnight effective dates for the rest."""
+    """NULL (-1) for most rows; backdated, future-dated (some 20-60 days ahead) and exact-midnight dates for the rest."""
     n = created.size
     kind = rng.random(n)
     eff = np.full(n, -1, dtype=np.int64)
@@ -217,6 +214,8 @@ def _effective_dates(rng, created: np.ndarray) -> np.ndarray:
     eff[utc_midnight] = (created[utc_midnight] // DAY) * DAY
     ny_midnight = (kind >= 0.13) & (kind < 0.16)
     eff[ny_midnight] = [_ny_midnight(v) for v in created[ny_midnight].tolist()]
+    far = (kind >= 0.16) & (kind < 0.17)  # pending across many partitions
+    eff[far] = created[far] + ((20 + rng.random(far.sum()) * 40) * DAY).astype(np.int64)
     return eff
 
 

@@ -44,13 +44,58 @@ CREATE TABLE IF NOT EXISTS blnk.transactions (
     created_at          TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     effective_date      TIMESTAMP,
     scheduled_for       TIMESTAMP,
-    meta_data           JSONB
+    meta_data           JSONB,
+    chain_seq           BIGINT,
+    chain_hash          TEXT,
+    chain_prev_hash     TEXT
 );
 
--- Blnk's own indexes on the journal.
+-- The hash chain's bookmark (Blnk's chainer gives committed rows a gap-free chain_seq in commit order).
+CREATE TABLE IF NOT EXISTS blnk.chain_state (
+    id        INTEGER PRIMARY KEY DEFAULT 1,
+    last_seq  BIGINT NOT NULL DEFAULT 0
+);
+
+-- Exactly the secondary indexes a real Blnk install has (DESIGN §2): none on effective_date, none on
+-- plain created_at. snapshot_pipeline reads the journal by primary key; `ledger-indexes` offers more.
 CREATE INDEX IF NOT EXISTS idx_transactions_source ON blnk.transactions (source);
 CREATE INDEX IF NOT EXISTS idx_transactions_destination ON blnk.transactions (destination);
+CREATE INDEX IF NOT EXISTS idx_transactions_created_at_source ON blnk.transactions (created_at, source);
+CREATE INDEX IF NOT EXISTS idx_transactions_created_at_destination ON blnk.transactions (created_at, destination);
 CREATE INDEX IF NOT EXISTS idx_transactions_status ON blnk.transactions (status);
+CREATE INDEX IF NOT EXISTS idx_transactions_currency ON blnk.transactions (currency);
+CREATE INDEX IF NOT EXISTS idx_transactions_reference ON blnk.transactions (reference);
 CREATE INDEX IF NOT EXISTS idx_transactions_parent_transaction ON blnk.transactions (parent_transaction);
-CREATE INDEX IF NOT EXISTS idx_transactions_created_at ON blnk.transactions (created_at);
-CREATE INDEX IF NOT EXISTS idx_transactions_effective_date ON blnk.transactions (effective_date);
+CREATE INDEX IF NOT EXISTS idx_transactions_parent_status ON blnk.transactions (parent_transaction, status);
+CREATE INDEX IF NOT EXISTS idx_transactions_parent_created_at
+    ON blnk.transactions (parent_transaction, created_at DESC);
+CREATE INDEX IF NOT EXISTS idx_transactions_created_at_not_queued
+    ON blnk.transactions (created_at DESC) WHERE status <> 'QUEUED';
+CREATE INDEX IF NOT EXISTS idx_transactions_currency_created_at ON blnk.transactions (currency, created_at DESC);
+CREATE INDEX IF NOT EXISTS idx_transactions_meta_data ON blnk.transactions USING GIN (meta_data);
+CREATE INDEX IF NOT EXISTS idx_transactions_queued_created_at
+    ON blnk.transactions (created_at) WHERE status = 'QUEUED';
+CREATE INDEX IF NOT EXISTS idx_transactions_queued_parent
+    ON blnk.transactions (parent_transaction) WHERE status = 'QUEUED';
+CREATE UNIQUE INDEX IF NOT EXISTS idx_transactions_chain_seq
+    ON blnk.transactions (chain_seq) WHERE chain_seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_transactions_unchained ON blnk.transactions (id) WHERE chain_seq IS NULL;
+
+CREATE INDEX IF NOT EXISTS idx_balances_created_at ON blnk.balances (created_at DESC);
+CREATE INDEX IF NOT EXISTS idx_balances_identity_id ON blnk.balances (identity_id);
+CREATE INDEX IF NOT EXISTS idx_balances_ledger_id ON blnk.balances (ledger_id);
+CREATE INDEX IF NOT EXISTS idx_balances_currency_identity ON blnk.balances (currency, identity_id);
+CREATE INDEX IF NOT EXISTS idx_balances_indicator ON blnk.balances (indicator);
+
+-- Like Blnk: a recorded transaction never changes, but for its meta_data and chain columns.
+CREATE OR REPLACE FUNCTION blnk.forbid_transaction_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (to_jsonb(NEW) - 'meta_data' - 'chain_seq' - 'chain_hash' - 'chain_prev_hash')
+       IS DISTINCT FROM (to_jsonb(OLD) - 'meta_data' - 'chain_seq' - 'chain_hash' - 'chain_prev_hash') THEN
+        RAISE EXCEPTION 'blnk.transactions rows are immutable (only meta_data and chain_* may change)';
+    END IF;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS transactions_immutable ON blnk.transactions;
+CREATE TRIGGER transactions_immutable BEFORE UPDATE ON blnk.transactions
+    FOR EACH ROW EXECUTE FUNCTION blnk.forbid_transaction_update();

@@ -103,17 +103,6 @@ class SnapshotPartition:
         for batch in store.iter_file(self.fs, self.path, columns, batch_rows):
             yield pa.Table.from_batches([batch])
 
-    def sequential(self, columns: list[str]) -> store.SequentialReader:
-        return store.SequentialReader.from_file(self.fs, self.path, columns)
-
-
-
-def created_before(table: pa.Table, cutoff: dt.datetime) -> pa.Array:
-    """Which rows of a snapshot table are balances created before ``cutoff`` (naive UTC)."""
-    created = table["balance_created_at"].combine_chunks()
-    at = pa.scalar(cutoff.replace(tzinfo=dt.timezone.utc), created.type)
-    return pc.fill_null(pc.less(created, at), False)
-
 
 # ---------------------------------------------------------------------------------------- arithmetic
 

@@ -5,7 +5,7 @@ cutoff ``C_D``), in ``balance_id`` order:
 
 * ``closing_balance`` = the balance in snapshot ``D``;
 * ``opening_balance`` = the balance in snapshot ``D-1`` (zero for a balance that
-  did not exist at ``C_{D-1}``);
+  snapshot does not hold);
 * ``credits`` / ``debits`` = the change of ``credit_balance`` / ``debit_balance``
   between the two snapshots, so ``opening + credits - debits = closing`` holds
   exactly on every row;
@@ -46,13 +46,13 @@ from snapshot_pipeline.reports.common import (
     ReportResult,
     ReportWriter,
     SnapshotPartition,
-    created_before,
     first_difference,
     narrow,
     wide,
     zeros,
 )
 from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import align
 from snapshot_pipeline.store import parquet as store
 
 REPORT = "balance_movements"
@@ -175,24 +175,27 @@ def _lookup(legs: pa.Table, ids: pa.Array) -> dict[str, pa.Array]:
     return out
 
 
-def movements_page(page: pa.Table, legs: pa.Table, opening_cutoff: dt.datetime,
-                   opening: store.SequentialReader | None, names: tuple[dt.date, dt.date]) -> pa.Table:
-    """One batch of snapshot ``D`` rows -> the same balances' movement rows."""
+def movements_page(page: pa.Table, legs: pa.Table, opening_page: pa.Table | None, journal_opening: bool,
+                   names: tuple[dt.date, dt.date]) -> pa.Table:
+    """One batch of snapshot ``D`` rows (and the opening rows of the same key range) -> movement rows."""
     n = page.num_rows
     ids = page["balance_id"].combine_chunks()
-    held = created_before(page, opening_cutoff)  # balances the opening holds
     found = _lookup(legs, ids)
-    if opening is not None:
-        try:
-            base = opening.take_matching(ids, held)
-        except store.BaseMisaligned as exc:
-            raise _stale(names, "the two snapshots do not hold the same balances") from exc
-        count = len(base)
-        open_credit = pc.replace_with_mask(zeros(n), held, wide(base["credit_balance"])) if count else zeros(n)
-        open_debit = pc.replace_with_mask(zeros(n), held, wide(base["debit_balance"])) if count else zeros(n)
-    else:  # the opening summed from the journal: the old legs of every balance the opening holds
-        open_credit = pc.if_else(held, found["old_credit"], zeros(n))
-        open_debit = pc.if_else(held, found["old_debit"], zeros(n))
+    if journal_opening:  # the opening summed from the journal: the old legs of every balance
+        held = pa.repeat(pa.scalar(True), n)
+        open_credit, open_debit = found["old_credit"], found["old_debit"]
+    else:
+        opening_ids = (opening_page["balance_id"].combine_chunks() if opening_page is not None
+                       else pa.array([], pa.string()))
+        if len(opening_ids) and not pc.all(pc.is_in(opening_ids, value_set=ids)).as_py():
+            raise _stale(names, "the opening snapshot holds balances the closing one does not")
+        positions = pc.index_in(ids, value_set=opening_ids)
+        held = pc.is_valid(positions)  # balances the opening holds
+        if len(opening_ids):
+            open_credit = pc.fill_null(pc.take(wide(opening_page["credit_balance"]), positions), zeros(1)[0])
+            open_debit = pc.fill_null(pc.take(wide(opening_page["debit_balance"]), positions), zeros(1)[0])
+        else:
+            open_credit = open_debit = zeros(n)
     new = pc.invert(held)
     credits = pc.subtract(wide(page["credit_balance"]), open_credit)
     debits = pc.subtract(wide(page["debit_balance"]), open_debit)
@@ -204,7 +207,7 @@ def movements_page(page: pa.Table, legs: pa.Table, opening_cutoff: dt.datetime,
                             " legs between them")
     credit_legs = pc.add(found["day_credit_legs"], pc.if_else(new, found["old_credit_legs"], 0))
     debit_legs = pc.add(found["day_debit_legs"], pc.if_else(new, found["old_debit_legs"], 0))
-    return pa.table(
+    table = pa.table(
         {
             "balance_id": ids,
             "ledger_id": page["ledger_id"],
@@ -219,6 +222,7 @@ def movements_page(page: pa.Table, legs: pa.Table, opening_cutoff: dt.datetime,
         },
         schema=SCHEMA,
     )
+    return table, pc.sum(new).as_py() or 0
 
 
 def _stale(names: tuple[dt.date, dt.date], why: str) -> ReportError:
@@ -246,18 +250,21 @@ def balance_movements(settings: Settings, date: dt.date) -> ReportResult:
                           {"opening": source, "closing": f"balance_snapshots {date}"})
     moved = total_legs = new_balances = 0
     try:
-        reader = opening.sequential(OPENING_COLUMNS) if opening is not None else None
-        for page in closing.batches(CLOSING_COLUMNS):
-            rows = movements_page(page, legs, opening_cutoff, reader, (previous, date))
+        opening_stream = align.SortedStream(opening.batches(OPENING_COLUMNS) if opening is not None else iter([]))
+        closing_stream = align.SortedStream(closing.batches(CLOSING_COLUMNS))
+        for opening_page, page in align.aligned(opening_stream, closing_stream):
+            if page is None or page.num_rows == 0:
+                if opening_page is not None and opening_page.num_rows:
+                    raise _stale((previous, date), "the opening snapshot holds balances the closing one does not")
+                continue
+            rows, entering = movements_page(page, legs, opening_page, opening is None, (previous, date))
             writer.write(rows)
             zero = pa.scalar(0, store.AMOUNT)
             changed = pc.or_(pc.greater(rows["legs"], 0),
                              pc.or_(pc.not_equal(rows["credits"], zero), pc.not_equal(rows["debits"], zero)))
             moved += pc.sum(changed).as_py() or 0
             total_legs += pc.sum(rows["legs"]).as_py() or 0
-            new_balances += pc.sum(pc.invert(created_before(page, opening_cutoff))).as_py() or 0
-        if reader is not None and not reader.exhausted():
-            raise _stale((previous, date), "the opening snapshot holds balances the closing one does not")
+            new_balances += entering
         path, size = writer.publish()
     except BaseException:
         writer.abort()

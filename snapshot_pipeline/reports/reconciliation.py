@@ -23,18 +23,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_pipeline import db
-from snapshot_pipeline.ledger import asof
+from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.reports.common import (
     ReportError,
     ReportResult,
     ReportWriter,
     SnapshotPartition,
-    created_before,
     narrow,
     wide,
     zeros,
 )
 from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import align
 from snapshot_pipeline.store import parquet as store
 
 REPORT = "reconciliation_report"
@@ -59,50 +59,38 @@ SCHEMA = pa.schema(
     ]
 )
 
-_PAGE_SQL = """
-    SELECT b.balance_id, b.ledger_id, b.currency, b.created_at AS balance_created_at,
+_LIVE_SQL = """
+    SELECT b.balance_id, b.ledger_id, b.currency,
            {live},
            COALESCE(d.credit, 0)::text AS credit, COALESCE(d.debit, 0)::text AS debit,
            COALESCE(d.inflight_credit, 0)::text AS inflight_credit,
            COALESCE(d.inflight_debit, 0)::text AS inflight_debit
       FROM blnk.balances b
       LEFT JOIN snapshot_delta d ON d.balance_id = b.balance_id
-     {after}
-     ORDER BY b.balance_id
-     LIMIT $1"""
+     ORDER BY b.balance_id COLLATE "C" """
 _LIVE = ", ".join(f"COALESCE(b.{name}, 0)::text AS live_{name}" for name in AMOUNTS)
 
 
-def _pages(cur, page_rows: int):
-    """Every live balance joined with its later legs, keyset-paged in ``balance_id`` order."""
-    first = _PAGE_SQL.format(live=_LIVE, after="")
-    following = _PAGE_SQL.format(live=_LIVE, after="WHERE b.balance_id > $2")
-    last = None
-    while True:
-        cur.execute(first if last is None else following,
-                    parameters=(page_rows,) if last is None else (page_rows, last))
-        page = cur.fetch_arrow_table()
-        if page.num_rows == 0:
-            return
-        yield page
-        if page.num_rows < page_rows:
-            return
-        last = page["balance_id"][-1].as_py()
+def _live_pages(cur, page_rows: int):
+    """Every live balance joined with its later legs, in ``balance_id`` byte order (the snapshot's), streamed."""
+    cur.execute(_LIVE_SQL.format(live=_LIVE))
+    yield from align.rechunk(cur.fetch_record_batch(), page_rows)
 
 
-def drift_page(page: pa.Table, snapshot: SnapshotPartition, reader: store.SequentialReader) -> pa.Table:
-    """One page of live rows -> the drifting ones, with live and expected values."""
+def drift_page(page: pa.Table, snapshot: SnapshotPartition, base_page: pa.Table | None) -> pa.Table:
+    """One page of live rows (and the snapshot's rows of the same key range) -> the drifting ones."""
     n = page.num_rows
     ids = page["balance_id"].combine_chunks()
-    held = created_before(page, snapshot.cutoff)
-    try:
-        base = reader.take_matching(ids, held)
-    except store.BaseMisaligned as exc:
-        raise _stale(snapshot, "live balances created before its cutoff are missing from it") from exc
-    count = len(base)
+    base_ids = base_page["balance_id"].combine_chunks() if base_page is not None else pa.array([], pa.string())
+    if len(base_ids) and not pc.all(pc.is_in(base_ids, value_set=ids)).as_py():
+        raise _stale(snapshot, "it holds balances that are no longer live")
+    positions = pc.index_in(ids, value_set=base_ids)
+    held = pc.is_valid(positions)
+    base = base_page.take(positions) if len(base_ids) else None
+    count = len(base_ids)
     expected = {}
     for name in BASE:
-        start = pc.replace_with_mask(zeros(n), held, wide(base[name])) if count else zeros(n)
+        start = pc.if_else(held, wide(base[name]), zeros(n)) if count else zeros(n)
         expected[name] = pc.add(start, wide(page[LATER[name]]))
     expected["balance"] = pc.subtract(expected["credit_balance"], expected["debit_balance"])
     expected["inflight_balance"] = pc.subtract(expected["inflight_credit_balance"],
@@ -152,20 +140,23 @@ def reconciliation_report(settings: Settings, date: dt.date, page_rows: int = PA
     try:
         cur = ledger.cursor()
         try:
-            watermark = asof.begin_consistent_read(cur)
+            watermark = journal.open_view(cur)
             base = asof.Base(snapshot.cutoff, snapshot.watermark, snapshot.transaction_count)
             if not asof.base_is_intact(cur, base):
                 raise _stale(snapshot, "journal rows at or below its watermark changed")
-            later_balances = asof.prepare_delta(cur, FAR_FUTURE, base)
-            reader = snapshot.sequential(["balance_id", *BASE])
-            for page in _pages(cur, page_rows):
-                drifting = drift_page(page, snapshot, reader)
+            later_balances = asof.prepare_delta(cur, FAR_FUTURE, base, new_balance_legs=False)
+            snapshot_rows = align.SortedStream(snapshot.batches(["balance_id", *BASE]))
+            live_rows = align.SortedStream(_live_pages(cur, page_rows))
+            for base_page, page in align.aligned(snapshot_rows, live_rows):
+                if page is None or page.num_rows == 0:
+                    if base_page is not None and base_page.num_rows:
+                        raise _stale(snapshot, "it holds balances that are no longer live")
+                    continue
+                drifting = drift_page(page, snapshot, base_page)
                 writer.write(drifting)
                 if len(sample) < SAMPLE_ROWS and drifting.num_rows:
                     sample += drifting.slice(0, SAMPLE_ROWS - len(sample)).to_pylist()
                 checked += page.num_rows
-            if not reader.exhausted():
-                raise _stale(snapshot, "it holds balances that are no longer live")
             cur.execute("COMMIT")
         except BaseException:
             asof.rollback_quietly(cur)

@@ -100,6 +100,9 @@ class ManifestEntry:
     duration_ms: int
     dagster_run_id: str | None
     materialized_at: dt.datetime | None = None
+    roll_version: int | None = None
+    reread_transaction_id: int | None = None
+    reread_balance_id: int | None = None
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ManifestEntry)]
@@ -140,6 +143,16 @@ def latest_at_or_before_cutoff(conn: psycopg.Connection, at: dt.datetime) -> Man
         _select("WHERE cutoff_at <= %s", "ORDER BY cutoff_at DESC LIMIT 1"), (at,)
     ).fetchone()
     return _entry(row) if row else None
+
+
+def roll_forward_dates_at_or_before(conn: psycopg.Connection, at: dt.datetime, roll_version: int) -> list[dt.date]:
+    """Partitions of roll-forward format ``roll_version`` with cutoff <= ``at`` (naive UTC), newest first."""
+    rows = conn.execute(
+        "SELECT snapshot_date FROM snapshot_index.partitions WHERE cutoff_at <= %s AND roll_version = %s"
+        " ORDER BY cutoff_at DESC",
+        (at, roll_version),
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def month_partition_name(date: dt.date) -> str:
@@ -217,3 +230,43 @@ def latest_balance_row(conn: psycopg.Connection, balance_id: str, date: dt.date)
         " WHERE balance_id = %s AND snapshot_date <= %s ORDER BY snapshot_date DESC LIMIT 1",
         (balance_id, date),
     ).fetchone()
+
+
+ROLL_STATE_COLUMNS = ("kind", "id", "at", "seen_xmax")
+
+
+def replace_roll_state(conn: psycopg.Connection, date: dt.date, state) -> int:
+    """Within the caller's transaction: the roll-forward state of ``date`` (an Arrow table) replaces the old."""
+    conn.execute("DELETE FROM snapshot_index.roll_state WHERE snapshot_date = %s", (date,))
+    if state.num_rows == 0:
+        return 0
+    import io  # noqa: PLC0415
+
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.csv as pcsv  # noqa: PLC0415
+
+    table = pa.table({"snapshot_date": pa.repeat(pa.scalar(date, pa.date32()), state.num_rows),
+                      **{name: state[name] for name in ROLL_STATE_COLUMNS}})
+    buffer = io.BytesIO()
+    pcsv.write_csv(table, buffer, pcsv.WriteOptions(include_header=False))
+    copy_sql = "COPY snapshot_index.roll_state (snapshot_date, kind, id, at, seen_xmax) FROM STDIN WITH (FORMAT csv)"
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        copy.write(buffer.getvalue())
+    return state.num_rows
+
+
+def roll_state(conn: psycopg.Connection, date: dt.date):
+    """The roll-forward state recorded with partition ``date``, as an Arrow table (kind, id, at, seen_xmax)."""
+    import pyarrow as pa  # noqa: PLC0415 - only this function builds Arrow
+
+    rows = conn.execute(
+        "SELECT kind, id, at, seen_xmax FROM snapshot_index.roll_state WHERE snapshot_date = %s ORDER BY kind, id",
+        (date,),
+    ).fetchall()
+    kinds, ids, ats, xmaxes = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
+    return pa.table({
+        "kind": pa.array(kinds, pa.string()),
+        "id": pa.array(ids, pa.int64()),
+        "at": pa.array(ats, pa.timestamp("us")),
+        "seen_xmax": pa.array(xmaxes, pa.int64()),
+    })

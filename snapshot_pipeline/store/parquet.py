@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances touched before creation
 DATASET = "balance_snapshots"
 PART_FILE = "part-00000.parquet"
 ROW_GROUP_ROWS = 131_072
@@ -120,6 +120,10 @@ class PartitionWriter:
         self.rows += batch.num_rows
         if self._pending_rows >= ROW_GROUP_ROWS:
             self._flush()
+
+    def write_table(self, table: pa.Table) -> None:
+        for batch in table.to_batches():
+            self.write(batch)
 
     def _flush(self, final: bool = False) -> None:
         """Write whole row groups of ``ROW_GROUP_ROWS`` rows; the remainder waits unless ``final``."""
@@ -252,60 +256,3 @@ def iter_partition(storage_uri: str, date: dt.date, columns: list[str], batch_ro
                    ) -> Iterator[pa.RecordBatch]:
     fs, _ = resolve(storage_uri)
     yield from iter_file(fs, partition_file(storage_uri, date), columns, batch_rows)
-
-
-class SequentialReader:
-    """Hands out the rows of a partition in file order, ``take(k)`` rows at a time, streaming."""
-
-    def __init__(self, batches: Iterator[pa.RecordBatch], columns: list[str]):
-        self._batches = batches
-        self._buffer: list[pa.RecordBatch] = []
-        self._buffered = 0
-        self.columns = columns
-
-    @classmethod
-    def from_file(cls, fs: pafs.FileSystem, path: str, columns: list[str]) -> "SequentialReader":
-        return cls(iter_file(fs, path, columns), columns)
-
-    def take(self, k: int) -> pa.Table:
-        if k == 0:
-            return pa.table({c: pa.array([], type=pa.string()) for c in self.columns[:1]}).slice(0, 0)
-        while self._buffered < k:
-            batch = next(self._batches, None)
-            if batch is None:
-                break
-            self._buffer.append(batch)
-            self._buffered += batch.num_rows
-        if self._buffered < k:
-            raise BaseMisaligned(f"base partition ended early ({self._buffered} rows left, {k} needed)")
-        table = pa.Table.from_batches(self._buffer) if self._buffer else None
-        head = table.slice(0, k)
-        rest = table.slice(k)
-        self._buffer = rest.to_batches()
-        self._buffered = rest.num_rows
-        return head
-
-    def take_matching(self, ids: pa.Array, held: pa.Array) -> pa.Table:
-        """The next rows, one for each ``held`` position of ``ids``, checked to carry the same balance ids."""
-        count = pc.sum(held).as_py() or 0
-        base = self.take(count)
-        if count and not pc.all(pc.equal(ids.filter(held), base["balance_id"])).as_py():
-            raise BaseMisaligned("the balance ids of the two sides do not line up")
-        return base
-
-    def exhausted(self) -> bool:
-        if self._buffered:
-            return False
-        batch = next(self._batches, None)
-        while batch is not None and batch.num_rows == 0:
-            batch = next(self._batches, None)
-        if batch is None:
-            return True
-        self._buffer.append(batch)
-        self._buffered += batch.num_rows
-        return False
-
-
-class BaseMisaligned(RuntimeError):
-    """The base partition's rows do not line up with the balances read now (deleted or late balances)."""
-

@@ -44,10 +44,12 @@ import psycopg
 import pyarrow.fs as pafs
 from psycopg import sql
 
-from snapshot_pipeline import calendar, db, snapshot
+from snapshot_pipeline import calendar, db
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store.diff import diff_files
+from snapshot_pipeline.store.spool import IndexSpool
 
 logger = logging.getLogger(__name__)
 
@@ -264,9 +266,8 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
                 previous_file = None
                 if previous is not None and store.exists(settings.storage_uri, previous):
                     previous_file = store.partition_file(settings.storage_uri, previous)
-                spool = snapshot.IndexSpool(work_dir, group.anchor)
-                snapshot.diff_files(fs, previous_file, current[previous].cutoff_at if previous_file else None,
-                                    anchor_file, spool)
+                spool = IndexSpool(work_dir, group.anchor)
+                diff_files(fs, previous_file, anchor_file, spool)
                 out["anchor_index_rows_before"] = current[group.anchor].index_rows
                 rows = index.replace_rows(conn, group.anchor, spool.close())
                 index.set_index_rows(conn, group.anchor, rows)

@@ -56,17 +56,15 @@ def report_rows(path: str) -> list[dict]:
 # ------------------------------------------------------------------------------------------ movements
 
 LEGS_ORACLE = """
-SELECT b.balance_id,
-       count(*) FILTER (WHERE t.destination = b.balance_id),
-       count(*) FILTER (WHERE t.source = b.balance_id),
-       COALESCE(sum(t.precise_amount) FILTER (WHERE t.destination = b.balance_id), 0),
-       COALESCE(sum(t.precise_amount) FILTER (WHERE t.source = b.balance_id), 0)
-  FROM blnk.balances b
-  JOIN blnk.transactions t ON b.balance_id IN (t.source, t.destination)
- WHERE t.status = 'APPLIED' AND b.created_at < %(close)s
-   AND COALESCE(t.effective_date, t.created_at) < %(close)s
-   AND (b.created_at >= %(open)s OR COALESCE(t.effective_date, t.created_at) >= %(open)s)
- GROUP BY b.balance_id
+SELECT balance_id, count(*) FILTER (WHERE side = 'c'), count(*) FILTER (WHERE side = 'd'),
+       COALESCE(sum(amount) FILTER (WHERE side = 'c'), 0), COALESCE(sum(amount) FILTER (WHERE side = 'd'), 0)
+  FROM (SELECT destination AS balance_id, 'c' AS side, precise_amount AS amount, effective_date, created_at
+          FROM blnk.transactions WHERE status = 'APPLIED'
+        UNION ALL
+        SELECT source, 'd', precise_amount, effective_date, created_at
+          FROM blnk.transactions WHERE status = 'APPLIED') AS legs
+ WHERE COALESCE(effective_date, created_at) >= %(open)s AND COALESCE(effective_date, created_at) < %(close)s
+ GROUP BY balance_id
 """
 
 

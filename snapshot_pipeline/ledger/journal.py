@@ -1,0 +1,319 @@
+"""The journal delta of one roll-forward step, read under one consistent view (DESIGN §3, roll-forward).
+
+Snapshot(D) is the previous published partition P rolled forward by the legs in
+``S_D \\ S_P``. Reading them never scans the journal by effective time (no Blnk
+index serves that); every statement touches ``blnk.transactions`` and
+``blnk.balances`` by key only:
+
+* journal rows above P's *re-read point* ``L_P`` (a primary-key range scan):
+  ``L_P`` is just below the first row recorded at or after P's cutoff, so the
+  range holds the rows recorded since (a day's activity, plus what was recorded
+  between P's cutoff and P's read); rows P already counted are skipped;
+* P's *pending* rows below ``L_P``: rows recorded before P's cutoff but dated
+  at or after it (future-dated), by primary key (P listed their ids);
+* P's *id gaps*: ids at or below P's watermark that P's view could not see (a
+  transaction in flight at the read commits later, out of id order), by primary
+  key; the ones that became visible are rolled in;
+* P's *orphan children*: commits and voids in ``S_P`` whose INFLIGHT parent was
+  not in ``S_P`` yet; they release their hold once the parent counts;
+* the parent of every new child, by ``transaction_id`` (a unique key);
+* balances above P's balance re-read point and P's gap balances, by primary
+  key; attributes of the balances that changed, by ``balance_id`` (a unique key).
+
+Genesis is the same step from an empty base (everything at zero): the only full read.
+What a step leaves for the next (:class:`Step`): the re-read points, and a small
+state of listed ids (future-dated rows, orphans, unresolved gaps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from snapshot_pipeline.ledger.asof import WORK_MEM, ts
+
+# State kinds, as stored in snapshot_index.roll_state.
+PENDING_TRANSACTION = "T"
+ORPHAN_CHILD = "O"
+TRANSACTION_GAP = "G"
+BALANCE_GAP = "H"
+
+STATE_SCHEMA = pa.schema([
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("id", pa.int64(), nullable=False),
+    pa.field("at", pa.timestamp("us")),
+    pa.field("seen_xmax", pa.int64()),
+])
+
+
+def empty_state() -> pa.Table:
+    return STATE_SCHEMA.empty_table()
+
+
+@dataclasses.dataclass(frozen=True)
+class Origin:
+    """Where a roll-forward step starts: the base partition's cutoff, watermarks and state (genesis: zeros)."""
+
+    cutoff: dt.datetime | None
+    max_transaction_id: int
+    transaction_count: int
+    max_balance_id: int
+    reread_transaction_id: int
+    reread_balance_id: int
+    state: pa.Table
+
+    @classmethod
+    def genesis(cls) -> "Origin":
+        return cls(None, 0, 0, 0, 0, 0, empty_state())
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """The consistent read a step runs in: its watermarks and snapshot."""
+
+    max_transaction_id: int
+    transaction_count: int
+    max_balance_id: int
+    pg_snapshot: str
+    read_at: dt.datetime
+    reread_transaction_id: int = 0  # the next step reads blnk.transactions from above this id
+    reread_balance_id: int = 0  # and blnk.balances from above this one
+
+    @property
+    def xmin(self) -> int:
+        return int(self.pg_snapshot.split(":")[0])
+
+    @property
+    def xmax(self) -> int:
+        return int(self.pg_snapshot.split(":")[1])
+
+    def as_dict(self) -> dict:
+        return {
+            "max_transaction_id": self.max_transaction_id,
+            "transaction_count": self.transaction_count,
+            "max_balance_id": self.max_balance_id,
+            "pg_snapshot": self.pg_snapshot,
+            "read_at": self.read_at.isoformat(),
+            "reread_transaction_id": self.reread_transaction_id,
+            "reread_balance_id": self.reread_balance_id,
+        }
+
+
+@dataclasses.dataclass
+class Step:
+    """The outcome of :func:`begin_step`: the view, the counts and the state the next step needs."""
+
+    view: View
+    state: pa.Table
+    counted_rows: int
+    released_rows: int
+    resolved_gaps: int
+    entering_balances: int
+
+    def state_counts(self) -> dict[str, int]:
+        counts = {row["values"]: row["counts"] for row in pc.value_counts(self.state["kind"]).to_pylist()}
+        return {name: counts.get(kind, 0) for name, kind in (
+            ("pending_transactions", PENDING_TRANSACTION), ("orphan_children", ORPHAN_CHILD),
+            ("transaction_gaps", TRANSACTION_GAP),
+            ("balance_gaps", BALANCE_GAP))}
+
+
+_RELEVANT = "('APPLIED', 'INFLIGHT', 'VOID')"
+_TX_COLUMNS = """t.id, t.transaction_id, t.source, t.destination, t.status, t.parent_transaction,
+                 COALESCE(t.precise_amount, 0) AS amount, t.currency,
+                 COALESCE(t.effective_date, t.created_at) AS eff"""
+
+# $1 = L_P, $2 = W_P, $3 = C_P, $4 = C_D. The legs of S_D \ S_P: rows above the base's re-read point L_P
+# (a primary-key range) and its listed pending and gap rows (by key), less what the base already counted.
+_ROLL_TX_SQL = f"""
+    CREATE TEMP TABLE roll_tx ON COMMIT DROP AS
+    SELECT c.* FROM (
+        (SELECT {_TX_COLUMNS} FROM blnk.transactions t WHERE t.id > $1 AND t.status IN {_RELEVANT} OFFSET 0)
+        UNION ALL
+        SELECT t.* FROM roll_base r CROSS JOIN LATERAL (
+            SELECT {_TX_COLUMNS} FROM blnk.transactions t WHERE t.id = r.id AND t.status IN {_RELEVANT} OFFSET 0
+        ) AS t
+         WHERE r.kind IN ('{PENDING_TRANSACTION}', '{TRANSACTION_GAP}') AND r.id <= $1
+    ) AS c
+     WHERE c.eff < $4::timestamp
+       AND NOT (c.id <= $2 AND c.eff < $3::timestamp  -- in S_P already, unless the base's view missed it
+                AND NOT EXISTS (SELECT 1 FROM roll_base g WHERE g.kind = '{TRANSACTION_GAP}' AND g.id = c.id))"""
+
+# $1 = C_D. Children that count now (new commits/voids and the base's orphans) with their parent hold,
+# found by transaction_id (a unique key; LATERAL ... OFFSET 0 keeps it one index probe per child).
+_ROLL_CHILDREN_SQL = f"""
+    CREATE TEMP TABLE roll_children ON COMMIT DROP AS
+    SELECT c.id, c.amount, p.source, p.destination,
+           COALESCE(p.status = 'INFLIGHT' AND p.eff < $1::timestamp, false) AS releases,
+           (p.status IS NULL OR (p.status = 'INFLIGHT' AND p.eff >= $1::timestamp)) AS waits
+      FROM (
+        SELECT id, amount, parent_transaction FROM roll_tx
+         WHERE status IN ('APPLIED', 'VOID') AND parent_transaction IS NOT NULL
+        UNION ALL
+        SELECT o.id, COALESCE(o.precise_amount, 0), o.parent_transaction
+          FROM roll_base r CROSS JOIN LATERAL (
+            SELECT x.id, x.precise_amount, x.parent_transaction FROM blnk.transactions x WHERE x.id = r.id OFFSET 0
+          ) AS o
+         WHERE r.kind = '{ORPHAN_CHILD}'
+      ) AS c
+      LEFT JOIN LATERAL (
+        SELECT x.status, x.source, x.destination, COALESCE(x.effective_date, x.created_at) AS eff
+          FROM blnk.transactions x WHERE x.transaction_id = c.parent_transaction OFFSET 0
+      ) AS p ON true"""
+
+# $1 = LB_P, $2 = B_P, $3 = C_P, $4 = C_D. Balances entering the snapshot: above the base's re-read
+# point (a primary-key range) and its gap balances (by key), created before C_D, not in the base already.
+_ROLL_BAL_SQL = f"""
+    CREATE TEMP TABLE roll_bal ON COMMIT DROP AS
+    SELECT c.* FROM (
+        (SELECT b.id, b.balance_id, b.created_at FROM blnk.balances b WHERE b.id > $1 OFFSET 0)
+        UNION ALL
+        SELECT b.* FROM roll_base r CROSS JOIN LATERAL (
+            SELECT b.id, b.balance_id, b.created_at FROM blnk.balances b WHERE b.id = r.id OFFSET 0
+        ) AS b
+         WHERE r.kind = '{BALANCE_GAP}' AND r.id <= $1
+    ) AS c
+     WHERE c.created_at < $4::timestamp
+       AND NOT (c.id <= $2 AND c.created_at < $3::timestamp
+                AND NOT EXISTS (SELECT 1 FROM roll_base g WHERE g.kind = '{BALANCE_GAP}' AND g.id = c.id))"""
+
+# Per balance: the sums of the counted legs, for every balance the step touches or adds, with its
+# attributes (by balance_id, a unique key), in byte order (COLLATE "C", the order Arrow compares in).
+_DELTA_SQL = """
+    WITH legs (balance_id, currency, credit, debit, inflight_credit, inflight_debit) AS (
+        SELECT destination, currency, amount, 0, 0, 0 FROM roll_tx WHERE status = 'APPLIED'
+        UNION ALL SELECT source, currency, 0, amount, 0, 0 FROM roll_tx WHERE status = 'APPLIED'
+        UNION ALL SELECT destination, currency, 0, 0, amount, 0 FROM roll_tx WHERE status = 'INFLIGHT'
+        UNION ALL SELECT source, currency, 0, 0, 0, amount FROM roll_tx WHERE status = 'INFLIGHT'
+        UNION ALL SELECT destination, NULL, 0, 0, -amount, 0 FROM roll_children WHERE releases
+        UNION ALL SELECT source, NULL, 0, 0, 0, -amount FROM roll_children WHERE releases
+        UNION ALL SELECT balance_id, NULL, 0, 0, 0, 0 FROM roll_bal
+    ), sums AS (
+        SELECT balance_id, min(currency) AS leg_currency, sum(credit) AS credit, sum(debit) AS debit,
+               sum(inflight_credit) AS inflight_credit, sum(inflight_debit) AS inflight_debit
+          FROM legs GROUP BY balance_id
+    )
+    SELECT s.balance_id, b.ledger_id, b.identity_id, b.indicator,
+           COALESCE(b.currency, s.leg_currency) AS currency, b.created_at AS balance_created_at,
+           (b.id IS NOT NULL) AS known,
+           s.credit::text AS credit, s.debit::text AS debit,
+           s.inflight_credit::text AS inflight_credit, s.inflight_debit::text AS inflight_debit
+      FROM sums s LEFT JOIN LATERAL (  -- one probe per changed balance: unchanged ones are never read
+        SELECT x.id, x.ledger_id, x.identity_id, x.indicator, x.currency, x.created_at
+          FROM blnk.balances x WHERE x.balance_id = s.balance_id OFFSET 0
+      ) AS b ON true
+     ORDER BY s.balance_id COLLATE "C" """
+
+# $1 = L, $2 = C_D, $3 = W_D: where the next step re-reads the journal from: just below the first row
+# recorded at or after the cutoff (every row at or below it was recorded before the cutoff).
+_REREAD_TX_SQL = """
+    SELECT COALESCE((SELECT id - 1 FROM blnk.transactions WHERE id > $1 AND created_at >= $2::timestamp
+                      ORDER BY id LIMIT 1), $3)::bigint"""
+_REREAD_BAL_SQL = """
+    SELECT COALESCE((SELECT id - 1 FROM blnk.balances WHERE id > $1 AND created_at >= $2::timestamp
+                      ORDER BY id LIMIT 1), $3)::bigint"""
+
+# $1 = C_D, $2 = D's xmin, $3 = L_P, $4 = L_D. What the next step needs besides its re-read ranges:
+# rows below L_D dated at or after C_D (future-dated), orphans, and the ids this view could not see.
+_STATE_SQL = f"""
+    SELECT '{PENDING_TRANSACTION}'::text, t.id::bigint, COALESCE(t.effective_date, t.created_at), NULL::bigint
+      FROM blnk.transactions t
+     WHERE t.id > $3 AND t.id <= $4 AND t.status IN {_RELEVANT}
+       AND COALESCE(t.effective_date, t.created_at) >= $1::timestamp
+    UNION ALL
+    SELECT '{PENDING_TRANSACTION}', t.id, t.eff, NULL FROM roll_base r CROSS JOIN LATERAL (
+        SELECT t.id::bigint, COALESCE(t.effective_date, t.created_at) AS eff FROM blnk.transactions t
+         WHERE t.id = r.id AND t.status IN {_RELEVANT} OFFSET 0
+    ) AS t
+     WHERE r.kind = '{PENDING_TRANSACTION}' AND r.id <= $3 AND t.eff >= $1::timestamp
+    UNION ALL SELECT '{ORPHAN_CHILD}', id::bigint, NULL, NULL FROM roll_children WHERE waits
+    UNION ALL SELECT kind, id, NULL, seen_xmax FROM roll_new_gaps
+    UNION ALL
+    SELECT r.kind, r.id, NULL, r.seen_xmax FROM roll_base r
+     WHERE r.kind = '{TRANSACTION_GAP}' AND r.seen_xmax >= $2
+       AND NOT EXISTS (SELECT 1 FROM blnk.transactions t WHERE t.id = r.id)
+    UNION ALL
+    SELECT r.kind, r.id, NULL, r.seen_xmax FROM roll_base r
+     WHERE r.kind = '{BALANCE_GAP}' AND r.seen_xmax >= $2
+       AND NOT EXISTS (SELECT 1 FROM blnk.balances b WHERE b.id = r.id)"""
+
+# $1 = W_P, $2 = W_D, $3 = B_P, $4 = B_D, $5 = D's xmax. Ids in the new ranges this view cannot see,
+# from primary-key range scans: every hole between two consecutive visible ids.
+_NEW_GAPS_SQL = f"""
+    CREATE TEMP TABLE roll_new_gaps ON COMMIT DROP AS
+    SELECT '{TRANSACTION_GAP}'::text AS kind, generate_series(prev + 1, id - 1)::bigint AS id,
+           $5::bigint AS seen_xmax
+      FROM (SELECT id, lag(id::bigint, 1, $1::bigint) OVER (ORDER BY id) AS prev
+              FROM blnk.transactions WHERE id > $1 AND id <= $2) AS t
+     WHERE id > prev + 1
+    UNION ALL
+    SELECT '{BALANCE_GAP}', generate_series(prev + 1, id - 1)::bigint, $5::bigint
+      FROM (SELECT id, lag(id::bigint, 1, $3::bigint) OVER (ORDER BY id) AS prev
+              FROM blnk.balances WHERE id > $3 AND id <= $4) AS b
+     WHERE id > prev + 1"""
+
+
+def open_view(cur) -> View:
+    """Start one REPEATABLE READ view on an autocommit ADBC cursor; read its watermarks (by key only)."""
+    cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    cur.execute(
+        "SELECT COALESCE((SELECT max(id) FROM blnk.transactions), 0)::bigint,"
+        " COALESCE((SELECT max(id) FROM blnk.balances), 0)::bigint,"
+        " pg_current_snapshot()::text, (now() AT TIME ZONE 'UTC')::timestamp"
+    )
+    max_id, max_balance, snapshot, read_at = cur.fetchone()
+    return View(int(max_id), 0, int(max_balance), snapshot, read_at)
+
+
+def begin_step(cur, view: View, cutoff: dt.datetime, origin: Origin) -> Step:
+    """Inside the open view: stage the step's rows in temp tables and compute the next state.
+
+    Afterwards :func:`delta_reader` streams the per-balance delta. ``origin`` is the
+    base partition (or :meth:`Origin.genesis`).
+    """
+    cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+    cur.execute("SET LOCAL jit = off")  # compiling these one-off queries costs seconds and saves none
+    cur.execute("DROP TABLE IF EXISTS roll_base")
+    cur.adbc_ingest("roll_base", origin.state.cast(STATE_SCHEMA), mode="create", temporary=True)
+    cur.execute("CREATE INDEX ON roll_base (kind, id)")
+    cur.execute("ANALYZE roll_base")
+    cutoff_text = ts(cutoff)
+    base_cutoff = ts(origin.cutoff) if origin.cutoff is not None else "-infinity"
+    cur.execute(_ROLL_TX_SQL, parameters=(origin.reread_transaction_id, origin.max_transaction_id, base_cutoff,
+                                          cutoff_text))
+    cur.execute("ANALYZE roll_tx")
+    cur.execute(_ROLL_CHILDREN_SQL, parameters=(cutoff_text,))
+    cur.execute(_ROLL_BAL_SQL, parameters=(origin.reread_balance_id, origin.max_balance_id, base_cutoff,
+                                           cutoff_text))
+    cur.execute(_NEW_GAPS_SQL, parameters=(origin.max_transaction_id, view.max_transaction_id,
+                                           origin.max_balance_id, view.max_balance_id, view.xmax))
+    cur.execute(_REREAD_TX_SQL, parameters=(origin.reread_transaction_id, cutoff_text, view.max_transaction_id))
+    reread_tx = int(cur.fetchone()[0])
+    cur.execute(_REREAD_BAL_SQL, parameters=(origin.reread_balance_id, cutoff_text, view.max_balance_id))
+    reread_bal = int(cur.fetchone()[0])
+    cur.execute(_STATE_SQL, parameters=(cutoff_text, view.xmin, origin.reread_transaction_id, reread_tx))
+    raw = cur.fetch_arrow_table()
+    state = pa.table({"kind": raw.column(0), "id": raw.column(1), "at": raw.column(2),
+                      "seen_xmax": raw.column(3)}).cast(STATE_SCHEMA)
+    cur.execute(
+        "SELECT (SELECT count(*) FROM roll_tx), (SELECT count(*) FROM roll_children WHERE releases),"
+        " (SELECT count(*) FROM roll_bal),"
+        # rows the view sees that the base's count did not hold: new ids, and base gaps filled since
+        " (SELECT count(*) FROM blnk.transactions WHERE id > $1),"
+        " (SELECT count(*) FROM roll_base r JOIN blnk.transactions t ON t.id = r.id"
+        "   WHERE r.kind = $2 AND t.id <= $1)",
+        parameters=(origin.max_transaction_id, TRANSACTION_GAP),
+    )
+    counted, released, entering, above, filled = (int(v) for v in cur.fetchone())
+    view = dataclasses.replace(view, transaction_count=origin.transaction_count + above + filled,
+                               reread_transaction_id=reread_tx, reread_balance_id=reread_bal)
+    return Step(view, state, counted, released, filled, entering)
+
+
+def delta_reader(cur, cutoff: dt.datetime) -> pa.RecordBatchReader:
+    """Stream the step's per-balance delta in ``balance_id`` byte order (amounts as exact text)."""
+    cur.execute(_DELTA_SQL, parameters=(ts(cutoff),))
+    return cur.fetch_record_batch()

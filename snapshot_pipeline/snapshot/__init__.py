@@ -1,0 +1,344 @@
+"""Materialize one daily snapshot partition by rolling the previous one forward (DESIGN §3, roll-forward).
+
+This is the plain-Python core the Dagster asset calls (it never imports dagster).
+For partition ``D`` with cutoff ``C_D``:
+
+1. lock the partition (a second concurrent run waits, then recomputes);
+2. choose the base: the nearest earlier published partition P computed by this
+   roll-forward format whose Parquet file exists (none, or ``full_refresh``: genesis);
+3. open one REPEATABLE READ view of the ledger; read the legs in ``S_D \\ S_P`` by
+   key only (:mod:`snapshot_pipeline.ledger.journal`);
+4. walk P's Parquet and the per-balance delta together in ``balance_id`` order
+   (:mod:`snapshot_pipeline.snapshot.merge`), writing Parquet row groups to a
+   staging file and spooling the changed balances for the index;
+5. commit (:mod:`snapshot_pipeline.snapshot.commit`): index rows, the next
+   partition's re-diff, the roll-forward state and the manifest row in one index
+   transaction, then the atomic rename of the Parquet file.
+
+Cost: one sequential read of P's Parquet and one write of D's, plus the day's
+journal rows and P's pending set: flat in the journal's length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from snapshot_pipeline import amounts, calendar, db
+from snapshot_pipeline.ledger import asof, journal
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.snapshot import merge
+from snapshot_pipeline.store import align, index
+from snapshot_pipeline.store import diff as store_diff
+from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store.spool import IndexSpool
+
+logger = logging.getLogger(__name__)
+
+WIDE = amounts.WIDE
+AmountOverflow = amounts.AmountOverflow
+ROLL_VERSION = 1
+PROGRESS_SECONDS = 2.0
+BASE_READ_ROWS = 65_536
+MIN_BATCH_SIZE = 1
+MAX_BATCH_SIZE = 1_000_000
+BASE_COLUMNS = merge.BASE_COLUMNS
+
+__all__ = ["AmountOverflow", "IndexSpool", "SnapshotError", "SnapshotResult", "diff_files", "staleness",
+           "take_snapshot", "validate_batch_size"]
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot cannot be taken; nothing was published."""
+
+
+@dataclasses.dataclass
+class SnapshotResult:
+    """What one materialization did; becomes Dagster metadata and the CLI's JSON."""
+
+    snapshot_date: dt.date
+    cutoff: dt.datetime
+    watermark: dict
+    rows: int
+    balances_changed: int
+    index_rows_written: int
+    batches: int
+    batch_size: int
+    duration_ms: int
+    snapshots_per_second: float
+    bytes_written: int
+    path: str
+    checksum: str
+    mode: str
+    base_date: dt.date | None
+    currency_totals: list[dict]
+    journal_rows: int = 0
+    pending: dict = dataclasses.field(default_factory=dict)
+    phases_ms: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        """Double entry: per currency, Σ balance = 0 and Σ credit = Σ debit."""
+        return all(row["balance"] == 0 and row["credit"] == row["debit"] for row in self.currency_totals)
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["snapshot_date"] = self.snapshot_date.isoformat()
+        out["cutoff"] = self.cutoff.replace(tzinfo=dt.timezone.utc).isoformat()
+        out["base_date"] = self.base_date.isoformat() if self.base_date else None
+        out["balanced"] = self.balanced
+        return out
+
+
+def validate_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not (
+        MIN_BATCH_SIZE <= batch_size <= MAX_BATCH_SIZE
+    ):
+        raise SnapshotError(
+            f"batch_size must be an integer from {MIN_BATCH_SIZE} to {MAX_BATCH_SIZE:,}, got {batch_size!r}"
+        )
+    return batch_size
+
+
+def diff_files(fs: pafs.FileSystem, previous_path: str | None, previous_cutoff, current_path: str,
+               spool: IndexSpool) -> None:
+    """The index rows of ``current_path`` against ``previous_path`` (see :mod:`snapshot_pipeline.store.diff`)."""
+    store_diff.diff_files(fs, previous_path, current_path, spool)
+
+
+class CurrencyTotals:
+    """Per-currency row count and sums, aggregated in large chunks (no per-row Python objects)."""
+
+    CHUNK_ROWS = 131_072
+
+    def __init__(self) -> None:
+        self.totals: dict[str, list[int]] = {}
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table.select(["currency", "balance_id", "balance", "credit_balance", "debit_balance"]))
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self.CHUNK_ROWS:
+            self._aggregate()
+
+    def _aggregate(self) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows = [], 0
+        table = pa.table({
+            "currency": table["currency"],
+            "balance_id": table["balance_id"],
+            **{name: pc.cast(table[name], WIDE) for name in ("balance", "credit_balance", "debit_balance")},
+        })
+        grouped = table.group_by("currency").aggregate(
+            [("balance_id", "count"), ("balance", "sum"), ("credit_balance", "sum"), ("debit_balance", "sum")]
+        )
+        for row in grouped.to_pylist():
+            entry = self.totals.setdefault(row["currency"], [0, 0, 0, 0])
+            entry[0] += row["balance_id_count"]
+            entry[1] += int(row["balance_sum"])
+            entry[2] += int(row["credit_balance_sum"])
+            entry[3] += int(row["debit_balance_sum"])
+
+    def as_rows(self) -> list[dict]:
+        self._aggregate()
+        return [
+            {"currency": c, "balances": v[0], "balance": v[1], "credit": v[2], "debit": v[3]}
+            for c, v in sorted(self.totals.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+        ]
+
+
+@dataclasses.dataclass
+class Pass:
+    """Outputs of one streaming pass over the ledger, handed to the commit."""
+
+    writer: store.PartitionWriter
+    spool: IndexSpool
+    totals: CurrencyTotals
+    batches: int
+    step: journal.Step
+    base: index.ManifestEntry | None
+    mode: str
+    phases_ms: dict
+
+
+def take_snapshot(
+    settings: Settings,
+    snapshot_date: dt.date,
+    batch_size: int = 1000,
+    *,
+    run_id: str | None = None,
+    log: Callable[[str], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    full_refresh: bool = False,
+) -> SnapshotResult:
+    """Compute and publish the snapshot partition ``snapshot_date``. Nothing is visible unless all of it is.
+
+    ``full_refresh`` computes it from genesis (a full read of the ledger) instead of rolling forward.
+    """
+    from snapshot_pipeline.snapshot import commit  # noqa: PLC0415 - commit imports this module's types
+
+    validate_batch_size(batch_size)
+    log = log or logger.info
+    started = time.monotonic()
+    cutoff = calendar.cutoff(snapshot_date, settings.timezone)
+    index_conn = db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database")
+    work_dir = Path(tempfile.mkdtemp(prefix=f"snapshot-{snapshot_date.isoformat()}-"))
+    try:
+        index.migrate(index_conn)
+        index.lock_partition(index_conn, snapshot_date)
+        base = None if full_refresh else usable_base(settings, index_conn, snapshot_date, log)
+        result_pass = _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, work_dir, log,
+                              on_batch, started)
+        return commit.commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, result_pass,
+                             work_dir, log, started)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        index_conn.close()
+
+
+def usable_base(settings: Settings, conn, snapshot_date: dt.date, log) -> index.ManifestEntry | None:
+    """The nearest earlier partition to roll forward from: roll-forward format, Parquet file present."""
+    entry = index.nearest_before(conn, snapshot_date)
+    if entry is None:
+        return None
+    if entry.roll_version != ROLL_VERSION:
+        log(f"partition {entry.snapshot_date} predates roll-forward (format {entry.roll_version});"
+            " computing from genesis")
+        return None
+    if not store.exists(settings.storage_uri, entry.snapshot_date):
+        log(f"partition {entry.snapshot_date} is in the index but has no Parquet file in {settings.storage_uri};"
+            " computing from genesis")
+        return None
+    return entry
+
+
+def origin_of(conn, base: index.ManifestEntry | None) -> journal.Origin:
+    if base is None:
+        return journal.Origin.genesis()
+    return journal.Origin(base.cutoff_at, base.max_transaction_id, base.transaction_count, base.max_balance_id,
+                          base.reread_transaction_id, base.reread_balance_id,
+                          index.roll_state(conn, base.snapshot_date))
+
+
+def _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, work_dir, log, on_batch,
+            started) -> Pass:
+    ledger = db.connect_arrow(db.ledger_url(settings))
+    try:
+        try:
+            return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, work_dir,
+                                log, on_batch, started)
+        except align.NotSorted as exc:
+            if base is None:
+                raise SnapshotError(f"the journal delta is not in balance_id order: {exc}") from exc
+            log(f"base partition {base.snapshot_date} cannot be rolled forward ({exc}); computing from genesis")
+            return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, None, work_dir,
+                                log, on_batch, started)
+    finally:
+        ledger.close()
+
+
+def _file_metadata(settings: Settings, snapshot_date: dt.date, cutoff: dt.datetime) -> dict[str, str]:
+    return {
+        "snapshot_date": snapshot_date.isoformat(),
+        "cutoff": cutoff.replace(tzinfo=dt.timezone.utc).isoformat(),
+        "timezone": settings.timezone,
+        "roll_version": str(ROLL_VERSION),
+    }
+
+
+def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, work_dir, log, on_batch,
+                 started) -> Pass:
+    mode = "incremental" if base is not None else "genesis"
+    phases: dict[str, int] = {}
+    cur = ledger.cursor()
+    writer: store.PartitionWriter | None = None
+    spool: IndexSpool | None = None
+    try:
+        mark = time.monotonic()
+        view = journal.open_view(cur)
+        step = journal.begin_step(cur, view, cutoff, origin_of(index_conn, base))
+        phases["journal_ms"] = int((time.monotonic() - mark) * 1000)
+        log(
+            f"operation=balance_snapshot snapshot_date={snapshot_date} mode={mode}"
+            f" base={base.snapshot_date if base else None}"
+            f" watermark_transaction_id={step.view.max_transaction_id} journal_rows={step.counted_rows}"
+            f" entering_balances={step.entering_balances} journal_ms={phases['journal_ms']} status=writing"
+        )
+        writer = store.PartitionWriter(settings.storage_uri, snapshot_date, {
+            **_file_metadata(settings, snapshot_date, cutoff),
+            "watermark": str(step.view.max_transaction_id),
+            "watermark_transaction_count": str(step.view.transaction_count),
+            "watermark_max_balance_id": str(step.view.max_balance_id),
+            "pg_snapshot": step.view.pg_snapshot,
+        })
+        spool = IndexSpool(work_dir, snapshot_date)
+        totals = CurrencyTotals()
+        base_batches = (  # read in large batches; the merge cuts chunks at the delta's batch_size boundaries
+            store.iter_file(writer.fs, store.partition_file(settings.storage_uri, base.snapshot_date),
+                            merge.BASE_COLUMNS, max(batch_size, BASE_READ_ROWS))
+            if base is not None else iter([])
+        )
+        mark = time.monotonic()
+        batches = 0
+        last_report = time.monotonic()
+        for rows, changed in merge.roll(base_batches, journal.delta_reader(cur, cutoff), cutoff, batch_size):
+            writer.write_table(rows)
+            spool.write(changed)
+            totals.add(rows)
+            batches += 1
+            if on_batch is not None:
+                on_batch(batches)
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_SECONDS:
+                log(
+                    f"operation=balance_snapshot status=progress rows={writer.rows} batches={batches}"
+                    f" snapshots_per_second={writer.rows / (now - started):.0f}"
+                )
+                last_report = now
+        cur.execute("COMMIT")
+        phases["merge_ms"] = int((time.monotonic() - mark) * 1000)
+        return Pass(writer, spool, totals, batches, step, base, mode, phases)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        if spool is not None:
+            spool.reset()
+        asof.rollback_quietly(cur)
+        raise
+    finally:
+        cur.close()
+
+
+def staleness(settings: Settings, snapshot_date: dt.date) -> dict | None:
+    """Why a published partition no longer matches the journal (``{}`` when current; None when unpublished)."""
+    with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
+        index.migrate(conn)
+        entry = index.manifest(conn, snapshot_date)
+    if entry is None:
+        return None
+    reasons = {}
+    if not store.exists(settings.storage_uri, snapshot_date):
+        reasons["parquet_missing"] = 1
+    ledger = db.connect_arrow(db.ledger_url(settings))
+    try:
+        cur = ledger.cursor()
+        late = asof.late_rows(cur, entry.cutoff_at, entry.max_transaction_id, entry.transaction_count,
+                              entry.max_balance_id)
+        cur.close()
+    finally:
+        ledger.close()
+    reasons.update({k: v for k, v in late.items() if v})
+    return reasons

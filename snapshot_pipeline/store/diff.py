@@ -1,0 +1,34 @@
+"""The rows of one partition file that differ from another's: what the index must hold for it."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from snapshot_pipeline.store import align
+from snapshot_pipeline.store.parquet import AMOUNT_COLUMNS, iter_file
+from snapshot_pipeline.store.spool import IndexSpool
+
+COLUMNS = ["balance_id", "currency", *AMOUNT_COLUMNS]
+
+
+def diff_files(fs: pafs.FileSystem, previous_path: str | None, current_path: str, spool: IndexSpool) -> None:
+    """Spool the rows of ``current_path`` that are new or differ from ``previous_path`` (all, when None).
+
+    Both files are sorted by ``balance_id``; they are walked together, chunk by chunk.
+    """
+    current = align.SortedStream(iter_file(fs, current_path, COLUMNS))
+    previous = align.SortedStream(iter_file(fs, previous_path, COLUMNS) if previous_path else iter([]))
+    for before, now in align.aligned(previous, current):
+        if now is None or now.num_rows == 0:
+            continue
+        if before is None or before.num_rows == 0:
+            spool.write(now)
+            continue
+        positions = pc.index_in(now["balance_id"], value_set=before["balance_id"].combine_chunks())
+        differs = pc.is_null(positions)
+        for name in AMOUNT_COLUMNS:
+            old = pc.take(before[name], positions)
+            differs = pc.or_(differs, pc.fill_null(pc.not_equal(now[name], old), True))
+        spool.write(now.filter(differs))
