@@ -35,19 +35,6 @@ from bench_snapshot import RESULTS_DIR, create_database, drop_database, log, see
 ROOT = Path(__file__).resolve().parent.parent
 START = dt.date(2026, 9, 1)
 
-# Until the amended contract (DESIGN §3: rows for balances touched before their creation) is in the core,
-# the generator's backdated legs make the blocking double-entry check fail; moving each balance's
-# created_at back to its earliest leg keeps the journal and live rows and makes every partition balance.
-BALANCE_SQL = """
-UPDATE blnk.balances b SET created_at = l.first FROM (
-  SELECT balance_id, min(t) AS first FROM (
-    SELECT source AS balance_id, COALESCE(effective_date, created_at) AS t FROM blnk.transactions
-    UNION ALL SELECT destination, COALESCE(effective_date, created_at) FROM blnk.transactions) x
-  GROUP BY balance_id) l
- WHERE l.balance_id = b.balance_id AND l.first < b.created_at
-"""
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,8 +42,6 @@ def free_port() -> int:
 
 
 def run(args) -> dict:
-    import psycopg
-
     from snapshot_pipeline.dagster_client import DagsterClient, DagsterUnavailable
 
     admin = server_url(args)
@@ -66,8 +51,6 @@ def run(args) -> dict:
     ui = None
     try:
         seed(url, args.balances, args.transactions, args.days, 7, START)
-        with psycopg.connect(url) as conn:
-            conn.execute(BALANCE_SQL)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "SNAPSHOT_", "DAGSTER_"))}
         env.update({"LEDGER_DATABASE_URL": url, "SNAPSHOT_STORAGE_URI": str(work / "store"),

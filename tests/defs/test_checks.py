@@ -28,19 +28,6 @@ WARN_CHECKS = {"live_balances_match"}
 AUDIT = "parquet_matches_index"  # the audit asset's check: its own job, not part of the snapshot runs
 
 
-def make_balanced(url: str) -> None:
-    """Move each balance's created_at back to its earliest leg, so no leg predates its balance: double entry
-    then holds in every snapshot of the adversarial ledger (journal and live rows unchanged)."""
-    with psycopg.connect(url) as conn:
-        conn.execute(
-            "UPDATE blnk.balances b SET created_at = l.first FROM ("
-            "  SELECT balance_id, min(t) AS first FROM ("
-            "    SELECT source AS balance_id, COALESCE(effective_date, created_at) AS t FROM blnk.transactions"
-            "    UNION ALL SELECT destination, COALESCE(effective_date, created_at) FROM blnk.transactions) x"
-            "  GROUP BY balance_id) l"
-            " WHERE l.balance_id = b.balance_id AND l.first < b.created_at")
-
-
 class Setup:
     def __init__(self, url: str, storage, instance):
         self.url = url
@@ -88,7 +75,6 @@ def meta(evaluation) -> dict:
 
 @pytest.fixture
 def setup(fresh_ledger, tmp_path):
-    make_balanced(fresh_ledger)
     with dg.instance_for_test() as instance:
         s = Setup(fresh_ledger, tmp_path / "store", instance)
         for partition in (D1, D2):
