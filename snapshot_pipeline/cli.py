@@ -108,7 +108,7 @@ def _progress_logger_def(bar_factory):
     class ProgressHandler(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             message = getattr(record, "dagster_meta", {}).get("orig_message") or record.getMessage()
-            if "operation=balance_snapshot" in message and "status=progress" in message:
+            if message.startswith("operation=balance_snapshot snapshot_date=") and "status=progress" in message:
                 fields = dict(part.split("=", 1) for part in message.split() if "=" in part)
                 try:
                     bar_factory().update_to(int(fields["rows"]))
@@ -127,13 +127,18 @@ def _progress_logger_def(bar_factory):
 
 
 class DayProgress:
-    """A per-day progress bar on stderr (rows and rate; tqdm, shown only on a terminal)."""
+    """A per-day progress bar (rows and rate; tqdm), drawn only when stderr is a terminal.
+
+    Dagster captures a step's stdout/stderr (file descriptors 1 and 2) into the run's compute logs, so
+    the bar writes to a duplicate of descriptor 2 taken before the run starts: still the terminal.
+    """
 
     def __init__(self, label: str, total: int | None):
         from tqdm import tqdm  # noqa: PLC0415
 
-        self._bar = tqdm(total=total, desc=label, unit=" rows", unit_scale=False, leave=False, file=sys.stderr,
-                         dynamic_ncols=True, disable=None, mininterval=0.2)
+        self._out = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+        self._bar = tqdm(total=total, desc=label, unit=" rows", leave=False, file=self._out,
+                         disable=not self._out.isatty(), mininterval=0.2)
 
     def update_to(self, rows: int) -> None:
         if self._bar.total is not None:
@@ -142,6 +147,7 @@ class DayProgress:
 
     def close(self) -> None:
         self._bar.close()
+        self._out.close()
 
 
 def _balances_at_cutoff(settings: Settings, snapshot_date: dt.date) -> int | None:
@@ -175,11 +181,9 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
         )
     _preflight(settings)
     prepare_dagster_home(settings)
-    bar: list[DayProgress] = []
+    bar = [DayProgress(snapshot_date.isoformat(), _balances_at_cutoff(settings, snapshot_date))]
 
     def current_bar() -> DayProgress:
-        if not bar:
-            bar.append(DayProgress(snapshot_date.isoformat(), _balances_at_cutoff(settings, snapshot_date)))
         return bar[0]
 
     job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB).with_logger_defs(

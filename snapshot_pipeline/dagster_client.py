@@ -17,8 +17,9 @@ SNAPSHOT_JOB = "balance_snapshots_job"  # snapshot_pipeline.defs.jobs.SNAPSHOT_J
 ASSET_NAME = "balance_snapshots"
 PARTITION_TAG = "dagster/partition"
 DONE_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
-# the asset's progress log line: "operation=balance_snapshot ... status=progress rows=N ... snapshots_per_second=R"
-_PROGRESS = re.compile(r"operation=balance_snapshot\b.*\bstatus=progress\b")
+# the asset's progress log line (defs/assets.py Progress):
+# "operation=balance_snapshot snapshot_date=D status=progress rows=N batches=B snapshots_per_second=R"
+_PROGRESS = re.compile(r"operation=balance_snapshot snapshot_date=\S+ status=progress\b")
 _FIELD = re.compile(r"(\w+)=(\S+)")
 
 

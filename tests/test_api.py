@@ -338,7 +338,7 @@ def test_status_reports_progress_while_the_run_is_running(services):
                 seen.append(run["progress"])
             time.sleep(0.2)
         assert seen, run
-        assert all(p["rows"] > 0 and p["snapshots_per_second"] > 0 for p in seen)
+        assert all(p["rows"] > 0 and p["snapshots_per_second"] >= 0 for p in seen)
         assert [p["rows"] for p in seen] == sorted(p["rows"] for p in seen)  # it only grows
         assert run["progress"] is None and run["status"] in ("SUCCESS", "FAILURE")
         if run["status"] == "FAILURE":  # a failed run says why
