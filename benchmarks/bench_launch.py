@@ -42,11 +42,13 @@ def free_port() -> int:
 
 
 def run(args) -> dict:
+    from snapshot_pipeline import db
     from snapshot_pipeline.dagster_client import DagsterClient, DagsterUnavailable
 
     admin = server_url(args)
     name = f"bench_launch_{uuid.uuid4().hex[:8]}"
     url = create_database(admin, name)
+    instance_url = create_database(admin, name + "_dagster")  # an instance of its own: no other runs in its queue
     work = Path(tempfile.mkdtemp(prefix="bench-launch-"))
     ui = None
     try:
@@ -55,7 +57,8 @@ def run(args) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "SNAPSHOT_", "DAGSTER_"))}
         env.update({"LEDGER_DATABASE_URL": url, "SNAPSHOT_STORAGE_URI": str(work / "store"),
                     "SNAPSHOT_START_DATE": START.isoformat(), "SNAPSHOT_HOME": str(ROOT),
-                    "DAGSTER_HOME": str(work / "dagster_home"), "SNAPSHOT_AUTOMATION_DEFAULT_STATUS": "STOPPED"})
+                    "DAGSTER_HOME": str(work / "dagster_home"), "SNAPSHOT_AUTOMATION_DEFAULT_STATUS": "STOPPED",
+                    "DAGSTER_PG_URL": db.sqlalchemy_psycopg2(instance_url)})
         log(f"starting snapshot-pipeline ui on port {port} ...")
         ui = subprocess.Popen([sys.executable, "-m", "snapshot_pipeline.cli", "ui", "--port", str(port)], env=env,
                               stdout=open(work / "ui.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
@@ -92,6 +95,7 @@ def run(args) -> dict:
             ui.send_signal(signal.SIGTERM)
             ui.wait(timeout=30)
         drop_database(admin, name)
+        drop_database(admin, name + "_dagster")
 
 
 def main() -> int:
