@@ -26,9 +26,10 @@ test-server: install  ## the suite against the PostgreSQL server of this machine
 
 # Validating definitions needs no storage: a throwaway DAGSTER_HOME, so dg does not load the project's
 # dagster.yaml from the current directory (its PostgreSQL URL comes from DAGSTER_PG_URL, set by the CLI).
+# VIRTUAL_ENV names the project's venv as the active one, which is what `make` runs (else dg warns of a mismatch).
 check: install  ## validate the Dagster definitions
 	cd $(CURDIR) && home=$$(mktemp -d) && printf 'telemetry:\n  enabled: false\n' > $$home/dagster.yaml \
-		&& DAGSTER_HOME=$$home $(BIN)/dg check defs; status=$$?; rm -rf "$$home"; exit $$status
+		&& VIRTUAL_ENV=$(abspath $(VENV)) DAGSTER_HOME=$$home $(BIN)/dg check defs; status=$$?; rm -rf "$$home"; exit $$status
 
 bench: install  ## full-size benchmarks (1M balances, 5M transactions; dbt baseline in .venv-dbt)
 	$(BIN)/python benchmarks/bench_snapshot.py

@@ -112,10 +112,9 @@ def run(args) -> dict:
         snapshot.take_snapshot(settings, newest, 10_000)  # current again after the inserted rows
         checks = {}
         for name_, function, kwargs in [
-            ("row_count", validation.row_count, {}),
-            ("balance_identity", validation.balance_identity, {}),
-            ("double_entry", validation.double_entry, {}),
-            ("parquet_matches_index", validation.parquet_matches_index, {}),
+            ("integrity (row count + identity + double entry, one pass)", validation.integrity, {}),
+            ("parquet_matches_manifest", validation.parquet_matches_manifest, {}),
+            ("parquet_matches_index (audit job)", validation.parquet_matches_index, {}),
             ("sampled_recomputation_k20", validation.sampled_recomputation, {"sample_size": 20, "seed": 1}),
             ("live_drift", validation.live_drift, {}),
         ]:

@@ -7,8 +7,10 @@
 * ``GET /balances/{balance_id}/change?start=&end=``: opening, closing, credits and debits over [start, end);
 * ``POST /balances-snapshots?batch_size=N``: Blnk's trigger; launches a Dagster run of
   ``balance_snapshots_job`` for the latest closed partition through the Dagster webserver's GraphQL
-  API and returns at once with its ``run_id``;
-* ``GET /balances-snapshots/{run_id}``: that run's status and, when done, its metrics;
+  API and returns at once, as Blnk does (HTTP 200, Blnk's ``message``), plus ``run_id``, an absolute
+  ``status_url`` and ``run_url`` (the run in the Dagster UI);
+* ``GET /balances-snapshots/{run_id}``: that run's status, progress (rows so far, rate) while it
+  runs, its metrics when done, the error when it failed;
 * ``GET /health``: both databases reachable.
 
 With ``SNAPSHOT_API_KEY`` set, every endpoint but ``/health`` and the docs needs
@@ -41,7 +43,7 @@ DEFAULT_BATCH_SIZE = 1000
 MIN_BATCH_SIZE = 1
 MAX_BATCH_SIZE = 1_000_000  # snapshot.MAX_BATCH_SIZE (not imported: keeps the service's imports light)
 SERVICE_CONNECTIONS = 8
-SNAPSHOT_STARTED = "Balance snapshots process started"
+SNAPSHOT_STARTED = "Snapshotting in progress. should be completed shortly"  # Blnk's own message, verbatim
 
 
 class ApiError(Exception):
@@ -101,11 +103,18 @@ class BalanceChangeBody(BaseModel):
 
 
 class SnapshotTriggerBody(BaseModel):
-    message: str
-    run_id: str
+    message: str = Field(description="Blnk's message, verbatim: " + repr(SNAPSHOT_STARTED))
+    run_id: str = Field(description="the Dagster run id")
     partition: str
     batch_size: int
-    status_url: str
+    status_url: str = Field(description="absolute URL of GET /balances-snapshots/{run_id}")
+    run_url: str = Field(description="the run's page in the Dagster UI")
+
+
+class ProgressBody(BaseModel):
+    rows: int = Field(description="balances written so far")
+    snapshots_per_second: float | None = Field(description="rate so far")
+    at: float | None = Field(description="Unix time of the progress report")
 
 
 class RunBody(BaseModel):
@@ -117,7 +126,9 @@ class RunBody(BaseModel):
     start_time: float | None
     end_time: float | None
     metrics: dict | None = Field(description="the materialization's metadata (rows, duration_ms, ...) once done")
-    error: str | None
+    progress: ProgressBody | None = Field(description="while running: rows written so far and the rate")
+    error: str | None = Field(description="why the run failed (FAILURE)")
+    run_url: str | None = Field(None, description="the run's page in the Dagster UI")
 
 
 _ERRORS = {
@@ -270,14 +281,19 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
         body.pop("opening"), body.pop("closing")
         return JSONResponse(body)
 
-    @app.post("/balances-snapshots", response_model=SnapshotTriggerBody, status_code=202, tags=["snapshots"],
+    @app.post("/balances-snapshots", response_model=SnapshotTriggerBody, status_code=200, tags=["snapshots"],
               responses=_ERRORS, dependencies=[Depends(authorize)])
     def trigger_snapshots(
+        request: Request,
         batch_size: str = Query(str(DEFAULT_BATCH_SIZE),
                                 description=f"balances per batch, an integer from {MIN_BATCH_SIZE} to"
                                             f" {MAX_BATCH_SIZE:,} (default {DEFAULT_BATCH_SIZE})"),
     ):
-        """Blnk's trigger: snapshot the latest closed day. Launches a Dagster run and returns at once."""
+        """Blnk's trigger: snapshot the latest closed day. Launches a Dagster run and returns at once.
+
+        As Blnk: HTTP 200 with ``{"message": "Snapshotting in progress. should be completed shortly"}``;
+        added: ``run_id``, the absolute ``status_url`` and ``run_url`` (the run in the Dagster UI).
+        """
         try:
             size = int(batch_size)
         except ValueError:
@@ -298,15 +314,17 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
         run_id = launched["run_id"]
         return JSONResponse(
             {"message": SNAPSHOT_STARTED, "run_id": run_id, "partition": day.isoformat(), "batch_size": size,
-             "status_url": f"/balances-snapshots/{run_id}"},
-            status_code=202,
+             "status_url": str(request.url_for("snapshot_run", run_id=run_id)),
+             "run_url": state["dagster"].run_url(run_id)},
+            status_code=200,
         )
 
     @app.get("/balances-snapshots/{run_id}", response_model=RunBody, tags=["snapshots"],
              responses={**_ERRORS, 404: {"model": ErrorBody, "description": "unknown run"}},
              dependencies=[Depends(authorize)])
     def snapshot_run(run_id: str):
-        """Status of a snapshot run and, once it finished, the metrics of its materialization."""
+        """Status of a snapshot run: progress (rows, rate) while it runs, its metrics once done, the error if
+        it failed, and a link to the run in the Dagster UI."""
         try:
             return JSONResponse(state["dagster"].run(run_id))
         except RunNotFound:

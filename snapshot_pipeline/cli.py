@@ -10,8 +10,10 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from snapshot_pipeline import calendar, db, embedded
@@ -38,6 +40,8 @@ telemetry:
 concurrency:
   runs:
     max_concurrent_runs: 4
+run_queue:
+  dequeue_interval_seconds: 1  # the daemon starts a queued run within ~1 s (default 5 s)
 run_retries:
   enabled: false
 run_monitoring:
@@ -116,9 +120,76 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
+
+
+def _progress_logger_def(bar_factory):
+    """A Dagster logger for CLI runs: turns the asset's ``status=progress`` lines into a progress bar and
+    keeps every other record out of the terminal (they stay in the run's log in the Dagster instance)."""
+    import logging  # noqa: PLC0415
+
+    import dagster as dg  # noqa: PLC0415
+
+    class ProgressHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = getattr(record, "dagster_meta", {}).get("orig_message") or record.getMessage()
+            if message.startswith("operation=balance_snapshot snapshot_date=") and "status=progress" in message:
+                fields = dict(part.split("=", 1) for part in message.split() if "=" in part)
+                try:
+                    bar_factory().update_to(int(fields["rows"]))
+                except (KeyError, ValueError):
+                    pass
+
+    @dg.logger(description="progress bar of the snapshot CLI")
+    def cli_progress(_init_context):
+        log = logging.getLogger("snapshot_pipeline.cli.progress")
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        log.handlers = [ProgressHandler()]
+        return log
+
+    return cli_progress
+
+
+class DayProgress:
+    """A per-day progress bar (rows and rate; tqdm), drawn only when stderr is a terminal.
+
+    Dagster captures a step's stdout/stderr (file descriptors 1 and 2) into the run's compute logs, so
+    the bar writes to a duplicate of descriptor 2 taken before the run starts: still the terminal.
+    """
+
+    def __init__(self, label: str, total: int | None):
+        from tqdm import tqdm  # noqa: PLC0415
+
+        self._out = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+        self._bar = tqdm(total=total, desc=label, unit=" rows", leave=False, file=self._out,
+                         disable=not self._out.isatty(), mininterval=0.2)
+
+    def update_to(self, rows: int) -> None:
+        if self._bar.total is not None:
+            rows = min(rows, self._bar.total)  # the asset reports whole pages
+        self._bar.update(rows - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+        self._out.close()
+
+
+def _balances_at_cutoff(settings: Settings, snapshot_date: dt.date) -> int | None:
+    """The expected row count (for the progress bar's total): one indexed count on ``blnk.balances``."""
+    try:
+        with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:
+            return conn.execute("SELECT count(*) FROM blnk.balances WHERE created_at < %s",
+                                (calendar.cutoff(snapshot_date, settings.timezone),)).fetchone()[0]
+    except db.DatabaseUnavailable:
+        return None
+
+
 def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size: int,
-                          full_refresh: bool = False) -> dict:
+                          full_refresh: bool = False, *, verbose: bool = False) -> dict:
     """Run ``balance_snapshots_job`` for one partition on the Dagster instance; return its metrics.
+
+    Quiet by default: a progress bar on stderr (on a terminal); Dagster's own log lines go to the run's
+    log in the instance (the UI's run page) and, with ``verbose``, to stderr as well.
 
     Every check (partition range, databases reachable, storage writable) comes before Dagster is
     imported or a file is written.
@@ -138,25 +209,47 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
     from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB  # noqa: PLC0415
 
     prepare_dagster_home(settings)
-    job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB)
-    with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            partition_key=snapshot_date.isoformat(),
-            instance=instance,
-            run_config={
-                "ops": {ASSET_NAME: {"config": {"batch_size": batch_size, "full_refresh": full_refresh}}},
-                "loggers": {"console": {"config": {"log_level": "INFO"}}},
-            },
-            raise_on_error=False,
-        )
-        if not result.success:
-            raise CliError(f"snapshot of {snapshot_date} failed (Dagster run {result.run_id}): {_failure(result)}")
-        events = result.asset_materializations_for_node(ASSET_NAME)
-        metadata = {key: value.value for key, value in events[-1].metadata.items()}
+    bar = [DayProgress(snapshot_date.isoformat(), _balances_at_cutoff(settings, snapshot_date))]
+
+    def current_bar() -> DayProgress:
+        return bar[0]
+
+    job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB).with_logger_defs(
+        {"console": dg.colored_console_logger, "cli_progress": _progress_logger_def(current_bar)})
+    try:
+        with dg.DagsterInstance.get() as instance:
+            result = job.execute_in_process(
+                partition_key=snapshot_date.isoformat(),
+                instance=instance,
+                run_config={
+                    "ops": {ASSET_NAME: {"config": {"batch_size": batch_size, "full_refresh": full_refresh}}},
+                    "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}},
+                                "cli_progress": {}},
+                },
+                raise_on_error=False,
+            )
+            if not result.success:
+                raise CliError(f"snapshot of {snapshot_date} failed (Dagster run {result.run_id}): {_failure(result)}")
+            events = result.asset_materializations_for_node(ASSET_NAME)
+            metadata = {key: value.value for key, value in events[-1].metadata.items()}
+            checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    finally:
+        if bar:
+            bar[0].close()
     totals = metadata.pop("currency_totals")
-    out = {"snapshot_date": snapshot_date.isoformat(), "run_id": result.run_id, **metadata}
+    out = {"snapshot_date": snapshot_date.isoformat(), "run_id": result.run_id, **metadata, "batch_size": batch_size}
     out["currency_totals"] = [dict(record.data) for record in totals.records]
+    out["checks"] = {c.check_name: ("passed" if c.passed else f"failed ({c.severity.value})") for c in checks}
     return out
+
+
+def summary_line(out: dict) -> str:
+    """One line per materialized day (stderr for `snapshot`, the table row for `demo`)."""
+    checks = out.get("checks", {})
+    passed = sum(1 for v in checks.values() if v == "passed")
+    return (f"{out['snapshot_date']}  {out['dagster/row_count']:,} rows  {out['balances_changed']:,} changed"
+            f"  {out['duration_ms']:,} ms  {out['snapshots_per_second']:,.0f} rows/s"
+            f"  checks {passed}/{len(checks)} passed  run {out['run_id']}")
 
 
 def _preflight(settings: Settings) -> None:
@@ -207,7 +300,9 @@ def cmd_seed_ledger(args, settings: Settings) -> int:
 
 
 def cmd_snapshot(args, settings: Settings) -> int:
-    _print_json(materialize_partition(settings, args.date, args.batch_size, args.full_refresh))
+    out = materialize_partition(settings, args.date, args.batch_size, args.full_refresh, verbose=args.verbose)
+    print(summary_line(out), file=sys.stderr)
+    _print_json(out)
     return 0
 
 
@@ -243,39 +338,40 @@ def cmd_demo(args, settings: Settings) -> int:
         else:
             print(f"ledger already has {counts[0]:,} balances and {counts[1]:,} transactions", file=sys.stderr)
     days = [d for d in calendar.days(last - dt.timedelta(days=args.days - 1), last) if d >= settings.start_date]
-    rows = []
-    for day in days:
+    header = f"{'date':<12}{'status':<14}{'rows':>10}{'changed':>10}{'ms':>8}{'rows/s':>10}{'checks':>9}  path"
+    print(header)
+    print("-" * len(header), flush=True)
+    for day in days:  # one line per day, printed as soon as the day is done
         stale = snapshot.staleness(settings, day)
         if stale == {}:
-            rows.append({"date": day.isoformat(), "status": "up to date"})
+            print(f"{day.isoformat():<12}{'up to date':<14}", flush=True)
             continue
-        started = time.monotonic()
-        out = materialize_partition(settings, day, args.batch_size)
-        rows.append({
-            "date": day.isoformat(), "status": "materialized", "rows": out["dagster/row_count"],
-            "changed": out["balances_changed"], "duration_ms": out["duration_ms"],
-            "snapshots_per_second": out["snapshots_per_second"], "path": out["path"],
-            "wall_ms": int((time.monotonic() - started) * 1000),
-        })
-    _print_demo(rows, settings)
+        out = materialize_partition(settings, day, args.batch_size, verbose=args.verbose)
+        checks = out["checks"]
+        passed = f"{sum(1 for v in checks.values() if v == 'passed')}/{len(checks)}"
+        print(f"{day.isoformat():<12}{'materialized':<14}{out['dagster/row_count']:>10,}{out['balances_changed']:>10,}"
+              f"{out['duration_ms']:>8,}{out['snapshots_per_second']:>10,.0f}{passed:>9}  {out['path']}", flush=True)
+    _print_hints(settings)
     return 0
 
 
-def _print_demo(rows: list[dict], settings: Settings) -> None:
-    header = f"{'date':<12}{'status':<14}{'rows':>10}{'changed':>10}{'ms':>8}{'snapshots/s':>13}  path"
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        if row["status"] != "materialized":
-            print(f"{row['date']:<12}{row['status']:<14}")
-            continue
-        print(f"{row['date']:<12}{row['status']:<14}{row['rows']:>10,}{row['changed']:>10,}"
-              f"{row['duration_ms']:>8,}{row['snapshots_per_second']:>13,.0f}  {row['path']}")
+def _command_path(name: str) -> str:
+    """How to call a console script of this environment as printed (the venv's bin, relative when shorter)."""
+    path = Path(sys.executable).with_name(name)
+    try:
+        relative = path.relative_to(Path.cwd())
+        return f"./{relative}" if len(str(relative)) < len(str(path)) else str(path)
+    except ValueError:
+        return str(path)
+
+
+def _print_hints(settings: Settings) -> None:
+    cli_path, python = _command_path("snapshot-pipeline"), _command_path(Path(sys.executable).name)
     print()
     print("Explore further:")
-    print("  snapshot-pipeline snapshot --date YYYY-MM-DD [--batch-size N]   # one partition, JSON metrics")
-    print("  make ui                                                      # Dagster UI on http://127.0.0.1:3000")
-    print(f"  python -c \"import pyarrow.dataset as ds; print(ds.dataset('{settings.storage_uri}/balance_snapshots',"
+    print(f"  {cli_path} snapshot --date YYYY-MM-DD [--batch-size N]   # one partition, JSON metrics")
+    print("  make ui        # Dagster UI on http://127.0.0.1:3000 (runs, checks, plots)")
+    print(f"  {python} -c \"import pyarrow.dataset as ds; print(ds.dataset('{settings.storage_uri}/balance_snapshots',"
           " partitioning='hive').to_table().num_rows)\"")
 
 
@@ -313,19 +409,88 @@ def cmd_retention(args, settings: Settings) -> int:
     return 0
 
 
+UI_GRACE_SECONDS = 6.0  # after SIGINT/SIGTERM: time for `dagster dev` to stop its processes, then SIGKILL
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux ``/proc``; empty elsewhere), children first."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            # the field after the parenthesised command (which may hold spaces) is the state, then the ppid
+            ppid = int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        out += children
+        todo += children
+    return out
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def stop_process_tree(child: "subprocess.Popen", grace: float = UI_GRACE_SECONDS) -> None:
+    """SIGTERM to ``child``, which shuts its own processes down; after ``grace`` seconds SIGKILL every
+    process that was below it (recorded before it exited: orphans lose their ancestry)."""
+    import subprocess  # noqa: PLC0415
+
+    tree = _descendants(child.pid)
+    _signal_all([child.pid], signal.SIGTERM)
+    try:
+        child.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    tree += _descendants(child.pid) if child.poll() is None else []
+    _signal_all([child.pid, *tree], signal.SIGKILL)
+    child.wait()
+
+
 def cmd_ui(args, settings: Settings) -> int:
+    """Run `dagster dev` (webserver, daemon, code server) until it exits or we get SIGINT/SIGTERM.
+
+    `dagster dev` runs in its own session, so a terminal's Ctrl-C reaches only this process, which then
+    stops the whole tree within :data:`UI_GRACE_SECONDS` (+ a SIGKILL of whatever is left).
+    """
+    import subprocess  # noqa: PLC0415
+
     if settings.uses_embedded:
         embedded.ensure_running(settings.data_dir)
     home = prepare_dagster_home(settings)
     workspace = settings.home / "workspace.yaml"
     command = [sys.executable, "-m", "dagster", "dev", "-h", args.host, "-p", str(args.port)]
     command += ["-w", str(workspace)] if workspace.exists() else ["-m", "snapshot_pipeline.definitions"]
-    print(f"DAGSTER_HOME={home} DAGSTER_PG_URL={db.redact(os.environ['DAGSTER_PG_URL'])};"
-          f" starting: {' '.join(command)}", file=sys.stderr, flush=True)
-    # Become `dagster dev` (webserver, daemon with schedules, sensors and the automation sensor, code
-    # server), so Ctrl-C and SIGTERM reach it directly and it shuts its processes down itself.
-    os.execv(sys.executable, command)
-    return 0  # not reached
+    print(f"Dagster UI: http://{args.host}:{args.port}  (DAGSTER_HOME={home},"
+          f" DAGSTER_PG_URL={db.redact(os.environ['DAGSTER_PG_URL'])}; Ctrl-C stops it)", file=sys.stderr, flush=True)
+    child = subprocess.Popen(command, start_new_session=True)
+    stopping: list[int] = []
+
+    def on_signal(signum, _frame) -> None:
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        for sig in previous:  # a second Ctrl-C must not interrupt the shutdown
+            signal.signal(sig, signal.SIG_IGN)
+        print("stopping the Dagster UI ...", file=sys.stderr, flush=True)
+        stop_process_tree(child)
+        return 128 + stopping[0] if stopping else 130
+    finally:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, handler)
+    return code
 
 
 def cmd_balance_at(args, settings: Settings) -> int:
@@ -397,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="seed a demo ledger if empty and snapshot the last closed days")
     p.add_argument("--days", type=_positive_int(1, 366), default=7, help="closed days to snapshot (default 7)")
+    p.add_argument("--verbose", action="store_true", help="also print Dagster's log lines (they are in the run's log)")
     p.add_argument("--balances", type=_positive_int(9, 100_000_000), default=20_000)
     p.add_argument("--transactions", type=_positive_int(0, 1_000_000_000), default=200_000)
     p.add_argument("--seed-days", type=_positive_int(1, 3650), default=30, help="days of history to seed")
@@ -416,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("snapshot", help="materialize one partition through Dagster and print its metrics")
     p.add_argument("--date", type=_date, required=True, help="partition date YYYY-MM-DD (business time zone)")
+    p.add_argument("--verbose", action="store_true", help="also print Dagster's log lines (they are in the run's log)")
     p.add_argument("--full-refresh", action="store_true",
                    help="compute the partition from genesis (a full read of the ledger) instead of rolling forward")
     p.add_argument("--batch-size", type=batch, default=1000,
@@ -479,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     Exit codes: 0 success, 1 failure, 2 bad input (argument or setting; nothing was done), 130
     interrupted. An unexpected exception is shown as one line too; ``--debug`` shows its traceback.
     """
+    # the embedded PostgreSQL's platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): not actionable
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -9,6 +9,7 @@ dagster (the webserver is a separate process).
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 
@@ -16,6 +17,10 @@ SNAPSHOT_JOB = "balance_snapshots_job"  # snapshot_pipeline.defs.jobs.SNAPSHOT_J
 ASSET_NAME = "balance_snapshots"
 PARTITION_TAG = "dagster/partition"
 DONE_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
+# the asset's progress log line (defs/assets.py Progress):
+# "operation=balance_snapshot snapshot_date=D status=progress rows=N batches=B snapshots_per_second=R"
+_PROGRESS = re.compile(r"operation=balance_snapshot snapshot_date=\S+ status=progress\b")
+_FIELD = re.compile(r"(\w+)=(\S+)")
 
 
 class DagsterUnavailable(RuntimeError):
@@ -78,10 +83,11 @@ query SnapshotPipelineRun($runId: ID!) {
           ... on BoolMetadataEntry { boolValue }
         }
       }
-      eventConnection(limit: 500) {
+      eventConnection(limit: 5000) {
         events {
           __typename
-          ... on ExecutionStepFailureEvent { error { message } }
+          ... on MessageEvent { message timestamp }
+          ... on ExecutionStepFailureEvent { error { message cause { message } } }
           ... on RunFailureEvent { message }
         }
       }
@@ -152,6 +158,10 @@ class DagsterClient:
             raise DagsterUnavailable(f"Dagster could not launch the run ({kind}): {result.get('message')}")
         raise LaunchRejected(f"Dagster refused the run ({kind}): {result.get('message')}")
 
+    def run_url(self, run_id: str) -> str:
+        """The run's page in the Dagster UI."""
+        return f"{self.base_url}/runs/{run_id}"
+
     def run(self, run_id: str) -> dict:
         """Status of a run and, once it succeeded, the metrics of its materialization."""
         result = self._graphql(_RUN_QUERY, {"runId": run_id})["runOrError"]
@@ -170,17 +180,45 @@ class DagsterClient:
             "start_time": result["startTime"],
             "end_time": result["endTime"],
             "metrics": None,
+            "progress": None,
             "error": None,
+            "run_url": self.run_url(result["runId"]),
         }
+        events = result["eventConnection"]["events"]
+        if not out["done"]:
+            out["progress"] = _progress(events)
         for materialization in result["assetMaterializations"]:
             if materialization["assetKey"]["path"] == [ASSET_NAME]:
                 out["metrics"] = {entry["label"]: _metadata_value(entry) for entry in materialization["metadataEntries"]}
         if result["status"] == "FAILURE":
-            messages = [e.get("error", {}).get("message") or e.get("message")
-                        for e in result["eventConnection"]["events"]
+            messages = [_error_message(e.get("error")) or e.get("message") for e in events
                         if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")]
             out["error"] = next((m.strip() for m in messages if m), "the run failed; see its logs in the Dagster UI")
         return out
+
+
+def _error_message(error: dict | None) -> str | None:
+    """The innermost message of a step failure (Dagster wraps the asset's exception)."""
+    while error and error.get("cause") and "Error occurred while executing" in (error.get("message") or ""):
+        error = error["cause"]
+    return error.get("message") if error else None
+
+
+def _progress(events: list[dict]) -> dict | None:
+    """Rows so far and the rate, from the latest progress line the asset logged (None before the first)."""
+    for event in reversed(events):
+        message = event.get("message") or ""
+        if event["__typename"].endswith("LogMessageEvent") and _PROGRESS.search(message):
+            fields = dict(_FIELD.findall(message))
+            try:
+                rows = int(fields["rows"])
+            except (KeyError, ValueError):
+                continue
+            rate = fields.get("snapshots_per_second")
+            at = event.get("timestamp")
+            return {"rows": rows, "snapshots_per_second": float(rate) if rate else None,
+                    "at": float(at) / 1000 if at else None}
+    return None
 
 
 def _metadata_value(entry: dict):

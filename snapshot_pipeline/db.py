@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-import adbc_driver_postgresql.dbapi as adbc
+from typing import TYPE_CHECKING
+
 import psycopg
 import psycopg.errors
 import psycopg.sql
@@ -17,6 +18,9 @@ import psycopg.sql
 from snapshot_pipeline import embedded
 from snapshot_pipeline import settings as _settings
 from snapshot_pipeline.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: the ADBC driver pulls in pyarrow.dataset and pandas (~0.8 s)
+    import adbc_driver_postgresql.dbapi as adbc
 
 CONNECT_TIMEOUT_SECONDS = 10
 DAGSTER_DATABASE = "dagster"
@@ -59,8 +63,9 @@ def connect(url: str, *, autocommit: bool = False, what: str = "database") -> ps
         raise DatabaseUnavailable(f"cannot connect to the {what} at {redact(url)}: {exc}".strip()) from exc
 
 
-def connect_arrow(url: str, what: str = "ledger database") -> adbc.Connection:
+def connect_arrow(url: str, what: str = "ledger database") -> "adbc.Connection":
     """An ADBC connection (autocommit; callers run explicit BEGIN/COMMIT) for Arrow-native reads."""
+    import adbc_driver_postgresql.dbapi as adbc  # noqa: PLC0415 - heavy; keeps the CLI's start fast
     # libpq honours connect_timeout in the URL; add it unless the user set one.
     if "connect_timeout" not in url:
         url = url + ("&" if "?" in url else "?") + f"connect_timeout={CONNECT_TIMEOUT_SECONDS}"

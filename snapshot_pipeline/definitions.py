@@ -11,6 +11,7 @@ import dagster as dg
 from snapshot_pipeline.defs.alerting import build_run_failure_sensor
 from snapshot_pipeline.defs.assets import build_snapshot_asset
 from snapshot_pipeline.defs.checks import build_snapshot_checks, snapshot_freshness_policy
+from snapshot_pipeline.defs.audit import build_audit_asset, build_audit_job, build_audit_schedule
 from snapshot_pipeline.defs.jobs import build_snapshot_job
 from snapshot_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from snapshot_pipeline.defs.recovery import build_recovery_sensor
@@ -31,14 +32,16 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
         lambda spec: dg.apply_freshness_policy(spec, freshness)
     )
     reports = build_report_assets(partitions_def, monthly_partitions(settings))
-    snapshot_job = build_snapshot_job(partitions_def)
+    snapshot_job = build_snapshot_job()
+    audit_job = build_audit_job()
     retention_job = build_retention_job(partitions_def)
     return dg.Definitions(
-        assets=[snapshots, *reports],
+        assets=[snapshots, build_audit_asset(partitions_def), *reports],
         asset_checks=build_snapshot_checks(partitions_def),
-        jobs=[snapshot_job, retention_job],
+        jobs=[snapshot_job, audit_job, retention_job],
         schedules=[
             *build_schedules(snapshot_job, partitions_def, settings),
+            build_audit_schedule(audit_job, settings, partitions_def),
             build_retention_schedule(retention_job, partitions_def.timezone, settings),
         ],
         sensors=[
@@ -48,6 +51,9 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
             build_reports_sensor(reports),
         ],
         resources={"snapshot_store": store or SnapshotStoreResource()},
+        # One process per run, not per step: a UI- or HTTP-launched snapshot costs the asset's time
+        # plus one run-worker start (the default multiprocess executor starts a process per step).
+        executor=dg.in_process_executor,
     )
 
 

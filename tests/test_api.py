@@ -282,14 +282,19 @@ def test_unreachable_database_and_dagster_are_503(services):
         assert response.status_code == 503 and response.json()["code"] == "dagster_unavailable"
 
 
-def test_snapshot_trigger_launches_a_dagster_run_and_reports_it(services, service_env, adversarial_url):
+def test_snapshot_trigger_launches_a_dagster_run_and_reports_it(services, service_env, adversarial_url,
+                                                                dagster_webserver):
     with httpx.Client(base_url=services["open"], timeout=60) as client:
         response = client.post("/balances-snapshots", params={"batch_size": "250"})
-        assert response.status_code == 202, response.text
+        # what Blnk answers, so a Blnk client checking for 200 and its message keeps working
+        assert response.status_code == 200, response.text
         body = response.json()
         day = calendar.last_closed_day("UTC")
-        assert body["message"] == "Balance snapshots process started"
+        assert body["message"] == "Snapshotting in progress. should be completed shortly"
         assert body["partition"] == day.isoformat() and body["batch_size"] == 250
+        assert body["status_url"] == f"{services['open']}/balances-snapshots/{body['run_id']}"  # absolute
+        assert body["run_url"] == f"{dagster_webserver}/runs/{body['run_id']}"
+        assert httpx.get(body["run_url"], timeout=30).status_code == 200  # the UI serves the run's page
         run_id = body["run_id"]
         deadline = time.monotonic() + 300
         while True:
@@ -304,7 +309,8 @@ def test_snapshot_trigger_launches_a_dagster_run_and_reports_it(services, servic
         assert run["job_name"] == "balance_snapshots_job"
         expected_rows = len(expected_snapshot(adversarial_url, calendar.cutoff(day, "UTC")))
         assert run["metrics"]["dagster/row_count"] == expected_rows
-        assert run["metrics"]["batch_size"] == 250 and run["metrics"]["duration_ms"] >= 0
+        assert run["metrics"]["batch_size"] == "250" and run["metrics"]["duration_ms"] >= 0
+        assert run["progress"] is None and run["error"] is None  # done: metrics instead of progress
         assert run["metrics"]["watermark"]["max_transaction_id"] > 0
         for unknown in (str(uuid.uuid4()), "not-a-run-id", "x'; DROP TABLE runs; --"):
             response = client.get(f"/balances-snapshots/{quote(unknown, safe='')}")
@@ -316,6 +322,27 @@ def test_snapshot_trigger_launches_a_dagster_run_and_reports_it(services, servic
     with psycopg.connect(service_env["SNAPSHOT_DATABASE_URL"]) as conn:
         assert conn.execute("SELECT row_count, dagster_run_id FROM snapshot_index.partitions WHERE snapshot_date = %s",
                             (day,)).fetchone() == (expected_rows, run_id)
+
+
+def test_status_reports_progress_while_the_run_is_running(services):
+    """A run of many small pages: while it runs, the status endpoint shows rows so far and the rate."""
+    with httpx.Client(base_url=services["open"], timeout=60) as client:
+        body = client.post("/balances-snapshots", params={"batch_size": "1"}).json()
+        seen = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            run = client.get(body["status_url"]).json()
+            if run["done"]:
+                break
+            if run["progress"] is not None:
+                seen.append(run["progress"])
+            time.sleep(0.2)
+        assert seen, run
+        assert all(p["rows"] > 0 and p["snapshots_per_second"] >= 0 for p in seen)
+        assert [p["rows"] for p in seen] == sorted(p["rows"] for p in seen)  # it only grows
+        assert run["progress"] is None and run["status"] in ("SUCCESS", "FAILURE")
+        if run["status"] == "FAILURE":  # a failed run says why
+            assert run["error"]
 
 
 def test_fifty_concurrent_clients_without_a_failure(services, adversarial_url):

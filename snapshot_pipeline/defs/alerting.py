@@ -47,6 +47,8 @@ def build_run_failure_sensor(settings: Settings, *, timeout: float = alerts.TIME
         name=FAILURE_SENSOR,
         default_status=sensor_status(settings.automation_running),
         minimum_interval_seconds=30,
+        description="Alerts on every failed run of this code location: a structured log line and, when"
+                    " SNAPSHOT_ALERT_WEBHOOK_URL is set, a JSON POST to it (3 attempts, 5 s timeout each).",
     )
     def snapshot_run_failure_sensor(context: dg.RunFailureSensorContext):
         """Alerts on every failed run of this code location (snapshot, repair, gap-fill, retention).

@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+import time
 
 import dagster as dg
 from pydantic import Field
@@ -13,6 +14,27 @@ from snapshot_pipeline.defs.resources import SnapshotStoreResource
 ASSET_NAME = "balance_snapshots"
 GROUP = "snapshots"
 OWNERS = ["team:ledger-platform"]
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+class Progress:
+    """Logs ``status=progress rows=… snapshots_per_second=…`` to the run's log: on the first page, then at
+    most once a second (the HTTP status endpoint and the CLI's progress bar read these lines)."""
+
+    def __init__(self, log, snapshot_date: dt.date, batch_size: int):
+        self.log, self.date, self.batch_size = log, snapshot_date, batch_size
+        self.started = time.monotonic()
+        self.last: float | None = None
+
+    def __call__(self, batches: int) -> None:
+        now = time.monotonic()
+        if self.last is not None and now - self.last < PROGRESS_EVERY_SECONDS:
+            return
+        self.last = now
+        rows = batches * self.batch_size  # pages read so far (the last page may be partial)
+        rate = rows / max(now - self.started, 1e-3)
+        self.log(f"operation=balance_snapshot snapshot_date={self.date} status=progress rows={rows}"
+                 f" batches={batches} snapshots_per_second={rate:.0f}")
 
 
 class SnapshotConfig(dg.Config):
@@ -71,14 +93,14 @@ def result_metadata(result: snapshot.SnapshotResult) -> dict[str, object]:
         "balances_changed": result.balances_changed,
         "index_rows_written": result.index_rows_written,
         "batches": result.batches,
-        "batch_size": result.batch_size,
+        "batch_size": dg.MetadataValue.text(str(result.batch_size)),  # a setting, not a measure: not plotted
         "duration_ms": result.duration_ms,
         "snapshots_per_second": float(result.snapshots_per_second),
         "bytes_written": result.bytes_written,
         "path": dg.MetadataValue.path(result.path),
         "cutoff": result.cutoff.replace(tzinfo=dt.timezone.utc).isoformat(),
         "watermark": dg.MetadataValue.json(result.watermark),
-        "watermark_transaction_id": result.watermark["max_transaction_id"],
+        "watermark_transaction_id": dg.MetadataValue.text(str(result.watermark["max_transaction_id"])),
         "mode": result.mode,
         "base_partition": result.base_date.isoformat() if result.base_date else "none",
         "checksum_sha256": result.checksum,
@@ -126,6 +148,7 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
         try:
             result = snapshot.take_snapshot(
                 settings, snapshot_date, config.batch_size, run_id=context.run.run_id, log=context.log.info,
+                on_batch=Progress(context.log.info, snapshot_date, config.batch_size),
                 full_refresh=config.full_refresh,
                 on_dead_run=dead_run_reporter(context.instance, context.log.warning),
             )

@@ -1,9 +1,13 @@
 """Asset checks on ``balance_snapshots`` (per partition) and its freshness policy.
 
 Severity follows what is wrong: ERROR (and blocking: downstream assets in the same run do not
-materialize) when the snapshot data is wrong; WARN when the ledger itself is inconsistent (double
-entry, live balances drifting from the journal). The checks run in every snapshot run and can be
-re-run on any partition from the asset's Checks tab. Numbers are numeric metadata, so they plot.
+materialize) when the snapshot data is wrong (row count, identity, double entry, manifest, sampled
+recompute); WARN when the ledger itself is inconsistent (live balances drifting from the journal).
+
+Cost: the checks in a snapshot run read the partition's file once, count balances on an index, and
+otherwise follow the day's activity (changed balances) and the bounded sample; the diff audit
+(``parquet_matches_index``, two full file reads) runs in its own asset, job and schedule (``defs/audit.py``). Every check can be
+re-run on any partition from the asset's Checks tab. Only measures are numeric metadata (they plot).
 """
 
 import datetime as dt
@@ -23,86 +27,149 @@ FRESHNESS_DEADLINE_AFTER_SCHEDULE = dt.timedelta(hours=2)
 class SampleConfig(dg.Config):
     """How many balances the sampled recomputation check recomputes from genesis."""
 
-    sample_size: int = Field(default=validation.DEFAULT_SAMPLE_SIZE, ge=1, le=1_000_000,
-                             description="k: balances recomputed from the whole journal (default 20)")
+    sample_size: int = Field(default=validation.DEFAULT_SAMPLE_SIZE, ge=1, le=validation.MAX_SAMPLE_SIZE,
+                             description=f"k: balances recomputed from the whole journal (default 20,"
+                                         f" at most {validation.MAX_SAMPLE_SIZE:,})")
     seed: int | None = Field(default=None, description="random seed (unset: a different sample each run)")
 
 
-def _result(outcome: validation.Outcome, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
-    metadata: dict[str, object] = dict(outcome.metrics)
+INTEGRITY_CHECKS = {  # check name -> (validation outcome key, docstring shown in the UI)
+    "row_count_matches_ledger": (
+        "row_count",
+        "Every balance existing at the cutoff (created_at < cutoff) has a row; rows = manifest row_count."
+        " Extra rows are balances created later but touched by legs dated before the cutoff (DESIGN §3)."),
+    "balance_equals_credit_minus_debit": (
+        "balance_identity",
+        "Every row: balance = credit_balance - debit_balance and inflight_balance = inflight credit - debit."),
+    "double_entry_per_currency": (
+        "double_entry",
+        "Per currency: Σ balance = 0 and Σ credit = Σ debit over the partition (every counted leg has both"
+        " sides in the snapshot). Per-currency figures in the `per_currency` table."),
+    "parquet_matches_manifest": (
+        "manifest",
+        "The Parquet file = the manifest (sha256, rows) and the partition's index row count = the manifest's."),
+}
+
+
+def double_entry_table(rows: list[dict]) -> dg.MetadataValue:
+    """Per-currency figures of the double-entry check as a UI table (exact decimal strings)."""
+    names = ("balance", "credit", "debit", "imbalance")
+    schema = dg.TableSchema(columns=[
+        dg.TableColumn("currency", "string"), dg.TableColumn("balances", "int"),
+        *[dg.TableColumn(n, "string", description=f"Σ {n}, minor units" if n != "imbalance"
+                         else "Σ credit − Σ debit, minor units") for n in names],
+    ])
+    records = [dg.TableRecord({"currency": r["currency"], "balances": int(r["balances"]),
+                               **{n: str(r[n]) for n in names}}) for r in rows]
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def _metadata(outcome: validation.Outcome) -> dict[str, object]:
+    """Measures as numeric metadata (plotted); everything else as text, bool, JSON or a table."""
+    metadata: dict[str, object] = {k: v for k, v in outcome.metrics.items() if v is not None}
     for key, value in outcome.details.items():
-        metadata[key] = dg.MetadataValue.json(value) if isinstance(value, (list, dict)) else value
+        if value is None:
+            continue
+        if key == "per_currency":
+            metadata[key] = double_entry_table(value)
+        elif isinstance(value, bool):
+            metadata[key] = dg.MetadataValue.bool(value)
+        elif isinstance(value, (list, dict)):
+            metadata[key] = dg.MetadataValue.json(value)
+        else:
+            metadata[key] = dg.MetadataValue.text(str(value))
+    return metadata
+
+
+def _result(outcome: validation.Outcome, severity: dg.AssetCheckSeverity, check_name: str | None = None
+            ) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=outcome.passed, severity=severity, description=outcome.description,
-                               metadata={k: v for k, v in metadata.items() if v is not None})
+                               check_name=check_name, asset_key=dg.AssetKey(ASSET_NAME) if check_name else None,
+                               metadata=_metadata(outcome))
 
 
-def _run(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource, timezone: str,
-         function, severity: dg.AssetCheckSeverity, **kwargs) -> dg.AssetCheckResult:
+def _log(context, name: str, date: dt.date, outcome: validation.Outcome) -> None:
+    log = context.log.info if outcome.passed else context.log.warning
+    log(f"operation=asset_check check={name} partition={date} passed={outcome.passed} {outcome.description}")
+
+
+def _evaluate(context, snapshot_store: SnapshotStoreResource, timezone: str, name: str, function,
+              **kwargs) -> validation.Outcome:
     date = dt.date.fromisoformat(context.partition_key)
     settings = snapshot_store.settings(timezone=timezone)
     try:
         outcome = function(settings, date, **kwargs)
     except validation.NotPublished as exc:
-        outcome = validation.Outcome(False, str(exc), {"published": 0})
-    context.log.info(f"operation=asset_check check={context.check_specs[0].name} partition={date}"
-                     f" passed={outcome.passed} {outcome.description}")
-    return _result(outcome, severity)
+        outcome = validation.Outcome(False, str(exc), {}, {"published": False})
+    _log(context, name, date, outcome)
+    return outcome
+
+
+def _integrity(settings, date: dt.date) -> dict[str, validation.Outcome]:
+    """The four file checks: one pass over the columns, one over the bytes (page cache), two counts."""
+    outcomes = validation.integrity(settings, date)
+    outcomes["manifest"] = validation.parquet_matches_manifest(settings, date)
+    return outcomes
 
 
 def build_snapshot_checks(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.AssetChecksDefinition]:
-    """The six checks, partitioned like the asset."""
+    """The in-run checks, partitioned like the asset: three steps in a snapshot run."""
     tz = partitions_def.timezone
     error, warn = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
     with warnings.catch_warnings():  # partitioned asset checks are marked "preview" in Dagster 1.13
         warnings.simplefilter("ignore", category=dg.PreviewWarning)
 
-        @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=True)
-        def row_count_matches_ledger(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
-            """Rows = balances existing at the cutoff (created_at < cutoff) in the ledger = manifest row_count."""
-            return _run(context, snapshot_store, tz, validation.row_count, error)
+        @dg.multi_asset_check(
+            name="snapshot_file_checks",
+            specs=[dg.AssetCheckSpec(name, asset=ASSET_NAME, partitions_def=partitions_def, blocking=True,
+                                     description=doc)
+                   for name, (_, doc) in INTEGRITY_CHECKS.items()],
+            can_subset=True,
+            description="Row count, balance identity, double entry and manifest agreement of one partition,"
+                        " from one sequential read of its Parquet file.",
+        )
+        def snapshot_file_checks(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
+            """The four blocking file checks of one partition (ERROR: the snapshot data is wrong)."""
+            date = dt.date.fromisoformat(context.partition_key)
+            selected = {key.name for key in context.selected_asset_check_keys}
+            settings = snapshot_store.settings(timezone=tz)
+            try:
+                outcomes = _integrity(settings, date)
+            except validation.NotPublished as exc:
+                missing = validation.Outcome(False, str(exc), {}, {"published": False})
+                outcomes = {key: missing for key, _ in INTEGRITY_CHECKS.values()}
+            for name, (key, _) in INTEGRITY_CHECKS.items():
+                if name in selected:
+                    _log(context, name, date, outcomes[key])
+                    yield _result(outcomes[key], error, check_name=name)
 
-        @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=True)
-        def balance_equals_credit_minus_debit(context: dg.AssetCheckExecutionContext,
-                                              snapshot_store: SnapshotStoreResource):
-            """Every row: balance = credit_balance - debit_balance and inflight_balance = inflight credit - debit."""
-            return _run(context, snapshot_store, tz, validation.balance_identity, error)
-
-        @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=False)
-        def double_entry_per_currency(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
-            """Per currency, Σ credit = Σ debit over all balances (WARN: a ledger property).
-
-            It can legitimately fail when legs are dated before their balance was created (the
-            balance does not exist at the cutoff, so its legs are not in the snapshot) or point at
-            balances missing from blnk.balances; the imbalance per currency is reported.
-            """
-            return _run(context, snapshot_store, tz, validation.double_entry, warn)
-
-        @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=True)
-        def parquet_matches_index(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
-            """Parquet file = manifest (sha256, rows), and the partition's index rows = the balances that
-            changed since the previous published partition, recomputed by diffing the two Parquet files."""
-            return _run(context, snapshot_store, tz, validation.parquet_matches_index, error)
-
-        @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=True)
+        @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=True,
+                        description="k random balances (default 20, at most 10,000) recomputed from the journal"
+                                    " equal the snapshot on all six amounts.")
         def sampled_recomputation_matches(context: dg.AssetCheckExecutionContext, config: SampleConfig,
                                           snapshot_store: SnapshotStoreResource):
             """k random balances (config `sample_size`, default 20) recomputed from the whole journal in SQL
             equal the snapshot on all six amounts; mismatches caused by rows added after the read are
-            counted separately (the repair sensor re-materializes those)."""
-            return _run(context, snapshot_store, tz, validation.sampled_recomputation, error,
-                        sample_size=config.sample_size, seed=config.seed)
+            counted separately (the repair sensor re-materializes those). The journal is reached through
+            Blnk's (source), (destination) and (parent_transaction) indexes; k is bounded."""
+            outcome = _evaluate(context, snapshot_store, tz, "sampled_recomputation_matches",
+                                validation.sampled_recomputation, sample_size=config.sample_size, seed=config.seed)
+            return _result(outcome, error)
 
-        @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=False)
+        @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=False,
+                        description="Latest partition: snapshot + later-dated legs = the live blnk.balances row,"
+                                    " for the balances that changed in the partition (WARN).")
         def live_balances_match(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
-            """Latest partition only: snapshot + legs dated at or after the cutoff = live blnk.balances row.
+            """Latest partition only: snapshot + legs dated at or after the cutoff = live blnk.balances row,
+            over the partition's changed balances (its index rows), so the cost follows the day's activity.
 
             WARN: a drift means the ledger's live rows disagree with its own journal (or a repair is
             pending); the drifting balance ids are reported. Older partitions pass without evaluation.
             """
-            return _run(context, snapshot_store, tz, validation.live_drift, warn)
+            outcome = _evaluate(context, snapshot_store, tz, "live_balances_match", validation.live_drift)
+            return _result(outcome, warn)
 
-    return [row_count_matches_ledger, balance_equals_credit_minus_debit, double_entry_per_currency,
-            parquet_matches_index, sampled_recomputation_matches, live_balances_match]
+    return [snapshot_file_checks, sampled_recomputation_matches, live_balances_match]
 
 
 def snapshot_freshness_policy(settings: Settings, timezone: str) -> dg.FreshnessPolicy:

@@ -1,4 +1,8 @@
-"""Jobs over the snapshot assets."""
+"""Jobs over the snapshot assets.
+
+It runs in one process (``in_process_executor``): a snapshot run is one asset step plus a few check
+steps, and a process start per step would cost more than the work itself.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ from snapshot_pipeline.defs.assets import ASSET_NAME
 SNAPSHOT_JOB = "balance_snapshots_job"
 
 
-def build_snapshot_job(partitions_def: dg.DailyPartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
-    """Materializes one daily partition of `balance_snapshots` (used by schedules, sensors and the HTTP trigger)."""
+def build_snapshot_job() -> dg.UnresolvedAssetJobDefinition:
+    """Materializes daily partitions of `balance_snapshots` with the in-run checks (schedules, sensors, HTTP)."""
     return dg.define_asset_job(
         SNAPSHOT_JOB,
         selection=dg.AssetSelection.assets(ASSET_NAME),
-        partitions_def=partitions_def,
-        description="Materialize one daily partition of balance_snapshots.",
+        description="Materialize daily partitions of balance_snapshots and run the in-run checks"
+                    " (file checks, sampled recompute, live drift over changed balances).",
+        executor_def=dg.in_process_executor,
         tags={"domain": "ledger"},
     )

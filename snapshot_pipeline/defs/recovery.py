@@ -61,6 +61,8 @@ def build_recovery_sensor(settings: Settings, minimum_interval_seconds: int = 60
         name=RECOVERY_SENSOR,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=sensor_status(settings.automation_running),
+        description="Cleans up after snapshot runs whose process died: resolves an interrupted publish against"
+                    " the manifest, marks the dead run failed and removes its leftovers. Requests no runs.",
     )
     def crash_recovery_sensor(context: dg.SensorEvaluationContext, snapshot_store: SnapshotStoreResource):
         """Cleans up after snapshot runs whose process died (kill -9, OOM, lost machine).

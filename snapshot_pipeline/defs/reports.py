@@ -19,6 +19,8 @@ every 30 s): :func:`after_snapshots`, for partitions in a recent time window:
 
 import datetime as dt
 
+import warnings
+
 import dagster as dg
 
 from snapshot_pipeline.defs.assets import ASSET_NAME as SNAPSHOTS
@@ -111,6 +113,14 @@ def _run(context: dg.AssetExecutionContext, report: str, compute) -> ReportResul
     return result
 
 
+def _lenient_mapping(**kwargs) -> dg.TimeWindowPartitionMapping:
+    """A time-window mapping that tolerates upstream days before the first partition
+    (``allow_nonexistent_upstream_partitions`` is marked beta in Dagster 1.13: its warning is expected)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=dg.BetaWarning)
+        return dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True, **kwargs)
+
+
 def build_report_assets(daily: dg.DailyPartitionsDefinition,
                         monthly: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The four report assets, on the snapshot asset's daily partitions and the matching monthly ones."""
@@ -119,8 +129,7 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
 
     @dg.asset(
         partitions_def=daily,
-        deps=[dg.AssetDep(SNAPSHOTS, partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=-1, allow_nonexistent_upstream_partitions=True))],
+        deps=[dg.AssetDep(SNAPSHOTS, partition_mapping=_lenient_mapping(start_offset=-1))],
         automation_condition=after_snapshots(DAILY_LOOKBACK),
         kinds={"parquet"},
         metadata={"layout": "reports/balance_movements/snapshot_date=YYYY-MM-DD/part-00000.parquet",
@@ -166,8 +175,7 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
 
     @dg.asset(
         partitions_def=monthly,
-        deps=[dg.AssetDep(SNAPSHOTS, partition_mapping=dg.TimeWindowPartitionMapping(
-            allow_nonexistent_upstream_partitions=True))],
+        deps=[dg.AssetDep(SNAPSHOTS, partition_mapping=_lenient_mapping())],
         automation_condition=after_snapshots(),
         kinds={"parquet", "csv"},
         metadata={"layout": "reports/month_end_balances/month=YYYY-MM/part-00000.parquet",

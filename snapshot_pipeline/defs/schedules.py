@@ -19,11 +19,22 @@ TRIGGER_TAG = "snapshot_pipeline/trigger"
 MONTH_TAG = "snapshot_pipeline/month"
 
 
+def partitions_metadata(partitions_def: dg.DailyPartitionsDefinition) -> dict[str, str]:
+    """The partition set a schedule targets, as schedule metadata shown in the UI.
+
+    Dagster 1.13 shows "Partition set: None" for every schedule (its schedule snapshot always
+    serializes ``partition_set_name=None``), so the schedule says it in its metadata.
+    """
+    return {"partition_set": f"balance_snapshots daily partitions from {partitions_def.start:%Y-%m-%d}"
+                             f" ({partitions_def.timezone}); one partition per run"}
+
+
 def schedule_status(running: bool) -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
 
 
-def build_daily_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings) -> dg.ScheduleDefinition:
+def build_daily_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings,
+                         partitions_def: dg.DailyPartitionsDefinition | None = None) -> dg.ScheduleDefinition:
     """Daily snapshot: each day at ``SNAPSHOT_SCHEDULE_TIME`` (local), request the day that just closed."""
     return dg.build_schedule_from_partitioned_job(
         job,
@@ -36,6 +47,7 @@ def build_daily_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Setti
             f" {settings.schedule_time:%H:%M} in the partitions' time zone (SNAPSHOT_SCHEDULE_TIME)."
         ),
         tags={TRIGGER_TAG: "daily_schedule"},
+        metadata=partitions_metadata(partitions_def) if partitions_def is not None else None,
     )
 
 
@@ -56,6 +68,9 @@ def build_month_end_schedule(job: "dg.UnresolvedAssetJobDefinition", partitions_
         execution_timezone=timezone,
         job=job,
         default_status=schedule_status(settings.automation_running),
+        metadata=partitions_metadata(partitions_def),
+        description=(f"On the 1st of each month at {close:%H:%M} ({timezone}), re-materializes the last day of"
+                     " the month that just ended, so late rows dated in that month are in its closing balances."),
     )
     def month_end_close_schedule(context: dg.ScheduleEvaluationContext):
         """Month-end close: on the 1st, re-materialize the last day of the month that just ended.
@@ -81,4 +96,5 @@ def build_month_end_schedule(job: "dg.UnresolvedAssetJobDefinition", partitions_
 
 def build_schedules(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,
                     settings: Settings) -> list:
-    return [build_daily_schedule(job, settings), build_month_end_schedule(job, partitions_def, settings)]
+    return [build_daily_schedule(job, settings, partitions_def), build_month_end_schedule(job, partitions_def, settings)]
+

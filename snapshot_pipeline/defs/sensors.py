@@ -46,6 +46,8 @@ def build_repair_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: 
         job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=sensor_status(settings.automation_running),
+        description="Re-materializes published partitions whose read missed journal rows dated before their"
+                    " cutoff (backdated, late-applied or out-of-order rows), earliest first, once per lateness.",
     )
     def late_transaction_repair_sensor(context: dg.SensorEvaluationContext, snapshot_store: SnapshotStoreResource):
         """Re-materializes published partitions whose read missed journal rows dated before their cutoff.
@@ -106,14 +108,30 @@ def last_due_day(settings: Settings, now: dt.datetime) -> dt.date:
     return calendar.last_closed_day(settings.timezone, now - offset - GAP_FILL_GRACE)
 
 
-def missing_days(settings: Settings, published: set[dt.date], now: dt.datetime) -> list[dt.date]:
-    """Days from SNAPSHOT_START_DATE to the last due day that the retention policy keeps but are not published."""
+def ledger_first_day(settings: Settings) -> dt.date | None:
+    """The local day of the ledger's first row (earliest balance or transaction ``created_at``), or None
+    when the ledger is empty. Two index probes: Blnk's ``(created_at DESC)`` on ``blnk.balances`` and
+    ``(created_at, source)`` on ``blnk.transactions``."""
+    with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as ledger:
+        first = ledger.execute(
+            "SELECT LEAST((SELECT min(created_at) FROM blnk.balances), (SELECT min(created_at) FROM blnk.transactions))"
+        ).fetchone()[0]
+    if first is None:
+        return None
+    return first.replace(tzinfo=dt.timezone.utc).astimezone(settings.tzinfo).date()
+
+
+def missing_days(settings: Settings, published: set[dt.date], now: dt.datetime,
+                 first_day: dt.date | None = None) -> list[dt.date]:
+    """Days from SNAPSHOT_START_DATE (or the ledger's first day, if later) to the last due day that the
+    retention policy keeps but are not published."""
     reference = calendar.last_closed_day(settings.timezone, now)
     last = last_due_day(settings, now)
-    if last < settings.start_date:
+    start = max(settings.start_date, first_day) if first_day else settings.start_date
+    if last < start:
         return []
     policy = Policy.from_settings(settings)
-    return [d for d in calendar.days(settings.start_date, last) if d not in published and policy.keeps(d, reference)]
+    return [d for d in calendar.days(start, last) if d not in published and policy.keeps(d, reference)]
 
 
 def build_gap_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,
@@ -125,9 +143,15 @@ def build_gap_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.
         job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=sensor_status(settings.automation_running),
+        description=f"Fills holes in history from the later of SNAPSHOT_START_DATE and the ledger's first day,"
+                    f" oldest first, at most {max_per_tick} partitions per tick; gives up on a day after"
+                    f" {max_failures} failed gap-fill runs.",
     )
     def partition_gap_sensor(context: dg.SensorEvaluationContext, snapshot_store: SnapshotStoreResource):
         """Fills holes in history: requests missing partitions from SNAPSHOT_START_DATE onward, oldest first.
+
+        Days before the ledger's first row (its earliest balance or transaction) are never requested:
+        there is nothing to snapshot, and a start date set early must not flood the instance.
 
         A day is missing when the retention policy keeps it and the manifest has no row for it
         (after downtime, a failed daily run, a restored index). The day that just closed is left to
@@ -141,9 +165,13 @@ def build_gap_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.
         with db.connect(db.snapshot_url(current), autocommit=True, what="snapshot index database") as conn:
             index.migrate(conn)
             published = {d for (d,) in conn.execute("SELECT snapshot_date FROM snapshot_index.partitions")}
-        missing = [d for d in missing_days(current, published, now) if partitions_def.has_partition_key(d.isoformat())]
+        first = ledger_first_day(current)
+        if first is None:
+            return dg.SkipReason("the ledger is empty: nothing to snapshot")
+        missing = [d for d in missing_days(current, published, now, first)
+                   if partitions_def.has_partition_key(d.isoformat())]
         if not missing:
-            return dg.SkipReason(f"no missing partitions from {current.start_date} to"
+            return dg.SkipReason(f"no missing partitions from {max(current.start_date, first)} to"
                                  f" {last_due_day(current, now)} ({len(published)} published)")
         in_flight = {
             run.tags.get(PARTITION_TAG)

@@ -29,14 +29,12 @@ from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 
 from snapshot_pipeline import amounts, calendar, db
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import merge
 from snapshot_pipeline.store import align, index
-from snapshot_pipeline.store import diff as store_diff
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store import publish
 from snapshot_pipeline.store.spool import IndexSpool
@@ -52,7 +50,7 @@ MIN_BATCH_SIZE = 1
 MAX_BATCH_SIZE = 1_000_000
 BASE_COLUMNS = merge.BASE_COLUMNS
 
-__all__ = ["AmountOverflow", "IndexSpool", "SnapshotError", "SnapshotResult", "diff_files", "staleness",
+__all__ = ["AmountOverflow", "SnapshotError", "SnapshotResult", "staleness",
            "take_snapshot", "validate_batch_size"]
 
 
@@ -106,12 +104,6 @@ def validate_batch_size(batch_size: int) -> int:
             f"batch_size must be an integer from {MIN_BATCH_SIZE} to {MAX_BATCH_SIZE:,}, got {batch_size!r}"
         )
     return batch_size
-
-
-def diff_files(fs: pafs.FileSystem, previous_path: str | None, previous_cutoff, current_path: str,
-               spool: IndexSpool) -> None:
-    """The index rows of ``current_path`` against ``previous_path`` (see :mod:`snapshot_pipeline.store.diff`)."""
-    store_diff.diff_files(fs, previous_path, current_path, spool)
 
 
 class CurrencyTotals:

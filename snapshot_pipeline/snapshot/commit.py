@@ -14,7 +14,7 @@ import datetime as dt
 import time
 
 from snapshot_pipeline import faults
-from snapshot_pipeline.snapshot import ROLL_VERSION, Pass, SnapshotResult, usable_base
+from snapshot_pipeline.snapshot import ROLL_VERSION, Pass, SnapshotResult
 from snapshot_pipeline.store import diff as store_diff
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store import parquet as store
@@ -26,6 +26,12 @@ def _same_partition(a: index.ManifestEntry | None, b: index.ManifestEntry | None
     if a is None or b is None:
         return a is None and b is None
     return a.snapshot_date == b.snapshot_date and a.checksum == b.checksum
+
+
+def published_before(settings, conn, snapshot_date: dt.date) -> index.ManifestEntry | None:
+    """The partition the index rows of ``snapshot_date`` are changes against: the nearest earlier with a file."""
+    entry = index.nearest_before(conn, snapshot_date)
+    return entry if entry is not None and store.exists(settings.storage_uri, entry.snapshot_date) else None
 
 
 def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, batch_size: int, run_id, p: Pass,
@@ -41,7 +47,7 @@ def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, ba
     try:
         with index_conn.transaction():
             index.lock_commits(index_conn)
-            predecessor = usable_base(settings, index_conn, snapshot_date, lambda message: None)
+            predecessor = published_before(settings, index_conn, snapshot_date)
             changed_count = p.spool.rows
             if not _same_partition(predecessor, p.base):
                 # the index holds changes against the partition before; recompute them from the files

@@ -16,8 +16,19 @@ COLUMNS = ["balance_id", "currency", *AMOUNT_COLUMNS]
 def diff_files(fs: pafs.FileSystem, previous_path: str | None, current_path: str, spool: IndexSpool) -> None:
     """Spool the rows of ``current_path`` that are new or differ from ``previous_path`` (all, when None).
 
-    Both files are sorted by ``balance_id``; they are walked together, chunk by chunk.
+    Both files are sorted by ``balance_id``; they are walked together, chunk by chunk. A previous
+    file in another order (written before byte-order sorting) is not diffed against: every row is spooled.
     """
+    try:
+        _diff(fs, previous_path, current_path, spool)
+    except align.NotSorted:
+        if previous_path is None:
+            raise
+        spool.reset()
+        _diff(fs, None, current_path, spool)
+
+
+def _diff(fs: pafs.FileSystem, previous_path: str | None, current_path: str, spool: IndexSpool) -> None:
     current = align.SortedStream(iter_file(fs, current_path, COLUMNS))
     previous = align.SortedStream(iter_file(fs, previous_path, COLUMNS) if previous_path else iter([]))
     for before, now in align.aligned(previous, current):

@@ -50,7 +50,10 @@ def test_materialization_metadata_logs_and_values(setup, adversarial_url):
     assert EXPECTED_METADATA <= set(metadata)
     # 2026-11-01 in New York lasts 25 hours; its cutoff is 05:00 UTC the next day.
     assert metadata["cutoff"] == "2026-11-02T05:00:00+00:00"
-    assert metadata["batch_size"] == 250
+    assert metadata["batch_size"] == "250"  # a setting: text, so the UI does not plot it
+    assert isinstance(event.metadata["batch_size"], dg.TextMetadataValue)
+    assert isinstance(event.metadata["watermark_transaction_id"], dg.TextMetadataValue)  # an id, not a measure
+    assert isinstance(event.metadata["snapshots_per_second"], dg.FloatMetadataValue)
     assert metadata["batches"] == -(-metadata["dagster/row_count"] // 250)
     expected = expected_snapshot(adversarial_url, dt.datetime(2026, 11, 2, 5))
     assert metadata["dagster/row_count"] == len(expected)

@@ -13,6 +13,7 @@ import pytest
 
 from snapshot_pipeline.definitions import build_definitions
 from snapshot_pipeline.defs.assets import ASSET_NAME
+from snapshot_pipeline.defs.audit import AUDIT_JOB
 from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.ledger import generator
@@ -21,9 +22,10 @@ from tests.conftest import make_settings
 from tests.helpers import insert_transaction
 
 D1, D2 = "2026-10-30", "2026-10-31"
-ERROR_CHECKS = {"row_count_matches_ledger", "balance_equals_credit_minus_debit", "parquet_matches_index",
-                "sampled_recomputation_matches"}
-WARN_CHECKS = {"double_entry_per_currency", "live_balances_match"}
+ERROR_CHECKS = {"row_count_matches_ledger", "balance_equals_credit_minus_debit", "double_entry_per_currency",
+                "parquet_matches_manifest", "sampled_recomputation_matches"}
+WARN_CHECKS = {"live_balances_match"}
+AUDIT = "parquet_matches_index"  # the audit asset's check: its own job, not part of the snapshot runs
 
 
 class Setup:
@@ -53,6 +55,12 @@ class Setup:
             else None
         result = subset.execute_in_process(partition_key=partition, instance=self.instance, raise_on_error=False,
                                            run_config=config)
+        return result, evaluations(result)
+
+    def audit(self, partition: str):
+        """Materialize the audit asset of one partition (its own job); returns (result, {name: evaluation})."""
+        result = self.defs.resolve_job_def(AUDIT_JOB).execute_in_process(
+            partition_key=partition, instance=self.instance, raise_on_error=False)
         return result, evaluations(result)
 
 
@@ -94,12 +102,21 @@ def test_checks_run_with_every_materialization_and_pass_on_good_data(setup):
         assert evals[name].partition == D2
     live = evals["live_balances_match"]
     assert live.passed and live.severity == dg.AssetCheckSeverity.WARN
-    assert meta(live)["drifting_balances"] == 0 and meta(live)["evaluated"] == 1
-    m = meta(evals["parquet_matches_index"])
-    assert m["index_rows_missing"] == m["index_rows_unexpected"] == 0 and m["checksum_matches"] == 1
+    assert meta(live)["drifting_balances"] == 0 and meta(live)["evaluated"] is True
+    m = meta(evals["parquet_matches_manifest"])
+    assert m["checksum_matches"] is True and m["index_rows"] == m["manifest_index_rows"]
     assert meta(evals["sampled_recomputation_matches"])["sampled"] == m["parquet_rows"]  # k >= rows: all of them
-    # numbers are numeric metadata (they plot in the UI)
+    double = meta(evals["double_entry_per_currency"])
+    assert double["unbalanced_currencies"] == 0 and double["currencies"] >= 2
+    assert {r["imbalance"] for r in (rec.data for rec in double["per_currency"].records)} == {"0"}
+    # numbers are numeric metadata (they plot in the UI); flags and settings are not
     assert isinstance(evals["row_count_matches_ledger"].metadata["parquet_rows"], dg.IntMetadataValue)
+    assert isinstance(evals["parquet_matches_manifest"].metadata["checksum_matches"], dg.BoolMetadataValue)
+    # the diff audit is its own job: two full reads, not in every snapshot run
+    _, audit = setup.audit(D2)
+    a = meta(audit[AUDIT])
+    assert audit[AUDIT].passed and a["index_rows_missing"] == a["index_rows_unexpected"] == 0
+    assert audit[AUDIT].partition == D2  # recorded per partition, like the in-run checks
     # the live check only evaluates the latest partition
     _, older = setup.checks(D1, {"live_balances_match"})
     assert older["live_balances_match"].passed and meta(older["live_balances_match"])["evaluated"] == 0
@@ -120,8 +137,11 @@ def test_one_wrong_amount_fails_the_error_checks_and_blocks(setup):
     identity = evals["balance_equals_credit_minus_debit"]
     assert not identity.passed and meta(identity)["rows_violating"] == 1
     assert meta(identity)["violating_balance_ids"] == [wrong]
-    agree = evals["parquet_matches_index"]
-    assert not agree.passed and meta(agree)["checksum_matches"] == 0
+    assert not evals["parquet_matches_manifest"].passed
+    assert meta(evals["parquet_matches_manifest"])["checksum_matches"] is False
+    _, audit = setup.audit(D2)
+    agree = audit[AUDIT]
+    assert not agree.passed and meta(agree)["checksum_matches"] is False
     assert meta(agree)["index_rows_missing"] == 1 and meta(agree)["differing_balance_ids"] == [wrong]
     sampled = evals["sampled_recomputation_matches"]
     assert not sampled.passed and meta(sampled)["mismatching_balance_ids"] == [wrong]
@@ -135,12 +155,15 @@ def test_one_missing_row_fails_row_count(setup):
         return table.filter(pc.not_equal(table["balance_id"], balance_id)), balance_id
 
     rewrite_parquet(setup.settings, D2, drop_row)
-    result, evals = setup.checks(D2, {"row_count_matches_ledger", "parquet_matches_index"})
+    result, evals = setup.checks(D2, {"row_count_matches_ledger", "parquet_matches_manifest"})
     assert not result.success
     count = meta(evals["row_count_matches_ledger"])
     assert not evals["row_count_matches_ledger"].passed
-    assert count["missing_rows"] == 1 and count["parquet_rows"] == count["ledger_balances_at_cutoff"] - 1
-    assert not evals["parquet_matches_index"].passed
+    assert count["missing_rows"] == 1
+    assert count["parquet_rows"] == count["ledger_balances_at_cutoff"] - 1 + count["rows_created_after_cutoff"]
+    assert not evals["parquet_matches_manifest"].passed
+    _, audit = setup.audit(D2)
+    assert not audit[AUDIT].passed
 
 
 def test_a_wrong_index_row_fails_parquet_matches_index(setup):
@@ -150,19 +173,19 @@ def test_a_wrong_index_row_fails_parquet_matches_index(setup):
             (dt.date.fromisoformat(D2),)).fetchone()[0]
         conn.execute("UPDATE snapshot_index.balance_snapshots SET balance = balance + 1"
                      " WHERE balance_id = %s AND snapshot_date = %s", (balance_id, dt.date.fromisoformat(D2)))
-    result, evals = setup.checks(D2, {"parquet_matches_index"})
-    agree = evals["parquet_matches_index"]
+    result, evals = setup.audit(D2)
+    agree = evals[AUDIT]
     assert not result.success and not agree.passed
     m = meta(agree)
-    assert m["checksum_matches"] == 1  # the file is fine; the index is not
+    assert m["checksum_matches"] is True  # the file is fine; the index is not
     assert (m["index_rows_missing"], m["index_rows_unexpected"]) == (1, 1)
     assert m["differing_balance_ids"] == [balance_id]
 
 
 def test_live_balance_drift_is_a_warning_naming_the_balance(setup):
-    with psycopg.connect(setup.url) as conn:
-        balance_id = conn.execute("SELECT balance_id FROM blnk.balances WHERE created_at < '2026-10-31'"
-                                  " ORDER BY balance_id OFFSET 3 LIMIT 1").fetchone()[0]
+    with psycopg.connect(setup.url) as conn:  # a balance that changed in D2 (an index row of the partition)
+        balance_id = conn.execute("SELECT balance_id FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s"
+                                  " ORDER BY balance_id OFFSET 3 LIMIT 1", (dt.date.fromisoformat(D2),)).fetchone()[0]
         conn.execute("UPDATE blnk.balances SET credit_balance = credit_balance + 7, balance = balance + 7"
                      " WHERE balance_id = %s", (balance_id,))
     result, evals = setup.checks(D2, {"live_balances_match"})
@@ -220,7 +243,7 @@ def clean_ledger(url: str) -> None:
         conn.execute("UPDATE blnk.balances SET balance = credit_balance - debit_balance")
 
 
-def test_double_entry_passes_on_a_balanced_ledger_and_warns_with_the_imbalance(make_database, tmp_path):
+def test_double_entry_passes_on_a_balanced_ledger_and_blocks_with_the_imbalance(make_database, tmp_path):
     url = make_database()
     clean_ledger(url)
     with dg.instance_for_test() as instance:
@@ -230,13 +253,75 @@ def test_double_entry_passes_on_a_balanced_ledger_and_warns_with_the_imbalance(m
         evals = evaluations(result)
         assert all(e.passed for e in evals.values()), {n: e.description for n, e in evals.items() if not e.passed}
         assert meta(evals["double_entry_per_currency"])["currencies"] == 2
-        # a leg from a balance that is not in blnk.balances: money appears from nowhere in USD
-        insert_transaction(url, "bal_ghost", "bal_a", 777, created_at=dt.datetime(2026, 10, 31, 9))
-        result = s.materialize(D2)
-        assert result.success  # WARN: the ledger is wrong, not the snapshot
-        double = evaluations(result)["double_entry_per_currency"]
-        assert not double.passed and double.severity == dg.AssetCheckSeverity.WARN
+        assert s.materialize(D2).success
+
+        def unbalance(table):  # +777 on one USD row's credit and balance: identity holds, double entry does not
+            position = table["balance_id"].to_pylist().index("bal_a")
+            for name in ("credit_balance", "balance"):
+                values = table[name].to_pylist()
+                values[position] += 777
+                column = table.schema.get_field_index(name)
+                table = table.set_column(column, table.schema.field(name), pa.array(values, store.AMOUNT))
+            return table, "bal_a"
+
+        rewrite_parquet(s.settings, D2, unbalance)
+        result, evals = s.checks(D2, {"double_entry_per_currency", "balance_equals_credit_minus_debit"})
+        assert not result.success  # blocking ERROR: a snapshot that does not balance is wrong
+        assert evals["balance_equals_credit_minus_debit"].passed
+        double = evals["double_entry_per_currency"]
+        assert not double.passed and double.severity == dg.AssetCheckSeverity.ERROR and double.blocking
         m = meta(double)
         assert m["unbalanced_currencies"] == 1 and m["total_absolute_imbalance"] == 777
-        assert {r["currency"]: r["imbalance"] for r in m["per_currency"]} == {"EUR": "0", "USD": "777"}
-        assert "USD (credit − debit = 777)" in double.description
+        per_currency = {r.data["currency"]: r.data for r in m["per_currency"].records}
+        assert {c: r["imbalance"] for c, r in per_currency.items()} == {"EUR": "0", "USD": "777"}
+        assert per_currency["USD"]["balance"] == "777" and per_currency["EUR"]["credit"] == str(10**30)
+        assert "USD (credit − debit = 777, Σ balance = 777)" in double.description
+
+
+# ------------------------------------------------------------------------------------------ empty partition
+
+
+def test_every_check_passes_on_an_empty_partition(make_database, tmp_path):
+    """A day before any balance exists: 0 rows; every check evaluates (no crash) and passes."""
+    url = make_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        generator.create_schema(conn)
+        conn.execute("INSERT INTO blnk.ledgers (ledger_id, name) VALUES ('ldg_main', 'main')")
+        conn.execute("INSERT INTO blnk.balances (balance_id, currency, ledger_id, created_at)"
+                     " VALUES ('bal_later', 'USD', 'ldg_main', '2026-11-15')")
+    with dg.instance_for_test() as instance:
+        s = Setup(url, tmp_path / "store", instance)
+        result = s.materialize(D1)
+        assert result.success
+        evals = evaluations(result)
+        assert set(evals) == ERROR_CHECKS | WARN_CHECKS
+        assert all(e.passed for e in evals.values()), {n: e.description for n, e in evals.items() if not e.passed}
+        assert meta(evals["row_count_matches_ledger"])["parquet_rows"] == 0
+        assert meta(evals["sampled_recomputation_matches"])["sampled"] == 0
+        assert meta(evals["double_entry_per_currency"])["currencies"] == 0
+        assert meta(evals["live_balances_match"])["balances_compared"] == 0
+        _, audit = s.audit(D1)
+        assert audit[AUDIT].passed, audit[AUDIT].description
+
+
+# ------------------------------------------------------------------------------------------------- cost shape
+
+
+def test_in_run_checks_follow_the_days_activity_not_the_ledgers_size(setup):
+    """Cost shape, not time: the live-drift check compares exactly the partition's changed balances (its index
+    rows), the sample is bounded, the diff audit is not in the snapshot job, and the job runs in one process."""
+    with psycopg.connect(setup.url) as conn:
+        changed = conn.execute("SELECT index_rows, row_count FROM snapshot_index.partitions WHERE snapshot_date = %s",
+                               (dt.date.fromisoformat(D2),)).fetchone()
+    result = setup.job.execute_in_process(partition_key=D2, instance=setup.instance, raise_on_error=False)
+    evals = evaluations(result)
+    assert result.success and AUDIT not in evals
+    live = meta(evals["live_balances_match"])
+    assert live["balances_compared"] == changed[0] < changed[1]  # the day's changes, not every balance
+    assert meta(evals["sampled_recomputation_matches"])["sampled"] == 20  # the default k
+    assert setup.job.executor_def.name == "in_process"
+    check_steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert len(check_steps) == 4  # the asset, the file checks (one pass), the sample, the drift
+    too_big = setup.job.execute_in_process(partition_key=D2, instance=setup.instance, raise_on_error=False,
+                                           run_config=setup.sample_config(10_001))
+    assert not too_big.success  # k is bounded (MAX_SAMPLE_SIZE)

@@ -32,9 +32,6 @@ def setup(adversarial_url, make_database, tmp_path):
         yield settings, build_definitions(settings, resource), resource, instance
 
 
-@pytest.mark.xfail(strict=False, reason="on 0 rows sampled_recomputation_matches (isin([]): string vs null) and"
-                   " live_balances_match ('or' on (null, bool)) raise in validation.py, owned by another issue;"
-                   " remove this marker when that fix is merged")
 def test_empty_partition_run_succeeds_with_every_check_passing(setup):
     _, defs, _, instance = setup
     result = defs.resolve_job_def(SNAPSHOT_JOB).execute_in_process(partition_key=EMPTY[-1], instance=instance,

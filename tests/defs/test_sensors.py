@@ -14,7 +14,8 @@ from snapshot_pipeline.definitions import build_definitions
 from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.defs.partitions import daily_partitions
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.sensors import GAP_SENSOR, REPAIR_SENSOR, build_gap_sensor, missing_days
+from snapshot_pipeline.defs.sensors import GAP_SENSOR, REPAIR_SENSOR, build_gap_sensor, ledger_first_day, missing_days
+from snapshot_pipeline.ledger import generator
 from snapshot_pipeline.store import parquet as store
 from tests.conftest import make_settings
 from tests.helpers import index_values, insert_transaction, two_balances
@@ -290,3 +291,26 @@ def test_gap_filler_respects_the_retention_policy(adversarial_url, make_database
     now = dt.datetime(2026, 11, 5, 12, tzinfo=UTC)  # last closed day Nov 4
     missing = missing_days(settings, set(), now)
     assert missing == [day("2026-10-31"), day("2026-11-02"), day("2026-11-03"), day("2026-11-04")]
+
+
+def test_the_ui_definitions_request_nothing_before_the_ledgers_first_day(adversarial_url, make_database, tmp_path):
+    """`make ui` after `make demo`: the project's default start date is long before the ledger's first row;
+    the definitions' own gap sensor (default settings but the start) must not request those days."""
+    settings = make_settings(adversarial_url, tmp_path / "store", start="2026-01-01", index_url=make_database())
+    first = ledger_first_day(settings)
+    assert first is not None and first > settings.start_date
+    with dg.instance_for_test() as instance:
+        h = Harness(settings, instance)  # the definitions exactly as `snapshot-pipeline ui` loads them
+        keys = requested(h.tick(GAP_SENSOR))
+        assert keys and min(keys) == first.isoformat()
+        assert all(day(k) >= first for k in keys)
+
+
+def test_the_gap_filler_skips_an_empty_ledger(make_database, tmp_path):
+    url = make_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        generator.create_schema(conn)
+    settings = make_settings(url, tmp_path / "store", start="2026-01-01")
+    with dg.instance_for_test() as instance:
+        data = Harness(settings, instance).tick(GAP_SENSOR)
+        assert requested(data) == [] and "ledger is empty" in data.skip_message
