@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sys
-import time
 import warnings
 from pathlib import Path
 
