@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -66,7 +67,10 @@ def env(world, tmp_path) -> dict[str, str]:
 
 
 def unreachable(url: str) -> str:
-    return with_password(url).replace(url.split("@")[-1].split("/")[0], "127.0.0.1:1")
+    """The same database over TCP on a port nothing listens on (also for a socket URL: ``?host=`` dropped)."""
+    parts = urlsplit(with_password(url))
+    user = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+    return urlunsplit((parts.scheme, f"{user}@127.0.0.1:1" if user else "127.0.0.1:1", parts.path, "", ""))
 
 
 # (id, setting overrides, command, exit code, words the one line must contain). In values, {file} is a
