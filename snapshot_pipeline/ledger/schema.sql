@@ -73,8 +73,6 @@ CREATE INDEX IF NOT EXISTS idx_transactions_created_at_not_queued
     ON blnk.transactions (created_at DESC) WHERE status <> 'QUEUED';
 CREATE INDEX IF NOT EXISTS idx_transactions_currency_created_at ON blnk.transactions (currency, created_at DESC);
 CREATE INDEX IF NOT EXISTS idx_transactions_meta_data ON blnk.transactions USING GIN (meta_data);
-CREATE INDEX IF NOT EXISTS idx_transactions_queued_created_at
-    ON blnk.transactions (created_at) WHERE status = 'QUEUED';
 CREATE INDEX IF NOT EXISTS idx_transactions_queued_parent
     ON blnk.transactions (parent_transaction) WHERE status = 'QUEUED';
 CREATE UNIQUE INDEX IF NOT EXISTS idx_transactions_chain_seq
