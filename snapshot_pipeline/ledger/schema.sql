@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS blnk.balances (
     indicator               TEXT,
     created_at              TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     meta_data               JSONB,
-    version                 INTEGER NOT NULL DEFAULT 0
+    version                 INTEGER NOT NULL DEFAULT 0,
+    CONSTRAINT unique_indicator_currency UNIQUE (indicator, currency)  -- Blnk's: one balance per indicator and currency
 );
 
 CREATE TABLE IF NOT EXISTS blnk.transactions (
@@ -56,33 +57,43 @@ CREATE TABLE IF NOT EXISTS blnk.chain_state (
     last_seq  BIGINT NOT NULL DEFAULT 0
 );
 
--- Exactly the secondary indexes a real Blnk install has (DESIGN §2): none on effective_date, none on
--- plain created_at. snapshot_pipeline reads the journal by primary key; `ledger-indexes` offers more.
+-- Exactly the secondary indexes a real Blnk install has (DESIGN §2), under Blnk's own names (the final
+-- state of Blnk's migrations): none on effective_date, none on plain created_at. snapshot_pipeline reads
+-- the journal by primary key; `ledger-indexes` offers more.
 CREATE INDEX IF NOT EXISTS idx_transactions_source ON blnk.transactions (source);
 CREATE INDEX IF NOT EXISTS idx_transactions_destination ON blnk.transactions (destination);
-CREATE INDEX IF NOT EXISTS idx_transactions_created_at_source ON blnk.transactions (created_at, source);
-CREATE INDEX IF NOT EXISTS idx_transactions_created_at_destination ON blnk.transactions (created_at, destination);
+CREATE INDEX IF NOT EXISTS blnk_transactions_created_at_source_idx ON blnk.transactions (created_at, source);
+CREATE INDEX IF NOT EXISTS blnk_transactions_created_at_destination_idx ON blnk.transactions (created_at, destination);
 CREATE INDEX IF NOT EXISTS idx_transactions_status ON blnk.transactions (status);
 CREATE INDEX IF NOT EXISTS idx_transactions_currency ON blnk.transactions (currency);
-CREATE INDEX IF NOT EXISTS idx_transactions_reference ON blnk.transactions (reference);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_transactions_reference_unique ON blnk.transactions (reference);
 CREATE INDEX IF NOT EXISTS idx_transactions_parent_transaction ON blnk.transactions (parent_transaction);
-CREATE INDEX IF NOT EXISTS idx_transactions_parent_status ON blnk.transactions (parent_transaction, status);
-CREATE INDEX IF NOT EXISTS idx_transactions_parent_created_at
-    ON blnk.transactions (parent_transaction, created_at DESC);
-CREATE INDEX IF NOT EXISTS idx_transactions_created_at_not_queued
+CREATE INDEX IF NOT EXISTS idx_txn_parent_status ON blnk.transactions (parent_transaction, status);
+CREATE INDEX IF NOT EXISTS idx_txn_parent_created ON blnk.transactions (parent_transaction, created_at DESC);
+CREATE INDEX IF NOT EXISTS blnk_txn_created_at_not_queued_idx
     ON blnk.transactions (created_at DESC) WHERE status <> 'QUEUED';
-CREATE INDEX IF NOT EXISTS idx_transactions_currency_created_at ON blnk.transactions (currency, created_at DESC);
+CREATE INDEX IF NOT EXISTS blnk_txn_currency_created_at_desc_idx
+    ON blnk.transactions (currency, created_at DESC) INCLUDE (precision);
 CREATE INDEX IF NOT EXISTS idx_transactions_meta_data ON blnk.transactions USING GIN (meta_data);
-CREATE INDEX IF NOT EXISTS idx_transactions_queued_parent
-    ON blnk.transactions (parent_transaction) WHERE status = 'QUEUED';
+CREATE INDEX IF NOT EXISTS idx_transactions_queued_recovery ON blnk.transactions (created_at) WHERE status = 'QUEUED';
+CREATE INDEX IF NOT EXISTS idx_txn_queued_source
+    ON blnk.transactions (source, currency, created_at) WHERE status = 'QUEUED';
+CREATE INDEX IF NOT EXISTS idx_txn_queued_destination
+    ON blnk.transactions (destination, currency, created_at) WHERE status = 'QUEUED';
+CREATE INDEX IF NOT EXISTS idx_txn_meta_inflight
+    ON blnk.transactions ((meta_data ->> 'inflight')) WHERE (meta_data ->> 'inflight') = 'true';
+CREATE INDEX IF NOT EXISTS idx_txn_meta_queued_parent ON blnk.transactions ((meta_data ->> 'QUEUED_PARENT_TRANSACTION'))
+    WHERE (meta_data ->> 'QUEUED_PARENT_TRANSACTION') IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_txn_meta_shadow_for ON blnk.transactions ((meta_data ->> '_shadow_for'), created_at)
+    WHERE (meta_data ->> '_shadow_for') IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS idx_transactions_chain_seq
     ON blnk.transactions (chain_seq) WHERE chain_seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_transactions_unchained ON blnk.transactions (id) WHERE chain_seq IS NULL;
 
-CREATE INDEX IF NOT EXISTS idx_balances_created_at ON blnk.balances (created_at DESC);
-CREATE INDEX IF NOT EXISTS idx_balances_identity_id ON blnk.balances (identity_id);
-CREATE INDEX IF NOT EXISTS idx_balances_ledger_id ON blnk.balances (ledger_id);
-CREATE INDEX IF NOT EXISTS idx_balances_currency_identity ON blnk.balances (currency, identity_id);
+CREATE INDEX IF NOT EXISTS blnk_balances_created_at_idx ON blnk.balances (created_at DESC);
+CREATE INDEX IF NOT EXISTS blnk_balances_identity_id_idx ON blnk.balances (identity_id);
+CREATE INDEX IF NOT EXISTS blnk_balances_ledger_id_idx ON blnk.balances (ledger_id);
+CREATE INDEX IF NOT EXISTS blnk_balances_currency_identity_id_idx ON blnk.balances (currency, identity_id);
 CREATE INDEX IF NOT EXISTS idx_balances_indicator ON blnk.balances (indicator);
 
 -- Like Blnk: a recorded transaction never changes, but for its meta_data and chain columns.
