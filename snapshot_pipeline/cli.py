@@ -39,6 +39,10 @@ telemetry:
 concurrency:
   runs:
     max_concurrent_runs: 4
+    tag_concurrency_limits:  # the runs of a gap-fill backfill go one at a time, oldest range first
+      - key: snapshot_pipeline/trigger
+        value: gap_fill
+        limit: 1
 run_queue:
   dequeue_interval_seconds: 1  # the daemon starts a queued run within ~1 s (default 5 s)
 run_retries:

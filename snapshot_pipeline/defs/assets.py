@@ -3,6 +3,7 @@
 
 import datetime as dt
 import time
+import warnings
 
 import dagster as dg
 from pydantic import Field
@@ -15,6 +16,8 @@ ASSET_NAME = "balance_snapshots"
 GROUP = "snapshots"
 OWNERS = ["team:ledger-platform"]
 PROGRESS_EVERY_SECONDS = 1.0
+# A backfill (the gap filler, or one launched from the UI) runs this many days per run, in one process.
+DAYS_PER_BACKFILL_RUN = 14
 
 
 class Progress:
@@ -115,56 +118,86 @@ def result_metadata(result: snapshot.SnapshotResult) -> dict[str, object]:
 def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     """The asset, bound to the daily partitions of the configured business time zone."""
 
-    @dg.asset(
-        name=ASSET_NAME,
-        partitions_def=partitions_def,
-        group_name=GROUP,
-        kinds={"postgres", "parquet"},
-        owners=OWNERS,
-        tags={"domain": "ledger"},
-        metadata={"partition_time_zone": partitions_def.timezone, "layout": "snapshot_date=YYYY-MM-DD/part-*.parquet"},
-    )
-    def balance_snapshots(
-        context: dg.AssetExecutionContext, config: SnapshotConfig, snapshot_store: SnapshotStoreResource
-    ) -> dg.MaterializeResult:
-        """Every balance of the ledger as of the partition's cutoff (start of the next local day).
+    with warnings.catch_warnings():  # `backfill_policy` is marked beta in Dagster 1.13
+        warnings.simplefilter("ignore", category=dg.BetaWarning)
 
-        Values are Σ over the journal (APPLIED legs and open INFLIGHT holds with
-        effective time before the cutoff), computed by rolling the previous partition
-        forward: its Parquet merged with the journal rows since, read by key in one
-        REPEATABLE READ view (the first partition, or `full_refresh`, reads everything).
-        Written as one zstd Parquet file per day (`balance_snapshots/snapshot_date=YYYY-MM-DD/`),
-        sorted by `balance_id`, plus change-only rows in the Postgres index. A partition is
-        published atomically; re-running it is safe.
-        """
-        snapshot_date = dt.date.fromisoformat(context.partition_key)
-        window = context.partition_time_window
-        settings = snapshot_store.settings(timezone=partitions_def.timezone)
-        cutoff = _utc_naive(window.end)
-        context.log.info(
-            f"operation=balance_snapshot snapshot_date={snapshot_date} batch_size={config.batch_size}"
-            f" cutoff={cutoff.isoformat()}Z status=started"
+        @dg.asset(
+            name=ASSET_NAME,
+            partitions_def=partitions_def,
+            group_name=GROUP,
+            kinds={"postgres", "parquet"},
+            owners=OWNERS,
+            tags={"domain": "ledger"},
+            metadata={"partition_time_zone": partitions_def.timezone, "layout": "snapshot_date=YYYY-MM-DD/part-*.parquet"},
+            backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_BACKFILL_RUN),
         )
-        try:
-            result = snapshot.take_snapshot(
-                settings, snapshot_date, config.batch_size, run_id=context.run.run_id, log=context.log.info,
-                on_batch=Progress(context.log.info, snapshot_date, config.batch_size),
-                full_refresh=config.full_refresh,
-                on_dead_run=dead_run_reporter(context.instance, context.log.warning),
-            )
-        except Exception as exc:
-            context.log.error(
-                f"operation=balance_snapshot snapshot_date={snapshot_date} status=failed"
-                f" error={type(exc).__name__}: {exc}"
-            )
-            raise
-        if result.cutoff != cutoff:  # the library and Dagster must agree on the day's boundary
-            raise snapshot.SnapshotError(f"cutoff mismatch: {result.cutoff} != {cutoff}")
-        context.log.info(
-            f"operation=balance_snapshot snapshot_date={snapshot_date} total_snapshots={result.rows}"
-            f" balances_changed={result.balances_changed} duration_ms={result.duration_ms}"
-            f" snapshots_per_second={result.snapshots_per_second} status=completed"
-        )
-        return dg.MaterializeResult(metadata=result_metadata(result))
+        def balance_snapshots(
+            context: dg.AssetExecutionContext, config: SnapshotConfig, snapshot_store: SnapshotStoreResource
+        ):
+            """Every balance of the ledger as of the partition's cutoff (start of the next local day).
+
+            Values are Σ over the journal (APPLIED legs and open INFLIGHT holds with
+            effective time before the cutoff), computed by rolling the previous partition
+            forward: its Parquet merged with the journal rows since, read by key in one
+            REPEATABLE READ view (the first partition, or `full_refresh`, reads everything).
+            Written as one zstd Parquet file per day (`balance_snapshots/snapshot_date=YYYY-MM-DD/`),
+            sorted by `balance_id`, plus change-only rows in the Postgres index. A partition is
+            published atomically; re-running it is safe.
+
+            A backfill runs up to DAYS_PER_BACKFILL_RUN days per run, oldest first, each day rolled
+            forward from the one before and committed on its own: every day gets its own
+            materialization and metadata; if a day fails, the days before it stay materialized.
+            """
+            settings = snapshot_store.settings(timezone=partitions_def.timezone)
+            days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+            if len(days) > 1:
+                context.log.info(f"operation=balance_snapshot range={days[0]}..{days[-1]} days={len(days)}"
+                                 f" status=started")
+            done: list[tuple[str, dict]] = []
+            for snapshot_date in days:
+                key = snapshot_date.isoformat()
+                cutoff = _utc_naive(partitions_def.time_window_for_partition_key(key).end)
+                try:
+                    result = _snapshot_one_day(context, config, settings, snapshot_date, cutoff)
+                except Exception:
+                    # The days already committed are real: record them before the run fails.
+                    for done_key, metadata in done:
+                        yield dg.AssetMaterialization(asset_key=ASSET_NAME, partition=done_key, metadata=metadata)
+                    raise
+                metadata = result_metadata(result)
+                done.append((key, metadata))
+                if len(days) > 1:
+                    context.add_asset_metadata(metadata, partition_key=key)
+            yield dg.MaterializeResult(metadata=done[0][1] if len(days) == 1 else None)
 
     return balance_snapshots
+
+
+def _snapshot_one_day(context: dg.AssetExecutionContext, config: SnapshotConfig, settings, snapshot_date: dt.date,
+                      cutoff: dt.datetime) -> snapshot.SnapshotResult:
+    """Roll one day forward and commit it; logs its start, progress and summary lines."""
+    context.log.info(
+        f"operation=balance_snapshot snapshot_date={snapshot_date} batch_size={config.batch_size}"
+        f" cutoff={cutoff.isoformat()}Z status=started"
+    )
+    try:
+        result = snapshot.take_snapshot(
+            settings, snapshot_date, config.batch_size, run_id=context.run.run_id, log=context.log.info,
+            on_batch=Progress(context.log.info, snapshot_date, config.batch_size),
+            full_refresh=config.full_refresh,
+            on_dead_run=dead_run_reporter(context.instance, context.log.warning),
+        )
+    except Exception as exc:
+        context.log.error(
+            f"operation=balance_snapshot snapshot_date={snapshot_date} status=failed"
+            f" error={type(exc).__name__}: {exc}"
+        )
+        raise
+    if result.cutoff != cutoff:  # the library and Dagster must agree on the day's boundary
+        raise snapshot.SnapshotError(f"cutoff mismatch: {result.cutoff} != {cutoff}")
+    context.log.info(
+        f"operation=balance_snapshot snapshot_date={snapshot_date} total_snapshots={result.rows}"
+        f" balances_changed={result.balances_changed} duration_ms={result.duration_ms}"
+        f" snapshots_per_second={result.snapshots_per_second} status=completed"
+    )
+    return result

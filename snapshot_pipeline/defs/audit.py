@@ -14,7 +14,7 @@ import dagster as dg
 
 from snapshot_pipeline import validation
 from snapshot_pipeline.defs.assets import ASSET_NAME, GROUP, OWNERS
-from snapshot_pipeline.defs.checks import _log, _metadata
+from snapshot_pipeline.defs.checks import _logger, _metadata
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.schedules import TRIGGER_TAG, partitions_metadata, schedule_status
 from snapshot_pipeline.settings import Settings
@@ -53,7 +53,7 @@ def build_audit_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Assets
             outcome = validation.parquet_matches_index(settings, date)
         except validation.NotPublished as exc:
             outcome = validation.Outcome(False, str(exc), {}, {"published": False})
-        _log(context, AUDIT_CHECK, date, outcome)
+        _logger(context)(AUDIT_CHECK, date, outcome)
         metadata = _metadata(outcome)
         yield dg.MaterializeResult(
             metadata={k: v for k, v in metadata.items() if k in outcome.metrics},

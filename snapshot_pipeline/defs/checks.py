@@ -88,21 +88,47 @@ def _result(outcome: validation.Outcome, severity: dg.AssetCheckSeverity, check_
                                metadata=_metadata(outcome))
 
 
-def _log(context, name: str, date: dt.date, outcome: validation.Outcome) -> None:
-    log = context.log.info if outcome.passed else context.log.warning
-    log(f"operation=asset_check check={name} partition={date} passed={outcome.passed} {outcome.description}")
+def _logger(context):
+    def log(name: str, date: dt.date, outcome: validation.Outcome) -> None:
+        emit = context.log.info if outcome.passed else context.log.warning
+        emit(f"operation=asset_check check={name} partition={date} passed={outcome.passed} {outcome.description}")
+    return log
 
 
-def _evaluate(context, snapshot_store: SnapshotStoreResource, timezone: str, name: str, function,
-              **kwargs) -> validation.Outcome:
-    date = dt.date.fromisoformat(context.partition_key)
-    settings = snapshot_store.settings(timezone=timezone)
+def _evaluate(settings, name: str, date: dt.date, function, log, **kwargs) -> validation.Outcome:
     try:
         outcome = function(settings, date, **kwargs)
     except validation.NotPublished as exc:
         outcome = validation.Outcome(False, str(exc), {}, {"published": False})
-    _log(context, name, date, outcome)
+    log(name, date, outcome)
     return outcome
+
+
+def _per_partition(context: dg.AssetCheckExecutionContext, outcomes_of_day, severity: dg.AssetCheckSeverity,
+                   blocking: bool):
+    """The check events of a run: one result per check in a one-day run, one evaluation per check and day
+    in a ranged (backfill) run, so the UI shows each day's own status.
+
+    ``outcomes_of_day(date)`` returns ``{check name: Outcome}`` for the selected checks of that day.
+    Dagster gives ranged runs no partition on an ``AssetCheckResult``; an ``AssetCheckEvaluation`` with
+    ``partition`` is the event it records per partition, and the check's output is then yielded empty.
+    """
+    keys = context.partition_keys
+    if len(keys) == 1:
+        for name, outcome in outcomes_of_day(dt.date.fromisoformat(keys[0])).items():
+            yield _result(outcome, severity, check_name=name)
+        return
+    names: dict[str, None] = {}  # the checks evaluated, in order
+    for key in keys:
+        for name, outcome in outcomes_of_day(dt.date.fromisoformat(key)).items():
+            names[name] = None
+            yield dg.AssetCheckEvaluation(asset_key=dg.AssetKey(ASSET_NAME), check_name=name, passed=outcome.passed,
+                                          metadata=_metadata(outcome), severity=severity, blocking=blocking,
+                                          description=outcome.description, partition=key)
+    assets_def = context.op_execution_context.assets_def
+    for name in names:
+        check_key = dg.AssetCheckKey(dg.AssetKey(ASSET_NAME), name)
+        yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(check_key))
 
 
 def _integrity(settings, date: dt.date) -> dict[str, validation.Outcome]:
@@ -130,18 +156,22 @@ def build_snapshot_checks(partitions_def: dg.DailyPartitionsDefinition) -> list[
         )
         def snapshot_file_checks(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
             """The four blocking file checks of one partition (ERROR: the snapshot data is wrong)."""
-            date = dt.date.fromisoformat(context.partition_key)
             selected = {key.name for key in context.selected_asset_check_keys}
             settings = snapshot_store.settings(timezone=tz)
-            try:
-                outcomes = _integrity(settings, date)
-            except validation.NotPublished as exc:
-                missing = validation.Outcome(False, str(exc), {}, {"published": False})
-                outcomes = {key: missing for key, _ in INTEGRITY_CHECKS.values()}
-            for name, (key, _) in INTEGRITY_CHECKS.items():
-                if name in selected:
-                    _log(context, name, date, outcomes[key])
-                    yield _result(outcomes[key], error, check_name=name)
+            log = _logger(context)
+
+            def outcomes_of_day(date: dt.date) -> dict[str, validation.Outcome]:
+                try:
+                    outcomes = _integrity(settings, date)
+                except validation.NotPublished as exc:
+                    missing = validation.Outcome(False, str(exc), {}, {"published": False})
+                    outcomes = {key: missing for key, _ in INTEGRITY_CHECKS.values()}
+                chosen = {name: outcomes[key] for name, (key, _) in INTEGRITY_CHECKS.items() if name in selected}
+                for name, outcome in chosen.items():
+                    log(name, date, outcome)
+                return chosen
+
+            yield from _per_partition(context, outcomes_of_day, error, blocking=True)
 
         @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=True,
                         description="k random balances (default 20, at most 10,000) recomputed from the journal"
@@ -152,9 +182,10 @@ def build_snapshot_checks(partitions_def: dg.DailyPartitionsDefinition) -> list[
             equal the snapshot on all six amounts; mismatches caused by rows added after the read are
             counted separately (the repair sensor re-materializes those). The journal is reached through
             Blnk's (source), (destination) and (parent_transaction) indexes; k is bounded."""
-            outcome = _evaluate(context, snapshot_store, tz, "sampled_recomputation_matches",
-                                validation.sampled_recomputation, sample_size=config.sample_size, seed=config.seed)
-            return _result(outcome, error)
+            settings, log, name = snapshot_store.settings(timezone=tz), _logger(context), "sampled_recomputation_matches"
+            yield from _per_partition(context, lambda date: {name: _evaluate(
+                settings, name, date, validation.sampled_recomputation, log, sample_size=config.sample_size,
+                seed=config.seed)}, error, blocking=True)
 
         @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=False,
                         description="Latest partition: snapshot + later-dated legs = the live blnk.balances row,"
@@ -166,8 +197,9 @@ def build_snapshot_checks(partitions_def: dg.DailyPartitionsDefinition) -> list[
             WARN: a drift means the ledger's live rows disagree with its own journal (or a repair is
             pending); the drifting balance ids are reported. Older partitions pass without evaluation.
             """
-            outcome = _evaluate(context, snapshot_store, tz, "live_balances_match", validation.live_drift)
-            return _result(outcome, warn)
+            settings, log, name = snapshot_store.settings(timezone=tz), _logger(context), "live_balances_match"
+            yield from _per_partition(context, lambda date: {name: _evaluate(settings, name, date, validation.live_drift,
+                                                                             log)}, warn, blocking=False)
 
     return [snapshot_file_checks, sampled_recomputation_matches, live_balances_match]
 

@@ -16,7 +16,7 @@ import dagster as dg
 
 from snapshot_pipeline import db
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.sensors import sensor_status
+from snapshot_pipeline.defs.schedules import sensor_status
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index, publish
 

@@ -33,6 +33,10 @@ def schedule_status(running: bool) -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
 
 
+def sensor_status(running: bool) -> dg.DefaultSensorStatus:
+    return dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+
+
 def build_daily_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings,
                          partitions_def: dg.DailyPartitionsDefinition | None = None) -> dg.ScheduleDefinition:
     """Daily snapshot: each day at ``SNAPSHOT_SCHEDULE_TIME`` (local), request the day that just closed."""

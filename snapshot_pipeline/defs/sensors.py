@@ -1,6 +1,7 @@
 """Sensors that keep history complete and exact: late-transaction repair and gap filling.
 
-Both request runs of ``balance_snapshots_job`` oldest partition first; both start RUNNING unless
+The repair sensor requests runs of ``balance_snapshots_job``, the gap filler one backfill of
+``balance_snapshots`` per tick, both oldest partition first; both start RUNNING unless
 ``SNAPSHOT_AUTOMATION_DEFAULT_STATUS=STOPPED``. Run failures are alerted by ``defs/alerting.py``.
 """
 
@@ -8,10 +9,15 @@ import datetime as dt
 from collections.abc import Callable
 
 import dagster as dg
+# Internal to Dagster but what its own backfill-emitting sensors use (see gap_fill_request).
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._core.execution.backfill import BulkActionStatus
 
 from snapshot_pipeline import calendar, db, repair
+from snapshot_pipeline.defs.assets import ASSET_NAME, DAYS_PER_BACKFILL_RUN
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.schedules import TRIGGER_TAG
+from snapshot_pipeline.defs.schedules import TRIGGER_TAG, sensor_status
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store.retention import Policy
@@ -20,16 +26,14 @@ REPAIR_SENSOR = "late_transaction_repair_sensor"
 GAP_SENSOR = "partition_gap_sensor"
 STALE_IDENTITY_TAG = "snapshot_pipeline/stale_identity"
 PARTITION_TAG = "dagster/partition"
-GAP_FILL_MAX_PER_TICK = 4
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+GAP_FILL_MAX_DAYS_PER_TICK = 92  # one backfill per tick covers at most this many days (about a quarter)
 GAP_FILL_MAX_FAILURES = 3
 GAP_FILL_GRACE = dt.timedelta(hours=1)
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED]
 FAILED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
-
-
-def sensor_status(running: bool) -> dg.DefaultSensorStatus:
-    return dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
 
 
 def _utc_now() -> dt.datetime:
@@ -134,30 +138,59 @@ def missing_days(settings: Settings, published: set[dt.date], now: dt.datetime,
     return [d for d in calendar.days(start, last) if d not in published and policy.keeps(d, reference)]
 
 
-def build_gap_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,
-                     settings: Settings, *, max_per_tick: int = GAP_FILL_MAX_PER_TICK,
-                     max_failures: int = GAP_FILL_MAX_FAILURES, minimum_interval_seconds: int = 120,
+def _days_of_run(run: dg.DagsterRun) -> list[str]:
+    """The partition keys a snapshot run covers: its partition, or the range of a ranged (backfill) run."""
+    if PARTITION_TAG in run.tags:
+        return [run.tags[PARTITION_TAG]]
+    first, last = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+    if first and last:
+        return [d.isoformat() for d in calendar.days(dt.date.fromisoformat(first), dt.date.fromisoformat(last))]
+    return []
+
+
+def _active_gap_fill_backfills(instance: dg.DagsterInstance) -> list[str]:
+    """Ids of gap-fill backfills the backfill daemon is still working on."""
+    return [backfill.backfill_id for backfill in instance.get_backfills(status=BulkActionStatus.REQUESTED, limit=50)
+            if backfill.tags.get(TRIGGER_TAG) == "gap_fill"]
+
+
+def gap_fill_request(days: list[dt.date], asset_graph) -> dg.RunRequest:
+    """One Dagster backfill of ``days`` of ``balance_snapshots``: the backfill daemon splits it into runs of
+    up to ``DAYS_PER_BACKFILL_RUN`` days (the asset's backfill policy), each rolling its days forward in one
+    process. Dagster builds backfill requests this way itself (its automation condition sensor); the
+    constructor is marked internal, so a test pins the behaviour (tests/defs/test_gap_backfill.py)."""
+    subset = AssetGraphSubset.from_asset_partition_set(
+        {AssetKeyPartitionKey(dg.AssetKey(ASSET_NAME), day.isoformat()) for day in days}, asset_graph)
+    return dg.RunRequest.for_asset_graph_subset(subset, tags={TRIGGER_TAG: "gap_fill"})
+
+
+def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Settings, *,
+                     max_days_per_tick: int = GAP_FILL_MAX_DAYS_PER_TICK, max_failures: int = GAP_FILL_MAX_FAILURES,
+                     minimum_interval_seconds: int = 120,
                      clock: Callable[[], dt.datetime] = _utc_now) -> dg.SensorDefinition:
     @dg.sensor(
         name=GAP_SENSOR,
-        job=job,
+        asset_selection=dg.AssetSelection.assets(ASSET_NAME),
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=sensor_status(settings.automation_running),
-        description=f"Fills holes in history from the later of SNAPSHOT_START_DATE and the ledger's first day,"
-                    f" oldest first, at most {max_per_tick} partitions per tick; gives up on a day after"
-                    f" {max_failures} failed gap-fill runs.",
+        description=f"Fills holes in history from the later of SNAPSHOT_START_DATE and the ledger's first day:"
+                    f" one backfill of at most {max_days_per_tick} missing days per tick, oldest first, run"
+                    f" {DAYS_PER_BACKFILL_RUN} days per run; gives up on a day after {max_failures} failed"
+                    f" gap-fill runs.",
     )
     def partition_gap_sensor(context: dg.SensorEvaluationContext, snapshot_store: SnapshotStoreResource):
-        """Fills holes in history: requests missing partitions from SNAPSHOT_START_DATE onward, oldest first.
+        """Fills holes in history: one backfill of the missing partitions from SNAPSHOT_START_DATE onward.
 
         Days before the ledger's first row (its earliest balance or transaction) are never requested:
         there is nothing to snapshot, and a start date set early must not flood the instance.
 
         A day is missing when the retention policy keeps it and the manifest has no row for it
         (after downtime, a failed daily run, a restored index). The day that just closed is left to
-        the daily schedule for an hour after its run time. At most a few partitions are requested
-        per tick; partitions with a queued or running snapshot run are skipped; a day whose gap-fill
-        runs failed `max_failures` times is no longer requested (the failure sensor has alerted).
+        the daily schedule for an hour after its run time. Each tick requests at most one backfill of
+        the oldest `max_days_per_tick` missing days, and none while an earlier gap-fill backfill is
+        still running; its runs cover up to DAYS_PER_BACKFILL_RUN days each and roll them forward in
+        one process. Days with a queued or running snapshot run are skipped; a day whose gap-fill runs
+        failed `max_failures` times is no longer requested (the failure sensor has alerted).
         """
         now = clock()
         current = snapshot_store.settings(timezone=partitions_def.timezone).with_overrides(
@@ -173,42 +206,42 @@ def build_gap_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.
         if not missing:
             return dg.SkipReason(f"no missing partitions from {max(current.start_date, first)} to"
                                  f" {last_due_day(current, now)} ({len(published)} published)")
-        in_flight = {
-            run.tags.get(PARTITION_TAG)
-            for run in context.instance.get_runs(filters=dg.RunsFilter(job_name=job.name, statuses=IN_PROGRESS))
-        }
-        requests, exhausted, running = [], [], []
+        active = _active_gap_fill_backfills(context.instance)
+        if active:
+            return dg.SkipReason(f"{len(missing)} missing partition(s); gap-fill backfill {', '.join(active)}"
+                                 " is still running")
+        in_flight = {key for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+                     for key in _days_of_run(run)}
+        failures: dict[str, int] = {}
+        for run in context.instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: "gap_fill"}, statuses=FAILED)):
+            for key in _days_of_run(run):
+                failures[key] = failures.get(key, 0) + 1
+        chosen, exhausted, running = [], [], []
         for day in missing:
-            if len(requests) >= max_per_tick:
+            if len(chosen) >= max_days_per_tick:
                 break
             key = day.isoformat()
             if key in in_flight:
                 running.append(key)
-                continue
-            previous = context.instance.get_runs(
-                filters=dg.RunsFilter(job_name=job.name, tags={PARTITION_TAG: key, TRIGGER_TAG: "gap_fill"})
-            )
-            failures = sum(1 for run in previous if run.status in FAILED)
-            if failures >= max_failures:
+            elif failures.get(key, 0) >= max_failures:
                 exhausted.append(key)
-                continue
-            requests.append(dg.RunRequest(partition_key=key, run_key=f"gap-fill:{key}:{len(previous) + 1}",
-                                          tags={TRIGGER_TAG: "gap_fill"}))
+            else:
+                chosen.append(day)
         if exhausted:
             context.log.warning(f"operation=gap_fill gave_up={','.join(exhausted)}: {max_failures} failed runs each;"
                                 " materialize them from the UI once the cause is fixed")
         if running:
             context.log.info(f"operation=gap_fill in_flight={','.join(running)}")
-        if not requests:
+        if not chosen:
             return dg.SkipReason(f"{len(missing)} missing partition(s), none requestable now"
                                  f" ({len(running)} in flight, {len(exhausted)} gave up)")
-        context.log.info(f"operation=gap_fill missing={len(missing)} oldest={missing[0]}"
-                         f" requested={','.join(r.partition_key for r in requests)}")
-        return requests
+        context.log.info(f"operation=gap_fill missing={len(missing)} oldest={missing[0]} requested={len(chosen)}"
+                         f" days={chosen[0]}..{chosen[-1]} as one backfill")
+        return dg.SensorResult(run_requests=[gap_fill_request(chosen, context.repository_def.asset_graph)])
 
     return partition_gap_sensor
 
 
 def build_sensors(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,
                   settings: Settings) -> list:
-    return [build_repair_sensor(job, partitions_def, settings), build_gap_sensor(job, partitions_def, settings)]
+    return [build_repair_sensor(job, partitions_def, settings), build_gap_sensor(partitions_def, settings)]

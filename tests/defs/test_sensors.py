@@ -11,6 +11,7 @@ import pytest
 
 from snapshot_pipeline import calendar, repair, snapshot
 from snapshot_pipeline.definitions import build_definitions
+from snapshot_pipeline.defs.assets import DAYS_PER_BACKFILL_RUN
 from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.defs.partitions import daily_partitions
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
@@ -61,6 +62,9 @@ class Harness:
     def execute(self, requests) -> list[str]:
         done = []
         for request in requests:
+            if request.asset_graph_subset is not None:
+                done.extend(self.execute_backfill(request))
+                continue
             result = self.job.execute_in_process(
                 partition_key=request.partition_key, instance=self.instance, raise_on_error=False,
                 tags={**request.tags, "dagster/run_key": request.run_key or ""},
@@ -70,8 +74,35 @@ class Harness:
         return done
 
 
+    def execute_backfill(self, request) -> list[str]:
+        """Run a backfill request's days as the backfill daemon does: ranged runs of at most
+        DAYS_PER_BACKFILL_RUN consecutive days (the asset's backfill policy), in process."""
+        keys = sorted(key.partition_key for key in request.asset_graph_subset.iterate_asset_partitions())
+        runs: list[list[str]] = []
+        for key in keys:
+            if runs and len(runs[-1]) < DAYS_PER_BACKFILL_RUN and day(key) - day(runs[-1][-1]) == dt.timedelta(1):
+                runs[-1].append(key)
+            else:
+                runs.append([key])
+        for days in runs:
+            result = self.job.execute_in_process(
+                instance=self.instance, raise_on_error=False,
+                tags={**request.tags, "dagster/asset_partition_range_start": days[0],
+                      "dagster/asset_partition_range_end": days[-1]},
+            )
+            assert result.success, days
+        return keys
+
+
 def requested(data) -> list[str]:
-    return [r.partition_key for r in data.run_requests or []]
+    """The partition keys a tick requested: of its runs, or of its backfill (the gap filler's one request)."""
+    keys = []
+    for request in data.run_requests or []:
+        if request.asset_graph_subset is not None:
+            keys.extend(sorted(key.partition_key for key in request.asset_graph_subset.iterate_asset_partitions()))
+        else:
+            keys.append(request.partition_key)
+    return keys
 
 
 def assert_exact(settings, url: str, date: dt.date) -> None:
@@ -232,7 +263,7 @@ def test_repair_sensor_finds_rows_committed_out_of_id_order(fresh_ledger, tmp_pa
 
 def gap_harness(settings, instance, now: dt.datetime, **kwargs) -> Harness:
     partitions_def = daily_partitions(settings)
-    return Harness(settings, instance, lambda job: build_gap_sensor(job, partitions_def, settings,
+    return Harness(settings, instance, lambda job: build_gap_sensor(partitions_def, settings,
                                                                     clock=lambda: now, **kwargs))
 
 
@@ -242,10 +273,11 @@ def test_gap_filler_requests_exactly_the_holes_oldest_first(adversarial_url, mak
         snapshot.take_snapshot(settings, date, 1000)
     now = dt.datetime(2026, 11, 4, 12, tzinfo=UTC)
     with dg.instance_for_test() as instance:
-        h = gap_harness(settings, instance, now, max_per_tick=4)
+        h = gap_harness(settings, instance, now, max_days_per_tick=4)
         data = h.tick(GAP_SENSOR)
+        assert len(data.run_requests) == 1 and data.run_requests[0].requires_backfill_daemon()  # one backfill
         assert requested(data) == ["2026-10-26", "2026-10-28", "2026-10-29", "2026-10-31"]
-        assert [r.run_key for r in data.run_requests][0] == "gap-fill:2026-10-26:1"
+        assert data.run_requests[0].tags["snapshot_pipeline/trigger"] == "gap_fill"
         h.execute(data.run_requests)
         # a snapshot run of Nov 1 is in progress (e.g. launched from the UI): not requested again
         running = instance.create_run_for_job(h.job, status=dg.DagsterRunStatus.STARTED,
