@@ -119,8 +119,10 @@ def run(args) -> dict:
             ("live_drift", validation.live_drift, {}),
         ]:
             outcome, ms = timed(function, settings, newest, **kwargs)
-            checks[name_] = {"ms": ms, "passed": outcome.passed}
-            log(f"check {name_}: {ms:,.0f} ms passed={outcome.passed}")
+            outcomes = outcome.values() if isinstance(outcome, dict) else [outcome]  # integrity: one per check
+            passed = all(o.passed for o in outcomes)
+            checks[name_] = {"ms": ms, "passed": passed}
+            log(f"check {name_}: {ms:,.0f} ms passed={passed}")
         out["checks"] = checks
         policy = Policy(2, 0)
         plan, dry_ms = timed(apply_retention, settings, reference=newest, dry_run=True, policy=policy)

@@ -41,6 +41,79 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_BACKFILL_MUTATION = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+_BACKFILL_QUERY = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { __typename ... on PartitionBackfill { status numPartitions } }
+}
+"""
+
+
+def asset_seconds(url: str, days: list[dt.date]) -> float:
+    """Σ of the snapshot's own duration over ``days`` (the manifest's duration_ms)."""
+    import psycopg
+    with psycopg.connect(url) as conn:
+        total = conn.execute("SELECT sum(duration_ms) FROM snapshot_index.partitions WHERE snapshot_date = ANY(%s)",
+                             (days,)).fetchone()[0]
+    return (total or 0) / 1000
+
+
+def wait_published(url: str, days: list[dt.date], deadline: float) -> None:
+    import psycopg
+    while time.monotonic() < deadline:
+        with psycopg.connect(url) as conn:
+            if conn.execute("SELECT to_regclass('snapshot_index.partitions')").fetchone()[0] is not None:
+                count = conn.execute("SELECT count(*) FROM snapshot_index.partitions WHERE snapshot_date = ANY(%s)",
+                                     (days,)).fetchone()[0]
+                if count == len(days):
+                    return
+        time.sleep(0.5)
+    raise RuntimeError(f"{len(days)} days were not published in time")
+
+
+def measure_gap_fill(client, url: str, first: dt.date, count: int) -> dict:
+    """The same number of days filled two ways, on consecutive days of one ledger: one run per day
+    (launched together, as the gap filler used to) and one backfill (ranged runs, the backfill policy)."""
+    single_days = [first + dt.timedelta(days=i) for i in range(count)]
+    ranged_days = [first + dt.timedelta(days=count + i) for i in range(count)]
+    started = time.monotonic()
+    for day in single_days:
+        client.launch_snapshot(day.isoformat(), 1000)
+    wait_published(url, single_days, started + 1800)
+    single_s = time.monotonic() - started
+    log(f"{count} one-day runs: {single_s:.1f} s wall, {asset_seconds(url, single_days):.1f} s of asset work")
+    started = time.monotonic()
+    result = client._graphql(_BACKFILL_MUTATION, {"params": {
+        "partitionNames": [d.isoformat() for d in ranged_days],
+        "assetSelection": [{"path": ["balance_snapshots"]}], "fromFailure": False}})["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"backfill refused: {result}")
+    while True:
+        status = client._graphql(_BACKFILL_QUERY, {"id": result["backfillId"]})["partitionBackfillOrError"]["status"]
+        if status not in ("REQUESTED",):
+            break
+        if time.monotonic() - started > 1800:
+            raise RuntimeError("the backfill did not finish in 30 minutes")
+        time.sleep(0.5)
+    wait_published(url, ranged_days, started + 60)
+    ranged_s = time.monotonic() - started
+    log(f"one backfill of {count} days: {ranged_s:.1f} s wall ({status}),"
+        f" {asset_seconds(url, ranged_days):.1f} s of asset work")
+    return {"days": count, "one_run_per_day_s": round(single_s, 1),
+            "one_run_per_day_asset_s": round(asset_seconds(url, single_days), 1),
+            "backfill_s": round(ranged_s, 1), "backfill_asset_s": round(asset_seconds(url, ranged_days), 1),
+            "backfill_status": status, "speedup": round(single_s / max(ranged_s, 1e-9), 2)}
+
+
 def run(args) -> dict:
     from snapshot_pipeline import db
     from snapshot_pipeline.dagster_client import DagsterClient, DagsterUnavailable
@@ -52,7 +125,7 @@ def run(args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-launch-"))
     ui = None
     try:
-        seed(url, args.balances, args.transactions, args.days, 7, START)
+        seed(url, args.balances, args.transactions, max(args.days, args.runs + 2 * args.gap_days), 7, START)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "SNAPSHOT_", "DAGSTER_"))}
         env.update({"LEDGER_DATABASE_URL": url, "SNAPSHOT_STORAGE_URI": str(work / "store"),
@@ -87,7 +160,8 @@ def run(args) -> dict:
                    "rows": (status["metrics"] or {}).get("dagster/row_count")}
             log(json.dumps(row))
             rows.append(row)
-        return {"balances": args.balances, "transactions": args.transactions, "runs": rows,
+        gap = measure_gap_fill(client, url, START + dt.timedelta(days=args.runs), args.gap_days) if args.gap_days else None
+        return {"balances": args.balances, "transactions": args.transactions, "runs": rows, "gap_fill": gap,
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "load_average": os.getloadavg()}}
     finally:
@@ -106,11 +180,18 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--gap-days", type=int, default=14,
+                        help="days filled once as one-day runs and once as one backfill (0: skip)")
     args = parser.parse_args()
     result = run(args)
     print(f"{'partition':<12}{'status':<9}{'launch→end s':>14}{'asset s':>9}{'overhead s':>12}")
     for r in result["runs"]:
         print(f"{r['partition']:<12}{r['status']:<9}{r['launch_to_end_s']:>14}{r['asset_s']:>9}{r['overhead_s']:>12}")
+    if result["gap_fill"]:
+        g = result["gap_fill"]
+        print(f"gap of {g['days']} days: one run per day {g['one_run_per_day_s']} s"
+              f" (asset {g['one_run_per_day_asset_s']} s); one backfill {g['backfill_s']} s"
+              f" (asset {g['backfill_asset_s']} s): {g['speedup']}x")
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"launch-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))

@@ -33,15 +33,12 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from snapshot_pipeline import calendar, db, query
+from snapshot_pipeline import calendar, db, names, query
 from snapshot_pipeline.dagster_client import DagsterClient, DagsterUnavailable, LaunchRejected, RunNotFound
 from snapshot_pipeline.settings import Settings, load_settings, redact
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 1000
-MIN_BATCH_SIZE = 1
-MAX_BATCH_SIZE = 1_000_000  # snapshot.MAX_BATCH_SIZE (not imported: keeps the service's imports light)
 SERVICE_CONNECTIONS = 8
 SNAPSHOT_STARTED = "Snapshotting in progress. should be completed shortly"  # Blnk's own message, verbatim
 
@@ -285,9 +282,9 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
               responses=_ERRORS, dependencies=[Depends(authorize)])
     def trigger_snapshots(
         request: Request,
-        batch_size: str = Query(str(DEFAULT_BATCH_SIZE),
-                                description=f"balances per batch, an integer from {MIN_BATCH_SIZE} to"
-                                            f" {MAX_BATCH_SIZE:,} (default {DEFAULT_BATCH_SIZE})"),
+        batch_size: str = Query(str(names.BATCH_SIZE_DEFAULT),
+                                description=f"balances per batch, {names.BATCH_SIZE_RULE}"
+                                            f" (default {names.BATCH_SIZE_DEFAULT})"),
     ):
         """Blnk's trigger: snapshot the latest closed day. Launches a Dagster run and returns at once.
 
@@ -295,13 +292,12 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
         added: ``run_id``, the absolute ``status_url`` and ``run_url`` (the run in the Dagster UI).
         """
         try:
-            size = int(batch_size)
+            size: object = int(batch_size)
         except ValueError:
-            size = None
-        if size is None or not MIN_BATCH_SIZE <= size <= MAX_BATCH_SIZE:
-            raise ApiError(400, "invalid_batch_size",
-                           f"batch_size must be an integer from {MIN_BATCH_SIZE} to {MAX_BATCH_SIZE:,},"
-                           f" got {batch_size!r}")
+            size = batch_size
+        problem = names.batch_size_problem(size)
+        if problem:
+            raise ApiError(400, "invalid_batch_size", problem)
         day = calendar.last_closed_day(settings.timezone)
         if day < settings.start_date:
             raise ApiError(400, "no_partition", f"no closed day since SNAPSHOT_START_DATE={settings.start_date}")

@@ -551,9 +551,9 @@ def cmd_serve(args, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from snapshot_pipeline.snapshot import MAX_BATCH_SIZE, MIN_BATCH_SIZE  # noqa: PLC0415
+    from snapshot_pipeline import names  # noqa: PLC0415
 
-    batch = _positive_int(MIN_BATCH_SIZE, MAX_BATCH_SIZE)
+    batch = _positive_int(names.BATCH_SIZE_MIN, names.BATCH_SIZE_MAX)
     parser = argparse.ArgumentParser(
         prog="snapshot-pipeline",
         description="Exact daily balance snapshots of a Blnk ledger, orchestrated by Dagster.",
@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transactions", type=_positive_int(0, 1_000_000_000), default=200_000)
     p.add_argument("--seed-days", type=_positive_int(1, 3650), default=30, help="days of history to seed")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--batch-size", type=batch, default=1000)
+    p.add_argument("--batch-size", type=batch, default=names.BATCH_SIZE_DEFAULT)
     p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("seed-ledger", help="load a deterministic, realistic Blnk ledger (COPY, progress bar)")
@@ -588,8 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="also print Dagster's log lines (they are in the run's log)")
     p.add_argument("--full-refresh", action="store_true",
                    help="compute the partition from genesis (a full read of the ledger) instead of rolling forward")
-    p.add_argument("--batch-size", type=batch, default=1000,
-                   help=f"balances per page, {MIN_BATCH_SIZE}..{MAX_BATCH_SIZE:,} (default 1000)")
+    p.add_argument("--batch-size", type=batch, default=names.BATCH_SIZE_DEFAULT,
+                   help=f"balances per page, {names.BATCH_SIZE_RULE} (default {names.BATCH_SIZE_DEFAULT})")
     p.set_defaults(handler=cmd_snapshot)
 
     p = sub.add_parser("doctor", help="clean up after dead runs: resolve interrupted publishes, mark them failed")

@@ -13,9 +13,8 @@ import re
 
 import httpx
 
-SNAPSHOT_JOB = "balance_snapshots_job"  # snapshot_pipeline.defs.jobs.SNAPSHOT_JOB (not imported: no dagster here)
-ASSET_NAME = "balance_snapshots"
-PARTITION_TAG = "dagster/partition"
+from snapshot_pipeline.names import ASSET_NAME, PARTITION_TAG, SNAPSHOT_JOB
+
 DONE_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 # the asset's progress log line (defs/assets.py Progress):
 # "operation=balance_snapshot snapshot_date=D status=progress rows=N batches=B snapshots_per_second=R"

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from snapshot_pipeline import amounts, db
+from snapshot_pipeline import amounts, db, names
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store import parquet as store
@@ -46,8 +46,8 @@ from snapshot_pipeline.store.spool import IndexSpool
 
 WIDE = amounts.WIDE
 SAMPLE_IDS = 10
-DEFAULT_SAMPLE_SIZE = 20
-MAX_SAMPLE_SIZE = 10_000  # bounds the recompute: k balances' legs through the (source)/(destination) indexes
+DEFAULT_SAMPLE_SIZE = names.SAMPLE_SIZE_DEFAULT
+MAX_SAMPLE_SIZE = names.SAMPLE_SIZE_MAX
 
 
 @dataclasses.dataclass

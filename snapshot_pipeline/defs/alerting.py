@@ -7,7 +7,8 @@ import dagster as dg
 
 from snapshot_pipeline import alerts
 from snapshot_pipeline.db import redact
-from snapshot_pipeline.defs.schedules import TRIGGER_TAG, sensor_status
+from snapshot_pipeline.defs.schedules import sensor_status
+from snapshot_pipeline.names import TRIGGER_TAG
 from snapshot_pipeline.settings import Settings
 
 FAILURE_SENSOR = "snapshot_run_failure_sensor"

@@ -8,16 +8,14 @@ import warnings
 import dagster as dg
 from pydantic import Field
 
-from snapshot_pipeline import snapshot
+from snapshot_pipeline import names, snapshot
 from snapshot_pipeline.defs.recovery import dead_run_reporter
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.names import ASSET_NAME, DAYS_PER_BACKFILL_RUN
 
-ASSET_NAME = "balance_snapshots"
 GROUP = "snapshots"
 OWNERS = ["team:ledger-platform"]
 PROGRESS_EVERY_SECONDS = 1.0
-# A backfill (the gap filler, or one launched from the UI) runs this many days per run, in one process.
-DAYS_PER_BACKFILL_RUN = 14
 
 
 class Progress:
@@ -44,12 +42,12 @@ class SnapshotConfig(dg.Config):
     """Run configuration of a snapshot materialization."""
 
     batch_size: int = Field(
-        default=1000,
-        ge=snapshot.MIN_BATCH_SIZE,
-        le=snapshot.MAX_BATCH_SIZE,
+        default=names.BATCH_SIZE_DEFAULT,
+        ge=names.BATCH_SIZE_MIN,
+        le=names.BATCH_SIZE_MAX,
         description=(
-            f"Balances merged per chunk (one Arrow record batch): an integer from "
-            f"{snapshot.MIN_BATCH_SIZE} to {snapshot.MAX_BATCH_SIZE:,}; default 1000."
+            f"Balances merged per chunk (one Arrow record batch): {names.BATCH_SIZE_RULE};"
+            f" default {names.BATCH_SIZE_DEFAULT}."
         ),
     )
     full_refresh: bool = Field(

@@ -13,13 +13,13 @@ import warnings
 import dagster as dg
 
 from snapshot_pipeline import validation
-from snapshot_pipeline.defs.assets import ASSET_NAME, GROUP, OWNERS
+from snapshot_pipeline.defs.assets import GROUP, OWNERS
 from snapshot_pipeline.defs.checks import _logger, _metadata
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.schedules import TRIGGER_TAG, partitions_metadata, schedule_status
+from snapshot_pipeline.defs.schedules import partitions_metadata, schedule_status
+from snapshot_pipeline.names import ASSET_NAME, AUDIT_ASSET, TRIGGER_TAG
 from snapshot_pipeline.settings import Settings
 
-AUDIT_ASSET = "balance_snapshots_audit"
 AUDIT_CHECK = "parquet_matches_index"
 AUDIT_JOB = "snapshot_audit_job"
 AUDIT_SCHEDULE = "snapshot_audit_schedule"

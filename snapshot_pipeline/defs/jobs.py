@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from snapshot_pipeline.defs.assets import ASSET_NAME
-
-SNAPSHOT_JOB = "balance_snapshots_job"
+from snapshot_pipeline.names import ASSET_NAME, SNAPSHOT_JOB
 
 
 def build_snapshot_job() -> dg.UnresolvedAssetJobDefinition:

@@ -12,7 +12,8 @@ from pydantic import Field
 
 from snapshot_pipeline.defs.assets import ASSET_NAME
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.schedules import TRIGGER_TAG, schedule_status
+from snapshot_pipeline.defs.schedules import schedule_status
+from snapshot_pipeline.names import TRIGGER_TAG
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import retention
 

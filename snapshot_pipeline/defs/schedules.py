@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from snapshot_pipeline.names import TRIGGER_TAG
 from snapshot_pipeline.settings import Settings
 
 DAILY_SCHEDULE = "daily_snapshot_schedule"
 MONTH_END_SCHEDULE = "month_end_close_schedule"
-TRIGGER_TAG = "snapshot_pipeline/trigger"
 MONTH_TAG = "snapshot_pipeline/month"
 
 

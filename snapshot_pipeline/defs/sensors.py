@@ -15,9 +15,10 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.execution.backfill import BulkActionStatus
 
 from snapshot_pipeline import calendar, db, repair
-from snapshot_pipeline.defs.assets import ASSET_NAME, DAYS_PER_BACKFILL_RUN
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.schedules import TRIGGER_TAG, sensor_status
+from snapshot_pipeline.defs.schedules import sensor_status
+from snapshot_pipeline.names import (ASSET_NAME, DAYS_PER_BACKFILL_RUN, PARTITION_TAG, RANGE_END_TAG,
+                                     RANGE_START_TAG, TRIGGER_TAG)
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store.retention import Policy
@@ -25,9 +26,6 @@ from snapshot_pipeline.store.retention import Policy
 REPAIR_SENSOR = "late_transaction_repair_sensor"
 GAP_SENSOR = "partition_gap_sensor"
 STALE_IDENTITY_TAG = "snapshot_pipeline/stale_identity"
-PARTITION_TAG = "dagster/partition"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 GAP_FILL_MAX_DAYS_PER_TICK = 92  # one backfill per tick covers at most this many days (about a quarter)
 GAP_FILL_MAX_FAILURES = 3
 GAP_FILL_GRACE = dt.timedelta(hours=1)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snapshot_pipeline import amounts, calendar, db
+from snapshot_pipeline import amounts, calendar, db, names
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import merge
@@ -46,8 +46,6 @@ AmountOverflow = amounts.AmountOverflow
 ROLL_VERSION = 1
 PROGRESS_SECONDS = 2.0
 BASE_READ_ROWS = 65_536
-MIN_BATCH_SIZE = 1
-MAX_BATCH_SIZE = 1_000_000
 BASE_COLUMNS = merge.BASE_COLUMNS
 
 __all__ = ["AmountOverflow", "SnapshotError", "SnapshotResult", "staleness",
@@ -97,12 +95,9 @@ class SnapshotResult:
 
 
 def validate_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not (
-        MIN_BATCH_SIZE <= batch_size <= MAX_BATCH_SIZE
-    ):
-        raise SnapshotError(
-            f"batch_size must be an integer from {MIN_BATCH_SIZE} to {MAX_BATCH_SIZE:,}, got {batch_size!r}"
-        )
+    problem = names.batch_size_problem(batch_size)
+    if problem:
+        raise SnapshotError(problem)
     return batch_size
 
 
@@ -167,7 +162,7 @@ class Pass:
 def take_snapshot(
     settings: Settings,
     snapshot_date: dt.date,
-    batch_size: int = 1000,
+    batch_size: int = names.BATCH_SIZE_DEFAULT,
     *,
     run_id: str | None = None,
     log: Callable[[str], None] | None = None,

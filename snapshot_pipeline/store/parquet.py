@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from snapshot_pipeline.names import DATASET
+
 SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances touched before creation
-DATASET = "balance_snapshots"
 PART_FILE = "part-00000.parquet"
 ROW_GROUP_ROWS = 131_072
 AMOUNT = pa.decimal128(38, 0)
