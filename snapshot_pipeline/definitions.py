@@ -1,6 +1,7 @@
 """The Dagster code location: one ``Definitions`` built from ``defs/``.
 
-``dagster dev -m snapshot_pipeline.definitions`` (or ``workspace.yaml``) loads ``defs``.
+``dagster dev -m snapshot_pipeline.definitions`` (or ``workspace.yaml``) loads ``defs``, built lazily
+(``@dg.definitions``): importing this module reads no settings and connects to nothing.
 Tests and the CLI call :func:`build_definitions` with explicit settings.
 """
 
@@ -48,13 +49,16 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
             *build_sensors(snapshot_job, partitions_def, settings),
             build_run_failure_sensor(settings),
             build_recovery_sensor(settings),
-            build_reports_sensor(reports),
+            build_reports_sensor(reports, settings),
         ],
-        resources={"snapshot_store": store or SnapshotStoreResource()},
+        resources={"snapshot_store": store or SnapshotStoreResource.from_environment()},
         # One process per run, not per step: a UI- or HTTP-launched snapshot costs the asset's time
         # plus one run-worker start (the default multiprocess executor starts a process per step).
         executor=dg.in_process_executor,
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location as Dagster loads it: settings from the environment (README, Configuration)."""
+    return build_definitions()

@@ -26,8 +26,10 @@ import dagster as dg
 from snapshot_pipeline.defs.assets import ASSET_NAME as SNAPSHOTS
 from snapshot_pipeline.defs.assets import OWNERS
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.schedules import sensor_status
 from snapshot_pipeline.reports import month_end, movements, reconciliation, totals
 from snapshot_pipeline.reports.common import ReportError, ReportResult
+from snapshot_pipeline.settings import Settings
 
 GROUP = "reports"
 SENSOR_NAME = "reports_automation_sensor"
@@ -251,12 +253,14 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
     return [balance_movements, ledger_currency_totals, month_end_balances, reconciliation_report]
 
 
-def build_reports_sensor(report_assets: list[dg.AssetsDefinition]) -> dg.AutomationConditionSensorDefinition:
-    """Evaluates the reports' automation conditions every 30 seconds (running by default)."""
+def build_reports_sensor(report_assets: list[dg.AssetsDefinition], settings: Settings
+                         ) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the reports' automation conditions every 30 seconds (RUNNING unless
+    SNAPSHOT_AUTOMATION_DEFAULT_STATUS=STOPPED, like the other automations)."""
     return dg.AutomationConditionSensorDefinition(
         SENSOR_NAME,
         target=dg.AssetSelection.assets(*report_assets),
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=sensor_status(settings.automation_running),
         minimum_interval_seconds=30,
         description="Requests report partitions once the balance_snapshots partitions they read exist.",
     )

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 from pydantic import Field
 
 from snapshot_pipeline.settings import Settings, load_settings
+
+# resource field -> the environment variable it reads (README, Configuration)
+ENVIRONMENT_FIELDS = {
+    "ledger_database_url": "LEDGER_DATABASE_URL",
+    "snapshot_database_url": "SNAPSHOT_DATABASE_URL",
+    "storage_uri": "SNAPSHOT_STORAGE_URI",
+}
 
 
 class SnapshotStoreResource(dg.ConfigurableResource):
@@ -19,6 +28,13 @@ class SnapshotStoreResource(dg.ConfigurableResource):
     ledger_database_url: str | None = Field(default=None, description="Source ledger URL; unset = environment")
     snapshot_database_url: str | None = Field(default=None, description="Index database URL; unset = ledger's")
     storage_uri: str | None = Field(default=None, description="Parquet root (path or object-store URI)")
+
+    @classmethod
+    def from_environment(cls) -> "SnapshotStoreResource":
+        """The resource of the code location: each variable that is set becomes an ``EnvVar`` field, so the
+        UI (Deployment > Resources) shows which variable configures what, without showing its value; an
+        unset variable keeps its default (the embedded PostgreSQL, ``.data/snapshots``)."""
+        return cls(**{field: dg.EnvVar(name) for field, name in ENVIRONMENT_FIELDS.items() if os.environ.get(name)})
 
     def settings(self, timezone: str | None = None) -> Settings:
         """The resolved settings of this run, with the partitions' time zone."""

@@ -104,5 +104,6 @@ def test_failed_run_logs_status_failed(adversarial_url, tmp_path):
 def test_code_location_loads():
     from snapshot_pipeline import definitions
 
-    assert definitions.defs.resolve_assets_def(ASSET_NAME).partitions_def is not None
-    assert definitions.defs.resolve_job_def(SNAPSHOT_JOB) is not None
+    defs = definitions.defs()  # built lazily (@dg.definitions), as Dagster loads it
+    assert defs.resolve_assets_def(ASSET_NAME).partitions_def is not None
+    assert defs.resolve_job_def(SNAPSHOT_JOB) is not None
