@@ -285,19 +285,6 @@ class BalanceChange:
 
 # ------------------------------------------------------------------------------------------------------ SQL
 
-_ANCHOR_SQL = """
-SELECT p.snapshot_date, p.cutoff_at, p.max_transaction_id,
-       r.snapshot_date, r.credit_balance, r.debit_balance, r.inflight_credit_balance, r.inflight_debit_balance
-FROM (SELECT snapshot_date, cutoff_at, max_transaction_id FROM snapshot_index.partitions
-      WHERE cutoff_at <= %(t)s::timestamp ORDER BY cutoff_at DESC LIMIT 1) p
-LEFT JOIN LATERAL (
-    SELECT s.snapshot_date, s.credit_balance, s.debit_balance, s.inflight_credit_balance, s.inflight_debit_balance
-    FROM snapshot_index.balance_snapshots s
-    WHERE s.balance_id = %(b)s AND s.snapshot_date <= p.snapshot_date
-    ORDER BY s.snapshot_date DESC LIMIT 1
-) r ON true
-"""
-
 _EFF = "COALESCE({t}.effective_date, {t}.created_at)"
 
 
@@ -457,9 +444,9 @@ class QueryEngine:
     def _has_index(self, conn: psycopg.Connection) -> bool:
         """Whether the snapshot index exists yet (no snapshot taken means: replay from genesis)."""
         if not self._index_ready:
-            found = conn.execute("SELECT to_regclass('snapshot_index.balance_snapshots') IS NOT NULL").fetchone()[0]
+            found = index.ready(conn)
             with self._lock:
-                self._index_ready = bool(found)
+                self._index_ready = found
         return self._index_ready
 
     def ping(self) -> dict:
@@ -474,7 +461,7 @@ class QueryEngine:
         def work(conn):
             if not self._has_index(conn):
                 return None
-            return conn.execute(_ANCHOR_SQL, {"t": asof.ts(at), "b": balance_id}).fetchone()
+            return index.anchor_row(conn, balance_id, asof.ts(at))
 
         return self._index_query(work)
 

@@ -306,8 +306,7 @@ def _prefix_counts(cur, watermarks: list[int]) -> dict[int, int]:
 def scan(settings: Settings, state: ScanState, *, overlap: int = OVERLAP_IDS) -> ScanResult:
     """Examine what changed in the journal since ``state`` against every published partition."""
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        index.migrate(conn)
-        partitions = [Partition.from_entry(e) for e in index.all_partitions(conn)]
+        partitions = [Partition.from_entry(e) for e in index.all_partitions(conn)] if index.ready(conn) else []
     with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as ledger:
         with ledger.cursor() as cur:
             return _scan(cur, partitions, state, overlap)

@@ -66,8 +66,7 @@ class NotPublished(RuntimeError):
 
 def _entry(settings: Settings, date: dt.date) -> index.ManifestEntry:
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        index.migrate(conn)
-        entry = index.manifest(conn, date)
+        entry = index.manifest(conn, date) if index.ready(conn) else None
     if entry is None:
         raise NotPublished(f"partition {date} is not published (no manifest row in snapshot_index.partitions)")
     if not store.exists(settings.storage_uri, date):
@@ -228,8 +227,7 @@ def parquet_matches_manifest(settings: Settings, date: dt.date) -> Outcome:
         rows = pq.ParquetFile(f).metadata.num_rows
     checksum = file_checksum(settings, date)
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        indexed = conn.execute("SELECT count(*) FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s",
-                               (date,)).fetchone()[0]
+        indexed = index.count_rows(conn, date)
     problems = []
     if checksum != entry.checksum:
         problems.append("sha256 of the Parquet file differs from the manifest")
@@ -264,7 +262,7 @@ def parquet_matches_index(settings: Settings, date: dt.date) -> Outcome:
             diff_files(fs, store.partition_file(settings.storage_uri, previous.snapshot_date) if previous else None,
                        path, spool)
             csv_path = spool.close()
-            missing, extra, examples, indexed = _compare_index_rows(conn, date, csv_path)
+            missing, extra, examples, indexed = index.compare_rows(conn, date, csv_path, SAMPLE_IDS)
             conn.rollback()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -286,38 +284,6 @@ def parquet_matches_index(settings: Settings, date: dt.date) -> Outcome:
         {"checksum_matches": checksum == entry.checksum, "previous_partition": previous.snapshot_date.isoformat() if previous else None,
          "differing_balance_ids": examples},
     )
-
-
-_INDEX_VALUES = ("balance_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,"
-                 " inflight_debit_balance, currency")
-
-
-def _compare_index_rows(conn, date: dt.date, csv_path: Path | None) -> tuple[int, int, list[str], int]:
-    """(missing, unexpected, example ids, indexed rows): index rows of ``date`` vs the recomputed spool."""
-    conn.execute(
-        "CREATE TEMP TABLE expected_index_rows (LIKE snapshot_index.balance_snapshots) ON COMMIT DROP"
-    )
-    if csv_path is not None:
-        columns = ", ".join(index.INDEX_COLUMNS)
-        with conn.cursor() as cur:
-            with cur.copy(f"COPY expected_index_rows ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)") as copy, \
-                    open(csv_path, "rb") as source:
-                while chunk := source.read(4 << 20):
-                    copy.write(chunk)
-    actual = f"SELECT {_INDEX_VALUES} FROM snapshot_index.balance_snapshots WHERE snapshot_date = %(d)s"
-    expected = f"SELECT {_INDEX_VALUES} FROM expected_index_rows"
-    missing_sql = f"{expected} EXCEPT ALL {actual}"
-    extra_sql = f"{actual} EXCEPT ALL {expected}"
-    missing, extra, indexed = conn.execute(
-        f"SELECT (SELECT count(*) FROM ({missing_sql}) m), (SELECT count(*) FROM ({extra_sql}) e),"
-        " (SELECT count(*) FROM snapshot_index.balance_snapshots WHERE snapshot_date = %(d)s)",
-        {"d": date},
-    ).fetchone()
-    examples = [r[0] for r in conn.execute(
-        f"SELECT DISTINCT balance_id FROM (({missing_sql}) UNION ALL ({extra_sql})) x ORDER BY 1 LIMIT {SAMPLE_IDS}",
-        {"d": date},
-    )]
-    return int(missing), int(extra), examples, int(indexed)
 
 
 # ------------------------------------------------------------------------------------ sampled recompute
@@ -464,10 +430,6 @@ SELECT i.balance_id, b.balance_id IS NOT NULL,
   LEFT JOIN sums s ON s.balance_id = i.balance_id
 """
 
-_CHANGED_SQL = (
-    "SELECT balance_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,"
-    " inflight_debit_balance FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s"
-)
 LIVE_CHUNK = 10_000  # balance ids per ledger statement
 
 
@@ -475,7 +437,7 @@ def changed_balances(settings: Settings, date: dt.date) -> dict[str, tuple[int, 
     """The partition's index rows: exactly the balances that changed since the previous partition
     (all balances for a full anchor), with their six snapshot amounts."""
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        return {row[0]: tuple(int(v) for v in row[1:]) for row in conn.execute(_CHANGED_SQL, (date,))}
+        return index.changed_rows(conn, date)
 
 
 def live_drift(settings: Settings, date: dt.date) -> Outcome:

@@ -194,8 +194,7 @@ def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Set
         current = snapshot_store.settings(timezone=partitions_def.timezone).with_overrides(
             start_date=partitions_def.start.date())
         with db.connect(db.snapshot_url(current), autocommit=True, what="snapshot index database") as conn:
-            index.migrate(conn)
-            published = {d for (d,) in conn.execute("SELECT snapshot_date FROM snapshot_index.partitions")}
+            published = index.published_dates(conn)
         first = ledger_first_day(current)
         if first is None:
             return dg.SkipReason("the ledger is empty: nothing to snapshot")

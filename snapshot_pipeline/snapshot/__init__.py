@@ -319,8 +319,7 @@ def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size
 def staleness(settings: Settings, snapshot_date: dt.date) -> dict | None:
     """Why a published partition no longer matches the journal (``{}`` when current; None when unpublished)."""
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        index.migrate(conn)
-        entry = index.manifest(conn, snapshot_date)
+        entry = index.manifest(conn, snapshot_date) if index.ready(conn) else None
     if entry is None:
         return None
     reasons = {}

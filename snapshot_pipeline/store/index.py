@@ -57,6 +57,24 @@ def migrate(conn: psycopg.Connection) -> list[str]:
     return applied_now
 
 
+class IndexOutdated(RuntimeError):
+    """The index schema is older than this code: a writer (any snapshot run, ``snapshot-pipeline migrate``)
+    must migrate it first."""
+
+
+def ready(conn: psycopg.Connection) -> bool:
+    """For read paths (checks, sensors, queries), which never migrate: True when the index is at this code's
+    version, False when it was never created (nothing published yet); :class:`IndexOutdated` when older."""
+    if conn.execute("SELECT to_regclass('snapshot_index.schema_migrations')").fetchone()[0] is None:
+        return False
+    applied = {row[0] for row in conn.execute("SELECT version FROM snapshot_index.schema_migrations")}
+    pending = [name for version, name, _ in migrations() if version not in applied]
+    if pending:
+        raise IndexOutdated(f"the snapshot index needs migrations {', '.join(pending)}: run `snapshot-pipeline"
+                            " migrate` (any snapshot run also applies them)")
+    return True
+
+
 def lock_partition(conn: psycopg.Connection, date: dt.date) -> None:
     """Session-level lock serializing materializations of one partition (blocks until free)."""
     conn.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, date.toordinal()))
@@ -123,6 +141,18 @@ def manifest(conn: psycopg.Connection, date: dt.date) -> ManifestEntry | None:
     return _entry(row) if row else None
 
 
+def published_dates(conn: psycopg.Connection) -> set[dt.date]:
+    """Every partition with a manifest row (empty before the index exists)."""
+    if not ready(conn):
+        return set()
+    return {row[0] for row in conn.execute("SELECT snapshot_date FROM snapshot_index.partitions")}
+
+
+def delete_manifests(conn: psycopg.Connection, dates: list[dt.date]) -> int:
+    """Within the caller's transaction: drop the manifest rows of ``dates``; returns how many."""
+    return conn.execute("DELETE FROM snapshot_index.partitions WHERE snapshot_date = ANY(%s)", (dates,)).rowcount
+
+
 def nearest_before(conn: psycopg.Connection, date: dt.date) -> ManifestEntry | None:
     row = conn.execute(_select("WHERE snapshot_date < %s", "ORDER BY snapshot_date DESC LIMIT 1"), (date,)).fetchone()
     return _entry(row) if row else None
@@ -137,12 +167,26 @@ def all_partitions(conn: psycopg.Connection) -> list[ManifestEntry]:
     return [_entry(r) for r in conn.execute(_select("", "ORDER BY snapshot_date"))]
 
 
-def latest_at_or_before_cutoff(conn: psycopg.Connection, at: dt.datetime) -> ManifestEntry | None:
-    """The latest published partition whose cutoff is at or before ``at`` (naive UTC)."""
-    row = conn.execute(
-        _select("WHERE cutoff_at <= %s", "ORDER BY cutoff_at DESC LIMIT 1"), (at,)
-    ).fetchone()
-    return _entry(row) if row else None
+_ANCHOR_SQL = """
+SELECT p.snapshot_date, p.cutoff_at, p.max_transaction_id,
+       r.snapshot_date, r.credit_balance, r.debit_balance, r.inflight_credit_balance, r.inflight_debit_balance
+FROM (SELECT snapshot_date, cutoff_at, max_transaction_id FROM snapshot_index.partitions
+      WHERE cutoff_at <= %(t)s::timestamp ORDER BY cutoff_at DESC LIMIT 1) p
+LEFT JOIN LATERAL (
+    SELECT s.snapshot_date, s.credit_balance, s.debit_balance, s.inflight_credit_balance, s.inflight_debit_balance
+    FROM snapshot_index.balance_snapshots s
+    WHERE s.balance_id = %(b)s AND s.snapshot_date <= p.snapshot_date
+    ORDER BY s.snapshot_date DESC LIMIT 1
+) r ON true
+"""
+
+
+
+def anchor_row(conn: psycopg.Connection, balance_id: str, at: dt.datetime):
+    """The latest partition with cutoff <= ``at`` (naive UTC) and ``balance_id``'s newest index row at or before
+    it, in one statement: (date, cutoff, watermark, row date or None, credit, debit, inflight credit, inflight
+    debit), or None when no partition has a cutoff at or before ``at``."""
+    return conn.execute(_ANCHOR_SQL, {"t": at, "b": balance_id}).fetchone()
 
 
 def roll_forward_dates_at_or_before(conn: psycopg.Connection, at: dt.datetime, roll_version: int) -> list[dt.date]:
@@ -180,20 +224,72 @@ def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
 INDEX_COLUMNS = ("balance_id", "snapshot_date", *AMOUNT_COLUMNS, "currency")
 
 
+def _copy_csv(conn: psycopg.Connection, table: sql.Composable, csv_path: Path) -> int:
+    """COPY a spooled index CSV (header, INDEX_COLUMNS) into ``table``; returns the rows loaded."""
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, INDEX_COLUMNS)))
+    with conn.cursor() as cur:
+        with cur.copy(copy_sql) as copy, open(csv_path, "rb") as source:
+            while chunk := source.read(4 << 20):
+                copy.write(chunk)
+        return cur.rowcount
+
+
 def replace_rows(conn: psycopg.Connection, date: dt.date, csv_path: Path | None) -> int:
     """Within the caller's transaction: drop the index rows of ``date`` and COPY the spooled CSV in."""
     ensure_month_partition(conn, date)
     conn.execute("DELETE FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s", (date,))
     if csv_path is None:
         return 0
-    copy_sql = sql.SQL("COPY snapshot_index.balance_snapshots ({}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(
-        sql.SQL(", ").join(map(sql.Identifier, INDEX_COLUMNS))
-    )
-    with conn.cursor() as cur:
-        with cur.copy(copy_sql) as copy, open(csv_path, "rb") as source:
-            while chunk := source.read(4 << 20):
-                copy.write(chunk)
-        return cur.rowcount
+    return _copy_csv(conn, sql.SQL("snapshot_index.balance_snapshots"), csv_path)
+
+
+def count_rows(conn: psycopg.Connection, date: dt.date) -> int:
+    """Index rows of partition ``date`` (a primary-key range count)."""
+    return conn.execute("SELECT count(*) FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s",
+                        (date,)).fetchone()[0]
+
+
+def changed_rows(conn: psycopg.Connection, date: dt.date) -> dict[str, tuple[int, ...]]:
+    """The index rows of ``date`` (the balances that changed since the previous partition; all of them for a
+    full anchor) with their six amounts, in AMOUNT_COLUMNS order."""
+    rows = conn.execute(
+        "SELECT balance_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,"
+        " inflight_debit_balance FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s", (date,))
+    return {row[0]: tuple(int(v) for v in row[1:]) for row in rows}
+
+
+_EXPECTED_MINUS_ACTUAL = """
+SELECT balance_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,
+       inflight_debit_balance, currency FROM expected_index_rows
+EXCEPT ALL
+SELECT balance_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,
+       inflight_debit_balance, currency FROM snapshot_index.balance_snapshots WHERE snapshot_date = %(d)s
+"""
+_ACTUAL_MINUS_EXPECTED = """
+SELECT balance_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,
+       inflight_debit_balance, currency FROM snapshot_index.balance_snapshots WHERE snapshot_date = %(d)s
+EXCEPT ALL
+SELECT balance_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,
+       inflight_debit_balance, currency FROM expected_index_rows
+"""
+
+
+def compare_rows(conn: psycopg.Connection, date: dt.date, csv_path: Path | None, examples: int
+                 ) -> tuple[int, int, list[str], int]:
+    """Within the caller's transaction: the index rows of ``date`` against a recomputed spool.
+
+    Returns (missing, unexpected, up to ``examples`` differing balance ids, index rows of ``date``).
+    """
+    conn.execute("CREATE TEMP TABLE expected_index_rows (LIKE snapshot_index.balance_snapshots) ON COMMIT DROP")
+    if csv_path is not None:
+        _copy_csv(conn, sql.Identifier("expected_index_rows"), csv_path)
+    missing = conn.execute(f"SELECT count(*) FROM ({_EXPECTED_MINUS_ACTUAL}) m", {"d": date}).fetchone()[0]
+    extra = conn.execute(f"SELECT count(*) FROM ({_ACTUAL_MINUS_EXPECTED}) e", {"d": date}).fetchone()[0]
+    ids = [row[0] for row in conn.execute(
+        f"SELECT DISTINCT balance_id FROM (({_EXPECTED_MINUS_ACTUAL}) UNION ALL ({_ACTUAL_MINUS_EXPECTED})) x"
+        " ORDER BY 1 LIMIT %(n)s", {"d": date, "n": examples})]
+    return int(missing), int(extra), ids, count_rows(conn, date)
 
 
 def upsert_manifest(conn: psycopg.Connection, entry: ManifestEntry) -> None:
@@ -219,17 +315,6 @@ def set_index_rows(conn: psycopg.Connection, date: dt.date, index_rows: int) -> 
     conn.execute(
         "UPDATE snapshot_index.partitions SET index_rows = %s WHERE snapshot_date = %s", (index_rows, date)
     )
-
-
-def latest_balance_row(conn: psycopg.Connection, balance_id: str, date: dt.date):
-    """The newest index row of ``balance_id`` at or before partition ``date`` (one backward index seek)."""
-    return conn.execute(
-        "SELECT snapshot_date, balance, credit_balance, debit_balance, inflight_balance,"
-        " inflight_credit_balance, inflight_debit_balance, currency"
-        " FROM snapshot_index.balance_snapshots"
-        " WHERE balance_id = %s AND snapshot_date <= %s ORDER BY snapshot_date DESC LIMIT 1",
-        (balance_id, date),
-    ).fetchone()
 
 
 ROLL_STATE_COLUMNS = ("kind", "id", "at", "seen_xmax")

@@ -276,8 +276,7 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
                     f" kind={'full' if previous_file is None else 're-diff'}")
             deleted, dropped = _delete_index_rows(conn, remove, remaining)
             if remove:
-                cur = conn.execute("DELETE FROM snapshot_index.partitions WHERE snapshot_date = ANY(%s)", (remove,))
-                out["manifest_rows_deleted"] = cur.rowcount
+                out["manifest_rows_deleted"] = index.delete_manifests(conn, remove)
             out["index_rows_deleted"] = deleted
             out["index_partitions_dropped"] = dropped
             out["bytes_freed"] = sum(current[d].bytes for d in remove)
