@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,k8s]'
 	touch $(STAMP)
 
 demo: install  ## seed a demo ledger on the embedded PostgreSQL and snapshot the last 7 closed days
@@ -27,9 +27,11 @@ test-server: install  ## the suite against the PostgreSQL server of this machine
 # Validating definitions needs no storage: a throwaway DAGSTER_HOME, so dg does not load the project's
 # dagster.yaml from the current directory (its PostgreSQL URL comes from DAGSTER_PG_URL, set by the CLI).
 # VIRTUAL_ENV names the project's venv as the active one, which is what `make` runs (else dg warns of a mismatch).
-check: install  ## validate the Dagster definitions
+check: install  ## validate the Dagster definitions (as deployed locally, and with the Kubernetes executor)
 	cd $(CURDIR) && home=$$(mktemp -d) && printf 'telemetry:\n  enabled: false\n' > $$home/dagster.yaml \
-		&& VIRTUAL_ENV=$(abspath $(VENV)) DAGSTER_HOME=$$home $(BIN)/dg check defs; status=$$?; rm -rf "$$home"; exit $$status
+		&& VIRTUAL_ENV=$(abspath $(VENV)) DAGSTER_HOME=$$home $(BIN)/dg check defs \
+		&& VIRTUAL_ENV=$(abspath $(VENV)) DAGSTER_HOME=$$home SNAPSHOT_EXECUTOR=k8s $(BIN)/dg check defs; \
+		status=$$?; rm -rf "$$home"; exit $$status
 
 bench: install  ## full-size benchmarks (1M balances, 5M transactions; dbt baseline in .venv-dbt)
 	$(BIN)/python benchmarks/bench_snapshot.py

@@ -11,14 +11,25 @@ import dagster as dg
 
 from snapshot_pipeline.defs.alerting import build_run_failure_sensor
 from snapshot_pipeline.defs.assets import build_snapshot_asset
-from snapshot_pipeline.defs.checks import build_snapshot_checks, snapshot_freshness_policy
-from snapshot_pipeline.defs.audit import build_audit_asset, build_audit_job, build_audit_schedule
+from snapshot_pipeline.defs.audit import (
+    build_audit_asset,
+    build_audit_job,
+    build_audit_schedule,
+)
+from snapshot_pipeline.defs.checks import (
+    build_snapshot_checks,
+    snapshot_freshness_policy,
+)
+from snapshot_pipeline.defs.executors import executor_for
 from snapshot_pipeline.defs.jobs import build_snapshot_job
 from snapshot_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from snapshot_pipeline.defs.recovery import build_recovery_sensor
 from snapshot_pipeline.defs.reports import build_report_assets, build_reports_sensor
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.retention import build_retention_job, build_retention_schedule
+from snapshot_pipeline.defs.retention import (
+    build_retention_job,
+    build_retention_schedule,
+)
 from snapshot_pipeline.defs.schedules import build_schedules
 from snapshot_pipeline.defs.sensors import build_sensors
 from snapshot_pipeline.settings import Settings, load_settings
@@ -52,9 +63,9 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
             build_reports_sensor(reports, settings),
         ],
         resources={"snapshot_store": store or SnapshotStoreResource.from_environment()},
-        # One process per run, not per step: a UI- or HTTP-launched snapshot costs the asset's time
-        # plus one run-worker start (the default multiprocess executor starts a process per step).
-        executor=dg.in_process_executor,
+        # SNAPSHOT_EXECUTOR (defs/executors.py); by default one process per run, not per step: a UI- or
+        # HTTP-launched snapshot costs the asset's time plus one run-worker start.
+        executor=executor_for(settings),
     )
 
 

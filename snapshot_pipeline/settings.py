@@ -76,6 +76,10 @@ class Settings:
     month_end_close_time: dt.time = dt.time(2, 0)
     automation_running: bool = True
     retention_running: bool = False
+    executor: str = "in_process"  # SNAPSHOT_EXECUTOR: one of EXECUTORS (defs/executors.py)
+    max_concurrent_steps: int = 2  # SNAPSHOT_MAX_CONCURRENT_STEPS (multiprocess and k8s executors)
+    k8s_namespace: str = "dagster"  # SNAPSHOT_K8S_NAMESPACE
+    k8s_env_secret: str = "snapshot-pipeline-env"  # SNAPSHOT_K8S_ENV_SECRET: the step pods' environment
 
     @property
     def uses_embedded(self) -> bool:
@@ -128,6 +132,28 @@ def parse_time(value: str, what: str) -> dt.time:
     if parsed is None or parsed.second or parsed.microsecond or parsed.tzinfo or len(value) != 5:
         raise SettingsError(f"{what}={value!r} is not a local time in HH:MM form (example: 00:10)")
     return parsed
+
+
+EXECUTORS = ("in_process", "multiprocess", "k8s")
+
+
+def parse_executor(value: str) -> str:
+    """``SNAPSHOT_EXECUTOR``: how a run executes its steps (defs/executors.py)."""
+    name = value.strip().lower().replace("-", "_")
+    if name not in EXECUTORS:
+        raise SettingsError(f"SNAPSHOT_EXECUTOR={value!r} must be one of {', '.join(EXECUTORS)}")
+    return name
+
+
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def parse_k8s_name(value: str, what: str) -> str:
+    """A Kubernetes object name (RFC 1123 label: lowercase letters, digits and '-', at most 63)."""
+    if not _K8S_NAME.match(value):
+        raise SettingsError(f"{what}={value!r} is not a Kubernetes name (lowercase letters, digits and '-',"
+                            " at most 63 characters)")
+    return value
 
 
 def parse_status(value: str, what: str) -> bool:
@@ -309,6 +335,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                         "SNAPSHOT_AUTOMATION_DEFAULT_STATUS"),
         retention_running=parse_status(env.get("SNAPSHOT_RETENTION_DEFAULT_STATUS") or DEFAULT_RETENTION_STATUS,
                                        "SNAPSHOT_RETENTION_DEFAULT_STATUS"),
+        executor=parse_executor(env.get("SNAPSHOT_EXECUTOR") or "in_process"),
+        max_concurrent_steps=parse_int(env.get("SNAPSHOT_MAX_CONCURRENT_STEPS") or "2",
+                                       "SNAPSHOT_MAX_CONCURRENT_STEPS", 1, 1000),
+        k8s_namespace=parse_k8s_name(env.get("SNAPSHOT_K8S_NAMESPACE") or "dagster", "SNAPSHOT_K8S_NAMESPACE"),
+        k8s_env_secret=parse_k8s_name(env.get("SNAPSHOT_K8S_ENV_SECRET") or "snapshot-pipeline-env",
+                                      "SNAPSHOT_K8S_ENV_SECRET"),
     )
 
 

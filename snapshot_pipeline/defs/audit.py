@@ -71,7 +71,6 @@ def build_audit_job() -> "dg.UnresolvedAssetJobDefinition":
         AUDIT_JOB,
         selection=dg.AssetSelection.assets(AUDIT_ASSET),
         description="Audit balance_snapshots partitions: index rows vs the recomputed diff of the Parquet files.",
-        executor_def=dg.in_process_executor,
         tags={"domain": "ledger"},
     )
 

@@ -1,7 +1,8 @@
 """Jobs over the snapshot assets.
 
-It runs in one process (``in_process_executor``): a snapshot run is one asset step plus a few check
-steps, and a process start per step would cost more than the work itself.
+They run on the code location's executor (``SNAPSHOT_EXECUTOR``, defs/executors.py; by default in one
+process: a snapshot run is one asset step plus a few check steps, and a process start per step would
+cost more than the work itself).
 """
 
 from __future__ import annotations
@@ -18,6 +19,5 @@ def build_snapshot_job() -> dg.UnresolvedAssetJobDefinition:
         selection=dg.AssetSelection.assets(ASSET_NAME),
         description="Materialize daily partitions of balance_snapshots and run the in-run checks"
                     " (file checks, sampled recompute, live drift over changed balances).",
-        executor_def=dg.in_process_executor,
         tags={"domain": "ledger"},
     )
