@@ -11,8 +11,6 @@ import logging
 import subprocess
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +63,6 @@ def stop(data_dir: Path) -> bool:
 
 
 def _create_database_if_missing(admin_url: str, database: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-            logger.info("created database %s on the embedded PostgreSQL", database)
+    from snapshot_pipeline import db  # noqa: PLC0415 - db imports this module
+
+    db.ensure_database(admin_url, database)

@@ -48,13 +48,13 @@ import numpy as np
 import psycopg
 
 from snapshot_pipeline import db
+from snapshot_pipeline.ledger import asof
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 
 OVERLAP_IDS = 1000
 RECENT = dt.timedelta(days=1)  # longer than any partition's commit transaction
 STATE_VERSION = 2
-_EFF = "COALESCE(t.effective_date, t.created_at)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,7 +365,7 @@ def _examine_rows(cur, partitions, new, state: ScanState, head_tx, head_balance,
     lo_tx = max(floor_tx, min([state.tx_final - overlap, *[p.max_transaction_id for p in new]]))
     lo_balance = max(floor_balance, min([state.balance_final - overlap, *[p.max_balance_id for p in new]]))
     stats["rows_scanned_from"] = lo_tx
-    tx_groups = _grouped(cur, "blnk.transactions t", "t.id", _EFF, thresholds_tx, cutoffs, lo_tx, head_tx)
+    tx_groups = _grouped(cur, "blnk.transactions t", "t.id", asof.effective_time("t"), thresholds_tx, cutoffs, lo_tx, head_tx)
     balance_groups = _grouped(cur, "blnk.balances b", "b.id", "b.created_at", thresholds_balance, cutoffs,
                               lo_balance, head_balance)
     stats["row_groups"] = int(len(tx_groups["n"]))

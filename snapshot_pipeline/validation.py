@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import random
 import shutil
 import tempfile
@@ -208,11 +207,7 @@ def double_entry(settings: Settings, date: dt.date) -> Outcome:
 
 def file_checksum(settings: Settings, date: dt.date) -> str:
     fs, _ = store.resolve(settings.storage_uri)
-    digest = hashlib.sha256()
-    with fs.open_input_stream(store.partition_file(settings.storage_uri, date)) as stream:
-        while chunk := stream.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return store.size_and_checksum(fs, store.partition_file(settings.storage_uri, date))[1]
 
 
 def parquet_matches_manifest(settings: Settings, date: dt.date) -> Outcome:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from snapshot_pipeline import calendar
 from snapshot_pipeline.names import TRIGGER_TAG
 from snapshot_pipeline.settings import Settings
 
@@ -55,11 +56,6 @@ def build_daily_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Setti
     )
 
 
-def month_end(local_date: dt.date) -> dt.date:
-    """The last day of the month before ``local_date``'s month."""
-    return local_date.replace(day=1) - dt.timedelta(days=1)
-
-
 def build_month_end_schedule(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,
                              settings: Settings) -> dg.ScheduleDefinition:
     """Month-end close on the 1st of each month at ``SNAPSHOT_MONTH_END_CLOSE_TIME`` (local)."""
@@ -85,7 +81,7 @@ def build_month_end_schedule(job: "dg.UnresolvedAssetJobDefinition", partitions_
         reports (issue 5: `month_end_balances`) hang off this close.
         """
         when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
-        closed = month_end(when.astimezone(ZoneInfo(timezone)).date())
+        closed = calendar.last_day_of_previous_month(when.astimezone(ZoneInfo(timezone)).date())
         key = closed.isoformat()
         if closed < partitions_def.start.date():
             return dg.SkipReason(f"{key} is not a partition (partitions start at {partitions_def.start:%Y-%m-%d})")

@@ -24,7 +24,8 @@ WORK_MEM = "256MB"
 _EFF = "COALESCE({t}.effective_date, {t}.created_at)"
 
 
-def _eff(alias: str) -> str:
+def effective_time(alias: str) -> str:
+    """The journal's effective time of the row aliased ``alias``, as SQL (the one definition, DESIGN §3)."""
     return _EFF.format(t=alias)
 
 
@@ -70,7 +71,7 @@ def late_rows(cur, cutoff: dt.datetime, max_transaction_id: int, transaction_cou
     that committed out of id order after the read.
     """
     cur.execute(
-        f"SELECT count(*) FROM blnk.transactions t WHERE t.id > $1 AND {_eff('t')} < $2::timestamp",
+        f"SELECT count(*) FROM blnk.transactions t WHERE t.id > $1 AND {effective_time('t')} < $2::timestamp",
         parameters=(max_transaction_id, ts(cutoff)),
     )
     (late,) = cur.fetchone()
@@ -100,7 +101,7 @@ def _delta_sql(incremental: bool) -> str:
             WHERE t.status IN {_RELEVANT}
               AND ((t.effective_date >= $2::timestamp AND t.effective_date < $1::timestamp)
                 OR (t.effective_date IS NULL AND t.created_at >= $2::timestamp AND t.created_at < $1::timestamp)
-                OR (t.id > $3 AND {_eff('t')} < $1::timestamp))
+                OR (t.id > $3 AND {effective_time('t')} < $1::timestamp))
         )"""
     legs = f"""
         SELECT destination, amount, 0, 0, 0 FROM new_tx WHERE status = 'APPLIED'
@@ -114,7 +115,7 @@ def _delta_sql(incremental: bool) -> str:
         CROSS JOIN LATERAL (VALUES (p.destination, -c.amount, 0), (p.source, 0, -c.amount))
             AS x(balance_id, inflight_credit, inflight_debit)
         WHERE c.status IN ('APPLIED', 'VOID') AND c.parent_transaction IS NOT NULL
-          AND p.status = 'INFLIGHT' AND {_eff('p')} < $1::timestamp
+          AND p.status = 'INFLIGHT' AND {effective_time('p')} < $1::timestamp
         -- (b) children already in S_P of inflight parents new in S_D
         UNION ALL SELECT x.balance_id, 0, 0, x.inflight_credit, x.inflight_debit
         FROM new_tx p

@@ -17,6 +17,7 @@ import time
 
 import pyarrow as pa
 
+from snapshot_pipeline import calendar
 from snapshot_pipeline.reports.common import (
     CsvWriter,
     ReportResult,
@@ -39,12 +40,6 @@ def month_start(month: dt.date) -> dt.date:
     return month.replace(day=1)
 
 
-def last_day(month: dt.date) -> dt.date:
-    """The last calendar day of ``month``'s month."""
-    first_of_next = (month.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-    return first_of_next - dt.timedelta(days=1)
-
-
 def csv_path(storage_uri: str, month: dt.date) -> str:
     label = month.strftime("%Y-%m")
     return f"{report_dir(storage_uri, CSV_DIR)}/{REPORT}_{label}.csv"
@@ -55,7 +50,7 @@ def month_end_balances(settings: Settings, month: dt.date) -> ReportResult:
     started = time.monotonic()
     month = month_start(month)
     label = month.strftime("%Y-%m")
-    day = last_day(month)
+    day = calendar.last_day_of_month(month)
     snapshot = SnapshotPartition.load(settings, day, f"month_end_balances {label}")
     writer = ReportWriter(settings, REPORT, PARTITION_KEY, label, SCHEMA, month,
                           {"source": f"balance_snapshots {day}", "cutoff": snapshot.cutoff.isoformat() + "Z"})

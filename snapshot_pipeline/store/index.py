@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from snapshot_pipeline import calendar
 from snapshot_pipeline.store.parquet import AMOUNT_COLUMNS
 
 SCHEMA = "snapshot_index"
@@ -207,7 +208,7 @@ def month_partition_name(date: dt.date) -> str:
 def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
     """Create the monthly partition of ``balance_snapshots`` holding ``date`` if missing."""
     start = date.replace(day=1)
-    end = (start + dt.timedelta(days=32)).replace(day=1)
+    end = calendar.next_month(start)
     name = month_partition_name(start)
     conn.execute(
         sql.SQL(

@@ -151,16 +151,7 @@ class PartitionWriter:
         )
         self._writer.close()
         self._sink.close()
-        return self._size_and_checksum(self.staging_path)
-
-    def _size_and_checksum(self, path: str) -> tuple[int, str]:
-        digest = hashlib.sha256()
-        size = 0
-        with self.fs.open_input_stream(path) as stream:
-            while chunk := stream.read(8 << 20):
-                digest.update(chunk)
-                size += len(chunk)
-        return size, digest.hexdigest()
+        return size_and_checksum(self.fs, self.staging_path)
 
     def publish(self) -> str | None:
         """Move the staging file over the partition in one rename. Returns a backup of the old file, if any.
@@ -213,6 +204,17 @@ class PartitionWriter:
             pass
         self._writer = None
         self._delete(self.staging_path)
+
+
+def size_and_checksum(fs: pafs.FileSystem, path: str) -> tuple[int, str]:
+    """(bytes, sha256 hex) of a file, read sequentially in 8 MiB chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with fs.open_input_stream(path) as stream:
+        while chunk := stream.read(8 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _fsync_dir(path: str) -> None:

@@ -58,15 +58,6 @@ class RetentionError(RuntimeError):
     """Retention cannot run as asked (bad policy or reference date); nothing was changed."""
 
 
-def is_month_end(date: dt.date) -> bool:
-    return (date + dt.timedelta(days=1)).day == 1
-
-
-def months_back(date: dt.date, reference: dt.date) -> int:
-    """How many calendar months ``date``'s month lies before ``reference``'s month (0 = same month)."""
-    return (reference.year - date.year) * 12 + reference.month - date.month
-
-
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """Keep daily partitions for ``days`` days, then month-end partitions for ``months`` months."""
@@ -87,7 +78,7 @@ class Policy:
     def keeps(self, date: dt.date, reference: dt.date) -> bool:
         if (reference - date).days < self.days:
             return True
-        return is_month_end(date) and months_back(date, reference) < self.months
+        return calendar.is_month_end(date) and calendar.months_back(date, reference) < self.months
 
     def as_dict(self) -> dict:
         return {"retention_days": self.days, "retention_months": self.months}

@@ -11,7 +11,8 @@ import pytest
 from snapshot_pipeline import calendar, snapshot, validation
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store.retention import Policy, RetentionError, apply_retention, is_month_end
+from snapshot_pipeline.calendar import is_month_end
+from snapshot_pipeline.store.retention import Policy, RetentionError, apply_retention
 from tests.conftest import make_settings
 from tests.helpers import index_values
 from tests.oracle import expected_snapshot, snapshot_values
