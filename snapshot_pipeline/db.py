@@ -87,6 +87,14 @@ def sqlalchemy_psycopg2(url: str) -> str:
     return "postgresql+psycopg2://" + rest
 
 
+def scalar(conn: psycopg.Connection, query, params=None):
+    """The first column of the one row a statement returns (an aggregate, ``to_regclass``, a lock probe)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row[0]
+
+
 def ensure_database(server_url: str, database: str) -> None:
     """Create ``database`` on the server of ``server_url`` unless it exists (safe against a concurrent create)."""
     with connect(server_url, autocommit=True, what="database server") as conn:

@@ -71,6 +71,8 @@ class Partition:
 
     @classmethod
     def from_entry(cls, entry: index.ManifestEntry) -> "Partition":
+        if entry.materialized_at is None:  # set by the database on every stored manifest row
+            raise ValueError(f"manifest row of {entry.snapshot_date} has no materialized_at")
         return cls(entry.snapshot_date, entry.cutoff_at, entry.max_transaction_id, entry.transaction_count,
                    entry.max_balance_id, entry.pg_snapshot, entry.materialized_at)
 
@@ -109,14 +111,14 @@ class Finding:
         p = self.partition
         cutoff = p.cutoff.isoformat() + "Z"
         parts = []
-        if self.late_transactions:
+        if self.late_transactions and self.late_id_range and self.earliest_effective:
             low, high = self.late_id_range
             parts.append(
                 f"{self.late_transactions} journal row(s) above its watermark {p.max_transaction_id} dated before"
                 f" its cutoff {cutoff} (ids {low}..{high}, earliest effective"
                 f" {self.earliest_effective.isoformat()}Z)"
             )
-        if self.late_balances:
+        if self.late_balances and self.late_balance_id_range:
             low, high = self.late_balance_id_range
             parts.append(
                 f"{self.late_balances} balance(s) created before the cutoff but added after its read"

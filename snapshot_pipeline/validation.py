@@ -31,6 +31,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,7 +57,7 @@ class Outcome:
     passed: bool
     description: str
     metrics: dict[str, int | float] = dataclasses.field(default_factory=dict)
-    details: dict[str, object] = dataclasses.field(default_factory=dict)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class NotPublished(RuntimeError):
@@ -131,9 +132,10 @@ def integrity(settings: Settings, date: dt.date) -> dict[str, Outcome]:
             t.debit += int(row["debit_sum"])
     with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as ledger:
         # served by Blnk's (created_at DESC) index on blnk.balances
-        existing = ledger.execute(
+        existing = db.scalar(
+            ledger,
             "SELECT count(*) FROM blnk.balances WHERE created_at < %s", (entry.cutoff_at,)
-        ).fetchone()[0]
+        )
     return {
         "row_count": _row_count_outcome(rows, existing_rows, existing, entry.row_count),
         "balance_identity": Outcome(

@@ -23,7 +23,8 @@ def build_alert(context: dg.RunFailureSensorContext) -> dict:
     steps = []
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error if event.step_failure_data else None
-        while error is not None and error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
+        while error is not None and error.cause is not None and "DagsterExecutionStepExecutionError" in (
+                error.cls_name or ""):
             error = error.cause  # the user code's exception, not Dagster's wrapper
         steps.append({"step": event.step_key, "error": error.message.strip() if error else event.message})
     return {

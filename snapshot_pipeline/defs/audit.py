@@ -76,7 +76,7 @@ def build_audit_job() -> "dg.UnresolvedAssetJobDefinition":
 
 
 def build_audit_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings,
-                         partitions_def: dg.DailyPartitionsDefinition) -> dg.ScheduleDefinition:
+                         partitions_def: dg.DailyPartitionsDefinition) -> "dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition":
     """Daily at 03:30 (local), audits the day that just closed."""
     return dg.build_schedule_from_partitioned_job(
         job,

@@ -11,6 +11,7 @@ re-run on any partition from the asset's Checks tab. Only measures are numeric m
 """
 
 import datetime as dt
+from typing import Any
 import warnings
 
 import dagster as dg
@@ -64,9 +65,9 @@ def double_entry_table(rows: list[dict]) -> dg.MetadataValue:
     return dg.MetadataValue.table(records=records, schema=schema)
 
 
-def _metadata(outcome: validation.Outcome) -> dict[str, object]:
+def _metadata(outcome: validation.Outcome) -> dict[str, Any]:
     """Measures as numeric metadata (plotted); everything else as text, bool, JSON or a table."""
-    metadata: dict[str, object] = {k: v for k, v in outcome.metrics.items() if v is not None}
+    metadata: dict[str, Any] = {k: v for k, v in outcome.metrics.items() if v is not None}
     for key, value in outcome.details.items():
         if value is None:
             continue

@@ -41,7 +41,10 @@ def report_dead_run(instance: dg.DagsterInstance, dead: publish.DeadRun,
 def dead_run_reporter(instance: dg.DagsterInstance, log: Callable[[str], None] | None = None
                       ) -> Callable[[publish.DeadRun], None]:
     """The ``on_dead_run`` callback of :func:`snapshot_pipeline.snapshot.take_snapshot` for ``instance``."""
-    return lambda dead: report_dead_run(instance, dead, log)
+    def report(dead: publish.DeadRun) -> None:
+        report_dead_run(instance, dead, log)
+
+    return report
 
 
 def recover_store(settings: Settings, instance: dg.DagsterInstance,

@@ -18,8 +18,8 @@ every 30 s): :func:`after_snapshots`, for partitions in a recent time window:
 """
 
 import datetime as dt
-
 import warnings
+from typing import Any
 
 import dagster as dg
 
@@ -64,7 +64,7 @@ def after_snapshots(lookback: dt.timedelta | None = None) -> dg.AutomationCondit
     ).with_label(f"after_snapshots({window})")
 
 
-def common_metadata(result: ReportResult) -> dict[str, object]:
+def common_metadata(result: ReportResult) -> dict[str, Any]:
     return {
         "dagster/row_count": result.rows,
         "path": dg.MetadataValue.path(result.path),
@@ -73,7 +73,7 @@ def common_metadata(result: ReportResult) -> dict[str, object]:
     }
 
 
-def totals_metadata(rows: list[dict]) -> dict[str, object]:
+def totals_metadata(rows: list[dict]) -> dict[str, Any]:
     """Per ledger and currency: a table with exact sums, and numeric entries the UI plots over time."""
     schema = dg.TableSchema(
         columns=[
@@ -91,7 +91,7 @@ def totals_metadata(rows: list[dict]) -> dict[str, object]:
                         "credit_sum": str(r["credit_sum"]), "debit_sum": str(r["debit_sum"])})
         for r in rows
     ]
-    out: dict[str, object] = {"totals": dg.MetadataValue.table(records=records, schema=schema)}
+    out: dict[str, Any] = {"totals": dg.MetadataValue.table(records=records, schema=schema)}
     for r in rows:
         group = f"{r['ledger_id']}/{r['currency']}"
         out[f"{group} balances"] = dg.MetadataValue.int(r["balances"])
@@ -127,7 +127,7 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
                         monthly: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The four report assets, on the snapshot asset's daily partitions and the matching monthly ones."""
     same_day = dg.AssetDep(SNAPSHOTS)
-    common = {"group_name": GROUP, "owners": OWNERS, "tags": {"domain": "ledger"}}
+    common: dict[str, Any] = {"group_name": GROUP, "owners": OWNERS, "tags": {"domain": "ledger"}}
 
     @dg.asset(
         partitions_def=daily,
@@ -197,7 +197,7 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
         by_currency = result.metrics["balance_by_currency"]
         return dg.MaterializeResult(metadata={
             **common_metadata(result),
-            "csv_path": dg.MetadataValue.path(result.csv_path),
+            "csv_path": dg.MetadataValue.path(result.csv_path or ""),  # always set by month_end_balances
             "snapshot_date": result.metrics["snapshot_date"],
             "cutoff": result.metrics["cutoff"],
             "balance_by_currency": dg.MetadataValue.json({k or "": str(v) for k, v in by_currency.items()}),

@@ -39,7 +39,7 @@ def sensor_status(running: bool) -> dg.DefaultSensorStatus:
 
 
 def build_daily_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings,
-                         partitions_def: dg.DailyPartitionsDefinition | None = None) -> dg.ScheduleDefinition:
+                         partitions_def: dg.DailyPartitionsDefinition | None = None) -> "dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition":
     """Daily snapshot: each day at ``SNAPSHOT_SCHEDULE_TIME`` (local), request the day that just closed."""
     return dg.build_schedule_from_partitioned_job(
         job,

@@ -82,7 +82,7 @@ def build_repair_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: 
         if requests:
             context.log.info(
                 f"operation=late_repair earliest_affected={requests[0].partition_key}"
-                f" requested={len(requests)} partitions={','.join(r.partition_key for r in requests)}"
+                f" requested={len(requests)} partitions={','.join(r.partition_key or '' for r in requests)}"
             )
             return dg.SensorResult(run_requests=requests, cursor=result.state.to_json())
         stats = result.stats
@@ -115,9 +115,10 @@ def ledger_first_day(settings: Settings) -> dt.date | None:
     when the ledger is empty. Two index probes: Blnk's ``(created_at DESC)`` on ``blnk.balances`` and
     ``(created_at, source)`` on ``blnk.transactions``."""
     with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as ledger:
-        first = ledger.execute(
+        first = db.scalar(
+            ledger,
             "SELECT LEAST((SELECT min(created_at) FROM blnk.balances), (SELECT min(created_at) FROM blnk.transactions))"
-        ).fetchone()[0]
+        )
     if first is None:
         return None
     return first.replace(tzinfo=dt.timezone.utc).astimezone(settings.tzinfo).date()
@@ -213,7 +214,9 @@ def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Set
         for run in context.instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: "gap_fill"}, statuses=FAILED)):
             for key in _days_of_run(run):
                 failures[key] = failures.get(key, 0) + 1
-        chosen, exhausted, running = [], [], []
+        chosen: list[dt.date] = []
+        exhausted: list[str] = []
+        running: list[str] = []
         for day in missing:
             if len(chosen) >= max_days_per_tick:
                 break
@@ -234,6 +237,7 @@ def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Set
                                  f" ({len(running)} in flight, {len(exhausted)} gave up)")
         context.log.info(f"operation=gap_fill missing={len(missing)} oldest={missing[0]} requested={len(chosen)}"
                          f" days={chosen[0]}..{chosen[-1]} as one backfill")
+        assert context.repository_def is not None  # the daemon and build_sensor_context(definitions=...) set it
         return dg.SensorResult(run_requests=[gap_fill_request(chosen, context.repository_def.asset_graph)])
 
     return partition_gap_sensor

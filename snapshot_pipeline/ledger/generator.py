@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
+
+from snapshot_pipeline import db
 import pyarrow as pa
 import pyarrow.csv as pcsv
 from tqdm import tqdm
@@ -74,7 +76,7 @@ def create_schema(conn: psycopg.Connection) -> None:
 
 def ledger_counts(conn: psycopg.Connection) -> tuple[int, int] | None:
     """(balances, transactions) of the ledger, or None when the Blnk schema does not exist."""
-    exists = conn.execute("SELECT to_regclass('blnk.transactions') IS NOT NULL").fetchone()[0]
+    exists = db.scalar(conn, "SELECT to_regclass('blnk.transactions') IS NOT NULL")
     if not exists:
         return None
     return conn.execute(

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 
 import psycopg
+
+from snapshot_pipeline import db
 from psycopg import sql
 
 TABLE = "transactions"
@@ -64,7 +66,7 @@ WHERE n.nspname = %s AND t.relname = %s
 
 def status(conn: psycopg.Connection) -> list[dict]:
     """Every read index with its state: ``present``, ``missing`` or ``invalid`` (a failed concurrent build)."""
-    if not conn.execute("SELECT to_regclass('blnk.transactions') IS NOT NULL").fetchone()[0]:
+    if not db.scalar(conn, "SELECT to_regclass('blnk.transactions') IS NOT NULL"):
         raise LookupError("blnk.transactions does not exist in this database")
     rows = conn.execute(_EXISTING_SQL, (SCHEMA, TABLE)).fetchall()
     by_name = {name: valid for name, valid, _ in rows}

@@ -114,7 +114,8 @@ class QueryEngine:
         at = to_utc(at)
         row = None if from_source else self._anchor(balance_id, at)
         anchor = None
-        base = (0, 0, 0, 0)
+        base: tuple[int, ...] = (0, 0, 0, 0)
+        params: dict[str, object]
         if row is None:
             sql, params = GENESIS_SQL, {"b": balance_id, "t": asof.ts(at)}
             if not from_source:  # no partition at or before `at`: the same replay, from genesis

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from snapshot_pipeline import calendar
+from snapshot_pipeline import calendar, db
 from snapshot_pipeline.store.parquet import AMOUNT_COLUMNS
 
 SCHEMA = "snapshot_index"
@@ -66,7 +66,7 @@ class IndexOutdated(RuntimeError):
 def ready(conn: psycopg.Connection) -> bool:
     """For read paths (checks, sensors, queries), which never migrate: True when the index is at this code's
     version, False when it was never created (nothing published yet); :class:`IndexOutdated` when older."""
-    if conn.execute("SELECT to_regclass('snapshot_index.schema_migrations')").fetchone()[0] is None:
+    if db.scalar(conn, "SELECT to_regclass('snapshot_index.schema_migrations')") is None:
         return False
     applied = {row[0] for row in conn.execute("SELECT version FROM snapshot_index.schema_migrations")}
     pending = [name for version, name, _ in migrations() if version not in applied]
@@ -83,7 +83,7 @@ def lock_partition(conn: psycopg.Connection, date: dt.date) -> None:
 
 def try_lock_partition(conn: psycopg.Connection, date: dt.date) -> bool:
     """Non-blocking :func:`lock_partition`: True when the lock was taken (release with :func:`unlock_partition`)."""
-    return bool(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, date.toordinal())).fetchone()[0])
+    return bool(db.scalar(conn, "SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, date.toordinal())))
 
 
 def unlock_partition(conn: psycopg.Connection, date: dt.date) -> None:
@@ -247,8 +247,8 @@ def replace_rows(conn: psycopg.Connection, date: dt.date, csv_path: Path | None)
 
 def count_rows(conn: psycopg.Connection, date: dt.date) -> int:
     """Index rows of partition ``date`` (a primary-key range count)."""
-    return conn.execute("SELECT count(*) FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s",
-                        (date,)).fetchone()[0]
+    return db.scalar(conn, "SELECT count(*) FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s",
+                        (date,))
 
 
 def changed_rows(conn: psycopg.Connection, date: dt.date) -> dict[str, tuple[int, ...]]:
@@ -285,8 +285,8 @@ def compare_rows(conn: psycopg.Connection, date: dt.date, csv_path: Path | None,
     conn.execute("CREATE TEMP TABLE expected_index_rows (LIKE snapshot_index.balance_snapshots) ON COMMIT DROP")
     if csv_path is not None:
         _copy_csv(conn, sql.Identifier("expected_index_rows"), csv_path)
-    missing = conn.execute(f"SELECT count(*) FROM ({_EXPECTED_MINUS_ACTUAL}) m", {"d": date}).fetchone()[0]
-    extra = conn.execute(f"SELECT count(*) FROM ({_ACTUAL_MINUS_EXPECTED}) e", {"d": date}).fetchone()[0]
+    missing = db.scalar(conn, f"SELECT count(*) FROM ({_EXPECTED_MINUS_ACTUAL}) m", {"d": date})
+    extra = db.scalar(conn, f"SELECT count(*) FROM ({_ACTUAL_MINUS_EXPECTED}) e", {"d": date})
     ids = [row[0] for row in conn.execute(
         f"SELECT DISTINCT balance_id FROM (({_EXPECTED_MINUS_ACTUAL}) UNION ALL ({_ACTUAL_MINUS_EXPECTED})) x"
         " ORDER BY 1 LIMIT %(n)s", {"d": date, "n": examples})]

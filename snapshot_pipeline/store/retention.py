@@ -198,7 +198,7 @@ def _months(dates) -> list[dt.date]:
 
 
 def _table_exists(conn: psycopg.Connection, name: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{index.SCHEMA}.{name}",)).fetchone()[0]
+    return db.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{index.SCHEMA}.{name}",))
 
 
 def _delete_index_rows(conn: psycopg.Connection, remove: list[dt.date], remaining: set[dt.date]
@@ -211,7 +211,7 @@ def _delete_index_rows(conn: psycopg.Connection, remove: list[dt.date], remainin
             continue
         table = sql.Identifier(index.SCHEMA, name)
         if not any(d.replace(day=1) == month for d in remaining):
-            deleted += conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+            deleted += db.scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(table))
             conn.execute(sql.SQL("DROP TABLE {}").format(table))
             dropped.append(name)
         else:
