@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +26,7 @@ T = TypeVar("T")
 PARAMETER_CODES = {"timestamp": "invalid_timestamp", "start": "invalid_timestamp", "end": "invalid_timestamp",
                    "batch_size": "invalid_batch_size"}
 
-RESPONSES = {
+RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "bad input"},
     401: {"model": ErrorBody, "description": "missing or wrong API key"},
     422: {"model": ErrorBody, "description": "an amount that cannot be represented exactly (the balance is named)"},
@@ -42,7 +42,7 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def not_found(what: str) -> dict:
+def not_found(what: str) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` entries of a route that answers 404 for an unknown ``what``."""
     return {**RESPONSES, 404: {"model": ErrorBody, "description": f"unknown {what}"}}
 
@@ -70,17 +70,20 @@ def _validation_message(error: dict) -> tuple[str, str]:
     return "bad_request", f"{name}: {error['msg']}"
 
 
-async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status, headers=headers)
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
     answers = [_validation_message(e) for e in exc.errors()]
     return JSONResponse({"code": answers[0][0], "message": "; ".join(m for _, m in answers)}, status_code=400)
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query
 from pydantic import BeforeValidator
@@ -21,19 +21,19 @@ INSTANT = ("RFC 3339 instant with a UTC offset (e.g. 2026-11-02T09:30:00Z, 2026-
            " from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z once in UTC")
 
 
-def _instant(what: str) -> Callable[[object], dt.datetime]:
+def _instant(what: str) -> Callable[[Any], dt.datetime]:
     """A validator: RFC 3339 text -> naive UTC (:func:`query.parse_timestamp`, naming ``what``)."""
 
-    def parse(text: object) -> dt.datetime:
+    def parse(text: Any) -> dt.datetime:
         return query.parse_timestamp(text, what)  # a QueryError is a ValueError: Pydantic reports it
 
     return parse
 
 
-def _batch_size(text: object) -> int:
+def _batch_size(text: Any) -> int:
     """A validator: decimal text -> batch_size within :data:`names.BATCH_SIZE_MIN`..:data:`names.BATCH_SIZE_MAX`."""
     try:
-        size: object = int(text)  # type: ignore[call-overload]
+        size: object = int(text)
     except (TypeError, ValueError):
         size = text
     problem = names.batch_size_problem(size)

@@ -16,7 +16,7 @@ from snapshot_pipeline.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTE
 from snapshot_pipeline.cli.parser import build_parser
 from snapshot_pipeline.settings import SettingsError, load_settings, redact
 
-__all__ = ["main", "build_parser", "CliError", "BadInput"]
+__all__ = ["BadInput", "CliError", "build_parser", "main"]
 
 
 def _one_line(exc: BaseException) -> str:

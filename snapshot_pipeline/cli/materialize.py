@@ -69,7 +69,7 @@ def _progress_logger_def(bar: Callable[[], DayProgress]):
     of the terminal (it is in the run's log in the Dagster instance)."""
     import dagster as dg  # noqa: PLC0415
 
-    @dg.logger(description="progress bar of the snapshot CLI")
+    @dg.logger(config_schema=None, description="progress bar of the snapshot CLI")
     def cli_progress(_init_context):
         log = logging.getLogger("snapshot_pipeline.cli.progress")
         log.propagate = False
@@ -84,8 +84,9 @@ def _balances_at_cutoff(settings: Settings, snapshot_date: dt.date) -> int | Non
     """The expected row count (for the progress bar's total): one indexed count on ``blnk.balances``."""
     try:
         with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:
-            return conn.execute("SELECT count(*) FROM blnk.balances WHERE created_at < %s",
-                                (calendar.cutoff(snapshot_date, settings.timezone),)).fetchone()[0]
+            row = conn.execute("SELECT count(*) FROM blnk.balances WHERE created_at < %s",
+                               (calendar.cutoff(snapshot_date, settings.timezone),)).fetchone()
+            return row[0] if row else None
     except db.DatabaseUnavailable:
         return None
 
