@@ -9,8 +9,8 @@ Dagster's own client, :class:`dagster_graphql.DagsterGraphQLClient`, launches th
 with two small named queries sent through the same library stack (``gql`` over ``requests``), since the
 client has no public way to send a query of one's own: :data:`JOBS_QUERY` (which code location holds the
 job, looked up once) and :data:`RUN_DETAILS_QUERY` (the run's tags, times, materialization metadata,
-progress lines and failure messages). ``dagster_graphql`` imports dagster, so it is imported when a
-client is built (at the service's startup), not when this module is.
+progress lines and failure messages). ``dagster_graphql`` imports dagster (~0.9 s), so it is imported
+when a client is built (at the service's startup), not when this module is.
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ class DagsterClient:
     """
 
     def __init__(self, base_url: str, timeout: float = 10.0):
+        import dagster_graphql  # noqa: F401, PLC0415 - loads dagster here (the service's startup), not on a request
+
         self.base_url = base_url.rstrip("/")
         self._timeout = max(1, round(timeout))
         self._selector: dict | None = None
