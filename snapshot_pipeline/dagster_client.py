@@ -1,17 +1,24 @@
-"""A small client of the Dagster webserver's GraphQL API (httpx): launch snapshot runs, read their status.
+"""The Dagster webserver's GraphQL API, for the HTTP service: launch snapshot runs, read their status.
 
-The HTTP service uses it for Blnk's ``POST /balances-snapshots``: a run of ``balance_snapshots_job``
-for one partition is launched on the configured Dagster instance (``DAGSTER_WEBSERVER_URL``), so it
-shows up, with its logs and metrics, in the Dagster UI like any other run. It does not import
-dagster (the webserver is a separate process).
+Blnk's ``POST /balances-snapshots`` launches a run of ``balance_snapshots_job`` for one partition on the
+configured Dagster instance (``DAGSTER_WEBSERVER_URL``), so it shows up, with its logs and metrics, in the
+Dagster UI like any other run.
+
+Dagster's own client, :class:`dagster_graphql.DagsterGraphQLClient`, launches the run
+(``submit_job_execution``) and reads its status (``get_run_status``). What it does not offer is read
+with two small named queries sent through the same library stack (``gql`` over ``requests``), since the
+client has no public way to send a query of one's own: :data:`JOBS_QUERY` (which code location holds the
+job, looked up once) and :data:`RUN_DETAILS_QUERY` (the run's tags, times, materialization metadata,
+progress lines and failure messages). ``dagster_graphql`` imports dagster (~0.9 s), so it is imported
+when a client is built (at the service's startup), not when this module is.
 """
 
 from __future__ import annotations
 
 import json
 import re
-
-import httpx
+from typing import Any
+from urllib.parse import urlsplit
 
 from snapshot_pipeline.names import ASSET_NAME, PARTITION_TAG, SNAPSHOT_JOB
 
@@ -20,6 +27,9 @@ DONE_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 # "operation=balance_snapshot snapshot_date=D status=progress rows=N batches=B snapshots_per_second=R"
 _PROGRESS = re.compile(r"operation=balance_snapshot snapshot_date=\S+ status=progress\b")
 _FIELD = re.compile(r"(\w+)=(\S+)")
+# what submit_job_execution raises for a location that went away (reloaded, renamed): Dagster is not ready
+_UNAVAILABLE_KINDS = ("PythonError", "PipelineNotFoundError", "JobNotFoundError", "RepositoryLocationNotFound")
+_CONFIG_INVALID_KINDS = ("RunConfigValidationInvalid", "PipelineConfigValidationInvalid")
 
 
 class DagsterUnavailable(RuntimeError):
@@ -27,6 +37,8 @@ class DagsterUnavailable(RuntimeError):
 
 
 class RunNotFound(LookupError):
+    """No run with this id exists on the instance."""
+
     def __init__(self, run_id: str):
         super().__init__(f"run {run_id!r} does not exist")
         self.run_id = run_id
@@ -36,7 +48,7 @@ class LaunchRejected(ValueError):
     """Dagster refused the run (invalid config or partition); the message says why."""
 
 
-_JOBS_QUERY = """
+JOBS_QUERY = """
 query SnapshotPipelineJobs {
   repositoriesOrError {
     __typename
@@ -46,31 +58,18 @@ query SnapshotPipelineJobs {
 }
 """
 
-_LAUNCH_MUTATION = """
-mutation SnapshotPipelineLaunch($executionParams: ExecutionParams!) {
-  launchRun(executionParams: $executionParams) {
-    __typename
-    ... on LaunchRunSuccess { run { runId status } }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on Error { message }
-  }
-}
-"""
-
-_RUN_QUERY = """
-query SnapshotPipelineRun($runId: ID!) {
+RUN_DETAILS_QUERY = """
+query SnapshotPipelineRunDetails($runId: ID!) {
   runOrError(runId: $runId) {
     __typename
     ... on Run {
       runId
       jobName
-      status
       startTime
       endTime
       tags { key value }
       assetMaterializations {
         assetKey { path }
-        partition
         metadataEntries {
           __typename
           label
@@ -98,40 +97,78 @@ query SnapshotPipelineRun($runId: ID!) {
 """
 
 
-class DagsterClient:
-    """GraphQL over HTTP to one Dagster webserver."""
+def _one_line(exc: BaseException) -> str:
+    """An exception as one short line (no newlines: it goes into an HTTP error message)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
-    def __init__(self, base_url: str, timeout: float = 10.0, transport: httpx.BaseTransport | None = None):
+
+class DagsterClient:
+    """One Dagster webserver (``base_url``, e.g. ``http://127.0.0.1:3000``), through ``dagster_graphql``.
+
+    Each call builds its own transport (``requests``, ``timeout`` seconds), so one client may serve
+    concurrent requests (the HTTP service's thread pool) without sharing a connection.
+    """
+
+    def __init__(self, base_url: str, timeout: float = 10.0):
+        import dagster_graphql  # noqa: F401, PLC0415 - loads dagster here (the service's startup), not on a request
+
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._timeout = max(1, round(timeout))
         self._selector: dict | None = None
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release: every call opens and closes its own session."""
 
-    def _graphql(self, document: str, variables: dict | None = None) -> dict:
+    # ------------------------------------------------------------------------------------------ transport
+
+    def _transport(self):
+        from gql.transport.requests import RequestsHTTPTransport  # noqa: PLC0415
+
+        return RequestsHTTPTransport(url=f"{self.base_url}/graphql", timeout=self._timeout)
+
+    def _client(self):
+        """Dagster's client of this webserver (``dagster_graphql`` imports dagster: imported here)."""
+        from dagster_graphql import DagsterGraphQLClient  # noqa: PLC0415
+
+        parts = urlsplit(self.base_url)
+        return DagsterGraphQLClient(parts.hostname or "", port_number=parts.port, use_https=parts.scheme == "https",
+                                    timeout=self._timeout, path_prefix=parts.path.rstrip("/"),
+                                    transport=self._transport())
+
+    def _query(self, document: str, variables: dict[str, Any] | None = None) -> dict:
+        """One of this module's named queries; any failure to get an answer is :class:`DagsterUnavailable`."""
+        from gql import Client, GraphQLRequest  # noqa: PLC0415
+
         try:
-            response = self._http.post("/graphql", json={"query": document, "variables": variables or {}})
-        except httpx.HTTPError as exc:
-            raise DagsterUnavailable(f"the Dagster webserver at {self.base_url} is unreachable: {exc}") from exc
-        if response.status_code != 200:
-            raise DagsterUnavailable(
-                f"the Dagster webserver at {self.base_url} answered HTTP {response.status_code}: {response.text[:300]}")
-        payload = response.json()
-        if payload.get("errors"):
-            raise DagsterUnavailable(f"GraphQL error from {self.base_url}: {payload['errors'][0].get('message')}")
-        return payload["data"]
+            return Client(transport=self._transport()).execute(GraphQLRequest(document, variable_values=variables))
+        except Exception as exc:  # noqa: BLE001 - connection, timeout, HTTP status, GraphQL errors
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: Exception) -> DagsterUnavailable:
+        """A failure to get an answer (a ``DagsterGraphQLClientError`` wraps it as its cause), in one line."""
+        from gql.transport.exceptions import TransportQueryError, TransportServerError  # noqa: PLC0415
+
+        cause = exc.__cause__ or exc
+        if isinstance(cause, TransportServerError):
+            what = f"answered HTTP {cause.code}"
+        elif isinstance(cause, TransportQueryError):
+            what = "answered a GraphQL error"
+        else:
+            what = "is unreachable"
+        return DagsterUnavailable(f"the Dagster webserver at {self.base_url} {what}: {_one_line(cause)}")
+
+    # ---------------------------------------------------------------------------------------------- calls
 
     def selector(self) -> dict:
         """The code location and repository that hold ``balance_snapshots_job`` (looked up once)."""
         if self._selector is None:
-            data = self._graphql(_JOBS_QUERY)["repositoriesOrError"]
+            data = self._query(JOBS_QUERY)["repositoriesOrError"]
             if data["__typename"] != "RepositoryConnection":
                 raise DagsterUnavailable(f"Dagster could not list its repositories: {data.get('message')}")
             for repo in data["nodes"]:
                 if any(job["name"] == SNAPSHOT_JOB for job in repo["jobs"]):
-                    self._selector = {"repositoryLocationName": repo["location"]["name"],
-                                      "repositoryName": repo["name"], "jobName": SNAPSHOT_JOB}
+                    self._selector = {"repository_location_name": repo["location"]["name"],
+                                      "repository_name": repo["name"]}
                     break
             else:
                 raise DagsterUnavailable(
@@ -139,61 +176,78 @@ class DagsterClient:
         return self._selector
 
     def launch_snapshot(self, partition_key: str, batch_size: int, tags: dict[str, str] | None = None) -> dict:
-        """Launch ``balance_snapshots_job`` for one partition; returns ``{"run_id", "status"}``."""
-        params = {
-            "selector": self.selector(),
-            "runConfigData": {"ops": {ASSET_NAME: {"config": {"batch_size": batch_size}}}},
-            "executionMetadata": {"tags": [{"key": PARTITION_TAG, "value": partition_key},
-                                           *({"key": k, "value": v} for k, v in (tags or {}).items())]},
-        }
-        result = self._graphql(_LAUNCH_MUTATION, {"executionParams": params})["launchRun"]
-        kind = result["__typename"]
-        if kind == "LaunchRunSuccess":
-            return {"run_id": result["run"]["runId"], "status": result["run"]["status"]}
-        if kind == "RunConfigValidationInvalid":
-            raise LaunchRejected("; ".join(e["message"] for e in result["errors"]))
-        if kind in ("PythonError", "PipelineNotFoundError", "RepositoryLocationNotFound"):
+        """Launch ``balance_snapshots_job`` for one partition (``submit_job_execution``); returns ``{"run_id"}``."""
+        from dagster_graphql import DagsterGraphQLClientError  # noqa: PLC0415
+
+        selector = self.selector()
+        try:
+            run_id = self._client().submit_job_execution(
+                SNAPSHOT_JOB, **selector, run_config={"ops": {ASSET_NAME: {"config": {"batch_size": batch_size}}}},
+                tags={PARTITION_TAG: partition_key, **(tags or {})})
+        except DagsterGraphQLClientError as exc:
+            raise self._launch_error(exc) from None
+        return {"run_id": run_id}
+
+    def _launch_error(self, exc: Exception) -> Exception:
+        """What a refused launch means: Dagster not ready (503) or the run itself refused (400)."""
+        if exc.__cause__ is not None or len(exc.args) < 2:
+            return self._unavailable(exc)
+        kind, detail = exc.args[0], exc.args[1]
+        if kind in _CONFIG_INVALID_KINDS:
+            return LaunchRejected("; ".join(e["message"] for e in detail))
+        if kind in _UNAVAILABLE_KINDS:
             self._selector = None  # the location may have been reloaded or renamed
-            raise DagsterUnavailable(f"Dagster could not launch the run ({kind}): {result.get('message')}")
-        raise LaunchRejected(f"Dagster refused the run ({kind}): {result.get('message')}")
+            return DagsterUnavailable(f"Dagster could not launch the run ({kind}): {detail}")
+        return LaunchRejected(f"Dagster refused the run ({kind}): {detail}")
 
     def run_url(self, run_id: str) -> str:
         """The run's page in the Dagster UI."""
         return f"{self.base_url}/runs/{run_id}"
 
+    def status(self, run_id: str) -> str:
+        """The run's status (``get_run_status``): QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED..."""
+        from dagster_graphql import DagsterGraphQLClientError  # noqa: PLC0415
+
+        try:
+            return self._client().get_run_status(run_id).value
+        except DagsterGraphQLClientError as exc:
+            if exc.__cause__ is None and exc.args and "NotFound" in str(exc.args[0]):
+                raise RunNotFound(run_id) from None
+            if exc.__cause__ is None and len(exc.args) >= 2:
+                raise DagsterUnavailable(f"Dagster could not read run {run_id}: {exc.args[1]}") from None
+            raise self._unavailable(exc) from None
+
     def run(self, run_id: str) -> dict:
-        """Status of a run and, once it succeeded, the metrics of its materialization."""
-        result = self._graphql(_RUN_QUERY, {"runId": run_id})["runOrError"]
+        """Status of a run; while it runs, its progress; once it succeeded, its metrics; if it failed, why.
+
+        The status is read first, then the details: a run seen done has its materialization in them.
+        """
+        status = self.status(run_id)
+        result = self._query(RUN_DETAILS_QUERY, {"runId": run_id})["runOrError"]
         kind = result["__typename"]
         if kind == "RunNotFoundError":
             raise RunNotFound(run_id)
         if kind != "Run":
             raise DagsterUnavailable(f"Dagster could not read run {run_id}: {result.get('message')}")
-        tags = {t["key"]: t["value"] for t in result["tags"]}
-        out = {
-            "run_id": result["runId"],
-            "job_name": result["jobName"],
-            "status": result["status"],
-            "done": result["status"] in DONE_STATUSES,
-            "partition": tags.get(PARTITION_TAG),
-            "start_time": result["startTime"],
-            "end_time": result["endTime"],
-            "metrics": None,
-            "progress": None,
-            "error": None,
-            "run_url": self.run_url(result["runId"]),
-        }
-        events = result["eventConnection"]["events"]
-        if not out["done"]:
-            out["progress"] = _progress(events)
-        for materialization in result["assetMaterializations"]:
-            if materialization["assetKey"]["path"] == [ASSET_NAME]:
-                out["metrics"] = {entry["label"]: _metadata_value(entry) for entry in materialization["metadataEntries"]}
-        if result["status"] == "FAILURE":
-            messages = [_error_message(e.get("error")) or e.get("message") for e in events
-                        if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")]
-            out["error"] = next((m.strip() for m in messages if m), "the run failed; see its logs in the Dagster UI")
-        return out
+        return _run_body(result, status, self.run_url(result["runId"]))
+
+
+def _run_body(result: dict, status: str, run_url: str) -> dict:
+    """The status endpoint's body from the run's details."""
+    tags = {t["key"]: t["value"] for t in result["tags"]}
+    events = result["eventConnection"]["events"]
+    done = status in DONE_STATUSES
+    out = {"run_id": result["runId"], "job_name": result["jobName"], "status": status, "done": done,
+           "partition": tags.get(PARTITION_TAG), "start_time": result["startTime"], "end_time": result["endTime"],
+           "metrics": None, "progress": None if done else _progress(events), "error": None, "run_url": run_url}
+    for materialization in result["assetMaterializations"]:
+        if materialization["assetKey"]["path"] == [ASSET_NAME]:
+            out["metrics"] = {entry["label"]: _metadata_value(entry) for entry in materialization["metadataEntries"]}
+    if status == "FAILURE":
+        messages = [_error_message(e.get("error")) or e.get("message") for e in events
+                    if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")]
+        out["error"] = next((m.strip() for m in messages if m), "the run failed; see its logs in the Dagster UI")
+    return out
 
 
 def _error_message(error: dict | None) -> str | None:

@@ -1,6 +1,6 @@
 """Environment -> one typed settings object.
 
-This is the only module that reads ``os.environ``. Everything else receives a
+This is the only module that reads or writes ``os.environ``. Everything else receives a
 :class:`Settings` (or the values it holds), which keeps the library testable.
 """
 
@@ -372,5 +372,12 @@ def dagster_home(settings: Settings) -> Path:
     return Path(value).resolve() if value else settings.home / ".dagster_home"
 
 
-def set_dagster_home(path: Path) -> None:
-    os.environ["DAGSTER_HOME"] = str(path)
+def export_dagster_environment(home: Path, instance_url: str) -> None:
+    """Point this process's Dagster at its instance: ``DAGSTER_HOME`` = ``home``, ``DAGSTER_PG_URL`` = ``instance_url``.
+
+    The one place the package writes ``os.environ``. Dagster reads both variables from the environment
+    (``DagsterInstance.get()``, ``dagster.yaml``'s ``env: DAGSTER_PG_URL``), and so do the processes the
+    CLI starts (``dagster dev``, its daemon, run workers), which inherit them.
+    """
+    os.environ["DAGSTER_PG_URL"] = instance_url
+    os.environ["DAGSTER_HOME"] = str(home)

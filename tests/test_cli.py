@@ -139,7 +139,7 @@ def test_dagster_yaml_configures_postgres_storage_like_the_builtin_default():
     import yaml
     from pathlib import Path
 
-    from snapshot_pipeline.cli import DEFAULT_DAGSTER_YAML
+    from snapshot_pipeline.cli.instance import DEFAULT_DAGSTER_YAML
 
     project = yaml.safe_load((Path(__file__).parents[1] / "dagster.yaml").read_text())
     assert project == yaml.safe_load(DEFAULT_DAGSTER_YAML)

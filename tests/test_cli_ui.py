@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from snapshot_pipeline.cli import _descendants
+from snapshot_pipeline.cli.serve import _descendants
 
 STOP_WITHIN_SECONDS = 10
 

@@ -1,0 +1,182 @@
+"""One partition materialized through Dagster from the CLI, with a progress bar on the terminal.
+
+Used by ``snapshot`` and ``demo``. Dagster is imported only here, inside the functions, so that
+``snapshot-pipeline --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from snapshot_pipeline import calendar, db
+from snapshot_pipeline.cli.common import CliError
+from snapshot_pipeline.cli.instance import preflight, prepare_dagster_home
+from snapshot_pipeline.settings import Settings
+
+# the asset's progress line (defs/assets.py): "operation=balance_snapshot snapshot_date=D status=progress rows=N ..."
+_PROGRESS_PREFIX = "operation=balance_snapshot snapshot_date="
+
+
+class DayProgress:
+    """A per-day progress bar (rows and rate; tqdm), drawn only when stderr is a terminal.
+
+    Dagster captures a step's stdout/stderr (file descriptors 1 and 2) into the run's compute logs, so
+    the bar writes to a duplicate of descriptor 2 taken before the run starts: still the terminal.
+    """
+
+    def __init__(self, label: str, total: int | None):
+        from tqdm import tqdm  # noqa: PLC0415
+
+        self._out = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+        self._bar = tqdm(total=total, desc=label, unit=" rows", leave=False, file=self._out,
+                         disable=not self._out.isatty(), mininterval=0.2)
+
+    def update_to(self, rows: int) -> None:
+        """Move the bar to ``rows`` written (capped at the total: the asset reports whole pages)."""
+        if self._bar.total is not None:
+            rows = min(rows, self._bar.total)
+        self._bar.update(rows - self._bar.n)
+
+    def close(self) -> None:
+        """Remove the bar and close the duplicated descriptor."""
+        self._bar.close()
+        self._out.close()
+
+
+class _ProgressHandler(logging.Handler):
+    """Turns the asset's ``status=progress`` log lines into :meth:`DayProgress.update_to` calls."""
+
+    def __init__(self, bar: Callable[[], DayProgress]):
+        super().__init__()
+        self._bar = bar
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = getattr(record, "dagster_meta", {}).get("orig_message") or record.getMessage()
+        if message.startswith(_PROGRESS_PREFIX) and "status=progress" in message:
+            fields = dict(part.split("=", 1) for part in message.split() if "=" in part)
+            try:
+                self._bar().update_to(int(fields["rows"]))
+            except (KeyError, ValueError):
+                pass
+
+
+def _progress_logger_def(bar: Callable[[], DayProgress]):
+    """A Dagster logger for CLI runs: the asset's progress lines drive the bar; every other record stays out
+    of the terminal (it is in the run's log in the Dagster instance)."""
+    import dagster as dg  # noqa: PLC0415
+
+    @dg.logger(config_schema=None, description="progress bar of the snapshot CLI")
+    def cli_progress(_init_context):
+        log = logging.getLogger("snapshot_pipeline.cli.progress")
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        log.handlers = [_ProgressHandler(bar)]
+        return log
+
+    return cli_progress
+
+
+def _balances_at_cutoff(settings: Settings, snapshot_date: dt.date) -> int | None:
+    """The expected row count (for the progress bar's total): one indexed count on ``blnk.balances``."""
+    try:
+        with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:
+            row = conn.execute("SELECT count(*) FROM blnk.balances WHERE created_at < %s",
+                               (calendar.cutoff(snapshot_date, settings.timezone),)).fetchone()
+            return row[0] if row else None
+    except db.DatabaseUnavailable:
+        return None
+
+
+def _check_partition(settings: Settings, snapshot_date: dt.date) -> None:
+    """``snapshot_date`` must be a partition: from ``SNAPSHOT_START_DATE`` to the last closed day."""
+    last = calendar.last_closed_day(settings.timezone)
+    if snapshot_date < settings.start_date or snapshot_date > last:
+        raise CliError(
+            f"--date {snapshot_date} is not a partition: partitions run from {settings.start_date}"
+            f" (SNAPSHOT_START_DATE) to {last}, the last closed day in {settings.timezone}"
+        )
+
+
+def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size: int,
+                          full_refresh: bool = False, *, verbose: bool = False) -> dict:
+    """Run ``balance_snapshots_job`` for one partition on the Dagster instance; return its metrics.
+
+    Quiet by default: a progress bar on stderr (on a terminal); Dagster's own log lines go to the run's
+    log in the instance (the UI's run page) and, with ``verbose``, to stderr as well.
+
+    Every check (partition range, databases reachable, storage writable) comes before Dagster is
+    imported or a file is written.
+    """
+    _check_partition(settings, snapshot_date)
+    preflight(settings)
+    prepare_dagster_home(settings)
+    bar = DayProgress(snapshot_date.isoformat(), _balances_at_cutoff(settings, snapshot_date))
+    try:
+        result = _execute(settings, snapshot_date, batch_size, full_refresh, verbose, lambda: bar)
+    finally:
+        bar.close()
+    return _metrics(result, snapshot_date, batch_size)
+
+
+def _execute(settings: Settings, snapshot_date: dt.date, batch_size: int, full_refresh: bool, verbose: bool,
+             bar: Callable[[], DayProgress]):
+    """The job's in-process execution on the instance of ``DAGSTER_HOME``; a failed run is a :class:`CliError`."""
+    import dagster as dg  # noqa: PLC0415 - keep `--help` fast
+
+    from snapshot_pipeline.definitions import build_definitions  # noqa: PLC0415
+    from snapshot_pipeline.names import ASSET_NAME, SNAPSHOT_JOB  # noqa: PLC0415
+
+    job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB).with_logger_defs(
+        {"console": dg.colored_console_logger, "cli_progress": _progress_logger_def(bar)})
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            partition_key=snapshot_date.isoformat(),
+            instance=instance,
+            run_config={
+                "ops": {ASSET_NAME: {"config": {"batch_size": batch_size, "full_refresh": full_refresh}}},
+                "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}},
+                            "cli_progress": {}},
+            },
+            raise_on_error=False,
+        )
+    if not result.success:
+        raise CliError(f"snapshot of {snapshot_date} failed (Dagster run {result.run_id}): {_failure(result)}")
+    return result
+
+
+def _metrics(result, snapshot_date: dt.date, batch_size: int) -> dict:
+    """The materialization's metadata and the checks' outcomes, as the CLI prints them (JSON)."""
+    from snapshot_pipeline.names import ASSET_NAME  # noqa: PLC0415
+
+    events = result.asset_materializations_for_node(ASSET_NAME)
+    metadata = {key: value.value for key, value in events[-1].metadata.items()}
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    totals = metadata.pop("currency_totals")
+    out = {"snapshot_date": snapshot_date.isoformat(), "run_id": result.run_id, **metadata, "batch_size": batch_size}
+    out["currency_totals"] = [dict(record.data) for record in totals.records]
+    out["checks"] = {c.check_name: ("passed" if c.passed else f"failed ({c.severity.value})") for c in checks}
+    return out
+
+
+def _failure(result) -> str:
+    """The innermost message of the run's first step failure (Dagster wraps the asset's exception)."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
+                error = error.cause
+            return error.message.strip()
+    return "see the Dagster run logs"
+
+
+def summary_line(out: dict) -> str:
+    """One line per materialized day (stderr for `snapshot`, the table row for `demo`)."""
+    checks = out.get("checks", {})
+    passed = sum(1 for v in checks.values() if v == "passed")
+    return (f"{out['snapshot_date']}  {out['dagster/row_count']:,} rows  {out['balances_changed']:,} changed"
+            f"  {out['duration_ms']:,} ms  {out['snapshots_per_second']:,.0f} rows/s"
+            f"  checks {passed}/{len(checks)} passed  run {out['run_id']}")
