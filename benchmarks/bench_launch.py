@@ -58,13 +58,24 @@ query Backfill($id: String!) {
 """
 
 
+def graphql(client, document: str, variables: dict) -> dict:
+    """A raw GraphQL request to the webserver (the backfill mutation is not part of the project's client)."""
+    import httpx
+    response = httpx.post(f"{client.base_url}/graphql", json={"query": document, "variables": variables}, timeout=60)
+    response.raise_for_status()
+    payload = response.json()
+    if payload.get("errors"):
+        raise RuntimeError(payload["errors"][0].get("message"))
+    return payload["data"]
+
+
 def asset_seconds(url: str, days: list[dt.date]) -> float:
     """Σ of the snapshot's own duration over ``days`` (the manifest's duration_ms)."""
     import psycopg
     with psycopg.connect(url) as conn:
         total = conn.execute("SELECT sum(duration_ms) FROM snapshot_index.partitions WHERE snapshot_date = ANY(%s)",
                              (days,)).fetchone()[0]
-    return (total or 0) / 1000
+    return float(total or 0) / 1000
 
 
 def wait_published(url: str, days: list[dt.date], deadline: float) -> None:
@@ -92,25 +103,27 @@ def measure_gap_fill(client, url: str, first: dt.date, count: int) -> dict:
     single_s = time.monotonic() - started
     log(f"{count} one-day runs: {single_s:.1f} s wall, {asset_seconds(url, single_days):.1f} s of asset work")
     started = time.monotonic()
-    result = client._graphql(_BACKFILL_MUTATION, {"params": {
+    result = graphql(client, _BACKFILL_MUTATION, {"params": {
         "partitionNames": [d.isoformat() for d in ranged_days],
         "assetSelection": [{"path": ["balance_snapshots"]}], "fromFailure": False}})["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
         raise RuntimeError(f"backfill refused: {result}")
-    while True:
-        status = client._graphql(_BACKFILL_QUERY, {"id": result["backfillId"]})["partitionBackfillOrError"]["status"]
+    wait_published(url, ranged_days, started + 1800)
+    ranged_s = time.monotonic() - started  # every day published (the data is there)
+    while True:  # the backfill daemon marks the backfill done on its next tick (every 30 s in Dagster)
+        status = graphql(client, _BACKFILL_QUERY, {"id": result["backfillId"]})["partitionBackfillOrError"]["status"]
         if status not in ("REQUESTED",):
             break
         if time.monotonic() - started > 1800:
             raise RuntimeError("the backfill did not finish in 30 minutes")
         time.sleep(0.5)
-    wait_published(url, ranged_days, time.monotonic() + 120)
-    ranged_s = time.monotonic() - started
-    log(f"one backfill of {count} days: {ranged_s:.1f} s wall ({status}),"
+    completed_s = time.monotonic() - started
+    log(f"one backfill of {count} days: {ranged_s:.1f} s to publish, {completed_s:.1f} s to {status},"
         f" {asset_seconds(url, ranged_days):.1f} s of asset work")
     return {"days": count, "one_run_per_day_s": round(single_s, 1),
             "one_run_per_day_asset_s": round(asset_seconds(url, single_days), 1),
-            "backfill_s": round(ranged_s, 1), "backfill_asset_s": round(asset_seconds(url, ranged_days), 1),
+            "backfill_s": round(ranged_s, 1), "backfill_completed_s": round(completed_s, 1),
+            "backfill_asset_s": round(asset_seconds(url, ranged_days), 1),
             "backfill_status": status, "speedup": round(single_s / max(ranged_s, 1e-9), 2)}
 
 
@@ -190,8 +203,8 @@ def main() -> int:
     if result["gap_fill"]:
         g = result["gap_fill"]
         print(f"gap of {g['days']} days: one run per day {g['one_run_per_day_s']} s"
-              f" (asset {g['one_run_per_day_asset_s']} s); one backfill {g['backfill_s']} s"
-              f" (asset {g['backfill_asset_s']} s): {g['speedup']}x")
+              f" (asset {g['one_run_per_day_asset_s']} s); one backfill {g['backfill_s']} s to publish,"
+              f" {g['backfill_completed_s']} s to completion (asset {g['backfill_asset_s']} s): {g['speedup']}x")
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"launch-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
