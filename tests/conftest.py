@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,9 +33,14 @@ def pg_admin_url(tmp_path_factory) -> Iterator[str]:
     if url:
         yield url
         return
-    data_dir = tmp_path_factory.mktemp("embedded")
-    yield embedded.ensure_running(data_dir, "postgres")
-    embedded.stop(data_dir)
+    # Not under pytest's basetemp: pytest keeps only its 3 newest basetemps, so another pytest session
+    # started meanwhile on the machine would delete a running server's data directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="snapshot-pipeline-test-pg-"))
+    try:
+        yield embedded.ensure_running(data_dir, "postgres")
+        embedded.stop(data_dir)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
