@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import os
 import re
+from typing import Any
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -93,7 +94,7 @@ class Settings:
     def tzinfo(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -319,7 +320,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         timezone=timezone,
         start_date=start,
         home=home,
-        dagster_webserver_url=webserver.rstrip("/"),
+        dagster_webserver_url=(webserver or DEFAULT_DAGSTER_WEBSERVER_URL).rstrip("/"),
         api_key=env.get("SNAPSHOT_API_KEY") or None,
         dagster_database_url=dagster_url,
         retention_days=parse_int(env.get("SNAPSHOT_RETENTION_DAYS") or str(DEFAULT_RETENTION_DAYS),

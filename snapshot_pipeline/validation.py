@@ -182,7 +182,7 @@ def _double_entry_outcome(totals: dict[str, _Totals]) -> Outcome:
         not unbalanced,
         text,
         {"currencies": len(per_currency), "unbalanced_currencies": len(unbalanced),
-         "total_absolute_imbalance": sum(abs(r["imbalance"]) for r in per_currency)},
+         "total_absolute_imbalance": sum(abs(t.credit - t.debit) for t in totals.values())},
         # exact amounts as strings: they can exceed what a JSON number holds exactly
         {"per_currency": [{k: (v if k in ("currency", "balances") else str(v)) for k, v in r.items()}
                           for r in per_currency]},

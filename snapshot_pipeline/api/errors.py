@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snapshot_pipeline import db, query
+from snapshot_pipeline.store import index
 from snapshot_pipeline.api.models import ErrorBody
 from snapshot_pipeline.settings import redact
 
@@ -59,6 +60,8 @@ def run_query(fn: Callable[[], T]) -> T:
         raise ApiError(422, "amount_not_representable", str(exc)) from None
     except db.DatabaseUnavailable as exc:
         raise ApiError(503, "database_unavailable", str(exc)) from None
+    except index.IndexOutdated as exc:  # until a snapshot run or `snapshot-pipeline migrate` upgrades it
+        raise ApiError(503, "index_outdated", str(exc)) from None
 
 
 def _validation_message(error: dict) -> tuple[str, str]:

@@ -157,7 +157,7 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
                 cutoff = _utc_naive(partitions_def.time_window_for_partition_key(key).end)
                 try:
                     result = _snapshot_one_day(context, config, settings, snapshot_date, cutoff)
-                except Exception:
+                except BaseException:  # also a cancel or termination (Dagster's interrupt is a BaseException)
                     # The days already committed are real: record them before the run fails.
                     for done_key, metadata in done:
                         yield dg.AssetMaterialization(asset_key=ASSET_NAME, partition=done_key, metadata=metadata)

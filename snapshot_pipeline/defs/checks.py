@@ -15,6 +15,10 @@ from typing import Any
 import warnings
 
 import dagster as dg
+# Internal to Dagster: the link of a check evaluation to its materialization (see _target_materialization).
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from pydantic import Field
 
 from snapshot_pipeline import validation
@@ -105,6 +109,19 @@ def _evaluate(settings, name: str, date: dt.date, function, log, **kwargs) -> va
     return outcome
 
 
+def _target_materialization(instance: dg.DagsterInstance, key: str
+                            ) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The materialization of day ``key`` an evaluation checks: without it Dagster counts the evaluation as
+    out of date and the UI's per-partition check status ignores it (what AssetCheckResult fills in itself)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(ASSET_NAME), asset_partitions=[key]), limit=1).records
+    if not records:
+        return None
+    latest = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(storage_id=latest.storage_id, run_id=latest.run_id,
+                                                         timestamp=latest.timestamp)
+
+
 def _per_partition(context: dg.AssetCheckExecutionContext, outcomes_of_day, severity: dg.AssetCheckSeverity,
                    blocking: bool):
     """The check events of a run: one result per check in a one-day run, one evaluation per check and day
@@ -121,11 +138,13 @@ def _per_partition(context: dg.AssetCheckExecutionContext, outcomes_of_day, seve
         return
     names: dict[str, None] = {}  # the checks evaluated, in order
     for key in keys:
+        target = _target_materialization(context.instance, key)
         for name, outcome in outcomes_of_day(dt.date.fromisoformat(key)).items():
             names[name] = None
             yield dg.AssetCheckEvaluation(asset_key=dg.AssetKey(ASSET_NAME), check_name=name, passed=outcome.passed,
                                           metadata=_metadata(outcome), severity=severity, blocking=blocking,
-                                          description=outcome.description, partition=key)
+                                          description=outcome.description, partition=key,
+                                          target_materialization_data=target)
     assets_def = context.op_execution_context.assets_def
     for name in names:
         check_key = dg.AssetCheckKey(dg.AssetKey(ASSET_NAME), name)

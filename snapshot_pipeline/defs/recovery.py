@@ -18,7 +18,7 @@ from snapshot_pipeline import db
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.schedules import sensor_status
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import publish
+from snapshot_pipeline.store import index, publish
 
 RECOVERY_SENSOR = "crash_recovery_sensor"
 logger = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def recover_store(settings: Settings, instance: dg.DagsterInstance,
     if not publish.pending_dates(settings.storage_uri):  # the steady state: one listing, no connection
         return []
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
+        index.migrate(conn)  # recovery writes (it resolves publishes under the partitions' locks)
         found = publish.recover_all(settings.storage_uri, conn, log=log,
                                     on_dead_run=dead_run_reporter(instance, log))
     return [r.as_dict() for r in found if r.acted]

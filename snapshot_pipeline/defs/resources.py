@@ -39,10 +39,20 @@ class SnapshotStoreResource(dg.ConfigurableResource):
     def settings(self, timezone: str | None = None) -> Settings:
         """The resolved settings of this run, with the partitions' time zone."""
         base = load_settings()
+        ledger, index_url, storage = (_resolved(self.ledger_database_url), _resolved(self.snapshot_database_url),
+                                      _resolved(self.storage_uri))
         overrides = {
-            "ledger_database_url": self.ledger_database_url,
-            "snapshot_database_url": self.snapshot_database_url or self.ledger_database_url,
-            "storage_uri": self.storage_uri,
+            "ledger_database_url": ledger,
+            "snapshot_database_url": index_url or ledger,
+            "storage_uri": storage,
             "timezone": timezone,
         }
         return base.with_overrides(**overrides)
+
+
+def _resolved(value: str | None) -> str | None:
+    """A field's value: Dagster resolves ``EnvVar`` fields for runs and sensors; called on the definitions'
+    own resource outside them, an ``EnvVar`` still holds the variable's name, so read the variable."""
+    if isinstance(value, dg.EnvVar):
+        return value.get_value()
+    return value

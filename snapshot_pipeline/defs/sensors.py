@@ -64,7 +64,10 @@ def build_repair_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: 
         never requested twice; the reason is logged and tagged on the run.
         """
         settings_now = snapshot_store.settings(timezone=partitions_def.timezone)
-        result = repair.scan(settings_now, repair.ScanState.from_json(context.cursor))
+        try:
+            result = repair.scan(settings_now, repair.ScanState.from_json(context.cursor))
+        except index.IndexOutdated as exc:  # until the next snapshot run (or `migrate`) upgrades the index
+            return dg.SkipReason(str(exc))
         requests = []
         for finding in result.new_requests:
             key = finding.date.isoformat()
@@ -147,6 +150,41 @@ def _days_of_run(run: dg.DagsterRun) -> list[str]:
     return []
 
 
+def _in_flight_days(instance: dg.DagsterInstance) -> set[str]:
+    """Partition keys of the runs queued, starting or running (any job; ranged runs count every day)."""
+    return {key for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS)) for key in _days_of_run(run)}
+
+
+def _failures_by_day(instance: dg.DagsterInstance, published: set[dt.date]) -> dict[str, int]:
+    """Failed gap-fill runs per day. A ranged run counts against its first day that is still unpublished:
+    the days before it were committed, and the days after it were never attempted."""
+    failures: dict[str, int] = {}
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: "gap_fill"}, statuses=FAILED)):
+        unpublished = [key for key in _days_of_run(run) if dt.date.fromisoformat(key) not in published]
+        if unpublished:
+            failures[unpublished[0]] = failures.get(unpublished[0], 0) + 1
+    return failures
+
+
+def record_unreported(instance: dg.DagsterInstance, published: set[dt.date], in_flight: set[str],
+                      partitions_def: dg.DailyPartitionsDefinition, log) -> list[str]:
+    """Give Dagster a materialization of each published day it has none of (the run that committed it was
+    killed, cancelled or lost before reporting: up to a ranged run's days), so the UI shows what exists.
+    Days of runs still in flight report themselves when their step ends. Returns the keys recorded."""
+    materialized = instance.get_materialized_partitions(dg.AssetKey(ASSET_NAME))
+    keys = sorted(d.isoformat() for d in published)
+    unreported = [k for k in keys if k not in materialized and k not in in_flight and partitions_def.has_partition_key(k)]
+    for key in unreported[:GAP_FILL_MAX_DAYS_PER_TICK]:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=ASSET_NAME, partition=key,
+            description="Recorded from the snapshot index: the partition is published (manifest row and Parquet"
+                        " file) but the run that committed it ended without reporting it.",
+            metadata={"recorded_from": "snapshot_index.partitions"}))
+    if unreported:
+        log.info(f"operation=gap_fill recorded_unreported={','.join(unreported[:GAP_FILL_MAX_DAYS_PER_TICK])}")
+    return unreported[:GAP_FILL_MAX_DAYS_PER_TICK]
+
+
 def _active_gap_fill_backfills(instance: dg.DagsterInstance) -> list[str]:
     """Ids of gap-fill backfills the backfill daemon is still working on."""
     return [backfill.backfill_id for backfill in instance.get_backfills(status=BulkActionStatus.REQUESTED, limit=50)
@@ -195,7 +233,12 @@ def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Set
         current = snapshot_store.settings(timezone=partitions_def.timezone).with_overrides(
             start_date=partitions_def.start.date())
         with db.connect(db.snapshot_url(current), autocommit=True, what="snapshot index database") as conn:
-            published = index.published_dates(conn)
+            try:
+                published = index.published_dates(conn)
+            except index.IndexOutdated as exc:
+                return dg.SkipReason(str(exc))
+        in_flight = _in_flight_days(context.instance)
+        record_unreported(context.instance, published, in_flight, partitions_def, context.log)
         first = ledger_first_day(current)
         if first is None:
             return dg.SkipReason("the ledger is empty: nothing to snapshot")
@@ -208,12 +251,7 @@ def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Set
         if active:
             return dg.SkipReason(f"{len(missing)} missing partition(s); gap-fill backfill {', '.join(active)}"
                                  " is still running")
-        in_flight = {key for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
-                     for key in _days_of_run(run)}
-        failures: dict[str, int] = {}
-        for run in context.instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: "gap_fill"}, statuses=FAILED)):
-            for key in _days_of_run(run):
-                failures[key] = failures.get(key, 0) + 1
+        failures = _failures_by_day(context.instance, published)
         chosen: list[dt.date] = []
         exhausted: list[str] = []
         running: list[str] = []

@@ -164,9 +164,12 @@ def _balances(conn, rng, spec: LedgerSpec, start_us: int, end_us: int) -> _Balan
     )
     created[: 2 * len(CURRENCIES) + 1] = start_us - 40 * DAY  # anchors and the hot balance are old
     ledger = rng.integers(0, len(LEDGERS), size=n)
-    identity = np.where(rng.random(n) < 0.7, np.char.add("idt_", (rng.integers(0, n, size=n)).astype(str)), None)
+    # np.where(condition, strings, None) is an object array with None where the condition is false;
+    # numpy's type stubs do not list that form, hence the ignores.
+    identity = np.where(rng.random(n) < 0.7, np.char.add("idt_", (rng.integers(0, n, size=n)).astype(str)),  # type: ignore[call-overload]
+                        None)
     # Blnk keeps indicators unique per currency (its unique_indicator_currency constraint)
-    indicator = np.where(rng.random(n) < 0.2, np.char.add("@acct_", np.arange(n).astype(str)), None)
+    indicator = np.where(rng.random(n) < 0.2, np.char.add("@acct_", np.arange(n).astype(str)), None)  # type: ignore[call-overload]
     hot = len(CURRENCIES)  # the hot balance: USD, old, takes a large share of USD legs
     currency[hot] = 0
     by_creation = np.argsort(created, kind="stable")  # ids follow creation time, as in a live ledger

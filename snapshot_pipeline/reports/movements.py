@@ -191,7 +191,7 @@ def movements_page(page: pa.Table, legs: pa.Table, opening_page: pa.Table | None
             raise _stale(names, "the opening snapshot holds balances the closing one does not")
         positions = pc.index_in(ids, value_set=opening_ids)
         held = pc.is_valid(positions)  # balances the opening holds
-        if len(opening_ids):
+        if opening_page is not None and len(opening_ids):
             open_credit = pc.fill_null(pc.take(wide(opening_page["credit_balance"]), positions), zeros(1)[0])
             open_debit = pc.fill_null(pc.take(wide(opening_page["debit_balance"]), positions), zeros(1)[0])
         else:

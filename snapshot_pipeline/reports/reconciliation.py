@@ -86,11 +86,10 @@ def drift_page(page: pa.Table, snapshot: SnapshotPartition, base_page: pa.Table 
         raise _stale(snapshot, "it holds balances that are no longer live")
     positions = pc.index_in(ids, value_set=base_ids)
     held = pc.is_valid(positions)
-    base = base_page.take(positions) if len(base_ids) else None
-    count = len(base_ids)
+    base = base_page.take(positions) if base_page is not None and len(base_ids) else None
     expected = {}
     for name in BASE:
-        start = pc.if_else(held, wide(base[name]), zeros(n)) if count else zeros(n)
+        start = pc.if_else(held, wide(base[name]), zeros(n)) if base is not None else zeros(n)
         expected[name] = pc.add(start, wide(page[LATER[name]]))
     expected["balance"] = pc.subtract(expected["credit_balance"], expected["debit_balance"])
     expected["inflight_balance"] = pc.subtract(expected["inflight_credit_balance"],

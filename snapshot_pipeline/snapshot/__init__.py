@@ -222,6 +222,8 @@ def usable_base(settings: Settings, conn, snapshot_date: dt.date, log) -> index.
 def origin_of(conn, base: index.ManifestEntry | None) -> journal.Origin:
     if base is None:
         return journal.Origin.genesis()
+    if base.reread_transaction_id is None or base.reread_balance_id is None:  # only roll-forward partitions are bases
+        raise SnapshotError(f"partition {base.snapshot_date} has no re-read point: it cannot be rolled forward")
     return journal.Origin(base.cutoff_at, base.max_transaction_id, base.transaction_count, base.max_balance_id,
                           base.reread_transaction_id, base.reread_balance_id,
                           index.roll_state(conn, base.snapshot_date))

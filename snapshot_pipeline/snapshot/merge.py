@@ -122,7 +122,7 @@ def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetim
         parts.append(rows)
         if touched is not None:
             changed.append(touched)
-    if has_delta:
+    if delta is not None and has_delta:
         new = delta.filter(pc.invert(pc.is_in(delta_ids, value_set=_column(base, "balance_id")))) \
             if has_base else delta
         if new.num_rows:

@@ -110,7 +110,7 @@ def aligned(left: SortedStream, right: SortedStream) -> Iterator[tuple[pa.Table 
         a, b = left.last_key(), right.last_key()
         if a is None and b is None:
             return
-        bound = b if a is None else a if b is None else min(a, b)
+        bound = min(key for key in (a, b) if key is not None)
         yield left.take_through(bound), right.take_through(bound)
 
 

@@ -109,7 +109,7 @@ class PartitionWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self.rows = 0
-        self._sink = None
+        self._sink: pa.NativeFile | None = None
         self._writer: pq.ParquetWriter | None = None
 
     def _open(self) -> None:
@@ -136,6 +136,7 @@ class PartitionWriter:
             return
         table = pa.Table.from_batches(self._pending, schema=self.schema)
         keep = 0 if final else table.num_rows % ROW_GROUP_ROWS
+        assert self._writer is not None  # opened above
         if table.num_rows - keep:
             self._writer.write_table(table.slice(0, table.num_rows - keep), row_group_size=ROW_GROUP_ROWS)
         rest = table.slice(table.num_rows - keep)
@@ -150,6 +151,7 @@ class PartitionWriter:
             {f"snapshot_pipeline.{k}": v for k, v in {**extra_metadata, "row_count": str(self.rows)}.items()}
         )
         self._writer.close()
+        assert self._sink is not None  # opened with the writer
         self._sink.close()
         return size_and_checksum(self.fs, self.staging_path)
 

@@ -119,6 +119,13 @@ def test_the_gap_sensor_fills_holes_as_one_backfill_of_ranged_runs(adversarial_u
             for run in runs:
                 rows.update(materialized_rows(instance, run.run_id))
                 checks.update(check_evaluations(instance, run.run_id))
+            # what the UI's per-partition check status reads: each day's evaluation is current (it checked
+            # that day's latest materialization) and succeeded
+            check_keys = [dg.AssetCheckKey(dg.AssetKey(ASSET_NAME), name) for name in sorted(IN_FILE_CHECKS)]
+            status = {(info.check_key.name, info.partition_key): (
+                          info.latest_execution_status.value,
+                          info.latest_target_materialization_storage_id == info.latest_materialization_storage_id)
+                      for info in instance.event_log_storage.get_asset_check_partition_info(check_keys)}
     finally:
         daemon.terminate()
         try:
@@ -136,6 +143,7 @@ def test_the_gap_sensor_fills_holes_as_one_backfill_of_ranged_runs(adversarial_u
         assert_balanced(table, date)
         for name in IN_FILE_CHECKS:  # and its own check evaluations, all passing
             assert checks.get((name, key)) is True, (name, key, checks.get((name, key)))
+            assert status.get((name, key)) == ("SUCCEEDED", True), (name, key, status.get((name, key)))
 
 
 def test_a_failure_in_the_middle_of_a_range_keeps_the_days_before_it(fresh_ledger, make_database, tmp_path):

@@ -317,6 +317,39 @@ def test_gap_filler_leaves_the_just_closed_day_to_the_schedule_and_gives_up_afte
         assert requested(h.tick(GAP_SENSOR)) == ["2026-11-01", "2026-11-03"]
 
 
+def test_a_failed_ranged_run_counts_against_its_first_unpublished_day_only(adversarial_url, make_database, tmp_path):
+    """A gap-fill run over Nov 1..5 that committed Nov 1 and failed on Nov 2, three times: Nov 2 is given up;
+    Nov 3..5, never attempted, are still requested."""
+    settings = make_settings(adversarial_url, tmp_path / "store", start="2026-11-01", index_url=make_database())
+    snapshot.take_snapshot(settings, day("2026-11-01"), 1000)
+    now = dt.datetime(2026, 11, 6, 12, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        h = gap_harness(settings, instance, now, max_failures=3)
+        for _ in range(3):
+            instance.create_run_for_job(h.job, status=dg.DagsterRunStatus.FAILURE, tags={
+                "snapshot_pipeline/trigger": "gap_fill", "dagster/asset_partition_range_start": "2026-11-01",
+                "dagster/asset_partition_range_end": "2026-11-05"})
+        data = h.tick(GAP_SENSOR)
+        assert requested(data) == ["2026-11-03", "2026-11-04", "2026-11-05"]
+
+
+def test_published_days_dagster_never_heard_of_are_recorded(adversarial_url, make_database, tmp_path):
+    """A day committed by a run that died before reporting it (here: published outside Dagster) gets one
+    materialization in Dagster, recorded from the manifest; a day of a run still in flight does not."""
+    settings = make_settings(adversarial_url, tmp_path / "store", start="2026-11-01", index_url=make_database())
+    for date in (day("2026-11-01"), day("2026-11-02")):
+        snapshot.take_snapshot(settings, date, 1000)
+    now = dt.datetime(2026, 11, 4, 12, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        h = gap_harness(settings, instance, now)
+        instance.create_run_for_job(h.job, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": "2026-11-02"})
+        h.tick(GAP_SENSOR)
+        assert instance.get_materialized_partitions(dg.AssetKey("balance_snapshots")) == {"2026-11-01"}
+        h.tick(GAP_SENSOR)  # recorded once, not on every tick
+        records = instance.fetch_materializations(dg.AssetKey("balance_snapshots"), limit=10).records
+        assert [r.partition_key for r in records] == ["2026-11-01"]
+
+
 def test_gap_filler_respects_the_retention_policy(adversarial_url, make_database, tmp_path):
     settings = make_settings(adversarial_url, tmp_path / "store", start="2026-10-01", index_url=make_database())
     settings = settings.with_overrides(retention_days=3, retention_months=2)
