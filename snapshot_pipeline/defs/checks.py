@@ -160,68 +160,87 @@ def _integrity(settings, date: dt.date) -> dict[str, validation.Outcome]:
 
 def build_snapshot_checks(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.AssetChecksDefinition]:
     """The in-run checks, partitioned like the asset: three steps in a snapshot run."""
-    tz = partitions_def.timezone
-    error, warn = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
     with warnings.catch_warnings():  # partitioned asset checks are marked "preview" in Dagster 1.13
         warnings.simplefilter("ignore", category=dg.PreviewWarning)
+        return [build_file_checks(partitions_def), build_sampled_recomputation_check(partitions_def),
+                build_live_balances_check(partitions_def)]
 
-        @dg.multi_asset_check(
-            name="snapshot_file_checks",
-            specs=[dg.AssetCheckSpec(name, asset=ASSET_NAME, partitions_def=partitions_def, blocking=True,
-                                     description=doc)
-                   for name, (_, doc) in INTEGRITY_CHECKS.items()],
-            can_subset=True,
-            description="Row count, balance identity, double entry and manifest agreement of one partition,"
-                        " from one sequential read of its Parquet file.",
-        )
-        def snapshot_file_checks(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
-            """The four blocking file checks of one partition (ERROR: the snapshot data is wrong)."""
-            selected = {key.name for key in context.selected_asset_check_keys}
-            settings = snapshot_store.settings(timezone=tz)
-            log = _logger(context)
 
-            def outcomes_of_day(date: dt.date) -> dict[str, validation.Outcome]:
-                try:
-                    outcomes = _integrity(settings, date)
-                except validation.NotPublished as exc:
-                    missing = validation.Outcome(False, str(exc), {}, {"published": False})
-                    outcomes = {key: missing for key, _ in INTEGRITY_CHECKS.values()}
-                chosen = {name: outcomes[key] for name, (key, _) in INTEGRITY_CHECKS.items() if name in selected}
-                for name, outcome in chosen.items():
-                    log(name, date, outcome)
-                return chosen
+def build_file_checks(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetChecksDefinition:
+    """The four blocking file checks, one step (one read of the partition's file)."""
 
-            yield from _per_partition(context, outcomes_of_day, error, blocking=True)
+    @dg.multi_asset_check(
+        name="snapshot_file_checks",
+        specs=[dg.AssetCheckSpec(name, asset=ASSET_NAME, partitions_def=partitions_def, blocking=True,
+                                 description=doc)
+               for name, (_, doc) in INTEGRITY_CHECKS.items()],
+        can_subset=True,
+        description="Row count, balance identity, double entry and manifest agreement of one partition,"
+                    " from one sequential read of its Parquet file.",
+    )
+    def snapshot_file_checks(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
+        """The four blocking file checks of one partition (ERROR: the snapshot data is wrong)."""
+        selected = {key.name for key in context.selected_asset_check_keys}
+        settings = snapshot_store.settings(timezone=partitions_def.timezone)
+        log = _logger(context)
 
-        @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=True,
-                        description="k random balances (default 20, at most 10,000) recomputed from the journal"
-                                    " equal the snapshot on all six amounts.")
-        def sampled_recomputation_matches(context: dg.AssetCheckExecutionContext, config: SampleConfig,
-                                          snapshot_store: SnapshotStoreResource):
-            """k random balances (config `sample_size`, default 20) recomputed from the whole journal in SQL
-            equal the snapshot on all six amounts; mismatches caused by rows added after the read are
-            counted separately (the repair sensor re-materializes those). The journal is reached through
-            Blnk's (source), (destination) and (parent_transaction) indexes; k is bounded."""
-            settings, log, name = snapshot_store.settings(timezone=tz), _logger(context), "sampled_recomputation_matches"
-            yield from _per_partition(context, lambda date: {name: _evaluate(
-                settings, name, date, validation.sampled_recomputation, log, sample_size=config.sample_size,
-                seed=config.seed)}, error, blocking=True)
+        def outcomes_of_day(date: dt.date) -> dict[str, validation.Outcome]:
+            try:
+                outcomes = _integrity(settings, date)
+            except validation.NotPublished as exc:
+                missing = validation.Outcome(False, str(exc), {}, {"published": False})
+                outcomes = {key: missing for key, _ in INTEGRITY_CHECKS.values()}
+            chosen = {name: outcomes[key] for name, (key, _) in INTEGRITY_CHECKS.items() if name in selected}
+            for name, outcome in chosen.items():
+                log(name, date, outcome)
+            return chosen
 
-        @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=False,
-                        description="Latest partition: snapshot + later-dated legs = the live blnk.balances row,"
-                                    " for the balances that changed in the partition (WARN).")
-        def live_balances_match(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
-            """Latest partition only: snapshot + legs dated at or after the cutoff = live blnk.balances row,
-            over the partition's changed balances (its index rows), so the cost follows the day's activity.
+        yield from _per_partition(context, outcomes_of_day, dg.AssetCheckSeverity.ERROR, blocking=True)
 
-            WARN: a drift means the ledger's live rows disagree with its own journal (or a repair is
-            pending); the drifting balance ids are reported. Older partitions pass without evaluation.
-            """
-            settings, log, name = snapshot_store.settings(timezone=tz), _logger(context), "live_balances_match"
-            yield from _per_partition(context, lambda date: {name: _evaluate(settings, name, date, validation.live_drift,
-                                                                             log)}, warn, blocking=False)
+    return snapshot_file_checks
 
-    return [snapshot_file_checks, sampled_recomputation_matches, live_balances_match]
+
+def build_sampled_recomputation_check(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetChecksDefinition:
+    """``sampled_recomputation_matches`` (blocking)."""
+
+    @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=True,
+                    description="k random balances (default 20, at most 10,000) recomputed from the journal"
+                                " equal the snapshot on all six amounts.")
+    def sampled_recomputation_matches(context: dg.AssetCheckExecutionContext, config: SampleConfig,
+                                      snapshot_store: SnapshotStoreResource):
+        """k random balances (config `sample_size`, default 20) recomputed from the whole journal in SQL
+        equal the snapshot on all six amounts; mismatches caused by rows added after the read are
+        counted separately (the repair sensor re-materializes those). The journal is reached through
+        Blnk's (source), (destination) and (parent_transaction) indexes; k is bounded."""
+        settings, log = snapshot_store.settings(timezone=partitions_def.timezone), _logger(context)
+        name = "sampled_recomputation_matches"
+        yield from _per_partition(context, lambda date: {name: _evaluate(
+            settings, name, date, validation.sampled_recomputation, log, sample_size=config.sample_size,
+            seed=config.seed)}, dg.AssetCheckSeverity.ERROR, blocking=True)
+
+    return sampled_recomputation_matches
+
+
+def build_live_balances_check(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetChecksDefinition:
+    """``live_balances_match`` (WARN, not blocking)."""
+
+    @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=False,
+                    description="Latest partition: snapshot + later-dated legs = the live blnk.balances row,"
+                                " for the balances that changed in the partition (WARN).")
+    def live_balances_match(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
+        """Latest partition only: snapshot + legs dated at or after the cutoff = live blnk.balances row,
+        over the partition's changed balances (its index rows), so the cost follows the day's activity.
+
+        WARN: a drift means the ledger's live rows disagree with its own journal (or a repair is
+        pending); the drifting balance ids are reported. Older partitions pass without evaluation.
+        """
+        settings, log = snapshot_store.settings(timezone=partitions_def.timezone), _logger(context)
+        name = "live_balances_match"
+        yield from _per_partition(context, lambda date: {name: _evaluate(settings, name, date, validation.live_drift,
+                                                                         log)}, dg.AssetCheckSeverity.WARN,
+                                  blocking=False)
+
+    return live_balances_match
 
 
 def snapshot_freshness_policy(settings: Settings, timezone: str) -> dg.FreshnessPolicy:

@@ -123,11 +123,19 @@ def _lenient_mapping(**kwargs) -> dg.TimeWindowPartitionMapping:
         return dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True, **kwargs)
 
 
+# What every report asset shares: its group, owners and tags in the UI.
+COMMON: dict[str, Any] = {"group_name": GROUP, "owners": OWNERS, "tags": {"domain": "ledger"}}
+
+
 def build_report_assets(daily: dg.DailyPartitionsDefinition,
                         monthly: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The four report assets, on the snapshot asset's daily partitions and the matching monthly ones."""
-    same_day = dg.AssetDep(SNAPSHOTS)
-    common: dict[str, Any] = {"group_name": GROUP, "owners": OWNERS, "tags": {"domain": "ledger"}}
+    return [build_movements_asset(daily), build_totals_asset(daily), build_month_end_asset(monthly),
+            build_reconciliation_asset(daily)]
+
+
+def build_movements_asset(daily: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    """``balance_movements``: reads the day's snapshot and the day before's."""
 
     @dg.asset(
         partitions_def=daily,
@@ -136,7 +144,7 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
         kinds={"parquet"},
         metadata={"layout": "reports/balance_movements/snapshot_date=YYYY-MM-DD/part-00000.parquet",
                   "identity": "opening_balance + credits - debits = closing_balance"},
-        **common,
+        **COMMON,
     )
     def balance_movements(context: dg.AssetExecutionContext,
                           snapshot_store: SnapshotStoreResource) -> dg.MaterializeResult:
@@ -152,13 +160,19 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
         result = _run(context, "balance_movements", lambda: movements.balance_movements(settings, date))
         return dg.MaterializeResult(metadata={**common_metadata(result), **result.metrics})
 
+    return balance_movements
+
+
+def build_totals_asset(daily: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    """``ledger_currency_totals``: reads the day's snapshot."""
+
     @dg.asset(
         partitions_def=daily,
-        deps=[same_day],
+        deps=[dg.AssetDep(SNAPSHOTS)],
         automation_condition=after_snapshots(DAILY_LOOKBACK),
         kinds={"parquet"},
         metadata={"layout": "reports/ledger_currency_totals/snapshot_date=YYYY-MM-DD/part-00000.parquet"},
-        **common,
+        **COMMON,
     )
     def ledger_currency_totals(context: dg.AssetExecutionContext,
                                snapshot_store: SnapshotStoreResource) -> dg.MaterializeResult:
@@ -175,6 +189,12 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
             **totals_metadata(result.metrics["totals"]),
         })
 
+    return ledger_currency_totals
+
+
+def build_month_end_asset(monthly: dg.MonthlyPartitionsDefinition) -> dg.AssetsDefinition:
+    """``month_end_balances``: reads the snapshot of the month's last day."""
+
     @dg.asset(
         partitions_def=monthly,
         deps=[dg.AssetDep(SNAPSHOTS, partition_mapping=_lenient_mapping())],
@@ -182,7 +202,7 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
         kinds={"parquet", "csv"},
         metadata={"layout": "reports/month_end_balances/month=YYYY-MM/part-00000.parquet",
                   "csv": "reports/month_end_balances_csv/month_end_balances_YYYY-MM.csv"},
-        **common,
+        **COMMON,
     )
     def month_end_balances(context: dg.AssetExecutionContext,
                            snapshot_store: SnapshotStoreResource) -> dg.MaterializeResult:
@@ -204,15 +224,21 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
             **{f"{currency} balance_sum": float(total) for currency, total in by_currency.items()},
         })
 
+    return month_end_balances
+
+
+def build_reconciliation_asset(daily: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    """``reconciliation_report``: reads the day's snapshot, the journal since and the live balances."""
+
     @dg.asset(
         partitions_def=daily,
-        deps=[same_day],
+        deps=[dg.AssetDep(SNAPSHOTS)],
         automation_condition=after_snapshots(),
         kinds={"parquet", "postgres"},
         check_specs=[dg.AssetCheckSpec(NO_DRIFT_CHECK, asset="reconciliation_report",
                                        description="No live balance drifts from snapshot + later legs")],
         metadata={"layout": "reports/reconciliation_report/snapshot_date=YYYY-MM-DD/part-00000.parquet"},
-        **common,
+        **COMMON,
     )
     def reconciliation_report(context: dg.AssetExecutionContext,
                               snapshot_store: SnapshotStoreResource) -> dg.MaterializeResult:
@@ -229,20 +255,12 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
         if drifting:
             context.log.warning(f"operation=report report=reconciliation_report partition={date}"
                                 f" drifting_balances={drifting}")
-        sample = [
-            dg.TableRecord({"balance_id": r["balance_id"], "drifting_columns": r["drifting_columns"],
-                            "balance_drift": str(r["balance_drift"]), "live_balance": str(r["live_balance"]),
-                            "expected_balance": str(r["expected_balance"])})
-            for r in result.metrics["sample"]
-        ]
         return dg.MaterializeResult(
             metadata={
                 **common_metadata(result),
                 **{k: result.metrics[k] for k in ("balances_checked", "drifting_balances",
                                                    "balances_with_later_legs", "live_read_transaction_id")},
-                "drift_sample": dg.MetadataValue.table(records=sample, schema=dg.TableSchema(columns=[
-                    dg.TableColumn(name, "string") for name in
-                    ("balance_id", "drifting_columns", "balance_drift", "live_balance", "expected_balance")])),
+                "drift_sample": drift_sample_table(result.metrics["sample"]),
             },
             check_results=[dg.AssetCheckResult(
                 check_name=NO_DRIFT_CHECK, passed=drifting == 0, severity=dg.AssetCheckSeverity.WARN,
@@ -250,7 +268,17 @@ def build_report_assets(daily: dg.DailyPartitionsDefinition,
             )],
         )
 
-    return [balance_movements, ledger_currency_totals, month_end_balances, reconciliation_report]
+    return reconciliation_report
+
+
+DRIFT_SAMPLE_COLUMNS = ("balance_id", "drifting_columns", "balance_drift", "live_balance", "expected_balance")
+
+
+def drift_sample_table(sample: list[dict]) -> dg.MetadataValue:
+    """The first drifting balances as a UI table (exact amounts as strings)."""
+    records = [dg.TableRecord({name: str(row[name]) for name in DRIFT_SAMPLE_COLUMNS}) for row in sample]
+    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(
+        columns=[dg.TableColumn(name, "string") for name in DRIFT_SAMPLE_COLUMNS]))
 
 
 def build_reports_sensor(report_assets: list[dg.AssetsDefinition], settings: Settings

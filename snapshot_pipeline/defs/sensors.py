@@ -88,20 +88,22 @@ def build_repair_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: 
                 f" requested={len(requests)} partitions={','.join(r.partition_key or '' for r in requests)}"
             )
             return dg.SensorResult(run_requests=requests, cursor=result.state.to_json())
-        stats = result.stats
-        if not result.examined:
-            reason = (f"journal unchanged (head transaction id {stats['head_transaction_id']},"
-                      f" {stats['partitions']} published partitions)")
-        elif result.findings:
-            reason = ("stale partitions already requested: "
-                      + ", ".join(f.date.isoformat() for f in result.findings))
-        else:
-            reason = (f"no late rows: examined journal ids above {stats['rows_scanned_from']} up to"
-                      f" {stats['head_transaction_id']} against {stats['partitions']} partitions"
-                      f" ({stats['audits']} prefix audits)")
-        return dg.SensorResult(skip_reason=reason, cursor=result.state.to_json())
+        return dg.SensorResult(skip_reason=repair_skip_reason(result), cursor=result.state.to_json())
 
     return late_transaction_repair_sensor
+
+
+def repair_skip_reason(result: repair.ScanResult) -> str:
+    """Why a repair tick requested nothing, with the journal positions it examined."""
+    stats = result.stats
+    if not result.examined:
+        return (f"journal unchanged (head transaction id {stats['head_transaction_id']},"
+                f" {stats['partitions']} published partitions)")
+    if result.findings:
+        return "stale partitions already requested: " + ", ".join(f.date.isoformat() for f in result.findings)
+    return (f"no late rows: examined journal ids above {stats['rows_scanned_from']} up to"
+            f" {stats['head_transaction_id']} against {stats['partitions']} partitions"
+            f" ({stats['audits']} prefix audits)")
 
 
 # -------------------------------------------------------------------------------------------- gap filling
@@ -148,6 +150,25 @@ def _days_of_run(run: dg.DagsterRun) -> list[str]:
     if first and last:
         return [d.isoformat() for d in calendar.days(dt.date.fromisoformat(first), dt.date.fromisoformat(last))]
     return []
+
+
+def choose_days(missing: list[dt.date], in_flight: set[str], failures: dict[str, int], max_days: int,
+                max_failures: int) -> tuple[list[dt.date], list[str], list[str]]:
+    """(days to request, oldest first and at most ``max_days``; days given up; days in flight)."""
+    chosen: list[dt.date] = []
+    exhausted: list[str] = []
+    running: list[str] = []
+    for day in missing:
+        if len(chosen) >= max_days:
+            break
+        key = day.isoformat()
+        if key in in_flight:
+            running.append(key)
+        elif failures.get(key, 0) >= max_failures:
+            exhausted.append(key)
+        else:
+            chosen.append(day)
+    return chosen, exhausted, running
 
 
 def _in_flight_days(instance: dg.DagsterInstance) -> set[str]:
@@ -201,6 +222,8 @@ def gap_fill_request(days: list[dt.date], asset_graph) -> dg.RunRequest:
     return dg.RunRequest.for_asset_graph_subset(subset, tags={TRIGGER_TAG: "gap_fill"})
 
 
+# Longer than 60 lines: most of it is the description and the docstring the UI shows; the logic is in the
+# helpers above.
 def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Settings, *,
                      max_days_per_tick: int = GAP_FILL_MAX_DAYS_PER_TICK, max_failures: int = GAP_FILL_MAX_FAILURES,
                      minimum_interval_seconds: int = 120,
@@ -252,19 +275,7 @@ def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Set
             return dg.SkipReason(f"{len(missing)} missing partition(s); gap-fill backfill {', '.join(active)}"
                                  " is still running")
         failures = _failures_by_day(context.instance, published)
-        chosen: list[dt.date] = []
-        exhausted: list[str] = []
-        running: list[str] = []
-        for day in missing:
-            if len(chosen) >= max_days_per_tick:
-                break
-            key = day.isoformat()
-            if key in in_flight:
-                running.append(key)
-            elif failures.get(key, 0) >= max_failures:
-                exhausted.append(key)
-            else:
-                chosen.append(day)
+        chosen, exhausted, running = choose_days(missing, in_flight, failures, max_days_per_tick, max_failures)
         if exhausted:
             context.log.warning(f"operation=gap_fill gave_up={','.join(exhausted)}: {max_failures} failed runs each;"
                                 " materialize them from the UI once the cause is fixed")

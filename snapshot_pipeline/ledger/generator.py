@@ -248,6 +248,8 @@ def _amounts(rng, n: int) -> np.ndarray:
     return out
 
 
+# Longer than 60 lines: one vectorized pass that draws every column of a chunk from the same random
+# stream in a fixed order (the order is what makes the ledger deterministic for a seed).
 def _transactions(conn, rng, spec: LedgerSpec, bal: _Balances, start_us: int, end_us: int, progress: bool) -> int:
     statuses = np.array(["APPLIED", "QUEUED", "REJECTED", "SCHEDULED", "INFLIGHT"], dtype=object)
     status_p = (0.80, 0.04, 0.03, 0.01, 0.12)
