@@ -6,7 +6,7 @@ then measures on that ledger:
 * ``repair.scan``: the first scan (no cursor: from the oldest watermark), an unchanged journal
   (the steady state between ticks), after N ordinary new rows, and after a few backdated rows
   (which it must find);
-* every asset check (``snapshot_pipeline.validation``) on the newest partition;
+* every asset check (``snapshot_pipeline.quality``) on the newest partition;
 * retention: the dry-run plan, then applying a policy that removes all but the last two days.
 
 Prints a table and writes JSON to ``benchmarks/results/automation-<timestamp>.json``.
@@ -73,7 +73,7 @@ def settle(url: str, snapshot_text: str) -> None:
 
 
 def run(args) -> dict:
-    from snapshot_pipeline import calendar, repair, snapshot, validation
+    from snapshot_pipeline import calendar, quality, repair, snapshot
     from snapshot_pipeline.settings import load_settings
     from snapshot_pipeline.store.retention import Policy, apply_retention
 
@@ -112,11 +112,11 @@ def run(args) -> dict:
         snapshot.take_snapshot(settings, newest, 10_000)  # current again after the inserted rows
         checks = {}
         for name_, function, kwargs in [
-            ("integrity (row count + identity + double entry, one pass)", validation.integrity, {}),
-            ("parquet_matches_manifest", validation.parquet_matches_manifest, {}),
-            ("parquet_matches_index (audit job)", validation.parquet_matches_index, {}),
-            ("sampled_recomputation_k20", validation.sampled_recomputation, {"sample_size": 20, "seed": 1}),
-            ("live_drift", validation.live_drift, {}),
+            ("integrity (row count + identity + double entry, one pass)", quality.integrity, {}),
+            ("parquet_matches_manifest", quality.parquet_matches_manifest, {}),
+            ("parquet_matches_index (audit job)", quality.parquet_matches_index, {}),
+            ("sampled_recomputation_k20", quality.sampled_recomputation, {"sample_size": 20, "seed": 1}),
+            ("live_drift", quality.live_drift, {}),
         ]:
             outcome, ms = timed(function, settings, newest, **kwargs)
             outcomes = outcome.values() if isinstance(outcome, dict) else [outcome]  # integrity: one per check

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from snapshot_pipeline import calendar, db
+from snapshot_pipeline import calendar, db, run_errors
 from snapshot_pipeline.cli.common import CliError
 from snapshot_pipeline.cli.instance import preflight, prepare_dagster_home
 from snapshot_pipeline.settings import Settings
@@ -166,10 +166,7 @@ def _failure(result) -> str:
     """The innermost message of the run's first step failure (Dagster wraps the asset's exception)."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
-                error = error.cause
-            return error.message.strip()
+            return run_errors.user_error(event.step_failure_data.error).message.strip()
     return "see the Dagster run logs"
 
 

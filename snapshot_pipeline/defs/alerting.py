@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 
-from snapshot_pipeline import alerts
+from snapshot_pipeline import alerts, run_errors
 from snapshot_pipeline.db import redact
 from snapshot_pipeline.defs.schedules import sensor_status
 from snapshot_pipeline.names import TRIGGER_TAG
@@ -22,10 +22,7 @@ def build_alert(context: dg.RunFailureSensorContext) -> dict:
     run = context.dagster_run
     steps = []
     for event in context.get_step_failure_events():
-        error = event.step_failure_data.error if event.step_failure_data else None
-        while error is not None and error.cause is not None and "DagsterExecutionStepExecutionError" in (
-                error.cls_name or ""):
-            error = error.cause  # the user code's exception, not Dagster's wrapper
+        error = run_errors.user_error(event.step_failure_data.error if event.step_failure_data else None)
         steps.append({"step": event.step_key, "error": error.message.strip() if error else event.message})
     return {
         "alert": ALERT_KIND,

@@ -12,7 +12,7 @@ import warnings
 
 import dagster as dg
 
-from snapshot_pipeline import validation
+from snapshot_pipeline import quality
 from snapshot_pipeline.defs.assets import GROUP, OWNERS
 from snapshot_pipeline.defs.checks import _logger, _metadata
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
@@ -50,9 +50,9 @@ def build_audit_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Assets
         date = dt.date.fromisoformat(context.partition_key)
         settings = snapshot_store.settings(timezone=partitions_def.timezone)
         try:
-            outcome = validation.parquet_matches_index(settings, date)
-        except validation.NotPublished as exc:
-            outcome = validation.Outcome(False, str(exc), {}, {"published": False})
+            outcome = quality.parquet_matches_index(settings, date)
+        except quality.NotPublished as exc:
+            outcome = quality.Outcome(False, str(exc), {}, {"published": False})
         _logger(context)(AUDIT_CHECK, date, outcome)
         metadata = _metadata(outcome)
         yield dg.MaterializeResult(

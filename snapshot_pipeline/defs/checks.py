@@ -21,7 +21,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 from pydantic import Field
 
-from snapshot_pipeline import validation
+from snapshot_pipeline import quality
 from snapshot_pipeline.defs.assets import ASSET_NAME
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.settings import Settings
@@ -32,13 +32,13 @@ FRESHNESS_DEADLINE_AFTER_SCHEDULE = dt.timedelta(hours=2)
 class SampleConfig(dg.Config):
     """How many balances the sampled recomputation check recomputes from genesis."""
 
-    sample_size: int = Field(default=validation.DEFAULT_SAMPLE_SIZE, ge=1, le=validation.MAX_SAMPLE_SIZE,
+    sample_size: int = Field(default=quality.DEFAULT_SAMPLE_SIZE, ge=1, le=quality.MAX_SAMPLE_SIZE,
                              description=f"k: balances recomputed from the whole journal (default 20,"
-                                         f" at most {validation.MAX_SAMPLE_SIZE:,})")
+                                         f" at most {quality.MAX_SAMPLE_SIZE:,})")
     seed: int | None = Field(default=None, description="random seed (unset: a different sample each run)")
 
 
-INTEGRITY_CHECKS = {  # check name -> (validation outcome key, docstring shown in the UI)
+INTEGRITY_CHECKS = {  # check name -> (quality outcome key, docstring shown in the UI)
     "row_count_matches_ledger": (
         "row_count",
         "Every balance existing at the cutoff (created_at < cutoff) has a row; rows = manifest row_count."
@@ -69,7 +69,7 @@ def double_entry_table(rows: list[dict]) -> dg.MetadataValue:
     return dg.MetadataValue.table(records=records, schema=schema)
 
 
-def _metadata(outcome: validation.Outcome) -> dict[str, Any]:
+def _metadata(outcome: quality.Outcome) -> dict[str, Any]:
     """Measures as numeric metadata (plotted); everything else as text, bool, JSON or a table."""
     metadata: dict[str, Any] = {k: v for k, v in outcome.metrics.items() if v is not None}
     for key, value in outcome.details.items():
@@ -86,7 +86,7 @@ def _metadata(outcome: validation.Outcome) -> dict[str, Any]:
     return metadata
 
 
-def _result(outcome: validation.Outcome, severity: dg.AssetCheckSeverity, check_name: str | None = None
+def _result(outcome: quality.Outcome, severity: dg.AssetCheckSeverity, check_name: str | None = None
             ) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=outcome.passed, severity=severity, description=outcome.description,
                                check_name=check_name, asset_key=dg.AssetKey(ASSET_NAME) if check_name else None,
@@ -94,17 +94,17 @@ def _result(outcome: validation.Outcome, severity: dg.AssetCheckSeverity, check_
 
 
 def _logger(context):
-    def log(name: str, date: dt.date, outcome: validation.Outcome) -> None:
+    def log(name: str, date: dt.date, outcome: quality.Outcome) -> None:
         emit = context.log.info if outcome.passed else context.log.warning
         emit(f"operation=asset_check check={name} partition={date} passed={outcome.passed} {outcome.description}")
     return log
 
 
-def _evaluate(settings, name: str, date: dt.date, function, log, **kwargs) -> validation.Outcome:
+def _evaluate(settings, name: str, date: dt.date, function, log, **kwargs) -> quality.Outcome:
     try:
         outcome = function(settings, date, **kwargs)
-    except validation.NotPublished as exc:
-        outcome = validation.Outcome(False, str(exc), {}, {"published": False})
+    except quality.NotPublished as exc:
+        outcome = quality.Outcome(False, str(exc), {}, {"published": False})
     log(name, date, outcome)
     return outcome
 
@@ -151,10 +151,10 @@ def _per_partition(context: dg.AssetCheckExecutionContext, outcomes_of_day, seve
         yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(check_key))
 
 
-def _integrity(settings, date: dt.date) -> dict[str, validation.Outcome]:
+def _integrity(settings, date: dt.date) -> dict[str, quality.Outcome]:
     """The four file checks: one pass over the columns, one over the bytes (page cache), two counts."""
-    outcomes = validation.integrity(settings, date)
-    outcomes["manifest"] = validation.parquet_matches_manifest(settings, date)
+    outcomes = quality.integrity(settings, date)
+    outcomes["manifest"] = quality.parquet_matches_manifest(settings, date)
     return outcomes
 
 
@@ -184,11 +184,11 @@ def build_file_checks(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetC
         settings = snapshot_store.settings(timezone=partitions_def.timezone)
         log = _logger(context)
 
-        def outcomes_of_day(date: dt.date) -> dict[str, validation.Outcome]:
+        def outcomes_of_day(date: dt.date) -> dict[str, quality.Outcome]:
             try:
                 outcomes = _integrity(settings, date)
-            except validation.NotPublished as exc:
-                missing = validation.Outcome(False, str(exc), {}, {"published": False})
+            except quality.NotPublished as exc:
+                missing = quality.Outcome(False, str(exc), {}, {"published": False})
                 outcomes = {key: missing for key, _ in INTEGRITY_CHECKS.values()}
             chosen = {name: outcomes[key] for name, (key, _) in INTEGRITY_CHECKS.items() if name in selected}
             for name, outcome in chosen.items():
@@ -215,7 +215,7 @@ def build_sampled_recomputation_check(partitions_def: dg.DailyPartitionsDefiniti
         settings, log = snapshot_store.settings(timezone=partitions_def.timezone), _logger(context)
         name = "sampled_recomputation_matches"
         yield from _per_partition(context, lambda date: {name: _evaluate(
-            settings, name, date, validation.sampled_recomputation, log, sample_size=config.sample_size,
+            settings, name, date, quality.sampled_recomputation, log, sample_size=config.sample_size,
             seed=config.seed)}, dg.AssetCheckSeverity.ERROR, blocking=True)
 
     return sampled_recomputation_matches
@@ -236,7 +236,7 @@ def build_live_balances_check(partitions_def: dg.DailyPartitionsDefinition) -> d
         """
         settings, log = snapshot_store.settings(timezone=partitions_def.timezone), _logger(context)
         name = "live_balances_match"
-        yield from _per_partition(context, lambda date: {name: _evaluate(settings, name, date, validation.live_drift,
+        yield from _per_partition(context, lambda date: {name: _evaluate(settings, name, date, quality.live_drift,
                                                                          log)}, dg.AssetCheckSeverity.WARN,
                                   blocking=False)
 

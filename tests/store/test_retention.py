@@ -8,7 +8,7 @@ import shutil
 import psycopg
 import pytest
 
-from snapshot_pipeline import calendar, snapshot, validation
+from snapshot_pipeline import calendar, quality, snapshot
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.calendar import is_month_end
@@ -58,7 +58,7 @@ def assert_answers_exact(settings, url: str, dates) -> None:
         got = snapshot_values(store.read_partition(settings.storage_uri, date))
         assert got == expected, date
         assert index_values(settings.snapshot_database_url, date, got) == got, f"index answers at {date}"
-        agree = validation.parquet_matches_index(settings, date)
+        agree = quality.parquet_matches_index(settings, date)
         assert agree.passed, (date, agree.description)
 
 

@@ -1,0 +1,50 @@
+"""What every quality check returns, and how a check finds the partition it checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from snapshot_pipeline import amounts, db
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import index
+from snapshot_pipeline.store import parquet as store
+
+WIDE = amounts.WIDE
+SAMPLE_IDS = 10  # balance ids a failing check names
+
+
+@dataclasses.dataclass
+class Outcome:
+    """Result of one check: ``passed``, numeric ``metrics`` (plotted in the UI) and ``details``."""
+
+    passed: bool
+    description: str
+    metrics: dict[str, int | float] = dataclasses.field(default_factory=dict)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class NotPublished(RuntimeError):
+    """The partition has no manifest row or no Parquet file."""
+
+
+def published_entry(settings: Settings, date: dt.date) -> index.ManifestEntry:
+    with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
+        entry = index.manifest(conn, date) if index.ready(conn) else None
+    if entry is None:
+        raise NotPublished(f"partition {date} is not published (no manifest row in snapshot_index.partitions)")
+    if not store.exists(settings.storage_uri, date):
+        raise NotPublished(f"partition {date} has a manifest row but no Parquet file in {settings.storage_uri}")
+    return entry
+
+
+def partition_batches(settings: Settings, date: dt.date, columns: list[str]):
+    yield from store.iter_partition(settings.storage_uri, date, columns)
+
+
+def wide(array) -> pa.Array:
+    return pc.cast(array, WIDE)
