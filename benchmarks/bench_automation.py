@@ -3,7 +3,7 @@
 Seeds a ledger with the project's generator, publishes a run of consecutive daily partitions,
 then measures on that ledger:
 
-* ``repair.scan``: the first scan (no cursor: from the oldest watermark), an unchanged journal
+* ``lateness.scan``: the first scan (no cursor: from the oldest watermark), an unchanged journal
   (the steady state between ticks), after N ordinary new rows, and after a few backdated rows
   (which it must find);
 * every asset check (``snapshot_pipeline.quality``) on the newest partition;
@@ -65,15 +65,16 @@ def settle(url: str, snapshot_text: str) -> None:
     """Wait until the ledger transactions in flight at ``snapshot_text`` have finished (normally at once)."""
     import psycopg
 
-    from snapshot_pipeline import repair
+    from snapshot_pipeline.quality import lateness
 
     with psycopg.connect(url, autocommit=True) as conn:
-        while not repair.finished(snapshot_text, *repair.activity(conn.cursor())[2:]):
+        while not lateness.finished(snapshot_text, *lateness.activity(conn.cursor())[2:]):
             time.sleep(0.1)
 
 
 def run(args) -> dict:
-    from snapshot_pipeline import calendar, quality, repair, snapshot
+    from snapshot_pipeline import calendar, quality, snapshot
+    from snapshot_pipeline.quality import lateness
     from snapshot_pipeline.settings import load_settings
     from snapshot_pipeline.store.retention import Policy, apply_retention
 
@@ -92,18 +93,18 @@ def run(args) -> dict:
             result, ms = timed(snapshot.take_snapshot, settings, date, 10_000)
             log(f"published {date}: {result.rows:,} rows, {result.balances_changed:,} changed, {ms:,.0f} ms")
         scans = {}
-        first, scans["first_scan_ms"] = timed(repair.scan, settings, repair.ScanState())
+        first, scans["first_scan_ms"] = timed(lateness.scan, settings, lateness.ScanState())
         settle(url, first.state.snapshot)
-        settled, _ = timed(repair.scan, settings, first.state)
+        settled, _ = timed(lateness.scan, settings, first.state)
         settle(url, settled.state.snapshot)
-        quiet, scans["unchanged_scan_ms"] = timed(repair.scan, settings, settled.state)
+        quiet, scans["unchanged_scan_ms"] = timed(lateness.scan, settings, settled.state)
         scans["unchanged_examined"] = quiet.examined
         insert_rows(url, args.new_rows, None)
-        moved, scans["new_rows_scan_ms"] = timed(repair.scan, settings, quiet.state)
+        moved, scans["new_rows_scan_ms"] = timed(lateness.scan, settings, quiet.state)
         scans["new_rows"] = args.new_rows
         scans["new_rows_requests"] = len(moved.new_requests)
         insert_rows(url, 10, dt.datetime.combine(dates[1], dt.time(12)))
-        late, scans["backdated_scan_ms"] = timed(repair.scan, settings, moved.state)
+        late, scans["backdated_scan_ms"] = timed(lateness.scan, settings, moved.state)
         scans["backdated_requests"] = [f.date.isoformat() for f in late.new_requests]
         scans["cursor_bytes"] = len(late.state.to_json())
         out["repair"] = scans

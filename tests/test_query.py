@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from snapshot_pipeline import calendar, query, snapshot
+from snapshot_pipeline.quality import lateness
 from tests.conftest import make_settings
 from tests.helpers import insert_transaction, two_balances
 from tests.oracle import AMOUNTS, expected_snapshot, snapshot_values
@@ -210,8 +211,8 @@ def test_late_and_backdated_rows_count_at_once_before_any_repair(fresh_ledger, t
     insert_transaction(fresh_ledger, "bln_test_recorded_late", destination, 70, created_at=recorded,
                        effective_date=dt.datetime(2026, 11, 1, 11))
     # The snapshots are stale (nothing repaired them) ...
-    assert snapshot.staleness(settings, d1)["late_transactions"] >= 3
-    assert snapshot.staleness(settings, d2)["late_balances"] == 1
+    assert lateness.staleness(settings, d1)["late_transactions"] >= 3
+    assert lateness.staleness(settings, d2)["late_balances"] == 1
     # ... yet every answer includes the new rows at once.
     touched = [source, destination, "bln_test_recorded_late"]
     with query.QueryEngine(settings) as engine:

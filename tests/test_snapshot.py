@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
+from snapshot_pipeline.quality import lateness
 from snapshot_pipeline import calendar, db, snapshot
 from snapshot_pipeline.store import parquet as store
 from tests.conftest import make_settings
@@ -95,7 +96,7 @@ def test_late_and_backdated_rows_are_detected_and_repaired(fresh_ledger, tmp_pat
     d1, d2 = dt.date(2026, 10, 30), dt.date(2026, 10, 31)
     snapshot.take_snapshot(settings, d1, 500)
     snapshot.take_snapshot(settings, d2, 500)
-    assert snapshot.staleness(settings, d1) == {}
+    assert lateness.staleness(settings, d1) == {}
     source, destination = two_balances(fresh_ledger)
     # backdated into d1, recorded now; and an inflight hold dated d1 with a commit dated d2
     insert_transaction(fresh_ledger, source, destination, 12345, created_at=dt.datetime(2026, 11, 7),
@@ -104,14 +105,14 @@ def test_late_and_backdated_rows_are_detected_and_repaired(fresh_ledger, tmp_pat
                               created_at=dt.datetime(2026, 11, 7), effective_date=dt.datetime(2026, 10, 30, 8))
     insert_transaction(fresh_ledger, destination, source, 400, status="APPLIED", parent=hold,
                        created_at=dt.datetime(2026, 11, 7), effective_date=dt.datetime(2026, 10, 31, 8))
-    assert snapshot.staleness(settings, d1)["late_transactions"] == 2
-    assert snapshot.staleness(settings, d2)["late_transactions"] == 3
+    assert lateness.staleness(settings, d1)["late_transactions"] == 2
+    assert lateness.staleness(settings, d2)["late_transactions"] == 3
     # Re-materialize the earliest affected partition, then the next: both exact, index consistent.
     snapshot.take_snapshot(settings, d1, 500)
     assert_exact(settings, fresh_ledger, d1)
     snapshot.take_snapshot(settings, d2, 500)
     assert_exact(settings, fresh_ledger, d2)
-    assert snapshot.staleness(settings, d2) == {}
+    assert lateness.staleness(settings, d2) == {}
 
 
 def test_injected_failure_mid_write_leaves_previous_partition_untouched(fresh_ledger, tmp_path):

@@ -75,7 +75,7 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Seed a demo ledger when it is empty, then materialize the last ``--days`` closed days (one line each)."""
-    from snapshot_pipeline import snapshot  # noqa: PLC0415
+    from snapshot_pipeline.quality import lateness  # noqa: PLC0415
 
     _seed_demo_ledger(args, settings)
     last = calendar.last_closed_day(settings.timezone)
@@ -84,7 +84,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(header)
     print("-" * len(header), flush=True)
     for day in days:  # one line per day, printed as soon as the day is done
-        if snapshot.staleness(settings, day) == {}:
+        if lateness.staleness(settings, day) == {}:
             print(f"{day.isoformat():<12}{'up to date':<14}", flush=True)
             continue
         out = materialize_partition(settings, day, args.batch_size, verbose=args.verbose)

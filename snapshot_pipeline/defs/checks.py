@@ -11,10 +11,11 @@ re-run on any partition from the asset's Checks tab. Only measures are numeric m
 """
 
 import datetime as dt
-from typing import Any
 import warnings
+from typing import Any
 
 import dagster as dg
+
 # Internal to Dagster: the link of a check evaluation to its materialization (see _target_materialization).
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,

@@ -9,16 +9,24 @@ import datetime as dt
 from collections.abc import Callable
 
 import dagster as dg
+
 # Internal to Dagster but what its own backfill-emitting sensors use (see gap_fill_request).
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.execution.backfill import BulkActionStatus
 
-from snapshot_pipeline import calendar, db, repair
+from snapshot_pipeline import calendar, db
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.schedules import sensor_status
-from snapshot_pipeline.names import (ASSET_NAME, DAYS_PER_BACKFILL_RUN, PARTITION_TAG, RANGE_END_TAG,
-                                     RANGE_START_TAG, TRIGGER_TAG)
+from snapshot_pipeline.names import (
+    ASSET_NAME,
+    DAYS_PER_BACKFILL_RUN,
+    PARTITION_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    TRIGGER_TAG,
+)
+from snapshot_pipeline.quality import lateness
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store.retention import Policy
@@ -65,7 +73,7 @@ def build_repair_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: 
         """
         settings_now = snapshot_store.settings(timezone=partitions_def.timezone)
         try:
-            result = repair.scan(settings_now, repair.ScanState.from_json(context.cursor))
+            result = lateness.scan(settings_now, lateness.ScanState.from_json(context.cursor))
         except index.IndexOutdated as exc:  # until the next snapshot run (or `migrate`) upgrades the index
             return dg.SkipReason(str(exc))
         requests = []
@@ -93,7 +101,7 @@ def build_repair_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: 
     return late_transaction_repair_sensor
 
 
-def repair_skip_reason(result: repair.ScanResult) -> str:
+def repair_skip_reason(result: lateness.ScanResult) -> str:
     """Why a repair tick requested nothing, with the journal positions it examined."""
     stats = result.stats
     if not result.examined:

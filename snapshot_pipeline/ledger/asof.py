@@ -1,10 +1,10 @@
-"""Consistent reads of the Blnk journal: views, watermarks, lateness, and the effective-time delta.
+"""Consistent reads of the Blnk journal: views, watermarks, and the effective-time delta.
 
 Each partition records its *watermark*: the highest ``blnk.transactions.id`` and
 the row count its view could see, so ``S_D = {id <= W_D, effective < C_D}``.
-This module opens such views, finds what a partition could not see
-(:func:`late_rows`, used by staleness and repair), and sums ``S_T \\ S_P`` by
-effective-time ranges (:func:`prepare_delta`) for the reconciliation report.
+This module opens such views and sums ``S_T \\ S_P`` by effective-time ranges
+(:func:`prepare_delta`) for the reconciliation report; what a partition could not see is found by
+:mod:`snapshot_pipeline.quality.lateness`.
 
 The snapshot core does not use the effective-time delta: no Blnk index serves
 it, so it rolls partitions forward by key instead (:mod:`snapshot_pipeline.ledger.journal`).
@@ -60,31 +60,6 @@ def base_is_intact(cur, base: Base) -> bool:
         parameters=(base.max_transaction_id,),
     )
     return int(cur.fetchone()[0]) == base.transaction_count
-
-
-def late_rows(cur, cutoff: dt.datetime, max_transaction_id: int, transaction_count: int,
-              max_balance_id: int, *, check_prefix: bool = True) -> dict[str, int]:
-    """What a partition's read could not see: journal rows and balances that now count before its cutoff.
-
-    Rows above the watermark are found with primary-key range scans. ``check_prefix``
-    also counts the rows at or below it (an index-only scan), which catches rows
-    that committed out of id order after the read.
-    """
-    cur.execute(
-        f"SELECT count(*) FROM blnk.transactions t WHERE t.id > $1 AND {effective_time('t')} < $2::timestamp",
-        parameters=(max_transaction_id, ts(cutoff)),
-    )
-    (late,) = cur.fetchone()
-    prefix_changed = 0
-    if check_prefix:
-        cur.execute("SELECT count(*) FROM blnk.transactions WHERE id <= $1", parameters=(max_transaction_id,))
-        prefix_changed = int(cur.fetchone()[0]) - transaction_count
-    cur.execute(
-        "SELECT count(*) FROM blnk.balances WHERE id > $1 AND created_at < $2::timestamp",
-        parameters=(max_balance_id, ts(cutoff)),
-    )
-    (late_balances,) = cur.fetchone()
-    return {"late_transactions": int(late), "prefix_changed": prefix_changed, "late_balances": int(late_balances)}
 
 
 # Longer than 60 lines: one SQL statement, written out (splitting it would hide how its parts join).

@@ -33,7 +33,8 @@ genesis and needs no such assumption.
 
 Limits: a journal row whose id is at or below ``W_X`` but which committed after ``X``'s read
 (a writer in flight while the snapshot was read) is not seen by the replay; the snapshot's
-staleness check (``late_rows(check_prefix=True)``) reports it and a re-materialization fixes it.
+staleness scan (:mod:`snapshot_pipeline.quality.lateness`, the repair sensor's) reports it and a
+re-materialization fixes it.
 
 Modules: :mod:`.instants` (parsing and printing instants), :mod:`.answers` (answer types and Blnk's
 shapes), :mod:`.sql` (the replay statements), :mod:`.engine` (the pooled engine), :mod:`.sets`

@@ -34,9 +34,8 @@ from snapshot_pipeline import amounts, calendar, db, names
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import merge
-from snapshot_pipeline.store import align, index
+from snapshot_pipeline.store import align, index, publish
 from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import publish
 from snapshot_pipeline.store.spool import IndexSpool
 
 logger = logging.getLogger(__name__)
@@ -316,24 +315,3 @@ def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size
         raise
     finally:
         cur.close()
-
-
-def staleness(settings: Settings, snapshot_date: dt.date) -> dict | None:
-    """Why a published partition no longer matches the journal (``{}`` when current; None when unpublished)."""
-    with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        entry = index.manifest(conn, snapshot_date) if index.ready(conn) else None
-    if entry is None:
-        return None
-    reasons = {}
-    if not store.exists(settings.storage_uri, snapshot_date):
-        reasons["parquet_missing"] = 1
-    ledger = db.connect_arrow(db.ledger_url(settings))
-    try:
-        cur = ledger.cursor()
-        late = asof.late_rows(cur, entry.cutoff_at, entry.max_transaction_id, entry.transaction_count,
-                              entry.max_balance_id)
-        cur.close()
-    finally:
-        ledger.close()
-    reasons.update({k: v for k, v in late.items() if v})
-    return reasons

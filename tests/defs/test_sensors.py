@@ -9,7 +9,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from snapshot_pipeline import calendar, repair, snapshot
+from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.definitions import build_definitions
 from snapshot_pipeline.defs.assets import DAYS_PER_BACKFILL_RUN
 from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
@@ -17,6 +17,7 @@ from snapshot_pipeline.defs.partitions import daily_partitions
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.sensors import GAP_SENSOR, REPAIR_SENSOR, build_gap_sensor, ledger_first_day, missing_days
 from snapshot_pipeline.ledger import generator
+from snapshot_pipeline.quality import lateness
 from snapshot_pipeline.store import parquet as store
 from tests.conftest import make_settings
 from tests.helpers import index_values, insert_transaction, two_balances
@@ -155,8 +156,8 @@ def test_repair_sensor_requests_exactly_the_affected_partitions_and_values_becom
         assert len(set(keys)) == 4 and all(k.startswith("late-repair:2026-") for k in keys)
         assert all(r.tags["snapshot_pipeline/trigger"] == "late_transaction_repair" for r in data.run_requests)
         for request in data.run_requests:
-            assert snapshot.staleness(settings, day(request.partition_key))  # stale indeed
-        assert snapshot.staleness(settings, day("2026-10-28")) == {}
+            assert lateness.staleness(settings, day(request.partition_key))  # stale indeed
+        assert lateness.staleness(settings, day("2026-10-28")) == {}
 
         # more lateness before the repairs ran: the partitions already requested are not requested
         # twice; Nov 2 (whose read came before this row) is now affected too
@@ -173,7 +174,7 @@ def test_repair_sensor_requests_exactly_the_affected_partitions_and_values_becom
         h.execute([*data.run_requests, *again.run_requests])
         for date in [*dates, day("2026-11-02")]:
             assert_exact(settings, fresh_ledger, date)
-            assert snapshot.staleness(settings, date) == {}
+            assert lateness.staleness(settings, date) == {}
         after = h.tick(REPAIR_SENSOR)
         assert requested(after) == [] and "no late rows" in after.skip_message
 
@@ -183,28 +184,28 @@ def test_repair_scan_is_incremental(fresh_ledger, tmp_path):
     settings = make_settings(fresh_ledger, tmp_path / "store")
     for date in (day("2026-10-30"), day("2026-10-31")):
         snapshot.take_snapshot(settings, date, 1000)
-    first = repair.scan(settings, repair.ScanState())
+    first = lateness.scan(settings, lateness.ScanState())
     assert first.examined and first.findings == []
     head = first.stats["head_transaction_id"]
     assert first.stats["rows_scanned_from"] == min(p.max_transaction_id for p in _partitions(settings))
     wait_until_finished(fresh_ledger, first.state.snapshot)
-    settle = repair.scan(settings, first.state)  # makes the first head final
+    settle = lateness.scan(settings, first.state)  # makes the first head final
     wait_until_finished(fresh_ledger, settle.state.snapshot)
-    quiet = repair.scan(settings, settle.state)
+    quiet = lateness.scan(settings, settle.state)
     assert not quiet.examined and quiet.stats["rows_scanned_from"] is None
     source, destination = two_balances(fresh_ledger)
     insert_transaction(fresh_ledger, source, destination, 1, created_at=dt.datetime(2026, 11, 20),
                        effective_date=dt.datetime(2026, 10, 31, 1))
-    moved = repair.scan(settings, quiet.state)
-    assert moved.stats["rows_scanned_from"] == max(head - repair.OVERLAP_IDS,
+    moved = lateness.scan(settings, quiet.state)
+    assert moved.stats["rows_scanned_from"] == max(head - lateness.OVERLAP_IDS,
                                                    min(p.max_transaction_id for p in _partitions(settings)))
     assert [f.date for f in moved.new_requests] == [day("2026-10-31")]
     finding = moved.new_requests[0]
     assert finding.late_transactions == 1 and "dated before its cutoff 2026-11-01T00:00:00Z" in finding.reason()
     # the state survives a JSON round trip (it is the sensor cursor) and stays small
     text = moved.state.to_json()
-    assert repair.ScanState.from_json(text) == moved.state and len(text) < 2000
-    assert repair.scan(settings, repair.ScanState.from_json(text)).new_requests == []
+    assert lateness.ScanState.from_json(text) == moved.state and len(text) < 2000
+    assert lateness.scan(settings, lateness.ScanState.from_json(text)).new_requests == []
 
 
 def _partitions(settings):
@@ -220,14 +221,14 @@ def wait_until_finished(url: str, pg_snapshot: str, limit_seconds: float = 120) 
     server may hold one open for a while; xids are cluster-wide)."""
     deadline = time.monotonic() + limit_seconds
     with psycopg.connect(url, autocommit=True) as conn:
-        while not repair.finished(pg_snapshot, *repair.activity(conn.cursor())[2:]):
+        while not lateness.finished(pg_snapshot, *lateness.activity(conn.cursor())[2:]):
             if time.monotonic() > deadline:
                 pytest.skip("another session keeps a transaction open on the shared server")
             time.sleep(0.2)
 
 
 def cursor_snapshot(cursor: str) -> str:
-    return repair.ScanState.from_json(cursor).snapshot
+    return lateness.ScanState.from_json(cursor).snapshot
 
 
 def test_repair_sensor_finds_rows_committed_out_of_id_order(fresh_ledger, tmp_path):
@@ -251,11 +252,11 @@ def test_repair_sensor_finds_rows_committed_out_of_id_order(fresh_ledger, tmp_pa
         wait_until_finished(fresh_ledger, entry.pg_snapshot)
         data = h.tick(REPAIR_SENSOR)
         assert requested(data) == ["2026-10-31"]  # Oct 30's cutoff is before the row: not affected
-        finding = repair.scan(settings, repair.ScanState()).findings[0]
+        finding = lateness.scan(settings, lateness.ScanState()).findings[0]
         assert finding.prefix_changed == 1 and "out of id order" in finding.reason()
         h.execute(data.run_requests)
         assert_exact(settings, fresh_ledger, day("2026-10-31"))
-        assert snapshot.staleness(settings, day("2026-10-31")) == {}
+        assert lateness.staleness(settings, day("2026-10-31")) == {}
 
 
 # ------------------------------------------------------------------------------------------ gap filling

@@ -12,6 +12,7 @@ import pytest
 
 from snapshot_pipeline import calendar, query, snapshot
 from snapshot_pipeline.ledger import journal
+from snapshot_pipeline.quality import lateness
 from snapshot_pipeline.store import parquet as store
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, two_balances
@@ -107,7 +108,7 @@ def test_row_committed_out_of_id_order_is_rolled_in_without_genesis(fresh_ledger
     second = snapshot.take_snapshot(settings, d2, 500)
     assert second.mode == "incremental" and second.base_date == d1
     assert_exact_and_balanced(settings, url, d2)
-    assert snapshot.staleness(settings, d1).get("prefix_changed") == 1  # d1 itself is stale, and says so
+    assert lateness.staleness(settings, d1).get("prefix_changed") == 1  # d1 itself is stale, and says so
     snapshot.take_snapshot(settings, d1, 500)
     assert_exact_and_balanced(settings, url, d1)
 

@@ -51,6 +51,7 @@ from snapshot_pipeline import db
 from snapshot_pipeline.ledger import asof
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
+from snapshot_pipeline.store import parquet as store
 
 OVERLAP_IDS = 1000
 RECENT = dt.timedelta(days=1)  # longer than any partition's commit transaction
@@ -97,6 +98,12 @@ class Finding:
     late_balances: int = 0
     late_balance_id_range: tuple[int, int] | None = None
     prefix_changed: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """The non-zero reasons, by name."""
+        found = {"late_transactions": self.late_transactions, "late_balances": self.late_balances,
+                 "prefix_changed": self.prefix_changed}
+        return {name: count for name, count in found.items() if count}
 
     @property
     def date(self) -> dt.date:
@@ -384,3 +391,24 @@ def _examine_rows(cur, partitions, new, state: ScanState, head_tx, head_balance,
             finding = findings.setdefault(p.date, Finding(p))
             finding.late_transactions, finding.late_id_range, finding.earliest_effective = count, id_range, earliest
             finding.late_balances, finding.late_balance_id_range = balances, balance_range
+
+
+def stale_partitions(settings: Settings) -> dict[dt.date, dict[str, int]]:
+    """Every published partition that missed journal rows counting before its cutoff, with the counts of
+    why (``late_transactions``, ``late_balances``, ``prefix_changed``; zeros left out): one :func:`scan`
+    from an empty state, what the repair sensor finds on its first tick."""
+    result = scan(settings, ScanState.from_json(None))
+    return {finding.date: finding.counts() for finding in result.findings}
+
+
+def staleness(settings: Settings, snapshot_date: dt.date) -> dict[str, int] | None:
+    """Why a published partition no longer matches the journal (``{}`` when current; None when unpublished).
+    ``parquet_missing`` = 1 when its manifest names a file that is gone."""
+    with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
+        entry = index.manifest(conn, snapshot_date) if index.ready(conn) else None
+    if entry is None:
+        return None
+    reasons = dict(stale_partitions(settings).get(snapshot_date, {}))
+    if not store.exists(settings.storage_uri, snapshot_date):
+        reasons["parquet_missing"] = 1
+    return reasons
