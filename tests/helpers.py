@@ -1,8 +1,9 @@
-"""Small helpers shared by tests: reading the index, inserting journal rows."""
+"""Small helpers shared by tests: reading the index, inserting journal rows, stopping a server process."""
 
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import uuid
 
 import psycopg
@@ -60,3 +61,13 @@ def assert_balanced(table, date) -> None:
         entry[2] += int(row["debit_balance"])
     unbalanced = {c: v for c, v in sums.items() if v[0] != 0 or v[1] != v[2]}
     assert not unbalanced, f"{date}: partition does not balance: {unbalanced}"
+
+
+def stop(process: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM a server the test started; SIGKILL it if it has not exited within ``grace`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from snapshot_pipeline import calendar, db
+from tests.helpers import stop
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -94,12 +95,7 @@ def ui(adversarial_url, make_database, tmp_path_factory):
         partitions = (calendar.last_closed_day("UTC") - dt.date.fromisoformat(START_DATE)).days + 1
         yield {"base": base, "env": env, "info": info, "tmp": tmp, "log": log, "partitions": partitions}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.ledger import generator
 from tests.test_ui import CHROMIUM, CHROMIUM_ARGS, IN_CI, ROOT, free_port, graphql, wait_for_server
+from tests.helpers import stop
 
 DEMO_DAYS = 3
 CHECKS = {"row_count_matches_ledger", "balance_equals_credit_minus_debit", "double_entry_per_currency",
@@ -69,12 +70,7 @@ def webserver(demo):
         wait_for_server(base, process, log)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_demo_output_is_quiet_one_line_per_day_and_hints_that_work(demo):

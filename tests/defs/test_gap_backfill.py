@@ -30,7 +30,7 @@ from snapshot_pipeline.defs.sensors import GAP_SENSOR, last_due_day
 from snapshot_pipeline import snapshot
 from snapshot_pipeline.store import parquet as store
 from tests.conftest import make_settings
-from tests.helpers import assert_balanced, insert_transaction, two_balances
+from tests.helpers import assert_balanced, insert_transaction, stop, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,12 +127,7 @@ def test_the_gap_sensor_fills_holes_as_one_backfill_of_ranged_runs(adversarial_u
                           info.latest_target_materialization_storage_id == info.latest_materialization_storage_id)
                       for info in instance.event_log_storage.get_asset_check_partition_info(check_keys)}
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        stop(daemon)
     filled = sorted(wanted - {published.isoformat()})
     assert sorted(rows) == filled  # each day its own materialization...
     for key in filled:
