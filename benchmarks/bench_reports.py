@@ -51,11 +51,10 @@ def _status_kb(field: str) -> int:
 def worker_main(spec_json: str) -> int:
     """One measurement in a fresh interpreter; JSON on the last stdout line."""
     spec = json.loads(spec_json)
-    import pyarrow.parquet as pq
 
     from snapshot_pipeline.reports import month_end, movements, reconciliation, totals
     from snapshot_pipeline.settings import load_settings
-    from snapshot_pipeline.store import parquet as store
+    from snapshot_pipeline.store import published
 
     settings = load_settings(spec["env"])
     day = dt.date.fromisoformat(spec["day"])
@@ -63,7 +62,7 @@ def worker_main(spec_json: str) -> int:
     started = time.perf_counter()
     name = spec["report"]
     if name == "baseline_read_table":
-        rows = pq.read_table(store.partition_file(settings.storage_uri, day)).num_rows
+        rows = published.read_partition(settings, day).num_rows
     elif name == "balance_movements":
         rows = movements.balance_movements(settings, day).rows
     elif name == "ledger_currency_totals":

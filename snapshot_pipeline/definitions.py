@@ -31,6 +31,7 @@ from snapshot_pipeline.defs.retention import (
     build_retention_schedule,
 )
 from snapshot_pipeline.defs.schedules import build_schedules
+from snapshot_pipeline.defs.shards import build_sharded_job, sharded_executor
 from snapshot_pipeline.defs.sensors import build_sensors
 from snapshot_pipeline.settings import Settings, load_settings
 
@@ -50,7 +51,8 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
     return dg.Definitions(
         assets=[snapshots, build_audit_asset(partitions_def), *reports],
         asset_checks=build_snapshot_checks(partitions_def),
-        jobs=[snapshot_job, audit_job, retention_job],
+        jobs=[snapshot_job, audit_job, retention_job,
+              build_sharded_job(partitions_def, sharded_executor(settings, executor_for(settings)))],
         schedules=[
             *build_schedules(snapshot_job, partitions_def, settings),
             build_audit_schedule(audit_job, settings, partitions_def),

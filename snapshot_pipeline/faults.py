@@ -9,10 +9,9 @@ Phases of :func:`snapshot_pipeline.snapshot.take_snapshot`, in order:
 - ``read``: the ledger read is finished (its REPEATABLE READ view closed); the staging file is
   not finished yet;
 - ``staged``: the staging Parquet file is complete (closed, checksummed), nothing published;
-- ``visible``: the new file is renamed into the dataset directory, the index transaction
-  (manifest row) is not committed yet;
-- ``committed``: the index transaction is committed; the publish record and the backup of the
-  previous file are not cleaned up yet.
+- ``visible``: the new files are moved to their run-unique names in the dataset directory, the
+  index transaction (manifest row naming them) is not committed yet;
+- ``committed``: the index transaction is committed; the superseded files are not deleted yet.
 """
 
 from __future__ import annotations
@@ -23,6 +22,18 @@ import time
 from snapshot_pipeline.settings import pause_point_setting
 
 PHASES = ("read", "staged", "visible", "committed")
+FAIL_SHARD_VARIABLE = "SNAPSHOT_FAIL_SHARD"  # a shard number: that shard of a sharded run raises (tests)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised at a fail point a test asked for."""
+
+
+def fail_point(name: str, shard: int) -> None:
+    """Raise :class:`InjectedFailure` when ``SNAPSHOT_FAIL_SHARD`` names ``shard`` (unset: return)."""
+    wanted = os.environ.get(FAIL_SHARD_VARIABLE)
+    if wanted is not None and wanted.strip() == str(shard):
+        raise InjectedFailure(f"injected failure in {name} {shard} ({FAIL_SHARD_VARIABLE}={wanted})")
 
 
 def pause_point(name: str) -> None:

@@ -23,6 +23,7 @@ BATCH_SIZE_MIN = 1
 BATCH_SIZE_MAX = 1_000_000
 BATCH_SIZE_DEFAULT = 1000
 BATCH_SIZE_RULE = f"an integer from {BATCH_SIZE_MIN} to {BATCH_SIZE_MAX:,}"
+SHARDS_MAX = 64  # shards a partition may be merged as (snapshot/shards.py, the run config of both jobs)
 
 # sampled_recomputation_matches: balances recomputed from genesis
 SAMPLE_SIZE_DEFAULT = 20

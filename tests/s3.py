@@ -6,7 +6,6 @@ credentials reach pyarrow through the standard AWS environment variables, as in 
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys

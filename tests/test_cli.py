@@ -136,8 +136,9 @@ def test_demo_on_the_embedded_default_is_idempotent(tmp_path, monkeypatch):
 
 
 def test_dagster_yaml_configures_postgres_storage_like_the_builtin_default():
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     from snapshot_pipeline.cli.instance import DEFAULT_DAGSTER_YAML
 

@@ -3,9 +3,12 @@
 Each test publishes a partition, changes the ledger (so the re-materialization writes a different
 file), starts the CLI with a pause point, waits for its marker, sends SIGKILL, and checks:
 
-- what a Parquet dataset reader sees of the partition is exactly the file the manifest names (the
-  `visible` phase, where the kill falls between the rename and the index COMMIT, after the
-  automatic recovery of the crash_recovery_sensor tick);
+- what a reader sees of the partition (through the manifest, as every reader of the package and
+  the query engine resolve files) is exactly the files the manifest names, whole; in the `visible`
+  phase, where the kill falls between the move of the new file to its run-unique name and the
+  index COMMIT, the new file is an orphan no manifest names, removed by the crash_recovery_sensor
+  tick; after any recovery the partition's directory holds only the manifest's files, so a
+  dataset reader globbing the directory sees the same;
 - the killed run is marked FAILURE in the Dagster instance, with the reason, by the next holder of
   the partition's lock (the next CLI run) or the sensor tick, nobody acting by hand;
 - after the next run nothing is left in the store's staging or publish areas nor in temp.
@@ -96,8 +99,27 @@ def manifest_checksum(env: dict[str, str]) -> tuple[str, int] | None:
     return (row[0], int(row[1])) if row else None
 
 
+def _settings(env: dict[str, str]):
+    from snapshot_pipeline.settings import load_settings
+
+    return load_settings(env)
+
+
 def reader_view(env: dict[str, str]) -> tuple[str, int] | None:
-    """What a dataset reader finds for DATE: (sha256 of the only file, rows read through pyarrow.dataset)."""
+    """What a reader finds for DATE through the manifest: (partition sha256 of its files, rows read)."""
+    from snapshot_pipeline.store import parquet as store
+    from snapshot_pipeline.store import published
+
+    settings = _settings(env)
+    paths = published.paths(settings, DATE)
+    if paths is None:
+        return None
+    fs, _ = store.resolve(settings.storage_uri)
+    return store.files_checksum(fs, paths)[1], published.read_partition(settings, DATE).num_rows
+
+
+def directory_view(env: dict[str, str]) -> tuple[str, int] | None:
+    """What a dataset reader globbing the directory finds for DATE (fails if it holds more than one run)."""
     root = Path(env["SNAPSHOT_STORAGE_URI"]) / "balance_snapshots"
     files = sorted((root / f"snapshot_date={DATE.isoformat()}").glob("*"))
     if not files:
@@ -106,6 +128,11 @@ def reader_view(env: dict[str, str]) -> tuple[str, int] | None:
     dataset = ds.dataset(str(root), format="parquet", partitioning="hive")
     rows = dataset.to_table(filter=ds.field("snapshot_date") == DATE.isoformat()).num_rows
     return hashlib.sha256(files[0].read_bytes()).hexdigest(), rows
+
+
+def part_files(env: dict[str, str]) -> list[str]:
+    root = Path(env["SNAPSHOT_STORAGE_URI"]) / "balance_snapshots" / f"snapshot_date={DATE.isoformat()}"
+    return sorted(p.name for p in root.glob("*"))
 
 
 def leftovers(env: dict[str, str], work_dirs: list[str]) -> list[str]:
@@ -149,7 +176,7 @@ def test_kill_then_next_run_reports_and_cleans(env, tmp_path, monkeypatch, phase
     assert status == dg.DagsterRunStatus.FAILURE
     assert "died without finishing" in message and DATE.isoformat() in message
     assert run_status(env, out["run_id"], monkeypatch)[0] == dg.DagsterRunStatus.SUCCESS
-    assert reader_view(env) == manifest_checksum(env)
+    assert reader_view(env) == manifest_checksum(env) == directory_view(env)
     assert leftovers(env, [holder["work_dir"]]) == []
 
 
@@ -165,9 +192,9 @@ def test_kill_between_visible_file_and_commit_is_rolled_back_by_the_sensor_tick(
 
     kill_at(env, "visible", tmp_path)
     holder = holder_record(env)
-    intent = json.loads(Path(publish.intent_path(env["SNAPSHOT_STORAGE_URI"], DATE)).read_text())
     assert manifest_checksum(env) == before  # the index transaction died with the process
-    assert reader_view(env)[0] == intent["checksum"] != before[0]  # the uncommitted file is in place
+    assert reader_view(env) == before  # readers see the committed partition, whole
+    assert len(part_files(env)) == 2  # beside it, the uncommitted file under its own run-unique name
 
     settings = load_settings(env)
     sensor = build_definitions(settings).get_sensor_def(RECOVERY_SENSOR)
@@ -175,13 +202,13 @@ def test_kill_between_visible_file_and_commit_is_rolled_back_by_the_sensor_tick(
         with dg.build_sensor_context(instance=instance, resources={"snapshot_store": _store(env)}) as context:
             result = sensor(context)
     assert "recovered 1 partition" in str(result)
-    assert reader_view(env) == manifest_checksum(env) == before  # rolled back to what the manifest names
+    assert reader_view(env) == manifest_checksum(env) == directory_view(env) == before  # the orphan is gone
     status, message = run_status(env, holder["run_id"], monkeypatch)
     assert status == dg.DagsterRunStatus.FAILURE and "died without finishing" in message
     assert leftovers(env, [holder["work_dir"]]) == []
 
     cli("snapshot", "--date", DATE.isoformat(), env=env)
-    assert reader_view(env) == manifest_checksum(env) != before
+    assert reader_view(env) == manifest_checksum(env) == directory_view(env) != before
     assert leftovers(env, [holder["work_dir"]]) == []
 
 
@@ -189,11 +216,11 @@ def test_doctor_resolves_a_kill_between_visible_file_and_commit_on_a_new_partiti
     """First publish of a partition killed after the rename: `doctor` removes the file no manifest row names."""
     kill_at(env, "visible", tmp_path)
     holder = holder_record(env)
-    assert manifest_checksum(env) is None and reader_view(env) is not None
+    assert manifest_checksum(env) is None and reader_view(env) is None and len(part_files(env)) == 1
     out = json.loads(cli("doctor", env=env).stdout)
     assert [r["publish"] for r in out["recovered"]] == ["rolled_back"]
     assert out["recovered"][0]["dead_run"]["run_id"] == holder["run_id"]
-    assert reader_view(env) is None and manifest_checksum(env) is None
+    assert reader_view(env) is None and manifest_checksum(env) is None and part_files(env) == []
     assert run_status(env, holder["run_id"], monkeypatch)[0] == dg.DagsterRunStatus.FAILURE
     assert leftovers(env, [holder["work_dir"]]) == []
     assert json.loads(cli("doctor", env=env).stdout) == {"recovered": []}
@@ -212,7 +239,8 @@ def _store(env: dict[str, str]):
 
 
 def test_next_day_never_rolls_forward_from_an_uncommitted_file(env, tmp_path):
-    """D killed between rename and COMMIT, then D+1 runs first: D is rolled back before D+1 reads its base.
+    """D killed between the move to its final name and COMMIT, then D+1 runs first: it rolls forward
+    from the files D's manifest names, and the orphan is swept before D+1 reads its base.
 
     D's uncommitted file already holds the backdated leg; the manifest's watermark for D does not.
     Read as D+1's base, that leg would be counted twice; D+1 must equal the journal exactly.
@@ -225,7 +253,7 @@ def test_next_day_never_rolls_forward_from_an_uncommitted_file(env, tmp_path):
     before = manifest_checksum(env)
     backdate_a_transfer(env["LEDGER_DATABASE_URL"])
     kill_at(env, "visible", tmp_path)
-    assert reader_view(env)[0] != before[0]
+    assert len(part_files(env)) == 2
 
     settings = load_settings(env)
     following = DATE + dt.timedelta(days=1)
@@ -234,4 +262,4 @@ def test_next_day_never_rolls_forward_from_an_uncommitted_file(env, tmp_path):
     got = snapshot_values(ds.dataset(result.path, format="parquet").to_table())
     expected = expected_snapshot(env["LEDGER_DATABASE_URL"], calendar.cutoff(following, settings.timezone))
     assert got == expected
-    assert reader_view(env) == manifest_checksum(env) == before  # D rolled back first
+    assert reader_view(env) == manifest_checksum(env) == directory_view(env) == before  # D's orphan swept first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 
 import psycopg
@@ -10,9 +11,10 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
-from snapshot_pipeline.quality import lateness
 from snapshot_pipeline import calendar, db, snapshot
+from snapshot_pipeline.quality import lateness
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import published
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, index_values, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -20,7 +22,7 @@ from tests.oracle import expected_snapshot, snapshot_values
 
 def assert_exact(settings, url: str, date: dt.date) -> dict:
     expected = expected_snapshot(url, calendar.cutoff(date, settings.timezone))
-    table = store.read_partition(settings.storage_uri, date)
+    table = published.read_partition(settings, date)
     assert_balanced(table, date)
     got = snapshot_values(table)
     assert set(got) == set(expected), f"{date}: balance sets differ"
@@ -72,7 +74,7 @@ def test_rematerialize_is_identical_and_history_is_stable(fresh_ledger, make_dat
     settings = make_settings(fresh_ledger, tmp_path / "store")
     day = dt.date(2026, 10, 29)
     snapshot.take_snapshot(settings, day, 100)
-    first = snapshot_values(store.read_partition(settings.storage_uri, day))
+    first = snapshot_values(published.read_partition(settings, day))
     # Later activity, dated at or after the cutoff, must not change the day's values.
     source, destination = two_balances(fresh_ledger)
     for hours in (0, 30, 200):
@@ -81,13 +83,13 @@ def test_rematerialize_is_identical_and_history_is_stable(fresh_ledger, make_dat
                            effective_date=calendar.cutoff(day, "UTC") + dt.timedelta(hours=hours))
     snapshot.take_snapshot(settings, dt.date(2026, 11, 3), 1000)
     again = snapshot.take_snapshot(settings, day, 1000)
-    assert snapshot_values(store.read_partition(settings.storage_uri, day)) == first
+    assert snapshot_values(published.read_partition(settings, day)) == first
     assert again.rows == len(first)
     # A backfill of the old date into a brand-new store and index (from genesis) gives the same values.
     backfill = make_settings(fresh_ledger, tmp_path / "backfill", index_url=make_database())
     result = snapshot.take_snapshot(backfill, day, 7)
     assert result.mode == "genesis"
-    assert snapshot_values(store.read_partition(backfill.storage_uri, day)) == first
+    assert snapshot_values(published.read_partition(backfill, day)) == first
     assert_exact(settings, fresh_ledger, dt.date(2026, 11, 3))
 
 
@@ -115,11 +117,17 @@ def test_late_and_backdated_rows_are_detected_and_repaired(fresh_ledger, tmp_pat
     assert lateness.staleness(settings, d2) == {}
 
 
+def partition_bytes(settings, day) -> list[bytes]:
+    """The bytes of every file in the partition's directory (the published ones and anything else)."""
+    fs, _ = store.resolve(settings.storage_uri)
+    return [open(path, "rb").read() for path in store.list_partition(fs, settings.storage_uri, day)]
+
+
 def test_injected_failure_mid_write_leaves_previous_partition_untouched(fresh_ledger, tmp_path):
     settings = make_settings(fresh_ledger, tmp_path / "store")
     day = dt.date(2026, 10, 30)
     snapshot.take_snapshot(settings, day, 100)
-    before_bytes = open(store.partition_file(settings.storage_uri, day), "rb").read()
+    before_bytes = partition_bytes(settings, day)
     with psycopg.connect(fresh_ledger) as conn:
         manifest_before = conn.execute("SELECT checksum, max_transaction_id FROM snapshot_index.partitions").fetchall()
         index_before = conn.execute("SELECT count(*), sum(balance) FROM snapshot_index.balance_snapshots").fetchone()
@@ -132,7 +140,7 @@ def test_injected_failure_mid_write_leaves_previous_partition_untouched(fresh_le
 
     with pytest.raises(RuntimeError, match="injected failure"):
         snapshot.take_snapshot(settings, day, 100, on_batch=explode)
-    assert open(store.partition_file(settings.storage_uri, day), "rb").read() == before_bytes
+    assert partition_bytes(settings, day) == before_bytes
     with psycopg.connect(fresh_ledger) as conn:
         assert conn.execute("SELECT checksum, max_transaction_id FROM snapshot_index.partitions").fetchall() \
             == manifest_before
@@ -145,7 +153,7 @@ def test_injected_failure_mid_write_leaves_previous_partition_untouched(fresh_le
         conn.execute("ALTER TABLE snapshot_index.partitions ADD CONSTRAINT no_more CHECK (row_count < 0) NOT VALID")
     with pytest.raises(psycopg.errors.CheckViolation):
         snapshot.take_snapshot(settings, day, 100)
-    assert open(store.partition_file(settings.storage_uri, day), "rb").read() == before_bytes
+    assert partition_bytes(settings, day) == before_bytes
     with psycopg.connect(fresh_ledger) as conn:
         assert conn.execute("SELECT count(*), sum(balance) FROM snapshot_index.balance_snapshots").fetchone() \
             == index_before
@@ -159,7 +167,7 @@ def test_decimal_overflow_fails_naming_the_balance(fresh_ledger, tmp_path):
         insert_transaction(fresh_ledger, source, destination, huge, created_at=dt.datetime(2026, 10, 28, 9))
     with pytest.raises(snapshot.AmountOverflow, match=f"({source}|{destination})"):
         snapshot.take_snapshot(settings, dt.date(2026, 10, 29), 1000)
-    assert not store.exists(settings.storage_uri, dt.date(2026, 10, 29))
+    assert not published.exists(settings, dt.date(2026, 10, 29))
     with psycopg.connect(fresh_ledger) as conn:
         assert conn.execute("SELECT count(*) FROM snapshot_index.partitions").fetchone()[0] == 0
 
@@ -183,8 +191,9 @@ def test_concurrent_runs_of_one_partition_are_serialized(adversarial_url, make_d
     assert not errors
     assert len({r.checksum for r in results}) == 3  # three complete, separate publications
     assert_exact(settings, adversarial_url, day)
-    files = list((tmp_path / "store" / "balance_snapshots").rglob("*"))
-    assert [f.name for f in files if f.is_file()] == [store.PART_FILE]
+    files = [f.name for f in (tmp_path / "store" / "balance_snapshots").rglob("*") if f.is_file()]
+    assert len(files) == 1 and re.fullmatch(r"part-00000-[0-9a-f]{16}\.parquet", files[0])  # superseded ones gone
+    assert published.paths(settings, day) == [str(tmp_path / "store" / "balance_snapshots" / f"snapshot_date={day}" / files[0])]
 
 
 def test_invalid_batch_size_and_unreachable_database(tmp_path, adversarial_url):
@@ -207,14 +216,14 @@ def test_parquet_layout_schema_and_readers(adversarial_url, make_database, tmp_p
     table = dataset.to_table()
     assert set(table.column("snapshot_date").to_pylist()) == {"2026-10-31", "2026-11-01"} or set(
         str(v) for v in table.column("snapshot_date").to_pylist()) == {"2026-10-31", "2026-11-01"}
-    one = store.read_partition(settings.storage_uri, dt.date(2026, 11, 1))
+    one = published.read_partition(settings, dt.date(2026, 11, 1))
     for name in store.AMOUNT_COLUMNS:
         assert one.schema.field(name).type == pa.decimal128(38, 0)
     ids = one.column("balance_id").to_pylist()
     assert ids == sorted(ids)
     cutoffs = set(one.column("cutoff_at").to_pylist())
     assert cutoffs == {dt.datetime(2026, 11, 2, 5, tzinfo=dt.timezone.utc)}
-    meta = store.read_metadata(settings.storage_uri, dt.date(2026, 11, 1))
+    meta = published.read_metadata(settings, dt.date(2026, 11, 1))
     assert meta["row_count"] == str(one.num_rows)
     assert meta["cutoff"] == "2026-11-02T05:00:00+00:00"
     assert int(meta["watermark"]) > 0 and meta["schema_version"] == str(store.SCHEMA_VERSION) == "2"

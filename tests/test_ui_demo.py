@@ -18,8 +18,8 @@ import pytest
 
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.ledger import generator
-from tests.test_ui import CHROMIUM, CHROMIUM_ARGS, IN_CI, ROOT, free_port, graphql, wait_for_server
 from tests.helpers import stop
+from tests.test_ui import CHROMIUM, CHROMIUM_ARGS, IN_CI, ROOT, free_port, graphql, wait_for_server
 
 DEMO_DAYS = 3
 CHECKS = {"row_count_matches_ledger", "balance_equals_credit_minus_debit", "double_entry_per_currency",

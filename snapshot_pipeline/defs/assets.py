@@ -55,6 +55,13 @@ class SnapshotConfig(dg.Config):
         description="Compute the partition from genesis (a full read of the ledger) instead of rolling the"
                     " previous partition forward.",
     )
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=names.SHARDS_MAX,
+        description="Merge the partition as this many balance_id ranges, one after the other in this step, each"
+                    " its own part-0000k file (the balance_snapshots_sharded job runs them as parallel steps).",
+    )
 
 
 def _utc_naive(value: dt.datetime) -> dt.datetime:
@@ -183,6 +190,7 @@ def _snapshot_one_day(context: dg.AssetExecutionContext, config: SnapshotConfig,
             settings, snapshot_date, config.batch_size, run_id=context.run.run_id, log=context.log.info,
             on_batch=Progress(context.log.info, snapshot_date, config.batch_size),
             full_refresh=config.full_refresh,
+            shards=config.shards,
             on_dead_run=dead_run_reporter(context.instance, context.log.warning),
         )
     except Exception as exc:

@@ -50,7 +50,7 @@ import psycopg
 from snapshot_pipeline import db
 from snapshot_pipeline.ledger import asof
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index
+from snapshot_pipeline.store import index, published
 from snapshot_pipeline.store import parquet as store
 
 OVERLAP_IDS = 1000
@@ -409,6 +409,7 @@ def staleness(settings: Settings, snapshot_date: dt.date) -> dict[str, int] | No
     if entry is None:
         return None
     reasons = dict(stale_partitions(settings).get(snapshot_date, {}))
-    if not store.exists(settings.storage_uri, snapshot_date):
+    fs, _ = store.resolve(settings.storage_uri)
+    if published.present_paths(fs, settings.storage_uri, entry) is None:
         reasons["parquet_missing"] = 1
     return reasons

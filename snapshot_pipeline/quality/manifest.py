@@ -7,20 +7,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from snapshot_pipeline import db
-from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, published_entry
+from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, entry_files, published_entry
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index
+from snapshot_pipeline.store import index, published
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.diff import diff_files
 from snapshot_pipeline.store.spool import IndexSpool
 
 
-def file_checksum(settings: Settings, date: dt.date) -> str:
+def file_checksum(settings: Settings, paths: list[str]) -> str:
+    """The partition sha256 of its files (:func:`~snapshot_pipeline.store.parquet.partition_checksum`)."""
     fs, _ = store.resolve(settings.storage_uri)
-    return store.size_and_checksum(fs, store.partition_file(settings.storage_uri, date))[1]
+    return store.files_checksum(fs, paths)[1]
 
 
 def parquet_matches_manifest(settings: Settings, date: dt.date) -> Outcome:
@@ -31,9 +30,9 @@ def parquet_matches_manifest(settings: Settings, date: dt.date) -> Outcome:
     """
     entry = published_entry(settings, date)
     fs, _ = store.resolve(settings.storage_uri)
-    with fs.open_input_file(store.partition_file(settings.storage_uri, date)) as f:
-        rows = pq.ParquetFile(f).metadata.num_rows
-    checksum = file_checksum(settings, date)
+    paths = entry_files(settings, entry)
+    rows = store.count_rows(fs, paths)
+    checksum = file_checksum(settings, paths)
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
         indexed = index.count_rows(conn, date)
     problems = []
@@ -56,19 +55,18 @@ def parquet_matches_index(settings: Settings, date: dt.date) -> Outcome:
     partition, recomputed by diffing the two Parquet files (an audit: two full reads)."""
     entry = published_entry(settings, date)
     fs, _ = store.resolve(settings.storage_uri)
-    path = store.partition_file(settings.storage_uri, date)
-    with fs.open_input_file(path) as f:
-        rows = pq.ParquetFile(f).metadata.num_rows
-    checksum = file_checksum(settings, date)
+    paths = entry_files(settings, entry)
+    rows = store.count_rows(fs, paths)
+    checksum = file_checksum(settings, paths)
     work_dir = Path(tempfile.mkdtemp(prefix=f"snapshot-check-{date}-"))
     try:
         with db.connect(db.snapshot_url(settings), what="snapshot index database") as conn:
             previous = index.nearest_before(conn, date)
-            if previous is not None and not store.exists(settings.storage_uri, previous.snapshot_date):
+            previous_paths = published.present_paths(fs, settings.storage_uri, previous)
+            if previous_paths is None:
                 previous = None  # the snapshot core diffs against nothing in that case, too
             spool = IndexSpool(work_dir, date)
-            diff_files(fs, store.partition_file(settings.storage_uri, previous.snapshot_date) if previous else None,
-                       path, spool)
+            diff_files(fs, previous_paths, paths, spool)
             csv_path = spool.close()
             missing, extra, examples, indexed = index.compare_rows(conn, date, csv_path, SAMPLE_IDS)
             conn.rollback()

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from snapshot_pipeline import amounts, db
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index
+from snapshot_pipeline.store import index, published
 from snapshot_pipeline.store import parquet as store
 
 WIDE = amounts.WIDE
@@ -37,13 +37,20 @@ def published_entry(settings: Settings, date: dt.date) -> index.ManifestEntry:
         entry = index.manifest(conn, date) if index.ready(conn) else None
     if entry is None:
         raise NotPublished(f"partition {date} is not published (no manifest row in snapshot_index.partitions)")
-    if not store.exists(settings.storage_uri, date):
-        raise NotPublished(f"partition {date} has a manifest row but no Parquet file in {settings.storage_uri}")
+    fs, _ = store.resolve(settings.storage_uri)
+    if published.present_paths(fs, settings.storage_uri, entry) is None:
+        raise NotPublished(f"partition {date} has a manifest row but its Parquet files are missing from"
+                           f" {settings.storage_uri}")
     return entry
 
 
+def entry_files(settings: Settings, entry: index.ManifestEntry) -> list[str]:
+    """The files of a partition :func:`published_entry` returned."""
+    return published.entry_paths(settings.storage_uri, entry)
+
+
 def partition_batches(settings: Settings, date: dt.date, columns: list[str]):
-    yield from store.iter_partition(settings.storage_uri, date, columns)
+    yield from published.iter_partition(settings, date, columns)
 
 
 def wide(array) -> pa.Array:

@@ -7,10 +7,9 @@ import random
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from snapshot_pipeline import db, names
-from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, published_entry
+from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, entry_files, published_entry
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import parquet as store
 
@@ -81,7 +80,9 @@ def sampled_recomputation(settings: Settings, date: dt.date, sample_size: int = 
     if sample_size > MAX_SAMPLE_SIZE:
         raise ValueError(f"sample_size must be at most {MAX_SAMPLE_SIZE:,}, got {sample_size:,}")
     entry = published_entry(settings, date)
-    ids = store.read_partition(settings.storage_uri, date, ["balance_id"])["balance_id"]
+    fs, _ = store.resolve(settings.storage_uri)
+    paths = entry_files(settings, entry)
+    ids = store.read_files(fs, paths, ["balance_id"])["balance_id"]
     if len(ids) == 0:
         return Outcome(True, "empty partition: no balances to recompute",
                        {"sampled": 0, "mismatches": 0, "mismatches_from_late_rows": 0},
@@ -89,10 +90,8 @@ def sampled_recomputation(settings: Settings, date: dt.date, sample_size: int = 
     rng = random.Random(seed)
     positions = sorted(rng.sample(range(len(ids)), min(sample_size, len(ids))))
     sample = pc.take(ids, pa.array(positions, pa.int64())).to_pylist()
-    fs, _ = store.resolve(settings.storage_uri)
-    table = pq.read_table(store.partition_file(settings.storage_uri, date), filesystem=fs,
-                          columns=["balance_id", *store.AMOUNT_COLUMNS],
-                          filters=pc.field("balance_id").isin(sample))  # row groups pruned by balance_id
+    table = store.read_files(fs, paths, ["balance_id", *store.AMOUNT_COLUMNS],
+                             filters=pc.field("balance_id").isin(sample))  # row groups pruned by balance_id
     got = {r["balance_id"]: {k: int(r[k]) for k in store.AMOUNT_COLUMNS} for r in table.to_pylist()}
     expected = recompute(db.ledger_url(settings), sample, entry.cutoff_at)
     wrong = sorted(b for b in sample if expected[b] != got.get(b))

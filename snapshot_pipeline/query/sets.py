@@ -14,7 +14,7 @@ from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.query.errors import QueryError
 from snapshot_pipeline.query.instants import MICROSECOND, iso_utc
 from snapshot_pipeline.snapshot import merge
-from snapshot_pipeline.store import index
+from snapshot_pipeline.store import index, published
 from snapshot_pipeline.store import parquet as store
 
 if TYPE_CHECKING:
@@ -30,9 +30,11 @@ def _published_anchor(engine: QueryEngine, at: dt.datetime) -> index.ManifestEnt
             return []
         return index.roll_forward_dates_at_or_before(conn, at, snapshot.ROLL_VERSION)
 
+    fs, _ = store.resolve(engine.settings.storage_uri)
     for date in engine._index_query(work):
-        if store.exists(engine.settings.storage_uri, date):
-            return engine._index_query(lambda conn: index.manifest(conn, date))
+        entry = engine._index_query(lambda conn: index.manifest(conn, date))
+        if published.present_paths(fs, engine.settings.storage_uri, entry) is not None:
+            return entry
     return None
 
 
@@ -47,8 +49,9 @@ def balances_at_table(engine: QueryEngine, at: dt.datetime, ledger_id: str | Non
     end = at + MICROSECOND  # effective <= at  <=>  effective < at + 1µs
     origin = (engine._index_query(lambda conn: snapshot.origin_of(conn, anchor)) if anchor is not None
               else journal.Origin.genesis())
-    base_batches = (store.iter_partition(engine.settings.storage_uri, anchor.snapshot_date, merge.BASE_COLUMNS,
-                                         batch_rows=131_072)
+    fs, _ = store.resolve(engine.settings.storage_uri)
+    base_batches = (store.iter_files(fs, published.entry_paths(engine.settings.storage_uri, anchor),
+                                     merge.BASE_COLUMNS, batch_rows=131_072)
                     if anchor is not None else iter([]))
     parts = []
     ledger = db.connect_arrow(engine.ledger_url)

@@ -26,6 +26,7 @@ import pyarrow.fs as pafs
 from snapshot_pipeline import calendar
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline import amounts
+from snapshot_pipeline.store import published
 from snapshot_pipeline.store import parquet as store
 
 REPORTS_DIR = "reports"
@@ -60,22 +61,23 @@ class SnapshotPartition:
     watermark: int
     transaction_count: int
     max_balance_id: int
-    path: str
+    paths: list[str]  # its files, in shard order (as the manifest names them)
     fs: pafs.FileSystem
 
     @classmethod
     def find(cls, settings: Settings, date: dt.date) -> "SnapshotPartition | None":
-        """The partition ``date`` if its file exists in the store, else None."""
-        if not store.exists(settings.storage_uri, date):
+        """The partition ``date`` if it is published and its files exist in the store, else None."""
+        paths = published.paths(settings, date)
+        if paths is None:
             return None
-        meta = store.read_metadata(settings.storage_uri, date)
+        fs, _ = store.resolve(settings.storage_uri)
+        meta = store.read_file_metadata(fs, paths[0])
         cutoff = dt.datetime.fromisoformat(meta["cutoff"]).astimezone(dt.timezone.utc).replace(tzinfo=None)
         if meta.get("timezone") != settings.timezone or cutoff != calendar.cutoff(date, settings.timezone):
             raise ReportError(
                 f"balance_snapshots {date} was taken in time zone {meta.get('timezone')!r} (cutoff {cutoff}Z);"
                 f" reports run in {settings.timezone!r}: re-materialize it or set SNAPSHOT_TIMEZONE"
             )
-        fs, _ = store.resolve(settings.storage_uri)
         return cls(
             snapshot_date=date,
             cutoff=cutoff,
@@ -83,7 +85,7 @@ class SnapshotPartition:
             watermark=int(meta["watermark"]),
             transaction_count=int(meta["watermark_transaction_count"]),
             max_balance_id=int(meta["watermark_max_balance_id"]),
-            path=store.partition_file(settings.storage_uri, date),
+            paths=paths,
             fs=fs,
         )
 
@@ -100,7 +102,7 @@ class SnapshotPartition:
 
     def batches(self, columns: list[str], batch_rows: int = READ_BATCH_ROWS):
         """The partition's rows in file (``balance_id``) order, one Arrow table per batch."""
-        for batch in store.iter_file(self.fs, self.path, columns, batch_rows):
+        for batch in store.iter_files(self.fs, self.paths, columns, batch_rows):
             yield pa.Table.from_batches([batch])
 
 
@@ -182,7 +184,7 @@ class ReportWriter:
     def publish(self) -> tuple[str, int]:
         """Make the partition visible; returns (path, bytes)."""
         size, _ = self._writer.close({})
-        self._writer.discard(self._writer.publish())
+        self._writer.publish()
         return store.display_uri(self.storage_uri, self.final_path), size
 
     def abort(self) -> None:

@@ -26,15 +26,16 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snapshot_pipeline import amounts, calendar, db, names
+from snapshot_pipeline import amounts, calendar, db, faults, names
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import merge
-from snapshot_pipeline.store import align, index, publish
+from snapshot_pipeline.store import align, index, publish, published
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.spool import IndexSpool
 
@@ -70,7 +71,7 @@ class SnapshotResult:
     duration_ms: int
     snapshots_per_second: float
     bytes_written: int
-    path: str
+    path: str  # the partition's file (its directory when it has several shard files)
     checksum: str
     mode: str
     base_date: dt.date | None
@@ -78,6 +79,7 @@ class SnapshotResult:
     journal_rows: int = 0
     pending: dict = dataclasses.field(default_factory=dict)
     phases_ms: dict = dataclasses.field(default_factory=dict)
+    files: list[str] = dataclasses.field(default_factory=list)  # every file of the partition, in shard order
 
     @property
     def balanced(self) -> bool:
@@ -144,11 +146,18 @@ class CurrencyTotals:
         ]
 
 
+class ChangedRows(Protocol):
+    """Where a merge puts the changed balances: the index spool, or a shard's table list."""
+
+    def write(self, table: pa.Table) -> None: ...
+
+
 @dataclasses.dataclass
 class Pass:
-    """Outputs of one streaming pass over the ledger, handed to the commit."""
+    """Outputs of one pass over the ledger, handed to the commit: the staged shard files and the rest."""
 
-    writer: store.PartitionWriter
+    storage_uri: str
+    files: list[store.StagedFile]  # in shard order
     spool: IndexSpool
     totals: CurrencyTotals
     batches: int
@@ -156,6 +165,26 @@ class Pass:
     base: index.ManifestEntry | None
     mode: str
     phases_ms: dict
+
+    @property
+    def fs(self):
+        return store.resolve(self.storage_uri)[0]
+
+    @property
+    def staging_paths(self) -> list[str]:
+        return [f.staging_path for f in self.files]
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    @property
+    def checksum(self) -> str:
+        return store.partition_checksum([f.checksum for f in self.files])
 
 
 def take_snapshot(
@@ -168,6 +197,7 @@ def take_snapshot(
     on_batch: Callable[[int], None] | None = None,
     full_refresh: bool = False,
     on_dead_run: Callable[[publish.DeadRun], None] | None = None,
+    shards: int = 1,
 ) -> SnapshotResult:
     """Compute and publish the snapshot partition ``snapshot_date``. Nothing is visible unless all of it is.
 
@@ -176,7 +206,15 @@ def take_snapshot(
     interrupted, reports that run through ``on_dead_run`` (the Dagster asset marks it failed) and
     removes its leftovers; the work directory is the claim's (named in its holder record). Only then
     is a base partition chosen, so an uncommitted file is never rolled forward.
+
+    ``shards`` > 1 merges the partition as that many ``balance_id`` ranges, one after the other in
+    this process (:mod:`snapshot_pipeline.snapshot.shards`; the sharded Dagster job runs them in parallel).
     """
+    if shards != 1:
+        from snapshot_pipeline.snapshot import shards as sharding  # noqa: PLC0415 - imports this module
+
+        return sharding.take_sharded(settings, snapshot_date, shards, batch_size, run_id=run_id,
+                                     full_refresh=full_refresh, log=log, on_batch=on_batch, on_dead_run=on_dead_run)
     from snapshot_pipeline.snapshot import commit  # noqa: PLC0415 - commit imports this module's types
 
     validate_batch_size(batch_size)
@@ -190,12 +228,11 @@ def take_snapshot(
         index.lock_partition(index_conn, snapshot_date)
         claim = publish.claim(settings.storage_uri, index_conn, snapshot_date, run_id=run_id, log=log,
                               on_dead_run=on_dead_run)
-        work_dir = claim.work_dir
         base = None if full_refresh else usable_base(settings, index_conn, snapshot_date, log)
-        result_pass = _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, work_dir, log,
+        result_pass = _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log,
                               on_batch, started)
         return commit.commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, result_pass,
-                             work_dir, log, started)
+                             claim.work_dir, log, started)
     finally:
         if claim is not None:
             claim.release()  # before the lock goes with the connection
@@ -211,9 +248,10 @@ def usable_base(settings: Settings, conn, snapshot_date: dt.date, log) -> index.
         log(f"partition {entry.snapshot_date} predates roll-forward (format {entry.roll_version});"
             " computing from genesis")
         return None
-    if not store.exists(settings.storage_uri, entry.snapshot_date):
-        log(f"partition {entry.snapshot_date} is in the index but has no Parquet file in {settings.storage_uri};"
-            " computing from genesis")
+    fs, _ = store.resolve(settings.storage_uri)
+    if published.present_paths(fs, settings.storage_uri, entry) is None:
+        log(f"partition {entry.snapshot_date} is in the index but its Parquet files are missing from"
+            f" {settings.storage_uri}; computing from genesis")
         return None
     return entry
 
@@ -228,33 +266,87 @@ def origin_of(conn, base: index.ManifestEntry | None) -> journal.Origin:
                           index.roll_state(conn, base.snapshot_date))
 
 
-def _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, work_dir, log, on_batch,
+def _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log, on_batch,
             started) -> Pass:
     ledger = db.connect_arrow(db.ledger_url(settings))
     try:
         try:
-            return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, work_dir,
+            return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, claim,
                                 log, on_batch, started)
         except align.NotSorted as exc:
             if base is None:
                 raise SnapshotError(f"the journal delta is not in balance_id order: {exc}") from exc
             log(f"base partition {base.snapshot_date} cannot be rolled forward ({exc}); computing from genesis")
-            return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, None, work_dir,
+            return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, None, claim,
                                 log, on_batch, started)
     finally:
         ledger.close()
 
 
-def _file_metadata(settings: Settings, snapshot_date: dt.date, cutoff: dt.datetime) -> dict[str, str]:
+def file_metadata(settings: Settings, snapshot_date: dt.date, cutoff: dt.datetime, view: journal.View
+                  ) -> dict[str, str]:
+    """The run facts every file of the partition carries in its footer."""
     return {
         "snapshot_date": snapshot_date.isoformat(),
         "cutoff": cutoff.replace(tzinfo=dt.timezone.utc).isoformat(),
         "timezone": settings.timezone,
         "roll_version": str(ROLL_VERSION),
+        "watermark": str(view.max_transaction_id),
+        "watermark_transaction_count": str(view.transaction_count),
+        "watermark_max_balance_id": str(view.max_balance_id),
+        "pg_snapshot": view.pg_snapshot,
     }
 
 
-def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, work_dir, log, on_batch,
+def begin(cur, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, base, phases: dict, log) -> journal.Step:
+    """Open the consistent view and stage the step's journal rows (the one read of the ledger)."""
+    mark = time.monotonic()
+    view = journal.open_view(cur)
+    step = journal.begin_step(cur, view, cutoff, origin_of(index_conn, base))
+    phases["journal_ms"] = int((time.monotonic() - mark) * 1000)
+    log(
+        f"operation=balance_snapshot snapshot_date={snapshot_date}"
+        f" mode={'incremental' if base is not None else 'genesis'}"
+        f" base={base.snapshot_date if base else None}"
+        f" watermark_transaction_id={step.view.max_transaction_id} journal_rows={step.counted_rows}"
+        f" entering_balances={step.entering_balances} journal_ms={phases['journal_ms']} status=writing"
+    )
+    return step
+
+
+def base_batches(settings: Settings, base: index.ManifestEntry | None, batch_size: int):
+    """The base partition's rows in ``balance_id`` order, read in large batches (none at genesis)."""
+    if base is None:
+        return iter([])
+    fs, _ = store.resolve(settings.storage_uri)
+    # read in large batches; the merge cuts chunks at the delta's batch_size boundaries
+    return store.iter_files(fs, published.entry_paths(settings.storage_uri, base), merge.BASE_COLUMNS,
+                            max(batch_size, BASE_READ_ROWS))
+
+
+def merge_into(writer: store.PartitionWriter, spool: ChangedRows, totals: CurrencyTotals, base_rows, delta,
+               cutoff: dt.datetime, batch_size: int, on_batch, log, started: float) -> int:
+    """Walk the base rows and the delta together, writing the partition's rows; returns the batch count."""
+    batches = 0
+    last_report = time.monotonic()
+    for rows, changed in merge.roll(base_rows, delta, cutoff, batch_size):
+        writer.write_table(rows)
+        spool.write(changed)
+        totals.add(rows)
+        batches += 1
+        if on_batch is not None:
+            on_batch(batches)
+        now = time.monotonic()
+        if now - last_report >= PROGRESS_SECONDS:
+            log(
+                f"operation=balance_snapshot status=progress rows={writer.rows} batches={batches}"
+                f" snapshots_per_second={writer.rows / (now - started):.0f}"
+            )
+            last_report = now
+    return batches
+
+
+def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, claim, log, on_batch,
                  started) -> Pass:
     mode = "incremental" if base is not None else "genesis"
     phases: dict[str, int] = {}
@@ -262,50 +354,21 @@ def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size
     writer: store.PartitionWriter | None = None
     spool: IndexSpool | None = None
     try:
-        mark = time.monotonic()
-        view = journal.open_view(cur)
-        step = journal.begin_step(cur, view, cutoff, origin_of(index_conn, base))
-        phases["journal_ms"] = int((time.monotonic() - mark) * 1000)
-        log(
-            f"operation=balance_snapshot snapshot_date={snapshot_date} mode={mode}"
-            f" base={base.snapshot_date if base else None}"
-            f" watermark_transaction_id={step.view.max_transaction_id} journal_rows={step.counted_rows}"
-            f" entering_balances={step.entering_balances} journal_ms={phases['journal_ms']} status=writing"
-        )
-        writer = store.PartitionWriter(settings.storage_uri, snapshot_date, {
-            **_file_metadata(settings, snapshot_date, cutoff),
-            "watermark": str(step.view.max_transaction_id),
-            "watermark_transaction_count": str(step.view.transaction_count),
-            "watermark_max_balance_id": str(step.view.max_balance_id),
-            "pg_snapshot": step.view.pg_snapshot,
-        })
-        spool = IndexSpool(work_dir, snapshot_date)
+        step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, log)
+        writer = store.PartitionWriter(settings.storage_uri, snapshot_date,
+                                       file_metadata(settings, snapshot_date, cutoff, step.view),
+                                       token=claim.publish_token)
+        spool = IndexSpool(claim.work_dir, snapshot_date)
         totals = CurrencyTotals()
-        base_batches = (  # read in large batches; the merge cuts chunks at the delta's batch_size boundaries
-            store.iter_file(writer.fs, store.partition_file(settings.storage_uri, base.snapshot_date),
-                            merge.BASE_COLUMNS, max(batch_size, BASE_READ_ROWS))
-            if base is not None else iter([])
-        )
         mark = time.monotonic()
-        batches = 0
-        last_report = time.monotonic()
-        for rows, changed in merge.roll(base_batches, journal.delta_reader(cur, cutoff), cutoff, batch_size):
-            writer.write_table(rows)
-            spool.write(changed)
-            totals.add(rows)
-            batches += 1
-            if on_batch is not None:
-                on_batch(batches)
-            now = time.monotonic()
-            if now - last_report >= PROGRESS_SECONDS:
-                log(
-                    f"operation=balance_snapshot status=progress rows={writer.rows} batches={batches}"
-                    f" snapshots_per_second={writer.rows / (now - started):.0f}"
-                )
-                last_report = now
+        batches = merge_into(writer, spool, totals, base_batches(settings, base, batch_size),
+                             journal.delta_reader(cur, cutoff), cutoff, batch_size, on_batch, log, started)
         cur.execute("COMMIT")
         phases["merge_ms"] = int((time.monotonic() - mark) * 1000)
-        return Pass(writer, spool, totals, batches, step, base, mode, phases)
+        faults.pause_point("read")
+        staged = writer.finish({"mode": mode})
+        faults.pause_point("staged")
+        return Pass(settings.storage_uri, [staged], spool, totals, batches, step, base, mode, phases)
     except BaseException:
         if writer is not None:
             writer.abort()

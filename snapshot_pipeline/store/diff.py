@@ -6,17 +6,19 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from snapshot_pipeline.store import align
-from snapshot_pipeline.store.parquet import AMOUNT_COLUMNS, iter_file
+from snapshot_pipeline.store.parquet import AMOUNT_COLUMNS, iter_files
 from snapshot_pipeline.store.spool import IndexSpool
 
 COLUMNS = ["balance_id", "currency", *AMOUNT_COLUMNS]
 
 
-def diff_files(fs: pafs.FileSystem, previous_path: str | None, current_path: str, spool: IndexSpool) -> None:
-    """Spool the rows of ``current_path`` that are new or differ from ``previous_path`` (all, when None).
+def diff_files(fs: pafs.FileSystem, previous_path: list[str] | None, current_path: list[str],
+               spool: IndexSpool) -> None:
+    """Spool the rows of partition ``current_path`` that are new or differ from ``previous_path`` (all, when None).
 
-    Both files are sorted by ``balance_id``; they are walked together, chunk by chunk. A previous
-    file in another order (written before byte-order sorting) is not diffed against: every row is spooled.
+    Each is a partition's files in shard order, so sorted by ``balance_id``; the two are walked
+    together, chunk by chunk. A previous partition in another order (written before byte-order
+    sorting) is not diffed against: every row is spooled.
     """
     try:
         _diff(fs, previous_path, current_path, spool)
@@ -27,9 +29,9 @@ def diff_files(fs: pafs.FileSystem, previous_path: str | None, current_path: str
         _diff(fs, None, current_path, spool)
 
 
-def _diff(fs: pafs.FileSystem, previous_path: str | None, current_path: str, spool: IndexSpool) -> None:
-    current = align.SortedStream(iter_file(fs, current_path, COLUMNS))
-    previous = align.SortedStream(iter_file(fs, previous_path, COLUMNS) if previous_path else iter([]))
+def _diff(fs: pafs.FileSystem, previous_path: list[str] | None, current_path: list[str], spool: IndexSpool) -> None:
+    current = align.SortedStream(iter_files(fs, current_path, COLUMNS))
+    previous = align.SortedStream(iter_files(fs, previous_path, COLUMNS) if previous_path else iter([]))
     for before, now in align.aligned(previous, current):
         if now is None or now.num_rows == 0:
             continue

@@ -2,19 +2,25 @@
 
 Layout (DESIGN §4)::
 
-    <root>/balance_snapshots/snapshot_date=YYYY-MM-DD/part-00000.parquet
+    <root>/balance_snapshots/snapshot_date=YYYY-MM-DD/part-0000k-<run token>.parquet
 
-One file per partition, zstd, rows sorted by ``balance_id`` (the source's index
-order). A partition is written to a staging file outside the dataset and then
-moved over the final name with one atomic rename (a single object PUT on object
-stores), so readers see the old file or the new one, never a mix or a gap.
+A partition is K files (one per shard, K = 1 unless sharded), zstd, rows sorted by
+``balance_id`` within each file and across files in shard order. Each file is
+written to a staging object outside the dataset and then moved to its final,
+run-unique name (a rename locally; one server-side copy on object stores, so the
+object appears whole or not at all). Nothing is ever overwritten: the manifest
+(``snapshot_index.partitions.files``) names the files that count, and superseded
+files are deleted after the manifest commit (:mod:`snapshot_pipeline.store.publish`).
+Report partitions keep one fixed-name file replaced in one move.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +32,8 @@ import pyarrow.parquet as pq
 from snapshot_pipeline.names import DATASET
 
 SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances touched before creation
-PART_FILE = "part-00000.parquet"
+PART_FILE = "part-00000.parquet"  # report partitions, and snapshot partitions written before run-unique names
+_PART_NAME = re.compile(r"^part-(\d{5})(?:-([0-9a-f]+))?\.parquet$")
 ROW_GROUP_ROWS = 131_072
 AMOUNT = pa.decimal128(38, 0)
 UTC_TS = pa.timestamp("us", tz="UTC")
@@ -71,8 +78,32 @@ def partition_dir(storage_uri: str, date: dt.date) -> str:
     return f"{dataset_path(storage_uri)}/snapshot_date={date.isoformat()}"
 
 
-def partition_file(storage_uri: str, date: dt.date) -> str:
-    return f"{partition_dir(storage_uri, date)}/{PART_FILE}"
+def part_name(shard: int, token: str) -> str:
+    """``part-0000k-<token>.parquet``: shard ``k`` of the run whose publish token is ``token``."""
+    return f"part-{shard:05d}-{token}.parquet"
+
+
+def is_part_name(name: str) -> bool:
+    return _PART_NAME.match(name) is not None
+
+
+def partition_paths(storage_uri: str, date: dt.date, files: list[str]) -> list[str]:
+    """Filesystem paths of a partition's files as its manifest names them (by base name, in shard order)."""
+    directory = partition_dir(storage_uri, date)
+    return [f"{directory}/{os.path.basename(name)}" for name in files]
+
+
+def partition_checksum(file_checksums: list[str]) -> str:
+    """The partition's sha256: its file's for one file; for K files, the sha256 of their K hex digests."""
+    if len(file_checksums) == 1:
+        return file_checksums[0]
+    return hashlib.sha256("\n".join(file_checksums).encode()).hexdigest()
+
+
+def files_checksum(fs: pafs.FileSystem, paths: list[str]) -> tuple[int, str]:
+    """(bytes, partition sha256) of a partition's files (see :func:`partition_checksum`)."""
+    sizes, sums = zip(*(size_and_checksum(fs, path) for path in paths)) if paths else ((), ())
+    return sum(sizes), partition_checksum(list(sums))
 
 
 def display_uri(storage_uri: str, path: str) -> str:
@@ -80,6 +111,52 @@ def display_uri(storage_uri: str, path: str) -> str:
     if "://" in storage_uri:
         return storage_uri.split("://", 1)[0] + "://" + path.lstrip("/")
     return path
+
+
+def _move_into(fs: pafs.FileSystem, source: str, target: str) -> None:
+    """Move a finished staging file to ``target``: locally one rename and a directory fsync; object
+    stores a server-side copy (the object appears whole or not at all), then the source's delete."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        directory = os.path.dirname(target)
+        os.makedirs(directory, exist_ok=True)
+        os.replace(source, target)
+        _fsync_dir(directory)
+    else:
+        fs.move(source, target)
+
+
+def _delete_file(fs: pafs.FileSystem, path: str) -> None:
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedFile:
+    """A finished staging file of one shard and the run-unique name it is published under."""
+
+    storage_uri: str
+    staging_path: str
+    final_path: str
+    rows: int
+    bytes: int
+    checksum: str
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        return resolve(self.storage_uri)[0]
+
+    def publish(self) -> None:
+        _move_into(self.fs, self.staging_path, self.final_path)
+
+    def withdraw(self) -> None:
+        """Delete the published file (its manifest commit failed; the name was this run's alone)."""
+        _delete_file(self.fs, self.final_path)
+
+    def abort(self) -> None:
+        _delete_file(self.fs, self.staging_path)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 class PartitionWriter:
@@ -90,16 +167,22 @@ class PartitionWriter:
     """
 
     def __init__(self, storage_uri: str, date: dt.date, metadata: dict[str, str], *,
-                 schema: pa.Schema = SNAPSHOT_SCHEMA, final_path: str | None = None):
-        """``schema`` / ``final_path`` default to a snapshot partition; reports pass their own."""
+                 schema: pa.Schema = SNAPSHOT_SCHEMA, final_path: str | None = None,
+                 shard: int = 0, token: str | None = None, staging_dir: str | None = None):
+        """A snapshot shard file by default (``part-<shard>-<token>.parquet``); reports pass ``final_path``.
+
+        ``staging_dir`` defaults to ``<root>/.staging``; sharded runs stage in their own directory.
+        """
         self.storage_uri = storage_uri
         self.date = date
         self.schema = schema
         self.fs, base = resolve(storage_uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        self.final_path = final_path or partition_file(storage_uri, date)
+        self.shard = shard
+        self.token = token or uuid.uuid4().hex[:16]
+        self.final_path = final_path or f"{partition_dir(storage_uri, date)}/{part_name(shard, self.token)}"
         # Staging lives outside the dataset directory, so no reader ever lists a partial file.
-        self.staging_dir = f"{base}/.staging"
+        self.staging_dir = staging_dir or f"{base}/.staging"
         self.fs.create_dir(self.staging_dir, recursive=True)
         # Snapshot partitions stage as ``snapshot-<D>-<uuid>.parquet``: the name the next holder of the
         # partition's lock sweeps after a dead run (store/publish.py); other writers never use that prefix.
@@ -155,45 +238,22 @@ class PartitionWriter:
         self._sink.close()
         return size_and_checksum(self.fs, self.staging_path)
 
-    def publish(self) -> str | None:
-        """Move the staging file over the partition in one rename. Returns a backup of the old file, if any.
+    def finish(self, extra_metadata: dict[str, str]) -> StagedFile:
+        """:meth:`close`, as the staged file a publication moves into the dataset."""
+        size, checksum = self.close(extra_metadata)
+        return StagedFile(self.storage_uri, self.staging_path, self.final_path, self.rows, size, checksum)
 
-        Local files: ``os.replace`` is atomic. Object stores: the move is a server-side
-        copy, and the final object appears whole or not at all.
+    def publish(self) -> None:
+        """Move the staging file to its final name (locally one rename and a directory fsync;
+        object stores: a server-side copy, whole or absent, then the staging object's delete).
+
+        Snapshot files have run-unique names, so this never replaces a file a reader may be reading;
+        report files are replaced in this one move.
         """
-        backup = None
-        exists_before = self.fs.get_file_info(self.final_path).type == pafs.FileType.File
-        if self.local:
-            final_dir = os.path.dirname(self.final_path)
-            os.makedirs(final_dir, exist_ok=True)
-            if exists_before:
-                backup = f"{self.staging_dir}/{self._staging_prefix}-{uuid.uuid4().hex}.previous"
-                os.link(self.final_path, backup)
-            os.replace(self.staging_path, self.final_path)
-            _fsync_dir(final_dir)
-        else:
-            if exists_before:
-                backup = f"{self.staging_dir}/{self._staging_prefix}-{uuid.uuid4().hex}.previous"
-                self.fs.copy_file(self.final_path, backup)
-            self.fs.move(self.staging_path, self.final_path)
-        return backup
-
-    def restore(self, backup: str | None) -> None:
-        """Undo :meth:`publish` (used when the index commit fails after publishing)."""
-        if backup is None:
-            self._delete(self.final_path)
-        elif self.local:
-            os.replace(backup, self.final_path)
-        else:
-            self.fs.move(backup, self.final_path)
-
-    def discard(self, backup: str | None) -> None:
-        if backup:
-            self._delete(backup)
+        _move_into(self.fs, self.staging_path, self.final_path)
 
     def _delete(self, path: str) -> None:
-        if self.fs.get_file_info(path).type == pafs.FileType.File:
-            self.fs.delete_file(path)
+        _delete_file(self.fs, path)
 
     def abort(self) -> None:
         """Drop the staging file (the published partition, if any, is untouched)."""
@@ -227,11 +287,6 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def exists(storage_uri: str, date: dt.date) -> bool:
-    fs, _ = resolve(storage_uri)
-    return fs.get_file_info(partition_file(storage_uri, date)).type == pafs.FileType.File
-
-
 def delete_partition(storage_uri: str, date: dt.date) -> None:
     fs, _ = resolve(storage_uri)
     path = partition_dir(storage_uri, date)
@@ -239,17 +294,36 @@ def delete_partition(storage_uri: str, date: dt.date) -> None:
         fs.delete_dir(path)
 
 
-def read_metadata(storage_uri: str, date: dt.date) -> dict[str, str]:
-    fs, _ = resolve(storage_uri)
-    with fs.open_input_file(partition_file(storage_uri, date)) as f:
+def all_present(fs: pafs.FileSystem, paths: list[str]) -> bool:
+    return bool(paths) and all(info.type == pafs.FileType.File for info in fs.get_file_info(paths))
+
+
+def list_partition(fs: pafs.FileSystem, storage_uri: str, date: dt.date) -> list[str]:
+    """Every part file in the partition's directory (the manifest's, and any superseded or orphaned ones)."""
+    selector = pafs.FileSelector(partition_dir(storage_uri, date), allow_not_found=True)
+    return sorted(info.path for info in fs.get_file_info(selector)
+                  if info.type == pafs.FileType.File and is_part_name(info.base_name))
+
+
+def read_file_metadata(fs: pafs.FileSystem, path: str) -> dict[str, str]:
+    """The ``snapshot_pipeline.*`` key-value metadata of a Parquet file's footer."""
+    with fs.open_input_file(path) as f:
         meta = pq.ParquetFile(f).metadata.metadata or {}
     prefix = b"snapshot_pipeline."
     return {k[len(prefix):].decode(): v.decode() for k, v in meta.items() if k.startswith(prefix)}
 
 
-def read_partition(storage_uri: str, date: dt.date, columns: list[str] | None = None) -> pa.Table:
-    fs, _ = resolve(storage_uri)
-    return pq.read_table(partition_file(storage_uri, date), filesystem=fs, columns=columns)
+def count_rows(fs: pafs.FileSystem, paths: list[str]) -> int:
+    total = 0
+    for path in paths:
+        with fs.open_input_file(path) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
+def read_files(fs: pafs.FileSystem, paths: list[str], columns: list[str] | None = None, filters=None) -> pa.Table:
+    """A partition's files as one table (in shard order, so sorted by ``balance_id``)."""
+    return pq.read_table(paths, filesystem=fs, columns=columns, filters=filters)
 
 
 def iter_file(fs: pafs.FileSystem, path: str, columns: list[str], batch_rows: int = 65_536
@@ -259,7 +333,8 @@ def iter_file(fs: pafs.FileSystem, path: str, columns: list[str], batch_rows: in
         yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns)
 
 
-def iter_partition(storage_uri: str, date: dt.date, columns: list[str], batch_rows: int = 65_536
-                   ) -> Iterator[pa.RecordBatch]:
-    fs, _ = resolve(storage_uri)
-    yield from iter_file(fs, partition_file(storage_uri, date), columns, batch_rows)
+def iter_files(fs: pafs.FileSystem, paths: list[str], columns: list[str], batch_rows: int = 65_536
+               ) -> Iterator[pa.RecordBatch]:
+    """Stream a partition's files one after the other (shard order = ``balance_id`` order)."""
+    for path in paths:
+        yield from iter_file(fs, path, columns, batch_rows)

@@ -1,27 +1,30 @@
 """Crash-safe publication of a snapshot partition, and cleaning up after runs that died.
 
-The Parquet directory and the Postgres manifest (``snapshot_index.partitions``) are two stores;
-no single operation changes both. The publish is therefore *logged and resolved*:
+The Parquet files and the Postgres manifest (``snapshot_index.partitions``) are two stores; no
+single operation changes both. Publication never renames over a file a reader may hold, so it
+needs no rename on object stores either:
 
-1. the new file is written to ``<root>/.staging/snapshot-<D>-<uuid>.parquet`` (outside the dataset);
-2. inside the index transaction, after the manifest row is written, :meth:`Publication.make_visible`
-   writes a durable **intent record** ``<root>/.publish/snapshot-<D>.intent.json`` (staging path,
-   backup path, the new file's sha256), hard-links the current file to a backup, and renames the
-   staging file over ``snapshot_date=D/part-00000.parquet``;
-3. the index transaction COMMITs (the commit point); :meth:`Publication.finish` deletes the backup
-   and the intent record.
+1. each shard file is written to ``<root>/.staging/snapshot-<D>-<uuid>.parquet`` (outside the dataset);
+2. inside the index transaction, after the manifest row naming the new files is written,
+   :meth:`Publication.make_visible` moves each staging file to its final, run-unique name
+   ``snapshot_date=D/part-0000k-<token>.parquet`` (locally a rename; on object stores a
+   server-side copy, whole or absent);
+3. the index transaction COMMITs (the commit point); :meth:`Publication.finish` deletes the
+   superseded files (those of ``D``'s directory the new manifest does not name).
 
-A crash between 2 and 3 leaves the new file visible while the manifest still names the old one.
-Whoever next holds the partition's lock (the next run of ``D``, any run through :func:`claim`, the
-``crash_recovery_sensor`` tick, ``snapshot-pipeline doctor``) resolves the intent against the
-manifest's checksum before anything else of that run reads or writes the partition: manifest =
-new checksum -> roll forward (the new file stays, the backup goes); otherwise -> roll back (the
-backup goes back over the final name, or the file is removed when there was none before).
+Readers resolve a partition's files through the manifest (:mod:`snapshot_pipeline.store.published`),
+so before the COMMIT they read the previous files and after it the new ones. A crash between 2
+and 3 leaves orphans (new files no manifest names); a crash after 3 leaves superseded files. Both
+are files of ``D``'s directory that its manifest does not name: whoever next holds the partition's
+lock (the next run of ``D``, any run through :func:`claim`, the ``crash_recovery_sensor`` tick,
+``snapshot-pipeline doctor``) deletes them before anything else of that run reads or writes the
+partition.
 
 Each run holding a partition lock also leaves a **holder record**
-``<root>/.publish/snapshot-<D>.holder.json`` (run id, pid, host, its work directory), removed when
-it ends. A holder record found by the next lock holder means that run died: it is reported (the
-Dagster side marks the run failed) and its work directory and staging files are removed.
+``<root>/.publish/snapshot-<D>.holder.json`` (run id, pid, host, its work directory, its publish
+token), removed when it ends. A holder record found by the next lock holder means that run died:
+it is reported (the Dagster side marks the run failed) and its work directory and staging files
+are removed.
 """
 
 from __future__ import annotations
@@ -49,26 +52,27 @@ logger = logging.getLogger(__name__)
 
 CONTROL_DIR = ".publish"
 STAGING_DIR = ".staging"
-RECORD_VERSION = 1
-_RECORD_NAME = re.compile(r"^snapshot-(\d{4}-\d{2}-\d{2})\.(intent|holder)\.json$")
-_STAGING_NAME = re.compile(r"^snapshot-(\d{4}-\d{2}-\d{2})-[0-9a-f]+\.(parquet|previous)$")
+RECORD_VERSION = 2  # 2: the holder names its publish token; no intent records
+PUBLISH_TOKEN_CHARS = 16  # a run's files are part-0000k-<first 16 hex digits of its claim token>.parquet
+_RECORD_NAME = re.compile(r"^snapshot-(\d{4}-\d{2}-\d{2})\.holder\.json$")
+_STAGING_NAME = re.compile(r"^snapshot-(\d{4}-\d{2}-\d{2})-[0-9a-f]+\.parquet$")
+_SHARDS_NAME = re.compile(r"^shards-(\d{4}-\d{2}-\d{2})-([0-9a-f]+)$")  # a sharded run's work prefix
+# A sharded run holds no lock between its plan and its commit; its work prefix is swept once abandoned:
+# without a plan (what a failed shard raced back after the discard) or with a plan older than this.
+SHARD_WORK_MAX_AGE = dt.timedelta(hours=24)
 
 
 # ------------------------------------------------------------------------------------------------ locations
 
 
 def control_dir(storage_uri: str) -> str:
-    """``<root>/.publish``: intent and holder records (outside the dataset directory)."""
+    """``<root>/.publish``: holder records (outside the dataset directory)."""
     return f"{store.resolve(storage_uri)[1]}/{CONTROL_DIR}"
 
 
 def staging_dir(storage_uri: str) -> str:
     """``<root>/.staging``, where :class:`~snapshot_pipeline.store.parquet.PartitionWriter` stages files."""
     return f"{store.resolve(storage_uri)[1]}/{STAGING_DIR}"
-
-
-def intent_path(storage_uri: str, date: dt.date) -> str:
-    return f"{control_dir(storage_uri)}/snapshot-{date.isoformat()}.intent.json"
 
 
 def holder_path(storage_uri: str, date: dt.date) -> str:
@@ -99,16 +103,6 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _move(fs: pafs.FileSystem, source: str, target: str) -> None:
-    """Replace ``target`` by ``source`` in one rename (local: ``os.replace`` + directory fsync)."""
-    if _local(fs):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(source, target)
-        _fsync_dir(os.path.dirname(target))
-    else:
-        fs.move(source, target)
 
 
 def _write_record(fs: pafs.FileSystem, path: str, record: dict) -> None:
@@ -144,112 +138,74 @@ def _now() -> str:
 
 
 class Publication:
-    """One publish of a staged snapshot file, resolvable after a crash (see the module docstring).
+    """One publish of a partition's staged shard files (see the module docstring).
 
     Use::
 
-        publication = Publication(writer, checksum, run_id=run_id)
+        publication = Publication(storage_uri, date, staged_files)
         try:
             with conn.transaction():
-                ...  # index rows, manifest row
+                ...  # index rows, manifest row naming publication.names
                 publication.make_visible()
         except BaseException:
-            publication.abandon(conn)
+            publication.abandon()
             raise
         publication.finish()
     """
 
-    def __init__(self, writer: store.PartitionWriter, checksum: str, *, run_id: str | None = None,
+    def __init__(self, storage_uri: str, date: dt.date, files: list[store.StagedFile], *,
                  log: Callable[[str], None] | None = None):
-        self.fs = writer.fs
-        self.storage_uri = writer.storage_uri
-        self.date = writer.date
-        self.staging_path = writer.staging_path
-        self.final_path = writer.final_path
-        self.checksum = checksum
-        self.run_id = run_id
+        self.storage_uri = storage_uri
+        self.date = date
+        self.files = files
+        self.fs, _ = store.resolve(storage_uri)
         self.log = log or logger.info
-        self.intent_path = intent_path(writer.storage_uri, writer.date)
-        self.intent: dict | None = None
+        self._moved: list[store.StagedFile] = []
+
+    @property
+    def names(self) -> list[str]:
+        """The user-facing locations of the new files, in shard order (what the manifest records)."""
+        return [store.display_uri(self.storage_uri, f.final_path) for f in self.files]
 
     def make_visible(self) -> None:
-        """Record the intent, back up the current file, rename the staging file into the dataset.
+        """Move every staged file to its final name; call inside the index transaction as its last step."""
+        for staged in self.files:
+            staged.publish()
+            self._moved.append(staged)
 
-        Call inside the index transaction, after the manifest row is written, as its last step.
+    def finish(self) -> list[str]:
+        """After the COMMIT: delete the files of the partition the new manifest does not name."""
+        keep = {f.final_path for f in self.files}
+        removed = [p for p in store.list_partition(self.fs, self.storage_uri, self.date) if p not in keep]
+        for path in removed:
+            self.fs.delete_file(path)
+        if removed:
+            self.log(f"partition {self.date}: deleted {len(removed)} superseded file(s)")
+        return removed
+
+    def abandon(self) -> None:
+        """After a failure before or at the COMMIT: withdraw the files moved in, drop the staged ones.
+
+        A file moved in is named by no committed manifest (the transaction did not commit); if this
+        process dies first, the next holder of the partition's lock deletes it as an orphan.
         """
-        had_previous = _is_file(self.fs, self.final_path)
-        backup = (f"{staging_dir(self.storage_uri)}/snapshot-{self.date.isoformat()}-{uuid.uuid4().hex}.previous"
-                  if had_previous else None)
-        self.intent = {
-            "version": RECORD_VERSION,
-            "snapshot_date": self.date.isoformat(),
-            "staging_path": self.staging_path,
-            "final_path": self.final_path,
-            "backup_path": backup,
-            "had_previous": had_previous,
-            "checksum": self.checksum,
-            "run_id": self.run_id,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "written_at": _now(),
-        }
-        _write_record(self.fs, self.intent_path, self.intent)
-        if backup is not None:
-            if _local(self.fs):
-                os.link(self.final_path, backup)
-            else:
-                self.fs.copy_file(self.final_path, backup)
-        _move(self.fs, self.staging_path, self.final_path)
-
-    def finish(self) -> None:
-        """After the COMMIT: drop the backup of the previous file, then the intent record."""
-        if self.intent is None:
-            return
-        _delete(self.fs, self.intent["backup_path"])
-        _delete(self.fs, self.intent_path)
-        self.intent = None
-
-    def abandon(self, conn: psycopg.Connection) -> str:
-        """After a failure: resolve against the manifest now if it can be read, else leave it to the next holder."""
-        if self.intent is None:
-            return "none"
-        try:
-            entry = index.manifest(conn, self.date)
-        except Exception as exc:  # noqa: BLE001 - the index is unreachable; the next lock holder resolves it
-            self.log(f"partition {self.date}: publish left for the next holder of its lock to resolve ({exc})")
-            return "unresolved"
-        outcome = resolve_intent(self.fs, self.intent_path, self.intent, entry.checksum if entry else None, self.log)
-        self.intent = None
-        return outcome
+        for staged in self.files:
+            try:
+                if staged in self._moved:
+                    staged.withdraw()
+                staged.abort()
+            except Exception as exc:  # noqa: BLE001 - best effort; the next lock holder sweeps orphans
+                self.log(f"partition {self.date}: could not remove {staged.final_path} ({exc}); left to the next run")
 
 
-def resolve_intent(fs: pafs.FileSystem, path: str, intent: dict, manifest_checksum: str | None,
-                   log: Callable[[str], None]) -> str:
-    """Make the visible file the one the manifest names; returns ``completed`` or ``rolled_back``.
-
-    The caller holds the partition's lock (or is the publishing run itself, after its transaction ended).
-    """
-    date = intent["snapshot_date"]
-    final, staging, backup = intent["final_path"], intent["staging_path"], intent["backup_path"]
-    if manifest_checksum is not None and manifest_checksum == intent["checksum"]:
-        if _is_file(fs, staging):  # committed, the rename interrupted (object stores: copy then delete)
-            _move(fs, staging, final)
-        _delete(fs, backup)
-        outcome = "completed"
-    else:
-        if manifest_checksum is None:  # the manifest names no file: none may be visible
-            _delete(fs, final)
-            _delete(fs, backup)
-        elif backup and _is_file(fs, backup):
-            _move(fs, backup, final)
-        elif not intent["had_previous"]:
-            _delete(fs, final)
-        _delete(fs, staging)
-        outcome = "rolled_back"
-    _delete(fs, path)
-    log(f"partition {date}: interrupted publish of run {intent.get('run_id')} {outcome}"
-        f" (manifest checksum {manifest_checksum or 'none'}, new file {intent['checksum']})")
-    return outcome
+def sweep_unnamed(fs: pafs.FileSystem, storage_uri: str, date: dt.date,
+                  entry: index.ManifestEntry | None) -> list[str]:
+    """Delete the part files of ``date``'s directory its manifest does not name (the caller holds the lock)."""
+    keep = set(store.partition_paths(storage_uri, date, list(entry.files))) if entry is not None else set()
+    removed = [p for p in store.list_partition(fs, storage_uri, date) if p not in keep]
+    for path in removed:
+        fs.delete_file(path)
+    return removed
 
 
 # ------------------------------------------------------------------------------------------ dead runs, sweep
@@ -278,7 +234,7 @@ class Recovery:
 
     snapshot_date: dt.date
     dead_run: DeadRun | None = None
-    publish: str = "none"  # none | completed | rolled_back
+    publish: str = "none"  # none | completed (superseded files removed) | rolled_back (orphans removed)
     removed: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -296,21 +252,20 @@ class Recovery:
 
 def recover(storage_uri: str, conn: psycopg.Connection, date: dt.date, *,
             log: Callable[[str], None] | None = None,
-            on_dead_run: Callable[[DeadRun], None] | None = None) -> Recovery:
-    """Under ``date``'s partition lock: resolve an interrupted publish, report a dead holder, sweep leftovers.
+            on_dead_run: Callable[[DeadRun], None] | None = None, keep_token: str | None = None) -> Recovery:
+    """Under ``date``'s partition lock: finish an interrupted publish, report a dead holder, sweep leftovers.
 
     Everything under the lock's name is dead: a live run of ``date`` would hold the lock. Removed:
-    the dead holder's work directory, every ``snapshot-<date>-*`` staging file and backup, and
-    temporary record files of ``date``.
+    the part files the manifest does not name (orphans of an uncommitted publish, superseded files
+    of a committed one), the dead holder's work directory, every ``snapshot-<date>-*`` staging
+    file, abandoned sharded-run work prefixes of ``date`` (but ``keep_token``'s, the committing
+    run's own), and temporary record files of ``date``.
     """
     log = log or logger.info
     fs, _ = store.resolve(storage_uri)
     result = Recovery(date)
-    intent_file = intent_path(storage_uri, date)
-    intent = _read_record(fs, intent_file)
-    if intent is not None:
-        entry = index.manifest(conn, date)
-        result.publish = resolve_intent(fs, intent_file, intent, entry.checksum if entry else None, log)
+    entry = index.manifest(conn, date)
+    unnamed = sweep_unnamed(fs, storage_uri, date, entry)
     holder_file = holder_path(storage_uri, date)
     holder = _read_record(fs, holder_file)
     if holder is not None:
@@ -325,11 +280,18 @@ def recover(storage_uri: str, conn: psycopg.Connection, date: dt.date, *,
                 on_dead_run(result.dead_run)
             except Exception as exc:  # noqa: BLE001 - reporting must not stop the recovery
                 log(f"partition {date}: could not report dead run {result.dead_run.run_id}: {exc}")
+        if unnamed:
+            token = str(holder.get("publish_token") or str(holder.get("token", ""))[:PUBLISH_TOKEN_CHARS])
+            committed = entry is not None and bool(token) and all(token in name for name in entry.files)
+            result.publish = "completed" if committed else "rolled_back"
+            log(f"partition {date}: interrupted publish of run {result.dead_run.run_id} {result.publish}"
+                f" ({len(unnamed)} file(s) the manifest does not name removed)")
         work_dir = result.dead_run.work_dir
         if work_dir and os.path.isdir(work_dir) and _is_work_dir(Path(work_dir), date):
             shutil.rmtree(work_dir, ignore_errors=True)
             result.removed.append(work_dir)
-    result.removed.extend(_sweep_store(fs, storage_uri, date))
+    result.removed.extend(unnamed)
+    result.removed.extend(_sweep_store(fs, storage_uri, date, keep_token))
     _delete(fs, holder_file)
     if result.removed:
         log(f"partition {date}: removed {len(result.removed)} leftover(s) of dead runs: {', '.join(result.removed)}")
@@ -341,8 +303,30 @@ def _is_work_dir(path: Path, date: dt.date) -> bool:
     return path.name.startswith(f"snapshot-{date.isoformat()}-") and path.parent == Path(tempfile.gettempdir())
 
 
-def _sweep_store(fs: pafs.FileSystem, storage_uri: str, date: dt.date) -> list[str]:
+def abandoned_shard_work(fs: pafs.FileSystem, storage_uri: str, date: dt.date | None = None,
+                         keep_token: str | None = None) -> list[tuple[dt.date, str]]:
+    """(date, path) of sharded runs' work prefixes that are abandoned (see ``SHARD_WORK_MAX_AGE``)."""
+    found = []
+    now = dt.datetime.now(dt.timezone.utc)
+    for info in fs.get_file_info(pafs.FileSelector(staging_dir(storage_uri), allow_not_found=True)):
+        match = _SHARDS_NAME.match(info.base_name)
+        if info.type != pafs.FileType.Directory or not match or match.group(2) == keep_token:
+            continue
+        day = dt.date.fromisoformat(match.group(1))
+        if date is not None and day != date:
+            continue
+        plan = fs.get_file_info(f"{info.path}/plan.json")
+        mtime = plan.mtime if plan.type == pafs.FileType.File else None
+        if mtime is None or now - mtime.astimezone(dt.timezone.utc) > SHARD_WORK_MAX_AGE:
+            found.append((day, info.path))
+    return found
+
+
+def _sweep_store(fs: pafs.FileSystem, storage_uri: str, date: dt.date, keep_token: str | None = None) -> list[str]:
     removed = []
+    for _, path in abandoned_shard_work(fs, storage_uri, date, keep_token):
+        fs.delete_dir(path)
+        removed.append(path)
     prefix = f"snapshot-{date.isoformat()}"
     for directory, pattern in ((staging_dir(storage_uri), _STAGING_NAME), (control_dir(storage_uri), None)):
         for info in fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
@@ -358,7 +342,7 @@ def _sweep_store(fs: pafs.FileSystem, storage_uri: str, date: dt.date) -> list[s
 
 
 def pending_dates(storage_uri: str) -> list[dt.date]:
-    """Partitions with an intent record, a holder record or a snapshot staging file (one listing each)."""
+    """Partitions with a holder record, a snapshot staging file or abandoned sharded-run work."""
     fs, _ = store.resolve(storage_uri)
     found = set()
     for directory, pattern in ((control_dir(storage_uri), _RECORD_NAME), (staging_dir(storage_uri), _STAGING_NAME)):
@@ -366,6 +350,7 @@ def pending_dates(storage_uri: str) -> list[dt.date]:
             match = pattern.match(info.base_name)
             if match:
                 found.add(dt.date.fromisoformat(match.group(1)))
+    found.update(day for day, _ in abandoned_shard_work(fs, storage_uri))
     return sorted(found)
 
 
@@ -394,6 +379,7 @@ class Claim:
     token: str
     work_dir: Path
     recovery: Recovery
+    publish_token: str  # the token in this run's file names (part-0000k-<publish_token>.parquet)
 
     def release(self) -> None:
         """At the run's end, before the lock is released: remove the work directory and the holder record."""
@@ -407,7 +393,7 @@ class Claim:
 
 def claim(storage_uri: str, conn: psycopg.Connection, date: dt.date, *, run_id: str | None = None,
           log: Callable[[str], None] | None = None,
-          on_dead_run: Callable[[DeadRun], None] | None = None) -> Claim:
+          on_dead_run: Callable[[DeadRun], None] | None = None, publish_token: str | None = None) -> Claim:
     """Right after taking ``date``'s partition lock: recover, then record this run as the holder.
 
     Also recovers every other partition left pending by a dead run (their locks free), so that this
@@ -416,8 +402,9 @@ def claim(storage_uri: str, conn: psycopg.Connection, date: dt.date, *, run_id: 
     """
     for other in recover_all(storage_uri, conn, skip=date, log=log, on_dead_run=on_dead_run):
         logger.debug("recovered %s", other.as_dict())
-    recovery = recover(storage_uri, conn, date, log=log, on_dead_run=on_dead_run)
+    recovery = recover(storage_uri, conn, date, log=log, on_dead_run=on_dead_run, keep_token=publish_token)
     token = uuid.uuid4().hex
+    publish_token = publish_token or token[:PUBLISH_TOKEN_CHARS]
     work_dir = Path(tempfile.gettempdir()) / f"snapshot-{date.isoformat()}-{token[:12]}"
     fs, _ = store.resolve(storage_uri)
     _write_record(fs, holder_path(storage_uri, date), {
@@ -429,6 +416,7 @@ def claim(storage_uri: str, conn: psycopg.Connection, date: dt.date, *, run_id: 
         "started_at": _now(),
         "work_dir": str(work_dir),
         "token": token,
+        "publish_token": publish_token,
     })
     work_dir.mkdir()
-    return Claim(storage_uri, date, run_id, token, work_dir, recovery)
+    return Claim(storage_uri, date, run_id, token, work_dir, recovery, publish_token)

@@ -46,7 +46,7 @@ from psycopg import sql
 
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index
+from snapshot_pipeline.store import index, published
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.diff import diff_files
 from snapshot_pipeline.store.spool import IndexSpool
@@ -248,15 +248,15 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
                 if previous != group.previous:
                     out["status"] = "skipped: the partitions changed since planning; retried on the next run"
                     return out
-                anchor_file = store.partition_file(settings.storage_uri, group.anchor)
-                if fs.get_file_info(anchor_file).type != pafs.FileType.File:
+                anchor_file = published.present_paths(fs, settings.storage_uri, current[group.anchor])
+                if anchor_file is None:
                     raise RetentionError(
-                        f"partition {group.anchor} is published but its Parquet file {anchor_file} is missing;"
+                        f"partition {group.anchor} is published but its Parquet files"
+                        f" {published.entry_paths(settings.storage_uri, current[group.anchor])} are missing;"
                         " re-materialize it before running retention"
                     )
-                previous_file = None
-                if previous is not None and store.exists(settings.storage_uri, previous):
-                    previous_file = store.partition_file(settings.storage_uri, previous)
+                previous_file = (published.present_paths(fs, settings.storage_uri, current[previous])
+                                 if previous is not None else None)
                 spool = IndexSpool(work_dir, group.anchor)
                 diff_files(fs, previous_file, anchor_file, spool)
                 out["anchor_index_rows_before"] = current[group.anchor].index_rows

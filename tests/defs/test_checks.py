@@ -18,6 +18,7 @@ from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.ledger import generator
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import published
 from tests.conftest import make_settings
 from tests.helpers import insert_transaction
 
@@ -84,7 +85,7 @@ def setup(fresh_ledger, tmp_path):
 
 def rewrite_parquet(settings, partition: str, change) -> str:
     """Replace the partition's Parquet file by ``change(table)`` (same schema and metadata); returns a balance id."""
-    path = store.partition_file(settings.storage_uri, dt.date.fromisoformat(partition))
+    path = published.paths(settings, dt.date.fromisoformat(partition))[0]
     table = pq.read_table(path)
     new_table, balance_id = change(table)
     pq.write_table(new_table.replace_schema_metadata(table.schema.metadata), path, compression="zstd")

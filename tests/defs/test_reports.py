@@ -14,6 +14,7 @@ from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.defs.reports import NO_DRIFT_CHECK, SENSOR_NAME
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import published
 from tests.conftest import make_settings
 from tests.oracle import AMOUNTS, expected_snapshot
 
@@ -76,7 +77,7 @@ def test_report_assets_materialize_with_metadata(setup, adversarial_url):
     meta = metadata_of(month, "month_end_balances")
     assert meta["snapshot_date"] == "2026-10-31" and meta["cutoff"] == "2026-11-01T04:00:00Z"
     assert os.path.exists(meta["csv_path"]) and os.path.exists(meta["path"])
-    table = store.read_partition(settings.storage_uri, dt.date(2026, 10, 31))
+    table = published.read_partition(settings, dt.date(2026, 10, 31))
     assert meta["dagster/row_count"] == table.num_rows
     expected = expected_snapshot(adversarial_url, dt.datetime(2026, 11, 1, 4))
     assert sum(v["balance"] for v in expected.values()) == sum(

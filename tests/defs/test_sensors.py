@@ -18,7 +18,7 @@ from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.sensors import GAP_SENSOR, REPAIR_SENSOR, build_gap_sensor, ledger_first_day, missing_days
 from snapshot_pipeline.ledger import generator
 from snapshot_pipeline.quality import lateness
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import published
 from tests.conftest import make_settings
 from tests.helpers import index_values, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -108,7 +108,7 @@ def requested(data) -> list[str]:
 
 def assert_exact(settings, url: str, date: dt.date) -> None:
     expected = expected_snapshot(url, calendar.cutoff(date, settings.timezone))
-    got = snapshot_values(store.read_partition(settings.storage_uri, date))
+    got = snapshot_values(published.read_partition(settings, date))
     assert got == expected, f"{date}: Parquet differs from the journal"
     assert index_values(settings.snapshot_database_url, date, got) == got, f"{date}: index answers differ"
 
@@ -293,7 +293,7 @@ def test_gap_filler_requests_exactly_the_holes_oldest_first(adversarial_url, mak
         done = h.tick(GAP_SENSOR)
         assert requested(done) == [] and "no missing partitions" in done.skip_message
         for date in calendar.days(day("2026-10-26"), day("2026-11-03")):
-            assert store.exists(settings.storage_uri, date)
+            assert published.exists(settings, date)
         assert_exact(settings, adversarial_url, day("2026-11-01"))
 
 

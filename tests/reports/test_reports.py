@@ -18,6 +18,7 @@ import pytest
 from snapshot_pipeline import snapshot
 from snapshot_pipeline.reports import common, month_end, movements, reconciliation, totals
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import published
 from tests.conftest import make_settings
 from tests.helpers import insert_transaction, two_balances
 from tests.oracle import AMOUNTS, expected_snapshot
@@ -169,7 +170,7 @@ def test_month_end_equals_the_snapshot_of_the_last_day(ny, adversarial_url, mont
     cutoff = pd.Timestamp(UTC_CUTOFF[last], tz="UTC")
     assert set(table["cutoff_at"]) == {cutoff}
     # the same rows as the snapshot file itself
-    snap = store.read_partition(ny.storage_uri, d(last))
+    snap = published.read_partition(ny, d(last))
     assert table.drop(columns="snapshot_date").equals(snap.to_pandas())
     # the CSV: a header row and exact integers an auditor can open
     with open(result.csv_path, newline="") as f:
@@ -248,14 +249,14 @@ def test_each_report_reads_as_one_dataset_in_pandas(ny):
          "reconciliation_report"])
     moves = pd.read_parquet(os.path.join(root, "balance_movements"))
     assert set(moves["snapshot_date"].astype(str)) >= {"2026-11-01", "2026-11-02"}
-    assert len(moves[moves["snapshot_date"].astype(str) == "2026-11-02"]) == store.read_partition(
-        ny.storage_uri, d("2026-11-02")).num_rows
+    assert len(moves[moves["snapshot_date"].astype(str) == "2026-11-02"]) == published.read_partition(
+        ny, d("2026-11-02")).num_rows
     sums = pd.read_parquet(os.path.join(root, "ledger_currency_totals"))
     assert sums.groupby(sums["snapshot_date"].astype(str))["balances"].sum()["2026-11-02"] == len(
         moves[moves["snapshot_date"].astype(str) == "2026-11-02"])
     months = pd.read_parquet(os.path.join(root, "month_end_balances"))
     assert set(months["month"].astype(str)) == {"2026-10", "2026-11"}
-    assert len(months) == sum(store.read_partition(ny.storage_uri, d(x)).num_rows
+    assert len(months) == sum(published.read_partition(ny, d(x)).num_rows
                               for x in ("2026-10-31", "2026-11-30"))
     drift = pd.read_parquet(os.path.join(root, "reconciliation_report"))
     assert len(drift) == 0 and "balance_drift" in drift.columns

@@ -27,7 +27,8 @@ def test_recover_removes_only_the_dead_runs_leftovers_of_that_partition(make_dat
     url = make_database()
     staging = storage / publish.STAGING_DIR
     dead_staging = _touch(staging / f"snapshot-{D}-{'a' * 32}.parquet")
-    dead_backup = _touch(staging / f"snapshot-{D}-{'b' * 32}.previous")
+    orphan = _touch(storage / "balance_snapshots" / f"snapshot_date={D}" / f"part-00000-{'b' * 16}.parquet")
+    live_orphan = _touch(storage / "balance_snapshots" / f"snapshot_date={E}" / f"part-00000-{'e' * 16}.parquet")
     other_day = _touch(staging / f"snapshot-{E}-{'c' * 32}.parquet")
     report = _touch(staging / f"report-{D}-{'d' * 32}.parquet")
     work_dir = Path(tempfile.mkdtemp(prefix=f"snapshot-{D}-"))
@@ -45,8 +46,8 @@ def test_recover_removes_only_the_dead_runs_leftovers_of_that_partition(make_dat
         found = publish.recover_all(str(storage), conn, on_dead_run=reported.append)
     assert [r.snapshot_date for r in found] == [D]
     assert [d.run_id for d in reported] == ["run-1"] and "died without finishing" in reported[0].reason()
-    assert not dead_staging.exists() and not dead_backup.exists() and not work_dir.exists()
-    assert other_day.exists() and report.exists() and foreign.exists()
+    assert not dead_staging.exists() and not orphan.exists() and not work_dir.exists()
+    assert other_day.exists() and report.exists() and foreign.exists() and live_orphan.exists()
     assert not os.path.exists(publish.holder_path(str(storage), D))
     assert os.path.exists(publish.holder_path(str(storage), E))
     foreign.rmdir()

@@ -9,9 +9,10 @@ import psycopg
 import pytest
 
 from snapshot_pipeline import calendar, quality, snapshot
-from snapshot_pipeline.store import index
-from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.calendar import is_month_end
+from snapshot_pipeline.store import index
+from snapshot_pipeline.store import published as partitions
+from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.retention import Policy, RetentionError, apply_retention
 from tests.conftest import make_settings
 from tests.helpers import index_values
@@ -47,7 +48,7 @@ def state(settings) -> dict:
             "months": sorted(r[0] for r in conn.execute(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
                 " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'balance_snapshots'")),
-            "parquet": [d for d in ALL if store.exists(settings.storage_uri, d)],
+            "parquet": [d for d in ALL if partitions.exists(settings, d)],
         }
 
 
@@ -55,7 +56,7 @@ def assert_answers_exact(settings, url: str, dates) -> None:
     """Every retained partition: Parquet = journal, the index answers it for every balance, index rows = diff."""
     for date in dates:
         expected = expected_snapshot(url, calendar.cutoff(date, settings.timezone))
-        got = snapshot_values(store.read_partition(settings.storage_uri, date))
+        got = snapshot_values(partitions.read_partition(settings, date))
         assert got == expected, date
         assert index_values(settings.snapshot_database_url, date, got) == got, f"index answers at {date}"
         agree = quality.parquet_matches_index(settings, date)
@@ -110,7 +111,7 @@ def test_retention_removes_exactly_what_it_should_and_answers_stay_exact(publish
     with psycopg.connect(published.snapshot_database_url) as conn:
         anchor_rows = conn.execute("SELECT count(*) FROM snapshot_index.balance_snapshots"
                                    " WHERE snapshot_date = '2026-10-31'").fetchone()[0]
-    assert anchor_rows == store.read_partition(published.storage_uri, D(2026, 10, 31)).num_rows
+    assert anchor_rows == partitions.read_partition(published, D(2026, 10, 31)).num_rows
     # idempotent: nothing left to do
     again = apply_retention(published, reference=REFERENCE, policy=Policy(3, 2))
     assert again["partitions_removed"] == [] and state(published) == after
@@ -142,7 +143,7 @@ def test_orphan_directories_and_busy_partitions(published, fresh_ledger):
         assert report["partitions_skipped"] == ["2026-10-26", "2026-10-27", "2026-10-28"]
         assert "being materialized" in report["groups"][0]["status"]
         assert report["orphan_parquet_dirs_deleted"] == 1
-        assert not store.exists(published.storage_uri, D(2026, 10, 20))
+        assert not partitions.exists(published, D(2026, 10, 20))
     report = apply_retention(published, reference=REFERENCE, policy=Policy(8, 0))
     assert report["partitions_removed"] == ["2026-10-26", "2026-10-27", "2026-10-28"]
     assert_answers_exact(published, fresh_ledger, calendar.days(D(2026, 10, 29), REFERENCE))

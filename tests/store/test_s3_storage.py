@@ -27,7 +27,7 @@ def test_write_publish_read_round_trip(s3_storage):
     writer = _writer(s3_storage)
     writer.write_table(pa.table({"balance_id": ["a", "b"], "v": [1, 2]}, schema=SCHEMA))
     writer.close({})
-    writer.discard(writer.publish())
+    writer.publish()
     fs, _ = store.resolve(s3_storage)
     import pyarrow.parquet as pq
     assert pq.read_table(writer.final_path, filesystem=fs).to_pydict() == {"balance_id": ["a", "b"], "v": [1, 2]}

@@ -1,0 +1,110 @@
+"""``balance_snapshots_sharded``: one daily partition merged as K shards in parallel on Dagster's executor.
+
+Three kinds of step (:mod:`snapshot_pipeline.snapshot.shards` does the work; steps share only the store,
+so they may run in separate processes or Kubernetes pods):
+
+* ``plan_shards`` — the one consistent read of the ledger and the delta, under one cut; fans out K shards;
+* ``merge_shard`` (K dynamic steps) — each merges one ``balance_id`` range of the base and the delta;
+* ``commit_shards`` — publishes all K files or none, and records the ``balance_snapshots`` materialization.
+
+The job runs on the multiprocess executor (at most ``SNAPSHOT_MAX_CONCURRENT_STEPS`` shards at once),
+or on ``k8s_job_executor`` with ``SNAPSHOT_EXECUTOR=k8s`` (docs/deploying.md). A failed shard
+skips the commit: nothing is published and the work prefix is removed.
+"""
+
+import datetime as dt
+
+import dagster as dg
+from pydantic import Field
+
+from snapshot_pipeline import names
+from snapshot_pipeline.defs.assets import result_metadata
+from snapshot_pipeline.defs.recovery import dead_run_reporter
+from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.names import ASSET_NAME
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.snapshot import shards
+
+SHARDED_JOB = "balance_snapshots_sharded"
+
+
+class ShardedSnapshotConfig(dg.Config):
+    """Run configuration of a sharded snapshot."""
+
+    shards: int = Field(default=2, ge=1, le=names.SHARDS_MAX,
+                        description="Shards to merge the partition as (balance_id ranges split by the base"
+                                    " partition's row-group statistics), each a step of its own.")
+    batch_size: int = Field(default=names.BATCH_SIZE_DEFAULT, ge=names.BATCH_SIZE_MIN, le=names.BATCH_SIZE_MAX,
+                            description=f"Balances merged per chunk: {names.BATCH_SIZE_RULE}.")
+    full_refresh: bool = Field(default=False, description="Compute the partition from genesis.")
+
+
+def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg.ExecutorDefinition
+                      ) -> dg.JobDefinition:
+    """The sharded snapshot job over the daily partitions."""
+    timezone = partitions_def.timezone
+
+    @dg.op(out={"plan": dg.Out(dict), "shard": dg.DynamicOut(int)}, tags={"kind": "postgres"})
+    def plan_shards(context: dg.OpExecutionContext, config: ShardedSnapshotConfig,
+                    snapshot_store: SnapshotStoreResource):
+        """The one consistent read: the delta and the roll-forward state written to the store, K shards planned."""
+        settings = snapshot_store.settings(timezone=timezone)
+        date = dt.date.fromisoformat(context.partition_key)
+        plan = shards.plan(settings, date, config.shards, config.batch_size, run_id=context.run_id,
+                           full_refresh=config.full_refresh, log=context.log.info,
+                           on_dead_run=dead_run_reporter(context.instance, context.log.warning))
+        yield dg.Output(plan.as_dict(), output_name="plan")
+        for shard in range(plan.shards):
+            yield dg.DynamicOutput(shard, output_name="shard", mapping_key=f"shard_{shard}")
+
+    @dg.op(tags={"kind": "parquet"})
+    def merge_shard(context: dg.OpExecutionContext, snapshot_store: SnapshotStoreResource, plan: dict,
+                    shard: int) -> dict:
+        """Merge one balance_id range of the base partition and the delta into a staged Parquet file."""
+        settings = snapshot_store.settings(timezone=timezone)
+        the_plan = shards.Plan.from_dict(plan)
+        try:
+            return shards.merge_shard(settings, the_plan, shard, log=context.log.info)
+        except BaseException as exc:
+            if not shards.plan_exists(the_plan):
+                raise shards.SnapshotError(
+                    f"shard {shard} stopped: another shard of this run failed first and its work was removed;"
+                    " nothing is published") from exc
+            shards.discard(the_plan)  # the commit is skipped: remove the run's work now (the others stop)
+            raise
+
+    @dg.op(tags={"kind": "postgres"})
+    def commit_shards(context: dg.OpExecutionContext, snapshot_store: SnapshotStoreResource, plan: dict,
+                      staged: list[dict]):
+        """Publish all K shard files as the partition in one index transaction, or nothing."""
+        settings = snapshot_store.settings(timezone=timezone)
+        the_plan = shards.Plan.from_dict(plan)
+        if sorted(r["shard"] for r in staged) != list(range(the_plan.shards)):
+            shards.discard(the_plan)
+            raise shards.SnapshotError(f"{len(staged)} of {the_plan.shards} shards staged; nothing is published")
+        result = shards.commit_shards(settings, the_plan, run_id=context.run_id, log=context.log.info,
+                                      on_dead_run=dead_run_reporter(context.instance, context.log.warning))
+        context.log.info(f"operation=balance_snapshot snapshot_date={the_plan.snapshot_date} shards={the_plan.shards}"
+                         f" total_snapshots={result.rows} duration_ms={result.duration_ms} status=completed")
+        metadata: dict = {**result_metadata(result), "shards": the_plan.shards}
+        yield dg.AssetMaterialization(asset_key=ASSET_NAME, partition=context.partition_key, metadata=metadata)
+        yield dg.Output(None)
+
+    @dg.job(name=SHARDED_JOB, partitions_def=partitions_def, executor_def=executor,
+            tags={"domain": "ledger"},
+            description="One daily partition of balance_snapshots merged as K balance_id shards in parallel"
+                        " steps (config `shards`), published all at once.")
+    def balance_snapshots_sharded():
+        plan, shard = plan_shards()
+        staged = shard.map(lambda k: merge_shard(plan, k))
+        commit_shards(plan, staged.collect())
+
+    return balance_snapshots_sharded
+
+
+def sharded_executor(settings: Settings, default: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
+    """Shards run in parallel: the multiprocess executor unless the location runs on Kubernetes."""
+    if settings.executor == "k8s":
+        return default
+    return dg.multiprocess_executor.configured({"max_concurrent": settings.max_concurrent_steps},
+                                               name="multiprocess_shards")

@@ -1,0 +1,76 @@
+"""A published snapshot partition: the files its manifest row names, and reading them.
+
+The manifest (``snapshot_index.partitions.files``) is the one source of which files make a
+partition: a partition directory may briefly also hold a superseded run's files (deleted right
+after the commit that replaced them) or an orphan of a run that died before its commit (deleted by
+the next holder of the partition's lock). Every reader of the package resolves files here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import psycopg
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from snapshot_pipeline import db
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import index
+from snapshot_pipeline.store import parquet as store
+
+
+def entry_paths(storage_uri: str, entry: index.ManifestEntry) -> list[str]:
+    """The filesystem paths of the files ``entry`` names."""
+    return store.partition_paths(storage_uri, entry.snapshot_date, list(entry.files))
+
+
+def present_paths(fs: pafs.FileSystem, storage_uri: str, entry: index.ManifestEntry | None) -> list[str] | None:
+    """``entry``'s paths when every one of them exists, else None (unpublished, or files missing)."""
+    if entry is None:
+        return None
+    paths = entry_paths(storage_uri, entry)
+    return paths if store.all_present(fs, paths) else None
+
+
+def _entry(settings: Settings, date: dt.date, conn: psycopg.Connection | None) -> index.ManifestEntry | None:
+    if conn is not None:
+        return index.manifest(conn, date)
+    with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as own:
+        return index.manifest(own, date) if index.ready(own) else None
+
+
+def paths(settings: Settings, date: dt.date, conn: psycopg.Connection | None = None) -> list[str] | None:
+    """The files of partition ``date`` (None when it is not published or a file is missing)."""
+    fs, _ = store.resolve(settings.storage_uri)
+    return present_paths(fs, settings.storage_uri, _entry(settings, date, conn))
+
+
+def exists(settings: Settings, date: dt.date, conn: psycopg.Connection | None = None) -> bool:
+    return paths(settings, date, conn) is not None
+
+
+def _require(settings: Settings, date: dt.date, conn: psycopg.Connection | None) -> list[str]:
+    found = paths(settings, date, conn)
+    if found is None:
+        raise FileNotFoundError(f"balance_snapshots {date} is not published in {settings.storage_uri}")
+    return found
+
+
+def read_partition(settings: Settings, date: dt.date, columns: list[str] | None = None,
+                   conn: psycopg.Connection | None = None, filters=None) -> pa.Table:
+    fs, _ = store.resolve(settings.storage_uri)
+    return store.read_files(fs, _require(settings, date, conn), columns, filters)
+
+
+def iter_partition(settings: Settings, date: dt.date, columns: list[str], batch_rows: int = 65_536,
+                   conn: psycopg.Connection | None = None) -> Iterator[pa.RecordBatch]:
+    fs, _ = store.resolve(settings.storage_uri)
+    yield from store.iter_files(fs, _require(settings, date, conn), columns, batch_rows)
+
+
+def read_metadata(settings: Settings, date: dt.date, conn: psycopg.Connection | None = None) -> dict[str, str]:
+    """The footer metadata of the partition's first file (every shard carries the same run facts)."""
+    fs, _ = store.resolve(settings.storage_uri)
+    return store.read_file_metadata(fs, _require(settings, date, conn)[0])
