@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_pipeline import db
-from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, partition_batches, published_entry, wide
+from snapshot_pipeline.amounts import widen as wide
+from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, partition_batches, published_entry
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import parquet as store
 
