@@ -81,7 +81,8 @@ after AS (
     -- releases the snapshot did not count: the commit/void is at or after the cutoff ... (unique transaction_id)
     UNION ALL SELECT x.balance_id, 0, 0, x.held_in, x.held_out
       FROM late c JOIN blnk.transactions p ON p.transaction_id = c.parent_transaction
-     CROSS JOIN LATERAL (VALUES (p.destination, -c.amount, 0), (p.source, 0, -c.amount)) AS x(balance_id, held_in, held_out)
+     CROSS JOIN LATERAL (VALUES (p.destination, -c.amount, 0), (p.source, 0, -c.amount))
+           AS x(balance_id, held_in, held_out)
      WHERE c.status IN ('APPLIED', 'VOID') AND p.status = 'INFLIGHT'
     -- ... or it is before the cutoff but its hold is at or after it ((parent_transaction) index)
     UNION ALL SELECT x.balance_id, 0, 0, x.held_in, x.held_out

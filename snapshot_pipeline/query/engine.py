@@ -61,7 +61,7 @@ class QueryEngine:
         if self._index is not self._ledger:
             self._index.close()
 
-    def __enter__(self) -> "QueryEngine":
+    def __enter__(self) -> QueryEngine:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -135,7 +135,7 @@ class QueryEngine:
         if not used_anchor:
             anchor, base = None, (0, 0, 0, 0)
         existed = created_at <= at  # before its creation, backdated legs still count (as Blnk's replay does)
-        values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out)))
+        values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out), strict=True))
         return check_representable(BalanceAt(
             balance_id=balance_id, at=at, existed=existed, currency=currency, ledger_id=ledger_id,
             created_at=created_at, credit_balance=values[0], debit_balance=values[1],

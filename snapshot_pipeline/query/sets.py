@@ -32,7 +32,7 @@ def _published_anchor(engine: QueryEngine, at: dt.datetime) -> index.ManifestEnt
 
     for date in engine._index_query(work):
         if store.exists(engine.settings.storage_uri, date):
-            return engine._index_query(lambda conn: index.manifest(conn, date))
+            return engine._index_query(lambda conn, date=date: index.manifest(conn, date))
     return None
 
 
