@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 def cutoff(date: dt.date, timezone: str) -> dt.datetime:
     """The start of ``date + 1`` in ``timezone``, as naive UTC."""
     local = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(0), tzinfo=ZoneInfo(timezone))
-    return local.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return local.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def last_closed_day(timezone: str, now: dt.datetime | None = None) -> dt.date:
     """The latest day whose cutoff has passed."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return now.astimezone(ZoneInfo(timezone)).date() - dt.timedelta(days=1)
 
 

@@ -7,9 +7,8 @@ connections that fail with :class:`DatabaseUnavailable` naming the database.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
@@ -63,7 +62,7 @@ def connect(url: str, *, autocommit: bool = False, what: str = "database") -> ps
         raise DatabaseUnavailable(f"cannot connect to the {what} at {redact(url)}: {exc}".strip()) from exc
 
 
-def connect_arrow(url: str, what: str = "ledger database") -> "adbc.Connection":
+def connect_arrow(url: str, what: str = "ledger database") -> adbc.Connection:
     """An ADBC connection (autocommit; callers run explicit BEGIN/COMMIT) for Arrow-native reads."""
     import adbc_driver_postgresql.dbapi as adbc  # noqa: PLC0415 - heavy; keeps the CLI's start fast
     # libpq honours connect_timeout in the URL; add it unless the user set one.

@@ -31,8 +31,8 @@ from snapshot_pipeline.defs.retention import (
     build_retention_schedule,
 )
 from snapshot_pipeline.defs.schedules import build_schedules
-from snapshot_pipeline.defs.shards import build_sharded_job, sharded_executor
 from snapshot_pipeline.defs.sensors import build_sensors
+from snapshot_pipeline.defs.shards import build_sharded_job, sharded_executor
 from snapshot_pipeline.settings import Settings, load_settings
 
 

@@ -11,7 +11,6 @@ import logging
 import subprocess
 from pathlib import Path
 
-
 logger = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "ledger"

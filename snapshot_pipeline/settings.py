@@ -10,8 +10,8 @@ import dataclasses
 import datetime as dt
 import os
 import re
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -94,7 +94,7 @@ class Settings:
     def tzinfo(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def with_overrides(self, **changes: Any) -> "Settings":
+    def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 

@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snapshot_pipeline import db, query
-from snapshot_pipeline.store import index
 from snapshot_pipeline.api.models import ErrorBody
 from snapshot_pipeline.settings import redact
+from snapshot_pipeline.store import index
 
 logger = logging.getLogger("snapshot_pipeline.api")
 T = TypeVar("T")

@@ -33,7 +33,7 @@ def build_alert(context: dg.RunFailureSensorContext) -> dict:
         "tags": {k: run.tags[k] for k in _TAGS if k in run.tags},
         "message": context.failure_event.message,
         "failed_steps": steps,
-        "alerted_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "alerted_at": dt.datetime.now(dt.UTC).isoformat(),
     }
 
 

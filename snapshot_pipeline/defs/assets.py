@@ -65,7 +65,7 @@ class SnapshotConfig(dg.Config):
 
 
 def _utc_naive(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def currency_table(rows: list[dict]) -> dg.MetadataValue:
@@ -106,7 +106,7 @@ def result_metadata(result: snapshot.SnapshotResult) -> dict[str, object]:
         "snapshots_per_second": float(result.snapshots_per_second),
         "bytes_written": result.bytes_written,
         "path": dg.MetadataValue.path(result.path),
-        "cutoff": result.cutoff.replace(tzinfo=dt.timezone.utc).isoformat(),
+        "cutoff": result.cutoff.replace(tzinfo=dt.UTC).isoformat(),
         "watermark": dg.MetadataValue.json(result.watermark),
         "watermark_transaction_id": dg.MetadataValue.text(str(result.watermark["max_transaction_id"])),
         "mode": result.mode,
@@ -133,7 +133,8 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
             kinds={"postgres", "parquet"},
             owners=OWNERS,
             tags={"domain": "ledger"},
-            metadata={"partition_time_zone": partitions_def.timezone, "layout": "snapshot_date=YYYY-MM-DD/part-*.parquet"},
+            metadata={"partition_time_zone": partitions_def.timezone,
+                      "layout": "snapshot_date=YYYY-MM-DD/part-*.parquet"},
             backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_BACKFILL_RUN),
         )
         def balance_snapshots(

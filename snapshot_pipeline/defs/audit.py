@@ -9,6 +9,7 @@ on ``snapshot_audit_schedule`` (daily, after the snapshot) or from the UI for an
 
 import datetime as dt
 import warnings
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -19,6 +20,9 @@ from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.schedules import partitions_metadata, schedule_status
 from snapshot_pipeline.names import ASSET_NAME, AUDIT_ASSET, TRIGGER_TAG
 from snapshot_pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from snapshot_pipeline.defs.schedules import PartitionedSchedule
 
 AUDIT_CHECK = "parquet_matches_index"
 AUDIT_JOB = "snapshot_audit_job"
@@ -76,7 +80,7 @@ def build_audit_job() -> "dg.UnresolvedAssetJobDefinition":
 
 
 def build_audit_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings,
-                         partitions_def: dg.DailyPartitionsDefinition) -> "dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition":
+                         partitions_def: dg.DailyPartitionsDefinition) -> "PartitionedSchedule":
     """Daily at 03:30 (local), audits the day that just closed."""
     return dg.build_schedule_from_partitioned_job(
         job,

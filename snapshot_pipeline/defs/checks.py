@@ -6,8 +6,8 @@ recompute); WARN when the ledger itself is inconsistent (live balances drifting 
 
 Cost: the checks in a snapshot run read the partition's file once, count balances on an index, and
 otherwise follow the day's activity (changed balances) and the bounded sample; the diff audit
-(``parquet_matches_index``, two full file reads) runs in its own asset, job and schedule (``defs/audit.py``). Every check can be
-re-run on any partition from the asset's Checks tab. Only measures are numeric metadata (they plot).
+(``parquet_matches_index``, two full file reads) runs in its own asset, job and schedule (``defs/audit.py``).
+Every check can be re-run on any partition from the asset's Checks tab. Only measures are numeric metadata (they plot).
 """
 
 import datetime as dt

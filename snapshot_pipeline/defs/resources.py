@@ -30,7 +30,7 @@ class SnapshotStoreResource(dg.ConfigurableResource):
     storage_uri: str | None = Field(default=None, description="Parquet root (path or object-store URI)")
 
     @classmethod
-    def from_environment(cls) -> "SnapshotStoreResource":
+    def from_environment(cls) -> SnapshotStoreResource:
         """The resource of the code location: each variable that is set becomes an ``EnvVar`` field, so the
         UI (Deployment > Resources) shows which variable configures what, without showing its value; an
         unset variable keeps its default (the embedded PostgreSQL, ``.data/snapshots``)."""

@@ -7,6 +7,7 @@ either can be switched in the UI at any time.
 """
 
 import datetime as dt
+from typing import TYPE_CHECKING, TypeAlias
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -14,6 +15,13 @@ import dagster as dg
 from snapshot_pipeline import calendar
 from snapshot_pipeline.names import TRIGGER_TAG
 from snapshot_pipeline.settings import Settings
+
+if TYPE_CHECKING:  # what build_schedule_from_partitioned_job returns (Dagster exports no name for it)
+    from dagster._core.definitions.partitions.partitioned_schedule import (
+        UnresolvedPartitionedAssetScheduleDefinition,
+    )
+
+    PartitionedSchedule: TypeAlias = dg.ScheduleDefinition | UnresolvedPartitionedAssetScheduleDefinition
 
 DAILY_SCHEDULE = "daily_snapshot_schedule"
 MONTH_END_SCHEDULE = "month_end_close_schedule"
@@ -39,7 +47,7 @@ def sensor_status(running: bool) -> dg.DefaultSensorStatus:
 
 
 def build_daily_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings,
-                         partitions_def: dg.DailyPartitionsDefinition | None = None) -> "dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition":
+                         partitions_def: dg.DailyPartitionsDefinition | None = None) -> "PartitionedSchedule":
     """Daily snapshot: each day at ``SNAPSHOT_SCHEDULE_TIME`` (local), request the day that just closed."""
     return dg.build_schedule_from_partitioned_job(
         job,
@@ -80,7 +88,7 @@ def build_month_end_schedule(job: "dg.UnresolvedAssetJobDefinition", partitions_
         balances, and it tags the run with the closed month (`snapshot_pipeline/month`). Monthly
         reports (issue 5: `month_end_balances`) hang off this close.
         """
-        when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+        when = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         closed = calendar.last_day_of_previous_month(when.astimezone(ZoneInfo(timezone)).date())
         key = closed.isoformat()
         if closed < partitions_def.start.date():
@@ -96,5 +104,6 @@ def build_month_end_schedule(job: "dg.UnresolvedAssetJobDefinition", partitions_
 
 def build_schedules(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,
                     settings: Settings) -> list:
-    return [build_daily_schedule(job, settings, partitions_def), build_month_end_schedule(job, partitions_def, settings)]
+    return [build_daily_schedule(job, settings, partitions_def),
+            build_month_end_schedule(job, partitions_def, settings)]
 

@@ -43,7 +43,7 @@ FAILED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
 def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 # ------------------------------------------------------------------------------------------------ repair
@@ -134,7 +134,7 @@ def ledger_first_day(settings: Settings) -> dt.date | None:
         )
     if first is None:
         return None
-    return first.replace(tzinfo=dt.timezone.utc).astimezone(settings.tzinfo).date()
+    return first.replace(tzinfo=dt.UTC).astimezone(settings.tzinfo).date()
 
 
 def missing_days(settings: Settings, published: set[dt.date], now: dt.datetime,
@@ -202,7 +202,8 @@ def record_unreported(instance: dg.DagsterInstance, published: set[dt.date], in_
     Days of runs still in flight report themselves when their step ends. Returns the keys recorded."""
     materialized = instance.get_materialized_partitions(dg.AssetKey(ASSET_NAME))
     keys = sorted(d.isoformat() for d in published)
-    unreported = [k for k in keys if k not in materialized and k not in in_flight and partitions_def.has_partition_key(k)]
+    unreported = [k for k in keys
+                  if k not in materialized and k not in in_flight and partitions_def.has_partition_key(k)]
     for key in unreported[:GAP_FILL_MAX_DAYS_PER_TICK]:
         instance.report_runless_asset_event(dg.AssetMaterialization(
             asset_key=ASSET_NAME, partition=key,

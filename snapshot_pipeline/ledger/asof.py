@@ -41,7 +41,7 @@ class Base:
 def ts(value: dt.datetime) -> str:
     """A naive-UTC timestamp literal for a ``$n::timestamp`` parameter (independent of the session time zone)."""
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value.isoformat(sep=" ")
 
 

@@ -22,11 +22,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
-
-from snapshot_pipeline import db
 import pyarrow as pa
 import pyarrow.csv as pcsv
 from tqdm import tqdm
+
+from snapshot_pipeline import db
 
 CURRENCIES = ("USD", "EUR", "NGN", "GBP")
 CURRENCY_WEIGHTS = (0.5, 0.2, 0.2, 0.1)
@@ -101,7 +101,8 @@ def _copy(conn: psycopg.Connection, table_name: str, table: pa.Table) -> None:
     buffer = io.BytesIO()
     pcsv.write_csv(table, buffer, pcsv.WriteOptions(include_header=True))
     columns = ", ".join(table.column_names)
-    with conn.cursor() as cur, cur.copy(f"COPY {table_name} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)") as cp:
+    copy = f"COPY {table_name} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)"
+    with conn.cursor() as cur, cur.copy(copy) as cp:
         cp.write(buffer.getvalue())
 
 
@@ -212,7 +213,8 @@ def _pick_pairs(rng, bal: _Balances, currency: np.ndarray, hot_share: float, cre
 
 
 def _effective_dates(rng, created: np.ndarray) -> np.ndarray:
-    """NULL (-1) for most rows; backdated, future-dated (some 20-60 days ahead) and exact-midnight dates for the rest."""
+    """NULL (-1) for most rows; backdated, future-dated (some 20-60 days ahead) and exact-midnight dates for the
+    rest."""
     n = created.size
     kind = rng.random(n)
     eff = np.full(n, -1, dtype=np.int64)
@@ -234,9 +236,9 @@ _NY = ZoneInfo("America/New_York")
 
 def _ny_midnight(us: int) -> int:
     """Start of the America/New_York day holding ``us`` (naive UTC microseconds), as naive UTC microseconds."""
-    local = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)).astimezone(_NY)
+    local = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)).astimezone(_NY)
     midnight = dt.datetime.combine(local.date(), dt.time(0), tzinfo=_NY)
-    return _epoch_us(midnight.astimezone(dt.timezone.utc).replace(tzinfo=None))
+    return _epoch_us(midnight.astimezone(dt.UTC).replace(tzinfo=None))
 
 
 def _amounts(rng, n: int) -> np.ndarray:
@@ -276,18 +278,23 @@ def _transactions(conn, rng, spec: LedgerSpec, bal: _Balances, start_us: int, en
         inflight = np.flatnonzero(status == "INFLIGHT")
         fate = rng.random(inflight.size)
         child_parent, child_amount, child_status = [], [], []
-        for row, f in zip(inflight.tolist(), fate.tolist()):
+        for row, f in zip(inflight.tolist(), fate.tolist(), strict=True):
             total = amount[row]
+            children: list[tuple[int, str]] = []  # (amount, status) of each child of this hold
             if f < 0.30:
-                child_parent.append(row); child_amount.append(total); child_status.append("APPLIED")
+                children = [(total, "APPLIED")]
             elif f < 0.45:
                 part = max(total // 3, 1)
-                child_parent += [row, row]; child_amount += [part, part]; child_status += ["APPLIED", "APPLIED"]
+                children = [(part, "APPLIED"), (part, "APPLIED")]
             elif f < 0.60:
-                child_parent.append(row); child_amount.append(total); child_status.append("VOID")
+                children = [(total, "VOID")]
             elif f < 0.75:
                 part = max(total // 4, 1)
-                child_parent += [row, row]; child_amount += [part, total - part]; child_status += ["APPLIED", "VOID"]
+                children = [(part, "APPLIED"), (total - part, "VOID")]
+            for child_total, child in children:
+                child_parent.append(row)
+                child_amount.append(child_total)
+                child_status.append(child)
         cp = np.array(child_parent, dtype=np.int64)
         m = cp.size
         c_created = np.minimum(created[cp] + (rng.random(m) * 3 * DAY).astype(np.int64), window_end - SECOND)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 
 import psycopg
+from psycopg import sql
 
 from snapshot_pipeline import db
-from psycopg import sql
 
 TABLE = "transactions"
 SCHEMA = "blnk"

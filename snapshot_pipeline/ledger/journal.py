@@ -66,7 +66,7 @@ class Origin:
     state: pa.Table
 
     @classmethod
-    def genesis(cls) -> "Origin":
+    def genesis(cls) -> Origin:
         return cls(None, 0, 0, 0, 0, 0, empty_state())
 
 

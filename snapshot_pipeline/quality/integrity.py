@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_pipeline import db
-from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, partition_batches, published_entry, wide
+from snapshot_pipeline.amounts import widen as wide
+from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, partition_batches, published_entry
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import parquet as store
 
@@ -32,7 +33,7 @@ def integrity(settings: Settings, date: dt.date) -> dict[str, Outcome]:
     rows = bad = existing_rows = 0
     examples: list[str] = []
     totals: dict[str, _Totals] = {}
-    cutoff = pa.scalar(entry.cutoff_at.replace(tzinfo=dt.timezone.utc), pa.timestamp("us", tz="UTC"))
+    cutoff = pa.scalar(entry.cutoff_at.replace(tzinfo=dt.UTC), pa.timestamp("us", tz="UTC"))
     for batch in partition_batches(settings, date, INTEGRITY_COLUMNS):
         rows += batch.num_rows
         created = pc.cast(batch["balance_created_at"], pa.timestamp("us", tz="UTC"))

@@ -71,7 +71,7 @@ class Partition:
     materialized_at: dt.datetime
 
     @classmethod
-    def from_entry(cls, entry: index.ManifestEntry) -> "Partition":
+    def from_entry(cls, entry: index.ManifestEntry) -> Partition:
         if entry.materialized_at is None:  # set by the database on every stored manifest row
             raise ValueError(f"manifest row of {entry.snapshot_date} has no materialized_at")
         return cls(entry.snapshot_date, entry.cutoff_at, entry.max_transaction_id, entry.transaction_count,
@@ -174,12 +174,12 @@ class ScanState:
     unaudited: dict[str, str] = dataclasses.field(default_factory=dict)
     requested: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    def is_new(self, partition: "Partition") -> bool:
+    def is_new(self, partition: Partition) -> bool:
         if self.manifest_time is not None and partition.materialized_at < self.manifest_time - RECENT:
             return False  # published long before a partition an earlier scan saw: seen by construction
         return _hash(partition.key) not in self.seen
 
-    def remember(self, partitions: list["Partition"]) -> None:
+    def remember(self, partitions: list[Partition]) -> None:
         if partitions:
             self.manifest_time = max(p.materialized_at for p in partitions)
         self.seen = {_hash(p.key) for p in partitions
@@ -195,7 +195,7 @@ class ScanState:
         }, separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | None) -> "ScanState":
+    def from_json(cls, text: str | None) -> ScanState:
         if not text:
             return cls()
         data = json.loads(text)
@@ -374,7 +374,8 @@ def _examine_rows(cur, partitions, new, state: ScanState, head_tx, head_balance,
     lo_tx = max(floor_tx, min([state.tx_final - overlap, *[p.max_transaction_id for p in new]]))
     lo_balance = max(floor_balance, min([state.balance_final - overlap, *[p.max_balance_id for p in new]]))
     stats["rows_scanned_from"] = lo_tx
-    tx_groups = _grouped(cur, "blnk.transactions t", "t.id", asof.effective_time("t"), thresholds_tx, cutoffs, lo_tx, head_tx)
+    tx_groups = _grouped(cur, "blnk.transactions t", "t.id", asof.effective_time("t"), thresholds_tx, cutoffs,
+                         lo_tx, head_tx)
     balance_groups = _grouped(cur, "blnk.balances b", "b.id", "b.created_at", thresholds_balance, cutoffs,
                               lo_balance, head_balance)
     stats["row_groups"] = int(len(tx_groups["n"]))

@@ -87,6 +87,7 @@ def parquet_matches_index(settings: Settings, date: dt.date) -> Outcome:
                                 f" since {previous.snapshot_date if previous else 'nothing (full anchor)'}"),
         {"parquet_rows": rows, "index_rows": indexed, "expected_index_rows": spool.rows,
          "index_rows_missing": missing, "index_rows_unexpected": extra},
-        {"checksum_matches": checksum == entry.checksum, "previous_partition": previous.snapshot_date.isoformat() if previous else None,
+        {"checksum_matches": checksum == entry.checksum,
+         "previous_partition": previous.snapshot_date.isoformat() if previous else None,
          "differing_balance_ids": examples},
     )

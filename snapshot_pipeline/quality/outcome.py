@@ -6,15 +6,11 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from snapshot_pipeline import amounts, db
+from snapshot_pipeline import db
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index, published
 from snapshot_pipeline.store import parquet as store
 
-WIDE = amounts.WIDE
 SAMPLE_IDS = 10  # balance ids a failing check names
 
 
@@ -51,7 +47,3 @@ def entry_files(settings: Settings, entry: index.ManifestEntry) -> list[str]:
 
 def partition_batches(settings: Settings, date: dt.date, columns: list[str]):
     yield from published.iter_partition(settings, date, columns)
-
-
-def wide(array) -> pa.Array:
-    return pc.cast(array, WIDE)

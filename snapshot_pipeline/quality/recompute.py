@@ -9,7 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_pipeline import db, names
+from snapshot_pipeline.ledger import asof
 from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, entry_files, published_entry
+from snapshot_pipeline.query.instants import just_before, to_utc
+from snapshot_pipeline.query.sql import ALL_IDS, GENESIS_SQL
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import parquet as store
 
@@ -17,58 +20,24 @@ DEFAULT_SAMPLE_SIZE = names.SAMPLE_SIZE_DEFAULT
 MAX_SAMPLE_SIZE = names.SAMPLE_SIZE_MAX
 
 
-_RECOMPUTE_SQL = """
-WITH ids AS (SELECT unnest(%(ids)s::text[]) AS balance_id),
-tx AS (
-    SELECT t.transaction_id, t.source, t.destination, t.status, COALESCE(t.precise_amount, 0) AS amount
-      FROM blnk.transactions t
-     WHERE COALESCE(t.effective_date, t.created_at) < %(cutoff)s AND t.id <= %(watermark)s
-       AND t.status IN ('APPLIED', 'INFLIGHT')
-       AND (t.source = ANY(%(ids)s::text[]) OR t.destination = ANY(%(ids)s::text[]))  -- BitmapOr of two indexes
-),
-released AS (
-    SELECT c.parent_transaction, sum(COALESCE(c.precise_amount, 0)) AS amount
-      FROM blnk.transactions c
-     WHERE c.parent_transaction IN (SELECT transaction_id FROM tx WHERE status = 'INFLIGHT')
-       AND c.status IN ('APPLIED', 'VOID') AND c.id <= %(watermark)s
-       AND COALESCE(c.effective_date, c.created_at) < %(cutoff)s
-     GROUP BY 1
-),
-holds AS (
-    SELECT p.source, p.destination, p.amount - COALESCE(r.amount, 0) AS amount
-      FROM tx p LEFT JOIN released r ON r.parent_transaction = p.transaction_id
-     WHERE p.status = 'INFLIGHT'
-),
-legs AS (
-    SELECT destination AS balance_id, amount AS credit, 0 AS debit, 0 AS held_in, 0 AS held_out
-      FROM tx WHERE status = 'APPLIED'
-    UNION ALL SELECT source, 0, amount, 0, 0 FROM tx WHERE status = 'APPLIED'
-    UNION ALL SELECT destination, 0, 0, amount, 0 FROM holds
-    UNION ALL SELECT source, 0, 0, 0, amount FROM holds
-)
-SELECT i.balance_id, COALESCE(sum(l.credit), 0), COALESCE(sum(l.debit), 0),
-       COALESCE(sum(l.held_in), 0), COALESCE(sum(l.held_out), 0)
-  FROM ids i LEFT JOIN legs l ON l.balance_id = i.balance_id
- GROUP BY i.balance_id
-"""
-
-_SNAPSHOT_FIELDS = ("credit_balance", "debit_balance", "inflight_credit_balance", "inflight_debit_balance")
-
-
 def recompute(ledger_url: str, balance_ids: list[str], cutoff: dt.datetime, watermark: int | None = None
               ) -> dict[str, dict[str, int]]:
-    """From-genesis values of ``balance_ids`` as of ``cutoff`` (only journal ids <= ``watermark`` if given)."""
+    """From-genesis values of ``balance_ids`` over effective time ``< cutoff`` (only journal ids <= ``watermark``
+    if given), by the one from-genesis statement (:data:`snapshot_pipeline.query.sql.GENESIS_SQL`)."""
+    last = just_before(to_utc(cutoff))  # effective < cutoff is effective <= cutoff - 1µs (microsecond timestamps)
+    if last is None:  # nothing is dated before the first instant
+        return {b: dict.fromkeys(store.AMOUNT_COLUMNS, 0) for b in balance_ids}
     with db.connect(ledger_url, autocommit=True, what="ledger database") as ledger:
         rows = ledger.execute(
-            _RECOMPUTE_SQL,
-            {"ids": balance_ids, "cutoff": cutoff, "watermark": watermark if watermark is not None else 2**62},
+            GENESIS_SQL,
+            {"ids": balance_ids, "t": asof.ts(last), "w": watermark if watermark is not None else ALL_IDS},
         ).fetchall()
     out = {}
-    for balance_id, credit, debit, held_in, held_out in rows:
-        credit, debit, held_in, held_out = int(credit), int(debit), int(held_in), int(held_out)
-        out[balance_id] = {"balance": credit - debit, "credit_balance": credit, "debit_balance": debit,
-                           "inflight_balance": held_in - held_out, "inflight_credit_balance": held_in,
-                           "inflight_debit_balance": held_out}
+    for row in rows:
+        credit, debit, held_in, held_out = (int(v) for v in row[5:9])
+        out[row[0]] = {"balance": credit - debit, "credit_balance": credit, "debit_balance": debit,
+                       "inflight_balance": held_in - held_out, "inflight_credit_balance": held_in,
+                       "inflight_debit_balance": held_out}
     return out
 
 

@@ -21,7 +21,7 @@ from snapshot_pipeline.query.answers import (
 )
 from snapshot_pipeline.query.errors import BalanceNotFound, QueryError
 from snapshot_pipeline.query.instants import iso_utc, just_before, to_utc
-from snapshot_pipeline.query.sql import GENESIS_SQL, REPLAY_SQL
+from snapshot_pipeline.query.sql import ALL_IDS, GENESIS_SQL, REPLAY_SQL
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 
@@ -61,7 +61,7 @@ class QueryEngine:
         if self._index is not self._ledger:
             self._index.close()
 
-    def __enter__(self) -> "QueryEngine":
+    def __enter__(self) -> QueryEngine:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -116,26 +116,26 @@ class QueryEngine:
         anchor = None
         base: tuple[int, ...] = (0, 0, 0, 0)
         params: dict[str, object]
-        if row is None:
-            sql, params = GENESIS_SQL, {"b": balance_id, "t": asof.ts(at)}
-            if not from_source:  # no partition at or before `at`: the same replay, from genesis
-                sql, params = REPLAY_SQL, {**params, "anchored": False, "c": "-infinity", "w": 0}
+        if from_source:
+            result = self._ledger_query(lambda conn: _genesis_row(conn, balance_id, at))
         else:
-            anchored = row[3] is not None
-            anchor = Anchor(row[0], row[1], int(row[2]))
-            if anchored:
-                base = tuple(int(v) for v in row[4:8])
-            sql = REPLAY_SQL
-            params = {"b": balance_id, "t": asof.ts(at), "anchored": anchored, "c": asof.ts(anchor.cutoff_at),
-                      "w": anchor.max_transaction_id}
-        result = self._ledger_query(lambda conn: conn.execute(sql, params).fetchone())
+            if row is None:  # no partition at or before `at`: the same replay, from genesis
+                params = {"b": balance_id, "t": asof.ts(at), "anchored": False, "c": "-infinity", "w": 0}
+            else:
+                anchored = row[3] is not None
+                anchor = Anchor(row[0], row[1], int(row[2]))
+                if anchored:
+                    base = tuple(int(v) for v in row[4:8])
+                params = {"b": balance_id, "t": asof.ts(at), "anchored": anchored,
+                          "c": asof.ts(anchor.cutoff_at), "w": anchor.max_transaction_id}
+            result = self._ledger_query(lambda conn: conn.execute(REPLAY_SQL, params).fetchone())
         if result is None:
             raise BalanceNotFound(balance_id)
         currency, ledger_id, created_at, used_anchor, credit, debit, held_in, held_out, legs = result
         if not used_anchor:
             anchor, base = None, (0, 0, 0, 0)
         existed = created_at <= at  # before its creation, backdated legs still count (as Blnk's replay does)
-        values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out)))
+        values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out), strict=True))
         return check_representable(BalanceAt(
             balance_id=balance_id, at=at, existed=existed, currency=currency, ledger_id=ledger_id,
             created_at=created_at, credit_balance=values[0], debit_balance=values[1],
@@ -188,6 +188,15 @@ def _configure(conn: psycopg.Connection) -> None:
     generic plan avoids re-planning on every call (PostgreSQL keeps custom plans for them otherwise).
     """
     conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
+def _genesis_row(conn: psycopg.Connection, balance_id: str, at: dt.datetime) -> tuple | None:
+    """:data:`GENESIS_SQL` for one balance, in the shape of a replay row (``None`` when it does not exist)."""
+    row = conn.execute(GENESIS_SQL, {"ids": [balance_id], "t": asof.ts(at), "w": ALL_IDS}).fetchone()
+    if row is None or not row[1]:
+        return None
+    _, _, currency, ledger_id, created_at, credit, debit, held_in, held_out, legs = row
+    return currency, ledger_id, created_at, False, credit, debit, held_in, held_out, legs
 
 
 def _check_balance_id(balance_id: str) -> str:

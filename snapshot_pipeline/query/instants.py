@@ -63,7 +63,7 @@ def to_utc(value: dt.datetime, what: str = "timestamp") -> dt.datetime:
         raise QueryError(f"expected a datetime, got {type(value).__name__}")
     if value.tzinfo is not None:
         try:
-            return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            return value.astimezone(dt.UTC).replace(tzinfo=None)
         except OverflowError:
             raise QueryError(f"{what} {value.isoformat()} is outside the supported range {INSTANT_RANGE}"
                              " once converted to UTC") from None
@@ -77,7 +77,7 @@ def just_before(value: dt.datetime) -> dt.datetime | None:
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def iso_utc(value: dt.datetime | None) -> str | None:

@@ -32,7 +32,7 @@ def _published_anchor(engine: QueryEngine, at: dt.datetime) -> index.ManifestEnt
 
     fs, _ = store.resolve(engine.settings.storage_uri)
     for date in engine._index_query(work):
-        entry = engine._index_query(lambda conn: index.manifest(conn, date))
+        entry = engine._index_query(lambda conn, date=date: index.manifest(conn, date))
         if published.present_paths(fs, engine.settings.storage_uri, entry) is not None:
             return entry
     return None

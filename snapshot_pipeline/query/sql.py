@@ -1,9 +1,9 @@
-"""The two statements behind ``balance_at``, written out in full (no SQL is built by string formatting).
+"""The statements behind ``balance_at``, written out in full (no SQL is built by string formatting).
 
-Both take ``%(b)s`` (the balance id) and ``%(t)s`` (the instant, naive UTC); effective time is
-``COALESCE(effective_date, created_at)``. Each returns one row (none when the balance does not
-exist): currency, ledger_id, created_at, anchored, credit, debit, inflight credit, inflight debit,
-legs replayed.
+``REPLAY_SQL`` takes ``%(b)s`` (the balance id) and ``%(t)s`` (the instant, naive UTC) and returns one row
+(none when the balance does not exist): currency, ledger_id, created_at, anchored, credit, debit, inflight
+credit, inflight debit, legs replayed. ``GENESIS_SQL`` is the from-genesis sum of a set of balances (see
+its comment). Effective time is ``COALESCE(effective_date, created_at)``.
 """
 
 # The legs of S_T \ S_X, where X is the anchor partition (cutoff %(c)s, watermark %(w)s): effective in
@@ -74,30 +74,51 @@ SELECT bal.currency, bal.ledger_id, bal.created_at, win.c > '-infinity'::timesta
 FROM bal CROSS JOIN win
 """
 
-# From genesis, written independently of the anchor logic: every leg of b in S_T, every hold's
-# children in S_T (whatever their own source and destination).
+# From genesis, written independently of the anchor logic, for a set of balances: every leg of each in S_T
+# (only journal ids <= %(w)s: the sampled recomputation also asks what a partition's read could see), every
+# hold's children in S_T (whatever their own source and destination). Takes ``%(ids)s`` (text[]), ``%(t)s``
+# (inclusive, naive UTC) and ``%(w)s``. One row per id, found or not: balance_id, found, currency,
+# ledger_id, created_at, credit, debit, inflight credit, inflight debit, legs (journal rows touching it).
+# The one from-genesis recomputation: ``balance_at(from_source=True)`` and the sampled recomputation check.
 GENESIS_SQL = """
-WITH bal AS (
-    SELECT balance_id, currency, ledger_id, created_at FROM blnk.balances WHERE balance_id = %(b)s
-),
-legs AS (
+WITH ids AS (SELECT unnest(%(ids)s::text[]) AS balance_id),
+tx AS (
     SELECT t.transaction_id, t.source, t.destination, t.status, COALESCE(t.precise_amount, 0) AS amount
-    FROM blnk.transactions t
-    WHERE (t.source = %(b)s OR t.destination = %(b)s) AND t.status IN ('APPLIED', 'INFLIGHT')
-      AND COALESCE(t.effective_date, t.created_at) <= %(t)s::timestamp
+      FROM blnk.transactions t
+     WHERE (t.source = ANY(%(ids)s::text[]) OR t.destination = ANY(%(ids)s::text[]))  -- BitmapOr of two indexes
+       AND t.status IN ('APPLIED', 'INFLIGHT') AND t.id <= %(w)s
+       AND COALESCE(t.effective_date, t.created_at) <= %(t)s::timestamp
 ),
-open_holds AS (
-    SELECT h.source, h.destination, h.amount - COALESCE((
-        SELECT sum(COALESCE(c.precise_amount, 0)) FROM blnk.transactions c
-        WHERE c.parent_transaction = h.transaction_id AND c.status IN ('APPLIED', 'VOID')
-          AND COALESCE(c.effective_date, c.created_at) <= %(t)s::timestamp), 0) AS open_amount
-    FROM legs h WHERE h.status = 'INFLIGHT'
+released AS (
+    SELECT c.parent_transaction, sum(COALESCE(c.precise_amount, 0)) AS amount
+      FROM blnk.transactions c
+     WHERE c.parent_transaction IN (SELECT transaction_id FROM tx WHERE status = 'INFLIGHT')
+       AND c.status IN ('APPLIED', 'VOID') AND c.id <= %(w)s
+       AND COALESCE(c.effective_date, c.created_at) <= %(t)s::timestamp
+     GROUP BY 1
+),
+holds AS (
+    SELECT p.source, p.destination, p.amount - COALESCE(r.amount, 0) AS amount
+      FROM tx p LEFT JOIN released r ON r.parent_transaction = p.transaction_id
+     WHERE p.status = 'INFLIGHT'
+),
+legs AS (  -- a row touching a balance on both sides is one leg of it (the source side counts 0)
+    SELECT destination AS balance_id, amount AS credit, 0 AS debit, 0 AS held_in, 0 AS held_out, 1 AS legs
+      FROM tx WHERE status = 'APPLIED'
+    UNION ALL SELECT source, 0, amount, 0, 0, CASE WHEN source IS DISTINCT FROM destination THEN 1 ELSE 0 END
+      FROM tx WHERE status = 'APPLIED'
+    UNION ALL SELECT destination, 0, 0, amount, 0, 1 FROM holds
+    UNION ALL SELECT source, 0, 0, 0, amount, CASE WHEN source IS DISTINCT FROM destination THEN 1 ELSE 0 END
+      FROM holds
 )
-SELECT bal.currency, bal.ledger_id, bal.created_at, false AS anchored,
-       (SELECT COALESCE(sum(amount), 0) FROM legs WHERE status = 'APPLIED' AND destination = %(b)s),
-       (SELECT COALESCE(sum(amount), 0) FROM legs WHERE status = 'APPLIED' AND source = %(b)s),
-       (SELECT COALESCE(sum(open_amount), 0) FROM open_holds WHERE destination = %(b)s),
-       (SELECT COALESCE(sum(open_amount), 0) FROM open_holds WHERE source = %(b)s),
-       (SELECT count(*) FROM legs)
-FROM bal
+SELECT i.balance_id, b.balance_id IS NOT NULL AS found, b.currency, b.ledger_id, b.created_at,
+       COALESCE(sum(l.credit), 0), COALESCE(sum(l.debit), 0),
+       COALESCE(sum(l.held_in), 0), COALESCE(sum(l.held_out), 0), COALESCE(sum(l.legs), 0)
+  FROM ids i
+  LEFT JOIN blnk.balances b ON b.balance_id = i.balance_id  -- unique (balance_id)
+  LEFT JOIN legs l ON l.balance_id = i.balance_id
+ GROUP BY i.balance_id, b.balance_id, b.currency, b.ledger_id, b.created_at
 """
+
+# Every journal id: a watermark that hides nothing (what is visible now).
+ALL_IDS = 2**62

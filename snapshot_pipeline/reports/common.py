@@ -23,11 +23,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.fs as pafs
 
-from snapshot_pipeline import calendar
+from snapshot_pipeline import amounts, calendar
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline import amounts
-from snapshot_pipeline.store import published
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import published
 
 REPORTS_DIR = "reports"
 READ_BATCH_ROWS = 65_536
@@ -65,14 +64,14 @@ class SnapshotPartition:
     fs: pafs.FileSystem
 
     @classmethod
-    def find(cls, settings: Settings, date: dt.date) -> "SnapshotPartition | None":
+    def find(cls, settings: Settings, date: dt.date) -> SnapshotPartition | None:
         """The partition ``date`` if it is published and its files exist in the store, else None."""
         paths = published.paths(settings, date)
         if paths is None:
             return None
         fs, _ = store.resolve(settings.storage_uri)
         meta = store.read_file_metadata(fs, paths[0])
-        cutoff = dt.datetime.fromisoformat(meta["cutoff"]).astimezone(dt.timezone.utc).replace(tzinfo=None)
+        cutoff = dt.datetime.fromisoformat(meta["cutoff"]).astimezone(dt.UTC).replace(tzinfo=None)
         if meta.get("timezone") != settings.timezone or cutoff != calendar.cutoff(date, settings.timezone):
             raise ReportError(
                 f"balance_snapshots {date} was taken in time zone {meta.get('timezone')!r} (cutoff {cutoff}Z);"
@@ -90,7 +89,7 @@ class SnapshotPartition:
         )
 
     @classmethod
-    def load(cls, settings: Settings, date: dt.date, needed_by: str) -> "SnapshotPartition":
+    def load(cls, settings: Settings, date: dt.date, needed_by: str) -> SnapshotPartition:
         """The partition ``date``, or :class:`ReportError` saying it must be materialized first."""
         found = cls.find(settings, date)
         if found is None:
@@ -153,8 +152,8 @@ class ReportResult:
     csv_path: str | None = None
 
     @classmethod
-    def published(cls, report: str, partition: str, writer: "ReportWriter", path: str, size: int,
-                  started: float, metrics: dict, csv_path: str | None = None) -> "ReportResult":
+    def published(cls, report: str, partition: str, writer: ReportWriter, path: str, size: int,
+                  started: float, metrics: dict, csv_path: str | None = None) -> ReportResult:
         """The result of a partition ``writer`` has just published at ``path``."""
         return cls(report=report, partition=partition, rows=writer.rows, path=path, bytes_written=size,
                    duration_ms=int((time.monotonic() - started) * 1000), metrics=metrics, csv_path=csv_path)

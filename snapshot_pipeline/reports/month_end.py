@@ -64,7 +64,8 @@ def month_end_balances(settings: Settings, month: dt.date) -> ReportResult:
             csv.write(rows)
             grouped = pa.table({"currency": rows["currency"], "balance": wide(rows["balance"])}) \
                 .group_by("currency").aggregate([("balance", "sum")])
-            for currency, total in zip(grouped["currency"].to_pylist(), grouped["balance_sum"].to_pylist()):
+            sums = zip(grouped["currency"].to_pylist(), grouped["balance_sum"].to_pylist(), strict=True)
+            for currency, total in sums:
                 currency_totals[currency] = currency_totals.get(currency, 0) + int(total)
         csv_written = csv.publish()
         path, size = writer.publish()

@@ -11,7 +11,8 @@ transaction committing meanwhile cannot show up as drift.
 
 Output: one row per drifting balance (none on a consistent ledger) with the live
 and expected values of the six amounts, ``balance_drift`` = live − expected
-balance, and which columns differ.
+balance, and which columns differ. What counts as drift is :func:`snapshot_pipeline.quality.drift.compare`, the
+definition the ``live_balances_match`` check uses too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 
 from snapshot_pipeline import db
 from snapshot_pipeline.ledger import asof, journal
+from snapshot_pipeline.quality import drift
 from snapshot_pipeline.reports.common import (
     ReportError,
     ReportResult,
@@ -42,8 +44,8 @@ PARTITION_KEY = "snapshot_date"
 PAGE_ROWS = 10_000
 SAMPLE_ROWS = 20  # drifting rows also returned to the caller (Dagster shows them as a table)
 FAR_FUTURE = dt.datetime(9999, 12, 31)
-AMOUNTS = store.AMOUNT_COLUMNS
-BASE = ("credit_balance", "debit_balance", "inflight_credit_balance", "inflight_debit_balance")
+AMOUNTS = drift.AMOUNTS
+BASE = drift.SUMMED
 LATER = {"credit_balance": "credit", "debit_balance": "debit", "inflight_credit_balance": "inflight_credit",
          "inflight_debit_balance": "inflight_debit"}
 
@@ -87,23 +89,16 @@ def drift_page(page: pa.Table, snapshot: SnapshotPartition, base_page: pa.Table 
     positions = pc.index_in(ids, value_set=base_ids)
     held = pc.is_valid(positions)
     base = base_page.take(positions) if base_page is not None and len(base_ids) else None
-    expected = {}
-    for name in BASE:
-        start = pc.if_else(held, wide(base[name]), zeros(n)) if base is not None else zeros(n)
-        expected[name] = pc.add(start, wide(page[LATER[name]]))
-    expected["balance"] = pc.subtract(expected["credit_balance"], expected["debit_balance"])
-    expected["inflight_balance"] = pc.subtract(expected["inflight_credit_balance"],
-                                               expected["inflight_debit_balance"])
-    live = {name: wide(page[f"live_{name}"]) for name in AMOUNTS}
-    differs = {name: pc.not_equal(live[name], expected[name]) for name in AMOUNTS}
-    any_differs = pa.repeat(pa.scalar(False), n)
-    for mask in differs.values():
-        any_differs = pc.or_(any_differs, mask)
-    if not pc.any(any_differs).as_py():
+    found = drift.compare(
+        {name: pc.if_else(held, wide(base[name]), zeros(n)) if base is not None else zeros(n) for name in BASE},
+        {name: wide(page[LATER[name]]) for name in BASE},
+        {name: wide(page[f"live_{name}"]) for name in AMOUNTS},
+    )
+    if not pc.any(found.drifting).as_py():
         return SCHEMA.empty_table()
     labels = pa.repeat(pa.scalar(""), n)
     for name in AMOUNTS:
-        labels = pc.if_else(differs[name], pc.binary_join_element_wise(labels, pa.scalar(name), ","), labels)
+        labels = pc.if_else(found.differs[name], pc.binary_join_element_wise(labels, pa.scalar(name), ","), labels)
     labels = pc.utf8_ltrim(labels, ",")
     table = pa.table(
         {
@@ -111,13 +106,13 @@ def drift_page(page: pa.Table, snapshot: SnapshotPartition, base_page: pa.Table 
             "ledger_id": page["ledger_id"],
             "currency": page["currency"],
             "drifting_columns": labels,
-            "balance_drift": narrow(pc.subtract(live["balance"], expected["balance"]), ids, "balance_drift"),
-            **{f"live_{name}": narrow(live[name], ids, f"live_{name}") for name in AMOUNTS},
-            **{f"expected_{name}": narrow(expected[name], ids, f"expected_{name}") for name in AMOUNTS},
+            "balance_drift": narrow(found.balance_drift(), ids, "balance_drift"),
+            **{f"live_{name}": narrow(found.live[name], ids, f"live_{name}") for name in AMOUNTS},
+            **{f"expected_{name}": narrow(found.expected[name], ids, f"expected_{name}") for name in AMOUNTS},
         },
         schema=SCHEMA,
     )
-    return table.filter(any_differs)
+    return table.filter(found.drifting)
 
 
 def _stale(snapshot: SnapshotPartition, why: str) -> ReportError:

@@ -89,7 +89,7 @@ class SnapshotResult:
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["snapshot_date"] = self.snapshot_date.isoformat()
-        out["cutoff"] = self.cutoff.replace(tzinfo=dt.timezone.utc).isoformat()
+        out["cutoff"] = self.cutoff.replace(tzinfo=dt.UTC).isoformat()
         out["base_date"] = self.base_date.isoformat() if self.base_date else None
         out["balanced"] = self.balanced
         return out
@@ -288,7 +288,7 @@ def file_metadata(settings: Settings, snapshot_date: dt.date, cutoff: dt.datetim
     """The run facts every file of the partition carries in its footer."""
     return {
         "snapshot_date": snapshot_date.isoformat(),
-        "cutoff": cutoff.replace(tzinfo=dt.timezone.utc).isoformat(),
+        "cutoff": cutoff.replace(tzinfo=dt.UTC).isoformat(),
         "timezone": settings.timezone,
         "roll_version": str(ROLL_VERSION),
         "watermark": str(view.max_transaction_id),

@@ -59,7 +59,7 @@ def _finish(ids: pa.Array, attributes: dict[str, pa.Array], sums: dict[str, pa.A
             *[attributes[name] for name in ATTRIBUTES[:4]],
             *[stored[name] for name in store.AMOUNT_COLUMNS],
             attributes["balance_created_at"],
-            pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.timezone.utc), store.UTC_TS), n),
+            pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), store.UTC_TS), n),
         ],
         schema=store.SNAPSHOT_SCHEMA,
     )
@@ -92,7 +92,7 @@ def _updated(base: pa.Table, delta: pa.Table, delta_ids: pa.Array, cutoff: dt.da
     columns = []
     for field in store.SNAPSHOT_SCHEMA:
         if field.name == "cutoff_at":
-            columns.append(pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.timezone.utc), store.UTC_TS), len(ids)))
+            columns.append(pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), store.UTC_TS), len(ids)))
         else:
             columns.append(pc.replace_with_mask(_column(base, field.name), matched,
                                                 new_hit[field.name].combine_chunks()))
@@ -103,7 +103,7 @@ def _with_cutoff(base: pa.Table, cutoff: dt.datetime) -> pa.Table:
     """Base rows as they are, stamped with this partition's cutoff."""
     n = base.num_rows
     columns = [_column(base, f.name) if f.name != "cutoff_at" else
-               pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.timezone.utc), store.UTC_TS), n)
+               pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), store.UTC_TS), n)
                for f in store.SNAPSHOT_SCHEMA]
     return pa.Table.from_arrays(columns, schema=store.SNAPSHOT_SCHEMA)
 

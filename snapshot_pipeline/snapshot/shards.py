@@ -96,7 +96,7 @@ class Plan:
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "Plan":
+    def from_dict(cls, raw: dict) -> Plan:
         if raw.get("version") != PLAN_VERSION:
             raise SnapshotError(f"shard plan format {raw.get('version')!r} is not {PLAN_VERSION}: re-run the partition")
         view = dict(raw["view"], read_at=dt.datetime.fromisoformat(raw["view"]["read_at"]))

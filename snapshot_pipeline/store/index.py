@@ -128,7 +128,7 @@ _FIELDS = [f.name for f in dataclasses.fields(ManifestEntry)]
 
 
 def _entry(row) -> ManifestEntry:
-    return ManifestEntry(**dict(zip(_FIELDS, row)))
+    return ManifestEntry(**dict(zip(_FIELDS, row, strict=True)))
 
 
 def _select(where: str, order: str = "") -> sql.Composed:
@@ -349,7 +349,7 @@ def roll_state(conn: psycopg.Connection, date: dt.date):
         "SELECT kind, id, at, seen_xmax FROM snapshot_index.roll_state WHERE snapshot_date = %s ORDER BY kind, id",
         (date,),
     ).fetchall()
-    kinds, ids, ats, xmaxes = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
+    kinds, ids, ats, xmaxes = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [])
     return pa.table({
         "kind": pa.array(kinds, pa.string()),
         "id": pa.array(ids, pa.int64()),

@@ -102,8 +102,8 @@ def partition_checksum(file_checksums: list[str]) -> str:
 
 def files_checksum(fs: pafs.FileSystem, paths: list[str]) -> tuple[int, str]:
     """(bytes, partition sha256) of a partition's files (see :func:`partition_checksum`)."""
-    sizes, sums = zip(*(size_and_checksum(fs, path) for path in paths)) if paths else ((), ())
-    return sum(sizes), partition_checksum(list(sums))
+    measured = [size_and_checksum(fs, path) for path in paths]
+    return sum(size for size, _ in measured), partition_checksum([checksum for _, checksum in measured])
 
 
 def display_uri(storage_uri: str, path: str) -> str:

@@ -131,7 +131,7 @@ def _read_record(fs: pafs.FileSystem, path: str) -> dict | None:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 # -------------------------------------------------------------------------------------------------- publish
@@ -307,7 +307,7 @@ def abandoned_shard_work(fs: pafs.FileSystem, storage_uri: str, date: dt.date | 
                          keep_token: str | None = None) -> list[tuple[dt.date, str]]:
     """(date, path) of sharded runs' work prefixes that are abandoned (see ``SHARD_WORK_MAX_AGE``)."""
     found = []
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for info in fs.get_file_info(pafs.FileSelector(staging_dir(storage_uri), allow_not_found=True)):
         match = _SHARDS_NAME.match(info.base_name)
         if info.type != pafs.FileType.Directory or not match or match.group(2) == keep_token:
@@ -317,7 +317,7 @@ def abandoned_shard_work(fs: pafs.FileSystem, storage_uri: str, date: dt.date | 
             continue
         plan = fs.get_file_info(f"{info.path}/plan.json")
         mtime = plan.mtime if plan.type == pafs.FileType.File else None
-        if mtime is None or now - mtime.astimezone(dt.timezone.utc) > SHARD_WORK_MAX_AGE:
+        if mtime is None or now - mtime.astimezone(dt.UTC) > SHARD_WORK_MAX_AGE:
             found.append((day, info.path))
     return found
 

@@ -72,7 +72,7 @@ class Policy:
             raise RetentionError(f"retention months must be an integer >= 0, got {self.months!r}")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Policy":
+    def from_settings(cls, settings: Settings) -> Policy:
         return cls(settings.retention_days, settings.retention_months)
 
     def keeps(self, date: dt.date, reference: dt.date) -> bool:
