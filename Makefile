@@ -27,7 +27,9 @@ test-server: install  ## the suite against the PostgreSQL server of this machine
 # Validating definitions needs no storage: a throwaway DAGSTER_HOME, so dg does not load the project's
 # dagster.yaml from the current directory (its PostgreSQL URL comes from DAGSTER_PG_URL, set by the CLI).
 # VIRTUAL_ENV names the project's venv as the active one, which is what `make` runs (else dg warns of a mismatch).
-check: install  ## validate the Dagster definitions (as deployed locally, and with the Kubernetes executor)
+check: install  ## lint (ruff), type-check (mypy) and validate the Dagster definitions (local, and on Kubernetes)
+	$(BIN)/ruff check snapshot_pipeline
+	$(BIN)/mypy snapshot_pipeline
 	cd $(CURDIR) && home=$$(mktemp -d) && printf 'telemetry:\n  enabled: false\n' > $$home/dagster.yaml \
 		&& VIRTUAL_ENV=$(abspath $(VENV)) DAGSTER_HOME=$$home $(BIN)/dg check defs \
 		&& VIRTUAL_ENV=$(abspath $(VENV)) DAGSTER_HOME=$$home SNAPSHOT_EXECUTOR=k8s $(BIN)/dg check defs; \
