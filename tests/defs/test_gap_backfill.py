@@ -74,8 +74,8 @@ def test_the_gap_sensor_fills_holes_as_one_backfill_of_ranged_runs(adversarial_u
     shutil.copyfile(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     index_url, instance_url = make_database(), db.sqlalchemy_psycopg2(make_database())
     settings = make_settings(adversarial_url, tmp_path / "store", start=first.isoformat(), index_url=index_url)
-    published = first + dt.timedelta(days=5)
-    snapshot.take_snapshot(settings, published, 1000)
+    published_day = first + dt.timedelta(days=5)
+    snapshot.take_snapshot(settings, published_day, 1000)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "SNAPSHOT_", "DAGSTER_"))}
     env.update({"LEDGER_DATABASE_URL": adversarial_url, "SNAPSHOT_DATABASE_URL": index_url,
                 "SNAPSHOT_STORAGE_URI": settings.storage_uri, "SNAPSHOT_START_DATE": first.isoformat(),
@@ -110,7 +110,7 @@ def test_the_gap_sensor_fills_holes_as_one_backfill_of_ranged_runs(adversarial_u
             assert backfill.tags["snapshot_pipeline/trigger"] == "gap_fill"
             runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
             ranges = sorted((r.tags[RANGE_START], r.tags[RANGE_END]) for r in runs)
-            holes = [(first, published - dt.timedelta(days=1)), (published + dt.timedelta(days=1), last)]
+            holes = [(first, published_day - dt.timedelta(days=1)), (published_day + dt.timedelta(days=1), last)]
             assert ranges == [(a.isoformat(), b.isoformat()) for a, b in holes]  # one run per range of days
             assert all(len(calendar.days(*map(dt.date.fromisoformat, r))) <= DAYS_PER_BACKFILL_RUN for r in ranges)
             assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
@@ -127,7 +127,7 @@ def test_the_gap_sensor_fills_holes_as_one_backfill_of_ranged_runs(adversarial_u
                       for info in instance.event_log_storage.get_asset_check_partition_info(check_keys)}
     finally:
         stop(daemon)
-    filled = sorted(wanted - {published.isoformat()})
+    filled = sorted(wanted - {published_day.isoformat()})
     assert sorted(rows) == filled  # each day its own materialization...
     for key in filled:
         date = dt.date.fromisoformat(key)
