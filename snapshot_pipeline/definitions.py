@@ -25,20 +25,21 @@ from snapshot_pipeline.defs.jobs import build_snapshot_job
 from snapshot_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from snapshot_pipeline.defs.recovery import build_recovery_sensor
 from snapshot_pipeline.defs.reports import build_report_assets, build_reports_sensor
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.resources import SnapshotStoreResource, StepOutputsInStoreIOManager
 from snapshot_pipeline.defs.retention import (
     build_retention_job,
     build_retention_schedule,
 )
 from snapshot_pipeline.defs.schedules import build_schedules
 from snapshot_pipeline.defs.sensors import build_sensors
-from snapshot_pipeline.defs.shards import build_sharded_job, sharded_executor
+from snapshot_pipeline.defs.shards import STEP_IO, build_sharded_job, sharded_executor
 from snapshot_pipeline.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings | None = None, store: SnapshotStoreResource | None = None) -> dg.Definitions:
     """All definitions for one configuration (time zone and start date fix the partitions)."""
     settings = settings or load_settings()
+    store_resource = store or SnapshotStoreResource.from_environment()
     partitions_def = daily_partitions(settings)
     freshness = snapshot_freshness_policy(settings, partitions_def.timezone)
     snapshots = build_snapshot_asset(partitions_def).map_asset_specs(
@@ -64,7 +65,8 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
             build_recovery_sensor(settings),
             build_reports_sensor(reports, settings),
         ],
-        resources={"snapshot_store": store or SnapshotStoreResource.from_environment()},
+        resources={"snapshot_store": store_resource,
+                   STEP_IO: StepOutputsInStoreIOManager(snapshot_store=store_resource)},
         # SNAPSHOT_EXECUTOR (defs/executors.py); by default one process per run, not per step: a UI- or
         # HTTP-launched snapshot costs the asset's time plus one run-worker start.
         executor=executor_for(settings),

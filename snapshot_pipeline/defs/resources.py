@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import dagster as dg
@@ -56,3 +57,52 @@ def _resolved(value: str | None) -> str | None:
     if isinstance(value, dg.EnvVar):
         return value.get_value()
     return value
+
+
+class StepOutputsInStoreIOManager(dg.ConfigurableIOManager):
+    """Step outputs of the sharded job as small JSON objects in the snapshot store.
+
+    ``<root>/.staging/step-outputs/<run id>/<step>/<output>[.<mapping key>].json``: the plan and the
+    shard records pass between steps that may run in other processes or Kubernetes pods, which share
+    the store (local disk or a bucket) and nothing else. The commit step removes its run's outputs.
+    """
+
+    snapshot_store: SnapshotStoreResource
+
+    def _root(self) -> tuple:
+        from snapshot_pipeline.store import parquet as store  # noqa: PLC0415 - pyarrow: only when a run needs it
+
+        fs, base = store.resolve(self.snapshot_store.settings().storage_uri)
+        return fs, f"{base}/{STEP_OUTPUTS_DIR}"
+
+    def _path(self, context: dg.OutputContext) -> tuple:
+        fs, root = self._root()
+        name = context.name + (f".{context.mapping_key}" if context.mapping_key else "")
+        return fs, f"{root}/{context.run_id}/{context.step_key}/{name}.json"
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        fs, path = self._path(context)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # local disk; nothing on object stores
+        with fs.open_output_stream(path) as out:
+            out.write(json.dumps(obj, sort_keys=True, default=str).encode())
+
+    def load_input(self, context: dg.InputContext):
+        assert context.upstream_output is not None  # every input of the sharded job is a step output
+        fs, path = self._path(context.upstream_output)
+        with fs.open_input_stream(path) as stream:
+            return json.loads(stream.read())
+
+
+def remove_step_outputs(storage_uri: str, run_id: str) -> None:
+    """Delete a run's step outputs written by :class:`StepOutputsInStoreIOManager`."""
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: only when a run needs it
+
+    from snapshot_pipeline.store import parquet as store  # noqa: PLC0415
+
+    fs, base = store.resolve(storage_uri)
+    path = f"{base}/{STEP_OUTPUTS_DIR}/{run_id}"
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+STEP_OUTPUTS_DIR = ".staging/step-outputs"

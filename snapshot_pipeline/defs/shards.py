@@ -20,12 +20,13 @@ from pydantic import Field
 from snapshot_pipeline import names
 from snapshot_pipeline.defs.assets import result_metadata
 from snapshot_pipeline.defs.recovery import dead_run_reporter
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.resources import SnapshotStoreResource, remove_step_outputs
 from snapshot_pipeline.names import ASSET_NAME
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import shards
 
 SHARDED_JOB = "balance_snapshots_sharded"
+STEP_IO = "step_outputs_in_store"  # the IO manager of the job's step outputs (defs/resources.py)
 
 
 class ShardedSnapshotConfig(dg.Config):
@@ -44,7 +45,8 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
     """The sharded snapshot job over the daily partitions."""
     timezone = partitions_def.timezone
 
-    @dg.op(out={"plan": dg.Out(dict), "shard": dg.DynamicOut(int)}, tags={"kind": "postgres"})
+    @dg.op(out={"plan": dg.Out(dict, io_manager_key=STEP_IO), "shard": dg.DynamicOut(int, io_manager_key=STEP_IO)},
+           tags={"kind": "postgres"})
     def plan_shards(context: dg.OpExecutionContext, config: ShardedSnapshotConfig,
                     snapshot_store: SnapshotStoreResource):
         """The one consistent read: the delta and the roll-forward state written to the store, K shards planned."""
@@ -57,7 +59,7 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
         for shard in range(plan.shards):
             yield dg.DynamicOutput(shard, output_name="shard", mapping_key=f"shard_{shard}")
 
-    @dg.op(tags={"kind": "parquet"})
+    @dg.op(out=dg.Out(dict, io_manager_key=STEP_IO), tags={"kind": "parquet"})
     def merge_shard(context: dg.OpExecutionContext, snapshot_store: SnapshotStoreResource, plan: dict,
                     shard: int) -> dict:
         """Merge one balance_id range of the base partition and the delta into a staged Parquet file."""
@@ -66,14 +68,16 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
         try:
             return shards.merge_shard(settings, the_plan, shard, log=context.log.info)
         except BaseException as exc:
-            if not shards.plan_exists(the_plan):
+            first = shards.plan_exists(the_plan)
+            shards.discard(the_plan)  # the commit is skipped: remove the run's work now (the others stop)
+            remove_step_outputs(settings.storage_uri, context.run_id)
+            if not first:
                 raise shards.SnapshotError(
                     f"shard {shard} stopped: another shard of this run failed first and its work was removed;"
                     " nothing is published") from exc
-            shards.discard(the_plan)  # the commit is skipped: remove the run's work now (the others stop)
             raise
 
-    @dg.op(tags={"kind": "postgres"})
+    @dg.op(out=dg.Out(dg.Nothing), tags={"kind": "postgres"})
     def commit_shards(context: dg.OpExecutionContext, snapshot_store: SnapshotStoreResource, plan: dict,
                       staged: list[dict]):
         """Publish all K shard files as the partition in one index transaction, or nothing."""
@@ -87,8 +91,8 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
         context.log.info(f"operation=balance_snapshot snapshot_date={the_plan.snapshot_date} shards={the_plan.shards}"
                          f" total_snapshots={result.rows} duration_ms={result.duration_ms} status=completed")
         metadata: dict = {**result_metadata(result), "shards": the_plan.shards}
+        remove_step_outputs(settings.storage_uri, context.run_id)  # the plan and shard records passed between steps
         yield dg.AssetMaterialization(asset_key=ASSET_NAME, partition=context.partition_key, metadata=metadata)
-        yield dg.Output(None)
 
     @dg.job(name=SHARDED_JOB, partitions_def=partitions_def, executor_def=executor,
             tags={"domain": "ledger"},
