@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-server check bench bench-smoke bench-query bench-query-smoke bench-automation serve ui clean stop-db
+.PHONY: install demo test test-server check bench bench-smoke bench-storage bench-storage-smoke bench-query bench-query-smoke bench-automation serve ui clean stop-db
 
 install: $(STAMP)
 
@@ -38,6 +38,13 @@ check: install  ## lint (ruff), type-check (mypy) and validate the Dagster defin
 bench: install  ## full-size benchmarks (1M balances, 5M transactions; dbt baseline in .venv-dbt)
 	$(BIN)/python benchmarks/bench_snapshot.py
 	$(BIN)/python benchmarks/bench_query.py
+	$(BIN)/python benchmarks/bench_storage.py
+
+bench-storage: install  ## local disk vs local S3 server, shards 1 vs 2 (200k balances, 1M transactions)
+	$(BIN)/python benchmarks/bench_storage.py
+
+bench-storage-smoke: install
+	$(BIN)/python benchmarks/bench_storage.py --smoke
 
 bench-query: install  ## balance-at-time benchmark (1M balances, 10M transactions, 30 partitions)
 	$(BIN)/python benchmarks/bench_query.py
