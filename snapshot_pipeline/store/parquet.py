@@ -323,7 +323,8 @@ def count_rows(fs: pafs.FileSystem, paths: list[str]) -> int:
 
 def read_files(fs: pafs.FileSystem, paths: list[str], columns: list[str] | None = None, filters=None) -> pa.Table:
     """A partition's files as one table (in shard order, so sorted by ``balance_id``)."""
-    return pq.read_table(paths, filesystem=fs, columns=columns, filters=filters)
+    # partitioning=None: the files' own columns only (no snapshot_date inferred from the directory name)
+    return pq.read_table(paths, filesystem=fs, columns=columns, filters=filters, partitioning=None)
 
 
 def iter_file(fs: pafs.FileSystem, path: str, columns: list[str], batch_rows: int = 65_536
