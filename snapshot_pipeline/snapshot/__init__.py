@@ -21,11 +21,12 @@ journal rows and P's pending set: flat in the journal's length.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import pyarrow as pa
@@ -221,21 +222,32 @@ def take_snapshot(
     log = log or logger.info
     started = time.monotonic()
     cutoff = calendar.cutoff(snapshot_date, settings.timezone)
+    with holding_partition(settings, snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run) as (
+            index_conn, claim):
+        base = None if full_refresh else usable_base(settings, index_conn, snapshot_date, log)
+        result_pass = _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log,
+                              on_batch, started)
+        return commit.commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, result_pass,
+                             claim.work_dir, log, started)
+
+
+@contextlib.contextmanager
+def holding_partition(settings: Settings, snapshot_date: dt.date, *, run_id: str | None, log,
+                      on_dead_run: Callable[[publish.DeadRun], None] | None, publish_token: str | None = None
+                      ) -> Iterator[tuple]:
+    """An index connection holding ``snapshot_date``'s lock and this run's claim (recovery done, holder
+    record written); both released at the end, the claim before the lock goes with the connection."""
     index_conn = db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database")
     claim = None
     try:
         index.migrate(index_conn)
         index.lock_partition(index_conn, snapshot_date)
         claim = publish.claim(settings.storage_uri, index_conn, snapshot_date, run_id=run_id, log=log,
-                              on_dead_run=on_dead_run)
-        base = None if full_refresh else usable_base(settings, index_conn, snapshot_date, log)
-        result_pass = _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log,
-                              on_batch, started)
-        return commit.commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, result_pass,
-                             claim.work_dir, log, started)
+                              on_dead_run=on_dead_run, publish_token=publish_token)
+        yield index_conn, claim
     finally:
         if claim is not None:
-            claim.release()  # before the lock goes with the connection
+            claim.release()
         index_conn.close()
 
 

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -44,11 +43,12 @@ from snapshot_pipeline.snapshot import (
     SnapshotResult,
     begin,
     file_metadata,
+    holding_partition,
     merge_into,
     usable_base,
     validate_batch_size,
 )
-from snapshot_pipeline.store import index, publish, published
+from snapshot_pipeline.store import index, publish, published, ranges
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.spool import IndexSpool
 
@@ -146,50 +146,6 @@ def load_plan(storage_uri: str, prefix: str) -> Plan:
     return Plan.from_dict(raw)
 
 
-# ------------------------------------------------------------------------------------------------ boundaries
-
-
-def _row_group_ranges(fs: pafs.FileSystem, paths: list[str]) -> list[tuple[str, str, int]]:
-    """(min, max, rows) of every row group's ``balance_id``, in file and row-group order."""
-    ranges = []
-    for path in paths:
-        with fs.open_input_file(path) as f:
-            meta = pq.ParquetFile(f).metadata
-        column = meta.schema.names.index("balance_id")
-        for i in range(meta.num_row_groups):
-            group = meta.row_group(i)
-            stats = group.column(column).statistics
-            if stats is None or not stats.has_min_max:
-                return []
-            ranges.append((stats.min, stats.max, group.num_rows))
-    return ranges
-
-
-def choose_boundaries(fs: pafs.FileSystem, paths: list[str], shards: int) -> list[str]:
-    """K-1 increasing ``balance_id`` cut points splitting the rows of ``paths`` into K near-equal ranges.
-
-    From the row-group statistics (the footers only) when there are enough row groups; otherwise
-    from the ``balance_id`` column itself (a small partition). Fewer cut points come back when
-    there are fewer distinct ids than shards; empty shards are fine.
-    """
-    if shards == 1 or not paths:
-        return []
-    groups = _row_group_ranges(fs, paths)
-    if len(groups) >= 4 * shards:
-        total = sum(rows for _, _, rows in groups)
-        cuts: list[str] = []
-        seen = 0
-        for low, _, rows in groups:
-            if seen >= total * (len(cuts) + 1) / shards and len(cuts) < shards - 1:
-                cuts.append(low)
-            seen += rows
-    else:
-        ids = store.read_files(fs, paths, ["balance_id"])["balance_id"].combine_chunks()
-        count = len(ids)
-        cuts = [ids[int(count * k / shards)].as_py() for k in range(1, shards)] if count else []
-    return sorted(set(cuts))
-
-
 # ------------------------------------------------------------------------------------------------ 1. plan
 
 
@@ -202,13 +158,8 @@ def plan(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: in
     log = log or logger.info
     cutoff = calendar.cutoff(snapshot_date, settings.timezone)
     fs, _ = store.resolve(settings.storage_uri)
-    index_conn = db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database")
-    claim = None
-    try:
-        index.migrate(index_conn)
-        index.lock_partition(index_conn, snapshot_date)
-        claim = publish.claim(settings.storage_uri, index_conn, snapshot_date, run_id=run_id, log=log,
-                              on_dead_run=on_dead_run)
+    with holding_partition(settings, snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run) as (
+            index_conn, claim):
         base = None if full_refresh else usable_base(settings, index_conn, snapshot_date, log)
         prefix = work_prefix(settings.storage_uri, snapshot_date, claim.publish_token)
         fs.create_dir(prefix, recursive=True)
@@ -217,17 +168,13 @@ def plan(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: in
         boundary_source = (published.entry_paths(settings.storage_uri, base) if base is not None
                            else [f"{prefix}/delta.parquet"])
         result = Plan(settings.storage_uri, snapshot_date, cutoff, shards,
-                      choose_boundaries(fs, boundary_source, shards), batch_size, claim.publish_token, prefix,
+                      ranges.choose_boundaries(fs, boundary_source, shards), batch_size, claim.publish_token, prefix,
                       base.snapshot_date if base else None, base.checksum if base else None,
                       published.entry_paths(settings.storage_uri, base) if base else [], view, counts, phases)
         _write_json(fs, f"{prefix}/plan.json", result.as_dict())
         log(f"operation=balance_snapshot snapshot_date={snapshot_date} status=planned shards={shards}"
             f" boundaries={len(result.boundaries)} work_prefix={store.display_uri(settings.storage_uri, prefix)}")
         return result
-    finally:
-        if claim is not None:
-            claim.release()
-        index_conn.close()
 
 
 def _read_delta(settings, index_conn, snapshot_date, cutoff, base, prefix: str, phases: dict, log
@@ -261,39 +208,6 @@ def _read_delta(settings, index_conn, snapshot_date, cutoff, base, prefix: str, 
 # ------------------------------------------------------------------------------------------------ 2. shards
 
 
-def _in_range(batch: pa.RecordBatch, low: str | None, high: str | None) -> pa.RecordBatch:
-    ids = batch.column(batch.schema.get_field_index("balance_id"))
-    keep = None
-    if low is not None:
-        keep = pc.greater_equal(ids, pa.scalar(low))
-    if high is not None:
-        below = pc.less(ids, pa.scalar(high))
-        keep = below if keep is None else pc.and_(keep, below)
-    return batch if keep is None else batch.filter(keep)
-
-
-def iter_range(fs: pafs.FileSystem, paths: list[str], columns: list[str] | None, low: str | None,
-               high: str | None, batch_rows: int):
-    """The rows of sorted files with ``low <= balance_id < high``, reading only overlapping row groups."""
-    for path in paths:
-        with fs.open_input_file(path) as f:
-            parquet = pq.ParquetFile(f, pre_buffer=False)
-            column = parquet.metadata.schema.names.index("balance_id")
-            groups = []
-            for i in range(parquet.metadata.num_row_groups):
-                stats = parquet.metadata.row_group(i).column(column).statistics
-                if stats is not None and stats.has_min_max and (
-                        (high is not None and stats.min >= high) or (low is not None and stats.max < low)):
-                    continue
-                groups.append(i)
-            if not groups:
-                continue
-            for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns):
-                sliced = _in_range(batch, low, high)
-                if sliced.num_rows:
-                    yield sliced
-
-
 def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[str], None] | None = None,
                 on_batch: Callable[[int], None] | None = None) -> dict:
     """Merge shard ``shard`` of the plan into a staged file; returns (and records) what it staged."""
@@ -317,8 +231,8 @@ def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[s
         spool = _TableSpool(changed)
         batches = merge_into(
             writer, spool, totals,
-            iter_range(fs, base_paths, merge.BASE_COLUMNS, low, high, max(plan_.batch_size, BASE_READ_ROWS)),
-            iter_range(fs, [plan_.delta_path], None, low, high, plan_.batch_size),
+            ranges.iter_range(fs, base_paths, merge.BASE_COLUMNS, low, high, max(plan_.batch_size, BASE_READ_ROWS)),
+            ranges.iter_range(fs, [plan_.delta_path], None, low, high, plan_.batch_size),
             plan_.cutoff, plan_.batch_size, on_batch, log, started)
         staged = writer.finish({"mode": "incremental" if plan_.base_date else "genesis",
                                 "shard": str(shard), "shards": str(plan_.shards)})
@@ -369,19 +283,11 @@ def commit_shards(settings: Settings, plan_: Plan, *, run_id: str | None = None,
         raise SnapshotError(f"partition {plan_.snapshot_date}: shard(s) {missing} of {plan_.shards} staged nothing;"
                             " nothing is published")
     files = [store.StagedFile(**r["staged"]) for r in records if r is not None]
-    index_conn = db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database")
-    claim = None
-    try:
-        index.lock_partition(index_conn, plan_.snapshot_date)
-        claim = publish.claim(settings.storage_uri, index_conn, plan_.snapshot_date, run_id=run_id, log=log,
-                              on_dead_run=on_dead_run, publish_token=plan_.token)
+    with holding_partition(settings, plan_.snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run,
+                           publish_token=plan_.token) as (index_conn, claim):
         the_pass = _pass(settings, index_conn, plan_, records, files, claim.work_dir)
         result = commit.commit(settings, index_conn, plan_.snapshot_date, plan_.cutoff, plan_.batch_size, run_id,
                                the_pass, claim.work_dir, log, started)
-    finally:
-        if claim is not None:
-            claim.release()
-        index_conn.close()
     discard(plan_)
     return result
 

@@ -11,9 +11,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from snapshot_pipeline import calendar, faults, snapshot
-from snapshot_pipeline.snapshot import shards
 from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import published, ranges
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -74,12 +73,12 @@ def test_uneven_boundaries_split_by_row_count_and_skip_row_groups(unsharded, tmp
     fs, _ = store.resolve(settings.storage_uri)
     paths = published.paths(settings, DAYS[-1])
     ids = store.read_files(fs, paths, ["balance_id"])["balance_id"].to_pylist()
-    cuts = shards.choose_boundaries(fs, paths, 7)
+    cuts = ranges.choose_boundaries(fs, paths, 7)
     assert cuts == sorted(cuts) and len(cuts) == 6
     sizes = [sum(1 for i in ids if (lo is None or i >= lo) and (hi is None or i < hi))
              for lo, hi in zip([None, *cuts], [*cuts, None])]
     assert sum(sizes) == len(ids) and max(sizes) - min(sizes) <= 2  # near-equal by rows, whatever the id spread
-    got = [b for b in shards.iter_range(fs, paths, ["balance_id"], cuts[2], cuts[3], 1000)]
+    got = [b for b in ranges.iter_range(fs, paths, ["balance_id"], cuts[2], cuts[3], 1000)]
     assert sum(b.num_rows for b in got) == sizes[3]
 
 
