@@ -109,6 +109,13 @@ def _result(result, seconds: float) -> dict:
             "phases_ms": result.phases_ms, "files": len(result.files), "balanced": result.balanced}
 
 
+def _sharded_job():
+    """The balance_snapshots_sharded job, built from the environment (reconstructable in step processes)."""
+    from snapshot_pipeline.definitions import build_definitions
+
+    return build_definitions().resolve_job_def("balance_snapshots_sharded")
+
+
 def worker_main(spec_json: str) -> int:
     spec = json.loads(spec_json)
     os.environ.update(spec.get("env", {}))  # the AWS_* variables pyarrow reads (S3 runs)
@@ -147,15 +154,16 @@ def worker_main(spec_json: str) -> int:
     elif spec["kind"] == "dagster":
         import dagster as dg
 
-        from snapshot_pipeline.defs import definitions as defs_module
-
-        defs = getattr(defs_module, "defs", None) or defs_module.defs()
-        job = defs.resolve_job_def("balance_snapshots_sharded")
+        os.environ.update({"LEDGER_DATABASE_URL": spec["ledger_url"], "SNAPSHOT_DATABASE_URL": spec["ledger_url"],
+                           "SNAPSHOT_STORAGE_URI": spec["storage"], "SNAPSHOT_HOME": spec["home"],
+                           "SNAPSHOT_TIMEZONE": "UTC", "SNAPSHOT_START_DATE": spec["start_date"],
+                           "SNAPSHOT_EXECUTOR": "multiprocess"})
         started = time.perf_counter()
         with dg.instance_for_test() as instance:
-            run = dg.execute_job(dg.reconstructable(job), instance=instance, tags=spec.get("tags", {}),
+            run = dg.execute_job(dg.reconstructable(_sharded_job), instance=instance, tags=spec.get("tags", {}),
                                  run_config=spec["run_config"])
-        out = {"seconds": time.perf_counter() - started, "success": run.success}
+            success = run.success
+        out = {"seconds": time.perf_counter() - started, "success": success}
     else:
         raise SystemExit(f"unknown worker kind {spec['kind']!r}")
     if spec.get("dump"):  # the partition as written, for the exactness check
@@ -305,9 +313,8 @@ def render(report: dict) -> str:
 
 
 def bench_main(args) -> int:
-    import pyarrow.feather as feather
-
     import bench_snapshot as bs
+    import pyarrow.feather as feather
 
     stem = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     admin_url = bs.server_url(args)
@@ -362,7 +369,7 @@ def bench_main(args) -> int:
             log("(b) dagster balance_snapshots_sharded K=2 ...")
             try:
                 d = run_worker({**spec, "kind": "dagster", "date": last_day.isoformat(), "shards": 2,
-                                "run_config": run_config, "tags": {"dagster/partition": last_day.isoformat()},
+                                "run_config": run_config, "start_date": args.start_date.isoformat(), "tags": {"dagster/partition": last_day.isoformat()},
                                 "dump": str(work / "dagster.arrow")})
                 d["overhead_seconds"] = d["seconds"] - sh["parallel_2"]["seconds"]
                 sh["dagster"] = d
