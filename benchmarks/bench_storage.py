@@ -369,7 +369,8 @@ def bench_main(args) -> int:
             log("(b) dagster balance_snapshots_sharded K=2 ...")
             try:
                 d = run_worker({**spec, "kind": "dagster", "date": last_day.isoformat(), "shards": 2,
-                                "run_config": run_config, "start_date": args.start_date.isoformat(), "tags": {"dagster/partition": last_day.isoformat()},
+                                "run_config": run_config, "start_date": args.start_date.isoformat(),
+                                "tags": {"dagster/partition": last_day.isoformat()},
                                 "dump": str(work / "dagster.arrow")})
                 d["overhead_seconds"] = d["seconds"] - sh["parallel_2"]["seconds"]
                 sh["dagster"] = d
