@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import time
 import uuid
 
@@ -26,7 +25,7 @@ import pyarrow.fs as pafs
 from snapshot_pipeline import amounts, calendar
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import published, records
 
 REPORTS_DIR = "reports"
 READ_BATCH_ROWS = 65_536
@@ -196,7 +195,6 @@ class CsvWriter:
     def __init__(self, settings: Settings, final_path: str, schema: pa.Schema):
         self.storage_uri = settings.storage_uri
         self.fs, base = store.resolve(settings.storage_uri)
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.final_path = final_path
         self.fs.create_dir(f"{base}/.staging", recursive=True)
         self.staging_path = f"{base}/.staging/{uuid.uuid4().hex}.csv"
@@ -209,13 +207,7 @@ class CsvWriter:
     def publish(self) -> str:
         self._writer.close()
         self._sink.close()
-        if self.local:
-            directory = os.path.dirname(self.final_path)
-            os.makedirs(directory, exist_ok=True)
-            os.replace(self.staging_path, self.final_path)
-            store._fsync_dir(directory)  # noqa: SLF001 - the store's own durability helper
-        else:
-            self.fs.move(self.staging_path, self.final_path)
+        store.move_into(self.fs, self.staging_path, self.final_path)
         return store.display_uri(self.storage_uri, self.final_path)
 
     def abort(self) -> None:
@@ -224,5 +216,4 @@ class CsvWriter:
             self._sink.close()
         except Exception:  # noqa: BLE001 - best effort on an already failing path
             pass
-        if self.fs.get_file_info(self.staging_path).type == pafs.FileType.File:
-            self.fs.delete_file(self.staging_path)
+        records.delete_if_file(self.fs, self.staging_path)

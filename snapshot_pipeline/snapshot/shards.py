@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from snapshot_pipeline.snapshot import (
     usable_base,
     validate_batch_size,
 )
-from snapshot_pipeline.store import index, publish, published, ranges
+from snapshot_pipeline.store import index, publish, published, ranges, records
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.spool import IndexSpool
 
@@ -126,21 +125,9 @@ def work_prefix(storage_uri: str, date: dt.date, token: str) -> str:
     return f"{publish.staging_dir(storage_uri)}/shards-{date.isoformat()}-{token}"
 
 
-def _write_json(fs: pafs.FileSystem, path: str, record: dict) -> None:
-    with fs.open_output_stream(path) as out:
-        out.write(json.dumps(record, sort_keys=True, default=str).encode())
-
-
-def _read_json(fs: pafs.FileSystem, path: str) -> dict | None:
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as stream:
-        return json.loads(stream.read())
-
-
 def load_plan(storage_uri: str, prefix: str) -> Plan:
     fs, _ = store.resolve(storage_uri)
-    raw = _read_json(fs, f"{prefix}/plan.json")
+    raw = records.read_json(fs, f"{prefix}/plan.json")
     if raw is None:
         raise SnapshotError(f"no shard plan at {prefix}: the run's work was removed; re-run the partition")
     return Plan.from_dict(raw)
@@ -171,7 +158,7 @@ def plan(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: in
                       ranges.choose_boundaries(fs, boundary_source, shards), batch_size, claim.publish_token, prefix,
                       base.snapshot_date if base else None, base.checksum if base else None,
                       published.entry_paths(settings.storage_uri, base) if base else [], view, counts, phases)
-        _write_json(fs, f"{prefix}/plan.json", result.as_dict())
+        records.write_json(fs, f"{prefix}/plan.json", result.as_dict())
         log(f"operation=balance_snapshot snapshot_date={snapshot_date} status=planned shards={shards}"
             f" boundaries={len(result.boundaries)} work_prefix={store.display_uri(settings.storage_uri, prefix)}")
         return result
@@ -248,7 +235,7 @@ def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[s
         discard(plan_)
         raise SnapshotError(f"shard {shard} stopped: another shard of this run failed first and its work was"
                             " removed; nothing is published")
-    _write_json(fs, plan_.shard_record_path(shard), record)
+    records.write_json(fs, plan_.shard_record_path(shard), record)
     log(f"operation=balance_snapshot snapshot_date={plan_.snapshot_date} shard={shard}/{plan_.shards}"
         f" range=[{low}, {high}) rows={staged.rows} changed={changed_table.num_rows} status=staged")
     return record
@@ -277,22 +264,24 @@ def commit_shards(settings: Settings, plan_: Plan, *, run_id: str | None = None,
     log = log or logger.info
     started = time.monotonic()
     fs, _ = store.resolve(plan_.storage_uri)
-    records = [_read_json(fs, plan_.shard_record_path(k)) for k in range(plan_.shards)]
-    missing = [k for k, r in enumerate(records) if r is None]
+    staged = [records.read_json(fs, plan_.shard_record_path(k)) for k in range(plan_.shards)]
+    missing = [k for k, r in enumerate(staged) if r is None]
     if missing:
         raise SnapshotError(f"partition {plan_.snapshot_date}: shard(s) {missing} of {plan_.shards} staged nothing;"
                             " nothing is published")
-    files = [store.StagedFile(**r["staged"]) for r in records if r is not None]
+    shard_records = [r for r in staged if r is not None]
+    files = [store.StagedFile(**r["staged"]) for r in shard_records]
     with holding_partition(settings, plan_.snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run,
                            publish_token=plan_.token) as (index_conn, claim):
-        the_pass = _pass(settings, index_conn, plan_, records, files, claim.work_dir)
+        the_pass = _pass(settings, index_conn, plan_, shard_records, files, claim.work_dir)
         result = commit.commit(settings, index_conn, plan_.snapshot_date, plan_.cutoff, plan_.batch_size, run_id,
                                the_pass, claim.work_dir, log, started)
     discard(plan_)
     return result
 
 
-def _pass(settings, index_conn, plan_: Plan, records: list, files: list[store.StagedFile], work_dir) -> Pass:
+def _pass(settings, index_conn, plan_: Plan, shard_records: list[dict], files: list[store.StagedFile],
+          work_dir) -> Pass:
     """The commit's input, rebuilt from the store: the shards' files, changed rows and totals."""
     fs, _ = store.resolve(plan_.storage_uri)
     base = None
@@ -308,15 +297,15 @@ def _pass(settings, index_conn, plan_: Plan, records: list, files: list[store.St
     for shard in range(plan_.shards):
         with fs.open_input_file(plan_.changed_path(shard)) as f:
             spool.write(pq.read_table(f))
-        for row in records[shard]["totals"]:
+        for row in shard_records[shard]["totals"]:
             entry = totals.totals.setdefault(row["currency"], [0, 0, 0, 0])
             for i, key in enumerate(("balances", "balance", "credit", "debit")):
                 entry[i] += int(row[key])
     with fs.open_input_file(plan_.state_path) as f:
         state = pq.read_table(f)
     step = journal.Step(plan_.view, state, **plan_.counts)
-    phases = {**plan_.phases_ms, "merge_ms": max(r["merge_ms"] for r in records)}
-    return Pass(plan_.storage_uri, files, spool, totals, sum(r["batches"] for r in records), step, base,
+    phases = {**plan_.phases_ms, "merge_ms": max(r["merge_ms"] for r in shard_records)}
+    return Pass(plan_.storage_uri, files, spool, totals, sum(r["batches"] for r in shard_records), step, base,
                 "incremental" if base is not None else "genesis", phases)
 
 

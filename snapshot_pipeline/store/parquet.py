@@ -30,6 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from snapshot_pipeline.names import DATASET
+from snapshot_pipeline.store import records
 
 SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances touched before creation
 PART_FILE = "part-00000.parquet"  # report partitions, and snapshot partitions written before run-unique names
@@ -113,21 +114,16 @@ def display_uri(storage_uri: str, path: str) -> str:
     return path
 
 
-def _move_into(fs: pafs.FileSystem, source: str, target: str) -> None:
+def move_into(fs: pafs.FileSystem, source: str, target: str) -> None:
     """Move a finished staging file to ``target``: locally one rename and a directory fsync; object
     stores a server-side copy (the object appears whole or not at all), then the source's delete."""
     if isinstance(fs, pafs.LocalFileSystem):
         directory = os.path.dirname(target)
         os.makedirs(directory, exist_ok=True)
         os.replace(source, target)
-        _fsync_dir(directory)
+        records.fsync_dir(directory)
     else:
         fs.move(source, target)
-
-
-def _delete_file(fs: pafs.FileSystem, path: str) -> None:
-    if fs.get_file_info(path).type == pafs.FileType.File:
-        fs.delete_file(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,14 +142,14 @@ class StagedFile:
         return resolve(self.storage_uri)[0]
 
     def publish(self) -> None:
-        _move_into(self.fs, self.staging_path, self.final_path)
+        move_into(self.fs, self.staging_path, self.final_path)
 
     def withdraw(self) -> None:
         """Delete the published file (its manifest commit failed; the name was this run's alone)."""
-        _delete_file(self.fs, self.final_path)
+        records.delete_if_file(self.fs, self.final_path)
 
     def abort(self) -> None:
-        _delete_file(self.fs, self.staging_path)
+        records.delete_if_file(self.fs, self.staging_path)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -177,7 +173,6 @@ class PartitionWriter:
         self.date = date
         self.schema = schema
         self.fs, base = resolve(storage_uri)
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.shard = shard
         self.token = token or uuid.uuid4().hex[:16]
         self.final_path = final_path or f"{partition_dir(storage_uri, date)}/{part_name(shard, self.token)}"
@@ -250,10 +245,10 @@ class PartitionWriter:
         Snapshot files have run-unique names, so this never replaces a file a reader may be reading;
         report files are replaced in this one move.
         """
-        _move_into(self.fs, self.staging_path, self.final_path)
+        move_into(self.fs, self.staging_path, self.final_path)
 
     def _delete(self, path: str) -> None:
-        _delete_file(self.fs, path)
+        records.delete_if_file(self.fs, path)
 
     def abort(self) -> None:
         """Drop the staging file (the published partition, if any, is untouched)."""
@@ -277,14 +272,6 @@ def size_and_checksum(fs: pafs.FileSystem, path: str) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def delete_partition(storage_uri: str, date: dt.date) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -45,7 +44,7 @@ from pathlib import Path
 import psycopg
 import pyarrow.fs as pafs
 
-from snapshot_pipeline.store import index
+from snapshot_pipeline.store import index, records
 from snapshot_pipeline.store import parquet as store
 
 logger = logging.getLogger(__name__)
@@ -77,57 +76,6 @@ def staging_dir(storage_uri: str) -> str:
 
 def holder_path(storage_uri: str, date: dt.date) -> str:
     return f"{control_dir(storage_uri)}/snapshot-{date.isoformat()}.holder.json"
-
-
-# ------------------------------------------------------------------------------------------- small file ops
-
-
-def _is_file(fs: pafs.FileSystem, path: str) -> bool:
-    return fs.get_file_info(path).type == pafs.FileType.File
-
-
-def _delete(fs: pafs.FileSystem, path: str | None) -> bool:
-    if path and _is_file(fs, path):
-        fs.delete_file(path)
-        return True
-    return False
-
-
-def _local(fs: pafs.FileSystem) -> bool:
-    return isinstance(fs, pafs.LocalFileSystem)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_record(fs: pafs.FileSystem, path: str, record: dict) -> None:
-    """Write a JSON record durably and atomically (temp file, fsync, rename; one PUT on object stores)."""
-    data = json.dumps(record, sort_keys=True).encode()
-    if _local(fs):
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(temporary, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-        _fsync_dir(directory)
-    else:
-        with fs.open_output_stream(path) as out:
-            out.write(data)
-
-
-def _read_record(fs: pafs.FileSystem, path: str) -> dict | None:
-    if not _is_file(fs, path):
-        return None
-    with fs.open_input_stream(path) as stream:
-        return json.loads(stream.read())
 
 
 def _now() -> str:
@@ -267,7 +215,7 @@ def recover(storage_uri: str, conn: psycopg.Connection, date: dt.date, *,
     entry = index.manifest(conn, date)
     unnamed = sweep_unnamed(fs, storage_uri, date, entry)
     holder_file = holder_path(storage_uri, date)
-    holder = _read_record(fs, holder_file)
+    holder = records.read_json(fs, holder_file)
     if holder is not None:
         result.dead_run = DeadRun(
             snapshot_date=date.isoformat(), run_id=holder.get("run_id"), pid=int(holder.get("pid", 0)),
@@ -292,7 +240,7 @@ def recover(storage_uri: str, conn: psycopg.Connection, date: dt.date, *,
             result.removed.append(work_dir)
     result.removed.extend(unnamed)
     result.removed.extend(_sweep_store(fs, storage_uri, date, keep_token))
-    _delete(fs, holder_file)
+    records.delete_if_file(fs, holder_file)
     if result.removed:
         log(f"partition {date}: removed {len(result.removed)} leftover(s) of dead runs: {', '.join(result.removed)}")
     return result
@@ -386,7 +334,7 @@ class Claim:
         shutil.rmtree(self.work_dir, ignore_errors=True)
         fs, _ = store.resolve(self.storage_uri)
         path = holder_path(self.storage_uri, self.snapshot_date)
-        record = _read_record(fs, path)
+        record = records.read_json(fs, path)
         if record is not None and record.get("token") == self.token:
             fs.delete_file(path)
 
@@ -407,7 +355,7 @@ def claim(storage_uri: str, conn: psycopg.Connection, date: dt.date, *, run_id: 
     publish_token = publish_token or token[:PUBLISH_TOKEN_CHARS]
     work_dir = Path(tempfile.gettempdir()) / f"snapshot-{date.isoformat()}-{token[:12]}"
     fs, _ = store.resolve(storage_uri)
-    _write_record(fs, holder_path(storage_uri, date), {
+    records.write_json(fs, holder_path(storage_uri, date), {
         "version": RECORD_VERSION,
         "snapshot_date": date.isoformat(),
         "run_id": run_id,
