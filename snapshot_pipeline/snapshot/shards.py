@@ -138,8 +138,12 @@ def load_plan(storage_uri: str, prefix: str) -> Plan:
 
 def plan(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: int = names.BATCH_SIZE_DEFAULT, *,
          run_id: str | None = None, full_refresh: bool = False, log: Callable[[str], None] | None = None,
-         on_dead_run: Callable[[publish.DeadRun], None] | None = None) -> Plan:
-    """The consistent read and the delta, once, under one cut; written to the run's work prefix."""
+         on_dead_run: Callable[[publish.DeadRun], None] | None = None,
+         boundaries: list[str] | None = None) -> Plan:
+    """The consistent read and the delta, once, under one cut; written to the run's work prefix.
+
+    ``boundaries`` (K-1 increasing balance ids) overrides the cut points chosen from the base.
+    """
     validate_batch_size(batch_size)
     validate_shards(shards)
     log = log or logger.info
@@ -155,13 +159,21 @@ def plan(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: in
         boundary_source = (published.entry_paths(settings.storage_uri, base) if base is not None
                            else [f"{prefix}/delta.parquet"])
         result = Plan(settings.storage_uri, snapshot_date, cutoff, shards,
-                      ranges.choose_boundaries(fs, boundary_source, shards), batch_size, claim.publish_token, prefix,
+                      _cut_points(fs, boundary_source, shards, boundaries), batch_size, claim.publish_token, prefix,
                       base.snapshot_date if base else None, base.checksum if base else None,
                       published.entry_paths(settings.storage_uri, base) if base else [], view, counts, phases)
         records.write_json(fs, f"{prefix}/plan.json", result.as_dict())
         log(f"operation=balance_snapshot snapshot_date={snapshot_date} status=planned shards={shards}"
             f" boundaries={len(result.boundaries)} work_prefix={store.display_uri(settings.storage_uri, prefix)}")
         return result
+
+
+def _cut_points(fs, paths: list[str], shards: int, explicit: list[str] | None) -> list[str]:
+    if explicit is None:
+        return ranges.choose_boundaries(fs, paths, shards)
+    if len(explicit) != shards - 1 or explicit != sorted(set(explicit)):
+        raise SnapshotError(f"boundaries must be {shards - 1} strictly increasing balance ids, got {explicit!r}")
+    return list(explicit)
 
 
 def _read_delta(settings, index_conn, snapshot_date, cutoff, base, prefix: str, phases: dict, log
@@ -324,10 +336,11 @@ def discard(plan_: Plan) -> None:
 def take_sharded(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: int = names.BATCH_SIZE_DEFAULT,
                  *, run_id: str | None = None, full_refresh: bool = False,
                  log: Callable[[str], None] | None = None, on_batch: Callable[[int], None] | None = None,
-                 on_dead_run: Callable[[publish.DeadRun], None] | None = None) -> SnapshotResult:
+                 on_dead_run: Callable[[publish.DeadRun], None] | None = None,
+                 boundaries: list[str] | None = None) -> SnapshotResult:
     """All three phases in this process, shard after shard (the Dagster job runs them in parallel)."""
     the_plan = plan(settings, snapshot_date, shards, batch_size, run_id=run_id, full_refresh=full_refresh, log=log,
-                    on_dead_run=on_dead_run)
+                    on_dead_run=on_dead_run, boundaries=boundaries)
     try:
         for shard in range(the_plan.shards):
             merge_shard(settings, the_plan, shard, log=log, on_batch=on_batch)

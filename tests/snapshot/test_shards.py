@@ -11,6 +11,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from snapshot_pipeline import calendar, faults, snapshot
+from snapshot_pipeline.snapshot import shards
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store import published, ranges
 from tests.conftest import make_settings
@@ -68,6 +69,23 @@ def test_sharded_partitions_equal_unsharded_ones_row_for_row(unsharded, adversar
     assert not [p for p in (tmp_path / "store" / ".staging").iterdir()]
 
 
+def test_uneven_boundaries_give_the_same_partition(unsharded, adversarial_url, make_database, tmp_path):
+    """Shards of very different sizes, empty ones included: below every id, one id wide, above every id."""
+    _, reference = unsharded
+    settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
+    ids = reference[DAYS[0]]["balance_id"].to_pylist()
+    uneven = ["", ids[0], ids[1] + "\x00", ids[len(ids) // 10], "bln_new_", "bln_new_~", "\U0010ffff"]
+    for day in DAYS:
+        result = shards.take_sharded(settings, day, len(uneven) + 1, 700, boundaries=sorted(set(uneven)))
+        table = published.read_partition(settings, day)
+        assert table.equals(reference[day]), day
+        fs, _ = store.resolve(settings.storage_uri)
+        rows = [store.count_rows(fs, [p]) for p in published.paths(settings, day)]
+        assert sum(rows) == table.num_rows == result.rows and rows[0] == rows[1] == rows[-1] == 0 and rows[2] == 2
+    with pytest.raises(snapshot.SnapshotError, match="strictly increasing"):
+        shards.take_sharded(settings, DAYS[0], 3, 700, boundaries=["b", "a"])
+
+
 def test_uneven_boundaries_split_by_row_count_and_skip_row_groups(unsharded, tmp_path):
     settings, _ = unsharded
     fs, _ = store.resolve(settings.storage_uri)
@@ -76,7 +94,7 @@ def test_uneven_boundaries_split_by_row_count_and_skip_row_groups(unsharded, tmp
     cuts = ranges.choose_boundaries(fs, paths, 7)
     assert cuts == sorted(cuts) and len(cuts) == 6
     sizes = [sum(1 for i in ids if (lo is None or i >= lo) and (hi is None or i < hi))
-             for lo, hi in zip([None, *cuts], [*cuts, None])]
+             for lo, hi in zip([None, *cuts], [*cuts, None], strict=True)]
     assert sum(sizes) == len(ids) and max(sizes) - min(sizes) <= 2  # near-equal by rows, whatever the id spread
     got = [b for b in ranges.iter_range(fs, paths, ["balance_id"], cuts[2], cuts[3], 1000)]
     assert sum(b.num_rows for b in got) == sizes[3]
