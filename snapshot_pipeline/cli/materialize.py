@@ -102,7 +102,7 @@ def _check_partition(settings: Settings, snapshot_date: dt.date) -> None:
 
 
 def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size: int,
-                          full_refresh: bool = False, *, verbose: bool = False) -> dict:
+                          full_refresh: bool = False, *, verbose: bool = False, shards: int = 1) -> dict:
     """Run ``balance_snapshots_job`` for one partition on the Dagster instance; return its metrics.
 
     Quiet by default: a progress bar on stderr (on a terminal); Dagster's own log lines go to the run's
@@ -116,13 +116,14 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
     prepare_dagster_home(settings)
     bar = DayProgress(snapshot_date.isoformat(), _balances_at_cutoff(settings, snapshot_date))
     try:
-        result = _execute(settings, snapshot_date, batch_size, full_refresh, verbose, lambda: bar)
+        config = {"batch_size": batch_size, "full_refresh": full_refresh, "shards": shards}
+        result = _execute(settings, snapshot_date, config, verbose, lambda: bar)
     finally:
         bar.close()
     return _metrics(result, snapshot_date, batch_size)
 
 
-def _execute(settings: Settings, snapshot_date: dt.date, batch_size: int, full_refresh: bool, verbose: bool,
+def _execute(settings: Settings, snapshot_date: dt.date, config: dict, verbose: bool,
              bar: Callable[[], DayProgress]):
     """The job's in-process execution on the instance of ``DAGSTER_HOME``; a failed run is a :class:`CliError`."""
     import dagster as dg  # noqa: PLC0415 - keep `--help` fast
@@ -137,7 +138,7 @@ def _execute(settings: Settings, snapshot_date: dt.date, batch_size: int, full_r
             partition_key=snapshot_date.isoformat(),
             instance=instance,
             run_config={
-                "ops": {ASSET_NAME: {"config": {"batch_size": batch_size, "full_refresh": full_refresh}}},
+                "ops": {ASSET_NAME: {"config": config}},
                 "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}},
                             "cli_progress": {}},
             },

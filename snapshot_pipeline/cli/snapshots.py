@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="compute the partition from genesis (a full read of the ledger) instead of rolling forward")
     p.add_argument("--batch-size", type=batch, default=names.BATCH_SIZE_DEFAULT,
                    help=f"balances per page, {names.BATCH_SIZE_RULE} (default {names.BATCH_SIZE_DEFAULT})")
+    p.add_argument("--shards", type=int_in(1, names.SHARDS_MAX, "--shards"), default=1,
+                   help="merge the partition as this many balance_id ranges, one after the other, each its own"
+                        " part file (default 1; the balance_snapshots_sharded job runs them in parallel)")
     p.set_defaults(handler=cmd_snapshot)
 
 
@@ -67,7 +70,8 @@ def cmd_seed_ledger(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     """Materialize one partition; its summary line on stderr, its metrics (JSON) on stdout."""
-    out = materialize_partition(settings, args.date, args.batch_size, args.full_refresh, verbose=args.verbose)
+    out = materialize_partition(settings, args.date, args.batch_size, args.full_refresh, verbose=args.verbose,
+                                shards=args.shards)
     print(summary_line(out), file=sys.stderr)
     print_json(out)
     return 0
