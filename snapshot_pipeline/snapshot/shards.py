@@ -224,22 +224,20 @@ def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[s
     writer = store.PartitionWriter(plan_.storage_uri, plan_.snapshot_date,
                                    file_metadata(settings, plan_.snapshot_date, plan_.cutoff, plan_.view),
                                    shard=shard, token=plan_.token, staging_dir=plan_.work_prefix)
+    changed = _ChangedRowsFile(fs, plan_.changed_path(shard))
     try:
         totals = CurrencyTotals()
-        changed: list[pa.Table] = []
-        spool = _TableSpool(changed)
         batches = merge_into(
-            writer, spool, totals,
+            writer, changed, totals,
             ranges.iter_range(fs, base_paths, merge.BASE_COLUMNS, low, high, max(plan_.batch_size, BASE_READ_ROWS)),
             ranges.iter_range(fs, [plan_.delta_path], None, low, high, plan_.batch_size),
             plan_.cutoff, plan_.batch_size, on_batch, log, started)
         staged = writer.finish({"mode": "incremental" if plan_.base_date else "genesis",
                                 "shard": str(shard), "shards": str(plan_.shards)})
-        changed_table = (pa.concat_tables(changed) if changed else store.SNAPSHOT_SCHEMA.empty_table())
-        with fs.open_output_stream(plan_.changed_path(shard)) as changed_sink:
-            pq.write_table(changed_table, changed_sink, compression="zstd")
+        changed.close()
     except BaseException:
         writer.abort()
+        changed.close()
         raise
     record = {"shard": shard, "batches": batches, "totals": totals.as_rows(), "staged": staged.as_dict(),
               "merge_ms": int((time.monotonic() - started) * 1000)}
@@ -249,19 +247,29 @@ def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[s
                             " removed; nothing is published")
     records.write_json(fs, plan_.shard_record_path(shard), record)
     log(f"operation=balance_snapshot snapshot_date={plan_.snapshot_date} shard={shard}/{plan_.shards}"
-        f" range=[{low}, {high}) rows={staged.rows} changed={changed_table.num_rows} status=staged")
+        f" range=[{low}, {high}) rows={staged.rows} changed={changed.rows} status=staged")
     return record
 
 
-class _TableSpool:
-    """Collects a shard's changed rows (written as Parquet beside its file for the commit to index)."""
+class _ChangedRowsFile:
+    """A shard's changed rows, streamed to Parquet beside its file as the merge yields them (memory stays
+    flat); the commit streams them into the index spool."""
 
-    def __init__(self, tables: list[pa.Table]):
-        self.tables = tables
+    def __init__(self, fs: pafs.FileSystem, path: str):
+        self.fs, self.path, self.rows = fs, path, 0
+        self._sink = fs.open_output_stream(path)
+        self._writer = pq.ParquetWriter(self._sink, store.SNAPSHOT_SCHEMA, compression="zstd")
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
-            self.tables.append(table)
+            self._writer.write_table(table.cast(store.SNAPSHOT_SCHEMA))
+            self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = None
 
 
 # ------------------------------------------------------------------------------------------------ 3. commit
@@ -308,7 +316,8 @@ def _pass(settings, index_conn, plan_: Plan, shard_records: list[dict], files: l
     totals = CurrencyTotals()
     for shard in range(plan_.shards):
         with fs.open_input_file(plan_.changed_path(shard)) as f:
-            spool.write(pq.read_table(f))
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=store.ROW_GROUP_ROWS):
+                spool.write(pa.Table.from_batches([batch]))
         for row in shard_records[shard]["totals"]:
             entry = totals.totals.setdefault(row["currency"], [0, 0, 0, 0])
             for i, key in enumerate(("balances", "balance", "credit", "debit")):
