@@ -146,9 +146,10 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
             effective time before the cutoff), computed by rolling the previous partition
             forward: its Parquet merged with the journal rows since, read by key in one
             REPEATABLE READ view (the first partition, or `full_refresh`, reads everything).
-            Written as one zstd Parquet file per day (`balance_snapshots/snapshot_date=YYYY-MM-DD/`),
-            sorted by `balance_id`, plus change-only rows in the Postgres index. A partition is
-            published atomically; re-running it is safe.
+            Written as one zstd Parquet file per day, or one per shard with the `shards` config
+            (`balance_snapshots/snapshot_date=YYYY-MM-DD/part-0000k-<run>.parquet`), sorted by
+            `balance_id`, plus change-only rows in the Postgres index. The manifest names the files
+            that count; a partition is published atomically; re-running it is safe.
 
             A backfill runs up to DAYS_PER_BACKFILL_RUN days per run, oldest first, each day rolled
             forward from the one before and committed on its own: every day gets its own
