@@ -98,6 +98,7 @@ def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, ba
     """Publish ``p``'s staged files as partition ``snapshot_date``: all of them or none."""
     mark = time.monotonic()
     publication = publish.Publication(settings.storage_uri, snapshot_date, p.files, log=log)
+    committing = False  # once the COMMIT is sent, its outcome is the manifest's to tell, not ours
     try:
         with index_conn.transaction():
             index.lock_commits(index_conn)
@@ -109,9 +110,12 @@ def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, ba
             index.replace_roll_state(index_conn, snapshot_date, p.step.state)
             publication.make_visible()  # the moves to run-unique names: the last step before COMMIT
             faults.pause_point("visible")
+            committing = True
         faults.pause_point("committed")
     except BaseException:
-        publication.abandon()  # withdrawn now, or swept as orphans by the next holder of the lock
+        if not committing:
+            publication.abandon()  # certainly not committed: withdrawn now
+        # else the COMMIT may have happened: the next holder of the lock keeps what the manifest names
         raise
     publication.finish()
     p.phases_ms["commit_ms"] = int((time.monotonic() - mark) * 1000)

@@ -81,6 +81,7 @@ class Plan:
     view: journal.View
     counts: dict  # the step's counted/released/resolved/entering numbers
     phases_ms: dict
+    replaces_checksum: str | None = None  # D's manifest checksum at the plan: the commit refuses if it changed
 
     def bounds(self, shard: int) -> tuple[str | None, str | None]:
         """``[low, high)`` of shard ``shard`` (None: unbounded)."""
@@ -158,10 +159,15 @@ def plan(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: in
         view, counts = _read_delta(settings, index_conn, snapshot_date, cutoff, base, prefix, phases, log)
         boundary_source = (published.entry_paths(settings.storage_uri, base) if base is not None
                            else [f"{prefix}/delta.parquet"])
-        result = Plan(settings.storage_uri, snapshot_date, cutoff, shards,
-                      _cut_points(fs, boundary_source, shards, boundaries), batch_size, claim.publish_token, prefix,
+        cuts = _cut_points(fs, boundary_source, shards, boundaries)
+        if len(cuts) + 1 < shards:
+            log(f"partition {snapshot_date}: {len(cuts) + 1} shards instead of {shards} (too few distinct ids)")
+        current = index.manifest(index_conn, snapshot_date)
+        result = Plan(settings.storage_uri, snapshot_date, cutoff, len(cuts) + 1,
+                      cuts, batch_size, claim.publish_token, prefix,
                       base.snapshot_date if base else None, base.checksum if base else None,
-                      published.entry_paths(settings.storage_uri, base) if base else [], view, counts, phases)
+                      published.entry_paths(settings.storage_uri, base) if base else [], view, counts, phases,
+                      current.checksum if current else None)
         records.write_json(fs, f"{prefix}/plan.json", result.as_dict())
         log(f"operation=balance_snapshot snapshot_date={snapshot_date} status=planned shards={shards}"
             f" boundaries={len(result.boundaries)} work_prefix={store.display_uri(settings.storage_uri, prefix)}")
@@ -279,7 +285,6 @@ def commit_shards(settings: Settings, plan_: Plan, *, run_id: str | None = None,
                   log: Callable[[str], None] | None = None,
                   on_dead_run: Callable[[publish.DeadRun], None] | None = None) -> SnapshotResult:
     """Publish every shard's staged file as the partition, in one index transaction; all or none."""
-    from snapshot_pipeline.snapshot import commit  # noqa: PLC0415 - commit imports the core's types
 
     log = log or logger.info
     started = time.monotonic()
@@ -291,12 +296,24 @@ def commit_shards(settings: Settings, plan_: Plan, *, run_id: str | None = None,
                             " nothing is published")
     shard_records = [r for r in staged if r is not None]
     files = [store.StagedFile(**r["staged"]) for r in shard_records]
+    try:
+        return _commit_held(settings, plan_, shard_records, files, run_id, log, on_dead_run, started)
+    finally:
+        discard(plan_)  # published or refused: the run's work is done either way (a failed run is re-run whole)
+
+
+def _commit_held(settings, plan_: Plan, shard_records, files, run_id, log, on_dead_run, started) -> SnapshotResult:
+    from snapshot_pipeline.snapshot import commit  # noqa: PLC0415 - commit imports the core's types
+
     with holding_partition(settings, plan_.snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run,
                            publish_token=plan_.token) as (index_conn, claim):
+        current = index.manifest(index_conn, plan_.snapshot_date)
+        if (current.checksum if current else None) != plan_.replaces_checksum:
+            raise SnapshotError(f"partition {plan_.snapshot_date} was published by another run after this sharded"
+                                " run read the ledger; nothing is published (re-run it for a newer cut)")
         the_pass = _pass(settings, index_conn, plan_, shard_records, files, claim.work_dir)
         result = commit.commit(settings, index_conn, plan_.snapshot_date, plan_.cutoff, plan_.batch_size, run_id,
                                the_pass, claim.work_dir, log, started)
-    discard(plan_)
     return result
 
 

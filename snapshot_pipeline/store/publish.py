@@ -118,8 +118,8 @@ class Publication:
     def make_visible(self) -> None:
         """Move every staged file to its final name; call inside the index transaction as its last step."""
         for staged in self.files:
+            self._moved.append(staged)  # first: a move that fails half-way (S3: copied, not deleted) is withdrawn too
             staged.publish()
-            self._moved.append(staged)
 
     def finish(self) -> list[str]:
         """After the COMMIT: delete the files of the partition the new manifest does not name."""

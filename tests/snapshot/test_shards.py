@@ -135,3 +135,27 @@ def test_readers_see_one_dataset_whatever_k(unsharded, adversarial_url, make_dat
     assert [(str(d), n, int(s)) for d, n, s in got] == [
         (day.isoformat(), reference[day].num_rows, sum(int(v) for v in reference[day]["balance"].to_pylist()))
         for day in DAYS[:2]]
+
+
+def test_a_sharded_commit_refuses_when_another_run_published_the_day_meanwhile(
+        unsharded, adversarial_url, make_database, tmp_path):
+    """Plan, then an unsharded run of the same day commits, then the shards: the older cut is refused."""
+    _, reference = unsharded
+    settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
+    plan = shards.plan(settings, DAYS[0], 3, 700)
+    for shard in range(plan.shards):
+        shards.merge_shard(settings, plan, shard)
+    snapshot.take_snapshot(settings, DAYS[0], 700)
+    winner = published.paths(settings, DAYS[0])
+    with pytest.raises(snapshot.SnapshotError, match="published by another run"):
+        shards.commit_shards(settings, plan)
+    assert published.paths(settings, DAYS[0]) == winner
+    assert published.read_partition(settings, DAYS[0]).equals(reference[DAYS[0]])
+    assert not [p for p in (tmp_path / "store" / ".staging").rglob("*") if p.is_file()]
+
+
+def test_fewer_distinct_ids_than_shards_plan_fewer_shards(adversarial_url, make_database, tmp_path):
+    settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
+    plan = shards.plan(settings, DAYS[0], 7, 700, boundaries=None)
+    assert plan.shards == len(plan.boundaries) + 1 <= 7
+    shards.discard(plan)
