@@ -123,10 +123,7 @@ class Publication:
 
     def finish(self) -> list[str]:
         """After the COMMIT: delete the files of the partition the new manifest does not name."""
-        keep = {f.final_path for f in self.files}
-        removed = [p for p in store.list_partition(self.fs, self.storage_uri, self.date) if p not in keep]
-        for path in removed:
-            self.fs.delete_file(path)
+        removed = delete_unnamed(self.fs, self.storage_uri, self.date, {f.final_path for f in self.files})
         if removed:
             self.log(f"partition {self.date}: deleted {len(removed)} superseded file(s)")
         return removed
@@ -150,6 +147,11 @@ def sweep_unnamed(fs: pafs.FileSystem, storage_uri: str, date: dt.date,
                   entry: index.ManifestEntry | None) -> list[str]:
     """Delete the part files of ``date``'s directory its manifest does not name (the caller holds the lock)."""
     keep = set(store.partition_paths(storage_uri, date, list(entry.files))) if entry is not None else set()
+    return delete_unnamed(fs, storage_uri, date, keep)
+
+
+def delete_unnamed(fs: pafs.FileSystem, storage_uri: str, date: dt.date, keep: set[str]) -> list[str]:
+    """Delete the part files of ``date``'s directory not in ``keep``; returns their paths."""
     removed = [p for p in store.list_partition(fs, storage_uri, date) if p not in keep]
     for path in removed:
         fs.delete_file(path)
