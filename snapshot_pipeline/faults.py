@@ -21,7 +21,10 @@ import time
 
 from snapshot_pipeline.settings import pause_point_setting
 
-PHASES = ("read", "staged", "visible", "committed")
+# read: the ledger read; staged: the files written; visible: inside the index transaction, files in place;
+# committed: the index COMMITted, the Delta commit not made; delta: the Delta commit made, its version not
+# recorded; published: both stores agree, before the run's checks; checks: inside the run's asset checks
+PHASES = ("read", "staged", "visible", "committed", "delta", "published", "checks")
 FAIL_SHARD_VARIABLE = "SNAPSHOT_FAIL_SHARD"  # a shard number: that shard of a sharded run raises (tests)
 
 

@@ -22,6 +22,7 @@ DEFAULT_START_DATE = "2026-01-01"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_DAGSTER_WEBSERVER_URL = "http://127.0.0.1:3000"
 DEFAULT_RETENTION_DAYS = 730
+DEFAULT_HISTORY_DAYS = 30  # superseded Delta files stay readable (time travel) this many days
 DEFAULT_RETENTION_MONTHS = 84
 DEFAULT_SCHEDULE_TIME = "00:10"
 DEFAULT_MONTH_END_CLOSE_TIME = "02:00"
@@ -72,6 +73,7 @@ class Settings:
     dagster_database_url: str | None = None  # DAGSTER_PG_URL: the Dagster instance's storage (None = derived)
     retention_days: int = DEFAULT_RETENTION_DAYS
     retention_months: int = DEFAULT_RETENTION_MONTHS
+    history_days: int = DEFAULT_HISTORY_DAYS  # SNAPSHOT_HISTORY_DAYS: the Delta tables' history window
     alert_webhook_url: str | None = None
     schedule_time: dt.time = dt.time(0, 10)
     month_end_close_time: dt.time = dt.time(2, 0)
@@ -327,6 +329,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                  "SNAPSHOT_RETENTION_DAYS", 1, 100_000),
         retention_months=parse_int(env.get("SNAPSHOT_RETENTION_MONTHS") or str(DEFAULT_RETENTION_MONTHS),
                                    "SNAPSHOT_RETENTION_MONTHS", 0, 12_000),
+        history_days=parse_int(env.get("SNAPSHOT_HISTORY_DAYS") or str(DEFAULT_HISTORY_DAYS),
+                               "SNAPSHOT_HISTORY_DAYS", 1, 100_000),
         alert_webhook_url=parse_webhook(env.get("SNAPSHOT_ALERT_WEBHOOK_URL")),
         schedule_time=parse_time(env.get("SNAPSHOT_SCHEDULE_TIME") or DEFAULT_SCHEDULE_TIME,
                                  "SNAPSHOT_SCHEDULE_TIME"),

@@ -14,7 +14,7 @@ import pytest
 from snapshot_pipeline import calendar, db, snapshot
 from snapshot_pipeline.quality import lateness
 from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import delta, index, published
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, index_values, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -147,7 +147,7 @@ def test_injected_failure_mid_write_leaves_previous_partition_untouched(fresh_le
         assert conn.execute("SELECT count(*), sum(balance) FROM snapshot_index.balance_snapshots").fetchone() \
             == index_before
     staging = tmp_path / "store" / ".staging"
-    assert not any(staging.iterdir()), "staging files must be cleaned up"
+    assert not [p for p in staging.rglob("*") if p.is_file()], "staging files must be cleaned up"
     # A failure while committing the index (after the Parquet is complete) also leaves everything as it was.
     with psycopg.connect(fresh_ledger, autocommit=True) as conn:
         conn.execute("ALTER TABLE snapshot_index.partitions ADD CONSTRAINT no_more CHECK (row_count < 0) NOT VALID")
@@ -191,9 +191,17 @@ def test_concurrent_runs_of_one_partition_are_serialized(adversarial_url, make_d
     assert not errors
     assert len({r.checksum for r in results}) == 3  # three complete, separate publications
     assert_exact(settings, adversarial_url, day)
-    files = [f.name for f in (tmp_path / "store" / "balance_snapshots").rglob("*") if f.is_file()]
-    assert len(files) == 1 and re.fullmatch(r"part-00000-[0-9a-f]{16}\.parquet", files[0])  # superseded ones gone
-    assert published.paths(settings, day) == [str(tmp_path / "store" / "balance_snapshots" / f"snapshot_date={day}" / files[0])]
+    directory = tmp_path / "store" / "balance_snapshots" / f"snapshot_date={day}"
+    files = sorted(f.name for f in directory.iterdir())
+    # three generations, each one file; the superseded two stay for the history window (time travel)
+    assert len(files) == 3 and all(re.fullmatch(r"part-00000-[0-9a-f]{16}\.parquet", f) for f in files)
+    current = published.paths(settings, day)
+    assert len(current) == 1 and current[0].startswith(str(directory))
+    table = delta.load(settings.storage_uri, delta.SNAPSHOTS)
+    assert [p for p, _ in delta.partition_files(table, delta.SNAPSHOTS, day)] == [
+        f"snapshot_date={day}/{current[0].rsplit('/', 1)[1]}"]  # the Delta table names exactly the manifest's file
+    with psycopg.connect(settings.snapshot_database_url) as conn:
+        assert [v.generation for v in index.versions(conn, day)] == [1, 2, 3]
 
 
 def test_invalid_batch_size_and_unreachable_database(tmp_path, adversarial_url):

@@ -81,6 +81,8 @@ class SnapshotResult:
     pending: dict = dataclasses.field(default_factory=dict)
     phases_ms: dict = dataclasses.field(default_factory=dict)
     files: list[str] = dataclasses.field(default_factory=list)  # every file of the partition, in shard order
+    delta_version: int | None = None  # the version of the Delta table balance_snapshots that carries it
+    generation: int | None = None  # the how-many-th publish of this partition (snapshot-pipeline history)
 
     @property
     def balanced(self) -> bool:
@@ -199,6 +201,7 @@ def take_snapshot(
     full_refresh: bool = False,
     on_dead_run: Callable[[publish.DeadRun], None] | None = None,
     shards: int = 1,
+    reason: str = "manual",
 ) -> SnapshotResult:
     """Compute and publish the snapshot partition ``snapshot_date``. Nothing is visible unless all of it is.
 
@@ -210,12 +213,14 @@ def take_snapshot(
 
     ``shards`` > 1 merges the partition as that many ``balance_id`` ranges, one after the other in
     this process (:mod:`snapshot_pipeline.snapshot.shards`; the sharded Dagster job runs them in parallel).
+    ``reason`` (schedule, repair, backfill, manual, ...) is recorded with the partition's version.
     """
     if shards != 1:
         from snapshot_pipeline.snapshot import shards as sharding  # noqa: PLC0415 - imports this module
 
         return sharding.take_sharded(settings, snapshot_date, shards, batch_size, run_id=run_id,
-                                     full_refresh=full_refresh, log=log, on_batch=on_batch, on_dead_run=on_dead_run)
+                                     full_refresh=full_refresh, log=log, on_batch=on_batch, on_dead_run=on_dead_run,
+                                     reason=reason)
     from snapshot_pipeline.snapshot import commit  # noqa: PLC0415 - commit imports this module's types
 
     validate_batch_size(batch_size)
@@ -228,7 +233,7 @@ def take_snapshot(
         result_pass = _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log,
                               on_batch, started)
         return commit.commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, result_pass,
-                             claim.work_dir, log, started)
+                             claim.work_dir, log, started, reason)
 
 
 @contextlib.contextmanager
@@ -243,7 +248,8 @@ def holding_partition(settings: Settings, snapshot_date: dt.date, *, run_id: str
         index.migrate(index_conn)
         index.lock_partition(index_conn, snapshot_date)
         claim = publish.claim(settings.storage_uri, index_conn, snapshot_date, run_id=run_id, log=log,
-                              on_dead_run=on_dead_run, publish_token=publish_token)
+                              on_dead_run=on_dead_run, publish_token=publish_token,
+                              history_days=settings.history_days)
         yield index_conn, claim
     finally:
         if claim is not None:

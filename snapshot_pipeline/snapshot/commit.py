@@ -1,11 +1,14 @@
-"""Publishing a computed partition: index rows, roll-forward state and manifest in one transaction.
+"""Publishing a computed partition: index rows, roll-forward state and manifest in one transaction,
+then the Delta commit.
 
 Under the global commit lock, in one index transaction: the partition's index rows
 (re-diffed when its predecessor changed while it was computed), the re-diff of the
-next partition's index rows, the manifest row naming the new files, the roll-forward
-state, then the move of the staged shard files to their run-unique names as the last
-step before COMMIT (:mod:`snapshot_pipeline.store.publish`): a failure withdraws them,
-and a crash leaves orphans the next holder of the partition's lock deletes.
+next partition's index rows, the manifest row and the ``partition_versions`` row naming
+the new files (the next generation), the roll-forward state, and (sharded runs) the move
+of the staged shard files into the partition's directory. Its COMMIT is the commit point;
+the Delta commit follows (:mod:`snapshot_pipeline.store.publish` has the protocol): a
+failure before the COMMIT deletes the new files, a crash leaves orphans the next holder of
+the partition's lock deletes, and a crash after it leaves a Delta commit to replay.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ def _rediff_successor(settings, conn, snapshot_date: dt.date, p: Pass, work_dir,
 
 
 def _manifest_entry(settings, snapshot_date, cutoff, batch_size, run_id, p: Pass, files: list[str],
-                    changed_count: int, index_rows: int, started: float) -> index.ManifestEntry:
+                    changed_count: int, index_rows: int, started: float, generation: int, reason: str
+                    ) -> index.ManifestEntry:
     view = p.step.view
     return index.ManifestEntry(
         snapshot_date=snapshot_date,
@@ -90,12 +94,15 @@ def _manifest_entry(settings, snapshot_date, cutoff, batch_size, run_id, p: Pass
         roll_version=ROLL_VERSION,
         reread_transaction_id=view.reread_transaction_id,
         reread_balance_id=view.reread_balance_id,
+        generation=generation,
+        reason=reason,
     )
 
 
 def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, batch_size: int, run_id, p: Pass,
-           work_dir, log, started: float) -> SnapshotResult:
-    """Publish ``p``'s staged files as partition ``snapshot_date``: all of them or none."""
+           work_dir, log, started: float, reason: str = "manual") -> SnapshotResult:
+    """Publish ``p``'s files as partition ``snapshot_date``: all of them or none, in the index and then
+    in the Delta table."""
     mark = time.monotonic()
     publication = publish.Publication(settings.storage_uri, snapshot_date, p.files, log=log)
     committing = False  # once the COMMIT is sent, its outcome is the manifest's to tell, not ours
@@ -104,22 +111,28 @@ def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, ba
             index.lock_commits(index_conn)
             changed_count, index_rows = _index_rows(settings, index_conn, snapshot_date, p, work_dir)
             _rediff_successor(settings, index_conn, snapshot_date, p, work_dir, log)
-            index.upsert_manifest(index_conn, _manifest_entry(
-                settings, snapshot_date, cutoff, batch_size, run_id, p, publication.names, changed_count,
-                index_rows, started))
+            entry = _manifest_entry(settings, snapshot_date, cutoff, batch_size, run_id, p, publication.names,
+                                    changed_count, index_rows, started,
+                                    index.next_generation(index_conn, snapshot_date), reason)
+            index.upsert_manifest(index_conn, entry)
+            index.record_version(index_conn, publish.version_record(entry))
             index.replace_roll_state(index_conn, snapshot_date, p.step.state)
-            publication.make_visible()  # the moves to run-unique names: the last step before COMMIT
+            publication.make_visible()  # sharded: the moves into the partition's directory
             faults.pause_point("visible")
             committing = True
         faults.pause_point("committed")
     except BaseException:
         if not committing:
-            publication.abandon()  # certainly not committed: withdrawn now
-        # else the COMMIT may have happened: the next holder of the lock keeps what the manifest names
+            publication.abandon()  # certainly not committed: deleted now
+        # else the COMMIT may have happened: the next holder of the lock keeps what a generation names
         raise
-    publication.finish()
+    p.phases_ms["index_commit_ms"] = int((time.monotonic() - mark) * 1000)
+    delta_version = publication.finish(index_conn, settings.history_days)  # the Delta commit
+    faults.pause_point("published")
     p.phases_ms["commit_ms"] = int((time.monotonic() - mark) * 1000)
-    return _result(snapshot_date, cutoff, batch_size, p, publication.names, changed_count, index_rows, started)
+    result = _result(snapshot_date, cutoff, batch_size, p, publication.names, changed_count, index_rows, started)
+    result.delta_version, result.generation = delta_version, entry.generation
+    return result
 
 
 def _result(snapshot_date, cutoff, batch_size, p: Pass, files: list[str], changed_count: int, index_rows: int,

@@ -283,7 +283,8 @@ class _ChangedRowsFile:
 
 def commit_shards(settings: Settings, plan_: Plan, *, run_id: str | None = None,
                   log: Callable[[str], None] | None = None,
-                  on_dead_run: Callable[[publish.DeadRun], None] | None = None) -> SnapshotResult:
+                  on_dead_run: Callable[[publish.DeadRun], None] | None = None,
+                  reason: str = "manual") -> SnapshotResult:
     """Publish every shard's staged file as the partition, in one index transaction; all or none."""
 
     log = log or logger.info
@@ -297,12 +298,13 @@ def commit_shards(settings: Settings, plan_: Plan, *, run_id: str | None = None,
     shard_records = [r for r in staged if r is not None]
     files = [store.StagedFile(**r["staged"]) for r in shard_records]
     try:
-        return _commit_held(settings, plan_, shard_records, files, run_id, log, on_dead_run, started)
+        return _commit_held(settings, plan_, shard_records, files, run_id, log, on_dead_run, started, reason)
     finally:
         discard(plan_)  # published or refused: the run's work is done either way (a failed run is re-run whole)
 
 
-def _commit_held(settings, plan_: Plan, shard_records, files, run_id, log, on_dead_run, started) -> SnapshotResult:
+def _commit_held(settings, plan_: Plan, shard_records, files, run_id, log, on_dead_run, started,
+                 reason: str) -> SnapshotResult:
     from snapshot_pipeline.snapshot import commit  # noqa: PLC0415 - commit imports the core's types
 
     with holding_partition(settings, plan_.snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run,
@@ -313,7 +315,7 @@ def _commit_held(settings, plan_: Plan, shard_records, files, run_id, log, on_de
                                 " run read the ledger; nothing is published (re-run it for a newer cut)")
         the_pass = _pass(settings, index_conn, plan_, shard_records, files, claim.work_dir)
         result = commit.commit(settings, index_conn, plan_.snapshot_date, plan_.cutoff, plan_.batch_size, run_id,
-                               the_pass, claim.work_dir, log, started)
+                               the_pass, claim.work_dir, log, started, reason)
     return result
 
 
@@ -363,14 +365,14 @@ def take_sharded(settings: Settings, snapshot_date: dt.date, shards: int, batch_
                  *, run_id: str | None = None, full_refresh: bool = False,
                  log: Callable[[str], None] | None = None, on_batch: Callable[[int], None] | None = None,
                  on_dead_run: Callable[[publish.DeadRun], None] | None = None,
-                 boundaries: list[str] | None = None) -> SnapshotResult:
+                 boundaries: list[str] | None = None, reason: str = "manual") -> SnapshotResult:
     """All three phases in this process, shard after shard (the Dagster job runs them in parallel)."""
     the_plan = plan(settings, snapshot_date, shards, batch_size, run_id=run_id, full_refresh=full_refresh, log=log,
                     on_dead_run=on_dead_run, boundaries=boundaries)
     try:
         for shard in range(the_plan.shards):
             merge_shard(settings, the_plan, shard, log=log, on_batch=on_batch)
-        return commit_shards(settings, the_plan, run_id=run_id, log=log, on_dead_run=on_dead_run)
+        return commit_shards(settings, the_plan, run_id=run_id, log=log, on_dead_run=on_dead_run, reason=reason)
     except BaseException:
         discard(the_plan)
         raise

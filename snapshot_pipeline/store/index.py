@@ -122,6 +122,9 @@ class ManifestEntry:
     roll_version: int | None = None
     reread_transaction_id: int | None = None
     reread_balance_id: int | None = None
+    generation: int = 0  # the publish of this partition the row describes (partition_versions)
+    delta_version: int | None = None  # the Delta table version carrying it (None: not recorded yet)
+    reason: str | None = None  # schedule | repair | backfill | manual | sensor | retention
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ManifestEntry)]
@@ -310,6 +313,102 @@ def upsert_manifest(conn: psycopg.Connection, entry: ManifestEntry) -> None:
         ),
         values,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionVersion:
+    """One generation of a partition, as recorded in ``snapshot_index.partition_versions``."""
+
+    snapshot_date: dt.date
+    generation: int
+    files: list
+    delta_version: int | None
+    row_count: int
+    changed_count: int
+    max_transaction_id: int | None
+    read_at: dt.datetime | None
+    checksum: str | None
+    dagster_run_id: str | None
+    reason: str
+    committed_at: dt.datetime | None = None
+
+    @property
+    def retired(self) -> bool:
+        return not self.files
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["snapshot_date"] = self.snapshot_date.isoformat()
+        for key in ("read_at", "committed_at"):
+            value = getattr(self, key)
+            out[key] = value.replace(tzinfo=dt.UTC).isoformat() if value is not None else None
+        out["retired"] = self.retired
+        return out
+
+
+_VERSION_FIELDS = [f.name for f in dataclasses.fields(PartitionVersion)]
+_VERSION_SELECT = sql.SQL("SELECT {} FROM snapshot_index.partition_versions").format(
+    sql.SQL(", ").join(map(sql.Identifier, _VERSION_FIELDS)))
+
+
+def next_generation(conn: psycopg.Connection, date: dt.date) -> int:
+    """The generation number the next publish (or retirement) of ``date`` takes."""
+    return int(db.scalar(conn, "SELECT COALESCE(max(generation), 0) + 1 FROM snapshot_index.partition_versions"
+                               " WHERE snapshot_date = %s", (date,)))
+
+
+def record_version(conn: psycopg.Connection, version: PartitionVersion) -> None:
+    """Within the caller's transaction: record a generation (its Delta version is set once committed)."""
+    values = dataclasses.asdict(version)
+    values.pop("committed_at")
+    values["files"] = json.dumps(values["files"])
+    columns = list(values)
+    conn.execute(sql.SQL("INSERT INTO snapshot_index.partition_versions ({}) VALUES ({})").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(sql.Placeholder(c) for c in columns)),
+        values)
+
+
+def versions(conn: psycopg.Connection, date: dt.date) -> list[PartitionVersion]:
+    """Every recorded generation of ``date``, oldest first."""
+    rows = conn.execute(_VERSION_SELECT + sql.SQL(" WHERE snapshot_date = %s ORDER BY generation"), (date,))
+    return [PartitionVersion(**dict(zip(_VERSION_FIELDS, row, strict=True))) for row in rows]
+
+
+def latest_version(conn: psycopg.Connection, date: dt.date) -> PartitionVersion | None:
+    found = versions(conn, date)
+    return found[-1] if found else None
+
+
+def unsynced_dates(conn: psycopg.Connection) -> list[dt.date]:
+    """Partitions whose latest generation is not recorded in the Delta log yet."""
+    if not ready(conn):
+        return []
+    return [row[0] for row in conn.execute(
+        "SELECT DISTINCT snapshot_date FROM snapshot_index.partition_versions WHERE delta_version IS NULL"
+        " ORDER BY 1")]
+
+
+def set_delta_version(conn: psycopg.Connection, date: dt.date, generation: int, delta_version: int) -> None:
+    """Record that generation ``generation`` of ``date`` is Delta version ``delta_version``."""
+    with conn.transaction():
+        conn.execute("UPDATE snapshot_index.partition_versions SET delta_version = %s"
+                     " WHERE snapshot_date = %s AND generation = %s", (delta_version, date, generation))
+        conn.execute("UPDATE snapshot_index.partitions SET delta_version = %s"
+                     " WHERE snapshot_date = %s AND generation = %s", (delta_version, date, generation))
+
+
+def prune_versions(conn: psycopg.Connection, before: dt.datetime) -> int:
+    """Forget generations superseded before ``before`` (their files are past the history window); the
+    latest generation of a partition stays, unless it is a retirement older than ``before``."""
+    return conn.execute("""
+        DELETE FROM snapshot_index.partition_versions v
+        WHERE EXISTS (SELECT 1 FROM snapshot_index.partition_versions n
+                      WHERE n.snapshot_date = v.snapshot_date AND n.generation > v.generation
+                        AND n.committed_at < %(before)s AND n.delta_version IS NOT NULL)
+           OR (v.files = '[]'::jsonb AND v.committed_at < %(before)s AND v.delta_version IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM snapshot_index.partition_versions n
+                               WHERE n.snapshot_date = v.snapshot_date AND n.generation > v.generation))
+        """, {"before": before}).rowcount
 
 
 def set_index_rows(conn: psycopg.Connection, date: dt.date, index_rows: int) -> None:

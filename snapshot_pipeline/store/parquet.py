@@ -5,13 +5,11 @@ Layout (DESIGN §4)::
     <root>/balance_snapshots/snapshot_date=YYYY-MM-DD/part-0000k-<run token>.parquet
 
 A partition is K files (one per shard, K = 1 unless sharded), zstd, rows sorted by
-``balance_id`` within each file and across files in shard order. Each file is
-written to a staging object outside the dataset and then moved to its final,
-run-unique name (a rename locally; one server-side copy on object stores, so the
-object appears whole or not at all). Nothing is ever overwritten: the manifest
-(``snapshot_index.partitions.files``) names the files that count, and superseded
-files are deleted after the manifest commit (:mod:`snapshot_pipeline.store.publish`).
-Report partitions keep one fixed-name file replaced in one move.
+``balance_id`` within each file and across files in shard order, at run-unique names
+inside the Delta table ``balance_snapshots`` (:mod:`snapshot_pipeline.store.delta`).
+Nothing is ever overwritten: the manifest (``snapshot_index.partitions.files``) and the
+Delta log name the files that count (:mod:`snapshot_pipeline.store.publish`); superseded
+files stay until vacuum. Reports are Delta tables written the same way.
 """
 
 from __future__ import annotations
@@ -142,7 +140,8 @@ class StagedFile:
         return resolve(self.storage_uri)[0]
 
     def publish(self) -> None:
-        move_into(self.fs, self.staging_path, self.final_path)
+        if self.staging_path != self.final_path:
+            move_into(self.fs, self.staging_path, self.final_path)
 
     def withdraw(self) -> None:
         """Delete the published file (its manifest commit failed; the name was this run's alone)."""
@@ -167,22 +166,27 @@ class PartitionWriter:
                  shard: int = 0, token: str | None = None, staging_dir: str | None = None):
         """A snapshot shard file by default (``part-<shard>-<token>.parquet``); reports pass ``final_path``.
 
-        ``staging_dir`` defaults to ``<root>/.staging``; sharded runs stage in their own directory.
+        The file is written in place at its final, run-unique name inside the Delta table's partition
+        directory: no Delta version names it until the publication commits it, so no table reader
+        sees it. Sharded runs (whose shards do not hold the partition's lock) pass ``staging_dir``:
+        the file is staged there and moved in by the commit, under the lock.
         """
         self.storage_uri = storage_uri
         self.date = date
         self.schema = schema
-        self.fs, base = resolve(storage_uri)
+        self.fs, _ = resolve(storage_uri)
         self.shard = shard
         self.token = token or uuid.uuid4().hex[:16]
         self.final_path = final_path or f"{partition_dir(storage_uri, date)}/{part_name(shard, self.token)}"
-        # Staging lives outside the dataset directory, so no reader ever lists a partial file.
-        self.staging_dir = staging_dir or f"{base}/.staging"
+        if staging_dir is None:
+            self.staging_dir = os.path.dirname(self.final_path)
+            self.staging_path = self.final_path
+        else:
+            self.staging_dir = staging_dir
+            # staged as ``snapshot-<D>-<uuid>.parquet``: the name the next holder of the partition's
+            # lock sweeps after a dead run (store/publish.py)
+            self.staging_path = f"{staging_dir}/snapshot-{date.isoformat()}-{uuid.uuid4().hex}.parquet"
         self.fs.create_dir(self.staging_dir, recursive=True)
-        # Snapshot partitions stage as ``snapshot-<D>-<uuid>.parquet``: the name the next holder of the
-        # partition's lock sweeps after a dead run (store/publish.py); other writers never use that prefix.
-        self._staging_prefix = f"snapshot-{date.isoformat()}" if final_path is None else f"report-{date.isoformat()}"
-        self.staging_path = f"{self.staging_dir}/{self._staging_prefix}-{uuid.uuid4().hex}.parquet"
         self._metadata = {**metadata, "schema_version": str(SCHEMA_VERSION)}
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
@@ -238,15 +242,6 @@ class PartitionWriter:
         size, checksum = self.close(extra_metadata)
         return StagedFile(self.storage_uri, self.staging_path, self.final_path, self.rows, size, checksum)
 
-    def publish(self) -> None:
-        """Move the staging file to its final name (locally one rename and a directory fsync;
-        object stores: a server-side copy, whole or absent, then the staging object's delete).
-
-        Snapshot files have run-unique names, so this never replaces a file a reader may be reading;
-        report files are replaced in this one move.
-        """
-        move_into(self.fs, self.staging_path, self.final_path)
-
     def _delete(self, path: str) -> None:
         records.delete_if_file(self.fs, path)
 
@@ -298,6 +293,18 @@ def read_file_metadata(fs: pafs.FileSystem, path: str) -> dict[str, str]:
         meta = pq.ParquetFile(f).metadata.metadata or {}
     prefix = b"snapshot_pipeline."
     return {k[len(prefix):].decode(): v.decode() for k, v in meta.items() if k.startswith(prefix)}
+
+
+def row_count_and_id_range(fs: pafs.FileSystem, path: str) -> tuple[int, str | None, str | None]:
+    """(rows, first balance_id, last balance_id) of a snapshot file, from its footer's statistics."""
+    with fs.open_input_file(path) as f:
+        meta = pq.ParquetFile(f).metadata
+    first = last = None
+    if meta.num_rows and meta.schema.names and meta.schema.names[0] == "balance_id":
+        groups = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+        if all(g is not None and g.has_min_max for g in groups):
+            first, last = min(g.min for g in groups), max(g.max for g in groups)
+    return meta.num_rows, first, last
 
 
 def count_rows(fs: pafs.FileSystem, paths: list[str]) -> int:

@@ -1,24 +1,25 @@
-"""Crash-safe publication of a snapshot partition, and cleaning up after runs that died.
+"""Crash-safe publication of a snapshot partition into the Delta table, and cleaning up after dead runs.
 
-The Parquet files and the Postgres manifest (``snapshot_index.partitions``) are two stores; no
-single operation changes both. Publication never renames over a file a reader may hold, so it
-needs no rename on object stores either:
+Two stores hold a partition: the Postgres index (manifest row, index rows, roll-forward state,
+``partition_versions``) and the Delta table ``<root>/balance_snapshots`` every other reader reads.
+No single operation changes both, so the protocol (DESIGN §8, docs/publication.md) is:
 
-1. each shard file is written to ``<root>/.staging/snapshot-<D>-<uuid>.parquet`` (outside the dataset);
-2. inside the index transaction, after the manifest row naming the new files is written,
-   :meth:`Publication.make_visible` moves each staging file to its final, run-unique name
-   ``snapshot_date=D/part-0000k-<token>.parquet`` (locally a rename; on object stores a
-   server-side copy, whole or absent);
-3. the index transaction COMMITs (the commit point); :meth:`Publication.finish` deletes the
-   superseded files (those of ``D``'s directory the new manifest does not name).
+1. the shard files are written to run-unique names inside the partition's directory
+   (``snapshot_date=D/part-0000k-<token>.parquet``): no Delta version names them yet, so no Delta
+   reader sees them (a sharded run stages them elsewhere and moves them in under the lock, step 2);
+2. one index transaction writes the index rows, the manifest row (generation ``g``) and the
+   ``partition_versions`` row naming the files, and COMMITs: **the commit point**. From here on
+   ``balance_at``, ``balances_at`` and the next day's roll-forward use generation ``g``;
+3. one Delta commit replaces partition ``D`` by those files, carrying the application transaction
+   (``snapshot_pipeline.balance_snapshots.D``, ``g``); its version is then recorded in the index.
+   Delta readers switch from generation ``g-1`` to ``g`` at this commit, whole.
 
-Readers resolve a partition's files through the manifest (:mod:`snapshot_pipeline.store.published`),
-so before the COMMIT they read the previous files and after it the new ones. A crash between 2
-and 3 leaves orphans (new files no manifest names); a crash after 3 leaves superseded files. Both
-are files of ``D``'s directory that its manifest does not name: whoever next holds the partition's
-lock (the next run of ``D``, any run through :func:`claim`, the ``crash_recovery_sensor`` tick,
-``snapshot-pipeline doctor``) deletes them before anything else of that run reads or writes the
-partition.
+A crash before 2 leaves files no generation names (orphans: deleted by the next holder of the
+partition's lock). A crash between 2 and 3 leaves the index ahead of the log: the next holder of
+the lock, the ``crash_recovery_sensor`` and ``doctor`` replay step 3 (:func:`sync_partition`), which
+the application transaction makes idempotent (a commit already in the log is only recorded). Files
+of earlier generations are never deleted here: superseded files stay for the history window and
+only :func:`snapshot_pipeline.store.delta.vacuum` (retention) removes them.
 
 Each run holding a partition lock also leaves a **holder record**
 ``<root>/.publish/snapshot-<D>.holder.json`` (run id, pid, host, its work directory, its publish
@@ -44,7 +45,9 @@ from pathlib import Path
 import psycopg
 import pyarrow.fs as pafs
 
-from snapshot_pipeline.store import index, records
+from snapshot_pipeline import faults
+from snapshot_pipeline.settings import DEFAULT_HISTORY_DAYS
+from snapshot_pipeline.store import delta, index, records
 from snapshot_pipeline.store import parquet as store
 
 logger = logging.getLogger(__name__)
@@ -86,19 +89,19 @@ def _now() -> str:
 
 
 class Publication:
-    """One publish of a partition's staged shard files (see the module docstring).
+    """One publish of a partition's shard files (see the module docstring).
 
     Use::
 
-        publication = Publication(storage_uri, date, staged_files)
+        publication = Publication(storage_uri, date, files)
         try:
             with conn.transaction():
-                ...  # index rows, manifest row naming publication.names
+                ...  # index rows, manifest row and partition_versions row naming publication.names
                 publication.make_visible()
         except BaseException:
             publication.abandon()
             raise
-        publication.finish()
+        publication.finish(conn, generation)  # the Delta commit
     """
 
     def __init__(self, storage_uri: str, date: dt.date, files: list[store.StagedFile], *,
@@ -116,23 +119,22 @@ class Publication:
         return [store.display_uri(self.storage_uri, f.final_path) for f in self.files]
 
     def make_visible(self) -> None:
-        """Move every staged file to its final name; call inside the index transaction as its last step."""
+        """Move staged files (a sharded run's) into the partition's directory; call inside the index
+        transaction. Files written in place need no move. No Delta reader sees them before step 3."""
         for staged in self.files:
             self._moved.append(staged)  # first: a move that fails half-way (S3: copied, not deleted) is withdrawn too
             staged.publish()
 
-    def finish(self) -> list[str]:
-        """After the COMMIT: delete the files of the partition the new manifest does not name."""
-        removed = delete_unnamed(self.fs, self.storage_uri, self.date, {f.final_path for f in self.files})
-        if removed:
-            self.log(f"partition {self.date}: deleted {len(removed)} superseded file(s)")
-        return removed
+    def finish(self, conn: psycopg.Connection, history_days: int) -> int:
+        """After the index COMMIT: the Delta commit of the new generation; returns its Delta version."""
+        version = sync_partition(self.storage_uri, conn, self.date, history_days, log=self.log)
+        assert version is not None  # the generation just committed is not in the log yet, or is
+        return version
 
     def abandon(self) -> None:
-        """After a failure before or at the COMMIT: withdraw the files moved in, drop the staged ones.
+        """After a failure before or at the COMMIT: delete the new files (no generation names them).
 
-        A file moved in is named by no committed manifest (the transaction did not commit); if this
-        process dies first, the next holder of the partition's lock deletes it as an orphan.
+        If this process dies first, the next holder of the partition's lock deletes them as orphans.
         """
         for staged in self.files:
             try:
@@ -143,10 +145,104 @@ class Publication:
                 self.log(f"partition {self.date}: could not remove {staged.final_path} ({exc}); left to the next run")
 
 
-def sweep_unnamed(fs: pafs.FileSystem, storage_uri: str, date: dt.date,
+def app_id(date: dt.date) -> str:
+    """The Delta application transaction id of partition ``date`` (its version is the generation)."""
+    return f"snapshot_pipeline.{delta.SNAPSHOTS.name}.{date.isoformat()}"
+
+
+def describe_files(fs: pafs.FileSystem, paths: list[str]) -> list[delta.DeltaFile]:
+    """What a Delta add action records of each file (size, rows, first and last balance_id), from the
+    files themselves: the same for a fresh publish and for a replay after a crash."""
+    described = []
+    for path, info in zip(paths, fs.get_file_info(paths), strict=True):
+        if info.type != pafs.FileType.File:
+            raise FileNotFoundError(f"{path} is named by the snapshot index but missing from the store")
+        rows, first, last = store.row_count_and_id_range(fs, path)
+        described.append(delta.DeltaFile(path, int(info.size or 0), rows, first, last))
+    return described
+
+
+def sync_partition(storage_uri: str, conn: psycopg.Connection, date: dt.date, history_days: int, *,
+                   log: Callable[[str], None] | None = None) -> int | None:
+    """Make the Delta table's partition ``date`` what the latest recorded generation says (step 3 of the
+    protocol, replayable): returns the Delta version carrying it, or None when there was nothing to do.
+
+    The caller holds ``date``'s partition lock.
+    """
+    latest = index.latest_version(conn, date)
+    if latest is None or latest.delta_version is not None:
+        return None
+    fs, _ = store.resolve(storage_uri)
+    files = describe_files(fs, store.partition_paths(storage_uri, date, list(latest.files)))
+    version = delta.replace_partition(
+        storage_uri, delta.SNAPSHOTS, date, files, history_days=history_days, app_id=app_id(date),
+        app_version=latest.generation,
+        metadata={"generation": latest.generation, "dagster_run_id": latest.dagster_run_id, "reason": latest.reason,
+                  "watermark": latest.max_transaction_id, "rows": latest.row_count,
+                  "rows_changed": latest.changed_count, "checksum": latest.checksum})
+    faults.pause_point("delta")
+    index.set_delta_version(conn, date, latest.generation, version)
+    (log or logger.info)(f"partition {date}: generation {latest.generation} is Delta version {version}"
+                         f" ({'retired' if latest.retired else f'{len(files)} file(s)'})")
+    return version
+
+
+def ensure_table(storage_uri: str, conn: psycopg.Connection, history_days: int) -> None:
+    """Create the Delta table on first use; a store published before Delta (manifest rows, no log) is
+    converted in place: one commit adds every manifest-named file (no data rewritten)."""
+    if delta.exists(storage_uri, delta.SNAPSHOTS):
+        return
+    with conn.transaction():
+        index.lock_commits(conn)  # one converter at a time
+        if delta.exists(storage_uri, delta.SNAPSHOTS):
+            return
+        entries = index.all_partitions(conn)
+        if not entries:
+            delta.ensure(storage_uri, delta.SNAPSHOTS, history_days)
+            return
+        fs, _ = store.resolve(storage_uri)
+        by_date = {}
+        for entry in entries:
+            paths = store.partition_paths(storage_uri, entry.snapshot_date, list(entry.files))
+            if not store.all_present(fs, paths):
+                logger.warning("partition %s: files missing, not converted", entry.snapshot_date)
+                continue
+            by_date[entry.snapshot_date] = (entry, describe_files(fs, paths))
+            generation = max(entry.generation, 1)
+            conn.execute("UPDATE snapshot_index.partitions SET generation = %s WHERE snapshot_date = %s",
+                         (generation, entry.snapshot_date))
+            index.record_version(conn, _version_of_entry(entry, generation, "converted"))
+        version = delta.create_with_partitions(
+            storage_uri, delta.SNAPSHOTS, {d: files for d, (_, files) in by_date.items()}, history_days,
+            {app_id(d): max(e.generation, 1) for d, (e, _) in by_date.items()})
+        for date, (entry, _) in by_date.items():
+            generation = max(entry.generation, 1)
+            conn.execute("UPDATE snapshot_index.partition_versions SET delta_version = %s"
+                         " WHERE snapshot_date = %s AND generation = %s", (version, date, generation))
+            conn.execute("UPDATE snapshot_index.partitions SET delta_version = %s WHERE snapshot_date = %s",
+                         (version, date))
+        logger.info("converted %d published partition(s) to the Delta table (version %d)", len(by_date), version)
+
+
+def _version_of_entry(entry: index.ManifestEntry, generation: int, reason: str) -> index.PartitionVersion:
+    return index.PartitionVersion(
+        snapshot_date=entry.snapshot_date, generation=generation, files=list(entry.files), delta_version=None,
+        row_count=entry.row_count, changed_count=entry.changed_count, max_transaction_id=entry.max_transaction_id,
+        read_at=entry.read_at, checksum=entry.checksum, dagster_run_id=entry.dagster_run_id, reason=reason)
+
+
+def version_record(entry: index.ManifestEntry) -> index.PartitionVersion:
+    """The ``partition_versions`` row of a manifest entry being committed (its generation)."""
+    return _version_of_entry(entry, entry.generation, entry.reason or "manual")
+
+
+def sweep_unnamed(fs: pafs.FileSystem, storage_uri: str, date: dt.date, conn: psycopg.Connection,
                   entry: index.ManifestEntry | None) -> list[str]:
-    """Delete the part files of ``date``'s directory its manifest does not name (the caller holds the lock)."""
+    """Delete the part files of ``date``'s directory that no recorded generation names (the caller holds
+    the lock): orphans of runs that died before their index COMMIT. Files of earlier generations stay."""
     keep = set(store.partition_paths(storage_uri, date, list(entry.files))) if entry is not None else set()
+    for version in index.versions(conn, date):
+        keep.update(store.partition_paths(storage_uri, date, list(version.files)))
     return delete_unnamed(fs, storage_uri, date, keep)
 
 
@@ -184,12 +280,14 @@ class Recovery:
 
     snapshot_date: dt.date
     dead_run: DeadRun | None = None
-    publish: str = "none"  # none | completed (superseded files removed) | rolled_back (orphans removed)
+    publish: str = "none"  # none | completed (the Delta commit replayed) | rolled_back (orphans removed)
     removed: list[str] = dataclasses.field(default_factory=list)
+    delta_version: int | None = None  # the Delta commit replayed for the committed generation, if any
 
     @property
     def acted(self) -> bool:
-        return self.dead_run is not None or self.publish != "none" or bool(self.removed)
+        return (self.dead_run is not None or self.publish != "none" or bool(self.removed)
+                or self.delta_version is not None)
 
     def as_dict(self) -> dict:
         return {
@@ -197,27 +295,31 @@ class Recovery:
             "dead_run": dataclasses.asdict(self.dead_run) if self.dead_run else None,
             "publish": self.publish,
             "removed": self.removed,
+            "delta_version": self.delta_version,
         }
 
 
 def recover(storage_uri: str, conn: psycopg.Connection, date: dt.date, *,
             log: Callable[[str], None] | None = None,
-            on_dead_run: Callable[[DeadRun], None] | None = None, keep_token: str | None = None) -> Recovery:
+            on_dead_run: Callable[[DeadRun], None] | None = None, keep_token: str | None = None,
+            history_days: int = DEFAULT_HISTORY_DAYS) -> Recovery:
     """Under ``date``'s partition lock: finish an interrupted publish, report a dead holder, sweep leftovers.
 
     Everything under the lock's name is dead: a live run of ``date`` would hold the lock. Removed:
-    the part files the manifest does not name (orphans of an uncommitted publish, superseded files
-    of a committed one), the dead holder's work directory, every ``snapshot-<date>-*`` staging
-    file, abandoned sharded-run work prefixes of ``date`` (but ``keep_token``'s, the committing
-    run's own), and temporary record files of ``date``.
+    the part files no recorded generation names (orphans of a publish that never reached its index
+    COMMIT), the dead holder's work directory, every ``snapshot-<date>-*`` staging file, abandoned
+    sharded-run work prefixes of ``date`` (but ``keep_token``'s, the committing run's own), and
+    temporary record files of ``date``. A generation committed in the index but not in the Delta log
+    is committed there (:func:`sync_partition`).
     """
     log = log or logger.info
     fs, _ = store.resolve(storage_uri)
     result = Recovery(date)
     entry = index.manifest(conn, date)
-    unnamed = sweep_unnamed(fs, storage_uri, date, entry)
+    unnamed = sweep_unnamed(fs, storage_uri, date, conn, entry)
     holder_file = holder_path(storage_uri, date)
     holder = records.read_json(fs, holder_file)
+    latest = index.latest_version(conn, date)
     if holder is not None:
         result.dead_run = DeadRun(
             snapshot_date=date.isoformat(), run_id=holder.get("run_id"), pid=int(holder.get("pid", 0)),
@@ -230,16 +332,23 @@ def recover(storage_uri: str, conn: psycopg.Connection, date: dt.date, *,
                 on_dead_run(result.dead_run)
             except Exception as exc:  # noqa: BLE001 - reporting must not stop the recovery
                 log(f"partition {date}: could not report dead run {result.dead_run.run_id}: {exc}")
-        if unnamed:
-            token = str(holder.get("publish_token") or str(holder.get("token", ""))[:PUBLISH_TOKEN_CHARS])
-            committed = entry is not None and bool(token) and all(token in name for name in entry.files)
-            result.publish = "completed" if committed else "rolled_back"
+        token = str(holder.get("publish_token") or str(holder.get("token", ""))[:PUBLISH_TOKEN_CHARS])
+        committed = latest is not None and bool(token) and bool(latest.files) and all(
+            token in name for name in latest.files)
+        if committed and latest is not None and latest.delta_version is None:
+            result.publish = "completed"
+        elif unnamed and not committed:
+            result.publish = "rolled_back"
+        if result.publish != "none":
             log(f"partition {date}: interrupted publish of run {result.dead_run.run_id} {result.publish}"
-                f" ({len(unnamed)} file(s) the manifest does not name removed)")
+                f" ({len(unnamed)} file(s) no generation names removed)")
         work_dir = result.dead_run.work_dir
         if work_dir and os.path.isdir(work_dir) and _is_work_dir(Path(work_dir), date):
             shutil.rmtree(work_dir, ignore_errors=True)
             result.removed.append(work_dir)
+    result.delta_version = sync_partition(storage_uri, conn, date, history_days, log=log)
+    if result.delta_version is not None and result.publish == "none":
+        result.publish = "completed"
     result.removed.extend(unnamed)
     result.removed.extend(_sweep_store(fs, storage_uri, date, keep_token))
     records.delete_if_file(fs, holder_file)
@@ -291,10 +400,11 @@ def _sweep_store(fs: pafs.FileSystem, storage_uri: str, date: dt.date, keep_toke
     return removed
 
 
-def pending_dates(storage_uri: str) -> list[dt.date]:
-    """Partitions with a holder record, a snapshot staging file or abandoned sharded-run work."""
+def pending_dates(storage_uri: str, conn: psycopg.Connection | None = None) -> list[dt.date]:
+    """Partitions with a holder record, a snapshot staging file or abandoned sharded-run work, and (with
+    ``conn``) those whose latest generation is not in the Delta log yet."""
     fs, _ = store.resolve(storage_uri)
-    found = set()
+    found = set(index.unsynced_dates(conn)) if conn is not None else set()
     for directory, pattern in ((control_dir(storage_uri), _RECORD_NAME), (staging_dir(storage_uri), _STAGING_NAME)):
         for info in fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
             match = pattern.match(info.base_name)
@@ -306,14 +416,16 @@ def pending_dates(storage_uri: str) -> list[dt.date]:
 
 def recover_all(storage_uri: str, conn: psycopg.Connection, *, skip: dt.date | None = None,
                 log: Callable[[str], None] | None = None,
-                on_dead_run: Callable[[DeadRun], None] | None = None) -> list[Recovery]:
+                on_dead_run: Callable[[DeadRun], None] | None = None,
+                history_days: int = DEFAULT_HISTORY_DAYS) -> list[Recovery]:
     """:func:`recover` every pending partition whose lock is free (a held lock means a live run)."""
     results = []
-    for date in pending_dates(storage_uri):
+    for date in pending_dates(storage_uri, conn):
         if date == skip or not index.try_lock_partition(conn, date):
             continue
         try:
-            results.append(recover(storage_uri, conn, date, log=log, on_dead_run=on_dead_run))
+            results.append(recover(storage_uri, conn, date, log=log, on_dead_run=on_dead_run,
+                                   history_days=history_days))
         finally:
             index.unlock_partition(conn, date)
     return results
@@ -343,16 +455,20 @@ class Claim:
 
 def claim(storage_uri: str, conn: psycopg.Connection, date: dt.date, *, run_id: str | None = None,
           log: Callable[[str], None] | None = None,
-          on_dead_run: Callable[[DeadRun], None] | None = None, publish_token: str | None = None) -> Claim:
+          on_dead_run: Callable[[DeadRun], None] | None = None, publish_token: str | None = None,
+          history_days: int = DEFAULT_HISTORY_DAYS) -> Claim:
     """Right after taking ``date``'s partition lock: recover, then record this run as the holder.
 
     Also recovers every other partition left pending by a dead run (their locks free), so that this
     run never reads a base partition whose publish was interrupted. Returns the run's work directory
     (created here, named in the holder record so the next holder can remove it if this run dies).
     """
-    for other in recover_all(storage_uri, conn, skip=date, log=log, on_dead_run=on_dead_run):
+    ensure_table(storage_uri, conn, history_days)
+    for other in recover_all(storage_uri, conn, skip=date, log=log, on_dead_run=on_dead_run,
+                             history_days=history_days):
         logger.debug("recovered %s", other.as_dict())
-    recovery = recover(storage_uri, conn, date, log=log, on_dead_run=on_dead_run, keep_token=publish_token)
+    recovery = recover(storage_uri, conn, date, log=log, on_dead_run=on_dead_run, keep_token=publish_token,
+                       history_days=history_days)
     token = uuid.uuid4().hex
     publish_token = publish_token or token[:PUBLISH_TOKEN_CHARS]
     work_dir = Path(tempfile.gettempdir()) / f"snapshot-{date.isoformat()}-{token[:12]}"

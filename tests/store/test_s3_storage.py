@@ -13,8 +13,10 @@ SCHEMA = pa.schema([pa.field("balance_id", pa.string(), nullable=False), pa.fiel
 
 
 def _writer(uri):
-    return store.PartitionWriter(uri, DATE, {"k": "v"}, schema=SCHEMA,
-                                 final_path=f"{store.resolve(uri)[1]}/t/part-00000.parquet")
+    """A staged writer (what a shard of a sharded run uses): staged apart, moved in by the commit."""
+    base = store.resolve(uri)[1]
+    return store.PartitionWriter(uri, DATE, {"k": "v"}, schema=SCHEMA, final_path=f"{base}/t/part-00000.parquet",
+                                 staging_dir=f"{base}/.staging/work")
 
 
 def test_resolve_uses_the_aws_environment(s3_storage):
@@ -26,8 +28,7 @@ def test_resolve_uses_the_aws_environment(s3_storage):
 def test_write_publish_read_round_trip(s3_storage):
     writer = _writer(s3_storage)
     writer.write_table(pa.table({"balance_id": ["a", "b"], "v": [1, 2]}, schema=SCHEMA))
-    writer.close({})
-    writer.publish()
+    writer.finish({}).publish()
     fs, _ = store.resolve(s3_storage)
     import pyarrow.parquet as pq
     assert pq.read_table(writer.final_path, filesystem=fs).to_pydict() == {"balance_id": ["a", "b"], "v": [1, 2]}
