@@ -38,3 +38,8 @@ def batch_size_problem(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int) or not BATCH_SIZE_MIN <= value <= BATCH_SIZE_MAX:
         return f"batch_size must be {BATCH_SIZE_RULE}, got {value!r}"
     return None
+
+# Sensors whose runs the version history names (``snapshot-pipeline history``: why a version was made)
+REPAIR_SENSOR = "late_transaction_repair_sensor"
+GAP_SENSOR = "partition_gap_sensor"
+REASON_TAG = "snapshot_pipeline/reason"  # a run tag naming why a partition is (re)materialized

@@ -13,8 +13,8 @@ import pytest
 
 from snapshot_pipeline import calendar, db, snapshot
 from snapshot_pipeline.quality import lateness
-from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store import delta, index, published
+from snapshot_pipeline.store import parquet as store
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, index_values, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -230,7 +230,7 @@ def test_parquet_layout_schema_and_readers(adversarial_url, make_database, tmp_p
     ids = one.column("balance_id").to_pylist()
     assert ids == sorted(ids)
     cutoffs = set(one.column("cutoff_at").to_pylist())
-    assert cutoffs == {dt.datetime(2026, 11, 2, 5, tzinfo=dt.timezone.utc)}
+    assert cutoffs == {dt.datetime(2026, 11, 2, 5, tzinfo=dt.UTC)}
     meta = published.read_metadata(settings, dt.date(2026, 11, 1))
     assert meta["row_count"] == str(one.num_rows)
     assert meta["cutoff"] == "2026-11-02T05:00:00+00:00"

@@ -4,6 +4,7 @@
 import datetime as dt
 import time
 import warnings
+from collections.abc import Mapping
 
 import dagster as dg
 from pydantic import Field
@@ -11,7 +12,7 @@ from pydantic import Field
 from snapshot_pipeline import names, snapshot
 from snapshot_pipeline.defs.recovery import dead_run_reporter
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.names import ASSET_NAME, DAYS_PER_BACKFILL_RUN
+from snapshot_pipeline.names import ASSET_NAME, DAYS_PER_BACKFILL_RUN, REASON_TAG, REPAIR_SENSOR
 
 GROUP = "snapshots"
 OWNERS = ["team:ledger-platform"]
@@ -94,6 +95,20 @@ def currency_table(rows: list[dict]) -> dg.MetadataValue:
     return dg.MetadataValue.table(records=records, schema=schema)
 
 
+def run_reason(tags: Mapping[str, str]) -> str:
+    """Why a run (re)materializes partitions, from its Dagster tags: recorded with each version."""
+    if tags.get(REASON_TAG):
+        return tags[REASON_TAG]
+    if "dagster/backfill" in tags:
+        return "backfill"
+    if "dagster/schedule_name" in tags:
+        return "schedule"
+    sensor = tags.get("dagster/sensor_name")
+    if sensor:
+        return "repair" if sensor == REPAIR_SENSOR else "sensor"
+    return "manual"
+
+
 def result_metadata(result: snapshot.SnapshotResult) -> dict[str, object]:
     """The run metrics shown in the UI for one partition."""
     return {
@@ -117,6 +132,8 @@ def result_metadata(result: snapshot.SnapshotResult) -> dict[str, object]:
         "roll_forward_state": dg.MetadataValue.json(result.pending),
         "phase_ms": dg.MetadataValue.json(result.phases_ms),
         "balanced_per_currency": result.balanced,
+        "delta_version": dg.MetadataValue.int(result.delta_version) if result.delta_version is not None else "none",
+        "generation": result.generation or 0,
     }
 
 
@@ -130,11 +147,11 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
             name=ASSET_NAME,
             partitions_def=partitions_def,
             group_name=GROUP,
-            kinds={"postgres", "parquet"},
+            kinds={"postgres", "parquet", "deltalake"},
             owners=OWNERS,
             tags={"domain": "ledger"},
             metadata={"partition_time_zone": partitions_def.timezone,
-                      "layout": "snapshot_date=YYYY-MM-DD/part-*.parquet"},
+                      "layout": "Delta table balance_snapshots/ (partitioned by snapshot_date)"},
             backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_BACKFILL_RUN),
         )
         def balance_snapshots(
@@ -146,10 +163,12 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
             effective time before the cutoff), computed by rolling the previous partition
             forward: its Parquet merged with the journal rows since, read by key in one
             REPEATABLE READ view (the first partition, or `full_refresh`, reads everything).
-            Written as one zstd Parquet file per day, or one per shard with the `shards` config
-            (`balance_snapshots/snapshot_date=YYYY-MM-DD/part-0000k-<run>.parquet`), sorted by
-            `balance_id`, plus change-only rows in the Postgres index. The manifest names the files
-            that count; a partition is published atomically; re-running it is safe.
+            Written as one zstd Parquet file per day, or one per shard with the `shards` config,
+            sorted by `balance_id`, into the Delta table `balance_snapshots` (partitioned by
+            `snapshot_date`: one Delta commit per materialization replaces the day, so every reader
+            sees the old day or the new one), plus change-only rows in the Postgres index. Earlier
+            versions stay readable for SNAPSHOT_HISTORY_DAYS (`snapshot-pipeline history`); the
+            metadata names the Delta version written. Re-running a day is safe.
 
             A backfill runs up to DAYS_PER_BACKFILL_RUN days per run, oldest first, each day rolled
             forward from the one before and committed on its own: every day gets its own
@@ -194,6 +213,7 @@ def _snapshot_one_day(context: dg.AssetExecutionContext, config: SnapshotConfig,
             full_refresh=config.full_refresh,
             shards=config.shards,
             on_dead_run=dead_run_reporter(context.instance, context.log.warning),
+            reason=run_reason(context.run.tags),
         )
     except Exception as exc:
         context.log.error(

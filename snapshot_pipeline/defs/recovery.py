@@ -49,13 +49,16 @@ def dead_run_reporter(instance: dg.DagsterInstance, log: Callable[[str], None] |
 
 def recover_store(settings: Settings, instance: dg.DagsterInstance,
                   log: Callable[[str], None] | None = None) -> list[dict]:
-    """Resolve every partition left pending by a dead run whose lock is free; report dead runs failed."""
-    if not publish.pending_dates(settings.storage_uri):  # the steady state: one listing, no connection
-        return []
+    """Resolve every partition left pending by a dead run whose lock is free (a publish whose Delta commit
+    is missing is replayed); report dead runs failed."""
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
+        if not publish.pending_dates(settings.storage_uri, conn):  # the steady state: one listing, one query
+            return []
         index.migrate(conn)  # recovery writes (it resolves publishes under the partitions' locks)
+        publish.ensure_table(settings.storage_uri, conn, settings.history_days)
         found = publish.recover_all(settings.storage_uri, conn, log=log,
-                                    on_dead_run=dead_run_reporter(instance, log))
+                                    on_dead_run=dead_run_reporter(instance, log),
+                                    history_days=settings.history_days)
     return [r.as_dict() for r in found if r.acted]
 
 
@@ -70,11 +73,11 @@ def build_recovery_sensor(settings: Settings, minimum_interval_seconds: int = 60
     def crash_recovery_sensor(context: dg.SensorEvaluationContext, snapshot_store: SnapshotStoreResource):
         """Cleans up after snapshot runs whose process died (kill -9, OOM, lost machine).
 
-        For every partition with a publish record, a holder record or a staging file whose lock is
-        free (a held lock means a live run): an interrupted publish is resolved against the
-        manifest's checksum (rolled forward if the index committed, else rolled back), the dead
-        run is marked FAILURE in the instance with the reason, and its staging files and work
-        directory are removed. Requests no runs.
+        For every partition with a holder record, a staging file or a generation the Delta log does
+        not carry yet, whose lock is free (a held lock means a live run): an interrupted publish is
+        resolved (the Delta commit replayed if the index committed, else the run's files removed),
+        the dead run is marked FAILURE in the instance with the reason, and its staging files and
+        work directory are removed. Requests no runs.
         """
         found = recover_store(snapshot_store.settings(), context.instance, context.log.info)
         for item in found:

@@ -21,9 +21,11 @@ from snapshot_pipeline.defs.schedules import sensor_status
 from snapshot_pipeline.names import (
     ASSET_NAME,
     DAYS_PER_BACKFILL_RUN,
+    GAP_SENSOR,
     PARTITION_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
+    REPAIR_SENSOR,
     TRIGGER_TAG,
 )
 from snapshot_pipeline.quality import lateness
@@ -31,8 +33,6 @@ from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store.retention import Policy
 
-REPAIR_SENSOR = "late_transaction_repair_sensor"
-GAP_SENSOR = "partition_gap_sensor"
 STALE_IDENTITY_TAG = "snapshot_pipeline/stale_identity"
 GAP_FILL_MAX_DAYS_PER_TICK = 92  # one backfill per tick covers at most this many days (about a quarter)
 GAP_FILL_MAX_FAILURES = 3

@@ -18,7 +18,7 @@ import dagster as dg
 from pydantic import Field
 
 from snapshot_pipeline import names
-from snapshot_pipeline.defs.assets import result_metadata
+from snapshot_pipeline.defs.assets import result_metadata, run_reason
 from snapshot_pipeline.defs.recovery import dead_run_reporter
 from snapshot_pipeline.defs.resources import SnapshotStoreResource, remove_step_outputs
 from snapshot_pipeline.names import ASSET_NAME
@@ -87,7 +87,8 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
             shards.discard(the_plan)
             raise shards.SnapshotError(f"{len(staged)} of {the_plan.shards} shards staged; nothing is published")
         result = shards.commit_shards(settings, the_plan, run_id=context.run_id, log=context.log.info,
-                                      on_dead_run=dead_run_reporter(context.instance, context.log.warning))
+                                      on_dead_run=dead_run_reporter(context.instance, context.log.warning),
+                                      reason=run_reason(context.run.tags))
         context.log.info(f"operation=balance_snapshot snapshot_date={the_plan.snapshot_date} shards={the_plan.shards}"
                          f" total_snapshots={result.rows} duration_ms={result.duration_ms} status=completed")
         metadata: dict = {**result_metadata(result), "shards": the_plan.shards}

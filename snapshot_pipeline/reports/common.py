@@ -1,12 +1,15 @@
 """What every report shares: where it is written, how it is published, which snapshot it reads.
 
-Layout::
+Layout: each report is a Delta table partitioned by its key::
 
-    <SNAPSHOT_STORAGE_URI>/reports/<report>/<key>=<value>/part-00000.parquet
+    <SNAPSHOT_STORAGE_URI>/reports/<report>/_delta_log/
+    <SNAPSHOT_STORAGE_URI>/reports/<report>/<key>=<value>/part-00000-<uuid>.parquet
 
-Each partition file is written through :class:`snapshot_pipeline.store.parquet.PartitionWriter`
-(staging file, then one atomic rename), so a report partition appears whole or not at all,
-and re-running it replaces it atomically. Amounts stay exact: ``decimal128(38, 0)`` on disk,
+Each partition file is streamed by :class:`snapshot_pipeline.store.parquet.PartitionWriter` to a
+unique name no Delta version names yet, then one Delta commit replaces the partition
+(:func:`snapshot_pipeline.store.delta.replace_partition`): a report partition appears whole or not
+at all to every reader, and a re-run replaces it atomically while the previous version stays
+readable for the history window. Amounts stay exact: ``decimal128(38, 0)`` on disk,
 ``decimal256`` while adding.
 """
 
@@ -24,8 +27,8 @@ import pyarrow.fs as pafs
 
 from snapshot_pipeline import amounts, calendar
 from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import delta, published, records
 from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published, records
 
 REPORTS_DIR = "reports"
 READ_BATCH_ROWS = 65_536
@@ -43,7 +46,14 @@ def report_dir(storage_uri: str, report: str) -> str:
 
 
 def partition_path(storage_uri: str, report: str, key: str, value: str) -> str:
-    return f"{report_dir(storage_uri, report)}/{key}={value}/{store.PART_FILE}"
+    """A new, unique file of the report's partition (no Delta version names it until its commit)."""
+    return f"{report_dir(storage_uri, report)}/{key}={value}/part-00000-{uuid.uuid4().hex[:16]}.parquet"
+
+
+def table_spec(report: str, key: str, schema: pa.Schema) -> delta.TableSpec:
+    """The report's Delta table: partitioned by ``key`` (a date for ``snapshot_date``, else a string)."""
+    return delta.TableSpec(f"{REPORTS_DIR}/{report}", schema, key,
+                           pa.date32() if key == "snapshot_date" else pa.string())
 
 
 # ----------------------------------------------------------------------------------------- the source
@@ -159,17 +169,21 @@ class ReportResult:
 
 
 class ReportWriter:
-    """One report partition: streamed into a staging Parquet file, then published atomically."""
+    """One report partition: streamed into a new Parquet file, then published by one Delta commit."""
 
     def __init__(self, settings: Settings, report: str, key: str, value: str, schema: pa.Schema,
                  date: dt.date, metadata: dict[str, str]):
         self.storage_uri = settings.storage_uri
+        self.history_days = settings.history_days
+        self.spec = table_spec(report, key, schema)
+        self.value = value
         self.final_path = partition_path(settings.storage_uri, report, key, value)
         self._writer = store.PartitionWriter(
             settings.storage_uri, date, {"report": report, key: value, **metadata},
             schema=schema, final_path=self.final_path,
         )
         self.schema = schema
+        self.delta_version: int | None = None
 
     @property
     def rows(self) -> int:
@@ -180,9 +194,11 @@ class ReportWriter:
             self._writer.write(batch)
 
     def publish(self) -> tuple[str, int]:
-        """Make the partition visible; returns (path, bytes)."""
+        """Make the partition visible (one Delta commit replacing it); returns (path, bytes)."""
         size, _ = self._writer.close({})
-        self._writer.publish()
+        self.delta_version = delta.replace_partition(
+            self.storage_uri, self.spec, self.value, [delta.DeltaFile(self.final_path, size, self._writer.rows)],
+            history_days=self.history_days)
         return store.display_uri(self.storage_uri, self.final_path), size
 
     def abort(self) -> None:

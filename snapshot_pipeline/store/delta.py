@@ -235,8 +235,8 @@ def create_with_partitions(storage_uri: str, spec: TableSpec, partitions: Mappin
     published before Delta: no data is rewritten); returns the version of that commit."""
     table = ensure(storage_uri, spec, history_days)
     now_ms = int(time.time() * 1000)
-    adds = [_add(storage_uri, spec, partition_value(value), f, now_ms)
-            for value, files in partitions.items() for f in files]
+    adds: list[AddAction | RemoveAction] = [_add(storage_uri, spec, partition_value(value), f, now_ms)
+                                            for value, files in partitions.items() for f in files]
     commit_id = uuid.uuid4().hex
     table.create_write_transaction(
         adds, "append", spec.table_schema, partition_by=[spec.partition_column],

@@ -381,7 +381,7 @@ def latest_version(conn: psycopg.Connection, date: dt.date) -> PartitionVersion 
 
 def unsynced_dates(conn: psycopg.Connection) -> list[dt.date]:
     """Partitions whose latest generation is not recorded in the Delta log yet."""
-    if not ready(conn):
+    if db.scalar(conn, "SELECT to_regclass('snapshot_index.partition_versions')") is None:
         return []
     return [row[0] for row in conn.execute(
         "SELECT DISTINCT snapshot_date FROM snapshot_index.partition_versions WHERE delta_version IS NULL"

@@ -186,7 +186,6 @@ class PartitionWriter:
             # staged as ``snapshot-<D>-<uuid>.parquet``: the name the next holder of the partition's
             # lock sweeps after a dead run (store/publish.py)
             self.staging_path = f"{staging_dir}/snapshot-{date.isoformat()}-{uuid.uuid4().hex}.parquet"
-        self.fs.create_dir(self.staging_dir, recursive=True)
         self._metadata = {**metadata, "schema_version": str(SCHEMA_VERSION)}
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
@@ -196,6 +195,7 @@ class PartitionWriter:
 
     def _open(self) -> None:
         schema = self.schema.with_metadata({f"snapshot_pipeline.{k}": v for k, v in self._metadata.items()})
+        self.fs.create_dir(self.staging_dir, recursive=True)
         self._sink = self.fs.open_output_stream(self.staging_path)
         self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
 

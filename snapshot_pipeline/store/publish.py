@@ -231,6 +231,14 @@ def _version_of_entry(entry: index.ManifestEntry, generation: int, reason: str) 
         read_at=entry.read_at, checksum=entry.checksum, dagster_run_id=entry.dagster_run_id, reason=reason)
 
 
+def retirement(date: dt.date, generation: int) -> index.PartitionVersion:
+    """The ``partition_versions`` row of a partition retention removes (no files: the Delta commit removes
+    the partition's files from the table's current version)."""
+    return index.PartitionVersion(snapshot_date=date, generation=generation, files=[], delta_version=None,
+                                  row_count=0, changed_count=0, max_transaction_id=None, read_at=None,
+                                  checksum=None, dagster_run_id=None, reason="retention")
+
+
 def version_record(entry: index.ManifestEntry) -> index.PartitionVersion:
     """The ``partition_versions`` row of a manifest entry being committed (its generation)."""
     return _version_of_entry(entry, entry.generation, entry.reason or "manual")

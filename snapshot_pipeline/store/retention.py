@@ -5,8 +5,9 @@ Policy, with ``R`` the reference day (the last closed day in the business time z
 * **daily tier**: every partition of the last ``days`` days (``R - days < D``) is kept;
 * **monthly tier**: an older partition is kept when it is the last day of its month and that
   month is one of the last ``months`` months (``R``'s month counting as the first);
-* every other published partition is removed: its Parquet directory, its index rows and its
-  manifest row.
+* every other published partition is removed: its index rows and its manifest row, and it is
+  retired from the Delta table by one Delta commit (its files stay readable by time travel for
+  the history window, ``SNAPSHOT_HISTORY_DAYS``, until :func:`apply_retention`'s vacuum).
 
 Why removing is not just deleting: index rows are written only where a balance changed since
 the previous published partition, so the only row that anchors an unchanged balance may belong
@@ -21,10 +22,14 @@ never interleaves):
    retained partition is dropped whole);
 3. their manifest rows are deleted.
 
-Readers see the index before or after the transaction, both exact. The Parquet directories are
-deleted after the commit; a crash in between leaves orphan directories without manifest rows,
-which the next run removes. Every step is idempotent, and partitions being materialized right
-now (their advisory lock is held) are skipped and reported, never waited for.
+4. a retired generation of each removed partition is recorded (``partition_versions``, no files).
+
+Readers see the index before or after the transaction, both exact. Each removed partition is then
+retired from the Delta table (one commit each, replayable like a publish: a crash in between
+leaves it to the next lock holder, the recovery sensor or the next retention run). Then the Delta
+tables are vacuumed: files no version of the history window names are deleted, and generations
+older than the window are forgotten. Every step is idempotent, and partitions being materialized
+right now (their advisory lock is held) are skipped and reported, never waited for.
 
 This module never imports dagster; ``defs/retention.py`` wraps it in a job and schedule.
 """
@@ -41,12 +46,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
 import pyarrow.fs as pafs
 from psycopg import sql
 
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index, published
+from snapshot_pipeline.store import delta, index, publish, published
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.diff import diff_files
 from snapshot_pipeline.store.spool import IndexSpool
@@ -177,7 +183,9 @@ def make_plan(conn: psycopg.Connection, storage_uri: str, policy: Policy, refere
             pending.append(date)
     if pending:
         groups.append(Group(previous, None, tuple(pending)))
-    orphans = [d for d in parquet_dates(storage_uri) if d not in by_date and not policy.keeps(d, reference)]
+    versioned = {row[0] for row in conn.execute("SELECT DISTINCT snapshot_date FROM snapshot_index.partition_versions")}
+    orphans = [d for d in parquet_dates(storage_uri)
+               if d not in by_date and d not in versioned and not policy.keeps(d, reference)]
     removed = [by_date[d] for g in groups for d in g.remove]
     return Plan(
         reference=reference,
@@ -268,12 +276,13 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
             deleted, dropped = _delete_index_rows(conn, remove, remaining)
             if remove:
                 out["manifest_rows_deleted"] = index.delete_manifests(conn, remove)
+            for date in remove:
+                index.record_version(conn, publish.retirement(date, index.next_generation(conn, date)))
             out["index_rows_deleted"] = deleted
             out["index_partitions_dropped"] = dropped
             out["bytes_freed"] = sum(current[d].bytes for d in remove)
-        for date in group.remove:
-            if fs.get_file_info(store.partition_dir(settings.storage_uri, date)).type != pafs.FileType.NotFound:
-                store.delete_partition(settings.storage_uri, date)
+        for date in group.remove:  # the Delta commits retiring them (their files stay for the history window)
+            if publish.sync_partition(settings.storage_uri, conn, date, settings.history_days, log=log) is not None:
                 out["parquet_dirs_deleted"] += 1
         log(f"operation=retention removed={len(remove)} from={group.remove[0]} to={group.remove[-1]}"
             f" index_rows_deleted={out['index_rows_deleted']} dropped={','.join(dropped) or 'none'}")
@@ -284,19 +293,52 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
 
 
 def _delete_orphans(settings: Settings, conn: psycopg.Connection, dates: list[dt.date], log) -> int:
-    """Remove Parquet directories that have no manifest row (left by a crash) and are outside the policy."""
+    """Remove partition directories that no manifest row nor recorded generation names (left by a crash)
+    and are outside the policy."""
     removed = 0
+    fs, _ = store.resolve(settings.storage_uri)
     for date in dates:
         if not index.try_lock_partition(conn, date):
             continue
         try:
-            if index.manifest(conn, date) is None:
+            if index.manifest(conn, date) is None and not index.versions(conn, date):
+                publish.sweep_unnamed(fs, settings.storage_uri, date, conn, None)
                 store.delete_partition(settings.storage_uri, date)
                 removed += 1
                 log(f"operation=retention orphan_parquet_dir={date} deleted")
         finally:
             index.unlock_partition(conn, date)
     return removed
+
+
+def vacuum_history(settings: Settings, conn: psycopg.Connection, log, dry_run: bool = False) -> dict:
+    """Vacuum the Delta tables (files no version of the history window names) and forget generations
+    superseded before the window; a checkpoint keeps opening the table cheap."""
+    hours = settings.history_days
+    out = {"history_days": hours, "vacuumed_files": 0, "generations_forgotten": 0}
+    for spec in [delta.SNAPSHOTS, *reports_tables(settings.storage_uri)]:
+        removed = delta.vacuum(settings.storage_uri, spec, settings.history_days, dry_run=dry_run)
+        out["vacuumed_files"] += len(removed)
+        if not dry_run and delta.exists(settings.storage_uri, spec):
+            delta.checkpoint(settings.storage_uri, spec)
+    if not dry_run:
+        before = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=settings.history_days)
+        out["generations_forgotten"] = index.prune_versions(conn, before)
+    log(f"operation=retention vacuum history_days={hours} files={out['vacuumed_files']}"
+        f" generations_forgotten={out['generations_forgotten']}")
+    return out
+
+
+def reports_tables(storage_uri: str) -> list[delta.TableSpec]:
+    """The report Delta tables present under the storage root (schema-less specs: vacuum needs no schema)."""
+    fs, base = store.resolve(storage_uri)
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(f"{base}/reports", allow_not_found=True)):
+        if info.type == pafs.FileType.Directory:
+            spec = delta.TableSpec(f"reports/{info.base_name}", pa.schema([]), "")
+            if delta.exists(storage_uri, spec):
+                found.append(spec)
+    return found
 
 
 def apply_retention(
@@ -317,6 +359,8 @@ def apply_retention(
     started = time.monotonic()
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
         index.migrate(conn)
+        if not dry_run:
+            publish.ensure_table(settings.storage_uri, conn, settings.history_days)
         plan = make_plan(conn, settings.storage_uri, policy, reference)
         report = {"dry_run": dry_run, **plan.as_dict()}
         log(f"operation=retention dry_run={dry_run} reference_date={reference} kept={len(plan.kept)}"
@@ -330,6 +374,7 @@ def apply_retention(
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         orphans = _delete_orphans(settings, conn, plan.orphan_dirs, log)
+        report["history"] = vacuum_history(settings, conn, log)
     done = [r for r in results if r["status"] == "done"]
     report.update(
         groups=results,

@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
+from pathlib import Path
 
 import pandas as pd
 import psycopg
 import pytest
+from deltalake import DeltaTable
 
 from snapshot_pipeline import snapshot
 from snapshot_pipeline.reports import common, month_end, movements, reconciliation, totals
@@ -122,7 +124,8 @@ def test_balance_movements_refuse_inconsistent_snapshots_and_write_nothing(fresh
     snapshot.take_snapshot(settings, d("2026-11-01"))
     with pytest.raises(common.ReportError, match="not consistent.*re-materialize"):
         movements.balance_movements(settings, d("2026-11-02"))
-    assert not os.path.exists(common.report_dir(settings.storage_uri, movements.REPORT))
+    written = Path(common.report_dir(settings.storage_uri, movements.REPORT))
+    assert not [p for p in written.rglob("*") if p.is_file()]  # no file, no Delta table
     snapshot.take_snapshot(settings, d("2026-11-02"))  # repaired: now the late row is a leg of 11-01
     result = movements.balance_movements(settings, d("2026-11-02"))
     assert result.rows > 0
@@ -236,6 +239,11 @@ def test_reconciliation_finds_exactly_the_drifting_live_rows(fresh_ledger, make_
 # ---------------------------------------------------------------------------------------- as a dataset
 
 
+def read_delta(path: str) -> pd.DataFrame:
+    """A report table as pandas reads a Delta table (through its log: re-runs never show twice)."""
+    return DeltaTable(path).to_pandas()
+
+
 def test_each_report_reads_as_one_dataset_in_pandas(ny):
     for day in ("2026-11-01", "2026-11-02"):
         movements.balance_movements(ny, d(day))
@@ -247,18 +255,18 @@ def test_each_report_reads_as_one_dataset_in_pandas(ny):
     assert sorted(os.listdir(root)) == sorted(
         ["balance_movements", "ledger_currency_totals", "month_end_balances", "month_end_balances_csv",
          "reconciliation_report"])
-    moves = pd.read_parquet(os.path.join(root, "balance_movements"))
+    moves = read_delta(os.path.join(root, "balance_movements"))
     assert set(moves["snapshot_date"].astype(str)) >= {"2026-11-01", "2026-11-02"}
     assert len(moves[moves["snapshot_date"].astype(str) == "2026-11-02"]) == published.read_partition(
         ny, d("2026-11-02")).num_rows
-    sums = pd.read_parquet(os.path.join(root, "ledger_currency_totals"))
+    sums = read_delta(os.path.join(root, "ledger_currency_totals"))
     assert sums.groupby(sums["snapshot_date"].astype(str))["balances"].sum()["2026-11-02"] == len(
         moves[moves["snapshot_date"].astype(str) == "2026-11-02"])
-    months = pd.read_parquet(os.path.join(root, "month_end_balances"))
+    months = read_delta(os.path.join(root, "month_end_balances"))
     assert set(months["month"].astype(str)) == {"2026-10", "2026-11"}
     assert len(months) == sum(published.read_partition(ny, d(x)).num_rows
                               for x in ("2026-10-31", "2026-11-30"))
-    drift = pd.read_parquet(os.path.join(root, "reconciliation_report"))
+    drift = read_delta(os.path.join(root, "reconciliation_report"))
     assert len(drift) == 0 and "balance_drift" in drift.columns
 
 
