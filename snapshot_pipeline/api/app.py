@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from snapshot_pipeline import query
-from snapshot_pipeline.api import balances, health, snapshots
+from snapshot_pipeline.api import balances, health, snapshots, versions
 from snapshot_pipeline.api.errors import install_handlers
 from snapshot_pipeline.dagster_client import DagsterClient
 from snapshot_pipeline.settings import Settings, load_settings
@@ -45,6 +45,6 @@ def create_app(settings: Settings | None = None, *, engine: query.QueryEngine | 
     )
     app.state.settings = settings
     install_handlers(app)
-    for module in (health, balances, snapshots):
+    for module in (health, balances, versions, snapshots):
         app.include_router(module.router)
     return app

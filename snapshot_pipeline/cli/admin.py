@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="clean up after dead runs: resolve interrupted publishes, mark them failed")
     p.set_defaults(handler=cmd_doctor)
 
-    p = sub.add_parser("migrate", help="apply the snapshot index migrations")
+    p = sub.add_parser("migrate", help="apply the snapshot index migrations; convert a pre-Delta store in place")
     p.set_defaults(handler=cmd_migrate)
 
     p = sub.add_parser("retention", help="apply the tiered retention policy (or --dry-run to see the plan)")
@@ -47,11 +47,16 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    """Apply the snapshot index's migrations; print the ones applied."""
-    from snapshot_pipeline.store import index  # noqa: PLC0415
+    """Apply the snapshot index's migrations and create the Delta table (converting a store published before
+    Delta in place: no data rewritten); print what was done."""
+    from snapshot_pipeline.store import delta, index, publish  # noqa: PLC0415
 
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        print_json({"applied": index.migrate(conn)})
+        applied = index.migrate(conn)
+        existed = delta.exists(settings.storage_uri, delta.SNAPSHOTS)
+        publish.ensure_table(settings.storage_uri, conn, settings.history_days)
+    print_json({"applied": applied, "delta_table": delta.table_uri(settings.storage_uri, delta.SNAPSHOTS),
+                "delta_table_created": not existed})
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from snapshot_pipeline.cli import admin, balances, serve, snapshots
+from snapshot_pipeline.cli import admin, balances, history, serve, snapshots
 
 EPILOG = ("Environment: LEDGER_DATABASE_URL, SNAPSHOT_DATABASE_URL, SNAPSHOT_STORAGE_URI, SNAPSHOT_TIMEZONE,"
           " SNAPSHOT_START_DATE, DAGSTER_HOME, DAGSTER_WEBSERVER_URL, SNAPSHOT_API_KEY. Unset database URLs mean"
@@ -20,6 +20,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (snapshots, admin, balances, serve):
+    for group in (snapshots, history, admin, balances, serve):
         group.register(sub)
     return parser

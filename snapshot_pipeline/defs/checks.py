@@ -22,7 +22,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 from pydantic import Field
 
-from snapshot_pipeline import quality
+from snapshot_pipeline import faults, quality
 from snapshot_pipeline.defs.assets import ASSET_NAME
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.settings import Settings
@@ -184,6 +184,7 @@ def build_file_checks(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetC
         selected = {key.name for key in context.selected_asset_check_keys}
         settings = snapshot_store.settings(timezone=partitions_def.timezone)
         log = _logger(context)
+        faults.pause_point("checks")  # crash tests: a kill -9 while the run checks what it published
 
         def outcomes_of_day(date: dt.date) -> dict[str, quality.Outcome]:
             try:
