@@ -53,7 +53,8 @@ INTEGRITY_CHECKS = {  # check name -> (quality outcome key, docstring shown in t
         " sides in the snapshot). Per-currency figures in the `per_currency` table."),
     "parquet_matches_manifest": (
         "manifest",
-        "The Parquet file = the manifest (sha256, rows) and the partition's index row count = the manifest's."),
+        "The Parquet file = the manifest (sha256, rows), the partition's index row count = the manifest's, and"
+        " the Delta table's current version names exactly the manifest's files."),
 }
 
 

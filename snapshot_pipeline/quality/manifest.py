@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from snapshot_pipeline import db
 from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, entry_files, published_entry
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index, published
+from snapshot_pipeline.store import delta, index, published
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.diff import diff_files
 from snapshot_pipeline.store.spool import IndexSpool
@@ -22,8 +23,21 @@ def file_checksum(settings: Settings, paths: list[str]) -> str:
     return store.files_checksum(fs, paths)[1]
 
 
+def delta_disagreement(settings: Settings, entry: index.ManifestEntry) -> str | None:
+    """Why the Delta table's current version of the partition is not the manifest's files (None: it is)."""
+    if entry.delta_version is None:
+        return "the partition's generation is not in the Delta log yet (the recovery sensor replays it)"
+    table = delta.load(settings.storage_uri, delta.SNAPSHOTS)
+    current = sorted(os.path.basename(p) for p, _ in delta.partition_files(table, delta.SNAPSHOTS,
+                                                                            entry.snapshot_date)) if table else []
+    if current != sorted(os.path.basename(name) for name in entry.files):
+        return f"the Delta table names {len(current)} other file(s) for the partition than the manifest"
+    return None
+
+
 def parquet_matches_manifest(settings: Settings, date: dt.date) -> Outcome:
-    """Parquet file = manifest (sha256, rows) and the partition's index row count = manifest ``index_rows``.
+    """Parquet file = manifest (sha256, rows), the partition's index row count = manifest ``index_rows``, and
+    the Delta table's current version names the manifest's files (what every other reader reads).
 
     The in-run counterpart of :func:`parquet_matches_index`: one sequential read of the file and one
     primary-key range count on the index, no diff against the predecessor.
@@ -42,11 +56,15 @@ def parquet_matches_manifest(settings: Settings, date: dt.date) -> Outcome:
         problems.append(f"Parquet has {rows:,} rows, manifest {entry.row_count:,}")
     if indexed != entry.index_rows:
         problems.append(f"index holds {indexed:,} rows for the partition, manifest {entry.index_rows:,}")
+    disagreement = delta_disagreement(settings, entry)
+    if disagreement:
+        problems.append(disagreement)
     return Outcome(
         not problems,
-        "; ".join(problems) or f"checksum, {rows:,} rows and {indexed:,} index rows match the manifest",
+        "; ".join(problems) or (f"checksum, {rows:,} rows and {indexed:,} index rows match the manifest;"
+                                f" Delta version {entry.delta_version} names its files"),
         {"parquet_rows": rows, "index_rows": int(indexed), "manifest_index_rows": entry.index_rows},
-        {"checksum_matches": checksum == entry.checksum},
+        {"checksum_matches": checksum == entry.checksum, "delta_version": entry.delta_version},
     )
 
 
