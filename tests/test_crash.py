@@ -1,26 +1,33 @@
-"""Real crashes: `kill -9` of `snapshot-pipeline snapshot` at each phase of a materialization.
+"""Real crashes: `kill -9` of `snapshot-pipeline snapshot` at each phase of the Delta publication (DESIGN §8).
 
-Each test publishes a partition, changes the ledger (so the re-materialization writes a different
-file), starts the CLI with a pause point, waits for its marker, sends SIGKILL, and checks:
+Each test publishes partition D (generation 1), adds a backdated leg to the ledger (so the next
+materialization of D writes different values: the oracle at the old and at the new ledger state),
+starts the CLI with a pause point, waits for its marker and sends a real SIGKILL. Phases, in order
+(``faults.PHASES``): read, staged, visible (inside the index transaction) | committed (the index
+COMMIT, the commit point, made; no Delta commit) | delta (the Delta commit made, its version not
+recorded) | published (both agree, before the checks) | checks (inside the run's asset checks).
 
-- what a reader sees of the partition (through the manifest, as every reader of the package and
-  the query engine resolve files) is exactly the files the manifest names, whole; in the `visible`
-  phase, where the kill falls between the move of the new file to its run-unique name and the
-  index COMMIT, the new file is an orphan no manifest names, removed by the crash_recovery_sensor
-  tick; after any recovery the partition's directory holds only the manifest's files, so a
-  dataset reader globbing the directory sees the same;
-- the killed run is marked FAILURE in the Dagster instance, with the reason, by the next holder of
-  the partition's lock (the next CLI run) or the sensor tick, nobody acting by hand;
-- after the next run nothing is left in the store's staging or publish areas nor in temp.
+Right after the kill, every reader (DuckDB ``delta_scan``, ``deltalake``, our manifest reader
+``published.read_partition``) sees exactly the old partition or exactly the new one, whole: the
+Delta readers switch at the Delta commit, our own reader at the index COMMIT. Then one recovery
+path (the next CLI run of D, the ``crash_recovery_sensor`` tick, ``snapshot-pipeline doctor``, or
+the next day's run) converges: the Delta table's current files of D are the manifest's, no
+generation is left unsynced, every reader sees the same partition, the files no generation names
+(orphans) are gone, no file a recorded generation names was ever deleted, and the killed run is
+FAILURE in the Dagster instance with the reason, whatever phase it died in.
+
+A glob of the partition's directory is not a supported reader any more: superseded files stay
+there for the history window by design (docs/reading.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,20 +35,24 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
-import pyarrow.dataset as ds
 import pytest
 
-from snapshot_pipeline.store import publish
+from snapshot_pipeline import calendar
+from snapshot_pipeline.store import delta, index, publish, published
+from snapshot_pipeline.store import parquet as store
 from tests.conftest import seed
 from tests.helpers import insert_transaction, two_balances
+from tests.oracle import expected_snapshot, snapshot_values
+from tests.readers import duckdb_connection, via_deltalake, via_duckdb
 from tests.test_cli import cli, open_instance
 
 DATE = dt.date(2026, 11, 2)
+TIMEZONE = "UTC"
 
 
 @pytest.fixture(scope="module")
 def crash_ledger(make_database) -> str:
-    """A seeded ledger of this module's own (tests add backdated rows to it)."""
+    """A seeded ledger of this module's own (tests add backdated rows to it; each computes its oracle first)."""
     url = make_database()
     seed(url)
     return url
@@ -54,9 +65,20 @@ def env(crash_ledger, make_database, tmp_path) -> dict[str, str]:
         "SNAPSHOT_DATABASE_URL": make_database(),
         "SNAPSHOT_STORAGE_URI": str(tmp_path / "store"),
         "SNAPSHOT_START_DATE": "2026-10-01",
+        "SNAPSHOT_TIMEZONE": TIMEZONE,
         "SNAPSHOT_HOME": str(tmp_path),
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
     }
+
+
+def _settings(env: dict[str, str]):
+    from snapshot_pipeline.settings import load_settings
+
+    return load_settings(env)
+
+
+def oracle(env: dict[str, str], date: dt.date = DATE) -> dict[str, dict[str, int]]:
+    return expected_snapshot(env["LEDGER_DATABASE_URL"], calendar.cutoff(date, TIMEZONE))
 
 
 def backdate_a_transfer(url: str) -> None:
@@ -64,6 +86,9 @@ def backdate_a_transfer(url: str) -> None:
     source, destination = two_balances(url)
     moment = dt.datetime.combine(DATE, dt.time(12, 0))
     insert_transaction(url, source, destination, 1234, created_at=moment, effective_date=moment)
+
+
+# ------------------------------------------------------------------------------------------- the kill
 
 
 def start_paused(env: dict[str, str], phase: str, marker: Path) -> subprocess.Popen:
@@ -74,8 +99,8 @@ def start_paused(env: dict[str, str], phase: str, marker: Path) -> subprocess.Po
                              "--batch-size", "200"], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def kill_at(env: dict[str, str], phase: str, tmp_path: Path) -> None:
-    """Run the snapshot until it pauses at ``phase``, then SIGKILL it (a real kill -9)."""
+def kill_at(env: dict[str, str], phase: str, tmp_path: Path) -> int:
+    """Run the snapshot until it pauses at ``phase``, SIGKILL it (a real kill -9); returns its pid."""
     marker = tmp_path / f"paused-{phase}"
     proc = start_paused(env, phase, marker)
     deadline = time.monotonic() + 240
@@ -90,60 +115,126 @@ def kill_at(env: dict[str, str], phase: str, tmp_path: Path) -> None:
     assert proc.wait(timeout=30) == -signal.SIGKILL
     proc.stdout.close()
     proc.stderr.close()
+    wait_for_dead_sessions(env)
+    return pid
 
 
-def manifest_checksum(env: dict[str, str]) -> tuple[str, int] | None:
-    with psycopg.connect(env["SNAPSHOT_DATABASE_URL"]) as conn:
-        row = conn.execute("SELECT checksum, row_count FROM snapshot_index.partitions WHERE snapshot_date = %s",
-                           (DATE,)).fetchone()
-    return (row[0], int(row[1])) if row else None
+def wait_for_dead_sessions(env: dict[str, str], timeout: float = 30) -> None:
+    """Until the server has ended the killed process's sessions: its open index transaction rolled back and
+    its partition lock (a session advisory lock) free, as they are for whoever comes next."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(env["SNAPSHOT_DATABASE_URL"], autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                           " WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+                           " AND l.pid <> pg_backend_pid()").fetchone()[0]:
+            assert time.monotonic() < deadline, "the killed run's sessions outlived it"
+            time.sleep(0.1)
 
 
-def _settings(env: dict[str, str]):
-    from snapshot_pipeline.settings import load_settings
-
-    return load_settings(env)
+# ------------------------------------------------------------------------------------------- readers
 
 
-def reader_view(env: dict[str, str]) -> tuple[str, int] | None:
-    """What a reader finds for DATE through the manifest: (partition sha256 of its files, rows read)."""
-    from snapshot_pipeline.store import parquet as store
-    from snapshot_pipeline.store import published
+def readers(env: dict[str, str], date: dt.date = DATE) -> dict[str, dict[str, dict[str, int]] | None]:
+    """What each reader sees of ``date``: balance_id -> six amounts (None: the reader finds no partition).
 
+    Fails when a reader sees a balance twice (a partition read twice is a wrong total, not a dict key).
+    """
     settings = _settings(env)
-    paths = published.paths(settings, DATE)
-    if paths is None:
-        return None
-    fs, _ = store.resolve(settings.storage_uri)
-    return store.files_checksum(fs, paths)[1], published.read_partition(settings, DATE).num_rows
+    uri = env["SNAPSHOT_STORAGE_URI"]
+    tables = {}
+    if delta.exists(uri, delta.SNAPSHOTS):
+        con = duckdb_connection()
+        try:
+            tables["duckdb"] = via_duckdb(con, uri, date)
+        finally:
+            con.close()
+        tables["deltalake"] = via_deltalake(uri, date)
+    else:
+        tables["duckdb"] = tables["deltalake"] = None
+    tables["manifest"] = published.read_partition(settings, date) if published.exists(settings, date) else None
+    seen = {}
+    for name, table in tables.items():
+        if table is None or table.num_rows == 0:
+            seen[name] = None
+            continue
+        values = snapshot_values(table)
+        assert len(values) == table.num_rows, f"{name} sees a balance of {date} more than once"
+        seen[name] = values
+    return seen
 
 
-def directory_view(env: dict[str, str]) -> tuple[str, int] | None:
-    """What a dataset reader globbing the directory finds for DATE (fails if it holds more than one run)."""
-    root = Path(env["SNAPSHOT_STORAGE_URI"]) / "balance_snapshots"
-    files = sorted((root / f"snapshot_date={DATE.isoformat()}").glob("*"))
-    if not files:
-        return None
-    assert len(files) == 1, files
-    dataset = ds.dataset(str(root), format="parquet", partitioning="hive")
-    rows = dataset.to_table(filter=ds.field("snapshot_date") == DATE.isoformat()).num_rows
-    return hashlib.sha256(files[0].read_bytes()).hexdigest(), rows
+def assert_readers_see(env: dict[str, str], *, delta_readers, manifest, date: dt.date = DATE) -> None:
+    """Each reader sees exactly the expected partition (an oracle dict, or None for no partition)."""
+    seen = readers(env, date)
+    for name, expected in (("duckdb", delta_readers), ("deltalake", delta_readers), ("manifest", manifest)):
+        got = seen[name]
+        assert got == expected, (f"{name} sees {len(got) if got else 0} balances of {date}, not the expected"
+                                 f" {len(expected) if expected else 0} (or different values)")
 
 
-def part_files(env: dict[str, str]) -> list[str]:
-    root = Path(env["SNAPSHOT_STORAGE_URI"]) / "balance_snapshots" / f"snapshot_date={DATE.isoformat()}"
-    return sorted(p.name for p in root.glob("*"))
+def delta_files(env: dict[str, str], date: dt.date = DATE) -> list[str]:
+    """Base names of the files the Delta table's current version names for ``date``."""
+    table = delta.load(env["SNAPSHOT_STORAGE_URI"], delta.SNAPSHOTS)
+    if table is None:
+        return []
+    return sorted(path.rsplit("/", 1)[1] for path, _ in delta.partition_files(table, delta.SNAPSHOTS, date))
+
+
+def index_state(env: dict[str, str], date: dt.date = DATE):
+    """(manifest entry, every recorded generation, unsynced dates) from the snapshot index."""
+    with psycopg.connect(env["SNAPSHOT_DATABASE_URL"]) as conn:
+        if not index.ready(conn):
+            return None, [], []
+        return index.manifest(conn, date), index.versions(conn, date), index.unsynced_dates(conn)
+
+
+def named_files(env: dict[str, str], date: dt.date = DATE) -> set[str]:
+    """The paths of every file some recorded generation of ``date`` names."""
+    _, versions, _ = index_state(env, date)
+    return {p for v in versions for p in store.partition_paths(env["SNAPSHOT_STORAGE_URI"], date, list(v.files))}
+
+
+def orphans(env: dict[str, str], date: dt.date = DATE) -> set[str]:
+    """Part files in ``date``'s directory that no recorded generation names."""
+    fs, _ = store.resolve(env["SNAPSHOT_STORAGE_URI"])
+    return set(store.list_partition(fs, env["SNAPSHOT_STORAGE_URI"], date)) - named_files(env, date)
+
+
+def assert_log_agrees_with_index(env: dict[str, str], date: dt.date = DATE) -> None:
+    """Converged: the Delta table's current files of ``date`` are the manifest's, the manifest and the latest
+    generation name the Delta version carrying them, its app transaction is the generation, nothing unsynced."""
+    entry, versions, unsynced = index_state(env, date)
+    assert entry is not None and versions and entry.generation == versions[-1].generation
+    assert delta_files(env, date) == sorted(name.rsplit("/", 1)[1] for name in entry.files)
+    assert entry.delta_version is not None and versions[-1].delta_version == entry.delta_version
+    assert delta.transaction_version(env["SNAPSHOT_STORAGE_URI"], delta.SNAPSHOTS,
+                                     publish.app_id(date)) == entry.generation
+    assert unsynced == []
 
 
 def leftovers(env: dict[str, str], work_dirs: list[str]) -> list[str]:
-    store = Path(env["SNAPSHOT_STORAGE_URI"])
-    found = [str(p) for d in (publish.STAGING_DIR, publish.CONTROL_DIR) for p in (store / d).glob("*")]
+    root = Path(env["SNAPSHOT_STORAGE_URI"])
+    found = [str(p) for d in (publish.STAGING_DIR, publish.CONTROL_DIR) for p in (root / d).glob("*")]
     return found + [d for d in work_dirs if os.path.exists(d)]
 
 
-def holder_record(env: dict[str, str]) -> dict:
+def holder_record(env: dict[str, str]) -> dict | None:
     path = Path(publish.holder_path(env["SNAPSHOT_STORAGE_URI"], DATE))
-    return json.loads(path.read_text())
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ------------------------------------------------------------------------------------------- Dagster
+
+
+def killed_run_id(env: dict[str, str], pid: int, monkeypatch) -> str:
+    """The Dagster run the killed CLI process executed (tagged with its pid and host)."""
+    from snapshot_pipeline.defs.recovery import CLI_HOST_TAG, CLI_PID_TAG
+
+    with open_instance(env, monkeypatch) as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={CLI_PID_TAG: str(pid),
+                                                             CLI_HOST_TAG: socket.gethostname()}), limit=1)
+    assert runs, f"no Dagster run tagged with pid {pid}"
+    return runs[0].run_id
 
 
 def run_status(env: dict[str, str], run_id: str, monkeypatch) -> tuple[dg.DagsterRunStatus, str | None]:
@@ -154,80 +245,10 @@ def run_status(env: dict[str, str], run_id: str, monkeypatch) -> tuple[dg.Dagste
     return status, (failures[-1] if failures else None)
 
 
-@pytest.mark.parametrize("phase", ["read", "staged", "committed"])
-def test_kill_then_next_run_reports_and_cleans(env, tmp_path, monkeypatch, phase):
-    """Kill at a phase where the directory always matches the manifest; the next CLI run cleans up."""
-    cli("snapshot", "--date", DATE.isoformat(), env=env)
-    before = manifest_checksum(env)
-    backdate_a_transfer(env["LEDGER_DATABASE_URL"])
-
-    kill_at(env, phase, tmp_path)
-    holder = holder_record(env)
-    assert reader_view(env) == manifest_checksum(env)
-    if phase == "committed":
-        assert manifest_checksum(env) != before  # the commit point passed: the new file is the partition
-    else:
-        assert manifest_checksum(env) == before  # nothing published: readers still see the old partition
-    assert run_status(env, holder["run_id"], monkeypatch)[0] == dg.DagsterRunStatus.STARTED
-    assert leftovers(env, [holder["work_dir"]])  # the dead run left staging, records and its work dir
-
-    out = json.loads(cli("snapshot", "--date", DATE.isoformat(), env=env).stdout)
-    status, message = run_status(env, holder["run_id"], monkeypatch)
-    assert status == dg.DagsterRunStatus.FAILURE
-    assert "died without finishing" in message and DATE.isoformat() in message
-    assert run_status(env, out["run_id"], monkeypatch)[0] == dg.DagsterRunStatus.SUCCESS
-    assert reader_view(env) == manifest_checksum(env) == directory_view(env)
-    assert leftovers(env, [holder["work_dir"]]) == []
-
-
-def test_kill_between_visible_file_and_commit_is_rolled_back_by_the_sensor_tick(env, tmp_path, monkeypatch):
-    """The one window where the directory runs ahead of the manifest: resolved without anyone acting."""
-    from snapshot_pipeline.definitions import build_definitions
-    from snapshot_pipeline.defs.recovery import RECOVERY_SENSOR
-    from snapshot_pipeline.settings import load_settings
-
-    cli("snapshot", "--date", DATE.isoformat(), env=env)
-    before = manifest_checksum(env)
-    backdate_a_transfer(env["LEDGER_DATABASE_URL"])
-
-    kill_at(env, "visible", tmp_path)
-    holder = holder_record(env)
-    assert manifest_checksum(env) == before  # the index transaction died with the process
-    assert reader_view(env) == before  # readers see the committed partition, whole
-    assert len(part_files(env)) == 2  # beside it, the uncommitted file under its own run-unique name
-
-    settings = load_settings(env)
-    sensor = build_definitions(settings).get_sensor_def(RECOVERY_SENSOR)
-    with open_instance(env, monkeypatch) as instance:
-        with dg.build_sensor_context(instance=instance, resources={"snapshot_store": _store(env)}) as context:
-            result = sensor(context)
-    assert "recovered 1 partition" in str(result)
-    assert reader_view(env) == manifest_checksum(env) == directory_view(env) == before  # the orphan is gone
-    status, message = run_status(env, holder["run_id"], monkeypatch)
-    assert status == dg.DagsterRunStatus.FAILURE and "died without finishing" in message
-    assert leftovers(env, [holder["work_dir"]]) == []
-
-    cli("snapshot", "--date", DATE.isoformat(), env=env)
-    assert reader_view(env) == manifest_checksum(env) == directory_view(env) != before
-    assert leftovers(env, [holder["work_dir"]]) == []
-
-
-def test_doctor_resolves_a_kill_between_visible_file_and_commit_on_a_new_partition(env, tmp_path, monkeypatch):
-    """First publish of a partition killed after the rename: `doctor` removes the file no manifest row names."""
-    kill_at(env, "visible", tmp_path)
-    holder = holder_record(env)
-    assert manifest_checksum(env) is None and reader_view(env) is None and len(part_files(env)) == 1
-    out = json.loads(cli("doctor", env=env).stdout)
-    assert [r["publish"] for r in out["recovered"]] == ["rolled_back"]
-    assert out["recovered"][0]["dead_run"]["run_id"] == holder["run_id"]
-    assert reader_view(env) is None and manifest_checksum(env) is None and part_files(env) == []
-    assert run_status(env, holder["run_id"], monkeypatch)[0] == dg.DagsterRunStatus.FAILURE
-    assert leftovers(env, [holder["work_dir"]]) == []
-    assert json.loads(cli("doctor", env=env).stdout) == {"recovered": []}
-    with open_instance(env, monkeypatch) as instance:  # daemon/webserver runs: Dagster's run monitoring
-        assert instance.run_monitoring_enabled
-        assert instance.run_monitoring_start_timeout_seconds == 180
-        assert instance.run_monitoring_max_runtime_seconds == 21600
+def assert_reported_failed(env: dict[str, str], run_id: str, monkeypatch) -> None:
+    status, message = run_status(env, run_id, monkeypatch)
+    assert status == dg.DagsterRunStatus.FAILURE, status
+    assert message and "died without finishing" in message and DATE.isoformat() in message, message
 
 
 def _store(env: dict[str, str]):
@@ -238,28 +259,170 @@ def _store(env: dict[str, str]):
                                  storage_uri=env["SNAPSHOT_STORAGE_URI"])
 
 
-def test_next_day_never_rolls_forward_from_an_uncommitted_file(env, tmp_path):
-    """D killed between the move to its final name and COMMIT, then D+1 runs first: it rolls forward
-    from the files D's manifest names, and the orphan is swept before D+1 reads its base.
+def sensor_tick(env: dict[str, str], monkeypatch) -> str:
+    """One tick of the crash_recovery_sensor on the CLI's instance; returns its skip reason."""
+    from snapshot_pipeline.definitions import build_definitions
+    from snapshot_pipeline.defs.recovery import RECOVERY_SENSOR
 
-    D's uncommitted file already holds the backdated leg; the manifest's watermark for D does not.
-    Read as D+1's base, that leg would be counted twice; D+1 must equal the journal exactly.
-    """
-    from snapshot_pipeline import calendar, snapshot
-    from snapshot_pipeline.settings import load_settings
-    from tests.oracle import expected_snapshot, snapshot_values
+    sensor = build_definitions(_settings(env)).get_sensor_def(RECOVERY_SENSOR)
+    with open_instance(env, monkeypatch) as instance:
+        with dg.build_sensor_context(instance=instance, resources={"snapshot_store": _store(env)}) as context:
+            return str(sensor(context))
 
-    cli("snapshot", "--date", DATE.isoformat(), env=env)
-    before = manifest_checksum(env)
+
+# ------------------------------------------------------------------------------------------- the tests
+
+# phase -> what every reader sees right after the kill: (Delta readers, our manifest reader), old or new
+AFTER_KILL = {
+    "read": ("old", "old"),
+    "staged": ("old", "old"),
+    "visible": ("old", "old"),  # the index transaction died with the process
+    "committed": ("old", "new"),  # the commit point passed; the Delta commit is the recovery's to replay
+    "delta": ("new", "new"),  # the Delta commit made; its version not recorded in the index yet
+    "published": ("new", "new"),
+    "checks": ("new", "new"),
+}
+# each recovery path covers phases before, between and after the two commits
+CASES = [
+    ("read", "cli"),
+    ("staged", "sensor"),
+    ("visible", "sensor"),
+    ("committed", "cli"),
+    ("committed", "sensor"),
+    ("delta", "doctor"),
+    ("published", "sensor"),
+    ("checks", "cli"),
+    ("checks", "doctor"),
+]
+
+
+@pytest.mark.parametrize(("phase", "recovery"), CASES, ids=[f"{p}-{r}" for p, r in CASES])
+def test_kill_then_recovery_converges(env, tmp_path, monkeypatch, phase, recovery):
+    from snapshot_pipeline import snapshot
+
+    settings = _settings(env)
+    old = oracle(env)
+    snapshot.take_snapshot(settings, DATE, 300)  # generation 1 (the old partition)
+    assert_log_agrees_with_index(env)
+    assert_readers_see(env, delta_readers=old, manifest=old)
     backdate_a_transfer(env["LEDGER_DATABASE_URL"])
-    kill_at(env, "visible", tmp_path)
-    assert len(part_files(env)) == 2
+    new = oracle(env)
+    assert new != old
+    named = named_files(env)
 
-    settings = load_settings(env)
+    pid = kill_at(env, phase, tmp_path)
+    run_id = killed_run_id(env, pid, monkeypatch)
+    holder = holder_record(env)
+    states = {"old": old, "new": new}
+    delta_sees, manifest_sees = AFTER_KILL[phase]
+    assert_readers_see(env, delta_readers=states[delta_sees], manifest=states[manifest_sees])
+    named |= named_files(env)
+    entry, versions, unsynced = index_state(env)
+    assert [v.generation for v in versions] == ([1] if manifest_sees == "old" else [1, 2])
+    assert unsynced == ([DATE] if phase in ("committed", "delta") else [])
+    # the Delta table's current files of DATE are exactly one recorded generation's: never a mix
+    assert delta_files(env) in [sorted(f.rsplit("/", 1)[1] for f in v.files) for v in versions]
+    if phase in ("staged", "visible"):
+        assert orphans(env)  # the dead run's complete file, no generation names it: no reader sees it
+    assert run_status(env, run_id, monkeypatch)[0] == dg.DagsterRunStatus.STARTED
+    if phase == "checks":
+        assert holder is None  # the claim was released when take_snapshot returned; the checks run after
+    else:
+        assert holder is not None and holder["run_id"] == run_id
+    work_dirs = [holder["work_dir"]] if holder else []
+
+    if recovery == "cli":
+        out = json.loads(cli("snapshot", "--date", DATE.isoformat(), env=env).stdout)
+        assert run_status(env, out["run_id"], monkeypatch)[0] == dg.DagsterRunStatus.SUCCESS
+        assert out["checks"] and all(v == "passed" for v in out["checks"].values()), out["checks"]
+        converged = new
+    elif recovery == "sensor":
+        assert "recovered 1 partition" in sensor_tick(env, monkeypatch)
+        converged = states[manifest_sees]
+    else:
+        found = json.loads(cli("doctor", env=env).stdout)["recovered"]
+        assert [(r["snapshot_date"], r["dead_run"]["run_id"]) for r in found] == [(DATE.isoformat(), run_id)]
+        expected_publish = {"delta": "completed", "committed": "completed"}.get(phase, "none")
+        assert found[0]["publish"] == expected_publish
+        assert json.loads(cli("doctor", env=env).stdout) == {"recovered": []}  # nothing left to do
+        converged = states[manifest_sees]
+
+    named |= named_files(env)
+    assert_log_agrees_with_index(env)
+    assert_readers_see(env, delta_readers=converged, manifest=converged)
+    assert orphans(env) == set()
+    assert all(os.path.exists(p) for p in named), sorted(p for p in named if not os.path.exists(p))
+    assert_reported_failed(env, run_id, monkeypatch)
+    assert leftovers(env, work_dirs) == []
+
+    if converged is old:  # the dead run never committed: the next run publishes the new values
+        snapshot.take_snapshot(settings, DATE, 300)
+        named |= named_files(env)
+        assert_log_agrees_with_index(env)
+        assert_readers_see(env, delta_readers=new, manifest=new)
+        assert all(os.path.exists(p) for p in named)
+        assert orphans(env) == set()
+    # every generation stays readable by time travel (history window): the first is the old partition
+    first = index_state(env)[1][0]
+    assert snapshot_values(via_deltalake(env["SNAPSHOT_STORAGE_URI"], DATE, first.delta_version)) == old
+
+
+def test_doctor_resolves_a_kill_between_visible_file_and_commit_on_a_new_partition(env, tmp_path, monkeypatch):
+    """First publish of a partition killed inside its index transaction: no reader sees anything of it, and
+    `doctor` removes the file no generation names and reports the run."""
+    pid = kill_at(env, "visible", tmp_path)
+    run_id = killed_run_id(env, pid, monkeypatch)
+    holder = holder_record(env)
+    assert holder["run_id"] == run_id
+    assert_readers_see(env, delta_readers=None, manifest=None)
+    assert index_state(env)[1] == [] and len(orphans(env)) == 1
+    out = json.loads(cli("doctor", env=env).stdout)
+    assert [(r["publish"], r["dead_run"]["run_id"]) for r in out["recovered"]] == [("rolled_back", run_id)]
+    assert_readers_see(env, delta_readers=None, manifest=None)
+    assert orphans(env) == set() and index_state(env)[1] == [] and delta_files(env) == []
+    assert_reported_failed(env, run_id, monkeypatch)
+    assert leftovers(env, [holder["work_dir"]]) == []
+    assert json.loads(cli("doctor", env=env).stdout) == {"recovered": []}
+    with open_instance(env, monkeypatch) as instance:  # daemon/webserver runs: Dagster's run monitoring
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_start_timeout_seconds == 180
+        assert instance.run_monitoring_max_runtime_seconds == 21600
+
+
+@pytest.mark.parametrize("phase", ["visible", "committed"])
+def test_next_day_rolls_forward_from_the_committed_generation(env, tmp_path, phase):
+    """D killed before (visible) or after (committed) its commit point, then D+1 runs first: D+1 rolls forward
+    from the generation D's index names, after its claim resolved D (orphan removed, or the Delta commit
+    replayed), and equals the journal exactly.
+
+    At ``visible`` D's uncommitted file already holds the backdated leg and the manifest's watermark for D
+    does not: read as D+1's base, that leg would be counted twice.
+    """
+    from snapshot_pipeline import snapshot
+
+    settings = _settings(env)
+    old = oracle(env)
+    snapshot.take_snapshot(settings, DATE, 300)
+    backdate_a_transfer(env["LEDGER_DATABASE_URL"])
+    new = oracle(env)
+    named = named_files(env)
+    kill_at(env, phase, tmp_path)
+    named |= named_files(env)
+    committed = phase == "committed"
+    assert_readers_see(env, delta_readers=old, manifest=new if committed else old)
+
     following = DATE + dt.timedelta(days=1)
     result = snapshot.take_snapshot(settings, following, 300)
     assert result.mode == "incremental" and result.base_date == DATE
-    got = snapshot_values(ds.dataset(result.path, format="parquet").to_table())
-    expected = expected_snapshot(env["LEDGER_DATABASE_URL"], calendar.cutoff(following, settings.timezone))
-    assert got == expected
-    assert reader_view(env) == manifest_checksum(env) == directory_view(env) == before  # D's orphan swept first
+    expected = oracle(env, following)
+    assert_readers_see(env, delta_readers=expected, manifest=expected, date=following)
+    assert_log_agrees_with_index(env, following)
+    # D was resolved by D+1's claim before D+1 chose its base
+    assert_log_agrees_with_index(env)
+    current = new if committed else old
+    assert_readers_see(env, delta_readers=current, manifest=current)
+    assert orphans(env) == set()
+    assert all(os.path.exists(p) for p in named | named_files(env))
+    with contextlib.suppress(AssertionError):  # the dead holder's record is removed by the recovery
+        assert holder_record(env) is None
+    assert holder_record(env) is None

@@ -254,15 +254,17 @@ def transaction_version(storage_uri: str, spec: TableSpec, app_id: str) -> int |
     return table.transaction_version(app_id) if table is not None else None
 
 
-def version_of(storage_uri: str, spec: TableSpec, *key_values: str | None, limit: int = 1000) -> int | None:
-    """The newest table version whose commit metadata has the given key/value pairs (k1, v1, k2, v2...)."""
+def version_of(storage_uri: str, spec: TableSpec, *key_values: str | None) -> int | None:
+    """The newest table version whose commit metadata has the given key/value pairs (k1, v1, k2, v2...):
+    searched among the last 20 commits first (a commit just made), then the last 10,000."""
     table = load(storage_uri, spec)
     if table is None:
         return None
     pairs = list(zip(key_values[::2], key_values[1::2], strict=True))
-    for commit in table.history(limit):
-        if all(commit.get(str(key)) == value for key, value in pairs):
-            return int(commit["version"])
+    for limit in (20, 10_000):
+        for commit in table.history(limit):
+            if all(commit.get(str(key)) == value for key, value in pairs):
+                return int(commit["version"])
     return None
 
 
