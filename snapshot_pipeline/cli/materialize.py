@@ -125,10 +125,15 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
 
 def _execute(settings: Settings, snapshot_date: dt.date, config: dict, verbose: bool,
              bar: Callable[[], DayProgress]):
-    """The job's in-process execution on the instance of ``DAGSTER_HOME``; a failed run is a :class:`CliError`."""
+    """The job's in-process execution on the instance of ``DAGSTER_HOME``; a failed run is a :class:`CliError`.
+
+    The run is tagged with this process (:func:`snapshot_pipeline.defs.recovery.cli_run_tags`); afterwards,
+    earlier CLI runs of this host whose process died unreported are marked failed.
+    """
     import dagster as dg  # noqa: PLC0415 - keep `--help` fast
 
     from snapshot_pipeline.definitions import build_definitions  # noqa: PLC0415
+    from snapshot_pipeline.defs.recovery import cli_run_tags, report_dead_cli_runs  # noqa: PLC0415
     from snapshot_pipeline.names import ASSET_NAME, SNAPSHOT_JOB  # noqa: PLC0415
 
     job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB).with_logger_defs(
@@ -143,7 +148,11 @@ def _execute(settings: Settings, snapshot_date: dt.date, config: dict, verbose: 
                             "cli_progress": {}},
             },
             raise_on_error=False,
+            tags=cli_run_tags(),  # this process runs it: if it dies after its lock is released, see below
         )
+        # an earlier CLI run of this host that died after releasing its partition's lock (during its checks)
+        # is reported here; one that died holding it was reported by this run's claim (publish.recover)
+        report_dead_cli_runs(instance)
     if not result.success:
         raise CliError(f"snapshot of {snapshot_date} failed (Dagster run {result.run_id}): {_failure(result)}")
     return result
