@@ -4,14 +4,19 @@ A test starts ``snapshot-pipeline snapshot`` with ``SNAPSHOT_PAUSE_AT=<phase>`` 
 ``SNAPSHOT_PAUSE_MARKER=<path>``; when the run reaches that phase it writes the marker (its pid)
 and sleeps forever, and the test sends SIGKILL. Unset, a pause point costs one dict lookup.
 
-Phases of :func:`snapshot_pipeline.snapshot.take_snapshot`, in order:
+Phases of :func:`snapshot_pipeline.snapshot.take_snapshot`, in order (the protocol:
+:mod:`snapshot_pipeline.store.publish`):
 
-- ``read``: the ledger read is finished (its REPEATABLE READ view closed); the staging file is
-  not finished yet;
-- ``staged``: the staging Parquet file is complete (closed, checksummed), nothing published;
-- ``visible``: the new files are moved to their run-unique names in the dataset directory, the
-  index transaction (manifest row naming them) is not committed yet;
-- ``committed``: the index transaction is committed; the superseded files are not deleted yet.
+- ``read``: the ledger read is finished (its REPEATABLE READ view closed); the new file is not
+  finished yet;
+- ``staged``: the new Parquet file is complete (closed, checksummed) at its run-unique name, which
+  no generation and no Delta version names;
+- ``visible``: inside the index transaction (manifest and ``partition_versions`` rows naming the
+  files written; a sharded run's files moved in), not committed yet;
+- ``committed``: the index transaction is committed (the commit point); no Delta commit yet;
+- ``delta``: the Delta commit is made; its version is not recorded in the index yet;
+- ``published``: both stores agree; the run's asset checks have not started;
+- ``checks``: inside the run's ``snapshot_file_checks`` step (the partition's lock is released).
 """
 
 from __future__ import annotations
@@ -21,9 +26,6 @@ import time
 
 from snapshot_pipeline.settings import pause_point_setting
 
-# read: the ledger read; staged: the files written; visible: inside the index transaction, files in place;
-# committed: the index COMMITted, the Delta commit not made; delta: the Delta commit made, its version not
-# recorded; published: both stores agree, before the run's checks; checks: inside the run's asset checks
 PHASES = ("read", "staged", "visible", "committed", "delta", "published", "checks")
 FAIL_SHARD_VARIABLE = "SNAPSHOT_FAIL_SHARD"  # a shard number: that shard of a sharded run raises (tests)
 

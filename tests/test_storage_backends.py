@@ -78,7 +78,7 @@ def test_partitions_are_exact_on_both_backends(settings, fresh_ledger):
     assert len(sharded.files) == 3 and all(f.startswith(settings.storage_uri.split("://")[0]) for f in sharded.files)
     for date in DAYS:
         assert_exact(settings, fresh_ledger, date)
-        assert _listing(settings, date) == published.paths(settings, date)  # only the manifest's files
+        assert _listing(settings, date) == published.paths(settings, date)  # published once: only its files
     assert _staging(settings) == []
 
 
@@ -120,7 +120,9 @@ def test_a_failed_commit_withdraws_the_moved_files(settings, fresh_ledger):
         conn.execute("ALTER TABLE snapshot_index.partitions DROP CONSTRAINT no_more")
     snapshot.take_snapshot(settings, DAYS[0], 200)
     assert_exact(settings, fresh_ledger, DAYS[0])
-    assert _listing(settings, DAYS[0]) == published.paths(settings, DAYS[0]) != before_files  # superseded: deleted
+    current = published.paths(settings, DAYS[0])
+    assert current != before_files  # superseded: kept for the history window beside the new one
+    assert _listing(settings, DAYS[0]) == sorted(before_files + current)
 
 
 def test_retention_on_both_backends(settings, fresh_ledger):
@@ -128,7 +130,8 @@ def test_retention_on_both_backends(settings, fresh_ledger):
         snapshot.take_snapshot(settings, date, 500, shards=2 if date == DAYS[0] else 1)
     report = apply_retention(settings, reference=DAYS[-1], policy=Policy(days=1, months=2))
     assert not report["dry_run"] and DAYS[0].isoformat() in str(report)
-    assert not published.exists(settings, DAYS[0]) and _listing(settings, DAYS[0]) == []
+    assert not published.exists(settings, DAYS[0])
+    assert _listing(settings, DAYS[0])  # retired from the Delta table; its files stay for the history window
     for date in DAYS[1:]:
         assert_exact(settings, fresh_ledger, date)
 

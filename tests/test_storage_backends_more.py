@@ -24,6 +24,7 @@ from snapshot_pipeline.store import records as store_records
 from tests import s3
 from tests import test_storage_backends as backends
 from tests.helpers import insert_transaction, two_balances
+from tests.readers import via_deltalake
 from tests.oracle import expected_snapshot, snapshot_values
 from tests.test_cli import cli
 from tests.test_crash import DATE, backdate_a_transfer, kill_at, manifest_checksum, reader_view, run_status
@@ -175,7 +176,10 @@ def test_kill_9_on_s3_leaves_the_old_partition_and_is_cleaned_up(s3_env, tmp_pat
     after = manifest_checksum(s3_env)
     assert after != before and reader_view(s3_env) == after
     new_objects = _s3_listing(s3_env)
-    assert new_objects == published.paths(settings, DATE) and len(new_objects) == 1 and new_objects != old_objects
+    current = published.paths(settings, DATE)
+    # the superseded object stays for the history window; the Delta table names only the new one
+    assert new_objects == sorted(old_objects + current) and len(current) == 1 and current != old_objects
+    assert via_deltalake(settings.storage_uri, DATE).num_rows == published.read_partition(settings, DATE).num_rows
     assert snapshot_values(published.read_partition(settings, DATE)) == expected_snapshot(
         s3_env["LEDGER_DATABASE_URL"], calendar.cutoff(DATE, settings.timezone))
     assert _staging(settings) == [] and _holder(s3_env) is None

@@ -103,7 +103,7 @@ def report_dead_cli_runs(instance: dg.DagsterInstance, log: Callable[[str], None
     """
     log = log or logger.info
     host = socket.gethostname()
-    found = []
+    found: list[dict] = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=_UNFINISHED, tags={CLI_HOST_TAG: host})):
         try:
             pid = int(run.tags[CLI_PID_TAG])

@@ -25,7 +25,7 @@ count of balances, and work proportional to the partition's changed balances and
 handles an empty partition (0 rows) and passes on it when the ledger agrees.
 """
 
-from snapshot_pipeline.quality.drift import changed_balances, live_drift
+from snapshot_pipeline.quality.drift import live_drift
 from snapshot_pipeline.quality.integrity import balance_identity, double_entry, integrity, row_count
 from snapshot_pipeline.quality.manifest import file_checksum, parquet_matches_index, parquet_matches_manifest
 from snapshot_pipeline.quality.outcome import SAMPLE_IDS, NotPublished, Outcome
@@ -33,6 +33,6 @@ from snapshot_pipeline.quality.recompute import DEFAULT_SAMPLE_SIZE, MAX_SAMPLE_
 
 __all__ = [
     "DEFAULT_SAMPLE_SIZE", "MAX_SAMPLE_SIZE", "SAMPLE_IDS", "NotPublished", "Outcome", "balance_identity",
-    "changed_balances", "double_entry", "file_checksum", "integrity", "live_drift", "parquet_matches_index",
+    "double_entry", "file_checksum", "integrity", "live_drift", "parquet_matches_index",
     "parquet_matches_manifest", "recompute", "row_count", "sampled_recomputation",
 ]

@@ -2,12 +2,12 @@
 
 :func:`compare` is the one definition of drift, used by the ``live_balances_match`` check
 (:func:`live_drift`, over the latest partition's changed balances) and by the reconciliation report
-(:mod:`snapshot_pipeline.reports.reconciliation`, over every live balance). The two find the later legs
-differently, each by the access path its scope needs: the check sums the legs of a few thousand
-balances through Blnk's (source) and (destination) indexes (:data:`_LIVE_SQL`, legs dated at or after
-the cutoff), the report sums ``S_now \\ S_D`` for the whole ledger in one effective-time pass
-(:func:`snapshot_pipeline.ledger.asof.prepare_delta`, which also counts the rows the partition's read
-could not see).
+(:mod:`snapshot_pipeline.reports.reconciliation`, over every live balance). The later legs are
+``S_now \\ S_D``: the check rolls the partition forward to the end of time with the snapshot core's own
+key-only step (:func:`snapshot_pipeline.ledger.journal.begin_step`: the rows recorded since the
+partition's read, its pending and gap rows, by primary key) and reads the live rows in the same
+consistent view; the report sums ``S_now \\ S_D`` for the whole ledger in one effective-time pass
+(:func:`snapshot_pipeline.ledger.asof.prepare_delta`).
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ from collections.abc import Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snapshot_pipeline import amounts, db
+from snapshot_pipeline import amounts, db, snapshot
+from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, published_entry
 from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.snapshot import merge
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store import parquet as store
 
 AMOUNTS = store.AMOUNT_COLUMNS
 # The columns a snapshot and the later legs add up; balance and inflight_balance follow from them.
-SUMMED = ("credit_balance", "debit_balance", "inflight_credit_balance", "inflight_debit_balance")
+SUMMED = merge.SUMMED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,111 +64,119 @@ def compare(snapshot: Mapping[str, pa.Array], later: Mapping[str, pa.Array],
     differs = {name: pc.not_equal(live[name], expected[name]) for name in AMOUNTS}
     return Comparison(live, expected, differs, functools.reduce(pc.or_, differs.values()))
 
-_LIVE_SQL = """
-WITH ids AS (SELECT unnest(%(ids)s::text[]) AS balance_id),
-late AS (  -- legs of the given balances dated at or after the cutoff: Blnk's (source) and (destination) indexes
-    SELECT t.transaction_id, t.parent_transaction, t.source, t.destination, t.status,
-           COALESCE(t.precise_amount, 0) AS amount
-      FROM blnk.transactions t
-     WHERE (t.source = ANY(%(ids)s::text[]) OR t.destination = ANY(%(ids)s::text[]))
-       AND COALESCE(t.effective_date, t.created_at) >= %(cutoff)s
-       AND t.status IN ('APPLIED', 'INFLIGHT', 'VOID')
-),
-after AS (
-    SELECT destination AS balance_id, amount AS credit, 0 AS debit, 0 AS held_in, 0 AS held_out
-      FROM late WHERE status = 'APPLIED'
-    UNION ALL SELECT source, 0, amount, 0, 0 FROM late WHERE status = 'APPLIED'
-    UNION ALL SELECT destination, 0, 0, amount, 0 FROM late WHERE status = 'INFLIGHT'
-    UNION ALL SELECT source, 0, 0, 0, amount FROM late WHERE status = 'INFLIGHT'
-    -- releases the snapshot did not count: the commit/void is at or after the cutoff ... (unique transaction_id)
-    UNION ALL SELECT x.balance_id, 0, 0, x.held_in, x.held_out
-      FROM late c JOIN blnk.transactions p ON p.transaction_id = c.parent_transaction
-     CROSS JOIN LATERAL (VALUES (p.destination, -c.amount, 0), (p.source, 0, -c.amount))
-           AS x(balance_id, held_in, held_out)
-     WHERE c.status IN ('APPLIED', 'VOID') AND p.status = 'INFLIGHT'
-    -- ... or it is before the cutoff but its hold is at or after it ((parent_transaction) index)
-    UNION ALL SELECT x.balance_id, 0, 0, x.held_in, x.held_out
-      FROM late p JOIN blnk.transactions c ON c.parent_transaction = p.transaction_id
-     CROSS JOIN LATERAL (VALUES (p.destination, -COALESCE(c.precise_amount, 0), 0),
-                                (p.source, 0, -COALESCE(c.precise_amount, 0))) AS x(balance_id, held_in, held_out)
-     WHERE p.status = 'INFLIGHT' AND c.status IN ('APPLIED', 'VOID')
-       AND COALESCE(c.effective_date, c.created_at) < %(cutoff)s
-),
-sums AS (
-    SELECT balance_id, sum(credit) AS credit, sum(debit) AS debit, sum(held_in) AS held_in,
-           sum(held_out) AS held_out
-      FROM after GROUP BY balance_id
-)
-SELECT i.balance_id, b.balance_id IS NOT NULL,
-       b.balance, b.credit_balance, b.debit_balance, b.inflight_balance, b.inflight_credit_balance,
-       b.inflight_debit_balance,
-       COALESCE(s.credit, 0), COALESCE(s.debit, 0), COALESCE(s.held_in, 0), COALESCE(s.held_out, 0)
-  FROM ids i
-  LEFT JOIN blnk.balances b ON b.balance_id = i.balance_id  -- unique (balance_id)
-  LEFT JOIN sums s ON s.balance_id = i.balance_id
-"""
+END_OF_TIME = dt.datetime(9999, 12, 31)  # the cutoff of "everything the journal holds now"
 
-LIVE_CHUNK = 10_000  # balance ids per ledger statement
+# The partition's changed balances (its index rows) with the four summed amounts, as exact text.
+_CHANGED_SQL = """
+SELECT balance_id, credit_balance::text AS credit_balance, debit_balance::text AS debit_balance,
+       inflight_credit_balance::text AS inflight_credit_balance, inflight_debit_balance::text AS inflight_debit_balance
+  FROM snapshot_index.balance_snapshots WHERE snapshot_date = $1::date"""
+
+# The live rows of the balances in the temp table drift_ids, by the unique (balance_id) index.
+_LIVE_ROWS_SQL = """
+SELECT i.balance_id, b.balance_id IS NOT NULL AS known, b.balance::text AS balance,
+       b.credit_balance::text AS credit_balance, b.debit_balance::text AS debit_balance,
+       b.inflight_balance::text AS inflight_balance, b.inflight_credit_balance::text AS inflight_credit_balance,
+       b.inflight_debit_balance::text AS inflight_debit_balance
+  FROM drift_ids i LEFT JOIN blnk.balances b ON b.balance_id = i.balance_id"""
 
 
-def changed_balances(settings: Settings, date: dt.date) -> dict[str, tuple[int, ...]]:
-    """The partition's index rows: exactly the balances that changed since the previous partition
-    (all balances for a full anchor), with their six snapshot amounts."""
-    with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        return index.changed_rows(conn, date)
+def _changed(settings: Settings, date: dt.date) -> pa.Table:
+    """The partition's index rows (balance_id and the four summed amounts, wide)."""
+    conn = db.connect_arrow(db.snapshot_url(settings), "snapshot index database")
+    try:
+        cur = conn.cursor()
+        cur.execute(_CHANGED_SQL, parameters=(date.isoformat(),))
+        table = cur.fetch_arrow_table()
+        cur.close()
+    finally:
+        conn.close()
+    return _widened(table, SUMMED)
+
+
+def _widened(table: pa.Table, names) -> pa.Table:
+    """``balance_id`` and the named amount columns as exact wide decimals."""
+    ids = table["balance_id"]
+    return pa.table({"balance_id": ids, **{name: amounts.widen(table[name], ids, name) for name in names}})
+
+
+def _later_and_live(settings: Settings, entry: index.ManifestEntry, origin: journal.Origin, ids: pa.Array
+                    ) -> tuple[pa.Table, pa.Table]:
+    """In one REPEATABLE READ view of the ledger: the legs of ``S_now \\ S_D`` summed per balance (the
+    partition rolled forward to the end of time, by key only) and the live rows of ``ids``."""
+    ledger = db.connect_arrow(db.ledger_url(settings))
+    try:
+        cur = ledger.cursor()
+        try:
+            view = journal.open_view(cur)
+            journal.begin_step(cur, view, END_OF_TIME, origin)
+            delta = journal.delta_reader(cur, END_OF_TIME).read_all()
+            cur.execute("DROP TABLE IF EXISTS drift_ids")
+            cur.adbc_ingest("drift_ids", pa.table({"balance_id": ids}), mode="create", temporary=True)
+            cur.execute(_LIVE_ROWS_SQL)
+            live = cur.fetch_arrow_table()
+            cur.execute("COMMIT")
+        except BaseException:
+            asof.rollback_quietly(cur)
+            raise
+        finally:
+            cur.close()
+    finally:
+        ledger.close()
+    later = pa.table({"balance_id": delta["balance_id"],
+                      **{field: delta[name] for name, field in merge.DELTA_TO_FIELD.items()}})
+    return _widened(later, SUMMED), live
+
+
 
 
 def live_drift(settings: Settings, date: dt.date) -> Outcome:
-    """For the latest partition: snapshot + legs dated at or after the cutoff = live ``blnk.balances``,
-    over the partition's changed balances only (its index rows).
+    """For the latest partition: snapshot + the legs it does not include = live ``blnk.balances``, over the
+    partition's changed balances only (its index rows).
 
-    A balance that did not change in the partition had the same values in the previous one, where
-    it was compared when that one was the latest; the cost follows the day's activity.
+    A balance that did not change in the partition had the same values in the previous one, where it was
+    compared when that one was the latest; the cost follows the day's activity: the index rows, the journal
+    rows recorded since the partition's read (by key), and one probe per changed balance.
     """
     entry = published_entry(settings, date)
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        later = index.nearest_after(conn, date)
-    if later is not None:
-        return Outcome(True, f"not evaluated: {later.snapshot_date} is a later published partition"
-                             " (live drift is checked on the latest partition only)",
+        later_partition = index.nearest_after(conn, date)
+        origin = snapshot.origin_of(conn, entry) if later_partition is None else None
+    if later_partition is not None or origin is None:
+        return Outcome(True, f"not evaluated: {later_partition.snapshot_date if later_partition else 'a later'}"
+                             " is a later published partition (live drift is checked on the latest partition only)",
                        {"balances_compared": 0}, {"evaluated": False})
-    snap = changed_balances(settings, date)
-    ids = sorted(snap)
-    drifting: list[str] = []
-    total = 0
-    with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as ledger:
-        for start in range(0, len(ids), LIVE_CHUNK):
-            chunk = ids[start:start + LIVE_CHUNK]
-            rows = ledger.execute(_LIVE_SQL, {"ids": chunk, "cutoff": entry.cutoff_at}).fetchall()
-            chunk_drifting, chunk_total = _chunk_drift(rows, snap)
-            drifting += chunk_drifting
-            total += chunk_total
-    drifting.sort()
+    snap = _changed(settings, date)
+    later, live = _later_and_live(settings, entry, origin, snap["balance_id"])
+    drifting, total = _drift(snap, later, live)
     count = len(drifting)
     return Outcome(
         count == 0,
-        (f"snapshot + later legs equals the live row of every one of the {len(ids):,} balances changed in the"
-         " partition" if not count else
+        (f"snapshot + later legs equals the live row of every one of the {snap.num_rows:,} balances changed in"
+         " the partition" if not count else
          f"{count} balance(s) drift from snapshot + later legs: {', '.join(drifting[:SAMPLE_IDS])}"),
-        {"balances_compared": len(ids), "drifting_balances": count, "total_absolute_balance_drift": total},
+        {"balances_compared": snap.num_rows, "drifting_balances": count, "total_absolute_balance_drift": total},
         {"evaluated": True, "drifting_balance_ids": drifting[:100]},
     )
 
 
-def _chunk_drift(rows: list[tuple], snap: dict[str, tuple[int, ...]]) -> tuple[list[str], int]:
-    """One chunk of :data:`_LIVE_SQL` rows -> its drifting balance ids and their Σ |balance drift|."""
-    drifting = [row[0] for row in rows if not row[1]]  # in the snapshot, not in blnk.balances
-    present = [row for row in rows if row[1]]
-    if not present:
-        return drifting, 0
-
-    def column(values) -> pa.Array:
-        return pa.array([int(v) for v in values], amounts.WIDE)
-
-    live = {name: column(row[2 + i] for row in present) for i, name in enumerate(AMOUNTS)}
-    later = {name: column(row[8 + i] for row in present) for i, name in enumerate(SUMMED)}
-    base = {name: column(snap[row[0]][AMOUNTS.index(name)] for row in present) for name in SUMMED}
-    found = compare(base, later, live)
-    drifting += pa.array([row[0] for row in present], pa.string()).filter(found.drifting).to_pylist()
-    total = pc.sum(pc.abs(found.balance_drift())).as_py()
-    return drifting, int(total or 0)
+def _drift(snap: pa.Table, later: pa.Table, live: pa.Table) -> tuple[list[str], int]:
+    """Sorted drifting balance ids (a snapshot row with no live row drifts too) and their Σ |balance drift|."""
+    joined = snap.join(later, "balance_id", join_type="left outer", right_suffix="_later") \
+        .join(live, "balance_id", join_type="left outer", right_suffix="_live")
+    missing = pc.invert(pc.fill_null(joined["known"], False))
+    drifting = joined.filter(missing)["balance_id"].to_pylist()
+    present = joined.filter(pc.invert(missing))
+    if present.num_rows:
+        ids = present["balance_id"]
+        zero = amounts.zeros(present.num_rows)
+        base = {name: present[name].combine_chunks() for name in SUMMED}
+        after = {name: pc.fill_null(present[f"{name}_later"], zero).combine_chunks() for name in SUMMED}
+        now = {name: amounts.widen(present[name if name not in SUMMED else f"{name}_live"], ids, name)
+               for name in AMOUNTS}
+        found = compare(base, after, now)
+        drifting += pc.filter(ids, found.drifting).to_pylist()
+        total = int(pc.sum(pc.abs(pc.filter(found.balance_drift(), found.drifting))).as_py() or 0)
+    else:
+        total = 0
+    return sorted(drifting), total

@@ -9,11 +9,13 @@ For partition ``D`` with cutoff ``C_D``:
 3. open one REPEATABLE READ view of the ledger; read the legs in ``S_D \\ S_P`` by
    key only (:mod:`snapshot_pipeline.ledger.journal`);
 4. walk P's Parquet and the per-balance delta together in ``balance_id`` order
-   (:mod:`snapshot_pipeline.snapshot.merge`), writing Parquet row groups to a
-   staging file and spooling the changed balances for the index;
+   (:mod:`snapshot_pipeline.snapshot.merge`), writing Parquet row groups to a new
+   file at a run-unique name (no Delta version names it yet) and spooling the
+   changed balances for the index;
 5. commit (:mod:`snapshot_pipeline.snapshot.commit`): index rows, the next
-   partition's re-diff, the roll-forward state and the manifest row in one index
-   transaction, then the atomic rename of the Parquet file.
+   partition's re-diff, the roll-forward state, the manifest and
+   ``partition_versions`` rows in one index transaction (the commit point), then
+   one Delta commit replacing the partition in ``balance_snapshots``.
 
 Cost: one sequential read of P's Parquet and one write of D's, plus the day's
 journal rows and P's pending set: flat in the journal's length.

@@ -274,14 +274,15 @@ def history(storage_uri: str, spec: TableSpec, limit: int | None = None) -> list
     return table.history(limit) if table is not None else []
 
 
-def vacuum(storage_uri: str, spec: TableSpec, history_days: int, dry_run: bool = False) -> list[str]:
-    """Delete files no version of the last ``history_days`` days names (and files no version ever named,
-    once older than the window); returns them. The table's history stays readable inside the window."""
+def vacuum(storage_uri: str, spec: TableSpec, history_days: int, dry_run: bool = False,
+           full: bool = True) -> list[str]:
+    """Delete files no version of the last ``history_days`` days names (and, ``full``, files no version ever
+    named, once older than the window); returns them. The history stays readable inside the window."""
     table = load(storage_uri, spec)
     if table is None:
         return []
     return table.vacuum(retention_hours=history_days * 24, dry_run=dry_run, enforce_retention_duration=False,
-                        full=True)
+                        full=full)
 
 
 def checkpoint(storage_uri: str, spec: TableSpec) -> None:

@@ -254,15 +254,6 @@ def count_rows(conn: psycopg.Connection, date: dt.date) -> int:
                         (date,))
 
 
-def changed_rows(conn: psycopg.Connection, date: dt.date) -> dict[str, tuple[int, ...]]:
-    """The index rows of ``date`` (the balances that changed since the previous partition; all of them for a
-    full anchor) with their six amounts, in AMOUNT_COLUMNS order."""
-    rows = conn.execute(
-        "SELECT balance_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,"
-        " inflight_debit_balance FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s", (date,))
-    return {row[0]: tuple(int(v) for v in row[1:]) for row in rows}
-
-
 _EXPECTED_MINUS_ACTUAL = """
 SELECT balance_id, balance, credit_balance, debit_balance, inflight_balance, inflight_credit_balance,
        inflight_debit_balance, currency FROM expected_index_rows

@@ -1,10 +1,11 @@
 """A published snapshot partition: the files its manifest row names, and reading them.
 
 The manifest (``snapshot_index.partitions.files``) is the one source of which files make a
-partition: a partition directory may briefly also hold a superseded run's files (deleted right
-after the commit that replaced them) or an orphan of a run that died before its commit (deleted by
-the next holder of the partition's lock). Every reader of the package resolves files here.
-"""
+partition for the package's own readers (``balance_at``, ``balances_at``, the roll-forward base,
+checks, reports). It names the same files as the Delta table's current version once the publish's
+Delta commit is made (:mod:`snapshot_pipeline.store.publish`); a partition's directory also holds
+earlier generations' files (kept for the history window) and, for a moment, a running publish's
+new files, which no manifest row names. Every reader of the package resolves files here."""
 
 from __future__ import annotations
 

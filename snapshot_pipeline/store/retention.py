@@ -315,18 +315,41 @@ def vacuum_history(settings: Settings, conn: psycopg.Connection, log, dry_run: b
     """Vacuum the Delta tables (files no version of the history window names) and forget generations
     superseded before the window; a checkpoint keeps opening the table cheap."""
     hours = settings.history_days
-    out = {"history_days": hours, "vacuumed_files": 0, "generations_forgotten": 0}
+    out: dict[str, object] = {"history_days": hours, "generations_forgotten": 0}
+    # A generation the index committed but the log does not carry yet names files no Delta version names:
+    # commit it first; while one stays unsynced (its partition is being materialized), vacuum only files
+    # the log removed, never the files it never named (a full vacuum would delete them once old enough).
+    unsynced = _sync_unsynced(settings, conn, log)
+    out["unsynced_partitions"] = [d.isoformat() for d in unsynced]
+    vacuumed = 0
     for spec in [delta.SNAPSHOTS, *reports_tables(settings.storage_uri)]:
-        removed = delta.vacuum(settings.storage_uri, spec, settings.history_days, dry_run=dry_run)
-        out["vacuumed_files"] += len(removed)
+        removed = delta.vacuum(settings.storage_uri, spec, settings.history_days, dry_run=dry_run,
+                               full=not (unsynced and spec is delta.SNAPSHOTS))
+        vacuumed += len(removed)
         if not dry_run and delta.exists(settings.storage_uri, spec):
             delta.checkpoint(settings.storage_uri, spec)
+    out["vacuumed_files"] = vacuumed
+    forgotten = 0
     if not dry_run:
         before = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=settings.history_days)
-        out["generations_forgotten"] = index.prune_versions(conn, before)
-    log(f"operation=retention vacuum history_days={hours} files={out['vacuumed_files']}"
-        f" generations_forgotten={out['generations_forgotten']}")
+        forgotten = out["generations_forgotten"] = index.prune_versions(conn, before)
+    log(f"operation=retention vacuum history_days={hours} files={vacuumed} generations_forgotten={forgotten}")
     return out
+
+
+def _sync_unsynced(settings: Settings, conn: psycopg.Connection, log) -> list[dt.date]:
+    """Replay the Delta commit of every generation the log does not carry yet (under each partition's lock);
+    returns the partitions left unsynced (their lock is held by a live run)."""
+    left = []
+    for date in index.unsynced_dates(conn):
+        if not index.try_lock_partition(conn, date):
+            left.append(date)
+            continue
+        try:
+            publish.sync_partition(settings.storage_uri, conn, date, settings.history_days, log=log)
+        finally:
+            index.unlock_partition(conn, date)
+    return left
 
 
 def reports_tables(storage_uri: str) -> list[delta.TableSpec]:
