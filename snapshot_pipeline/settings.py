@@ -69,6 +69,8 @@ class Settings:
     home: Path
     dagster_webserver_url: str = DEFAULT_DAGSTER_WEBSERVER_URL
     api_key: str | None = dataclasses.field(default=None, repr=False)
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)  # SNAPSHOT_METRICS_TOKEN (GET /metrics)
+    metrics_multiprocess_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: set by `serve --workers N` (N > 1)
     dagster_database_url: str | None = None  # DAGSTER_PG_URL: the Dagster instance's storage (None = derived)
     retention_days: int = DEFAULT_RETENTION_DAYS
     retention_months: int = DEFAULT_RETENTION_MONTHS
@@ -322,6 +324,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         home=home,
         dagster_webserver_url=(webserver or DEFAULT_DAGSTER_WEBSERVER_URL).rstrip("/"),
         api_key=env.get("SNAPSHOT_API_KEY") or None,
+        metrics_token=env.get("SNAPSHOT_METRICS_TOKEN") or None,
+        metrics_multiprocess_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         dagster_database_url=dagster_url,
         retention_days=parse_int(env.get("SNAPSHOT_RETENTION_DAYS") or str(DEFAULT_RETENTION_DAYS),
                                  "SNAPSHOT_RETENTION_DAYS", 1, 100_000),
@@ -371,6 +375,12 @@ def dagster_home(settings: Settings) -> Path:
     """``DAGSTER_HOME`` if set, else ``<home>/.dagster_home``."""
     value = os.environ.get("DAGSTER_HOME")
     return Path(value).resolve() if value else settings.home / ".dagster_home"
+
+
+def export_metrics_multiprocess_dir(path: Path) -> None:
+    """``PROMETHEUS_MULTIPROC_DIR`` for the worker processes ``serve`` starts (prometheus_client's multiprocess
+    mode: each worker writes its request metrics there, any worker's ``/metrics`` sums them)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 def export_dagster_environment(home: Path, instance_url: str) -> None:
