@@ -62,8 +62,8 @@ bench-query-smoke: install-dev
 	$(BIN)/python benchmarks/bench_query.py --balances 5000 --transactions 50000 --days 5 --queries 200 \
 		--heavy-legs 1000 --heavy-queries 50 --http-clients 10 --http-seconds 3 --http-rate 100
 
-serve: install  ## the HTTP API on http://127.0.0.1:8000 (docs at /docs)
-	$(BIN)/snapshot-pipeline serve
+serve: install  ## the HTTP API on http://127.0.0.1:8000 (docs at /docs); another port: make serve PORT=8100
+	$(BIN)/snapshot-pipeline serve --port $(or $(PORT),8000)
 
 bench-smoke: install-dev
 	$(BIN)/python benchmarks/bench_snapshot.py --balances 20000 --transactions 100000 --batch-sizes 1000 --skip-dbt
@@ -71,8 +71,8 @@ bench-smoke: install-dev
 bench-automation: install-dev  ## cost of the repair scan, each asset check and retention (200k balances, 2M rows)
 	$(BIN)/python benchmarks/bench_automation.py
 
-ui: install  ## Dagster UI on http://127.0.0.1:3000
-	$(BIN)/snapshot-pipeline ui
+ui: install  ## Dagster UI on http://127.0.0.1:3000; another port: make ui PORT=3100
+	$(BIN)/snapshot-pipeline ui --port $(or $(PORT),3000)
 
 stop-db: install  ## stop the embedded PostgreSQL
 	$(BIN)/snapshot-pipeline embedded-db stop
