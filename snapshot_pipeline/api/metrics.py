@@ -39,7 +39,7 @@ from snapshot_pipeline.api.deps import authorize_metrics, dagster_of, settings_o
 from snapshot_pipeline.dagster_client import DagsterClient, DagsterUnavailable
 from snapshot_pipeline.settings import Settings
 
-CACHE_SECONDS = 10.0
+CACHE_SECONDS = 5.0
 REQUESTS = Counter("snapshot_api_requests", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram("snapshot_api_request_duration_seconds", "HTTP request latency", ["method", "route"],
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
