@@ -18,7 +18,7 @@ from snapshot_pipeline.api.errors import install_handlers
 from snapshot_pipeline.dagster_client import DagsterClient
 from snapshot_pipeline.settings import Settings, load_settings
 
-SERVICE_CONNECTIONS = 8  # per worker process (README, "Serving")
+SERVICE_CONNECTIONS = 8  # per worker process (docs/http-api.md, "Serving")
 DOCS_ASSETS = "/docs-assets"  # where the Swagger UI and ReDoc files are served from
 
 

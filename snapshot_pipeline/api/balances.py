@@ -24,7 +24,7 @@ async def balance_at(balance_id: str, request: Request, timestamp: Timestamp = N
     the instant and replays the legs it did not include (later, late and backdated ones). The
     ``timestamp`` is echoed as Blnk does: to the second, in the offset it was sent with.
 
-    The hot path (README, "Serving"): ``async``, so the API key and the parameters are checked on the
+    The hot path (docs/http-api.md, "Serving"): ``async``, so the API key and the parameters are checked on the
     event loop, and the sync query runs in the thread pool (one hop): a slow query (a busy balance)
     never stalls the worker's other requests.
     """

@@ -36,7 +36,7 @@ async def authorize(request: Request) -> None:
     (constant-time comparison), else a 401. Every credential sent must be right: a wrong one is refused
     even beside a right one.
 
-    ``async``: FastAPI runs it on the event loop, no thread-pool hop (README, "Serving").
+    ``async``: FastAPI runs it on the event loop, no thread-pool hop (docs/http-api.md, "Serving").
     """
     key = settings_of(request).api_key
     if not key:

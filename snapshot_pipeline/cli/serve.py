@@ -16,7 +16,7 @@ from snapshot_pipeline.cli.common import int_in
 from snapshot_pipeline.cli.instance import prepare_dagster_home
 from snapshot_pipeline.settings import Settings, export_metrics_multiprocess_dir
 
-SERVE_WORKERS = 3  # measured on the 2-core machine: see README, "Serving"
+SERVE_WORKERS = 3  # measured on the 2-core machine: see docs/http-api.md, "Serving"
 UI_GRACE_SECONDS = 6.0  # after SIGINT/SIGTERM: time for `dagster dev` to stop its processes, then SIGKILL
 API_FACTORY = "snapshot_pipeline.api:create_app"  # what each uvicorn worker process calls
 
@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the HTTP API with uvicorn: ``--workers`` processes, each with its own query pool (README, "Serving").
+    """Run the HTTP API with uvicorn: ``--workers`` processes, each with its own query pool
+    (docs/http-api.md, "Serving").
 
     Settings were validated by :func:`snapshot_pipeline.cli.main` before this runs, so a bad one exits 2
     before binding. With one worker the app is built here; with several, each worker process builds it
