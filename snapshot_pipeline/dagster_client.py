@@ -15,12 +15,16 @@ when a client is built (at the service's startup), not when this module is.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from snapshot_pipeline.names import ASSET_NAME, PARTITION_TAG, SNAPSHOT_JOB
+from snapshot_pipeline.names import ASSET_NAME, LATE_TRANSACTIONS_TAG, PARTITION_TAG, SNAPSHOT_JOB, TRIGGER_TAG
+from snapshot_pipeline.query.instants import iso_utc
+from snapshot_pipeline.run_summary import run_metrics
 
 DONE_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 # the asset's progress log line (defs/assets.py Progress):
@@ -30,6 +34,11 @@ _FIELD = re.compile(r"(\w+)=(\S+)")
 # what submit_job_execution raises for a location that went away (reloaded, renamed): Dagster is not ready
 _UNAVAILABLE_KINDS = ("PythonError", "PipelineNotFoundError", "JobNotFoundError", "RepositoryLocationNotFound")
 _CONFIG_INVALID_KINDS = ("RunConfigValidationInvalid", "PipelineConfigValidationInvalid")
+
+
+logger = logging.getLogger("snapshot_pipeline.dagster_client")
+UNAVAILABLE_HINT = ("start it with `snapshot-pipeline ui` (or `make ui`), or set DAGSTER_WEBSERVER_URL to a running"
+                    " one, then retry")
 
 
 class DagsterUnavailable(RuntimeError):
@@ -79,18 +88,45 @@ query SnapshotPipelineRunDetails($runId: ID!) {
           ... on PathMetadataEntry { path }
           ... on JsonMetadataEntry { jsonString }
           ... on BoolMetadataEntry { boolValue }
+          ... on TableMetadataEntry { table { records } }
         }
       }
       eventConnection(limit: 5000) {
         events {
           __typename
           ... on MessageEvent { message timestamp }
+          ... on AssetCheckEvaluationEvent { evaluation { checkName success severity } }
           ... on ExecutionStepFailureEvent { error { message cause { message } } }
           ... on RunFailureEvent { message }
         }
       }
     }
     ... on RunNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+# a run of the job for one partition that has not finished yet: a second trigger answers it (idempotent POST)
+ACTIVE_RUNS_QUERY = """
+query SnapshotPipelineActiveRuns($filter: RunsFilter!) {
+  runsOrError(filter: $filter, limit: 1) {
+    __typename
+    ... on Runs { results { runId status } }
+    ... on PythonError { message }
+  }
+}
+"""
+ACTIVE_STATUSES = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED"]
+# what GET /metrics reads from the instance: failed snapshot runs, and the runs the late-row repair scan requested
+# (each tagged with the late journal rows it found, LATE_TRANSACTIONS_TAG)
+RUN_FACTS_QUERY = """
+query SnapshotPipelineRunFacts($failed: RunsFilter!, $repairs: RunsFilter!) {
+  failed: runsOrError(filter: $failed) { __typename ... on Runs { count } ... on PythonError { message } }
+  repairs: runsOrError(filter: $repairs, limit: 1000) {
+    __typename
+    ... on Runs { count results { tags { key value } } }
     ... on PythonError { message }
   }
 }
@@ -145,17 +181,18 @@ class DagsterClient:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: Exception) -> DagsterUnavailable:
-        """A failure to get an answer (a ``DagsterGraphQLClientError`` wraps it as its cause), in one line."""
+        """A failure to get an answer, as what a user can act on; the library's own text goes to the log only."""
         from gql.transport.exceptions import TransportQueryError, TransportServerError  # noqa: PLC0415
 
         cause = exc.__cause__ or exc
+        logger.warning("Dagster webserver %s: %s", self.base_url, _one_line(cause))
         if isinstance(cause, TransportServerError):
             what = f"answered HTTP {cause.code}"
         elif isinstance(cause, TransportQueryError):
             what = "answered a GraphQL error"
         else:
             what = "is unreachable"
-        return DagsterUnavailable(f"the Dagster webserver at {self.base_url} {what}: {_one_line(cause)}")
+        return DagsterUnavailable(f"the Dagster webserver at {self.base_url} {what}: {UNAVAILABLE_HINT}")
 
     # ---------------------------------------------------------------------------------------------- calls
 
@@ -200,6 +237,31 @@ class DagsterClient:
             return DagsterUnavailable(f"Dagster could not launch the run ({kind}): {detail}")
         return LaunchRejected(f"Dagster refused the run ({kind}): {detail}")
 
+    def active_snapshot_run(self, partition_key: str) -> str | None:
+        """The id of a run of ``balance_snapshots_job`` for ``partition_key`` that is queued or running, if any."""
+        variables = {"filter": {"pipelineName": SNAPSHOT_JOB, "statuses": ACTIVE_STATUSES,
+                                "tags": [{"key": PARTITION_TAG, "value": partition_key}]}}
+        data = self._query(ACTIVE_RUNS_QUERY, variables)["runsOrError"]
+        if data["__typename"] != "Runs":
+            raise DagsterUnavailable(f"Dagster could not list its runs: {data.get('message')}")
+        results = data["results"]
+        return results[0]["runId"] if results else None
+
+    def pipeline_run_facts(self) -> dict[str, int]:
+        """``failed_runs`` of ``balance_snapshots_job``; ``repair_runs`` requested by the late-row repair scan and
+        the ``late_transactions`` they were requested for (the latest 1,000 such runs)."""
+        variables = {"failed": {"pipelineName": SNAPSHOT_JOB, "statuses": ["FAILURE"]},
+                     "repairs": {"tags": [{"key": TRIGGER_TAG, "value": "late_transaction_repair"}]}}
+        data = self._query(RUN_FACTS_QUERY, variables)
+        if data["failed"]["__typename"] != "Runs" or data["repairs"]["__typename"] != "Runs":
+            raise DagsterUnavailable("Dagster could not count its runs")
+        late = 0
+        for run in data["repairs"]["results"]:
+            value = next((t["value"] for t in run["tags"] if t["key"] == LATE_TRANSACTIONS_TAG), "0")
+            late += int(value) if value.isascii() and value.isdigit() else 0
+        return {"failed_runs": data["failed"]["count"], "repair_runs": data["repairs"]["count"],
+                "late_transactions": late}
+
     def run_url(self, run_id: str) -> str:
         """The run's page in the Dagster UI."""
         return f"{self.base_url}/runs/{run_id}"
@@ -232,17 +294,27 @@ class DagsterClient:
         return _run_body(result, status, self.run_url(result["runId"]))
 
 
+def _instant(seconds: float | None) -> str | None:
+    """Dagster's Unix seconds as the service's one instant shape (RFC 3339, UTC ``Z``, microseconds)."""
+    return iso_utc(dt.datetime.fromtimestamp(seconds, dt.UTC)) if seconds is not None else None
+
+
 def _run_body(result: dict, status: str, run_url: str) -> dict:
-    """The status endpoint's body from the run's details."""
+    """The status endpoint's body from the run's details: ``metrics`` in the CLI's JSON shape once done."""
     tags = {t["key"]: t["value"] for t in result["tags"]}
     events = result["eventConnection"]["events"]
     done = status in DONE_STATUSES
+    partition = tags.get(PARTITION_TAG)
     out = {"run_id": result["runId"], "job_name": result["jobName"], "status": status, "done": done,
-           "partition": tags.get(PARTITION_TAG), "start_time": result["startTime"], "end_time": result["endTime"],
-           "metrics": None, "progress": None if done else _progress(events), "error": None, "run_url": run_url}
+           "partition": partition, "start_time": _instant(result["startTime"]),
+           "end_time": _instant(result["endTime"]), "metrics": None,
+           "progress": None if done else _progress(events), "error": None, "run_url": run_url}
     for materialization in result["assetMaterializations"]:
         if materialization["assetKey"]["path"] == [ASSET_NAME]:
-            out["metrics"] = {entry["label"]: _metadata_value(entry) for entry in materialization["metadataEntries"]}
+            metadata = {entry["label"]: _metadata_value(entry) for entry in materialization["metadataEntries"]}
+            checks = [(e["evaluation"]["checkName"], e["evaluation"]["success"], e["evaluation"]["severity"])
+                      for e in events if e["__typename"] == "AssetCheckEvaluationEvent"]
+            out["metrics"] = run_metrics(partition or "", result["runId"], metadata, checks)
     if status == "FAILURE":
         messages = [_error_message(e.get("error")) or e.get("message") for e in events
                     if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")]
@@ -270,7 +342,7 @@ def _progress(events: list[dict]) -> dict | None:
             rate = fields.get("snapshots_per_second")
             at = event.get("timestamp")
             return {"rows": rows, "snapshots_per_second": float(rate) if rate else None,
-                    "at": float(at) / 1000 if at else None}
+                    "at": _instant(float(at) / 1000) if at else None}
     return None
 
 
@@ -288,4 +360,6 @@ def _metadata_value(entry: dict):
         return json.loads(entry["jsonString"])
     if kind == "BoolMetadataEntry":
         return entry["boolValue"]
+    if kind == "TableMetadataEntry":
+        return [json.loads(record) for record in entry["table"]["records"]]
     return None  # tables and other kinds are shown in the Dagster UI

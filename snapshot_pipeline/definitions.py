@@ -75,5 +75,5 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """The code location as Dagster loads it: settings from the environment (README, Configuration)."""
+    """The code location as Dagster loads it: settings from the environment (docs/configuration.md)."""
     return build_definitions()

@@ -14,6 +14,7 @@ PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 TRIGGER_TAG = "snapshot_pipeline/trigger"
+LATE_TRANSACTIONS_TAG = "snapshot_pipeline/late_transactions"  # on a repair run: the late journal rows found
 
 # The Parquet dataset under SNAPSHOT_STORAGE_URI
 DATASET = "balance_snapshots"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import re
 from pathlib import Path
@@ -68,8 +69,11 @@ class Settings:
     timezone: str
     start_date: dt.date
     home: Path
+    start_date_source: str = "SNAPSHOT_START_DATE"  # or LEDGER_RECORD (the seeded ledger's first day) or "default"
     dagster_webserver_url: str = DEFAULT_DAGSTER_WEBSERVER_URL
     api_key: str | None = dataclasses.field(default=None, repr=False)
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)  # SNAPSHOT_METRICS_TOKEN (GET /metrics)
+    metrics_multiprocess_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: set by `serve --workers N` (N > 1)
     dagster_database_url: str | None = None  # DAGSTER_PG_URL: the Dagster instance's storage (None = derived)
     retention_days: int = DEFAULT_RETENTION_DAYS
     retention_months: int = DEFAULT_RETENTION_MONTHS
@@ -314,16 +318,24 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     webserver = parse_http_url(env.get("DAGSTER_WEBSERVER_URL") or DEFAULT_DAGSTER_WEBSERVER_URL,
                                "DAGSTER_WEBSERVER_URL", DEFAULT_DAGSTER_WEBSERVER_URL)
     timezone = parse_timezone(env.get("SNAPSHOT_TIMEZONE") or DEFAULT_TIMEZONE)
-    start = parse_date(env.get("SNAPSHOT_START_DATE") or DEFAULT_START_DATE, "SNAPSHOT_START_DATE")
+    if env.get("SNAPSHOT_START_DATE"):
+        start, start_source = parse_date(env["SNAPSHOT_START_DATE"], "SNAPSHOT_START_DATE"), "SNAPSHOT_START_DATE"
+    else:
+        recorded = recorded_start_date(home, ledger_url)
+        start, start_source = ((recorded, LEDGER_RECORD) if recorded
+                               else (parse_date(DEFAULT_START_DATE, "SNAPSHOT_START_DATE"), "default"))
     return Settings(
         ledger_database_url=ledger_url,
         snapshot_database_url=snapshot_url,
         storage_uri=storage,
         timezone=timezone,
         start_date=start,
+        start_date_source=start_source,
         home=home,
         dagster_webserver_url=(webserver or DEFAULT_DAGSTER_WEBSERVER_URL).rstrip("/"),
         api_key=env.get("SNAPSHOT_API_KEY") or None,
+        metrics_token=env.get("SNAPSHOT_METRICS_TOKEN") or None,
+        metrics_multiprocess_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         dagster_database_url=dagster_url,
         retention_days=parse_int(env.get("SNAPSHOT_RETENTION_DAYS") or str(DEFAULT_RETENTION_DAYS),
                                  "SNAPSHOT_RETENTION_DAYS", 1, 100_000),
@@ -347,6 +359,38 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         k8s_env_secret=parse_k8s_name(env.get("SNAPSHOT_K8S_ENV_SECRET") or "snapshot-pipeline-env",
                                       "SNAPSHOT_K8S_ENV_SECRET"),
     )
+
+
+LEDGER_RECORD = ".data/ledger.json"  # under SNAPSHOT_HOME: the first day of the ledger `demo`/`seed-ledger` made
+
+
+def _ledger_key(ledger_url: str | None) -> str:
+    """Which ledger a record is about: the embedded one, or a server URL without its password."""
+    return "embedded" if ledger_url is None else redact(ledger_url)
+
+
+def recorded_start_date(home: Path, ledger_url: str | None) -> dt.date | None:
+    """The first day of the ledger that ``demo``/``seed-ledger`` generated for this home and this ledger URL
+    (the default of ``SNAPSHOT_START_DATE``); None when there is no such record (a ledger of your own).
+
+    A file, not a database query: the code location reads its settings at every load (the webserver, the
+    daemon, each run worker, ``dg check defs``), which must neither need a database nor see its partitions
+    change under it."""
+    try:
+        record = json.loads((home / LEDGER_RECORD).read_text())
+        if record.get("ledger") != _ledger_key(ledger_url):
+            return None
+        return dt.date.fromisoformat(record["first_day"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def record_ledger_start(settings: Settings, first_day: dt.date) -> None:
+    """Write the record :func:`recorded_start_date` reads (``demo`` and ``seed-ledger``, after generating)."""
+    path = settings.home / LEDGER_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"ledger": _ledger_key(settings.ledger_database_url), "first_day": first_day.isoformat()}
+    path.write_text(json.dumps(payload) + "\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,6 +419,12 @@ def dagster_home(settings: Settings) -> Path:
     """``DAGSTER_HOME`` if set, else ``<home>/.dagster_home``."""
     value = os.environ.get("DAGSTER_HOME")
     return Path(value).resolve() if value else settings.home / ".dagster_home"
+
+
+def export_metrics_multiprocess_dir(path: Path) -> None:
+    """``PROMETHEUS_MULTIPROC_DIR`` for the worker processes ``serve`` starts (prometheus_client's multiprocess
+    mode: each worker writes its request metrics there, any worker's ``/metrics`` sums them)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 def export_dagster_environment(home: Path, instance_url: str) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -18,14 +20,17 @@ from urllib.parse import quote
 import dagster as dg
 import httpx
 import psycopg
+import pyarrow as pa
 import pytest
 
 from snapshot_pipeline import calendar, snapshot
+from snapshot_pipeline.api import metrics as metrics_module
 from tests.conftest import make_settings
-from tests.oracle import AMOUNTS, existing_balances, expected_snapshot
+from tests.oracle import AMOUNTS, existing_balances, expected_snapshot, snapshot_values
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "s3cret-key-for-tests"
+INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")  # the service's one shape
 US = dt.timedelta(microseconds=1)
 DATES = [dt.date(2026, 10, 28), dt.date(2026, 11, 1)]
 DAGSTER_YAML = """telemetry:
@@ -186,7 +191,8 @@ def test_balance_at_matches_the_journal_with_any_offset(services, adversarial_ur
                     assert response.status_code == 200, response.text
                     body = response.json()
                     check_body(body, balance_id, expected, existing)
-                    assert body["timestamp"] == at.isoformat(timespec="milliseconds") + "Z"
+                    # echoed as Blnk does: RFC 3339 to the second, in the offset it was sent with
+                    assert body["timestamp"] == re.sub(r"\.\d+", "", text)
                     assert body["from_source"] is (from_source == "true")
         hot = balances[0]
         body = client.get(f"/balances/{hot}/at", params={"timestamp": "2026-11-02T12:00:00Z"}).json()
@@ -198,11 +204,11 @@ def test_balance_at_matches_the_journal_with_any_offset(services, adversarial_ur
 
 def test_missing_timestamp_means_now(services, adversarial_url):
     hot = hot_and_sample(adversarial_url, 0, 1)[0]
-    before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     body = httpx.get(f"{services['open']}/balances/{hot}/at", timeout=30).json()
-    after = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    after = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     stamp = dt.datetime.fromisoformat(body["timestamp"].removesuffix("Z"))
-    assert before - dt.timedelta(milliseconds=1) <= stamp <= after
+    assert before.replace(microsecond=0) <= stamp <= after  # echoed to the second, as Blnk does
     check_body(body, hot, expected_snapshot(adversarial_url, stamp + US), existing_balances(adversarial_url, stamp))
 
 
@@ -212,7 +218,9 @@ def test_unknown_and_malicious_balance_ids_are_404(services, adversarial_url, ba
     response = httpx.get(f"{services['open']}/balances/{quote(balance_id, safe='')}/at",
                          params={"timestamp": "2026-11-01T00:00:00Z"}, timeout=30)
     assert response.status_code == 404, response.text
-    assert response.json() == {"code": "balance_not_found", "message": f"balance {balance_id!r} does not exist"}
+    message = f"balance {balance_id!r} does not exist"
+    assert response.json() == {"code": "balance_not_found", "message": message, "error": message,
+                               "error_detail": {"code": "BAL_NOT_FOUND", "message": message}}
     with psycopg.connect(adversarial_url) as conn:
         assert conn.execute("SELECT count(*) FROM blnk.transactions").fetchone()[0] > 30_000
 
@@ -256,11 +264,19 @@ def test_authorization(services, adversarial_url):
     path = f"/balances/{hot}/at"
     with httpx.Client(base_url=services["auth"], timeout=30) as client:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"},
-                        {"Authorization": KEY}, {"Authorization": f"Bearer {KEY}x"}):
+                        {"Authorization": KEY}, {"Authorization": f"Bearer {KEY}x"}, {"X-Blnk-Key": "wrong"},
+                        {"X-Blnk-Key": f"{KEY}x"}, {"X-Blnk-Key": ""},
+                        {"X-Blnk-Key": KEY, "Authorization": "Bearer wrong"},  # a wrong one beside a right one
+                        {"X-Blnk-Key": "wrong", "Authorization": f"Bearer {KEY}"}):
             response = client.get(path, headers=headers)
             assert response.status_code == 401, headers
-            assert response.json()["code"] == "unauthorized"
+            body = response.json()
+            assert body["code"] == ("missing_api_key" if not headers else "unauthorized"), headers
+            assert body["error_detail"]["code"] == ("AUTH_MISSING_API_KEY" if not headers else "AUTH_INVALID_API_KEY")
             assert response.headers["www-authenticate"] == "Bearer"
+        # Blnk's own header, as a Blnk client sends it
+        assert client.get(path, headers={"X-Blnk-Key": KEY}).status_code == 200
+        assert client.get(path, headers={"X-Blnk-Key": KEY, "Authorization": f"Bearer {KEY}"}).status_code == 200
         assert client.post("/balances-snapshots").status_code == 401
         assert client.get(f"/balances-snapshots/{uuid.uuid4()}").status_code == 401
         assert client.get(path, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
@@ -278,8 +294,16 @@ def test_unreachable_database_and_dagster_are_503(services):
         assert client.get("/health").status_code == 503
         response = client.post("/balances-snapshots", params={"batch_size": "100"})
         assert response.status_code == 503 and response.json()["code"] == "dagster_unavailable"
+        # what to do, and no library's exception text (it is in the service's log)
+        message = response.json()["message"]
+        assert "http://127.0.0.1:1" in message and "snapshot-pipeline ui" in message
+        assert "DAGSTER_WEBSERVER_URL" in message
+        for library_text in ("ConnectionError", "HTTPConnectionPool", "Errno", "urllib3", "requests"):
+            assert library_text not in message, message
         response = client.get(f"/balances-snapshots/{uuid.uuid4()}")
         assert response.status_code == 503 and response.json()["code"] == "dagster_unavailable"
+        database = client.get("/balances/bln_x/at", params={"timestamp": "2026-11-01T00:00:00Z"}).json()["message"]
+        assert "Connection refused" not in database and "GET /health" in database, database
 
 
 def test_snapshot_trigger_launches_a_dagster_run_and_reports_it(services, service_env, adversarial_url,
@@ -289,6 +313,10 @@ def test_snapshot_trigger_launches_a_dagster_run_and_reports_it(services, servic
         # what Blnk answers, so a Blnk client checking for 200 and its message keeps working
         assert response.status_code == 200, response.text
         body = response.json()
+        # a second trigger while the day's run is queued or running answers that run: no second run
+        again = client.post("/balances-snapshots", params={"batch_size": "250"})
+        assert again.status_code == 200 and again.json()["run_id"] == body["run_id"], again.text
+        assert again.json()["existing"] is True and body["existing"] is False
         day = calendar.last_closed_day("UTC")
         assert body["message"] == "Snapshotting in progress. should be completed shortly"
         assert body["partition"] == day.isoformat() and body["batch_size"] == 250
@@ -309,13 +337,19 @@ def test_snapshot_trigger_launches_a_dagster_run_and_reports_it(services, servic
         assert run["job_name"] == "balance_snapshots_job"
         expected_rows = len(expected_snapshot(adversarial_url, calendar.cutoff(day, "UTC")))
         assert run["metrics"]["dagster/row_count"] == expected_rows
-        assert run["metrics"]["batch_size"] == "250" and run["metrics"]["duration_ms"] >= 0
+        assert run["metrics"]["batch_size"] == 250 and run["metrics"]["duration_ms"] >= 0
+        assert run["metrics"]["checks"] and all(v == "passed" for v in run["metrics"]["checks"].values()), run
+        assert run["metrics"]["currency_totals"] and run["metrics"]["run_id"] == run_id
+        for instant in (run["start_time"], run["end_time"], run["metrics"]["cutoff"]):
+            assert INSTANT.fullmatch(instant), instant
         assert run["progress"] is None and run["error"] is None  # done: metrics instead of progress
         assert run["metrics"]["watermark"]["max_transaction_id"] > 0
         for unknown in (str(uuid.uuid4()), "not-a-run-id", "x'; DROP TABLE runs; --"):
             response = client.get(f"/balances-snapshots/{quote(unknown, safe='')}")
             assert response.status_code == 404 and response.json()["code"] == "run_not_found", response.text
     with dg.DagsterInstance.from_config(service_env["DAGSTER_HOME"]) as instance:
+        assert len(instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": day.isoformat(),
+                                                                "launched_by": "http"}))) == 1
         record = instance.get_run_record_by_id(run_id)
         assert record.dagster_run.tags["dagster/partition"] == day.isoformat()
         assert record.dagster_run.tags["launched_by"] == "http"
@@ -382,3 +416,144 @@ def test_openapi_documents_every_endpoint(services):
     assert {"200", "400", "401", "404", "503"} <= set(at["responses"])
     assert "swagger" in httpx.get(services["open"] + "/docs", timeout=30).text.lower()
     assert json.dumps(spec)
+
+
+# ------------------------------------------------------------------------------------------ issue 21 faces
+
+def scrape(url: str, headers: dict | None = None) -> dict[str, list]:
+    """``/metrics`` parsed by prometheus_client's own parser: family name -> samples."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(url + "/metrics", headers=headers or {}, timeout=30)
+    assert response.status_code == 200, response.text
+    return {family.name: family.samples for family in text_string_to_metric_families(response.text)}
+
+
+def gauge(families: dict, name: str) -> float:
+    samples = families[name]
+    assert len(samples) == 1, samples
+    return samples[0].value
+
+
+def test_http_status_equals_the_cli_json_and_metrics_move(services, service_env, tmp_path):
+    """One run made by the CLI, read back over HTTP: the status body's metrics are the CLI's JSON, field for
+    field; /metrics (parsed by prometheus_client) moves its pipeline gauges with the run."""
+    before = scrape(services["open"])
+    published = gauge(before, "snapshot_pipeline_published_partitions")
+    assert published >= len(DATES)
+    day = dt.date(2026, 11, 3)
+    cli = subprocess.run([sys.executable, "-m", "snapshot_pipeline.cli", "snapshot", "--date", day.isoformat(),
+                          "--batch-size", "700"], env=base_env(service_env), cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    printed = json.loads(cli.stdout)
+    status = httpx.get(f"{services['open']}/balances-snapshots/{printed['run_id']}", timeout=60)
+    assert status.status_code == 200, status.text
+    run = status.json()
+    assert run["status"] == "SUCCESS" and run["partition"] == day.isoformat()
+    assert run["metrics"] == printed  # same fields, same values, same types
+    assert type(run["metrics"]["batch_size"]) is int and run["metrics"]["batch_size"] == 700
+    assert isinstance(run["metrics"]["currency_totals"], list) and run["metrics"]["checks"]
+    time.sleep(metrics_module.CACHE_SECONDS + 0.5)
+    after = scrape(services["open"])
+    assert gauge(after, "snapshot_pipeline_published_partitions") == published + 1
+    assert gauge(after, "snapshot_pipeline_latest_partition_timestamp_seconds") >= dt.datetime(
+        2026, 11, 4, tzinfo=dt.UTC).timestamp()
+    assert gauge(after, "snapshot_pipeline_last_run_rows") == printed["dagster/row_count"]
+    # the index records the publish's own timing, a little under the asset's
+    assert 0 < gauge(after, "snapshot_pipeline_last_run_duration_seconds") <= printed["duration_ms"] / 1000
+    assert gauge(after, "snapshot_pipeline_failed_runs") >= 0
+    up = {s.labels["source"]: s.value for s in after["snapshot_pipeline_source_up"]}
+    assert up == {"index": 1.0, "dagster": 1.0}
+    requests = [s for s in after["snapshot_api_requests"] if s.name == "snapshot_api_requests_total"]
+    routes = {s.labels["route"] for s in requests}
+    assert "/balances-snapshots/{run_id}" in routes and "/balances/{balance_id}/at" in routes  # templates, not ids
+    assert not any(printed["run_id"] in route for route in routes)
+    assert any(s.name == "snapshot_api_request_duration_seconds_bucket" for s in
+               after["snapshot_api_request_duration_seconds"])
+
+
+def test_metrics_token_protects_metrics(service_env, dagster_webserver, tmp_path):
+    env = {**service_env, "DAGSTER_WEBSERVER_URL": dagster_webserver, "SNAPSHOT_METRICS_TOKEN": "metrics-token",
+           "SNAPSHOT_API_KEY": KEY}
+    process, url = start_service(env, tmp_path / "metrics.log")
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {KEY}"},
+                        {"X-Blnk-Key": "metrics-token"}):
+            response = httpx.get(url + "/metrics", headers=headers, timeout=30)
+            assert response.status_code == 401, headers
+            assert response.json()["error_detail"]["code"] == "AUTH_INVALID_BEARER_TOKEN"
+        families = scrape(url, {"Authorization": "Bearer metrics-token"})
+        assert "snapshot_pipeline_published_partitions" in families
+    finally:
+        process.stop()
+
+
+def test_blnk_shapes(services, adversarial_url):
+    """Blnk's server, as its balance and snapshot handlers answer (described, not copied):
+
+    * ``GET /balances/{id}/at?timestamp=<RFC 3339>&from_source=true|1`` -> 200 ``{"balance": {balance,
+      debit_balance, credit_balance, currency, balance_id}, "timestamp": <the instant in RFC 3339 with the
+      caller's offset, to the second>, "from_source": <bool>}``;
+    * an error -> ``{"error": <message>, "error_detail": {"code": <domain-prefixed code>, "message": ...}}``
+      with BAL_NOT_FOUND (404) for an unknown balance and BAL_INVALID_TIMESTAMP (400) for a bad instant;
+    * ``POST /balances-snapshots`` -> 200 ``{"message": "Snapshotting in progress. should be completed shortly"}``.
+    We add fields, never remove or retype Blnk's.
+    """
+    hot = hot_and_sample(adversarial_url, 0, 5)[0]
+    with httpx.Client(base_url=services["open"], timeout=30) as client:
+        for flag, expected in (("true", True), ("1", True), ("false", False), ("0", False)):
+            body = client.get(f"/balances/{hot}/at", params={"timestamp": "2026-11-01T15:00:00.250+05:30",
+                                                              "from_source": flag}).json()
+            assert body["from_source"] is expected
+            assert body["timestamp"] == "2026-11-01T15:00:00+05:30"
+            assert {"balance", "debit_balance", "credit_balance", "currency", "balance_id"} <= set(body["balance"])
+            assert all(type(body["balance"][k]) is int for k in ("balance", "debit_balance", "credit_balance"))
+        assert client.get(f"/balances/{hot}/at", params={"timestamp": "2026-11-01T15:00:00Z"}).json()[
+            "timestamp"] == "2026-11-01T15:00:00Z"
+        missing = client.get("/balances/bln_does_not_exist/at", params={"timestamp": "2026-11-01T00:00:00Z"})
+        assert missing.status_code == 404
+        assert missing.json()["error_detail"]["code"] == "BAL_NOT_FOUND" and missing.json()["error"]
+        bad = client.get(f"/balances/{hot}/at", params={"timestamp": "yesterday"})
+        assert bad.status_code == 400 and bad.json()["error_detail"]["code"] == "BAL_INVALID_TIMESTAMP"
+        assert isinstance(bad.json()["error"], str) and bad.json()["code"] == "invalid_timestamp"
+
+
+def test_balances_at_and_history_equal_the_oracle(services, adversarial_url):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    at_text, at = "2026-11-01T15:30:00Z", dt.datetime(2026, 11, 1, 15, 30)
+    expected = expected_snapshot(adversarial_url, at + US)
+    with httpx.Client(base_url=services["open"], timeout=120) as client:
+        ndjson = client.get("/balances-at", params={"timestamp": at_text})
+        assert ndjson.status_code == 200 and ndjson.headers["content-type"].startswith("application/x-ndjson")
+        assert ndjson.headers["x-snapshot-anchor-date"] == "2026-10-28"  # the latest cutoff <= at
+        rows = [json.loads(line) for line in ndjson.text.splitlines()]
+        assert {r["balance_id"]: {k: r[k] for k in AMOUNTS} for r in rows} == expected
+        csv = client.get("/balances-at", params={"timestamp": at_text}, headers={"Accept": "text/csv"})
+        assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+        table = pacsv.read_csv(io.BytesIO(csv.content), convert_options=pacsv.ConvertOptions(
+            column_types={k: pa.decimal128(38, 0) for k in AMOUNTS}))
+        assert snapshot_values(table) == expected
+        parquet = client.get("/balances-at", params={"timestamp": at_text, "format": "parquet"})
+        assert parquet.status_code == 200
+        assert snapshot_values(pq.read_table(io.BytesIO(parquet.content))) == expected
+        assert client.get("/balances-at", headers={"Accept": "image/png"}).status_code == 406
+
+        hot = hot_and_sample(adversarial_url, 0, 5)[0]
+        history = client.get(f"/balances/{hot}/history", params={"from": "2026-10-27", "to": "2026-11-02"})
+        assert history.status_code == 200, history.text
+        days = history.json()["days"]
+        assert [d["date"] for d in days] == [f"2026-10-{n}" for n in range(27, 32)] + ["2026-11-01", "2026-11-02"]
+        for day in days:
+            cutoff = calendar.cutoff(dt.date.fromisoformat(day["date"]), "UTC")
+            want = expected_snapshot(adversarial_url, cutoff).get(hot, dict.fromkeys(AMOUNTS, 0))
+            assert {k: day[k] for k in AMOUNTS} == want, day
+        anchored = {d["date"]: d["snapshot_date"] for d in days}
+        assert anchored["2026-10-29"] == "2026-10-28" and anchored["2026-11-02"] == "2026-11-01"
+        bad = client.get(f"/balances/{hot}/history", params={"from": "2026-11-02", "to": "2026-10-01"})
+        assert bad.status_code == 400 and "before" in bad.json()["message"]
+        arabic_year = "\u0662\u0660\u0662\u0666"
+        bad = client.get(f"/balances/{hot}/history", params={"from": f"{arabic_year}-10-01", "to": "2026-10-02"})
+        assert bad.status_code == 400 and bad.json()["code"] == "invalid_date"

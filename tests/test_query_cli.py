@@ -45,7 +45,7 @@ def test_balance_at_prints_blnk_json(env, adversarial_url):
                                   "credit_balance": expected["credit_balance"], "currency": out["balance"]["currency"],
                                   "balance_id": balance_id}
         assert out["inflight"]["inflight_balance"] == expected["inflight_balance"]
-        assert out["timestamp"] == "2026-10-31T20:15:00.000Z" and out["existed"] is True
+        assert out["timestamp"] == "2026-11-01T01:45:00+05:30" and out["existed"] is True
         assert out["from_source"] is bool(extra)
         assert (out["anchor"] is None) is bool(extra)
     assert out["replayed_transactions"] > 0

@@ -27,14 +27,41 @@ def dagster_of(request: Request) -> DagsterClient:
     return request.app.state.dagster
 
 
-async def authorize(request: Request) -> None:
-    """With ``SNAPSHOT_API_KEY`` set: ``Authorization: Bearer <key>`` (constant-time comparison), else a 401.
+def _matches(token: str, key: str) -> bool:
+    return hmac.compare_digest(token.strip().encode(), key.encode())
 
-    ``async``: FastAPI runs it on the event loop, no thread-pool hop (README, "Serving").
+
+async def authorize(request: Request) -> None:
+    """With ``SNAPSHOT_API_KEY`` set: Blnk's ``X-Blnk-Key: <key>`` or ``Authorization: Bearer <key>``
+    (constant-time comparison), else a 401. Every credential sent must be right: a wrong one is refused
+    even beside a right one.
+
+    ``async``: FastAPI runs it on the event loop, no thread-pool hop (docs/http-api.md, "Serving").
     """
     key = settings_of(request).api_key
     if not key:
         return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-        raise ApiError(401, "unauthorized", "missing or invalid API key: send Authorization: Bearer <key>")
+    blnk_key = request.headers.get("x-blnk-key")
+    authorization = request.headers.get("authorization")
+    if blnk_key is None and authorization is None:
+        raise ApiError(401, "missing_api_key", "missing API key: send X-Blnk-Key: <key> or Authorization: Bearer <key>")
+    ok = True
+    if blnk_key is not None:
+        ok = _matches(blnk_key, key)
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        ok = ok and scheme.lower() == "bearer" and _matches(token, key)
+    if not ok:
+        raise ApiError(401, "unauthorized", "invalid API key: send X-Blnk-Key: <key> or Authorization: Bearer <key>")
+
+
+async def authorize_metrics(request: Request) -> None:
+    """``/metrics``: with ``SNAPSHOT_METRICS_TOKEN`` set, ``Authorization: Bearer <token>`` (as Blnk protects its
+    metrics with their own bearer token); else open, like ``/health``."""
+    token = settings_of(request).metrics_token
+    if not token:
+        return
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not _matches(sent, token):
+        raise ApiError(401, "metrics_unauthorized", "missing or invalid metrics token: send Authorization: Bearer"
+                                                    " <SNAPSHOT_METRICS_TOKEN>")

@@ -8,11 +8,20 @@ from pydantic import BaseModel, Field
 SNAPSHOT_STARTED = "Snapshotting in progress. should be completed shortly"  # Blnk's own message, verbatim
 
 
+class BlnkErrorDetail(BaseModel):
+    """Blnk's ``error_detail``."""
+
+    code: str = Field(description="Blnk's code (BAL_NOT_FOUND, BAL_INVALID_TIMESTAMP, AUTH_INVALID_API_KEY, ...)")
+    message: str
+
+
 class ErrorBody(BaseModel):
-    """Every error: ``{"code", "message"}`` with a one-line message."""
+    """Every error: our ``{"code", "message"}`` with a one-line message, plus Blnk's ``error``/``error_detail``."""
 
     code: str = Field(description="machine-readable error code")
     message: str
+    error: str = Field(description="Blnk's field: the message")
+    error_detail: BlnkErrorDetail
 
 
 class HealthBody(BaseModel):
@@ -53,7 +62,8 @@ class BalanceAtBody(BaseModel):
     """``GET /balances/{balance_id}/at``: Blnk's response shape plus our additions."""
 
     balance: BlnkBalance
-    timestamp: str = Field(description="the instant asked for, in UTC")
+    timestamp: str = Field(description="the instant asked for, as Blnk echoes it: RFC 3339 to the second in the"
+                                       " caller's offset (Z when none was given)")
     from_source: bool
     inflight: Inflight
     existed: bool = Field(description="whether the balance existed (created_at <= timestamp); amounts are 0 if not")
@@ -76,7 +86,8 @@ class BalanceChangeBody(BaseModel):
 
 
 class SnapshotTriggerBody(BaseModel):
-    """``POST /balances-snapshots``: what Blnk answers, plus where to follow the run."""
+    """``POST /balances-snapshots``: what Blnk answers, plus where to follow the run (``existing``: a run of the
+    day was already queued or running, and this is it: no second run is launched)."""
 
     message: str = Field(description="Blnk's message, verbatim: " + repr(SNAPSHOT_STARTED))
     run_id: str = Field(description="the Dagster run id")
@@ -84,6 +95,7 @@ class SnapshotTriggerBody(BaseModel):
     batch_size: int
     status_url: str = Field(description="absolute URL of GET /balances-snapshots/{run_id}")
     run_url: str = Field(description="the run's page in the Dagster UI")
+    existing: bool = Field(False, description="true: the day's run was already queued or running; this is it")
 
 
 class ProgressBody(BaseModel):
@@ -91,7 +103,7 @@ class ProgressBody(BaseModel):
 
     rows: int = Field(description="balances written so far")
     snapshots_per_second: float | None = Field(description="rate so far")
-    at: float | None = Field(description="Unix time of the progress report")
+    at: str | None = Field(description="when the progress was reported (RFC 3339, UTC)")
 
 
 class RunBody(BaseModel):
@@ -102,9 +114,38 @@ class RunBody(BaseModel):
     status: str = Field(description="Dagster run status: QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED...")
     done: bool
     partition: str | None
-    start_time: float | None
-    end_time: float | None
-    metrics: dict | None = Field(description="the materialization's metadata (rows, duration_ms, ...) once done")
+    start_time: str | None = Field(description="RFC 3339, UTC, microseconds")
+    end_time: str | None = Field(description="RFC 3339, UTC, microseconds")
+    metrics: dict | None = Field(description="once materialized: the JSON `snapshot-pipeline snapshot` prints for the"
+                                             " run, field for field (rows, batch_size, currency_totals, checks, ...)")
     progress: ProgressBody | None = Field(description="while running: rows written so far and the rate")
     error: str | None = Field(description="why the run failed (FAILURE)")
     run_url: str | None = Field(None, description="the run's page in the Dagster UI")
+
+
+class EndOfDayBody(BaseModel):
+    """One day of ``GET /balances/{balance_id}/history``: the balance at the end of the day."""
+
+    date: str
+    cutoff: str = Field(description="the day's end (start of the next day in SNAPSHOT_TIMEZONE), RFC 3339 UTC")
+    balance_id: str
+    currency: str
+    balance: int
+    credit_balance: int
+    debit_balance: int
+    inflight_balance: int
+    inflight_credit_balance: int
+    inflight_debit_balance: int
+    existed: bool
+    snapshot_date: str | None = Field(description="the snapshot the value started from (null: the journal alone)")
+    replayed_transactions: int
+
+
+class HistoryBody(BaseModel):
+    """``GET /balances/{balance_id}/history``: end-of-day balances, one row per day, oldest first."""
+
+    balance_id: str
+    from_: str = Field(alias="from")
+    to: str
+    timezone: str
+    days: list[EndOfDayBody]

@@ -9,6 +9,7 @@ names.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -30,8 +31,16 @@ def _instant(what: str) -> Callable[[Any], dt.datetime]:
     return parse
 
 
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+
+
 def _batch_size(text: Any) -> int:
-    """A validator: decimal text -> batch_size within :data:`names.BATCH_SIZE_MIN`..:data:`names.BATCH_SIZE_MAX`."""
+    """A validator: decimal text -> batch_size within :data:`names.BATCH_SIZE_MIN`..:data:`names.BATCH_SIZE_MAX`.
+
+    ASCII digits only, as Blnk's server parses numbers (``int()`` alone would take "٥" for 5)."""
+    if isinstance(text, str) and not _ASCII_INTEGER.fullmatch(text.strip()):
+        raise ValueError(f"batch_size {text!r} is not a whole number in ASCII digits 0-9")
     try:
         size: object = int(text)
     except (TypeError, ValueError):
@@ -42,12 +51,33 @@ def _batch_size(text: Any) -> int:
     return size  # type: ignore[return-value]
 
 
+def _date(what: str) -> Callable[[Any], dt.date]:
+    """A validator: ``YYYY-MM-DD`` (ASCII digits) -> a date, ``what`` named."""
+
+    def parse(text: Any) -> dt.date:
+        if isinstance(text, dt.date):
+            return text
+        if not isinstance(text, str) or not _DATE.fullmatch(text.strip()):
+            raise ValueError(f"{what} {text!r} is not a date in YYYY-MM-DD form")
+        try:
+            return dt.date.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(f"{what} {text!r} is not a valid date") from None
+
+    return parse
+
+
 # Query(...) first, then the validator: FastAPI then documents the bounds (minimum/maximum) in OpenAPI
 Timestamp = Annotated[dt.datetime | None, Query(description=INSTANT + "; default: now"),
                       BeforeValidator(_instant("timestamp"))]
 Start = Annotated[dt.datetime, Query(description="RFC 3339 instant (inclusive)"), BeforeValidator(_instant("start"))]
 End = Annotated[dt.datetime, Query(description="RFC 3339 instant (exclusive)"), BeforeValidator(_instant("end"))]
-FromSource = Annotated[bool, Query(description="replay the journal from genesis instead of a snapshot")]
+FromSource = Annotated[bool, Query(description="replay the journal from genesis instead of a snapshot"
+                                               " (true|1, as Blnk; false|0)")]
+FromDay = Annotated[dt.date, Query(alias="from", description="first day, YYYY-MM-DD (business time zone)"),
+                    BeforeValidator(_date("from"))]
+ToDay = Annotated[dt.date, Query(alias="to", description="last day, YYYY-MM-DD, inclusive"),
+                  BeforeValidator(_date("to"))]
 BatchSize = Annotated[int, Query(description=f"balances per batch, {names.BATCH_SIZE_RULE}"
                                              f" (default {names.BATCH_SIZE_DEFAULT})",
                                  ge=names.BATCH_SIZE_MIN, le=names.BATCH_SIZE_MAX),

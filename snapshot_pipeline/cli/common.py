@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 
 from snapshot_pipeline.settings import SettingsError, parse_date, parse_int
@@ -27,9 +28,12 @@ class BadInput(CliError):
 
 
 def int_in(low: int, high: int, what: str) -> Callable[[str], int]:
-    """An argparse ``type``: an integer from ``low`` to ``high`` (:func:`settings.parse_int`), ``what`` named."""
+    """An argparse ``type``: an integer from ``low`` to ``high`` (:func:`settings.parse_int`), ``what`` named;
+    ASCII digits only, as Blnk's server parses numbers (``int()`` alone would take "٥" for 5)."""
 
     def parse(text: str) -> int:
+        if not re.fullmatch(r"[+-]?[0-9]+", text.strip(), re.ASCII):
+            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a whole number in ASCII digits 0-9")
         try:
             return parse_int(text, what, low, high)
         except SettingsError as exc:
@@ -39,7 +43,9 @@ def int_in(low: int, high: int, what: str) -> Callable[[str], int]:
 
 
 def date_arg(text: str) -> dt.date:
-    """An argparse ``type``: a ``YYYY-MM-DD`` date (:func:`settings.parse_date`)."""
+    """An argparse ``type``: a ``YYYY-MM-DD`` date in ASCII digits (:func:`settings.parse_date`)."""
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text.strip(), re.ASCII):
+        raise argparse.ArgumentTypeError(f"date={text!r} is not a date in YYYY-MM-DD form")
     try:
         return parse_date(text, "date")
     except SettingsError as exc:

@@ -159,17 +159,19 @@ def _execute(settings: Settings, snapshot_date: dt.date, config: dict, verbose: 
 
 
 def _metrics(result, snapshot_date: dt.date, batch_size: int) -> dict:
-    """The materialization's metadata and the checks' outcomes, as the CLI prints them (JSON)."""
+    """The materialization's metadata and the checks' outcomes, as the CLI prints them (JSON): the shape of
+    :func:`snapshot_pipeline.run_summary.run_metrics`, which the HTTP status body shares."""
     from snapshot_pipeline.names import ASSET_NAME  # noqa: PLC0415
+    from snapshot_pipeline.run_summary import run_metrics  # noqa: PLC0415
 
     events = result.asset_materializations_for_node(ASSET_NAME)
     metadata = {key: value.value for key, value in events[-1].metadata.items()}
+    totals = metadata.pop("currency_totals", None)
+    metadata["currency_totals"] = [dict(record.data) for record in totals.records] if totals is not None else []
+    metadata["batch_size"] = batch_size
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    totals = metadata.pop("currency_totals")
-    out = {"snapshot_date": snapshot_date.isoformat(), "run_id": result.run_id, **metadata, "batch_size": batch_size}
-    out["currency_totals"] = [dict(record.data) for record in totals.records]
-    out["checks"] = {c.check_name: ("passed" if c.passed else f"failed ({c.severity.value})") for c in checks}
-    return out
+    return run_metrics(snapshot_date.isoformat(), result.run_id, metadata,
+                       [(c.check_name, c.passed, c.severity.value) for c in checks])
 
 
 def _failure(result) -> str:

@@ -1,20 +1,22 @@
-"""Commands that run servers: ``serve`` (the HTTP API, uvicorn) and ``ui`` (``dagster dev``)."""
+"""Commands that run servers: ``serve`` (the HTTP API, uvicorn) and ``ui`` (``dg dev``, Dagster's dev server)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from snapshot_pipeline import db, embedded
 from snapshot_pipeline.cli.common import int_in
 from snapshot_pipeline.cli.instance import prepare_dagster_home
-from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.settings import Settings, export_metrics_multiprocess_dir
 
-SERVE_WORKERS = 3  # measured on the 2-core machine: see README, "Serving"
+SERVE_WORKERS = 3  # measured on the 2-core machine: see docs/http-api.md, "Serving"
 UI_GRACE_SECONDS = 6.0  # after SIGINT/SIGTERM: time for `dagster dev` to stop its processes, then SIGKILL
 API_FACTORY = "snapshot_pipeline.api:create_app"  # what each uvicorn worker process calls
 
@@ -30,14 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     p.set_defaults(handler=cmd_serve)
 
-    p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the project's workspace")
+    p = sub.add_parser("ui", help="start the Dagster UI (dg dev: webserver, daemon, code server) on the project")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--port", type=int_in(1, 65535, "--port"), default=3000)
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                   help="Dagster's own log level (default warning: only what needs attention)")
     p.set_defaults(handler=cmd_ui)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the HTTP API with uvicorn: ``--workers`` processes, each with its own query pool (README, "Serving").
+    """Run the HTTP API with uvicorn: ``--workers`` processes, each with its own query pool
+    (docs/http-api.md, "Serving").
 
     Settings were validated by :func:`snapshot_pipeline.cli.main` before this runs, so a bad one exits 2
     before binding. With one worker the app is built here; with several, each worker process builds it
@@ -47,32 +52,60 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from snapshot_pipeline.api import create_app  # noqa: PLC0415
 
-    print(f"serving on http://{args.host}:{args.port} (OpenAPI docs at /docs) with {args.workers} worker(s); auth "
-          f"{'on' if settings.api_key else 'off'}; Dagster webserver {settings.dagster_webserver_url}",
+    print(f"serving on http://{args.host}:{args.port} (docs at /docs, metrics at /metrics) with {args.workers}"
+          f" worker(s); auth {'on' if settings.api_key else 'off'}; Dagster webserver {settings.dagster_webserver_url}",
           file=sys.stderr)
     options = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log}
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
-    else:
+        return 0
+    # several processes: prometheus_client's multiprocess mode sums their request metrics (a fresh directory)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="snapshot-pipeline-metrics-"))
+    export_metrics_multiprocess_dir(metrics_dir)
+    try:
         uvicorn.run(API_FACTORY, factory=True, workers=args.workers, **options)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
-def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
-    """Run `dagster dev` (webserver, daemon, code server) until it exits or we get SIGINT/SIGTERM.
+def ui_command(settings: Settings, host: str, port: int, log_level: str = "warning") -> list[str]:
+    """``dg dev`` (Dagster's dev server command; ``dagster dev`` is superseded by it) on the project's workspace.
 
-    `dagster dev` runs in its own session, so a terminal's Ctrl-C reaches only this process, which then
-    stops the whole tree within :data:`UI_GRACE_SECONDS` (+ a SIGKILL of whatever is left).
+    With a workspace file ``dg dev`` starts the webserver and the daemon directly (no project scaffolding
+    needed); the code server and the daemon log at ``log_level``.
+    """
+    workspace = settings.home / "workspace.yaml"
+    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "snapshot_pipeline.definitions"]
+    dg = Path(sys.executable).with_name("dg")
+    return [str(dg), "dev", "-h", host, "-p", str(port), "--log-level", log_level,
+            "--code-server-log-level", log_level, *target]
+
+
+def ui_environment() -> dict[str, str]:
+    """The child's environment: the embedded PostgreSQL's platformdirs warns once per process when
+    ``XDG_RUNTIME_DIR`` is unset (containers, CI) and the UI starts many processes: not actionable, silenced."""
+    env = dict(os.environ)
+    ignore = "ignore:XDG_RUNTIME_DIR is not set"
+    env["PYTHONWARNINGS"] = f"{env['PYTHONWARNINGS']},{ignore}" if env.get("PYTHONWARNINGS") else ignore
+    return env
+
+
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``dg dev`` (webserver, daemon, code server) until it exits or we get SIGINT/SIGTERM.
+
+    It runs in ``DAGSTER_HOME`` (so Dagster finds its ``dagster.yaml`` there and does not warn about the
+    project's copy in the current folder) and in its own session, so a terminal's Ctrl-C reaches only this
+    process, which then stops the whole tree within :data:`UI_GRACE_SECONDS` (+ a SIGKILL of what is left).
     """
     if settings.uses_embedded:
         embedded.ensure_running(settings.data_dir)
     instance = prepare_dagster_home(settings)
-    workspace = settings.home / "workspace.yaml"
-    command = [sys.executable, "-m", "dagster", "dev", "-h", args.host, "-p", str(args.port)]
-    command += ["-w", str(workspace)] if workspace.exists() else ["-m", "snapshot_pipeline.definitions"]
+    command = ui_command(settings, args.host, args.port, args.log_level)
     print(f"Dagster UI: http://{args.host}:{args.port}  (DAGSTER_HOME={instance.home},"
           f" DAGSTER_PG_URL={db.redact(instance.postgres_url)}; Ctrl-C stops it)", file=sys.stderr, flush=True)
-    child = subprocess.Popen(command, start_new_session=True)
+    env = {**ui_environment(), "SNAPSHOT_HOME": str(settings.home)}  # the code server's home, not its cwd
+    child = subprocess.Popen(command, start_new_session=True, cwd=instance.home, env=env)
     return _wait_or_stop(child)
 
 

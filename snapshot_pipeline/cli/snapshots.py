@@ -10,7 +10,7 @@ from pathlib import Path
 from snapshot_pipeline import calendar, db, names
 from snapshot_pipeline.cli.common import CliError, date_arg, int_in, print_json
 from snapshot_pipeline.cli.materialize import materialize_partition, summary_line
-from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.settings import Settings, record_ledger_start
 
 VERBOSE_HELP = "also print Dagster's log lines (they are in the run's log)"
 
@@ -64,6 +64,7 @@ def cmd_seed_ledger(args: argparse.Namespace, settings: Settings) -> int:
             summary = generator.generate(conn, spec, replace=args.replace, progress=not args.no_progress)
         except generator.LedgerNotEmpty as exc:
             raise CliError(str(exc)) from None
+    record_ledger_start(settings, spec.start_date)  # partitions start here unless SNAPSHOT_START_DATE says otherwise
     print_json({"ledger": db.redact(url), **summary})
     return 0
 
@@ -81,7 +82,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Seed a demo ledger when it is empty, then materialize the last ``--days`` closed days (one line each)."""
     from snapshot_pipeline.quality import lateness  # noqa: PLC0415
 
-    _seed_demo_ledger(args, settings)
+    seeded = _seed_demo_ledger(args, settings)
+    if seeded and settings.start_date_source != "SNAPSHOT_START_DATE":
+        settings = settings.with_overrides(start_date=seeded)  # the record just written: partitions start there
     last = calendar.last_closed_day(settings.timezone)
     days = [d for d in calendar.days(last - dt.timedelta(days=args.days - 1), last) if d >= settings.start_date]
     header = f"{'date':<12}{'status':<14}{'rows':>10}{'changed':>10}{'ms':>8}{'rows/s':>10}{'checks':>9}  path"
@@ -96,12 +99,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         passed = f"{sum(1 for v in checks.values() if v == 'passed')}/{len(checks)}"
         print(f"{day.isoformat():<12}{'materialized':<14}{out['dagster/row_count']:>10,}{out['balances_changed']:>10,}"
               f"{out['duration_ms']:>8,}{out['snapshots_per_second']:>10,.0f}{passed:>9}  {out['path']}", flush=True)
-    _print_hints(settings)
+    _print_hints(settings, last)
     return 0
 
 
-def _seed_demo_ledger(args: argparse.Namespace, settings: Settings) -> None:
-    """Generate the demo ledger unless the ledger already has transactions."""
+def _seed_demo_ledger(args: argparse.Namespace, settings: Settings) -> dt.date | None:
+    """Generate the demo ledger unless the ledger already has transactions; the first day it generated."""
     from snapshot_pipeline.ledger import generator  # noqa: PLC0415
 
     url = db.ledger_url(settings)
@@ -110,12 +113,14 @@ def _seed_demo_ledger(args: argparse.Namespace, settings: Settings) -> None:
         counts = generator.ledger_counts(conn)
         if counts and counts[1]:
             print(f"ledger already has {counts[0]:,} balances and {counts[1]:,} transactions", file=sys.stderr)
-            return
+            return None
         start = calendar.last_closed_day("UTC") - dt.timedelta(days=args.seed_days - 1)
         spec = generator.LedgerSpec(args.balances, args.transactions, args.seed_days, args.seed, start)
         print(f"seeding a demo ledger: {spec.balances:,} balances, {spec.transactions:,} transactions"
               f" from {start} ...", file=sys.stderr)
         generator.generate(conn, spec, progress=True)
+    record_ledger_start(settings, start)
+    return start
 
 
 def _command_path(name: str) -> str:
@@ -128,12 +133,41 @@ def _command_path(name: str) -> str:
         return str(path)
 
 
-def _print_hints(settings: Settings) -> None:
-    """What to try after the demo."""
-    cli_path, python = _command_path("snapshot-pipeline"), _command_path(Path(sys.executable).name)
+def _example_balance(settings: Settings) -> str | None:
+    """A balance with legs to show in the hints: the source of the latest transaction (one primary-key probe)."""
+    with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:
+        row = conn.execute("SELECT source FROM blnk.transactions ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            row = conn.execute("SELECT balance_id FROM blnk.balances ORDER BY balance_id LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def hint_lines(settings: Settings, day: dt.date, balance_id: str | None) -> list[tuple[str, str]]:
+    """What to try after the demo: ``(command, comment)`` pairs, each runnable exactly as printed (a test
+    runs them), with the demo's last day and one of its balances."""
+    cli = _command_path("snapshot-pipeline")
+    instant = f"{day.isoformat()}T12:00:00Z"
+    first = max(day - dt.timedelta(days=6), settings.start_date)
+    lines = [(f"{cli} snapshot --date {day.isoformat()}", "one partition again through Dagster, JSON metrics")]
+    if balance_id:
+        lines += [
+            (f"{cli} balance-at {balance_id} --timestamp {instant}", "one balance at any instant, exact"),
+            (f"{cli} balance-history {balance_id} --from {first.isoformat()} --to {day.isoformat()}",
+             "its end-of-day balances, one row a day"),
+        ]
+    lines += [
+        (f"{cli} balances-at --timestamp {instant} --format csv --output balances.csv", "every balance at an instant"),
+        ("make ui PORT=3000", "Dagster UI on http://127.0.0.1:3000 (runs, checks, partitions); Ctrl-C stops it"),
+        ("make serve PORT=8000", "HTTP API on http://127.0.0.1:8000 (docs at /docs, Blnk's endpoints)"),
+    ]
+    return lines
+
+
+def _print_hints(settings: Settings, day: dt.date) -> None:
+    """What to try after the demo, runnable as printed."""
+    lines = hint_lines(settings, day, _example_balance(settings))
+    width = max(len(command) for command, _ in lines)
     print()
-    print("Explore further:")
-    print(f"  {cli_path} snapshot --date YYYY-MM-DD [--batch-size N]   # one partition, JSON metrics")
-    print("  make ui        # Dagster UI on http://127.0.0.1:3000 (runs, checks, plots)")
-    print(f"  {python} -c \"import pyarrow.dataset as ds; print(ds.dataset('{settings.storage_uri}/balance_snapshots',"
-          " partitioning='hive').to_table().num_rows)\"")
+    print("Try next (each line runs as printed; docs/ has the rest, docs/reading.md how to read the snapshots):")
+    for command, comment in lines:
+        print(f"  {command:<{width}}  # {comment}")

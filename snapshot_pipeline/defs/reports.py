@@ -8,8 +8,9 @@ When each report is requested (``reports_automation_sensor``, evaluated by the d
 every 30 s): :func:`after_snapshots`, for partitions in a recent time window:
 
 * ``balance_movements`` (daily, reads snapshots ``D-1`` and ``D``) and
-  ``ledger_currency_totals`` (daily, reads ``D``): any day of the last week;
-* ``month_end_balances`` (monthly): the latest closed month. Its dependency is
+  ``ledger_currency_totals`` (daily, reads ``D``): every day whose snapshots are published, backfills and
+  repairs of old days included, so the reports' partitions follow the snapshots' in the UI;
+* ``month_end_balances`` (monthly): every closed month. Its dependency is
   the default time-window mapping (every day of the month: Dagster has no built-in
   "last day of the month" mapping that automation understands), so it is not
   requested before all of the month's daily partitions, the last day included, exist;
@@ -33,8 +34,10 @@ from snapshot_pipeline.settings import Settings
 
 GROUP = "reports"
 SENSOR_NAME = "reports_automation_sensor"
-DAILY_LOOKBACK = dt.timedelta(days=7)
 NO_DRIFT_CHECK = "no_live_drift"
+
+
+ALL_PARTITIONS = dt.timedelta.max  # after_snapshots(ALL_PARTITIONS): no time window
 
 
 def after_snapshots(lookback: dt.timedelta | None = None) -> dg.AutomationCondition:
@@ -43,8 +46,9 @@ def after_snapshots(lookback: dt.timedelta | None = None) -> dg.AutomationCondit
     Like ``AutomationCondition.eager()`` (which only looks at the latest time partition
     and never requests what was already missing when automation was switched on), but:
 
-    * over every partition within ``lookback`` of the latest one (None: the latest only),
-      so a snapshot backfilled or repaired for an earlier day still gets its reports;
+    * over every partition within ``lookback`` of the latest one (None: the latest only;
+      :data:`ALL_PARTITIONS`: every partition), so a snapshot backfilled or repaired for an earlier
+      day still gets its reports;
     * a missing partition is requested even on the first evaluation (``make demo`` then
       ``make ui`` shows the reports of the demo's days), unless its latest run failed: a
       failed report is retried only when a snapshot it reads is updated.
@@ -54,13 +58,13 @@ def after_snapshots(lookback: dt.timedelta | None = None) -> dg.AutomationCondit
     condition = dg.AutomationCondition
     missing = (condition.missing() & ~condition.execution_failed()).with_label("missing and not failed")
     updated = condition.any_deps_updated().since_last_handled().with_label("snapshots updated since handled")
+    ready = ((missing | updated) & ~condition.any_deps_missing() & ~condition.any_deps_in_progress()
+             & ~condition.in_progress())
+    if lookback == ALL_PARTITIONS:
+        return ready.with_label("after_snapshots(every partition)")
     window = f"last {lookback.days} days" if lookback else "latest partition"
     return (
-        condition.in_latest_time_window(lookback)
-        & (missing | updated)
-        & ~condition.any_deps_missing()
-        & ~condition.any_deps_in_progress()
-        & ~condition.in_progress()
+        condition.in_latest_time_window(lookback) & ready
     ).with_label(f"after_snapshots({window})")
 
 
@@ -140,7 +144,7 @@ def build_movements_asset(daily: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
     @dg.asset(
         partitions_def=daily,
         deps=[dg.AssetDep(SNAPSHOTS, partition_mapping=_lenient_mapping(start_offset=-1))],
-        automation_condition=after_snapshots(DAILY_LOOKBACK),
+        automation_condition=after_snapshots(ALL_PARTITIONS),
         kinds={"parquet"},
         metadata={"layout": "reports/balance_movements/snapshot_date=YYYY-MM-DD/part-00000.parquet",
                   "identity": "opening_balance + credits - debits = closing_balance"},
@@ -169,7 +173,7 @@ def build_totals_asset(daily: dg.DailyPartitionsDefinition) -> dg.AssetsDefiniti
     @dg.asset(
         partitions_def=daily,
         deps=[dg.AssetDep(SNAPSHOTS)],
-        automation_condition=after_snapshots(DAILY_LOOKBACK),
+        automation_condition=after_snapshots(ALL_PARTITIONS),
         kinds={"parquet"},
         metadata={"layout": "reports/ledger_currency_totals/snapshot_date=YYYY-MM-DD/part-00000.parquet"},
         **COMMON,
@@ -198,7 +202,7 @@ def build_month_end_asset(monthly: dg.MonthlyPartitionsDefinition) -> dg.AssetsD
     @dg.asset(
         partitions_def=monthly,
         deps=[dg.AssetDep(SNAPSHOTS, partition_mapping=_lenient_mapping())],
-        automation_condition=after_snapshots(),
+        automation_condition=after_snapshots(ALL_PARTITIONS),
         kinds={"parquet", "csv"},
         metadata={"layout": "reports/month_end_balances/month=YYYY-MM/part-00000.parquet",
                   "csv": "reports/month_end_balances_csv/month_end_balances_YYYY-MM.csv"},

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from snapshot_pipeline.settings import Settings, load_settings
 
-# resource field -> the environment variable it reads (README, Configuration)
+# resource field -> the environment variable it reads (docs/configuration.md)
 ENVIRONMENT_FIELDS = {
     "ledger_database_url": "LEDGER_DATABASE_URL",
     "snapshot_database_url": "SNAPSHOT_DATABASE_URL",

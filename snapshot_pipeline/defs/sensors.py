@@ -22,6 +22,7 @@ from snapshot_pipeline.names import (
     ASSET_NAME,
     DAYS_PER_BACKFILL_RUN,
     GAP_SENSOR,
+    LATE_TRANSACTIONS_TAG,
     PARTITION_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -88,7 +89,8 @@ def build_repair_sensor(job: "dg.UnresolvedAssetJobDefinition", partitions_def: 
             requests.append(dg.RunRequest(
                 partition_key=key,
                 run_key=finding.run_key,
-                tags={TRIGGER_TAG: "late_transaction_repair", STALE_IDENTITY_TAG: finding.partition.identity},
+                tags={TRIGGER_TAG: "late_transaction_repair", STALE_IDENTITY_TAG: finding.partition.identity,
+                      LATE_TRANSACTIONS_TAG: str(finding.late_transactions)},
             ))
         if requests:
             context.log.info(

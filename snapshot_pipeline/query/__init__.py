@@ -49,11 +49,13 @@ from snapshot_pipeline.query.answers import (
 )
 from snapshot_pipeline.query.engine import QueryEngine, balance_at
 from snapshot_pipeline.query.errors import AmountOverflow, BalanceNotFound, QueryError
+from snapshot_pipeline.query.history import MAX_HISTORY_DAYS, EndOfDay, end_of_day_history
 from snapshot_pipeline.query.instants import (
                                               FIRST_INSTANT,
                                               INSTANT_RANGE,
                                               LAST_INSTANT,
                                               MICROSECOND,
+                                              blnk_timestamp,
                                               iso_utc,
                                               just_before,
                                               parse_timestamp,
@@ -63,7 +65,8 @@ from snapshot_pipeline.query.instants import (
 from snapshot_pipeline.query.sets import OUTPUT_SCHEMA, balances_at_table
 
 __all__ = [
-    "FIRST_INSTANT", "INSTANT_RANGE", "LAST_INSTANT", "MICROSECOND", "OUTPUT_SCHEMA", "AmountOverflow", "Anchor",
-    "BalanceAt", "BalanceChange", "BalanceNotFound", "QueryEngine", "QueryError", "balance_at",
-    "balances_at_table", "check_representable", "iso_utc", "just_before", "parse_timestamp", "to_utc", "utc_now",
+    "FIRST_INSTANT", "INSTANT_RANGE", "LAST_INSTANT", "MAX_HISTORY_DAYS", "MICROSECOND", "OUTPUT_SCHEMA",
+    "AmountOverflow", "Anchor", "BalanceAt", "BalanceChange", "BalanceNotFound", "EndOfDay", "QueryEngine",
+    "QueryError", "balance_at", "balances_at_table", "blnk_timestamp", "check_representable", "end_of_day_history",
+    "iso_utc", "just_before", "parse_timestamp", "to_utc", "utc_now",
 ]

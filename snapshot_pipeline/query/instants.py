@@ -14,8 +14,11 @@ from snapshot_pipeline.query.errors import QueryError
 MICROSECOND = dt.timedelta(microseconds=1)
 
 _RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$",
+    re.ASCII,  # ASCII digits only, as Blnk's (Go) parser: "٢٠٢٦-..." is not an instant
 )
+# an offset whose "+" a query string turned into a space ("...T15:00:00 05:30")
+_SPACE_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})? \d{2}:\d{2}$", re.ASCII)
 
 
 FIRST_INSTANT = dt.datetime.min  # 0001-01-01T00:00:00Z: naive UTC, the range of Python datetimes
@@ -35,6 +38,11 @@ def parse_timestamp(text: str, what: str = "timestamp") -> dt.datetime:
     if not isinstance(text, str) or len(text) > 64:
         raise QueryError(f"{what} must be an RFC 3339 instant of at most 64 characters")
     match = _RFC3339.match(text.strip())
+    if not match and _SPACE_OFFSET.match(text):
+        raise QueryError(
+            f"{what} {text!r} has a space where its UTC offset's sign should be: in a URL a '+' means a space,"
+            " so send the offset's '+' as %2B (e.g. 2026-11-02T15:00:00%2B05:30) or use Z"
+        )
     if not match:
         raise QueryError(
             f"{what} {text!r} is not RFC 3339 with a UTC offset (e.g. 2026-11-02T09:30:00Z or"
@@ -81,8 +89,29 @@ def utc_now() -> dt.datetime:
 
 
 def iso_utc(value: dt.datetime | None) -> str | None:
-    """Naive UTC -> RFC 3339 with ``Z`` (milliseconds shown when present, microseconds when needed)."""
+    """Naive (UTC) or aware -> RFC 3339 in UTC with ``Z`` and microseconds, always: the one shape of every
+    instant the service and the CLI print (``2026-11-02T09:30:00.000000Z``); the ledger stores microseconds."""
     if value is None:
         return None
-    text = value.isoformat(timespec="microseconds" if value.microsecond % 1000 else "milliseconds")
-    return text + "Z"
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
+def blnk_timestamp(at: dt.datetime, asked: str | None) -> str:
+    """The ``timestamp`` Blnk's ``GET /balances/{id}/at`` echoes: RFC 3339 to the second in the caller's offset
+    (``Z`` for a zero offset, as Go's ``time.RFC3339``); ``at`` is naive UTC, ``asked`` the caller's text or None."""
+    offset = dt.timedelta(0)
+    match = _RFC3339.match(asked.strip()) if asked else None
+    if match and match.group(4) not in ("Z", "z"):
+        sign = -1 if match.group(4)[0] == "-" else 1
+        offset = sign * dt.timedelta(hours=int(match.group(4)[1:3]), minutes=int(match.group(4)[4:6]))
+    try:
+        local = at.replace(tzinfo=dt.UTC).astimezone(dt.timezone(offset))
+    except OverflowError:  # an instant at the edge of the range shown in its offset: fall back to UTC
+        local, offset = at.replace(tzinfo=dt.UTC), dt.timedelta(0)
+    text = local.isoformat(timespec="seconds")[:19]
+    if not offset:
+        return text + "Z"
+    minutes = int(offset.total_seconds() // 60)
+    return f"{text}{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"

@@ -326,3 +326,25 @@ def test_in_run_checks_follow_the_days_activity_not_the_ledgers_size(setup):
     too_big = setup.job.execute_in_process(partition_key=D2, instance=setup.instance, raise_on_error=False,
                                            run_config=setup.sample_config(10_001))
     assert not too_big.success  # k is bounded (MAX_SAMPLE_SIZE)
+
+
+def test_a_balance_deleted_after_its_legs_keeps_its_row_and_passes_row_count(setup):
+    """The contract gives a row to every balance a counted leg touches, also one whose ledger row is gone; the
+    blocking row-count check agrees (it used to count ledger rows only and fail the run on a correct partition)."""
+    with psycopg.connect(setup.url, autocommit=True) as conn:
+        # a balance with legs, none dated on D2: D2 carries D1's row for it, with its created_at
+        gone = conn.execute(
+            "SELECT b.balance_id FROM blnk.balances b WHERE b.created_at < %(d1)s"
+            " AND EXISTS (SELECT 1 FROM blnk.transactions t WHERE t.source = b.balance_id)"
+            " AND NOT EXISTS (SELECT 1 FROM blnk.transactions t WHERE b.balance_id IN (t.source, t.destination)"
+            "                 AND COALESCE(t.effective_date, t.created_at) >= %(d1)s"
+            "                 AND COALESCE(t.effective_date, t.created_at) < %(d2)s)"
+            " ORDER BY b.balance_id LIMIT 1", {"d1": dt.datetime(2026, 10, 31), "d2": dt.datetime(2026, 11, 1)}
+        ).fetchone()[0]
+        conn.execute("DELETE FROM blnk.balances WHERE balance_id = %s", (gone,))
+    result = setup.materialize(D2)  # rolled forward from D1, which has its row
+    assert result.success
+    evals = evaluations(result)
+    count = meta(evals["row_count_matches_ledger"])
+    assert evals["row_count_matches_ledger"].passed, count
+    assert count["missing_rows"] == 0 and count["rows_without_ledger_row"] == 1, count
