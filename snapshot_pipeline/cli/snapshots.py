@@ -157,6 +157,7 @@ def hint_lines(settings: Settings, day: dt.date, balance_id: str | None) -> list
         ]
     lines += [
         (f"{cli} balances-at --timestamp {instant} --format csv --output balances.csv", "every balance at an instant"),
+        (f"{cli} history --date {day.isoformat()}", "the partition's versions (Delta time travel, for audit)"),
         ("make ui PORT=3000", "Dagster UI on http://127.0.0.1:3000 (runs, checks, partitions); Ctrl-C stops it"),
         ("make serve PORT=8000", "HTTP API on http://127.0.0.1:8000 (docs at /docs, Blnk's endpoints)"),
     ]

@@ -69,7 +69,7 @@ def test_demo_hints_run_as_printed(make_database, tmp_path):
     assert settings.start_date == first and settings.start_date_source == ".data/ledger.json"
     hints = demo.stdout.split("Try next", 1)[1].splitlines()[1:]
     commands = [line.split("  # ", 1)[0].strip() for line in hints if line.strip()]
-    assert len(commands) == 6, demo.stdout
+    assert len(commands) == 7, demo.stdout
     assert not any("YYYY" in c or "<" in c for c in commands), commands
     for command in commands:
         if command.startswith("make ui"):
