@@ -200,14 +200,17 @@ def replace_partition(storage_uri: str, spec: TableSpec, value: dt.date | str, f
     custom["snapshot_pipeline.commit_id"] = commit_id = uuid.uuid4().hex
     if app_id is not None:
         custom.update({"snapshot_pipeline.app_id": app_id, "snapshot_pipeline.app_version": str(app_version)})
-    ensure(storage_uri, spec, history_days)
+    table = ensure(storage_uri, spec, history_days)  # one open; a retry only reads the log's new commits
+    attempts = 0
 
     @tenacity.retry(retry=tenacity.retry_if_exception_type(CommitFailedError),
                     stop=tenacity.stop_after_attempt(COMMIT_ATTEMPTS),
                     wait=tenacity.wait_random_exponential(multiplier=0.02, max=1.0), reraise=True)
     def attempt() -> bool:
-        table = load(storage_uri, spec)
-        assert table is not None  # ensured above
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:
+            table.update_incremental()  # another partition's commit took the version: re-read, then retry
         if app_id is not None and (table.transaction_version(app_id) or -1) >= (app_version or 0):
             return False  # already committed (a replay): find its version below
         now_ms = int(time.time() * 1000)
@@ -221,12 +224,25 @@ def replace_partition(storage_uri: str, spec: TableSpec, value: dt.date | str, f
                                                max_commit_retries=0))
         return True
 
-    found = version_of(storage_uri, spec, "snapshot_pipeline.commit_id", commit_id) if attempt() else \
-        version_of(storage_uri, spec, "snapshot_pipeline.app_id", app_id, "snapshot_pipeline.app_version",
-                   str(app_version))
+    before = table.version()
+    if attempt():
+        found = _committed_version(table, before, "snapshot_pipeline.commit_id", commit_id)
+    else:
+        found = version_of(storage_uri, spec, "snapshot_pipeline.app_id", app_id, "snapshot_pipeline.app_version",
+                           str(app_version))
     if found is None:
         raise RuntimeError(f"{spec.name}: commit of partition {value} landed but is not in the table's history")
     return found
+
+
+def _committed_version(table: DeltaTable, before: int, key: str, value: str) -> int | None:
+    """The version of the commit just made through ``table`` (opened at ``before``): among the commits
+    since, the one whose metadata has ``key`` = ``value`` (usually the very next one)."""
+    table.update_incremental()
+    for commit in table.history(max(table.version() - before, 1)):
+        if commit.get(key) == value:
+            return int(commit["version"])
+    return None
 
 
 def create_with_partitions(storage_uri: str, spec: TableSpec, partitions: Mapping[dt.date | str, list[DeltaFile]],
