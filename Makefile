@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev lock demo test test-server check bench bench-smoke bench-storage bench-storage-smoke bench-query bench-query-smoke bench-automation serve ui clean stop-db
+.PHONY: install install-dev lock demo test test-server check bench bench-smoke bench-delta bench-delta-smoke bench-storage bench-storage-smoke bench-query bench-query-smoke bench-automation serve ui clean stop-db
 
 # Two installs from one lock file (uv.lock, `make lock` after editing pyproject.toml): the runtime
 # (`make install`: demo, snapshot, serve, ui) and the developer's (`make install-dev`: + tests, lint, type check,
@@ -58,6 +58,13 @@ bench: install-dev  ## full-size benchmarks (1M balances, 5M transactions; dbt b
 	$(BIN)/python benchmarks/bench_snapshot.py
 	$(BIN)/python benchmarks/bench_query.py
 	$(BIN)/python benchmarks/bench_storage.py
+	$(BIN)/python benchmarks/bench_delta.py
+
+bench-delta: install-dev  ## Delta publish vs the previous publish, log after 400 commits, delta_scan vs Parquet (200k balances)
+	$(BIN)/python benchmarks/bench_delta.py
+
+bench-delta-smoke: install-dev
+	$(BIN)/python benchmarks/bench_delta.py --smoke
 
 bench-storage: install-dev  ## local disk vs local S3 server, shards 1 vs 2 (200k balances, 1M transactions)
 	$(BIN)/python benchmarks/bench_storage.py
