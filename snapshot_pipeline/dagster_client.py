@@ -18,19 +18,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from snapshot_pipeline import progress
 from snapshot_pipeline.names import ASSET_NAME, LATE_TRANSACTIONS_TAG, PARTITION_TAG, SNAPSHOT_JOB, TRIGGER_TAG
 from snapshot_pipeline.query.instants import iso_utc
 from snapshot_pipeline.run_summary import run_metrics
 
 DONE_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
-# the asset's progress log line (defs/assets.py Progress):
-# "operation=balance_snapshot snapshot_date=D status=progress rows=N batches=B snapshots_per_second=R"
-_PROGRESS = re.compile(r"operation=balance_snapshot snapshot_date=\S+ status=progress\b")
-_FIELD = re.compile(r"(\w+)=(\S+)")
 # what submit_job_execution raises for a location that went away (reloaded, renamed): Dagster is not ready
 _UNAVAILABLE_KINDS = ("PythonError", "PipelineNotFoundError", "JobNotFoundError", "RepositoryLocationNotFound")
 _CONFIG_INVALID_KINDS = ("RunConfigValidationInvalid", "PipelineConfigValidationInvalid")
@@ -308,7 +304,8 @@ def _run_body(result: dict, status: str, run_url: str) -> dict:
     out = {"run_id": result["runId"], "job_name": result["jobName"], "status": status, "done": done,
            "partition": partition, "start_time": _instant(result["startTime"]),
            "end_time": _instant(result["endTime"]), "metrics": None,
-           "progress": None if done else _progress(events), "error": None, "run_url": run_url}
+           "progress": _progress(events) if not done or status == "SUCCESS" else None,  # a success's last: 100%
+           "error": None, "run_url": run_url}
     for materialization in result["assetMaterializations"]:
         if materialization["assetKey"]["path"] == [ASSET_NAME]:
             metadata = {entry["label"]: _metadata_value(entry) for entry in materialization["metadataEntries"]}
@@ -330,19 +327,16 @@ def _error_message(error: dict | None) -> str | None:
 
 
 def _progress(events: list[dict]) -> dict | None:
-    """Rows so far and the rate, from the latest progress line the asset logged (None before the first)."""
+    """Rows so far out of the partition's row count, and the rate, from the latest progress line the run
+    logged (:func:`snapshot_pipeline.progress.parse_line`; None before the first)."""
     for event in reversed(events):
-        message = event.get("message") or ""
-        if event["__typename"].endswith("LogMessageEvent") and _PROGRESS.search(message):
-            fields = dict(_FIELD.findall(message))
-            try:
-                rows = int(fields["rows"])
-            except (KeyError, ValueError):
-                continue
-            rate = fields.get("snapshots_per_second")
-            at = event.get("timestamp")
-            return {"rows": rows, "snapshots_per_second": float(rate) if rate else None,
-                    "at": _instant(float(at) / 1000) if at else None}
+        if not event["__typename"].endswith("LogMessageEvent"):
+            continue
+        report = progress.parse_line(event.get("message") or "")
+        if report is None:
+            continue
+        at = event.get("timestamp")
+        return {**report.as_dict(), "at": _instant(float(at) / 1000) if at else None}
     return None
 
 

@@ -374,9 +374,13 @@ def test_status_reports_progress_while_the_run_is_running(services):
         assert seen, run
         assert all(p["rows"] > 0 and p["snapshots_per_second"] >= 0 for p in seen)
         assert [p["rows"] for p in seen] == sorted(p["rows"] for p in seen)  # it only grows
-        assert run["progress"] is None and run["status"] in ("SUCCESS", "FAILURE")
+        assert all(p["total"] and 0 <= p["percent"] <= 100 for p in seen)  # out of the partition's row count
+        assert run["status"] in ("SUCCESS", "FAILURE")
         if run["status"] == "FAILURE":  # a failed run says why
-            assert run["error"]
+            assert run["error"] and run["progress"] is None
+        else:  # a finished run's last report: every row of the partition, 100%
+            final = run["progress"]
+            assert final["rows"] == final["total"] == run["metrics"]["dagster/row_count"] and final["percent"] == 100.0
 
 
 def test_fifty_concurrent_clients_without_a_failure(services, adversarial_url):

@@ -101,7 +101,10 @@ class SnapshotTriggerBody(BaseModel):
 class ProgressBody(BaseModel):
     """A running snapshot's latest progress report."""
 
-    rows: int = Field(description="balances written so far")
+    rows: int = Field(description="rows of the partition merged and written so far")
+    total: int | None = Field(None, description="the partition's row count: the run's estimate while it merges,"
+                                                " exact on its final report (rows = total); null when unknown")
+    percent: float | None = Field(None, description="rows out of total, 0-100 (100 on the final report)")
     snapshots_per_second: float | None = Field(description="rate so far")
     at: str | None = Field(description="when the progress was reported (RFC 3339, UTC)")
 

@@ -12,13 +12,10 @@ import os
 import sys
 from collections.abc import Callable
 
-from snapshot_pipeline import calendar, db, run_errors
+from snapshot_pipeline import calendar, progress, run_errors
 from snapshot_pipeline.cli.common import CliError
 from snapshot_pipeline.cli.instance import preflight, prepare_dagster_home
 from snapshot_pipeline.settings import Settings
-
-# the asset's progress line (defs/assets.py): "operation=balance_snapshot snapshot_date=D status=progress rows=N ..."
-_PROGRESS_PREFIX = "operation=balance_snapshot snapshot_date="
 
 
 class DayProgress:
@@ -35,8 +32,11 @@ class DayProgress:
         self._bar = tqdm(total=total, desc=label, unit=" rows", leave=False, file=self._out,
                          disable=not self._out.isatty(), mininterval=0.2)
 
-    def update_to(self, rows: int) -> None:
-        """Move the bar to ``rows`` written (capped at the total: the asset reports whole pages)."""
+    def update_to(self, rows: int, total: int | None) -> None:
+        """Move the bar to ``rows`` written out of ``total`` (the run's estimate, exact on its final report)."""
+        if total is not None and total != self._bar.total:
+            self._bar.total = max(total, rows)
+            self._bar.refresh()
         if self._bar.total is not None:
             rows = min(rows, self._bar.total)
         self._bar.update(rows - self._bar.n)
@@ -56,12 +56,9 @@ class _ProgressHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = getattr(record, "dagster_meta", {}).get("orig_message") or record.getMessage()
-        if message.startswith(_PROGRESS_PREFIX) and "status=progress" in message:
-            fields = dict(part.split("=", 1) for part in message.split() if "=" in part)
-            try:
-                self._bar().update_to(int(fields["rows"]))
-            except (KeyError, ValueError):
-                pass
+        report = progress.parse_line(message)
+        if report is not None:
+            self._bar().update_to(report.rows, report.total)
 
 
 def _progress_logger_def(bar: Callable[[], DayProgress]):
@@ -78,17 +75,6 @@ def _progress_logger_def(bar: Callable[[], DayProgress]):
         return log
 
     return cli_progress
-
-
-def _balances_at_cutoff(settings: Settings, snapshot_date: dt.date) -> int | None:
-    """The expected row count (for the progress bar's total): one indexed count on ``blnk.balances``."""
-    try:
-        with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:
-            row = conn.execute("SELECT count(*) FROM blnk.balances WHERE created_at < %s",
-                               (calendar.cutoff(snapshot_date, settings.timezone),)).fetchone()
-            return row[0] if row else None
-    except db.DatabaseUnavailable:
-        return None
 
 
 def _check_partition(settings: Settings, snapshot_date: dt.date) -> None:
@@ -114,7 +100,7 @@ def materialize_partition(settings: Settings, snapshot_date: dt.date, batch_size
     _check_partition(settings, snapshot_date)
     preflight(settings)
     prepare_dagster_home(settings)
-    bar = DayProgress(snapshot_date.isoformat(), _balances_at_cutoff(settings, snapshot_date))
+    bar = DayProgress(snapshot_date.isoformat(), None)  # the total comes with the run's progress lines
     try:
         config = {"batch_size": batch_size, "full_refresh": full_refresh, "shards": shards}
         result = _execute(settings, snapshot_date, config, verbose, lambda: bar)

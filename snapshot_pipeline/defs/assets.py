@@ -2,41 +2,20 @@
 
 
 import datetime as dt
-import time
 import warnings
 from collections.abc import Mapping
 
 import dagster as dg
 from pydantic import Field
 
-from snapshot_pipeline import names, snapshot
+from snapshot_pipeline import names, progress, snapshot
 from snapshot_pipeline.defs.recovery import dead_run_reporter
 from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.names import ASSET_NAME, DAYS_PER_BACKFILL_RUN, REASON_TAG, REPAIR_SENSOR
 
 GROUP = "snapshots"
 OWNERS = ["team:ledger-platform"]
-PROGRESS_EVERY_SECONDS = 1.0
-
-
-class Progress:
-    """Logs ``status=progress rows=… snapshots_per_second=…`` to the run's log: on the first page, then at
-    most once a second (the HTTP status endpoint and the CLI's progress bar read these lines)."""
-
-    def __init__(self, log, snapshot_date: dt.date, batch_size: int):
-        self.log, self.date, self.batch_size = log, snapshot_date, batch_size
-        self.started = time.monotonic()
-        self.last: float | None = None
-
-    def __call__(self, batches: int) -> None:
-        now = time.monotonic()
-        if self.last is not None and now - self.last < PROGRESS_EVERY_SECONDS:
-            return
-        self.last = now
-        rows = batches * self.batch_size  # pages read so far (the last page may be partial)
-        rate = rows / max(now - self.started, 1e-3)
-        self.log(f"operation=balance_snapshot snapshot_date={self.date} status=progress rows={rows}"
-                 f" batches={batches} snapshots_per_second={rate:.0f}")
+PROGRESS_EVERY_SECONDS = 1.0  # the run's progress line (snapshot_pipeline/progress.py), read by the CLI and HTTP
 
 
 class SnapshotConfig(dg.Config):
@@ -209,7 +188,7 @@ def _snapshot_one_day(context: dg.AssetExecutionContext, config: SnapshotConfig,
     try:
         result = snapshot.take_snapshot(
             settings, snapshot_date, config.batch_size, run_id=context.run.run_id, log=context.log.info,
-            on_batch=Progress(context.log.info, snapshot_date, config.batch_size),
+            on_progress=progress.Reporter(context.log.info, snapshot_date.isoformat(), PROGRESS_EVERY_SECONDS),
             full_refresh=config.full_refresh,
             shards=config.shards,
             on_dead_run=dead_run_reporter(context.instance, context.log.warning),

@@ -17,7 +17,7 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
-from snapshot_pipeline import names
+from snapshot_pipeline import names, progress
 from snapshot_pipeline.defs.assets import result_metadata, run_reason
 from snapshot_pipeline.defs.recovery import dead_run_reporter
 from snapshot_pipeline.defs.resources import SnapshotStoreResource, remove_step_outputs
@@ -89,6 +89,7 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
         result = shards.commit_shards(settings, the_plan, run_id=context.run_id, log=context.log.info,
                                       on_dead_run=dead_run_reporter(context.instance, context.log.warning),
                                       reason=run_reason(context.run.tags))
+        progress.Reporter(context.log.info, the_plan.snapshot_date.isoformat())(result.rows, result.rows, True)
         context.log.info(f"operation=balance_snapshot snapshot_date={the_plan.snapshot_date} shards={the_plan.shards}"
                          f" total_snapshots={result.rows} duration_ms={result.duration_ms} status=completed")
         metadata: dict = {**result_metadata(result), "shards": the_plan.shards}

@@ -34,7 +34,7 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snapshot_pipeline import amounts, calendar, db, faults, names
+from snapshot_pipeline import amounts, calendar, db, faults, names, progress
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import merge
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 WIDE = amounts.WIDE
 AmountOverflow = amounts.AmountOverflow
 ROLL_VERSION = 1
-PROGRESS_SECONDS = 2.0
+PROGRESS_SECONDS = 2.0  # the default progress line's interval (the Dagster asset logs one a second)
 BASE_READ_ROWS = 65_536
 BASE_COLUMNS = merge.BASE_COLUMNS
 
@@ -200,6 +200,7 @@ def take_snapshot(
     run_id: str | None = None,
     log: Callable[[str], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_progress: Callable[..., None] | None = None,
     full_refresh: bool = False,
     on_dead_run: Callable[[publish.DeadRun], None] | None = None,
     shards: int = 1,
@@ -216,24 +217,30 @@ def take_snapshot(
     ``shards`` > 1 merges the partition as that many ``balance_id`` ranges, one after the other in
     this process (:mod:`snapshot_pipeline.snapshot.shards`; the sharded Dagster job runs them in parallel).
     ``reason`` (schedule, repair, backfill, manual, ...) is recorded with the partition's version.
+    ``on_batch(batches)`` is called after each merged chunk; ``on_progress(rows, total, final=False)`` with
+    the rows written out of the partition's expected row count, and once more at the end with the exact
+    count (default: a :class:`snapshot_pipeline.progress.Reporter` logging a progress line every 2 s).
     """
     if shards != 1:
         from snapshot_pipeline.snapshot import shards as sharding  # noqa: PLC0415 - imports this module
 
         return sharding.take_sharded(settings, snapshot_date, shards, batch_size, run_id=run_id,
-                                     full_refresh=full_refresh, log=log, on_batch=on_batch, on_dead_run=on_dead_run,
+                                     full_refresh=full_refresh, log=log, on_batch=on_batch,
+                                     on_progress=on_progress, on_dead_run=on_dead_run,
                                      reason=reason)
     from snapshot_pipeline.snapshot import commit  # noqa: PLC0415 - commit imports this module's types
 
     validate_batch_size(batch_size)
     log = log or logger.info
     started = time.monotonic()
+    tracker = RunProgress(on_batch, on_progress or progress.Reporter(log, snapshot_date.isoformat(),
+                                                                    PROGRESS_SECONDS))
     cutoff = calendar.cutoff(snapshot_date, settings.timezone)
     with holding_partition(settings, snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run) as (
             index_conn, claim):
         base = None if full_refresh else usable_base(settings, index_conn, snapshot_date, log)
         result_pass = _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log,
-                              on_batch, started)
+                              tracker, started)
         return commit.commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, result_pass,
                              claim.work_dir, log, started, reason)
 
@@ -286,19 +293,19 @@ def origin_of(conn, base: index.ManifestEntry | None) -> journal.Origin:
                           index.roll_state(conn, base.snapshot_date))
 
 
-def _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log, on_batch,
+def _stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log, tracker: RunProgress,
             started) -> Pass:
     ledger = db.connect_arrow(db.ledger_url(settings))
     try:
         try:
             return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, claim,
-                                log, on_batch, started)
+                                log, tracker, started)
         except align.NotSorted as exc:
             if base is None:
                 raise SnapshotError(f"the journal delta is not in balance_id order: {exc}") from exc
             log(f"base partition {base.snapshot_date} cannot be rolled forward ({exc}); computing from genesis")
             return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, None, claim,
-                                log, on_batch, started)
+                                log, tracker, started)
     finally:
         ledger.close()
 
@@ -344,30 +351,48 @@ def base_batches(settings: Settings, base: index.ManifestEntry | None, batch_siz
                             max(batch_size, BASE_READ_ROWS))
 
 
+class RunProgress:
+    """What a merge reports as it goes: the chunk count to ``on_batch`` and the rows written out of the
+    partition's expected row count (:attr:`total`) to ``on_progress``; :meth:`finish` reports the exact count."""
+
+    def __init__(self, on_batch: Callable[[int], None] | None, on_progress: Callable[..., None] | None):
+        self.on_batch, self.on_progress = on_batch, on_progress
+        self.total: int | None = None
+        self.batches = 0
+
+    def chunk(self, rows_written: int) -> None:
+        self.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(self.batches)
+        if self.on_progress is not None:
+            self.on_progress(rows_written, self.total)
+
+    def finish(self, rows: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(rows, rows, True)
+
+
+def expected_rows(base: index.ManifestEntry | None, step: journal.Step) -> int:
+    """The partition's row count as known after the ledger read: the base's rows plus the balances entering
+    (balances touched before their creation come on top: the final progress report has the exact count)."""
+    return (base.row_count if base is not None else 0) + step.entering_balances
+
+
 def merge_into(writer: store.PartitionWriter, spool: ChangedRows, totals: CurrencyTotals, base_rows, delta,
-               cutoff: dt.datetime, batch_size: int, on_batch, log, started: float) -> int:
+               cutoff: dt.datetime, batch_size: int, tracker: RunProgress) -> int:
     """Walk the base rows and the delta together, writing the partition's rows; returns the batch count."""
     batches = 0
-    last_report = time.monotonic()
     for rows, changed in merge.roll(base_rows, delta, cutoff, batch_size):
         writer.write_table(rows)
         spool.write(changed)
         totals.add(rows)
         batches += 1
-        if on_batch is not None:
-            on_batch(batches)
-        now = time.monotonic()
-        if now - last_report >= PROGRESS_SECONDS:
-            log(
-                f"operation=balance_snapshot status=progress rows={writer.rows} batches={batches}"
-                f" snapshots_per_second={writer.rows / (now - started):.0f}"
-            )
-            last_report = now
+        tracker.chunk(writer.rows)
     return batches
 
 
-def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, claim, log, on_batch,
-                 started) -> Pass:
+def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, claim, log,
+                 tracker: RunProgress, started) -> Pass:
     mode = "incremental" if base is not None else "genesis"
     phases: dict[str, int] = {}
     cur = ledger.cursor()
@@ -381,8 +406,10 @@ def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size
         spool = IndexSpool(claim.work_dir, snapshot_date)
         totals = CurrencyTotals()
         mark = time.monotonic()
+        tracker.total = expected_rows(base, step)
         batches = merge_into(writer, spool, totals, base_batches(settings, base, batch_size),
-                             journal.delta_reader(cur, cutoff), cutoff, batch_size, on_batch, log, started)
+                             journal.delta_reader(cur, cutoff), cutoff, batch_size, tracker)
+        tracker.finish(writer.rows)
         cur.execute("COMMIT")
         phases["merge_ms"] = int((time.monotonic() - mark) * 1000)
         faults.pause_point("read")

@@ -31,13 +31,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from snapshot_pipeline import calendar, db, faults, names
+from snapshot_pipeline import calendar, db, faults, names, progress
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import (
     BASE_READ_ROWS,
+    PROGRESS_SECONDS,
     CurrencyTotals,
     Pass,
+    RunProgress,
     SnapshotError,
     SnapshotResult,
     begin,
@@ -214,8 +216,12 @@ def _read_delta(settings, index_conn, snapshot_date, cutoff, base, prefix: str, 
 
 
 def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[str], None] | None = None,
-                on_batch: Callable[[int], None] | None = None) -> dict:
-    """Merge shard ``shard`` of the plan into a staged file; returns (and records) what it staged."""
+                on_batch: Callable[[int], None] | None = None,
+                on_progress: Callable[..., None] | None = None) -> dict:
+    """Merge shard ``shard`` of the plan into a staged file; returns (and records) what it staged.
+
+    ``on_progress(rows, total)`` gets the shard's rows written (total unknown: the commit reports the
+    partition's); default: a progress line in ``log`` every 2 s."""
     from snapshot_pipeline.snapshot import merge  # noqa: PLC0415 - the core's merge, as the unsharded path
 
     log = log or logger.info
@@ -237,7 +243,9 @@ def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[s
             writer, changed, totals,
             ranges.iter_range(fs, base_paths, merge.BASE_COLUMNS, low, high, max(plan_.batch_size, BASE_READ_ROWS)),
             ranges.iter_range(fs, [plan_.delta_path], None, low, high, plan_.batch_size),
-            plan_.cutoff, plan_.batch_size, on_batch, log, started)
+            plan_.cutoff, plan_.batch_size,
+            RunProgress(on_batch, on_progress or progress.Reporter(log, plan_.snapshot_date.isoformat(),
+                                                                   PROGRESS_SECONDS)))
         staged = writer.finish({"mode": "incremental" if plan_.base_date else "genesis",
                                 "shard": str(shard), "shards": str(plan_.shards)})
         changed.close()
@@ -361,18 +369,33 @@ def discard(plan_: Plan) -> None:
         fs.delete_dir(plan_.work_prefix)
 
 
+def _after(reporter: Callable[..., None], before: int) -> Callable[..., None]:
+    """A shard's progress as the partition's: ``before`` rows were written by the shards before it."""
+    def report(rows: int, total: int | None, final: bool = False) -> None:
+        reporter(before + rows, None)
+
+    return report
+
+
 def take_sharded(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: int = names.BATCH_SIZE_DEFAULT,
                  *, run_id: str | None = None, full_refresh: bool = False,
                  log: Callable[[str], None] | None = None, on_batch: Callable[[int], None] | None = None,
+                 on_progress: Callable[..., None] | None = None,
                  on_dead_run: Callable[[publish.DeadRun], None] | None = None,
                  boundaries: list[str] | None = None, reason: str = "manual") -> SnapshotResult:
     """All three phases in this process, shard after shard (the Dagster job runs them in parallel)."""
     the_plan = plan(settings, snapshot_date, shards, batch_size, run_id=run_id, full_refresh=full_refresh, log=log,
                     on_dead_run=on_dead_run, boundaries=boundaries)
+    reporter = on_progress or progress.Reporter(log or logger.info, snapshot_date.isoformat(), PROGRESS_SECONDS)
+    done = 0
     try:
         for shard in range(the_plan.shards):
-            merge_shard(settings, the_plan, shard, log=log, on_batch=on_batch)
-        return commit_shards(settings, the_plan, run_id=run_id, log=log, on_dead_run=on_dead_run, reason=reason)
+            record = merge_shard(settings, the_plan, shard, log=log, on_batch=on_batch,
+                                 on_progress=_after(reporter, done))
+            done += int(record["staged"]["rows"])
+        result = commit_shards(settings, the_plan, run_id=run_id, log=log, on_dead_run=on_dead_run, reason=reason)
+        reporter(result.rows, result.rows, True)
+        return result
     except BaseException:
         discard(the_plan)
         raise
