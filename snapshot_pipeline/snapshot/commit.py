@@ -17,7 +17,7 @@ import datetime as dt
 import time
 
 from snapshot_pipeline import faults
-from snapshot_pipeline.snapshot import ROLL_VERSION, Pass, SnapshotResult
+from snapshot_pipeline.snapshot.results import ROLL_VERSION, Pass, SnapshotResult
 from snapshot_pipeline.store import diff as store_diff
 from snapshot_pipeline.store import index, publish, published
 from snapshot_pipeline.store import parquet as store

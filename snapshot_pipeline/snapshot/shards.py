@@ -34,20 +34,17 @@ import pyarrow.parquet as pq
 from snapshot_pipeline import calendar, db, faults, names, progress
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.snapshot import (
+from snapshot_pipeline.snapshot import commit, merge
+from snapshot_pipeline.snapshot.results import CurrencyTotals, Pass, SnapshotError, SnapshotResult, validate_batch_size
+from snapshot_pipeline.snapshot.roll import (
     BASE_READ_ROWS,
     PROGRESS_SECONDS,
-    CurrencyTotals,
-    Pass,
     RunProgress,
-    SnapshotError,
-    SnapshotResult,
     begin,
     file_metadata,
     holding_partition,
     merge_into,
     usable_base,
-    validate_batch_size,
 )
 from snapshot_pipeline.store import index, publish, published, ranges, records
 from snapshot_pipeline.store import parquet as store
@@ -222,8 +219,6 @@ def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[s
 
     ``on_progress(rows, total)`` gets the shard's rows written (total unknown: the commit reports the
     partition's); default: a progress line in ``log`` every 2 s."""
-    from snapshot_pipeline.snapshot import merge  # noqa: PLC0415 - the core's merge, as the unsharded path
-
     log = log or logger.info
     faults.fail_point("shard", shard)
     started = time.monotonic()
@@ -313,8 +308,6 @@ def commit_shards(settings: Settings, plan_: Plan, *, run_id: str | None = None,
 
 def _commit_held(settings, plan_: Plan, shard_records, files, run_id, log, on_dead_run, started,
                  reason: str) -> SnapshotResult:
-    from snapshot_pipeline.snapshot import commit  # noqa: PLC0415 - commit imports the core's types
-
     with holding_partition(settings, plan_.snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run,
                            publish_token=plan_.token) as (index_conn, claim):
         current = index.manifest(index_conn, plan_.snapshot_date)

@@ -1,0 +1,219 @@
+"""The roll-forward step (DESIGN §3): a base partition and the journal rows since, merged into the next.
+
+One step serves the daily snapshot (:mod:`snapshot_pipeline.snapshot.take`), its shards
+(:mod:`snapshot_pipeline.snapshot.shards`) and the set queries (``balances_at``): hold the partition,
+choose the base, open one REPEATABLE READ view, read the delta by key only
+(:mod:`snapshot_pipeline.ledger.journal`), and merge the base's Parquet with it in ``balance_id`` order
+(:mod:`snapshot_pipeline.snapshot.merge`), reporting progress as it goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from snapshot_pipeline import db, faults
+from snapshot_pipeline.ledger import asof, journal
+from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.snapshot import merge
+from snapshot_pipeline.snapshot.results import (
+    ROLL_VERSION,
+    ChangedRows,
+    CurrencyTotals,
+    Pass,
+    SnapshotError,
+)
+from snapshot_pipeline.store import align, index, publish, published
+from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store.spool import IndexSpool
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 2.0  # the default progress line's interval (the Dagster asset logs one a second)
+BASE_READ_ROWS = 65_536  # rows per batch read from the base partition (the merge cuts at batch_size)
+BASE_COLUMNS = merge.BASE_COLUMNS
+
+
+@contextlib.contextmanager
+def holding_partition(settings: Settings, snapshot_date: dt.date, *, run_id: str | None, log,
+                      on_dead_run: Callable[[publish.DeadRun], None] | None, publish_token: str | None = None
+                      ) -> Iterator[tuple]:
+    """An index connection holding ``snapshot_date``'s lock and this run's claim (recovery done, holder
+    record written); both released at the end, the claim before the lock goes with the connection."""
+    index_conn = db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database")
+    claim = None
+    try:
+        index.migrate(index_conn)
+        index.lock_partition(index_conn, snapshot_date)
+        claim = publish.claim(settings.storage_uri, index_conn, snapshot_date, run_id=run_id, log=log,
+                              on_dead_run=on_dead_run, publish_token=publish_token,
+                              history_days=settings.history_days)
+        yield index_conn, claim
+    finally:
+        if claim is not None:
+            claim.release()
+        index_conn.close()
+
+
+def usable_base(settings: Settings, conn, snapshot_date: dt.date, log) -> index.ManifestEntry | None:
+    """The nearest earlier partition to roll forward from: roll-forward format, Parquet file present."""
+    entry = index.nearest_before(conn, snapshot_date)
+    if entry is None:
+        return None
+    if entry.roll_version != ROLL_VERSION:
+        log(f"partition {entry.snapshot_date} predates roll-forward (format {entry.roll_version});"
+            " computing from genesis")
+        return None
+    fs, _ = store.resolve(settings.storage_uri)
+    if published.present_paths(fs, settings.storage_uri, entry) is None:
+        log(f"partition {entry.snapshot_date} is in the index but its Parquet files are missing from"
+            f" {settings.storage_uri}; computing from genesis")
+        return None
+    return entry
+
+
+def origin_of(conn, base: index.ManifestEntry | None) -> journal.Origin:
+    if base is None:
+        return journal.Origin.genesis()
+    if base.reread_transaction_id is None or base.reread_balance_id is None:  # only roll-forward partitions are bases
+        raise SnapshotError(f"partition {base.snapshot_date} has no re-read point: it cannot be rolled forward")
+    return journal.Origin(base.cutoff_at, base.max_transaction_id, base.transaction_count, base.max_balance_id,
+                          base.reread_transaction_id, base.reread_balance_id,
+                          index.roll_state(conn, base.snapshot_date))
+
+
+def stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log, tracker: RunProgress,
+            started) -> Pass:
+    ledger = db.connect_arrow(db.ledger_url(settings))
+    try:
+        try:
+            return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, claim,
+                                log, tracker, started)
+        except align.NotSorted as exc:
+            if base is None:
+                raise SnapshotError(f"the journal delta is not in balance_id order: {exc}") from exc
+            log(f"base partition {base.snapshot_date} cannot be rolled forward ({exc}); computing from genesis")
+            return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, None, claim,
+                                log, tracker, started)
+    finally:
+        ledger.close()
+
+
+def file_metadata(settings: Settings, snapshot_date: dt.date, cutoff: dt.datetime, view: journal.View
+                  ) -> dict[str, str]:
+    """The run facts every file of the partition carries in its footer."""
+    return {
+        "snapshot_date": snapshot_date.isoformat(),
+        "cutoff": cutoff.replace(tzinfo=dt.UTC).isoformat(),
+        "timezone": settings.timezone,
+        "roll_version": str(ROLL_VERSION),
+        "watermark": str(view.max_transaction_id),
+        "watermark_transaction_count": str(view.transaction_count),
+        "watermark_max_balance_id": str(view.max_balance_id),
+        "pg_snapshot": view.pg_snapshot,
+    }
+
+
+def begin(cur, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, base, phases: dict, log) -> journal.Step:
+    """Open the consistent view and stage the step's journal rows (the one read of the ledger)."""
+    mark = time.monotonic()
+    view = journal.open_view(cur)
+    step = journal.begin_step(cur, view, cutoff, origin_of(index_conn, base))
+    phases["journal_ms"] = int((time.monotonic() - mark) * 1000)
+    log(
+        f"operation=balance_snapshot snapshot_date={snapshot_date}"
+        f" mode={'incremental' if base is not None else 'genesis'}"
+        f" base={base.snapshot_date if base else None}"
+        f" watermark_transaction_id={step.view.max_transaction_id} journal_rows={step.counted_rows}"
+        f" entering_balances={step.entering_balances} journal_ms={phases['journal_ms']} status=writing"
+    )
+    return step
+
+
+def base_batches(settings: Settings, base: index.ManifestEntry | None, batch_size: int):
+    """The base partition's rows in ``balance_id`` order, read in large batches (none at genesis)."""
+    if base is None:
+        return iter([])
+    fs, _ = store.resolve(settings.storage_uri)
+    # read in large batches; the merge cuts chunks at the delta's batch_size boundaries
+    return store.iter_files(fs, published.entry_paths(settings.storage_uri, base), merge.BASE_COLUMNS,
+                            max(batch_size, BASE_READ_ROWS))
+
+
+class RunProgress:
+    """What a merge reports as it goes: the chunk count to ``on_batch`` and the rows written out of the
+    partition's expected row count (:attr:`total`) to ``on_progress``; :meth:`finish` reports the exact count."""
+
+    def __init__(self, on_batch: Callable[[int], None] | None, on_progress: Callable[..., None] | None):
+        self.on_batch, self.on_progress = on_batch, on_progress
+        self.total: int | None = None
+        self.batches = 0
+
+    def chunk(self, rows_written: int) -> None:
+        self.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(self.batches)
+        if self.on_progress is not None:
+            self.on_progress(rows_written, self.total)
+
+    def finish(self, rows: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(rows, rows, True)
+
+
+def expected_rows(base: index.ManifestEntry | None, step: journal.Step) -> int:
+    """The partition's row count as known after the ledger read: the base's rows plus the balances entering
+    (balances touched before their creation come on top: the final progress report has the exact count)."""
+    return (base.row_count if base is not None else 0) + step.entering_balances
+
+
+def merge_into(writer: store.PartitionWriter, spool: ChangedRows, totals: CurrencyTotals, base_rows, delta,
+               cutoff: dt.datetime, batch_size: int, tracker: RunProgress) -> int:
+    """Walk the base rows and the delta together, writing the partition's rows; returns the batch count."""
+    batches = 0
+    for rows, changed in merge.roll(base_rows, delta, cutoff, batch_size):
+        writer.write_table(rows)
+        spool.write(changed)
+        totals.add(rows)
+        batches += 1
+        tracker.chunk(writer.rows)
+    return batches
+
+
+def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, claim, log,
+                 tracker: RunProgress, started) -> Pass:
+    mode = "incremental" if base is not None else "genesis"
+    phases: dict[str, int] = {}
+    cur = ledger.cursor()
+    writer: store.PartitionWriter | None = None
+    spool: IndexSpool | None = None
+    try:
+        step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, log)
+        writer = store.PartitionWriter(settings.storage_uri, snapshot_date,
+                                       file_metadata(settings, snapshot_date, cutoff, step.view),
+                                       token=claim.publish_token)
+        spool = IndexSpool(claim.work_dir, snapshot_date)
+        totals = CurrencyTotals()
+        mark = time.monotonic()
+        tracker.total = expected_rows(base, step)
+        batches = merge_into(writer, spool, totals, base_batches(settings, base, batch_size),
+                             journal.delta_reader(cur, cutoff), cutoff, batch_size, tracker)
+        tracker.finish(writer.rows)
+        cur.execute("COMMIT")
+        phases["merge_ms"] = int((time.monotonic() - mark) * 1000)
+        faults.pause_point("read")
+        staged = writer.finish({"mode": mode})
+        faults.pause_point("staged")
+        return Pass(settings.storage_uri, [staged], spool, totals, batches, step, base, mode, phases)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        if spool is not None:
+            spool.reset()
+        asof.rollback_quietly(cur)
+        raise
+    finally:
+        cur.close()
