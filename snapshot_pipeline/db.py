@@ -7,6 +7,7 @@ connections that fail with :class:`DatabaseUnavailable` naming the database.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,7 +45,7 @@ def ledger_url(settings: Settings) -> str:
     """URL of the source ledger (the embedded default when ``LEDGER_DATABASE_URL`` is unset)."""
     if settings.ledger_database_url:
         return settings.ledger_database_url
-    return embedded.ensure_running(settings.data_dir)
+    return embedded_url(settings.data_dir)
 
 
 def snapshot_url(settings: Settings) -> str:
@@ -94,6 +95,14 @@ def scalar(conn: psycopg.Connection, query, params=None):
     return row[0]
 
 
+def embedded_url(data_dir: Path, database: str = embedded.EMBEDDED_DATABASE) -> str:
+    """Start (or reuse) the embedded PostgreSQL under ``data_dir`` and return a URL for ``database``, creating it
+    if missing."""
+    admin_url = embedded.start(data_dir)
+    ensure_database(admin_url, database)
+    return with_database(admin_url, database)
+
+
 def ensure_database(server_url: str, database: str) -> None:
     """Create ``database`` on the server of ``server_url`` unless it exists (safe against a concurrent create)."""
     with connect(server_url, autocommit=True, what="database server") as conn:
@@ -120,6 +129,6 @@ def dagster_url(settings: Settings) -> str:
     if settings.dagster_database_url:
         return sqlalchemy_psycopg2(settings.dagster_database_url)
     if not settings.snapshot_database_url:
-        return sqlalchemy_psycopg2(embedded.ensure_running(settings.data_dir, DAGSTER_DATABASE))
+        return sqlalchemy_psycopg2(embedded_url(settings.data_dir, DAGSTER_DATABASE))
     ensure_database(settings.snapshot_database_url, DAGSTER_DATABASE)
     return sqlalchemy_psycopg2(with_database(settings.snapshot_database_url, DAGSTER_DATABASE))

@@ -31,12 +31,10 @@ def _server(data_dir: Path, start: bool = True):
         raise EmbeddedDatabaseError(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from exc
 
 
-def ensure_running(data_dir: Path, database: str = EMBEDDED_DATABASE) -> str:
-    """Start (or reuse) the embedded server and return a URL for ``database``, creating it if missing."""
-    server = _server(data_dir / "pg")
-    admin_url = server.get_uri("postgres")
-    _create_database_if_missing(admin_url, database)
-    return server.get_uri(database)
+def start(data_dir: Path) -> str:
+    """Start (or reuse) the embedded server; returns the URL of its ``postgres`` database (the admin one).
+    :func:`snapshot_pipeline.db.embedded_url` also creates the database a caller asks for."""
+    return _server(data_dir / "pg").get_uri("postgres")
 
 
 def url(data_dir: Path, database: str = EMBEDDED_DATABASE, driver: str | None = None) -> str:
@@ -59,9 +57,3 @@ def stop(data_dir: Path) -> bool:
     except subprocess.CalledProcessError as exc:
         raise EmbeddedDatabaseError(f"could not stop the embedded PostgreSQL: {exc}") from exc
     return True
-
-
-def _create_database_if_missing(admin_url: str, database: str) -> None:
-    from snapshot_pipeline import db  # noqa: PLC0415 - db imports this module
-
-    db.ensure_database(admin_url, database)

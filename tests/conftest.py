@@ -37,7 +37,7 @@ def pg_admin_url(tmp_path_factory) -> Iterator[str]:
     # started meanwhile on the machine would delete a running server's data directory.
     data_dir = Path(tempfile.mkdtemp(prefix="snapshot-pipeline-test-pg-"))
     try:
-        yield embedded.ensure_running(data_dir, "postgres")
+        yield db.embedded_url(data_dir, "postgres")
         embedded.stop(data_dir)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -80,7 +80,7 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_embedded_db(args: argparse.Namespace, settings: Settings) -> int:
     """Start, locate or stop the embedded PostgreSQL of ``.data/``."""
     if args.action == "start":
-        print_json({"url": embedded.ensure_running(settings.data_dir), "data_dir": str(settings.data_dir / "pg")})
+        print_json({"url": db.embedded_url(settings.data_dir), "data_dir": str(settings.data_dir / "pg")})
     elif args.action == "url":
         print_json({"url": embedded.url(settings.data_dir, embedded.EMBEDDED_DATABASE)})
     else:

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from snapshot_pipeline import db, embedded
+from snapshot_pipeline import db
 from snapshot_pipeline.cli.common import int_in
 from snapshot_pipeline.cli.instance import prepare_dagster_home
 from snapshot_pipeline.settings import Settings, export_metrics_multiprocess_dir
@@ -99,7 +99,7 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     process, which then stops the whole tree within :data:`UI_GRACE_SECONDS` (+ a SIGKILL of what is left).
     """
     if settings.uses_embedded:
-        embedded.ensure_running(settings.data_dir)
+        db.embedded_url(settings.data_dir)
     instance = prepare_dagster_home(settings)
     command = ui_command(settings, args.host, args.port, args.log_level)
     print(f"Dagster UI: http://{args.host}:{args.port}  (DAGSTER_HOME={instance.home},"
