@@ -46,8 +46,9 @@ test-server: install-dev  ## the suite against the PostgreSQL server of this mac
 # Validating definitions needs no storage: a throwaway DAGSTER_HOME, so dg does not load the project's
 # dagster.yaml from the current directory (its PostgreSQL URL comes from DAGSTER_PG_URL, set by the CLI).
 # VIRTUAL_ENV names the project's venv as the active one, which is what `make` runs (else dg warns of a mismatch).
-check: install-dev  ## lint (ruff), type-check (mypy) and validate the Dagster definitions (local, and on Kubernetes)
+check: install-dev  ## lint (ruff), import rules (no cycle), type-check (mypy) and validate the Dagster definitions (local, and on Kubernetes)
 	$(BIN)/ruff check snapshot_pipeline
+	$(BIN)/python tools/check_imports.py
 	$(BIN)/mypy snapshot_pipeline
 	cd $(CURDIR) && home=$$(mktemp -d) && printf 'telemetry:\n  enabled: false\n' > $$home/dagster.yaml \
 		&& VIRTUAL_ENV=$(abspath $(VENV)) DAGSTER_HOME=$$home $(BIN)/dg check defs \
