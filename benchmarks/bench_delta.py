@@ -5,7 +5,7 @@
     index_commit_ms``: ``Publication.finish``, i.e. ``publish.sync_partition`` -> ``delta.replace_partition``)
     vs the previous publish measured in the same run on the same file (a copy of ``D``'s file moved to
     a run-unique name with ``store.move_into``, a rename locally and ``fs.move`` on S3, then
-    ``publish.delete_unnamed`` deleting the superseded file); where the Delta commit's time goes (the
+    ``recovery.delete_unnamed`` deleting the superseded file); where the Delta commit's time goes (the
     calls inside ``Publication.finish``, timed in place); the day's total vs the total minus the
     Delta publish.
 (2) the Delta log after ``--log-commits`` (400) commits: 400 small partitions, each committed by
@@ -147,22 +147,22 @@ def _take(spec: dict) -> dict:
 
 def _old_publish(spec: dict) -> dict:
     """The publish before Delta, on a copy of D's file in a scratch root: ``store.move_into`` of the staged
-    file to its run-unique name, then ``publish.delete_unnamed`` (list the partition, delete the superseded
+    file to its run-unique name, then ``recovery.delete_unnamed`` (list the partition, delete the superseded
     file). Copies are made untimed; the same code the index transaction and ``finish`` ran."""
     import pyarrow.fs as pafs
 
     from snapshot_pipeline.store import parquet as store
-    from snapshot_pipeline.store import publish
+    from snapshot_pipeline.store import recovery
 
     date = dt.date.fromisoformat(spec["date"])
     fs, _ = store.resolve(spec["storage"])
     source = store.partition_paths(spec["storage"], date, spec["files"])[0]
     scratch = spec["scratch"]
-    directory, staging = store.partition_dir(scratch, date), publish.staging_dir(scratch)
+    directory, staging = store.partition_dir(scratch, date), recovery.staging_dir(scratch)
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(directory, recursive=True)
         fs.create_dir(staging, recursive=True)
-    publish.delete_unnamed(fs, scratch, date, set())  # what an earlier run of this worker left
+    recovery.delete_unnamed(fs, scratch, date, set())  # what an earlier run of this worker left
     current = f"{directory}/{store.part_name(0, uuid.uuid4().hex[:16])}"
     fs.copy_file(source, current)  # the partition's current file, superseded by the move below
     runs = []
@@ -173,7 +173,7 @@ def _old_publish(spec: dict) -> dict:
         started = time.perf_counter()
         store.move_into(fs, staged, target)
         moved = time.perf_counter()
-        removed = publish.delete_unnamed(fs, scratch, date, {target})
+        removed = recovery.delete_unnamed(fs, scratch, date, {target})
         done = time.perf_counter()
         if removed != [current]:
             raise RuntimeError(f"old publish removed {removed}, expected [{current}]")

@@ -38,7 +38,7 @@ import psycopg
 import pytest
 
 from snapshot_pipeline import calendar
-from snapshot_pipeline.store import delta, index, publish, published
+from snapshot_pipeline.store import delta, index, publish, published, recovery
 from snapshot_pipeline.store import parquet as store
 from tests.conftest import seed
 from tests.helpers import insert_transaction, two_balances
@@ -236,12 +236,12 @@ def assert_log_agrees_with_index(env: dict[str, str], date: dt.date = DATE) -> N
 
 def leftovers(env: dict[str, str], work_dirs: list[str]) -> list[str]:
     root = Path(env["SNAPSHOT_STORAGE_URI"])
-    found = [str(p) for d in (publish.STAGING_DIR, publish.CONTROL_DIR) for p in (root / d).glob("*")]
+    found = [str(p) for d in (recovery.STAGING_DIR, recovery.CONTROL_DIR) for p in (root / d).glob("*")]
     return found + [d for d in work_dirs if os.path.exists(d)]
 
 
 def holder_record(env: dict[str, str]) -> dict | None:
-    path = Path(publish.holder_path(env["SNAPSHOT_STORAGE_URI"], DATE))
+    path = Path(recovery.holder_path(env["SNAPSHOT_STORAGE_URI"], DATE))
     return json.loads(path.read_text()) if path.exists() else None
 
 

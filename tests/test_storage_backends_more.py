@@ -19,13 +19,13 @@ import pytest
 
 from snapshot_pipeline import calendar, quality, query, snapshot
 from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import publish, published
+from snapshot_pipeline.store import published, recovery
 from snapshot_pipeline.store import records as store_records
 from tests import s3
 from tests import test_storage_backends as backends
 from tests.helpers import insert_transaction, two_balances
-from tests.readers import via_deltalake
 from tests.oracle import expected_snapshot, snapshot_values
+from tests.readers import via_deltalake
 from tests.test_cli import cli
 from tests.test_crash import DATE, backdate_a_transfer, kill_at, manifest_checksum, reader_view, run_status
 
@@ -130,7 +130,7 @@ def _s3_listing(env: dict[str, str]) -> list[str]:
 
 def _holder(env: dict[str, str]) -> dict:
     fs, _ = store.resolve(env["SNAPSHOT_STORAGE_URI"])
-    return store_records.read_json(fs, publish.holder_path(env["SNAPSHOT_STORAGE_URI"], DATE))
+    return store_records.read_json(fs, recovery.holder_path(env["SNAPSHOT_STORAGE_URI"], DATE))
 
 
 @pytest.mark.parametrize("phase", ["visible", "read"])

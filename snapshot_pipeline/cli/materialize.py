@@ -137,7 +137,7 @@ def _execute(settings: Settings, snapshot_date: dt.date, config: dict, verbose: 
             tags=cli_run_tags(),  # this process runs it: if it dies after its lock is released, see below
         )
         # an earlier CLI run of this host that died after releasing its partition's lock (during its checks)
-        # is reported here; one that died holding it was reported by this run's claim (publish.recover)
+        # is reported here; one that died holding it was reported by this run's claim (recovery.recover)
         report_dead_cli_runs(instance)
     if not result.success:
         raise CliError(f"snapshot of {snapshot_date} failed (Dagster run {result.run_id}): {_failure(result)}")

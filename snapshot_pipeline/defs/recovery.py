@@ -28,7 +28,7 @@ from snapshot_pipeline.defs.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.schedules import sensor_status
 from snapshot_pipeline.names import PARTITION_TAG
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index, publish
+from snapshot_pipeline.store import index, publish, recovery
 
 RECOVERY_SENSOR = "crash_recovery_sensor"
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ CLI_PROCESS_START_TAG = "snapshot_pipeline/cli_process_start"  # Linux: /proc/<p
 _UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def report_dead_run(instance: dg.DagsterInstance, dead: publish.DeadRun,
+def report_dead_run(instance: dg.DagsterInstance, dead: recovery.DeadRun,
                     log: Callable[[str], None] | None = None) -> bool:
     """Mark ``dead``'s Dagster run FAILURE with the reason, unless it already ended. True when marked."""
     log = log or logger.info
@@ -54,9 +54,9 @@ def report_dead_run(instance: dg.DagsterInstance, dead: publish.DeadRun,
 
 
 def dead_run_reporter(instance: dg.DagsterInstance, log: Callable[[str], None] | None = None
-                      ) -> Callable[[publish.DeadRun], None]:
+                      ) -> Callable[[recovery.DeadRun], None]:
     """The ``on_dead_run`` callback of :func:`snapshot_pipeline.snapshot.take_snapshot` for ``instance``."""
-    def report(dead: publish.DeadRun) -> None:
+    def report(dead: recovery.DeadRun) -> None:
         report_dead_run(instance, dead, log)
 
     return report
@@ -93,7 +93,7 @@ def _process_alive(pid: int, start: str | None) -> bool:
 
 def report_dead_cli_runs(instance: dg.DagsterInstance, log: Callable[[str], None] | None = None) -> list[dict]:
     """Mark FAILURE (with the reason) every unfinished run a CLI process of this host executed in-process
-    and that process is gone; returns them as :meth:`publish.Recovery.as_dict` entries.
+    and that process is gone; returns them as :meth:`recovery.Recovery.as_dict` entries.
 
     This covers a CLI run killed after its partition's claim was released (during its asset checks): no
     holder record names it and Dagster's run monitoring does not watch in-process runs. Sound: only runs
@@ -133,10 +133,10 @@ def recover_store(settings: Settings, instance: dg.DagsterInstance,
     is missing is replayed); report dead runs failed (those holding a lock, then dead CLI runs)."""
     found: list[dict] = []
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        if publish.pending_dates(settings.storage_uri, conn):  # the steady state: one listing, one query
+        if recovery.pending_dates(settings.storage_uri, conn):  # the steady state: one listing, one query
             index.migrate(conn)  # recovery writes (it resolves publishes under the partitions' locks)
             publish.ensure_table(settings.storage_uri, conn, settings.history_days)
-            recovered = publish.recover_all(settings.storage_uri, conn, log=log,
+            recovered = recovery.recover_all(settings.storage_uri, conn, log=log,
                                             on_dead_run=dead_run_reporter(instance, log),
                                             history_days=settings.history_days)
             found = [r.as_dict() for r in recovered if r.acted]

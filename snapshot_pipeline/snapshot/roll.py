@@ -26,7 +26,7 @@ from snapshot_pipeline.snapshot.results import (
     Pass,
     SnapshotError,
 )
-from snapshot_pipeline.store import align, index, publish, published
+from snapshot_pipeline.store import align, index, published, recovery
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.spool import IndexSpool
 
@@ -39,7 +39,7 @@ BASE_COLUMNS = merge.BASE_COLUMNS
 
 @contextlib.contextmanager
 def holding_partition(settings: Settings, snapshot_date: dt.date, *, run_id: str | None, log,
-                      on_dead_run: Callable[[publish.DeadRun], None] | None, publish_token: str | None = None
+                      on_dead_run: Callable[[recovery.DeadRun], None] | None, publish_token: str | None = None
                       ) -> Iterator[tuple]:
     """An index connection holding ``snapshot_date``'s lock and this run's claim (recovery done, holder
     record written); both released at the end, the claim before the lock goes with the connection."""
@@ -48,7 +48,7 @@ def holding_partition(settings: Settings, snapshot_date: dt.date, *, run_id: str
     try:
         index.migrate(index_conn)
         index.lock_partition(index_conn, snapshot_date)
-        claim = publish.claim(settings.storage_uri, index_conn, snapshot_date, run_id=run_id, log=log,
+        claim = recovery.claim(settings.storage_uri, index_conn, snapshot_date, run_id=run_id, log=log,
                               on_dead_run=on_dead_run, publish_token=publish_token,
                               history_days=settings.history_days)
         yield index_conn, claim

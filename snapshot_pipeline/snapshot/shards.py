@@ -46,7 +46,7 @@ from snapshot_pipeline.snapshot.roll import (
     merge_into,
     usable_base,
 )
-from snapshot_pipeline.store import index, publish, published, ranges, records
+from snapshot_pipeline.store import index, published, ranges, records, recovery
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.spool import IndexSpool
 
@@ -122,7 +122,7 @@ class Plan:
 
 
 def work_prefix(storage_uri: str, date: dt.date, token: str) -> str:
-    return f"{publish.staging_dir(storage_uri)}/shards-{date.isoformat()}-{token}"
+    return f"{recovery.staging_dir(storage_uri)}/shards-{date.isoformat()}-{token}"
 
 
 def load_plan(storage_uri: str, prefix: str) -> Plan:
@@ -138,7 +138,7 @@ def load_plan(storage_uri: str, prefix: str) -> Plan:
 
 def plan(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: int = names.BATCH_SIZE_DEFAULT, *,
          run_id: str | None = None, full_refresh: bool = False, log: Callable[[str], None] | None = None,
-         on_dead_run: Callable[[publish.DeadRun], None] | None = None,
+         on_dead_run: Callable[[recovery.DeadRun], None] | None = None,
          boundaries: list[str] | None = None) -> Plan:
     """The consistent read and the delta, once, under one cut; written to the run's work prefix.
 
@@ -286,7 +286,7 @@ class _ChangedRowsFile:
 
 def commit_shards(settings: Settings, plan_: Plan, *, run_id: str | None = None,
                   log: Callable[[str], None] | None = None,
-                  on_dead_run: Callable[[publish.DeadRun], None] | None = None,
+                  on_dead_run: Callable[[recovery.DeadRun], None] | None = None,
                   reason: str = "manual") -> SnapshotResult:
     """Publish every shard's staged file as the partition, in one index transaction; all or none."""
 
@@ -374,7 +374,7 @@ def take_sharded(settings: Settings, snapshot_date: dt.date, shards: int, batch_
                  *, run_id: str | None = None, full_refresh: bool = False,
                  log: Callable[[str], None] | None = None, on_batch: Callable[[int], None] | None = None,
                  on_progress: Callable[..., None] | None = None,
-                 on_dead_run: Callable[[publish.DeadRun], None] | None = None,
+                 on_dead_run: Callable[[recovery.DeadRun], None] | None = None,
                  boundaries: list[str] | None = None, reason: str = "manual") -> SnapshotResult:
     """All three phases in this process, shard after shard (the Dagster job runs them in parallel)."""
     the_plan = plan(settings, snapshot_date, shards, batch_size, run_id=run_id, full_refresh=full_refresh, log=log,

@@ -33,7 +33,7 @@ from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import commit, roll
 from snapshot_pipeline.snapshot import shards as sharding
 from snapshot_pipeline.snapshot.results import SnapshotResult, validate_batch_size
-from snapshot_pipeline.store import publish
+from snapshot_pipeline.store import recovery
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +48,14 @@ def take_snapshot(
     on_batch: Callable[[int], None] | None = None,
     on_progress: Callable[..., None] | None = None,
     full_refresh: bool = False,
-    on_dead_run: Callable[[publish.DeadRun], None] | None = None,
+    on_dead_run: Callable[[recovery.DeadRun], None] | None = None,
     shards: int = 1,
     reason: str = "manual",
 ) -> SnapshotResult:
     """Compute and publish the snapshot partition ``snapshot_date``. Nothing is visible unless all of it is.
 
     ``full_refresh`` computes it from genesis (a full read of the ledger) instead of rolling forward.
-    Right after taking the partition's lock, :func:`publish.claim` resolves a publish a dead run
+    Right after taking the partition's lock, :func:`recovery.claim` resolves a publish a dead run
     interrupted, reports that run through ``on_dead_run`` (the Dagster asset marks it failed) and
     removes its leftovers; the work directory is the claim's (named in its holder record). Only then
     is a base partition chosen, so an uncommitted file is never rolled forward.

@@ -52,7 +52,7 @@ from psycopg import sql
 
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import delta, index, publish, published
+from snapshot_pipeline.store import delta, index, publish, published, recovery
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.diff import diff_files
 from snapshot_pipeline.store.spool import IndexSpool
@@ -302,7 +302,7 @@ def _delete_orphans(settings: Settings, conn: psycopg.Connection, dates: list[dt
             continue
         try:
             if index.manifest(conn, date) is None and not index.versions(conn, date):
-                publish.sweep_unnamed(fs, settings.storage_uri, date, conn, None)
+                recovery.sweep_unnamed(fs, settings.storage_uri, date, conn, None)
                 store.delete_partition(settings.storage_uri, date)
                 removed += 1
                 log(f"operation=retention orphan_parquet_dir={date} deleted")

@@ -21,7 +21,7 @@ import pytest
 from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.reports import totals
 from snapshot_pipeline.settings import load_settings
-from snapshot_pipeline.store import delta, history, index, publish, published
+from snapshot_pipeline.store import delta, history, index, publish, published, recovery
 from snapshot_pipeline.store.retention import Policy, apply_retention
 from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -239,8 +239,8 @@ def test_a_delta_commit_the_index_is_ahead_of_is_replayed_once(fresh_ledger, mak
         assert index.unsynced_dates(conn) == [DAYS[0]]
     monkeypatch.setattr(delta, "replace_partition", real)
     with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
-        assert publish.pending_dates(settings.storage_uri, conn) == [DAYS[0]]
-        found = publish.recover_all(settings.storage_uri, conn, history_days=settings.history_days)
+        assert recovery.pending_dates(settings.storage_uri, conn) == [DAYS[0]]
+        found = recovery.recover_all(settings.storage_uri, conn, history_days=settings.history_days)
         assert [(r.snapshot_date, r.publish) for r in found] == [(DAYS[0], "completed")]
         assert index.unsynced_dates(conn) == []
         version = found[0].delta_version
