@@ -21,7 +21,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from snapshot_pipeline import progress
+from snapshot_pipeline import progress, run_errors
 from snapshot_pipeline.names import ASSET_NAME, LATE_TRANSACTIONS_TAG, PARTITION_TAG, SNAPSHOT_JOB, TRIGGER_TAG
 from snapshot_pipeline.query.instants import iso_utc
 from snapshot_pipeline.run_summary import run_metrics
@@ -92,7 +92,7 @@ query SnapshotPipelineRunDetails($runId: ID!) {
           __typename
           ... on MessageEvent { message timestamp }
           ... on AssetCheckEvaluationEvent { evaluation { checkName success severity } }
-          ... on ExecutionStepFailureEvent { error { message cause { message } } }
+          ... on ExecutionStepFailureEvent { error { message className cause { message className } } }
           ... on RunFailureEvent { message }
         }
       }
@@ -313,17 +313,10 @@ def _run_body(result: dict, status: str, run_url: str) -> dict:
                       for e in events if e["__typename"] == "AssetCheckEvaluationEvent"]
             out["metrics"] = run_metrics(partition or "", result["runId"], metadata, checks)
     if status == "FAILURE":
-        messages = [_error_message(e.get("error")) or e.get("message") for e in events
+        messages = [run_errors.user_error_message(e.get("error")) or e.get("message") for e in events
                     if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")]
         out["error"] = next((m.strip() for m in messages if m), "the run failed; see its logs in the Dagster UI")
     return out
-
-
-def _error_message(error: dict | None) -> str | None:
-    """The innermost message of a step failure (Dagster wraps the asset's exception)."""
-    while error and error.get("cause") and "Error occurred while executing" in (error.get("message") or ""):
-        error = error["cause"]
-    return error.get("message") if error else None
 
 
 def _progress(events: list[dict]) -> dict | None:

@@ -342,7 +342,9 @@ def test_snapshot_trigger_launches_a_dagster_run_and_reports_it(services, servic
         assert run["metrics"]["currency_totals"] and run["metrics"]["run_id"] == run_id
         for instant in (run["start_time"], run["end_time"], run["metrics"]["cutoff"]):
             assert INSTANT.fullmatch(instant), instant
-        assert run["progress"] is None and run["error"] is None  # done: metrics instead of progress
+        assert run["error"] is None  # done: its metrics, and its last progress report at 100%
+        assert (run["progress"]["rows"], run["progress"]["total"], run["progress"]["percent"]) == (
+            expected_rows, expected_rows, 100.0)
         assert run["metrics"]["watermark"]["max_transaction_id"] > 0
         for unknown in (str(uuid.uuid4()), "not-a-run-id", "x'; DROP TABLE runs; --"):
             response = client.get(f"/balances-snapshots/{quote(unknown, safe='')}")

@@ -23,6 +23,7 @@ from snapshot_pipeline import query
 from snapshot_pipeline.api.deps import authorize, engine_of
 from snapshot_pipeline.api.errors import RESPONSES, ApiError, run_query
 from snapshot_pipeline.api.params import Timestamp
+from snapshot_pipeline.store.parquet import READ_BATCH_ROWS
 
 router = APIRouter(tags=["balances"], dependencies=[Depends(authorize)])
 
@@ -34,7 +35,7 @@ _ACCEPT = {"application/vnd.apache.parquet": "parquet", "application/parquet": "
            "*/*": "ndjson", "text/*": "csv", "application/*": "ndjson"}
 Format = Annotated[Literal["parquet", "csv", "ndjson"] | None,
                    Query(description="parquet, csv or ndjson (default: from the Accept header, else ndjson)")]
-BATCH_ROWS = 65_536
+BATCH_ROWS = READ_BATCH_ROWS  # rows per streamed chunk of a set query's answer
 
 
 def _format(requested: str | None, accept: str) -> str:

@@ -60,6 +60,8 @@ def _write(table, fmt: str, output: str | None) -> None:
     import pyarrow.csv as pcsv  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
 
+    from snapshot_pipeline.store.parquet import READ_BATCH_ROWS  # noqa: PLC0415
+
     if fmt == "parquet":
         pq.write_table(table, output, compression="zstd")
         return
@@ -70,6 +72,6 @@ def _write(table, fmt: str, output: str | None) -> None:
     text = pa.table({name: (pc.cast(column, pa.string()) if not pa.types.is_string(column.type) else column)
                      for name, column in zip(table.column_names, table.columns, strict=True)})
     with (open(output, "w") if output else sys.stdout) as out:  # noqa: SIM115 - stdout or a file
-        for batch in text.to_batches(65_536):
+        for batch in text.to_batches(READ_BATCH_ROWS):
             for row in batch.to_pylist():
                 out.write(json.dumps(row) + "\n")

@@ -18,7 +18,7 @@ import dagster as dg
 from pydantic import Field
 
 from snapshot_pipeline import names, progress
-from snapshot_pipeline.defs.assets import result_metadata, run_reason
+from snapshot_pipeline.defs.assets import SnapshotConfig, result_metadata, run_reason
 from snapshot_pipeline.defs.recovery import dead_run_reporter
 from snapshot_pipeline.defs.resources import SnapshotStoreResource, remove_step_outputs
 from snapshot_pipeline.names import ASSET_NAME
@@ -29,15 +29,12 @@ SHARDED_JOB = "balance_snapshots_sharded"
 STEP_IO = "step_outputs_in_store"  # the IO manager of the job's step outputs (defs/resources.py)
 
 
-class ShardedSnapshotConfig(dg.Config):
-    """Run configuration of a sharded snapshot."""
+class ShardedSnapshotConfig(SnapshotConfig):
+    """Run configuration of a sharded snapshot: the snapshot's, with shards run as steps of their own."""
 
     shards: int = Field(default=2, ge=1, le=names.SHARDS_MAX,
                         description="Shards to merge the partition as (balance_id ranges split by the base"
                                     " partition's row-group statistics), each a step of its own.")
-    batch_size: int = Field(default=names.BATCH_SIZE_DEFAULT, ge=names.BATCH_SIZE_MIN, le=names.BATCH_SIZE_MAX,
-                            description=f"Balances merged per chunk: {names.BATCH_SIZE_RULE}.")
-    full_refresh: bool = Field(default=False, description="Compute the partition from genesis.")
 
 
 def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg.ExecutorDefinition

@@ -51,7 +51,7 @@ def balances_at_table(engine: QueryEngine, at: dt.datetime, ledger_id: str | Non
               else journal.Origin.genesis())
     fs, _ = store.resolve(engine.settings.storage_uri)
     base_batches = (store.iter_files(fs, published.entry_paths(engine.settings.storage_uri, anchor),
-                                     merge.BASE_COLUMNS, batch_rows=131_072)
+                                     merge.BASE_COLUMNS, batch_rows=store.ROW_GROUP_ROWS)
                     if anchor is not None else iter([]))
     parts = []
     ledger = db.connect_arrow(engine.ledger_url)
@@ -61,7 +61,7 @@ def balances_at_table(engine: QueryEngine, at: dt.datetime, ledger_id: str | Non
             view = journal.open_view(cur)
             step = journal.begin_step(cur, view, end, origin)
             delta = merge.Counted(journal.delta_reader(cur, end))
-            for rows, _changed in merge.roll(base_batches, delta, end, 131_072):
+            for rows, _changed in merge.roll(base_batches, delta, end, store.ROW_GROUP_ROWS):
                 parts.append(_filtered(rows, ledger_id, currency))
             cur.execute("COMMIT")
         except snapshot.AmountOverflow as exc:

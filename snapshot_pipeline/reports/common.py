@@ -31,7 +31,7 @@ from snapshot_pipeline.store import delta, published, records
 from snapshot_pipeline.store import parquet as store
 
 REPORTS_DIR = "reports"
-READ_BATCH_ROWS = 65_536
+READ_BATCH_ROWS = store.READ_BATCH_ROWS
 
 
 class ReportError(RuntimeError):

@@ -76,7 +76,7 @@ def validate_batch_size(batch_size: int) -> int:
 class CurrencyTotals:
     """Per-currency row count and sums, aggregated in large chunks (no per-row Python objects)."""
 
-    CHUNK_ROWS = 131_072
+    CHUNK_ROWS = store.ROW_GROUP_ROWS
 
     def __init__(self) -> None:
         self.totals: dict[str, list[int]] = {}

@@ -33,7 +33,7 @@ from snapshot_pipeline.store.spool import IndexSpool
 logger = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 2.0  # the default progress line's interval (the Dagster asset logs one a second)
-BASE_READ_ROWS = 65_536  # rows per batch read from the base partition (the merge cuts at batch_size)
+BASE_READ_ROWS = store.READ_BATCH_ROWS  # rows per batch read from the base (the merge cuts at batch_size)
 BASE_COLUMNS = merge.BASE_COLUMNS
 
 

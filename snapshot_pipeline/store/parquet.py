@@ -33,7 +33,8 @@ from snapshot_pipeline.store import records
 SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances touched before creation
 PART_FILE = "part-00000.parquet"  # report partitions, and snapshot partitions written before run-unique names
 _PART_NAME = re.compile(r"^part-(\d{5})(?:-([0-9a-f]+))?\.parquet$")
-ROW_GROUP_ROWS = 131_072
+ROW_GROUP_ROWS = 131_072  # rows per Parquet row group written (and per chunk the core aggregates)
+READ_BATCH_ROWS = 65_536  # rows per record batch read back from Parquet (memory stays flat)
 AMOUNT = pa.decimal128(38, 0)
 UTC_TS = pa.timestamp("us", tz="UTC")
 
@@ -321,14 +322,14 @@ def read_files(fs: pafs.FileSystem, paths: list[str], columns: list[str] | None 
     return pq.read_table(paths, filesystem=fs, columns=columns, filters=filters, partitioning=None)
 
 
-def iter_file(fs: pafs.FileSystem, path: str, columns: list[str], batch_rows: int = 65_536
+def iter_file(fs: pafs.FileSystem, path: str, columns: list[str], batch_rows: int = READ_BATCH_ROWS
               ) -> Iterator[pa.RecordBatch]:
     """Stream a Parquet file's record batches; memory stays flat (no read-ahead of whole row groups)."""
     with fs.open_input_file(path) as f:
         yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns)
 
 
-def iter_files(fs: pafs.FileSystem, paths: list[str], columns: list[str], batch_rows: int = 65_536
+def iter_files(fs: pafs.FileSystem, paths: list[str], columns: list[str], batch_rows: int = READ_BATCH_ROWS
                ) -> Iterator[pa.RecordBatch]:
     """Stream a partition's files one after the other (shard order = ``balance_id`` order)."""
     for path in paths:

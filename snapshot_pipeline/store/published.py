@@ -65,7 +65,7 @@ def read_partition(settings: Settings, date: dt.date, columns: list[str] | None 
     return store.read_files(fs, _require(settings, date, conn), columns, filters)
 
 
-def iter_partition(settings: Settings, date: dt.date, columns: list[str], batch_rows: int = 65_536,
+def iter_partition(settings: Settings, date: dt.date, columns: list[str], batch_rows: int = store.READ_BATCH_ROWS,
                    conn: psycopg.Connection | None = None) -> Iterator[pa.RecordBatch]:
     fs, _ = store.resolve(settings.storage_uri)
     yield from store.iter_files(fs, _require(settings, date, conn), columns, batch_rows)
