@@ -20,6 +20,6 @@ def test_the_users_exception_is_found_behind_the_step_wrappers():
     # a wrapper-shaped message of another class is the user's own: not unwrapped
     assert run_errors.user_error_message({**wrapped, "className": "ValueError"}) == wrapped["message"]
 
-    serialized = types.SimpleNamespace(cls_name=WRAPPER, message="wrapper",
-                                       cause=types.SimpleNamespace(cls_name="SnapshotError", message="inner", cause=None))
+    cause = types.SimpleNamespace(cls_name="SnapshotError", message="inner", cause=None)
+    serialized = types.SimpleNamespace(cls_name=WRAPPER, message="wrapper", cause=cause)
     assert run_errors.user_error(serialized).message == "inner"
