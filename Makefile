@@ -47,7 +47,7 @@ test-server: install-dev  ## the suite against the PostgreSQL server of this mac
 # dagster.yaml from the current directory (its PostgreSQL URL comes from DAGSTER_PG_URL, set by the CLI).
 # VIRTUAL_ENV names the project's venv as the active one, which is what `make` runs (else dg warns of a mismatch).
 check: install-dev  ## lint (ruff), import rules (no cycle), type-check (mypy) and validate the Dagster definitions (local, and on Kubernetes)
-	$(BIN)/ruff check snapshot_pipeline
+	$(BIN)/ruff check snapshot_pipeline tools tests benchmarks
 	$(BIN)/python tools/check_imports.py
 	$(BIN)/mypy snapshot_pipeline
 	cd $(CURDIR) && home=$$(mktemp -d) && printf 'telemetry:\n  enabled: false\n' > $$home/dagster.yaml \

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_snapshot import RESULTS_DIR, create_database, drop_database, log, seed, server_url  # noqa: E402
+from bench_snapshot import RESULTS_DIR, create_database, drop_database, log, seed, server_url
 
 ROOT = Path(__file__).resolve().parent.parent
 START = dt.date(2026, 9, 1)
@@ -147,7 +147,8 @@ def run(args) -> dict:
                     "DAGSTER_PG_URL": db.sqlalchemy_psycopg2(instance_url)})
         log(f"starting snapshot-pipeline ui on port {port} ...")
         ui = subprocess.Popen([sys.executable, "-m", "snapshot_pipeline.cli", "ui", "--port", str(port)], env=env,
-                              stdout=open(work / "ui.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+                              stdout=open(work / "ui.log", "wb"),  # noqa: SIM115 - the server outlives this block
+                              stderr=subprocess.STDOUT, cwd=ROOT)
         client = DagsterClient(f"http://127.0.0.1:{port}", timeout=30)
         deadline = time.monotonic() + 300
         while True:
@@ -156,7 +157,7 @@ def run(args) -> dict:
                 break
             except DagsterUnavailable:
                 if time.monotonic() > deadline or ui.poll() is not None:
-                    raise RuntimeError((work / "ui.log").read_text()[-3000:])
+                    raise RuntimeError((work / "ui.log").read_text()[-3000:]) from None
                 time.sleep(1)
         rows = []
         for i in range(args.runs):
@@ -173,7 +174,8 @@ def run(args) -> dict:
                    "rows": (status["metrics"] or {}).get("dagster/row_count")}
             log(json.dumps(row))
             rows.append(row)
-        gap = measure_gap_fill(client, url, START + dt.timedelta(days=args.runs), args.gap_days) if args.gap_days else None
+        gap = (measure_gap_fill(client, url, START + dt.timedelta(days=args.runs), args.gap_days)
+               if args.gap_days else None)
         return {"balances": args.balances, "transactions": args.transactions, "runs": rows, "gap_fill": gap,
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "load_average": os.getloadavg()}}

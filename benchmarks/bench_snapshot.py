@@ -616,14 +616,15 @@ def render(report: dict) -> str:
     if b is None:
         lines.append("(b) Blnk-style batched INSERT ... SELECT     : skipped")
     else:
+        sampled = f"; first {b['balances_measured']:,} balances, extrapolated" if b["sampled"] else ""
         lines.append(f"(b) Blnk-style batched INSERT ... SELECT     : {fmt_rate(b['rows_per_second']):>12} rows/s"
-                     f"  ({b['rows']:,} rows in {b['seconds']:.2f} s"
-                     f"{'; first ' + format(b['balances_measured'], ',') + ' balances, extrapolated' if b['sampled'] else ''})")
+                     f"  ({b['rows']:,} rows in {b['seconds']:.2f} s{sampled})")
     e = report.get("dbt")
     if e is None:
         lines.append("(e) dbt snapshot (check strategy)           : skipped")
     else:
-        lines.append(f"(e) dbt snapshot (check strategy), 2nd run   : {e['snapshot_step_seconds']:>10.2f} s snapshot step"
+        lines.append(f"(e) dbt snapshot (check strategy), 2nd run   :"
+                     f" {e['snapshot_step_seconds']:>10.2f} s snapshot step"
                      f" ({e['seconds']:.1f} s with dbt start-up; {e['balances_updated']:,} live rows updated)")
     lines.append("")
     header = (f"{'batch':>7} | {'(c) rows/s':>11} | {'(c) s':>6} | {'(d) rows/s':>11} | {'(d) s':>6} |"
@@ -660,7 +661,8 @@ def render(report: dict) -> str:
     if extra.get("history"):
         h = extra["history"]
         hc = h["incremental"]
-        lines.append(f"(g) {HISTORY_FACTOR}x history ({h['ledger']['transaction_rows']:,} rows, {h['ledger']['days']} days):"
+        lines.append(f"(g) {HISTORY_FACTOR}x history ({h['ledger']['transaction_rows']:,} rows,"
+                     f" {h['ledger']['days']} days):"
                      f" (c) {hc['seconds']:.2f} s, {fmt_rate(hc['rows_per_second'])} rows/s;"
                      f" genesis {h['genesis']['seconds']:.1f} s")
     lines.append("")
@@ -699,7 +701,8 @@ def evaluate_targets(report: dict) -> list[dict]:
     target(f"c on {HISTORY_FACTOR}x history <= 1.3 x c", hh, hh is not None and hh <= TARGET_HISTORY,
            f"ratio = {fmt_ratio(hh)}")
     ba = extra.get("balances_at")
-    target("balances_at at mid-day <= 3 s", ba and ba["seconds"], ba is not None and ba["seconds"] <= TARGET_BALANCES_AT_SECONDS,
+    target("balances_at at mid-day <= 3 s", ba and ba["seconds"],
+           ba is not None and ba["seconds"] <= TARGET_BALANCES_AT_SECONDS,
            f"{ba['seconds']:.2f} s" if ba else "not measured")
     return out
 
@@ -805,7 +808,8 @@ def bench_main(args) -> int:
             entry["c_over_a"] = ratio(entry["incremental"]["rows_per_second"], copy["rows_per_second"])
             entry["c_over_b"] = ratio(entry["incremental"]["rows_per_second"], blnk and blnk["rows_per_second"])
             log(f"  (d) {entry['genesis']['seconds']:.1f} s, peak RSS {entry['genesis']['peak_rss_mb']:.0f} MB;"
-                f" (c) {entry['incremental']['rows_per_second']:,.0f} rows/s in {entry['incremental']['seconds']:.2f} s,"
+                f" (c) {entry['incremental']['rows_per_second']:,.0f} rows/s"
+                f" in {entry['incremental']['seconds']:.2f} s,"
                 f" peak RSS {entry['incremental']['peak_rss_mb']:.0f} MB, phases {entry['incremental']['phases_ms']}")
             per.append(entry)
         basis_batch = 1000 if 1000 in args.batch_sizes else args.batch_sizes[0]
@@ -909,7 +913,8 @@ def rss_scaling_main(args) -> int:
     lines.append("-" * len(lines[-1]))
     for run in runs:
         c, d = run["incremental"], run["genesis"]
-        lines.append(f"{run['balances']:>10,} | {c['rows']:>10,} | {c['seconds']:>7.2f} | {fmt_rate(c['rows_per_second']):>10} |"
+        lines.append(f"{run['balances']:>10,} | {c['rows']:>10,} | {c['seconds']:>7.2f} |"
+                     f" {fmt_rate(c['rows_per_second']):>10} |"
                      f" {c['peak_rss_mb']:>13.0f} | {d['peak_rss_mb']:>13.0f}")
     for run in runs:
         for w in run["warnings"]:
@@ -977,7 +982,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                           " LEDGER_DATABASE_URL's server, else the embedded PostgreSQL)")
     p.add_argument("--keep", action="store_true", help="keep the bench database(s) and work dir(s)")
     p.add_argument("--skip-dbt", action="store_true", help="skip (e), the dbt snapshot baseline")
-    p.add_argument("--skip-history", action="store_true", help=f"skip (g), the ledger with {HISTORY_FACTOR}x the history")
+    p.add_argument("--skip-history", action="store_true",
+                   help=f"skip (g), the ledger with {HISTORY_FACTOR}x the history")
     p.add_argument("--skip-command", action="store_true", help="skip timing the whole snapshot command")
     p.add_argument("--skip-indexes", action="store_true", help="skip (c) with the read indexes ledger-indexes offers")
     p.add_argument("--rss-scaling", action="store_true",

@@ -76,7 +76,7 @@ def _settings(spec: dict):
 
 def _ready(_: int) -> int:
     """Both pool processes up, with the merge's modules imported, before the merge is timed."""
-    import pyarrow.compute  # noqa: F401
+    import pyarrow.compute
     import pyarrow.parquet  # noqa: F401
 
     from snapshot_pipeline.snapshot import merge, shards  # noqa: F401
@@ -375,7 +375,7 @@ def bench_main(args) -> int:
                 d["overhead_seconds"] = d["seconds"] - sh["parallel_2"]["seconds"]
                 sh["dagster"] = d
                 dumps["dagster"] = str(work / "dagster.arrow")
-            except Exception as exc:  # optional: report, do not fail the benchmark
+            except Exception as exc:  # noqa: BLE001 - optional: report, do not fail the benchmark
                 log(f"WARNING: the Dagster run failed: {exc}")
                 sh["dagster_error"] = str(exc)
         reference = feather.read_table(dumps["take_1"])

@@ -173,7 +173,7 @@ class DagsterClient:
 
         try:
             return Client(transport=self._transport()).execute(GraphQLRequest(document, variable_values=variables))
-        except Exception as exc:  # noqa: BLE001 - connection, timeout, HTTP status, GraphQL errors
+        except Exception as exc:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: Exception) -> DagsterUnavailable:

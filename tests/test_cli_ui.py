@@ -41,7 +41,7 @@ def test_ui_stops_all_its_processes_on_a_signal(signum, adversarial_url, make_da
         "SNAPSHOT_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "SNAPSHOT_AUTOMATION_DEFAULT_STATUS": "STOPPED",
     })
-    log = open(tmp_path / "ui.log", "wb")
+    log = open(tmp_path / "ui.log", "wb")  # noqa: SIM115 - the server writes to it until stopped
     proc = subprocess.Popen([sys.executable, "-m", "snapshot_pipeline.cli", "ui", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -20,13 +20,12 @@ import pytest
 
 from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.reports import month_end, totals
+from snapshot_pipeline.settings import load_settings
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store import published
-from snapshot_pipeline.settings import load_settings
 from snapshot_pipeline.store.retention import Policy, apply_retention
 from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
-from tests.s3 import s3_endpoint, s3_storage  # noqa: F401 - fixtures
 
 DAYS = [dt.date(2026, 10, 30), dt.date(2026, 10, 31), dt.date(2026, 11, 1)]
 
@@ -154,7 +153,7 @@ def test_duckdb_reads_the_dataset_from_the_bucket(s3_storage, s3_endpoint, fresh
     settings = settings_for(s3_storage, fresh_ledger, make_database(), tmp_path)
     for date, shards in zip(DAYS[:2], (1, 3), strict=True):
         snapshot.take_snapshot(settings, date, 500, shards=shards)
-    import duckdb_extension_httpfs  # noqa: PLC0415 - the httpfs extension, from PyPI (no download)
+    import duckdb_extension_httpfs
 
     extension = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("httpfs.duckdb_extension"))
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})

@@ -71,7 +71,7 @@ def _write(table, fmt: str, output: str | None) -> None:
     # NDJSON: exact amounts as strings, instants in RFC 3339
     text = pa.table({name: (pc.cast(column, pa.string()) if not pa.types.is_string(column.type) else column)
                      for name, column in zip(table.column_names, table.columns, strict=True)})
-    with (open(output, "w") if output else sys.stdout) as out:  # noqa: SIM115 - stdout or a file
+    with (open(output, "w") if output else sys.stdout) as out:
         for batch in text.to_batches(READ_BATCH_ROWS):
             for row in batch.to_pylist():
                 out.write(json.dumps(row) + "\n")

@@ -31,7 +31,8 @@ def test_the_default_runs_every_step_in_the_run_process(tmp_path):
 
 
 def test_multiprocess_is_bounded_by_the_configured_concurrency(tmp_path):
-    executor = job_executor(settings_with(tmp_path, SNAPSHOT_EXECUTOR="multiprocess", SNAPSHOT_MAX_CONCURRENT_STEPS="3"))
+    executor = job_executor(settings_with(tmp_path, SNAPSHOT_EXECUTOR="multiprocess",
+                                          SNAPSHOT_MAX_CONCURRENT_STEPS="3"))
     assert executor.name == "multiprocess"
     assert resolved_config(executor)["max_concurrent"] == 3
 

@@ -66,7 +66,7 @@ def materialized_rows(instance: dg.DagsterInstance, run_id: str) -> dict[str, in
 
 def test_the_gap_sensor_fills_holes_as_one_backfill_of_ranged_runs(adversarial_url, make_database, tmp_path,
                                                                  monkeypatch):
-    last = last_due_day(make_settings(adversarial_url, tmp_path / "probe"), dt.datetime.now(dt.timezone.utc))
+    last = last_due_day(make_settings(adversarial_url, tmp_path / "probe"), dt.datetime.now(dt.UTC))
     first = last - dt.timedelta(days=15)  # 16 days: one published in the middle, two ranges of holes
     home = tmp_path / "dagster_home"
     home.mkdir()

@@ -21,7 +21,7 @@ from tests.oracle import AMOUNTS, expected_snapshot
 NY = "America/New_York"
 MONTH_END = dg.AssetKey("month_end_balances")
 # An evaluation instant in November 2026: October is the latest closed month in New York.
-NOVEMBER_10 = dt.datetime(2026, 11, 10, 12, tzinfo=dt.timezone.utc)
+NOVEMBER_10 = dt.datetime(2026, 11, 10, 12, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_daily_reports_are_requested_for_the_snapshotted_days(setup):
     """Snapshots taken before automation is first evaluated (make demo, then make ui) still get their reports."""
     settings, defs, resource, instance = setup
     daily = dg.AssetSelection.assets("balance_movements", "ledger_currency_totals", "reconciliation_report")
-    now = dt.datetime(2026, 11, 4, 12, tzinfo=dt.timezone.utc)  # 11-03 is the latest closed day in New York
+    now = dt.datetime(2026, 11, 4, 12, tzinfo=dt.UTC)  # 11-03 is the latest closed day in New York
 
     def evaluate(cursor=None):
         return dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=daily,

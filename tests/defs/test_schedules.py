@@ -17,7 +17,7 @@ from snapshot_pipeline.defs.schedules import DAILY_SCHEDULE, MONTH_END_SCHEDULE
 from snapshot_pipeline.defs.sensors import GAP_SENSOR, REPAIR_SENSOR
 from snapshot_pipeline.settings import SettingsError, load_settings
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def defs_for(timezone: str, **env: str) -> dg.Definitions:
@@ -90,7 +90,8 @@ def test_schedule_time_is_configurable():
     assert defs.resolve_schedule_def(MONTH_END_SCHEDULE).cron_schedule == "30 7 1 * *"
     with dg.instance_for_test() as instance:
         # 06:45 local on Nov 2 is still the closing of Nov 1
-        data = tick(defs, DAILY_SCHEDULE, instance, dt.datetime(2026, 11, 2, 6, 45, tzinfo=ZoneInfo("America/New_York")))
+        at = dt.datetime(2026, 11, 2, 6, 45, tzinfo=ZoneInfo("America/New_York"))
+        data = tick(defs, DAILY_SCHEDULE, instance, at)
     assert requested(data) == ["2026-11-01"]
     for bad in ("6:45", "25:00", "06:45:10", "noon"):
         with pytest.raises(SettingsError, match="SNAPSHOT_SCHEDULE_TIME"):

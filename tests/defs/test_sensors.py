@@ -23,7 +23,7 @@ from tests.conftest import make_settings
 from tests.helpers import index_values, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def day(text: str) -> dt.date:
@@ -308,7 +308,8 @@ def test_gap_filler_leaves_the_just_closed_day_to_the_schedule_and_gives_up_afte
         h = gap_harness(settings, instance, early, max_failures=2)
         for _ in range(2):
             instance.create_run_for_job(h.job, status=dg.DagsterRunStatus.FAILURE,
-                                        tags={"dagster/partition": "2026-11-01", "snapshot_pipeline/trigger": "gap_fill"})
+                                        tags={"dagster/partition": "2026-11-01",
+                                              "snapshot_pipeline/trigger": "gap_fill"})
         data = h.tick(GAP_SENSOR)
         assert requested(data) == [] and "1 gave up" in data.skip_message
     later = dt.datetime(2026, 11, 4, 1, 30, tzinfo=UTC)

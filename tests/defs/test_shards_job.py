@@ -20,7 +20,7 @@ DAY = dt.date(2026, 11, 2)
 
 def sharded_job() -> dg.JobDefinition:
     """Rebuilt in every step process from the environment, as a code location would be."""
-    from snapshot_pipeline.definitions import build_definitions  # noqa: PLC0415
+    from snapshot_pipeline.definitions import build_definitions
 
     return build_definitions(load_settings()).get_job_def(SHARDED_JOB)
 

@@ -18,7 +18,8 @@ def test_live_balances_equal_the_whole_journal(adversarial_url):
             " inflight_credit_balance, inflight_debit_balance FROM blnk.balances"
         ).fetchall()
     live = {r[0]: dict(zip(("balance", "credit_balance", "debit_balance", "inflight_balance",
-                            "inflight_credit_balance", "inflight_debit_balance"), map(int, r[1:]))) for r in rows}
+                            "inflight_credit_balance", "inflight_debit_balance"), map(int, r[1:]), strict=True))
+            for r in rows}
     assert live == expected
 
 

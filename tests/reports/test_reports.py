@@ -200,7 +200,7 @@ def live_drift(url: str) -> set[str]:
     """Independent: live rows that differ from the whole journal summed (every row, any effective date)."""
     expected = expected_snapshot(url, dt.datetime(9999, 1, 1))
     with psycopg.connect(url) as conn:
-        live = {r[0]: dict(zip(AMOUNTS, (int(v) for v in r[1:]))) for r in conn.execute(
+        live = {r[0]: dict(zip(AMOUNTS, (int(v) for v in r[1:]), strict=True)) for r in conn.execute(
             f"SELECT balance_id, {', '.join(AMOUNTS)} FROM blnk.balances")}
     return {b for b, values in live.items() if values != expected[b]}
 

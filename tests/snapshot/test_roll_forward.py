@@ -162,8 +162,8 @@ def test_incremental_step_reads_the_ledger_by_key_only(adversarial_url, make_dat
     """Every statement of an incremental step touches blnk.* only through primary or unique keys."""
     settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
     base = snapshot.take_snapshot(settings, dt.date(2026, 11, 1), 1000)
-    from snapshot_pipeline import db  # noqa: PLC0415
-    from snapshot_pipeline.store import index  # noqa: PLC0415
+    from snapshot_pipeline import db
+    from snapshot_pipeline.store import index
 
     with db.connect(settings.snapshot_database_url, autocommit=True) as conn:
         origin = snapshot.origin_of(conn, index.manifest(conn, base.snapshot_date))

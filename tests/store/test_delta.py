@@ -26,7 +26,6 @@ from snapshot_pipeline.store.retention import Policy, apply_retention
 from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 from tests.readers import duckdb_connection, via_deltalake, via_duckdb, via_polars
-from tests.s3 import s3_endpoint, s3_storage  # noqa: F401 - fixtures
 
 DAYS = [dt.date(2026, 10, 30), dt.date(2026, 10, 31), dt.date(2026, 11, 1)]
 

@@ -11,8 +11,8 @@ import pytest
 from snapshot_pipeline import calendar, quality, snapshot
 from snapshot_pipeline.calendar import is_month_end
 from snapshot_pipeline.store import index
-from snapshot_pipeline.store import published as partitions
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import published as partitions
 from snapshot_pipeline.store.retention import Policy, RetentionError, apply_retention
 from tests.conftest import make_settings
 from tests.helpers import index_values
@@ -105,7 +105,8 @@ def test_retention_removes_exactly_what_it_should_and_answers_stay_exact(publish
     assert report["index_rows_deleted"] > 0
     anchors = report["anchors_rewritten"]
     assert after["index_rows"] == (before["index_rows"] - report["index_rows_deleted"]
-                                   - sum(a["index_rows_before"] for a in anchors) + sum(a["index_rows"] for a in anchors))
+                                   - sum(a["index_rows_before"] for a in anchors)
+                                   + sum(a["index_rows"] for a in anchors))
     assert_answers_exact(published, fresh_ledger, kept)
     # the oldest retained partition is a full anchor: one index row per balance
     with psycopg.connect(published.snapshot_database_url) as conn:

@@ -6,7 +6,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from snapshot_pipeline.store import parquet as store
-from tests.s3 import s3_endpoint, s3_storage  # noqa: F401 - fixtures
 
 DATE = dt.date(2026, 1, 5)
 SCHEMA = pa.schema([pa.field("balance_id", pa.string(), nullable=False), pa.field("v", pa.int64())])
