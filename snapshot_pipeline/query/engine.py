@@ -20,6 +20,7 @@ from snapshot_pipeline.query.answers import (
     check_representable,
 )
 from snapshot_pipeline.query.errors import BalanceNotFound, QueryError
+from snapshot_pipeline.query.hot import HotCache
 from snapshot_pipeline.query.instants import iso_utc, just_before, to_utc
 from snapshot_pipeline.query.sql import ALL_IDS, GENESIS_SQL, REPLAY_SQL
 from snapshot_pipeline.settings import Settings
@@ -47,6 +48,7 @@ class QueryEngine:
                        else self._pool(self.index_url, "index", max_connections))
         self._index_ready = False
         self._lock = threading.Lock()
+        self.hot = HotCache()  # busy balances kept in memory, exact (query/hot.py)
 
     @staticmethod
     def _pool(url: str, name: str, max_connections: int) -> ConnectionPool:
@@ -100,48 +102,62 @@ class QueryEngine:
 
     # -------------------------------------------------------------------------------------- queries
 
-    def _anchor(self, balance_id: str, at: dt.datetime):
-        def work(conn):
-            if not self._has_index(conn):
-                return None
-            return index.anchor_row(conn, balance_id, asof.ts(at))
-
-        return self._index_query(work)
+    def _anchor_on(self, conn: psycopg.Connection, balance_id: str, at: dt.datetime):
+        if not self._has_index(conn):
+            return None
+        return index.anchor_row(conn, balance_id, at)
 
     def balance_at(self, balance_id: str, at: dt.datetime, from_source: bool = False) -> BalanceAt:
-        """The six amounts of ``balance_id`` for effective time ``<= at`` (see the module docstring)."""
+        """The six amounts of ``balance_id`` for effective time ``<= at`` (see the module docstring).
+
+        One pooled connection per answer when the index lives in the ledger's database (the anchor lookup
+        and the replay on it), else one from each pool. A hot balance (:mod:`.hot`) is answered from memory
+        after a primary-key probe of the journal instead of a replay.
+        """
         balance_id = _check_balance_id(balance_id)
         at = to_utc(at)
-        row = None if from_source else self._anchor(balance_id, at)
-        anchor = None
-        base: tuple[int, ...] = (0, 0, 0, 0)
-        params: dict[str, object]
         if from_source:
             result = self._ledger_query(lambda conn: _genesis_row(conn, balance_id, at))
+            return _replayed(balance_id, at, result, None, (0, 0, 0, 0), True)
+        if self._index is self._ledger:
+            return self._ledger_query(
+                lambda conn: self._from_anchor(conn, balance_id, at, self._anchor_on(conn, balance_id, at)))
+        row = self._index_query(lambda conn: self._anchor_on(conn, balance_id, at))
+        return self._ledger_query(lambda conn: self._from_anchor(conn, balance_id, at, row))
+
+    def _from_anchor(self, conn: psycopg.Connection, balance_id: str, at: dt.datetime, row) -> BalanceAt:
+        """The answer from the anchor lookup's ``row`` (None: no partition at or before ``at``) on the ledger
+        connection ``conn``: from the hot balance's legs, or by :data:`REPLAY_SQL`."""
+        if balance_id in self.hot and (hot := self._hot_answer(conn, balance_id, at, row)) is not None:
+            return hot
+        anchor = None
+        base: tuple[int, ...] = (0, 0, 0, 0)
+        if row is None:  # no partition at or before `at`: the same replay, from genesis
+            params = {"b": balance_id, "t": asof.ts(at), "anchored": False, "c": "-infinity", "w": 0}
         else:
-            if row is None:  # no partition at or before `at`: the same replay, from genesis
-                params = {"b": balance_id, "t": asof.ts(at), "anchored": False, "c": "-infinity", "w": 0}
-            else:
-                anchored = row[3] is not None
-                anchor = Anchor(row[0], row[1], int(row[2]))
-                if anchored:
-                    base = tuple(int(v) for v in row[4:8])
-                params = {"b": balance_id, "t": asof.ts(at), "anchored": anchored,
-                          "c": asof.ts(anchor.cutoff_at), "w": anchor.max_transaction_id}
-            result = self._ledger_query(lambda conn: conn.execute(REPLAY_SQL, params).fetchone())
-        if result is None:
-            raise BalanceNotFound(balance_id)
-        currency, ledger_id, created_at, used_anchor, credit, debit, held_in, held_out, legs = result
-        if not used_anchor:
-            anchor, base = None, (0, 0, 0, 0)
-        existed = created_at <= at  # before its creation, backdated legs still count (as Blnk's replay does)
-        values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out), strict=True))
-        return check_representable(BalanceAt(
-            balance_id=balance_id, at=at, existed=existed, currency=currency, ledger_id=ledger_id,
-            created_at=created_at, credit_balance=values[0], debit_balance=values[1],
-            inflight_credit_balance=values[2], inflight_debit_balance=values[3],
-            anchor=anchor, replayed_transactions=int(legs), from_source=from_source,
-        ))
+            anchored = row[3] is not None
+            anchor = Anchor(row[0], row[1], int(row[2]))
+            if anchored:
+                base = tuple(int(v) for v in row[4:8])
+            params = {"b": balance_id, "t": asof.ts(at), "anchored": anchored,
+                      "c": asof.ts(anchor.cutoff_at), "w": anchor.max_transaction_id}
+        result = conn.execute(REPLAY_SQL, params).fetchone()
+        answer = _replayed(balance_id, at, result, anchor, base, False)
+        if self.hot.wants(balance_id, answer.replayed_transactions):  # a busy balance: keep it from now on
+            self._hot_answer(conn, balance_id, at, row)
+        return answer
+
+    def _hot_answer(self, conn: psycopg.Connection, balance_id: str, at: dt.datetime, row) -> BalanceAt | None:
+        """The answer from the in-memory legs of a hot balance (:mod:`.hot`), after a probe of the journal;
+        None when the balance is not (or no longer) kept. ``row`` is the anchor lookup's row (or None)."""
+        anchored = row is not None and row[3] is not None
+        cutoff, watermark = (row[1], int(row[2])) if anchored else (None, 0)
+        found = self.hot.answer(conn, balance_id, at, cutoff, watermark)
+        if found is None:
+            return None
+        anchor = Anchor(row[0], row[1], int(row[2])) if anchored else None
+        values = (found.credit, found.debit, found.held_in, found.held_out)
+        return _answer(balance_id, at, found.facts, values, anchor, found.legs, False)
 
     def balance_change(self, balance_id: str, start: dt.datetime, end: dt.datetime,
                        from_source: bool = False) -> BalanceChange:
@@ -178,6 +194,29 @@ class QueryEngine:
         from snapshot_pipeline.query.sets import balances_at_table  # noqa: PLC0415 - sets needs the engine type
 
         return balances_at_table(self, to_utc(at), ledger_id, currency, count_replayed)
+
+
+def _replayed(balance_id: str, at: dt.datetime, result, anchor: Anchor | None, base: tuple, from_source: bool
+              ) -> BalanceAt:
+    """A replay row (:data:`REPLAY_SQL`'s shape; None: no such balance) plus the anchor's ``base`` amounts."""
+    if result is None:
+        raise BalanceNotFound(balance_id)
+    currency, ledger_id, created_at, used_anchor, credit, debit, held_in, held_out, legs = result
+    if not used_anchor:
+        anchor, base = None, (0, 0, 0, 0)
+    values = tuple(b + int(d) for b, d in zip(base, (credit, debit, held_in, held_out), strict=True))
+    return _answer(balance_id, at, (currency, ledger_id, created_at), values, anchor, int(legs), from_source)
+
+
+def _answer(balance_id: str, at: dt.datetime, facts: tuple, values: tuple, anchor: Anchor | None, legs: int,
+            from_source: bool) -> BalanceAt:
+    currency, ledger_id, created_at = facts
+    return check_representable(BalanceAt(
+        balance_id=balance_id, at=at, existed=created_at <= at,  # before its creation, backdated legs count
+        currency=currency, ledger_id=ledger_id, created_at=created_at, credit_balance=values[0],
+        debit_balance=values[1], inflight_credit_balance=values[2], inflight_debit_balance=values[3],
+        anchor=anchor, replayed_transactions=legs, from_source=from_source,
+    ))
 
 
 def _configure(conn: psycopg.Connection) -> None:
