@@ -33,14 +33,17 @@ import bisect
 import collections
 import dataclasses
 import datetime as dt
+import os
+import sys
 import threading
 
 import numpy as np
 import psycopg
 
 HOT_REPLAY_LEGS = 1000  # a replay counting this many legs makes its balance hot
-MAX_HOT_BALANCES = 32  # per engine (least recently used out)
-MAX_LEGS = 5_000_000  # a balance with more rows than this is left to the replay
+MAX_HOT_BALANCES = 16  # per engine (least recently used out); SNAPSHOT_HOT_BALANCES overrides, 0 turns it off
+MAX_LEGS = 1_000_000  # a balance with more rows than this is left to the replay
+MAX_TOTAL_LEGS = 2_000_000  # rows kept per engine (~0.35 KiB each: ~700 MiB), least recently used out
 MAX_GAPS = 100_000  # missing journal ids tracked at most (each is probed by primary key on every answer)
 REBUILD_AFTER = 2048  # rows folded in since the last sort before the sorted arrays are rebuilt
 
@@ -79,10 +82,10 @@ SELECT {_COLUMNS} FROM blnk.transactions t WHERE t.id > %(seen)s OR t.id = ANY(%
 BALANCE_SQL = "SELECT currency, ledger_id, created_at FROM blnk.balances WHERE balance_id = %(b)s"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Row:
     id: int
-    transaction_id: str
+    transaction_id: str | None  # kept for holds only (their commits and voids name it)
     source: str | None
     destination: str | None
     status: str
@@ -93,7 +96,10 @@ class Row:
 
 def _row(values) -> Row:
     id_, tid, source, destination, status, parent, amount, effective = values
-    return Row(int(id_), tid, source, destination, status, parent, int(amount), micros(effective))
+    source = sys.intern(source) if source is not None else None  # a few balances, many rows each
+    destination = sys.intern(destination) if destination is not None else None
+    return Row(int(id_), tid if status == "INFLIGHT" else None, source, destination, sys.intern(status), parent,
+               int(amount), micros(effective))
 
 
 class _Series:
@@ -166,21 +172,26 @@ class HotBalance:
             self.gaps = gaps
             self._fold(conn, rows)
 
-    def probe(self, conn: psycopg.Connection) -> int:
-        """Fold in the rows recorded since the last look; returns how many rows the probe read."""
-        found = conn.execute(PROBE_SQL, {"b": self.balance_id, "seen": self.seen, "gaps": self.gaps}).fetchall()
+    def probe(self, conn: psycopg.Connection, lock: threading.Lock) -> None:
+        """Fold in the rows recorded since the last look. The query runs outside ``lock`` (concurrent answers
+        probe concurrently), the fold inside it: a probe made from an older (``seen``, ``gaps``) still covers
+        everything the current ones leave open (``seen`` only grows, ``gaps`` at or below it only shrink),
+        so its visible ids close those gaps and the ids it did not find above ``seen`` open new ones."""
+        with lock:
+            seen, gaps = self.seen, self.gaps  # (gaps is replaced on change, never mutated in place)
+        found = conn.execute(PROBE_SQL, {"seen": seen, "gaps": gaps}).fetchall()
         if not found:
-            return 0
-        ids = {int(r[0]) for r in found}
-        top = max(self.seen, max(ids))
-        missing = [g for g in self.gaps if g not in ids]
-        missing.extend(i for i in range(self.seen + 1, top + 1) if i not in ids)
-        if len(missing) > MAX_GAPS:
-            raise TooBig("too many missing journal ids")
-        self.seen, self.gaps = top, missing
-        b = self.balance_id
-        self._fold(conn, [_row(r) for r in found if r[2] == b or r[3] == b or r[5] is not None])
-        return len(found)
+            return
+        with lock:
+            ids = {int(r[0]) for r in found}
+            top = max(ids)
+            missing = [g for g in self.gaps if g not in ids]
+            missing.extend(i for i in range(self.seen + 1, top + 1) if i not in ids)
+            if len(missing) > MAX_GAPS:
+                raise TooBig("too many missing journal ids")
+            self.seen, self.gaps = max(self.seen, top), missing
+            b = self.balance_id
+            self._fold(conn, [_row(r) for r in found if r[2] == b or r[3] == b or r[5] is not None])
 
     def _fold(self, conn: psycopg.Connection, rows: list[Row]) -> None:
         """Add rows (idempotent by id): the balance's legs, new holds (then their earlier children), children."""
@@ -192,7 +203,7 @@ class HotBalance:
                 self.legs[row.id] = row
                 self._recent.append(row)
                 self._pending += 1
-                if row.status == "INFLIGHT":
+                if row.status == "INFLIGHT" and row.transaction_id is not None:
                     self.holds[row.transaction_id] = row
                     new_holds.append(row.transaction_id)
         candidates = [r for r in rows if r.parent is not None]
@@ -274,10 +285,12 @@ class HotBalance:
 class HotCache:
     """The engine's hot balances (at most :data:`MAX_HOT_BALANCES`, least recently used out), thread-safe."""
 
-    def __init__(self, max_balances: int = MAX_HOT_BALANCES, min_legs: int = HOT_REPLAY_LEGS):
+    def __init__(self, max_balances: int | None = None, min_legs: int = HOT_REPLAY_LEGS):
+        if max_balances is None:
+            max_balances = int(os.environ.get("SNAPSHOT_HOT_BALANCES") or MAX_HOT_BALANCES)
         self.max_balances = max_balances
         self.min_legs = min_legs  # a replay counting this many legs makes its balance hot
-        self._balances: collections.OrderedDict[str, tuple[threading.Lock, HotBalance | None]] = \
+        self._balances: collections.OrderedDict[str, tuple[threading.Lock, list[HotBalance | None]]] = \
             collections.OrderedDict()
         self._refused: set[str] = set()
         self._lock = threading.Lock()
@@ -285,8 +298,25 @@ class HotCache:
     def __contains__(self, balance_id: str) -> bool:
         return balance_id in self._balances
 
+    def _trim(self, keep: str) -> None:
+        """Least recently used balances out until the kept rows fit :data:`MAX_TOTAL_LEGS` (``keep`` stays)."""
+        with self._lock:
+            sizes = {b: len(box[0].legs) + len(box[0].children) for b, (_, box) in self._balances.items() if box[0]}
+            total = sum(sizes.values())
+            for balance_id in list(self._balances):
+                if total <= MAX_TOTAL_LEGS:
+                    break
+                if balance_id != keep and balance_id in sizes:
+                    del self._balances[balance_id]
+                    total -= sizes[balance_id]
+
+    def get(self, balance_id: str) -> HotBalance | None:
+        """The kept legs of ``balance_id`` (None: not kept, or still loading)."""
+        entry = self._balances.get(balance_id)
+        return entry[1][0] if entry else None
+
     def wants(self, balance_id: str, replayed_legs: int) -> bool:
-        return replayed_legs >= self.min_legs and balance_id not in self._balances \
+        return self.max_balances > 0 and replayed_legs >= self.min_legs and balance_id not in self._balances \
             and balance_id not in self._refused
 
     def clear(self) -> None:
@@ -300,30 +330,33 @@ class HotCache:
         with self._lock:
             entry = self._balances.get(balance_id)
             if entry is None:
-                entry = (threading.Lock(), None)
+                entry = (threading.Lock(), [None])
                 self._balances[balance_id] = entry
                 while len(self._balances) > self.max_balances:
                     self._balances.popitem(last=False)
             else:
                 self._balances.move_to_end(balance_id)
-        lock, hot = entry
+        lock, box = entry
+        try:
+            with lock:  # the first answer loads it (the others wait for it)
+                current = box[0]
+                loaded_now = current is None
+                if current is None:
+                    current = HotBalance(balance_id)
+                    current.load(conn)
+                    box[0] = current
+                    self._trim(balance_id)
+            hot: HotBalance = current
+            if not loaded_now:
+                hot.probe(conn, lock)
+        except (TooBig, psycopg.DataError):  # (DataError: a timestamp Python cannot hold, e.g. infinity)
+            with self._lock:
+                self._balances.pop(balance_id, None)
+                self._refused.add(balance_id)
+            return None
+        except Exception:
+            with self._lock:  # a failed load or fold leaves nothing half-folded behind
+                self._balances.pop(balance_id, None)
+            raise
         with lock:
-            try:
-                if hot is None:
-                    hot = HotBalance(balance_id)
-                    hot.load(conn)
-                    with self._lock:
-                        if balance_id in self._balances:
-                            self._balances[balance_id] = (lock, hot)
-                else:
-                    hot.probe(conn)
-            except (TooBig, psycopg.DataError):  # (DataError: a timestamp Python cannot hold, e.g. infinity)
-                with self._lock:
-                    self._balances.pop(balance_id, None)
-                    self._refused.add(balance_id)
-                return None
-            except Exception:
-                with self._lock:  # a failed load or probe leaves nothing half-folded behind
-                    self._balances.pop(balance_id, None)
-                raise
             return hot.amounts(at, cutoff, watermark)

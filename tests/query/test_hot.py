@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import random
 
@@ -77,7 +78,7 @@ def test_hot_answers_equal_the_journal_at_many_instants(snapshotted, adversarial
             balances += [r[0] for r in conn.execute(
                 "SELECT balance_id FROM blnk.balances ORDER BY created_at DESC, balance_id LIMIT 3")]
         assert check(fast, slow, adversarial_url, balances, instants(rng, 40, cutoffs)) >= 300
-        hottest = fast.hot._balances[balances[0]][1]
+        hottest = fast.hot.get(balances[0])
         assert hottest is not None and len(hottest.legs) > 100 and hottest.holds and hottest.children
 
 
@@ -136,8 +137,10 @@ def test_a_row_committed_late_below_the_highest_id_seen_counts(fresh_ledger, tmp
             " 'USD', 'APPLIED', %s, %s)", (source, destination, dt.datetime(2026, 11, 1), dt.datetime(2026, 10, 30)))
         insert_transaction(fresh_ledger, destination, source, 5, created_at=dt.datetime(2026, 11, 1, 1))
         check(fast, slow, fresh_ledger, [source, destination], ats)
-        loaded = fast.hot._balances[source][1]
+        loaded = fast.hot.get(source)
         assert loaded is not None and loaded.gaps  # the writer's id
+        insert_transaction(fresh_ledger, source, destination, 6, created_at=dt.datetime(2026, 11, 1, 2))
+        check(fast, slow, fresh_ledger, [source, destination], ats)  # a probe finding rows keeps the old gap
         writer.commit()
         check(fast, slow, fresh_ledger, [source, destination], ats)
         assert loaded.gaps == [] or all(g not in loaded.legs for g in loaded.gaps)
@@ -154,3 +157,48 @@ def test_a_balance_not_worth_keeping_is_replayed(fresh_ledger, tmp_path, monkeyp
         assert fast.balance_at(source, at) == slow.balance_at(source, at)
         assert source not in fast.hot and not fast.hot.wants(source, 10**9)  # refused once, replayed from then on
         assert fast.balance_at(source, at).amounts() == expected_at(fresh_ledger, at)[source]
+
+
+def test_concurrent_answers_while_rows_arrive(fresh_ledger, tmp_path):
+    """Threads answering (and probing) one hot balance while a writer appends: every answer is a state the
+    journal went through (its balance equals the oracle at some prefix of the writes), the last ones the end."""
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    snapshot.take_snapshot(settings, dt.date(2026, 10, 31), 400)
+    source, destination = two_balances(fresh_ledger)
+    at = dt.datetime(2026, 11, 10)
+    fast, slow = engines(settings)
+    with fast, slow:
+        check(fast, slow, fresh_ledger, [source], [at])
+        possible = {fast.balance_at(source, at).balance}
+        balance, amounts = next(iter(possible)), [3**k for k in range(1, 16)]
+
+        def write() -> None:
+            nonlocal balance
+            for k, amount in enumerate(amounts):
+                insert_transaction(fresh_ledger, destination, source, amount, created_at=dt.datetime(2026, 11, 9),
+                                   effective_date=dt.datetime(2026, 10, 1 + k))  # backdated, credits source
+                balance += amount
+                possible.add(balance)
+
+        with concurrent.futures.ThreadPoolExecutor(9) as pool:
+            writer = pool.submit(write)
+            readers = [pool.submit(lambda: [fast.balance_at(source, at).balance for _ in range(40)])
+                       for _ in range(8)]
+            writer.result()
+            seen = [value for reader in readers for value in reader.result()]
+        assert set(seen) <= possible
+        check(fast, slow, fresh_ledger, [source, destination], [at, dt.datetime(2026, 10, 5, 12)])
+
+
+def test_the_row_budget_evicts_the_least_recently_used(fresh_ledger, tmp_path, monkeypatch):
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    snapshot.take_snapshot(settings, dt.date(2026, 10, 31), 400)
+    first, second = two_balances(fresh_ledger)
+    monkeypatch.setattr(hot, "MAX_TOTAL_LEGS", 1)
+    fast, slow = engines(settings)
+    with fast, slow:
+        at = dt.datetime(2026, 11, 1, 12)
+        assert fast.balance_at(first, at) == slow.balance_at(first, at) and first in fast.hot
+        assert fast.balance_at(second, at) == slow.balance_at(second, at)
+        assert second in fast.hot and first not in fast.hot  # evicted, not refused: it may come back
+        assert fast.hot.wants(first, 1) and fast.balance_at(first, at) == slow.balance_at(first, at)
