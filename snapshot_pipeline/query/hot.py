@@ -126,6 +126,17 @@ class HotAmounts:
     legs: int
 
 
+@dataclasses.dataclass(frozen=True)
+class _View:
+    """The sorted rows' running sums and arrays, plus the rows folded in since (scanned per answer)."""
+
+    series: tuple[_Series, ...]  # credit, debit, held in, held out
+    ids: np.ndarray  # the legs' ids, by effective time
+    effective: np.ndarray  # their effective times (µs)
+    recent: tuple[Row, ...] = ()
+    recent_children: tuple[Row, ...] = ()
+
+
 class TooBig(Exception):
     """The balance is not worth (or not safe) to keep: more legs or missing ids than allowed."""
 
@@ -133,7 +144,8 @@ class TooBig(Exception):
 class HotBalance:
     """The legs of one balance and of its holds' commits and voids, kept exact by primary-key probes.
 
-    Not thread-safe: :class:`HotCache` serializes access per balance.
+    Loading and folding are serialized per balance by :class:`HotCache`; answers read the current
+    :class:`_View` without a lock (a writer replaces it whole).
     """
 
     def __init__(self, balance_id: str):
@@ -144,10 +156,8 @@ class HotBalance:
         self.seen = 0
         self.gaps: list[int] = []
         self.facts: tuple = ()  # currency, ledger_id, created_at (never updated by Blnk)
-        self._pending = 0
-        self._built = False
-        self._recent: list[Row] = []  # legs folded in since the last build
-        self._recent_children: list[Row] = []
+        self._pending = 0  # rows folded in since the last build
+        self._view: _View | None = None  # what answers read: replaced whole, never changed (no lock to read)
 
     # ----------------------------------------------------------------------------------- keeping up
 
@@ -196,13 +206,14 @@ class HotBalance:
     def _fold(self, conn: psycopg.Connection, rows: list[Row]) -> None:
         """Add rows (idempotent by id): the balance's legs, new holds (then their earlier children), children."""
         b = self.balance_id
-        new_holds = []
+        new_holds: list[str] = []
+        new_legs: list[Row] = []
+        new_children: list[Row] = []
         for row in rows:
             if (row.source == b or row.destination == b) and row.status in ("APPLIED", "INFLIGHT", "VOID") \
                     and row.id not in self.legs:
                 self.legs[row.id] = row
-                self._recent.append(row)
-                self._pending += 1
+                new_legs.append(row)
                 if row.status == "INFLIGHT" and row.transaction_id is not None:
                     self.holds[row.transaction_id] = row
                     new_holds.append(row.transaction_id)
@@ -212,12 +223,15 @@ class HotBalance:
         for row in candidates:
             if row.parent in self.holds and row.status in ("APPLIED", "VOID") and row.id not in self.children:
                 self.children[row.id] = row
-                self._recent_children.append(row)
-                self._pending += 1
+                new_children.append(row)
         if len(self.legs) + len(self.children) > MAX_LEGS:
             raise TooBig("too many legs")
-        if not self._built or self._pending > REBUILD_AFTER:
+        self._pending += len(new_legs) + len(new_children)
+        if self._view is None or self._pending > REBUILD_AFTER:
             self._build()
+        elif new_legs or new_children:  # (a hold is in `holds` before any view holds one of its children)
+            self._view = dataclasses.replace(self._view, recent=self._view.recent + tuple(new_legs),
+                                             recent_children=self._view.recent_children + tuple(new_children))
 
     # ----------------------------------------------------------------------------------- answering
 
@@ -242,21 +256,22 @@ class HotBalance:
                 held_in.append((key, -child.amount))
             if parent.source == b:
                 held_out.append((key, -child.amount))
-        self._series = [_Series(credit), _Series(debit), _Series(held_in), _Series(held_out)]
         ordered = sorted(self.legs.values(), key=lambda r: r.effective)
-        self._ids = np.fromiter((r.id for r in ordered), dtype=np.int64, count=len(ordered))
-        self._effective = np.fromiter((r.effective for r in ordered), dtype=np.int64, count=len(ordered))
+        self._view = _View(
+            (_Series(credit), _Series(debit), _Series(held_in), _Series(held_out)),
+            np.fromiter((r.id for r in ordered), dtype=np.int64, count=len(ordered)),
+            np.fromiter((r.effective for r in ordered), dtype=np.int64, count=len(ordered)))
         self._pending = 0
-        self._built = True
-        self._recent, self._recent_children = [], []
 
     def amounts(self, at: dt.datetime, cutoff: dt.datetime | None, watermark: int) -> HotAmounts:
         """The four sums over effective time <= ``at``, and the legs of ``S_T \\ S_X`` for the anchor
         ``X`` = (``cutoff``, ``watermark``) (all legs <= ``at`` without one), as the replay counts them."""
+        view = self._view
+        assert view is not None  # (loaded)
         t = micros(at)
-        values = [s.upto(t) for s in self._series]
+        values = [s.upto(t) for s in view.series]
         b = self.balance_id
-        recent = self._recent
+        recent = view.recent
         for row in recent:
             if row.effective <= t:
                 if row.status == "APPLIED":
@@ -265,18 +280,18 @@ class HotBalance:
                 elif row.status == "INFLIGHT":
                     values[2] += row.amount if row.destination == b else 0
                     values[3] += row.amount if row.source == b else 0
-        for child in self._recent_children:
+        for child in view.recent_children:
             parent = self.holds[child.parent or ""]
             if max(child.effective, parent.effective) <= t:
                 values[2] -= child.amount if parent.destination == b else 0
                 values[3] -= child.amount if parent.source == b else 0
-        hi = int(np.searchsorted(self._effective, t, side="right"))
+        hi = int(np.searchsorted(view.effective, t, side="right"))
         if cutoff is None:
             legs = hi + sum(r.effective <= t for r in recent)
         else:
             c = micros(cutoff)
-            lo = int(np.searchsorted(self._effective, c, side="left"))
-            late = int(np.count_nonzero(self._ids[:lo] > watermark))
+            lo = int(np.searchsorted(view.effective, c, side="left"))
+            late = int(np.count_nonzero(view.ids[:lo] > watermark))
             legs = (hi - lo if hi > lo else 0) + late + sum(
                 (c <= r.effective <= t) or (r.id > watermark and r.effective < c) for r in recent)
         return HotAmounts(self.facts, values[0], values[1], values[2], values[3], legs)
@@ -358,5 +373,4 @@ class HotCache:
             with self._lock:  # a failed load or fold leaves nothing half-folded behind
                 self._balances.pop(balance_id, None)
             raise
-        with lock:
-            return hot.amounts(at, cutoff, watermark)
+        return hot.amounts(at, cutoff, watermark)  # reads one immutable view: no lock
