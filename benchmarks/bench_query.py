@@ -116,7 +116,7 @@ def prepare_ledger(args, admin_url: str) -> tuple[str, dict]:
 
 def materialize(settings, first: dt.date, last: dt.date, batch_size: int) -> dict:
     with db.connect(db.snapshot_url(settings), autocommit=True) as conn:
-        from snapshot_pipeline.store import index  # noqa: PLC0415
+        from snapshot_pipeline.store import index
 
         index.migrate(conn)
         done = {e.snapshot_date for e in index.all_partitions(conn)}
@@ -241,9 +241,9 @@ async def _load(base: str, paths: list[str], clients: int, seconds: float, warmu
     behind is charged for the wait (no coordinated omission). Only requests scheduled after the
     warm-up are counted.
     """
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
-    import aiohttp  # noqa: PLC0415
+    import aiohttp
 
     loop_start = time.perf_counter()
     measure_from, stop_at = loop_start + warmup, loop_start + warmup + seconds
@@ -290,7 +290,7 @@ def measure_http(env: dict, pairs, concurrency: int, seconds: float = 30.0, work
     The load average (``os.getloadavg``) is recorded just before the load starts: the figure means
     something only on an otherwise idle machine, and the report says how idle it was.
     """
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
     proc, base = start_service(env, workers)
     try:
@@ -351,7 +351,7 @@ def http_only(args, env: dict, engine, pairs, report: dict) -> int:
     engine.close()
     log(f"(b) HTTP, {len(pairs)} queries, then {args.http_clients} concurrent clients for {args.http_seconds} s")
     http = measure_http(env, pairs, args.http_clients, args.http_seconds, args.http_workers, args.http_rate)
-    http_wrong = sum(a != o.balance for a, o in zip(http.pop("answers"), ours))
+    http_wrong = sum(a != o.balance for a, o in zip(http.pop("answers"), ours, strict=False))
     report["balance_at"] = {"ours_in_process": percentiles(ours_s)}
     report["http"] = http | {"mismatches_vs_in_process": http_wrong}
     summary = {"in_process_p50_ms": report["balance_at"]["ours_in_process"]["p50_ms"],
@@ -393,8 +393,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database and store afterwards")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    report: dict = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "args": vars(args) | {
-        "start_date": args.start_date.isoformat()}, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    report: dict = {"started_at": dt.datetime.now(dt.UTC).isoformat(), "args": vars(args) | {
+        "start_date": args.start_date.isoformat()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
 
     url, facts = prepare_ledger(args, args.database_url)
     report["ledger"] = facts
@@ -426,7 +427,8 @@ def main() -> int:
     ours_s, ours = timed(lambda b, t: engine.balance_at(b, t), pairs)
     log("(c) from-genesis replay")
     genesis_s, genesis = timed(lambda b, t: engine.balance_at(b, t, from_source=True), pairs)
-    wrong = [(a.balance_id, a.at.isoformat()) for a, g in zip(ours, genesis) if a.amounts() != g.amounts()]
+    wrong = [(a.balance_id, a.at.isoformat()) for a, g in zip(ours, genesis, strict=False)
+             if a.amounts() != g.amounts()]
     log("(d) Blnk-style")
     blnk_s, _ = timed(lambda b, t: blnk_style(blnk_conn, b, t), pairs)
     report["balance_at"] = {
@@ -448,9 +450,10 @@ def main() -> int:
         h_ours_s, h_ours = timed(lambda b, t: engine.balance_at(b, t), heavy_pairs)
         h_gen_s, h_gen = timed(lambda b, t: engine.balance_at(b, t, from_source=True), heavy_pairs)
         h_blnk_s, _ = timed(lambda b, t: blnk_style(blnk_conn, b, t), heavy_pairs)
-        ratios = sorted(g / o for g, o in zip(h_gen_s, h_ours_s))
+        ratios = sorted(g / o for g, o in zip(h_gen_s, h_ours_s, strict=False))
         recent = dt.datetime.combine(last - dt.timedelta(days=6), dt.time())
-        recent_ratios = sorted(g / o for g, o, (_, at) in zip(h_gen_s, h_ours_s, heavy_pairs) if at >= recent)
+        recent_ratios = sorted(g / o for g, o, (_, at) in zip(h_gen_s, h_ours_s, heavy_pairs, strict=False)
+                               if at >= recent)
         report["heavy"].update({
             "ours_in_process": percentiles(h_ours_s), "from_genesis": percentiles(h_gen_s),
             "blnk_style": percentiles(h_blnk_s),
@@ -461,7 +464,7 @@ def main() -> int:
                 recent_ratios[len(recent_ratios) // 2] if recent_ratios else None),
             "replayed_transactions_p50": statistics.median(a.replayed_transactions for a in h_ours),
             "genesis_transactions_p50": statistics.median(a.replayed_transactions for a in h_gen),
-            "mismatches_vs_genesis": [(a.balance_id, a.at.isoformat()) for a, g in zip(h_ours, h_gen)
+            "mismatches_vs_genesis": [(a.balance_id, a.at.isoformat()) for a, g in zip(h_ours, h_gen, strict=False)
                                       if a.amounts() != g.amounts()][:20],
         })
         wrong += report["heavy"]["mismatches_vs_genesis"]
@@ -485,7 +488,7 @@ def main() -> int:
 
     log(f"(b) HTTP, {len(pairs)} queries, then {args.http_clients} concurrent clients")
     http = measure_http(env, pairs, args.http_clients, args.http_seconds, args.http_workers, args.http_rate)
-    http_wrong = sum(a != o.balance for a, o in zip(http.pop("answers"), ours))
+    http_wrong = sum(a != o.balance for a, o in zip(http.pop("answers"), ours, strict=False))
     report["http"] = http | {"mismatches_vs_in_process": http_wrong}
 
     b = report["balance_at"]

@@ -64,11 +64,11 @@ def test_random_balances_and_instants_match_the_journal(snapshotted, adversarial
                 dt.datetime(2026, 10, 1), dt.datetime(2027, 3, 1, 12)]  # before the journal, in the future
     start = dt.datetime(2026, 10, 24)
     instants += [start + dt.timedelta(milliseconds=rng.randrange(14 * 86_400_000)) for _ in range(14)]
-    offsets = [dt.timezone.utc, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-4))]
+    offsets = [dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-4))]
     checked = anchored = not_yet = 0
     for i, at in enumerate(instants):
         expected = expected_at(adversarial_url, at)
-        asked = at.replace(tzinfo=dt.timezone.utc).astimezone(offsets[i % 3])  # the same instant, other offsets
+        asked = at.replace(tzinfo=dt.UTC).astimezone(offsets[i % 3])  # the same instant, other offsets
         sample = rng.sample(ids, 6) + [hot] + rng.sample(late_created, 3)
         for balance_id in sample:
             for from_source in (False, True):
