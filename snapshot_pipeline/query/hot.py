@@ -6,7 +6,8 @@ reads *every* leg the balance ever had (an omnibus account with 10,000 legs a da
 after ten days, ~35 ms per answer, whatever the instant). Intraday anchors stored in the index would not
 help: finding the legs between an anchor and ``T`` needs the same effective-time window.
 
-What: once a replay has counted at least :data:`HOT_REPLAY_LEGS` legs, the engine keeps the balance's
+What: once replays of a balance have counted at least :data:`HOT_REPLAY_LEGS` legs
+:data:`HOT_AFTER_REPLAYS` times, the engine keeps the balance's
 legs in memory (:class:`HotBalance`): every journal row touching it (APPLIED, INFLIGHT, VOID) and every
 commit or void of its holds (found by ``parent_transaction``, whatever their own sides), sorted by
 effective time with running sums, so ``balance_at(T)`` is a binary search per amount.
@@ -40,7 +41,8 @@ import threading
 import numpy as np
 import psycopg
 
-HOT_REPLAY_LEGS = 1000  # a replay counting this many legs makes its balance hot
+HOT_REPLAY_LEGS = 1000  # a replay counting this many legs ...
+HOT_AFTER_REPLAYS = 3  # ... for the third time in an engine makes its balance hot (one-shot CLI calls never load)
 MAX_HOT_BALANCES = 16  # per engine (least recently used out); SNAPSHOT_HOT_BALANCES overrides, 0 turns it off
 MAX_LEGS = 1_000_000  # a balance with more rows than this is left to the replay
 MAX_TOTAL_LEGS = 2_000_000  # rows kept per engine (~0.35 KiB each: ~700 MiB), least recently used out
@@ -304,7 +306,9 @@ class HotCache:
         if max_balances is None:
             max_balances = int(os.environ.get("SNAPSHOT_HOT_BALANCES") or MAX_HOT_BALANCES)
         self.max_balances = max_balances
-        self.min_legs = min_legs  # a replay counting this many legs makes its balance hot
+        self.min_legs = min_legs  # a replay counting this many legs ...
+        self.after_replays = HOT_AFTER_REPLAYS  # ... this many times makes its balance hot
+        self._heavy: collections.Counter[str] = collections.Counter()
         self._balances: collections.OrderedDict[str, tuple[threading.Lock, list[HotBalance | None]]] = \
             collections.OrderedDict()
         self._refused: set[str] = set()
@@ -331,8 +335,14 @@ class HotCache:
         return entry[1][0] if entry else None
 
     def wants(self, balance_id: str, replayed_legs: int) -> bool:
-        return self.max_balances > 0 and replayed_legs >= self.min_legs and balance_id not in self._balances \
-            and balance_id not in self._refused
+        if self.max_balances <= 0 or replayed_legs < self.min_legs or balance_id in self._balances \
+                or balance_id in self._refused:
+            return False
+        with self._lock:
+            if len(self._heavy) > 100 * max(self.max_balances, 1):
+                self._heavy.clear()  # (bounded: counts of balances that never became hot)
+            self._heavy[balance_id] += 1
+            return self._heavy[balance_id] >= self.after_replays
 
     def clear(self) -> None:
         with self._lock:

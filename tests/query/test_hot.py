@@ -42,7 +42,7 @@ def instants(rng: random.Random, n: int, cutoffs: list[dt.datetime]) -> list[dt.
 def engines(settings) -> tuple[query.QueryEngine, query.QueryEngine]:
     """(every replayed balance becomes hot, the replay only)."""
     fast, slow = query.QueryEngine(settings), query.QueryEngine(settings)
-    fast.hot.min_legs = 0
+    fast.hot.min_legs, fast.hot.after_replays = 0, 1
     slow.hot.min_legs = 10**18
     return fast, slow
 
@@ -202,3 +202,17 @@ def test_the_row_budget_evicts_the_least_recently_used(fresh_ledger, tmp_path, m
         assert fast.balance_at(second, at) == slow.balance_at(second, at)
         assert second in fast.hot and first not in fast.hot  # evicted, not refused: it may come back
         assert fast.hot.wants(first, 1) and fast.balance_at(first, at) == slow.balance_at(first, at)
+
+
+def test_a_balance_becomes_hot_on_its_third_heavy_replay(fresh_ledger, tmp_path):
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    snapshot.take_snapshot(settings, dt.date(2026, 10, 31), 400)
+    source, _ = two_balances(fresh_ledger)
+    with query.QueryEngine(settings) as engine:
+        engine.hot.min_legs = 0
+        at = dt.datetime(2026, 11, 1, 12)
+        for _ in range(2):
+            engine.balance_at(source, at)
+            assert source not in engine.hot  # a one-shot command (balance-at, balance-change) never loads it
+        engine.balance_at(source, at)
+        assert source in engine.hot
