@@ -37,7 +37,8 @@ staleness scan (:mod:`snapshot_pipeline.quality.lateness`, the repair sensor's) 
 re-materialization fixes it.
 
 Modules: :mod:`.instants` (parsing and printing instants), :mod:`.answers` (answer types and Blnk's
-shapes), :mod:`.sql` (the replay statements), :mod:`.engine` (the pooled engine), :mod:`.sets`
+shapes), :mod:`.sql` (the replay statements), :mod:`.engine` (the pooled engine), :mod:`.hot` (busy
+balances answered from their legs in memory, kept exact by primary-key probes), :mod:`.sets`
 (``balances_at`` as an Arrow table), :mod:`.errors`.
 """
 
