@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev lock demo test test-server check bench bench-smoke bench-delta bench-delta-smoke bench-storage bench-storage-smoke bench-query bench-query-smoke bench-automation serve ui clean stop-db
+.PHONY: install install-dev lock demo test test-server check bench bench-smoke bench-hot bench-delta bench-delta-smoke bench-storage bench-storage-smoke bench-query bench-query-smoke bench-automation serve ui clean stop-db
 
 # Two installs from one lock file (uv.lock, `make lock` after editing pyproject.toml): the runtime
 # (`make install`: demo, snapshot, serve, ui) and the developer's (`make install-dev`: + tests, lint, type check,
@@ -66,6 +66,9 @@ bench-delta: install-dev  ## Delta publish vs the previous publish, log after 40
 
 bench-delta-smoke: install-dev
 	$(BIN)/python benchmarks/bench_delta.py --smoke
+
+bench-hot: install-dev  ## balance_at on a busy ledger and a 10,000-legs-a-day balance over HTTP (wrk if installed)
+	$(BIN)/python benchmarks/bench_hot.py
 
 bench-storage: install-dev  ## local disk vs local S3 server, shards 1 vs 2 (200k balances, 1M transactions)
 	$(BIN)/python benchmarks/bench_storage.py

@@ -23,6 +23,7 @@ DEFAULT_START_DATE = "2026-01-01"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_DAGSTER_WEBSERVER_URL = "http://127.0.0.1:3000"
 DEFAULT_RETENTION_DAYS = 730
+DEFAULT_HOT_BALANCES = 16  # per query engine (query/hot.py)
 DEFAULT_HISTORY_DAYS = 30  # superseded Delta files stay readable (time travel) this many days
 DEFAULT_RETENTION_MONTHS = 84
 DEFAULT_SCHEDULE_TIME = "00:10"
@@ -78,6 +79,7 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     retention_months: int = DEFAULT_RETENTION_MONTHS
     history_days: int = DEFAULT_HISTORY_DAYS  # SNAPSHOT_HISTORY_DAYS: the Delta tables' history window
+    hot_balances: int = DEFAULT_HOT_BALANCES  # SNAPSHOT_HOT_BALANCES: busy balances kept in memory (0: none)
     alert_webhook_url: str | None = None
     schedule_time: dt.time = dt.time(0, 10)
     month_end_close_time: dt.time = dt.time(2, 0)
@@ -122,10 +124,9 @@ def parse_date(value: str, what: str = "date") -> dt.date:
 
 
 def parse_int(value: str, what: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = None
+    """An integer in ASCII digits (as Blnk's server parses numbers: no other script's digits) within bounds."""
+    text = str(value).strip()
+    number = int(text) if re.fullmatch(r"[+-]?[0-9]+", text, flags=re.ASCII) else None
     if number is None or not low <= number <= high:
         raise SettingsError(f"{what}={value!r} must be an integer from {low} to {high:,}")
     return number
@@ -341,6 +342,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                  "SNAPSHOT_RETENTION_DAYS", 1, 100_000),
         retention_months=parse_int(env.get("SNAPSHOT_RETENTION_MONTHS") or str(DEFAULT_RETENTION_MONTHS),
                                    "SNAPSHOT_RETENTION_MONTHS", 0, 12_000),
+        hot_balances=parse_int(env.get("SNAPSHOT_HOT_BALANCES") or str(DEFAULT_HOT_BALANCES),
+                               "SNAPSHOT_HOT_BALANCES", 0, 10_000),
         history_days=parse_int(env.get("SNAPSHOT_HISTORY_DAYS") or str(DEFAULT_HISTORY_DAYS),
                                "SNAPSHOT_HISTORY_DAYS", 1, 100_000),
         alert_webhook_url=parse_webhook(env.get("SNAPSHOT_ALERT_WEBHOOK_URL")),

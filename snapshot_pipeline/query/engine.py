@@ -48,7 +48,7 @@ class QueryEngine:
                        else self._pool(self.index_url, "index", max_connections))
         self._index_ready = False
         self._lock = threading.Lock()
-        self.hot = HotCache()  # busy balances kept in memory, exact (query/hot.py)
+        self.hot = HotCache(settings.hot_balances)  # busy balances kept in memory, exact (query/hot.py)
 
     @staticmethod
     def _pool(url: str, name: str, max_connections: int) -> ConnectionPool:

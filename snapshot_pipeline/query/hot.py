@@ -34,16 +34,17 @@ import bisect
 import collections
 import dataclasses
 import datetime as dt
-import os
 import sys
 import threading
 
 import numpy as np
 import psycopg
 
+from snapshot_pipeline.settings import DEFAULT_HOT_BALANCES
+
 HOT_REPLAY_LEGS = 1000  # a replay counting this many legs ...
 HOT_AFTER_REPLAYS = 3  # ... for the third time in an engine makes its balance hot (one-shot CLI calls never load)
-MAX_HOT_BALANCES = 16  # per engine (least recently used out); SNAPSHOT_HOT_BALANCES overrides, 0 turns it off
+MAX_HOT_BALANCES = DEFAULT_HOT_BALANCES  # per engine (least recently used out); SNAPSHOT_HOT_BALANCES sets it, 0: off
 MAX_LEGS = 1_000_000  # a balance with more rows than this is left to the replay
 MAX_TOTAL_LEGS = 2_000_000  # rows kept per engine (~0.35 KiB each: ~700 MiB), least recently used out
 MAX_GAPS = 100_000  # missing journal ids tracked at most (each is probed by primary key on every answer)
@@ -302,9 +303,7 @@ class HotBalance:
 class HotCache:
     """The engine's hot balances (at most :data:`MAX_HOT_BALANCES`, least recently used out), thread-safe."""
 
-    def __init__(self, max_balances: int | None = None, min_legs: int = HOT_REPLAY_LEGS):
-        if max_balances is None:
-            max_balances = int(os.environ.get("SNAPSHOT_HOT_BALANCES") or MAX_HOT_BALANCES)
+    def __init__(self, max_balances: int = MAX_HOT_BALANCES, min_legs: int = HOT_REPLAY_LEGS):
         self.max_balances = max_balances
         self.min_legs = min_legs  # a replay counting this many legs ...
         self.after_replays = HOT_AFTER_REPLAYS  # ... this many times makes its balance hot
