@@ -67,16 +67,31 @@ def seed(url: str, spec: generator.LedgerSpec = ADVERSARIAL) -> dict:
         return generator.generate(conn, spec, progress=False)
 
 
-def make_settings(url: str, storage: Path, timezone: str = "UTC", start: str = "2026-10-01",
-                  index_url: str | None = None) -> Settings:
+def make_settings(url: str, storage: Path | str, timezone: str = "UTC", start: str = "2026-10-01",
+                  index_url: str | None = None, home: Path | None = None) -> Settings:
+    """Settings for a test: ``storage`` a directory or an ``s3://`` URI (then give ``home``)."""
     return load_settings({
         "LEDGER_DATABASE_URL": url,
         "SNAPSHOT_DATABASE_URL": index_url or url,
         "SNAPSHOT_STORAGE_URI": str(storage),
         "SNAPSHOT_TIMEZONE": timezone,
         "SNAPSHOT_START_DATE": start,
-        "SNAPSHOT_HOME": str(storage.parent),
+        "SNAPSHOT_HOME": str(home or Path(storage).parent),
     })
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request, tmp_path) -> str:
+    """A storage URI: a local directory, or ``s3://<fresh bucket>/snapshots`` on the loopback server."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("s3_storage")
+
+
+@pytest.fixture
+def settings(backend, fresh_ledger, make_database, tmp_path) -> Settings:
+    """Settings on both backends (local disk, S3) over a fresh adversarial ledger and index of the test's own."""
+    return make_settings(fresh_ledger, backend, index_url=make_database(), home=tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -20,33 +20,14 @@ import pytest
 
 from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.reports import month_end, totals
-from snapshot_pipeline.settings import load_settings
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store import published
 from snapshot_pipeline.store.retention import Policy, apply_retention
+from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 
 DAYS = [dt.date(2026, 10, 30), dt.date(2026, 10, 31), dt.date(2026, 11, 1)]
-
-
-@pytest.fixture(params=["local", "s3"])
-def backend(request, tmp_path) -> str:
-    """A storage URI: a local directory, or ``s3://<fresh bucket>/snapshots`` on the loopback server."""
-    if request.param == "local":
-        return str(tmp_path / "store")
-    return request.getfixturevalue("s3_storage")
-
-
-def settings_for(storage_uri: str, ledger_url: str, index_url: str, home: Path):
-    return load_settings({"LEDGER_DATABASE_URL": ledger_url, "SNAPSHOT_DATABASE_URL": index_url,
-                          "SNAPSHOT_STORAGE_URI": storage_uri, "SNAPSHOT_TIMEZONE": "UTC",
-                          "SNAPSHOT_START_DATE": "2026-10-01", "SNAPSHOT_HOME": str(home)})
-
-
-@pytest.fixture
-def settings(backend, fresh_ledger, make_database, tmp_path):
-    return settings_for(backend, fresh_ledger, make_database(), tmp_path)
 
 
 def _listing(settings, date: dt.date) -> list[str]:
@@ -150,7 +131,7 @@ def test_reports_and_the_month_end_csv_on_both_backends(settings, fresh_ledger):
 
 
 def test_duckdb_reads_the_dataset_from_the_bucket(s3_storage, s3_endpoint, fresh_ledger, make_database, tmp_path):
-    settings = settings_for(s3_storage, fresh_ledger, make_database(), tmp_path)
+    settings = make_settings(fresh_ledger, s3_storage, index_url=make_database(), home=tmp_path)
     for date, shards in zip(DAYS[:2], (1, 3), strict=True):
         snapshot.take_snapshot(settings, date, 500, shards=shards)
     import duckdb_extension_httpfs

@@ -31,7 +31,6 @@ from tests.test_crash import DATE, backdate_a_transfer, kill_at, manifest_checks
 
 # Fixtures and helpers of the other modules, bound here so pytest finds the fixtures in this module.
 s3_endpoint, s3_storage = s3.s3_endpoint, s3.s3_storage
-backend, settings = backends.backend, backends.settings
 DAYS, _listing, _staging = backends.DAYS, backends._listing, backends._staging
 US = query.MICROSECOND
 

@@ -13,8 +13,12 @@ Amounts travel as text and become exact decimals in Arrow.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
+
+from snapshot_pipeline import db
 
 # Statuses that move money (APPLIED), hold it (INFLIGHT) or release a hold (VOID children).
 _RELEVANT = "('APPLIED', 'INFLIGHT', 'VOID')"
@@ -43,6 +47,24 @@ def ts(value: dt.datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value.isoformat(sep=" ")
+
+
+@contextlib.contextmanager
+def ledger_cursor(url: str, what: str = "ledger database") -> Iterator:
+    """An ADBC cursor on its own connection for one read of the ledger; the body opens its view and COMMITs it.
+    On a failure the open read is rolled back; the cursor and the connection are closed either way."""
+    ledger = db.connect_arrow(url, what)
+    try:
+        cur = ledger.cursor()
+        try:
+            yield cur
+        except BaseException:
+            rollback_quietly(cur)
+            raise
+        finally:
+            cur.close()
+    finally:
+        ledger.close()
 
 
 def rollback_quietly(cur) -> None:

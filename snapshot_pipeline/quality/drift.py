@@ -104,25 +104,15 @@ def _later_and_live(settings: Settings, entry: index.ManifestEntry, origin: jour
                     ) -> tuple[pa.Table, pa.Table]:
     """In one REPEATABLE READ view of the ledger: the legs of ``S_now \\ S_D`` summed per balance (the
     partition rolled forward to the end of time, by key only) and the live rows of ``ids``."""
-    ledger = db.connect_arrow(db.ledger_url(settings))
-    try:
-        cur = ledger.cursor()
-        try:
-            view = journal.open_view(cur)
-            journal.begin_step(cur, view, END_OF_TIME, origin)
-            delta = journal.delta_reader(cur, END_OF_TIME).read_all()
-            cur.execute("DROP TABLE IF EXISTS drift_ids")
-            cur.adbc_ingest("drift_ids", pa.table({"balance_id": ids}), mode="create", temporary=True)
-            cur.execute(_LIVE_ROWS_SQL)
-            live = cur.fetch_arrow_table()
-            cur.execute("COMMIT")
-        except BaseException:
-            asof.rollback_quietly(cur)
-            raise
-        finally:
-            cur.close()
-    finally:
-        ledger.close()
+    with asof.ledger_cursor(db.ledger_url(settings)) as cur:
+        view = journal.open_view(cur)
+        journal.begin_step(cur, view, END_OF_TIME, origin)
+        delta = journal.delta_reader(cur, END_OF_TIME).read_all()
+        cur.execute("DROP TABLE IF EXISTS drift_ids")
+        cur.adbc_ingest("drift_ids", pa.table({"balance_id": ids}), mode="create", temporary=True)
+        cur.execute(_LIVE_ROWS_SQL)
+        live = cur.fetch_arrow_table()
+        cur.execute("COMMIT")
     later = pa.table({"balance_id": delta["balance_id"],
                       **{field: delta[name] for name, field in merge.DELTA_TO_FIELD.items()}})
     return _widened(later, SUMMED), live

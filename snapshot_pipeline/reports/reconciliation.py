@@ -130,10 +130,8 @@ def reconciliation_report(settings: Settings, date: dt.date, page_rows: int = PA
                           {"source": f"balance_snapshots {date}"})
     checked = 0
     sample: list[dict] = []
-    ledger = db.connect_arrow(db.ledger_url(settings))
     try:
-        cur = ledger.cursor()
-        try:
+        with asof.ledger_cursor(db.ledger_url(settings)) as cur:
             watermark = journal.open_view(cur)
             base = asof.Base(snapshot.cutoff, snapshot.watermark, snapshot.transaction_count)
             if not asof.base_is_intact(cur, base):
@@ -152,17 +150,10 @@ def reconciliation_report(settings: Settings, date: dt.date, page_rows: int = PA
                     sample += drifting.slice(0, SAMPLE_ROWS - len(sample)).to_pylist()
                 checked += page.num_rows
             cur.execute("COMMIT")
-        except BaseException:
-            asof.rollback_quietly(cur)
-            raise
-        finally:
-            cur.close()
         path, size = writer.publish()
     except BaseException:
         writer.abort()
         raise
-    finally:
-        ledger.close()
     return ReportResult.published(
         REPORT, date.isoformat(), writer, path, size, started,
         metrics={"balances_checked": checked, "drifting_balances": writer.rows,

@@ -12,7 +12,6 @@ import datetime as dt
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pyarrow.compute as pc
@@ -20,32 +19,14 @@ import pytest
 
 from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.reports import totals
-from snapshot_pipeline.settings import load_settings
 from snapshot_pipeline.store import delta, history, index, publish, published, recovery
 from snapshot_pipeline.store.retention import Policy, apply_retention
+from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 from tests.readers import duckdb_connection, via_deltalake, via_duckdb, via_polars
 
 DAYS = [dt.date(2026, 10, 30), dt.date(2026, 10, 31), dt.date(2026, 11, 1)]
-
-
-@pytest.fixture(params=["local", "s3"])
-def backend(request, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "store")
-    return request.getfixturevalue("s3_storage")
-
-
-def settings_for(storage_uri: str, ledger_url: str, index_url: str, home: Path):
-    return load_settings({"LEDGER_DATABASE_URL": ledger_url, "SNAPSHOT_DATABASE_URL": index_url,
-                          "SNAPSHOT_STORAGE_URI": storage_uri, "SNAPSHOT_TIMEZONE": "UTC",
-                          "SNAPSHOT_START_DATE": "2026-10-01", "SNAPSHOT_HOME": str(home)})
-
-
-@pytest.fixture
-def settings(backend, fresh_ledger, make_database, tmp_path):
-    return settings_for(backend, fresh_ledger, make_database(), tmp_path)
 
 
 def assert_every_engine_reads(settings, url: str, date: dt.date, con) -> None:
@@ -153,7 +134,7 @@ def test_reports_are_delta_tables_replaced_whole(settings, fresh_ledger):
 
 
 def test_concurrent_commits_of_different_partitions_all_land(adversarial_url, make_database, tmp_path):
-    settings = settings_for(str(tmp_path / "store"), adversarial_url, make_database(), tmp_path)
+    settings = make_settings(adversarial_url, str(tmp_path / "store"), index_url=make_database(), home=tmp_path)
     snapshot.take_snapshot(settings, DAYS[0], 500)  # the table exists; the three runs race on its log
     days = [dt.date(2026, 11, 2), dt.date(2026, 11, 3), dt.date(2026, 11, 4)]
     errors: list[BaseException] = []
@@ -178,7 +159,7 @@ def test_concurrent_commits_of_different_partitions_all_land(adversarial_url, ma
 
 def test_a_reader_polling_while_a_day_is_rematerialized_never_sees_a_torn_partition(fresh_ledger, make_database,
                                                                                       tmp_path):
-    settings = settings_for(str(tmp_path / "store"), fresh_ledger, make_database(), tmp_path)
+    settings = make_settings(fresh_ledger, str(tmp_path / "store"), index_url=make_database(), home=tmp_path)
     day = DAYS[1]
     snapshot.take_snapshot(settings, DAYS[0], 500)
     first = snapshot.take_snapshot(settings, day, 500)
@@ -217,7 +198,7 @@ def test_a_reader_polling_while_a_day_is_rematerialized_never_sees_a_torn_partit
 
 
 def test_a_delta_commit_the_index_is_ahead_of_is_replayed_once(fresh_ledger, make_database, tmp_path, monkeypatch):
-    settings = settings_for(str(tmp_path / "store"), fresh_ledger, make_database(), tmp_path)
+    settings = make_settings(fresh_ledger, str(tmp_path / "store"), index_url=make_database(), home=tmp_path)
     snapshot.take_snapshot(settings, DAYS[0], 500)
     before = via_deltalake(settings.storage_uri, DAYS[0])
     source, destination = two_balances(fresh_ledger)
@@ -255,7 +236,7 @@ def test_a_delta_commit_the_index_is_ahead_of_is_replayed_once(fresh_ledger, mak
 
 
 def test_a_store_published_before_delta_is_converted_in_place(adversarial_url, make_database, tmp_path):
-    settings = settings_for(str(tmp_path / "store"), adversarial_url, make_database(), tmp_path)
+    settings = make_settings(adversarial_url, str(tmp_path / "store"), index_url=make_database(), home=tmp_path)
     for date in DAYS:
         snapshot.take_snapshot(settings, date, 500, shards=2 if date == DAYS[1] else 1)
     # the state a store of the previous layout is in: manifest rows and files, no log, no generations
