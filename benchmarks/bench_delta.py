@@ -34,12 +34,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from _common import run_script_worker
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -365,17 +366,7 @@ def worker_main(spec_json: str) -> int:
 
 
 def run_worker(spec: dict) -> dict:
-    """bench_storage.run_worker for this script's workers (same launcher: the worker's own peak RSS)."""
-    command = [sys.executable, "-c", bst._LAUNCHER, sys.executable, str(Path(__file__).resolve()),
-               "--worker", json.dumps(spec)]
-    started = time.perf_counter()
-    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env={**os.environ, **spec.get("env", {})})
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {spec['kind']} ({spec.get('method') or spec.get('date')}) exited"
-                           f" with {proc.returncode}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["process_seconds"] = time.perf_counter() - started
-    return out
+    return run_script_worker(__file__, spec, f"{spec['kind']} ({spec.get('method') or spec.get('date')})")
 
 
 # ================================================================================================ report

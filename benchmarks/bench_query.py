@@ -47,6 +47,7 @@ from urllib.parse import quote
 
 import httpx
 import psycopg
+from _common import log
 from psycopg import sql
 
 from snapshot_pipeline import db, query, snapshot
@@ -63,10 +64,6 @@ TARGET_BALANCES_AT_S = 3.0
 TARGET_HTTP_RPS = 1000.0
 TARGET_HTTP_P99_MS = 50.0
 LAG_LIMIT_SECONDS = 2.0  # a paced load stops this long after its end even if requests are still due
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def percentiles(samples: list[float]) -> dict:

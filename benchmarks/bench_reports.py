@@ -30,14 +30,12 @@ import time
 import uuid
 from pathlib import Path
 
+from _common import log
+
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 REPORTS = ("baseline_read_table", "balance_movements", "ledger_currency_totals", "month_end_balances",
            "reconciliation_report")
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _status_kb(field: str) -> int:

@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import LAUNCHER, log
+
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 
@@ -73,10 +75,6 @@ BALANCE_COLUMNS = (
     "inflight_balance", "inflight_credit_balance", "inflight_debit_balance",
     "created_at",
 )
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # =============================================================================================== worker
@@ -171,14 +169,13 @@ def balances_at_worker(settings, spec: dict, fingerprint: str, rss_start_kb: int
 # (and subprocess uses vfork), so a worker exec'd straight from this (large) benchmark process would
 # report the parent's peak as its own. Through this tiny intermediate, the worker's RUSAGE_SELF
 # ru_maxrss is its own; ``rss_at_start_mb`` in the results shows the floor (~10 MB).
-_LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 
 
 def run_worker(ledger_url: str, storage: Path, home: Path, date: dt.date, batch_size: int, **extra) -> dict:
     """One take_snapshot (or ``kind="balances_at"``) in a fresh process; peak RSS is the worker's own."""
     spec = {"ledger_url": ledger_url, "storage": str(storage), "home": str(home), "date": date.isoformat(),
             "batch_size": batch_size, **extra}
-    command = [sys.executable, "-c", _LAUNCHER,
+    command = [sys.executable, "-c", LAUNCHER,
                sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     started = time.perf_counter()
     proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)

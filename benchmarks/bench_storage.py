@@ -38,6 +38,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from _common import log, run_script_worker
+
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 sys.path.insert(0, str(HERE))
@@ -49,10 +51,6 @@ DEFAULT_START_DATE = dt.date(2025, 1, 1)
 DEFAULT_BATCH_SIZE = 1000  # the snapshot jobs' default batch_size
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
           "AWS_EC2_METADATA_DISABLED": "true"}
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _status_kb(field: str) -> int:
@@ -174,21 +172,8 @@ def worker_main(spec_json: str) -> int:
     return 0
 
 
-_LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"  # see bench_snapshot.run_worker
-
-
 def run_worker(spec: dict) -> dict:
-    command = [sys.executable, "-c", _LAUNCHER, sys.executable, str(Path(__file__).resolve()),
-               "--worker", json.dumps(spec)]
-    env = {**os.environ, **spec.get("env", {})}
-    started = time.perf_counter()
-    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {spec['kind']} for {spec['date']} (shards {spec.get('shards')}) exited"
-                           f" with {proc.returncode}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["process_seconds"] = time.perf_counter() - started
-    return out
+    return run_script_worker(__file__, spec, f"{spec['kind']} for {spec['date']} (shards {spec.get('shards')})")
 
 
 # ============================================================================================ S3 server
