@@ -211,8 +211,13 @@ def replace_partition(storage_uri: str, spec: TableSpec, value: dt.date | str, f
         attempts += 1
         if attempts > 1:
             table.update_incremental()  # another partition's commit took the version: re-read, then retry
-        if app_id is not None and (table.transaction_version(app_id) or -1) >= (app_version or 0):
-            return False  # already committed (a replay): find its version below
+        if app_id is not None:
+            landed = table.transaction_version(app_id)
+            if landed is not None and landed > (app_version or 0):
+                raise RuntimeError(f"{spec.name}: the log already carries {app_id} at version {landed}, above"
+                                   f" {app_version}: the index and the log disagree on the partition's generations")
+            if landed == app_version:
+                return False  # already committed (a replay): find its version below
         now_ms = int(time.time() * 1000)
         removes = [RemoveAction(path, True, now_ms, size, {spec.partition_column: value})
                    for path, size in partition_files(table, spec, value)]

@@ -39,6 +39,8 @@ from snapshot_pipeline.store import parquet as store
 
 logger = logging.getLogger(__name__)
 
+CONVERTED = "converted"  # the reason of a generation (and of the Delta commit) that converted a pre-Delta store
+
 
 # -------------------------------------------------------------------------------------------------- publish
 
@@ -143,40 +145,54 @@ def sync_partition(storage_uri: str, conn: psycopg.Connection, date: dt.date, hi
 
 
 def ensure_table(storage_uri: str, conn: psycopg.Connection, history_days: int) -> None:
-    """Create the Delta table on first use; a store published before Delta (manifest rows, no log) is
-    converted in place: one commit adds every manifest-named file (no data rewritten)."""
-    if delta.exists(storage_uri, delta.SNAPSHOTS):
+    """Create the Delta table on first use, and convert in place what the store published before Delta.
+
+    Which partitions still need converting is the index's to say (manifest rows of generation 0), not the
+    table's existence: a conversion that died half-way is finished by the next call. One commit adds
+    every manifest-named file of those partitions (no data rewritten), each with its application
+    transaction; a partition the log already carries (a commit whose index transaction died) is only
+    recorded.
+    """
+    if not index.has_unconverted(conn):
+        if not delta.exists(storage_uri, delta.SNAPSHOTS):
+            delta.ensure(storage_uri, delta.SNAPSHOTS, history_days)
         return
     with conn.transaction():
         index.lock_commits(conn)  # one converter at a time
-        if delta.exists(storage_uri, delta.SNAPSHOTS):
-            return
-        entries = index.all_partitions(conn)
-        if not entries:
-            delta.ensure(storage_uri, delta.SNAPSHOTS, history_days)
-            return
+        entries = [e for e in index.all_partitions(conn) if e.generation == 0]
+        table = delta.ensure(storage_uri, delta.SNAPSHOTS, history_days)
         fs, _ = store.resolve(storage_uri)
-        by_date = {}
+        to_add: dict[dt.date | str, list[delta.DeltaFile]] = {}
+        carried: list[dt.date] = []
         for entry in entries:
             paths = store.partition_paths(storage_uri, entry.snapshot_date, list(entry.files))
             if not store.all_present(fs, paths):
                 logger.warning("partition %s: files missing, not converted", entry.snapshot_date)
                 continue
-            by_date[entry.snapshot_date] = (entry, describe_files(fs, paths))
-            generation = max(entry.generation, 1)
-            conn.execute("UPDATE snapshot_index.partitions SET generation = %s WHERE snapshot_date = %s",
-                         (generation, entry.snapshot_date))
-            index.record_version(conn, _version_of_entry(entry, generation, "converted"))
-        version = delta.create_with_partitions(
-            storage_uri, delta.SNAPSHOTS, {d: files for d, (_, files) in by_date.items()}, history_days,
-            {app_id(d): max(e.generation, 1) for d, (e, _) in by_date.items()})
-        for date, (entry, _) in by_date.items():
-            generation = max(entry.generation, 1)
-            conn.execute("UPDATE snapshot_index.partition_versions SET delta_version = %s"
-                         " WHERE snapshot_date = %s AND generation = %s", (version, date, generation))
-            conn.execute("UPDATE snapshot_index.partitions SET delta_version = %s WHERE snapshot_date = %s",
-                         (version, date))
-        logger.info("converted %d published partition(s) to the Delta table (version %d)", len(by_date), version)
+            conn.execute("UPDATE snapshot_index.partitions SET generation = 1 WHERE snapshot_date = %s",
+                         (entry.snapshot_date,))
+            index.record_version(conn, _version_of_entry(entry, 1, CONVERTED))
+            if table.transaction_version(app_id(entry.snapshot_date)) is None:
+                to_add[entry.snapshot_date] = describe_files(fs, paths)
+            else:
+                carried.append(entry.snapshot_date)
+        versions: dict[dt.date | str, int | None] = {}
+        if to_add:
+            added = delta.create_with_partitions(storage_uri, delta.SNAPSHOTS, to_add, history_days,
+                                                 {app_id(e.snapshot_date): 1 for e in entries
+                                                  if e.snapshot_date in to_add})
+            versions.update(dict.fromkeys(to_add, added))
+        if carried:
+            earlier = delta.version_of(storage_uri, delta.SNAPSHOTS, "snapshot_pipeline.reason", CONVERTED)
+            versions.update(dict.fromkeys(carried, earlier))
+        for date, recorded in versions.items():
+            if recorded is not None:
+                conn.execute("UPDATE snapshot_index.partition_versions SET delta_version = %s,"
+                             " synced_at = (clock_timestamp() AT TIME ZONE 'UTC')"
+                             " WHERE snapshot_date = %s AND generation = 1", (recorded, date))
+                conn.execute("UPDATE snapshot_index.partitions SET delta_version = %s WHERE snapshot_date = %s",
+                             (recorded, date))
+        logger.info("converted %d published partition(s) to the Delta table", len(versions))
 
 
 def _version_of_entry(entry: index.ManifestEntry, generation: int, reason: str) -> index.PartitionVersion:

@@ -264,6 +264,9 @@ def recover_all(storage_uri: str, conn: psycopg.Connection, *, skip: dt.date | N
         try:
             results.append(recover(storage_uri, conn, date, log=log, on_dead_run=on_dead_run,
                                    history_days=history_days))
+        except Exception as exc:  # noqa: BLE001 - one partition that cannot be recovered must not stop the others
+            (log or logger.warning)(f"partition {date}: recovery failed ({type(exc).__name__}: {exc});"
+                                    " left for the next holder of its lock")
         finally:
             index.unlock_partition(conn, date)
     return results

@@ -242,6 +242,8 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
                 out["status"] = f"skipped: partition {date} is being materialized; retried on the next run"
                 return out
             locked.append(date)
+        for date in locked:  # a generation the log does not carry yet is committed there before it is retired
+            publish.sync_partition(settings.storage_uri, conn, date, settings.history_days, log=log)
         with conn.transaction():
             index.lock_commits(conn)
             current = {e.snapshot_date: e for e in index.all_partitions(conn)}
@@ -321,10 +323,13 @@ def vacuum_history(settings: Settings, conn: psycopg.Connection, log, dry_run: b
     # the log removed, never the files it never named (a full vacuum would delete them once old enough).
     unsynced = _sync_unsynced(settings, conn, log)
     out["unsynced_partitions"] = [d.isoformat() for d in unsynced]
+    snapshots_full = not unsynced and not index.has_unsynced_manifest(conn)
     vacuumed = 0
+    # Report tables: only files the log removed (a report partition written before its table existed is
+    # named by no version; a full vacuum would delete it)
     for spec in [delta.SNAPSHOTS, *reports_tables(settings.storage_uri)]:
         removed = delta.vacuum(settings.storage_uri, spec, settings.history_days, dry_run=dry_run,
-                               full=not (unsynced and spec is delta.SNAPSHOTS))
+                               full=snapshots_full and spec is delta.SNAPSHOTS)
         vacuumed += len(removed)
         if not dry_run and delta.exists(settings.storage_uri, spec):
             delta.checkpoint(settings.storage_uri, spec)

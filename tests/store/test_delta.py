@@ -254,3 +254,49 @@ def test_a_store_published_before_delta_is_converted_in_place(adversarial_url, m
         assert_every_engine_reads(settings, adversarial_url, date, con)
         assert_log_agrees_with_index(settings, date)
     assert snapshot.take_snapshot(settings, dt.date(2026, 11, 2), 500).mode == "incremental"  # carries on
+
+
+def test_a_retired_partition_published_again_after_its_history_window(adversarial_url, make_database, tmp_path):
+    """The latest generation is never forgotten: a day retired, its history pruned, then re-materialized
+    (a wider retention policy, an audit backfill) takes the next generation, above what the log carries."""
+    settings = make_settings(adversarial_url, str(tmp_path / "store"), index_url=make_database(), home=tmp_path)
+    for date in DAYS:
+        snapshot.take_snapshot(settings, date, 500)
+    apply_retention(settings, reference=DAYS[-1], policy=Policy(days=2, months=0))
+    with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
+        index.prune_versions(conn, dt.datetime.now() + dt.timedelta(days=400))  # as if the window had passed
+        assert [(v.generation, v.retired) for v in index.versions(conn, DAYS[0])] == [(2, True)]
+    result = snapshot.take_snapshot(settings, DAYS[0], 500)
+    assert result.generation == 3
+    assert_every_engine_reads(settings, adversarial_url, DAYS[0], duckdb_connection())
+    assert_log_agrees_with_index(settings, DAYS[0])
+
+
+def test_a_conversion_that_died_half_way_is_finished(adversarial_url, make_database, tmp_path):
+    settings = make_settings(adversarial_url, str(tmp_path / "store"), index_url=make_database(), home=tmp_path)
+    for date in DAYS:
+        snapshot.take_snapshot(settings, date, 500)
+
+    def as_before_delta(keep_log: bool) -> None:
+        if not keep_log:
+            shutil.rmtree(tmp_path / "store" / "balance_snapshots" / "_delta_log")
+        with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM snapshot_index.partition_versions")
+            conn.execute("UPDATE snapshot_index.partitions SET generation = 0, delta_version = NULL")
+
+    # died after creating the empty table, before its add commit: the index still says "not converted"
+    as_before_delta(keep_log=False)
+    delta.ensure(settings.storage_uri, delta.SNAPSHOTS, settings.history_days)
+    with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
+        publish.ensure_table(settings.storage_uri, conn, settings.history_days)
+    # died after the add commit, before the index COMMIT: the log carries them, the index does not
+    as_before_delta(keep_log=True)
+    version = delta.load(settings.storage_uri, delta.SNAPSHOTS).version()
+    with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
+        publish.ensure_table(settings.storage_uri, conn, settings.history_days)
+        assert not index.has_unconverted(conn) and index.unsynced_dates(conn) == []
+    assert delta.load(settings.storage_uri, delta.SNAPSHOTS).version() == version  # recorded, not committed again
+    for date in DAYS:
+        assert_every_engine_reads(settings, adversarial_url, date, duckdb_connection())
+        assert_log_agrees_with_index(settings, date)
+    assert snapshot.take_snapshot(settings, DAYS[0], 500).generation == 2

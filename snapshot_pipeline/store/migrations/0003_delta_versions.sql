@@ -19,6 +19,7 @@ CREATE TABLE snapshot_index.partition_versions (
     dagster_run_id      TEXT,
     reason              TEXT NOT NULL,
     committed_at        TIMESTAMP NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC'),
+    synced_at           TIMESTAMP,  -- when its Delta commit was recorded (the files it superseded left the log then)
     PRIMARY KEY (snapshot_date, generation)
 );
 
