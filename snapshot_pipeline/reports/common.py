@@ -168,6 +168,26 @@ class ReportResult:
                    duration_ms=int((time.monotonic() - started) * 1000), metrics=metrics, csv_path=csv_path)
 
 
+def convert_report(storage_uri: str, spec: delta.TableSpec, history_days: int, skip: str) -> None:
+    """A report written before its Delta table existed: its partitions' files become the table's first
+    version, in place (no data rewritten), so no partition is lost to Delta readers (or to vacuum).
+    ``skip``: the file being published now (its own commit adds it)."""
+    if delta.exists(storage_uri, spec):
+        return
+    fs, _ = store.resolve(storage_uri)
+    root = delta.table_path(storage_uri, spec)
+    partitions: dict[dt.date | str, list[delta.DeltaFile]] = {}
+    for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True)):
+        key, _, value = info.path.rsplit("/", 2)[-2].partition("=")
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet") or info.path == skip \
+                or key != spec.partition_column:
+            continue
+        rows = store.count_rows(fs, [info.path])
+        partitions.setdefault(value, []).append(delta.DeltaFile(info.path, int(info.size or 0), rows))
+    if partitions:
+        delta.create_with_partitions(storage_uri, spec, partitions, history_days, {})
+
+
 class ReportWriter:
     """One report partition: streamed into a new Parquet file, then published by one Delta commit."""
 
@@ -196,6 +216,7 @@ class ReportWriter:
     def publish(self) -> tuple[str, int]:
         """Make the partition visible (one Delta commit replacing it); returns (path, bytes)."""
         size, _ = self._writer.close({})
+        convert_report(self.storage_uri, self.spec, self.history_days, skip=self.final_path)
         self.delta_version = delta.replace_partition(
             self.storage_uri, self.spec, self.value, [delta.DeltaFile(self.final_path, size, self._writer.rows)],
             history_days=self.history_days)

@@ -300,3 +300,16 @@ def test_a_conversion_that_died_half_way_is_finished(adversarial_url, make_datab
         assert_every_engine_reads(settings, adversarial_url, date, duckdb_connection())
         assert_log_agrees_with_index(settings, date)
     assert snapshot.take_snapshot(settings, DAYS[0], 500).generation == 2
+
+
+def test_report_partitions_written_before_their_table_are_kept(adversarial_url, make_database, tmp_path):
+    settings = make_settings(adversarial_url, str(tmp_path / "store"), index_url=make_database(), home=tmp_path)
+    for date in DAYS[:2]:
+        snapshot.take_snapshot(settings, date, 500)
+    first = totals.ledger_currency_totals(settings, DAYS[0])
+    shutil.rmtree(tmp_path / "store" / "reports" / totals.REPORT / "_delta_log")  # a report of the old layout
+    totals.ledger_currency_totals(settings, DAYS[1])  # the table's first commit converts what was there
+    con = duckdb_connection()
+    got = dict(con.execute(f"SELECT snapshot_date, count(*) FROM delta_scan('{settings.storage_uri}/reports/"
+                           f"{totals.REPORT}') GROUP BY 1").fetchall())
+    assert got[DAYS[0]] == first.rows and got[DAYS[1]] > 0
