@@ -25,9 +25,11 @@ def test_the_checker_sees_a_cycle_hidden_in_a_function(tmp_path):
     (package / "a.py").write_text("from pkg import b\n")
     (package / "b.py").write_text("def f():\n    from pkg.a import x  # noqa\n")
     (package / "store" / "c.py").write_text("import dagster as dg\n")
-    (package / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n")
+    (package / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import e\n")
+    (package / "e.py").write_text("from pkg import d\n")  # a cycle through a type-only import counts too
     found = check_imports.violations(package)
     assert "import cycle: pkg.a -> pkg.b" in found
+    assert "import cycle: pkg.d -> pkg.e" in found
     assert "pkg.store.c imports dagster (the core never does)" in found
-    assert len(found) == 2  # the TYPE_CHECKING import of d.py runs never: no edge
+    assert len(found) == 3
     ast.parse((package / "b.py").read_text())

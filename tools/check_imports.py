@@ -1,7 +1,7 @@
 """The package's import rules, checked from its source (`make check` runs this; so does a test).
 
-1. No import cycle between the package's modules, hidden or not: imports inside functions count too
-   (only those under ``if TYPE_CHECKING:`` do not, as they never run).
+1. No import cycle between the package's modules, hidden or not: imports inside functions count, and so
+   do those under ``if TYPE_CHECKING:`` (a type-only cycle is still two modules that know each other).
 2. The core never imports Dagster: ``ledger/``, ``store/``, ``snapshot/``, ``query/``, ``quality/`` and
    ``reports/`` (DESIGN §7: Dagster is the orchestration shell around a plain library).
 3. Nothing imports the faces (``cli/``, ``api/``) but the faces (``serve`` runs the API).
@@ -26,11 +26,8 @@ def module_name(package_dir: Path, path: Path) -> str:
     return ".".join(parts)
 
 
-def _runtime_imports(tree: ast.AST):
-    """Import nodes that run (those under ``if TYPE_CHECKING:`` are skipped)."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
-            node.body = []
+def _imports(tree: ast.AST):
+    """Every import node of a module: at the top, inside functions, under ``if TYPE_CHECKING:``."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield node
@@ -39,7 +36,7 @@ def _runtime_imports(tree: ast.AST):
 def imports_of(tree: ast.AST, name: str, is_package: bool, modules: set[str]) -> set[str]:
     """The package modules (and ``dagster`` as an external marker) that module ``name`` imports."""
     found: set[str] = set()
-    for node in _runtime_imports(tree):
+    for node in _imports(tree):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:

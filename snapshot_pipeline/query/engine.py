@@ -11,8 +11,8 @@ import psycopg
 import pyarrow as pa
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from snapshot_pipeline import db
-from snapshot_pipeline.ledger import asof
+from snapshot_pipeline import db, snapshot
+from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.query.answers import (
     Anchor,
     BalanceAt,
@@ -22,9 +22,11 @@ from snapshot_pipeline.query.answers import (
 from snapshot_pipeline.query.errors import BalanceNotFound, QueryError
 from snapshot_pipeline.query.hot import HotCache
 from snapshot_pipeline.query.instants import iso_utc, just_before, to_utc
+from snapshot_pipeline.query.sets import balances_at_table
 from snapshot_pipeline.query.sql import ALL_IDS, GENESIS_SQL, REPLAY_SQL
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index
+from snapshot_pipeline.store import index, published
+from snapshot_pipeline.store import parquet as store
 
 POOL_TIMEOUT_SECONDS = 5.0
 MAX_BALANCE_ID_LENGTH = 512
@@ -191,9 +193,26 @@ class QueryEngine:
         ``.replayed_balances``, and with ``count_replayed=True`` ``.replayed_transactions``, which
         costs one more scan of the replayed journal rows).
         """
-        from snapshot_pipeline.query.sets import balances_at_table  # noqa: PLC0415 - sets needs the engine type
+        at = to_utc(at)
+        anchor = self._anchor_partition(at)
+        origin = (self._index_query(lambda conn: snapshot.origin_of(conn, anchor)) if anchor is not None
+                  else journal.Origin.genesis())
+        return balances_at_table(self.settings.storage_uri, self.ledger_url, at, anchor, origin, ledger_id, currency,
+                                 count_replayed)
 
-        return balances_at_table(self, to_utc(at), ledger_id, currency, count_replayed)
+    def _anchor_partition(self, at: dt.datetime) -> index.ManifestEntry | None:
+        """The latest roll-forward partition with cutoff <= ``at`` whose files exist (None: genesis)."""
+        def work(conn):
+            if not self._has_index(conn):
+                return []
+            return index.roll_forward_dates_at_or_before(conn, at, snapshot.ROLL_VERSION)
+
+        fs, _ = store.resolve(self.settings.storage_uri)
+        for date in self._index_query(work):
+            entry = self._index_query(lambda conn, date=date: index.manifest(conn, date))
+            if published.present_paths(fs, self.settings.storage_uri, entry) is not None:
+                return entry
+        return None
 
 
 def _replayed(balance_id: str, at: dt.datetime, result, anchor: Anchor | None, base: tuple, from_source: bool

@@ -4,7 +4,6 @@ from the latest published partition (its Parquet streamed, the journal since rea
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,44 +16,25 @@ from snapshot_pipeline.snapshot import merge
 from snapshot_pipeline.store import index, published
 from snapshot_pipeline.store import parquet as store
 
-if TYPE_CHECKING:
-    from snapshot_pipeline.query.engine import QueryEngine
-
 OUTPUT_SCHEMA = pa.schema([f for f in store.SNAPSHOT_SCHEMA if f.name != "cutoff_at"])
 
 
-def _published_anchor(engine: QueryEngine, at: dt.datetime) -> index.ManifestEntry | None:
-    """The latest roll-forward partition with cutoff <= at whose Parquet file exists (None: genesis)."""
-    def work(conn):
-        if not engine._has_index(conn):
-            return []
-        return index.roll_forward_dates_at_or_before(conn, at, snapshot.ROLL_VERSION)
-
-    fs, _ = store.resolve(engine.settings.storage_uri)
-    for date in engine._index_query(work):
-        entry = engine._index_query(lambda conn, date=date: index.manifest(conn, date))
-        if published.present_paths(fs, engine.settings.storage_uri, entry) is not None:
-            return entry
-    return None
-
-
-def balances_at_table(engine: QueryEngine, at: dt.datetime, ledger_id: str | None,
-                      currency: str | None, count_replayed: bool = False) -> pa.Table:
-    """Every balance at ``at``: the anchor partition rolled forward to ``at`` (the snapshot core's own step).
+def balances_at_table(storage_uri: str, ledger_url: str, at: dt.datetime, anchor: index.ManifestEntry | None,
+                      origin: journal.Origin, ledger_id: str | None, currency: str | None,
+                      count_replayed: bool = False) -> pa.Table:
+    """Every balance at ``at``: the anchor partition (None: genesis) rolled forward to ``at`` (the snapshot
+    core's own step), from ``origin``, the anchor's roll-forward state (the query engine finds both).
 
     The journal is read by key only (rows above the anchor's watermark and its pending set), so the cost
     is the anchor's Parquet plus the journal since its cutoff.
     """
-    anchor = _published_anchor(engine, at)
     end = at + MICROSECOND  # effective <= at  <=>  effective < at + 1µs
-    origin = (engine._index_query(lambda conn: snapshot.origin_of(conn, anchor)) if anchor is not None
-              else journal.Origin.genesis())
-    fs, _ = store.resolve(engine.settings.storage_uri)
-    base_batches = (store.iter_files(fs, published.entry_paths(engine.settings.storage_uri, anchor),
+    fs, _ = store.resolve(storage_uri)
+    base_batches = (store.iter_files(fs, published.entry_paths(storage_uri, anchor),
                                      merge.BASE_COLUMNS, batch_rows=store.ROW_GROUP_ROWS)
                     if anchor is not None else iter([]))
     parts = []
-    ledger = db.connect_arrow(engine.ledger_url)
+    ledger = db.connect_arrow(ledger_url)
     try:
         cur = ledger.cursor()
         try:
