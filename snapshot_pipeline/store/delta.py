@@ -29,7 +29,6 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import tenacity
 from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
@@ -289,12 +288,6 @@ def version_of(storage_uri: str, spec: TableSpec, *key_values: str | None) -> in
     return None
 
 
-def history(storage_uri: str, spec: TableSpec, limit: int | None = None) -> list[dict]:
-    """The table's commits, newest first (version, timestamp, operation, our metadata)."""
-    table = load(storage_uri, spec)
-    return table.history(limit) if table is not None else []
-
-
 def vacuum(storage_uri: str, spec: TableSpec, history_days: int, dry_run: bool = False,
            full: bool = True) -> list[str]:
     """Delete files no version of the last ``history_days`` days names (and, ``full``, files no version ever
@@ -332,7 +325,3 @@ def read_partition(storage_uri: str, spec: TableSpec, value: dt.date | str, *, v
     dataset = pads.dataset([f"{base}/{path}" for path in files], schema=spec.schema, format="parquet",
                            filesystem=fs, partitioning=None)
     return dataset.to_table(columns=columns)
-
-
-def file_exists(fs: pafs.FileSystem, path: str) -> bool:
-    return fs.get_file_info(path).type == pafs.FileType.File

@@ -31,7 +31,6 @@ from snapshot_pipeline.names import DATASET
 from snapshot_pipeline.store import records
 
 SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances touched before creation
-PART_FILE = "part-00000.parquet"  # report partitions, and snapshot partitions written before run-unique names
 _PART_NAME = re.compile(r"^part-(\d{5})(?:-([0-9a-f]+))?\.parquet$")
 ROW_GROUP_ROWS = 131_072  # rows per Parquet row group written (and per chunk the core aggregates)
 READ_BATCH_ROWS = 65_536  # rows per record batch read back from Parquet (memory stays flat)
