@@ -154,6 +154,7 @@ def published_dates(conn: psycopg.Connection) -> set[dt.date]:
 
 def delete_manifests(conn: psycopg.Connection, dates: list[dt.date]) -> int:
     """Within the caller's transaction: drop the manifest rows of ``dates``; returns how many."""
+    conn.execute("DELETE FROM snapshot_index.roll_state WHERE snapshot_date = ANY(%s)", (dates,))
     return conn.execute("DELETE FROM snapshot_index.partitions WHERE snapshot_date = ANY(%s)", (dates,)).rowcount
 
 
@@ -447,17 +448,24 @@ def replace_roll_state(conn: psycopg.Connection, date: dt.date, state) -> int:
 
 
 def roll_state(conn: psycopg.Connection, date: dt.date):
-    """The roll-forward state recorded with partition ``date``, as an Arrow table (kind, id, at, seen_xmax)."""
-    import pyarrow as pa  # noqa: PLC0415 - only this function builds Arrow
+    """The roll-forward state recorded with partition ``date``, as an Arrow table (kind, id, at, seen_xmax):
+    one COPY read straight into Arrow (no Python object per row)."""
+    import io  # noqa: PLC0415
 
-    rows = conn.execute(
-        "SELECT kind, id, at, seen_xmax FROM snapshot_index.roll_state WHERE snapshot_date = %s ORDER BY kind, id",
-        (date,),
-    ).fetchall()
-    kinds, ids, ats, xmaxes = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [])
-    return pa.table({
-        "kind": pa.array(kinds, pa.string()),
-        "id": pa.array(ids, pa.int64()),
-        "at": pa.array(ats, pa.timestamp("us")),
-        "seen_xmax": pa.array(xmaxes, pa.int64()),
-    })
+    import pyarrow as pa  # noqa: PLC0415 - only these functions build Arrow
+    import pyarrow.csv as pcsv  # noqa: PLC0415
+
+    schema = pa.schema([("kind", pa.string()), ("id", pa.int64()), ("at", pa.timestamp("us")),
+                        ("seen_xmax", pa.int64())])
+    copy_sql = ("COPY (SELECT kind, id, at, seen_xmax FROM snapshot_index.roll_state WHERE snapshot_date = %s"
+                " ORDER BY kind, id) TO STDOUT WITH (FORMAT csv)")
+    buffer = io.BytesIO()
+    with conn.cursor() as cur, cur.copy(copy_sql, (date,)) as copy:
+        for block in copy:
+            buffer.write(block)
+    if buffer.tell() == 0:
+        return schema.empty_table()
+    buffer.seek(0)
+    return pcsv.read_csv(buffer, read_options=pcsv.ReadOptions(column_names=schema.names),
+                         convert_options=pcsv.ConvertOptions(column_types=schema, strings_can_be_null=False,
+                                                             null_values=[""]))
