@@ -17,7 +17,7 @@ import datetime as dt
 import time
 
 from snapshot_pipeline import faults
-from snapshot_pipeline.snapshot.results import ROLL_VERSION, Pass, SnapshotResult
+from snapshot_pipeline.snapshot.results import ROLL_VERSION, Pass, RunFacts, SnapshotResult
 from snapshot_pipeline.store import diff as store_diff
 from snapshot_pipeline.store import index, publish, published
 from snapshot_pipeline.store import parquet as store
@@ -46,12 +46,13 @@ def _index_rows(settings, conn, snapshot_date: dt.date, p: Pass, work_dir) -> tu
     longer that base (it changed while this one was computed), they are recomputed from the files.
     """
     predecessor, predecessor_paths = published_before(settings, conn, snapshot_date)
-    spool_path = p.spool.close()
+    spool = p.spool
+    spool_path = spool.close()
     if not _same_partition(predecessor, p.base):
-        p.spool = IndexSpool(work_dir / "rediff", snapshot_date)
-        store_diff.diff_files(p.fs, predecessor_paths, p.staging_paths, p.spool)
-        spool_path = p.spool.close()
-    return p.spool.rows, index.replace_rows(conn, snapshot_date, spool_path)
+        spool = IndexSpool(work_dir / "rediff", snapshot_date)
+        store_diff.diff_files(p.fs, predecessor_paths, p.staging_paths, spool)
+        spool_path = spool.close()
+    return spool.rows, index.replace_rows(conn, snapshot_date, spool_path)
 
 
 def _rediff_successor(settings, conn, snapshot_date: dt.date, p: Pass, work_dir, log) -> None:
@@ -67,14 +68,13 @@ def _rediff_successor(settings, conn, snapshot_date: dt.date, p: Pass, work_dir,
     log(f"re-diffed index rows of the next partition {successor.snapshot_date}: {rows} rows")
 
 
-def _manifest_entry(settings, snapshot_date, cutoff, batch_size, run_id, p: Pass, files: list[str],
-                    changed_count: int, index_rows: int, started: float, generation: int, reason: str
-                    ) -> index.ManifestEntry:
+def _manifest_entry(facts: RunFacts, p: Pass, files: list[str], changed_count: int, index_rows: int,
+                    generation: int) -> index.ManifestEntry:
     view = p.step.view
     return index.ManifestEntry(
-        snapshot_date=snapshot_date,
-        cutoff_at=cutoff,
-        timezone=settings.timezone,
+        snapshot_date=facts.snapshot_date,
+        cutoff_at=facts.cutoff,
+        timezone=facts.settings.timezone,
         max_transaction_id=view.max_transaction_id,
         transaction_count=view.transaction_count,
         max_balance_id=view.max_balance_id,
@@ -88,21 +88,21 @@ def _manifest_entry(settings, snapshot_date, cutoff, batch_size, run_id, p: Pass
         checksum=p.checksum,
         mode=p.mode,
         base_date=p.base.snapshot_date if p.base else None,
-        batch_size=batch_size,
-        duration_ms=int((time.monotonic() - started) * 1000),
-        dagster_run_id=run_id,
+        batch_size=facts.batch_size,
+        duration_ms=int((time.monotonic() - facts.started) * 1000),
+        dagster_run_id=facts.run_id,
         roll_version=ROLL_VERSION,
         reread_transaction_id=view.reread_transaction_id,
         reread_balance_id=view.reread_balance_id,
         generation=generation,
-        reason=reason,
+        reason=facts.reason,
     )
 
 
-def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, batch_size: int, run_id, p: Pass,
-           work_dir, log, started: float, reason: str = "manual") -> SnapshotResult:
-    """Publish ``p``'s files as partition ``snapshot_date``: all of them or none, in the index and then
-    in the Delta table."""
+def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
+    """Publish ``p``'s files as partition ``facts.snapshot_date``: all of them or none, in the index and then
+    in the Delta table. ``p`` is not changed."""
+    settings, snapshot_date, log = facts.settings, facts.snapshot_date, facts.log
     mark = time.monotonic()
     publication = publish.Publication(settings.storage_uri, snapshot_date, p.files, log=log)
     committing = False  # once the COMMIT is sent, its outcome is the manifest's to tell, not ours
@@ -111,9 +111,8 @@ def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, ba
             index.lock_commits(index_conn)
             changed_count, index_rows = _index_rows(settings, index_conn, snapshot_date, p, work_dir)
             _rediff_successor(settings, index_conn, snapshot_date, p, work_dir, log)
-            entry = _manifest_entry(settings, snapshot_date, cutoff, batch_size, run_id, p, publication.names,
-                                    changed_count, index_rows, started,
-                                    index.next_generation(index_conn, snapshot_date), reason)
+            entry = _manifest_entry(facts, p, publication.names, changed_count, index_rows,
+                                    index.next_generation(index_conn, snapshot_date))
             index.upsert_manifest(index_conn, entry)
             index.record_version(index_conn, publish.version_record(entry))
             index.replace_roll_state(index_conn, snapshot_date, p.step.state)
@@ -126,21 +125,22 @@ def commit(settings, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, ba
             publication.abandon()  # certainly not committed: deleted now
         # else the COMMIT may have happened: the next holder of the lock keeps what a generation names
         raise
-    p.phases_ms["index_commit_ms"] = int((time.monotonic() - mark) * 1000)
+    phases = {**p.phases_ms, "index_commit_ms": int((time.monotonic() - mark) * 1000)}
     delta_version = publication.finish(index_conn, settings.history_days)  # the Delta commit
     faults.pause_point("published")
-    p.phases_ms["commit_ms"] = int((time.monotonic() - mark) * 1000)
-    result = _result(snapshot_date, cutoff, batch_size, p, publication.names, changed_count, index_rows, started)
+    phases["commit_ms"] = int((time.monotonic() - mark) * 1000)
+    result = _result(facts, p, publication.names, changed_count, index_rows, phases)
     result.delta_version, result.generation = delta_version, entry.generation
     return result
 
 
-def _result(snapshot_date, cutoff, batch_size, p: Pass, files: list[str], changed_count: int, index_rows: int,
-            started: float) -> SnapshotResult:
-    seconds = max(time.monotonic() - started, 1e-9)
+def _result(facts: RunFacts, p: Pass, files: list[str], changed_count: int, index_rows: int, phases: dict
+            ) -> SnapshotResult:
+    seconds = max(time.monotonic() - facts.started, 1e-9)
+    snapshot_date, batch_size = facts.snapshot_date, facts.batch_size
     return SnapshotResult(
         snapshot_date=snapshot_date,
-        cutoff=cutoff,
+        cutoff=facts.cutoff,
         watermark=p.step.view.as_dict(),
         rows=p.rows,
         balances_changed=changed_count,
@@ -159,5 +159,5 @@ def _result(snapshot_date, cutoff, batch_size, p: Pass, files: list[str], change
         currency_totals=p.totals.as_rows(),
         journal_rows=p.step.counted_rows,
         pending=p.step.state_counts(),
-        phases_ms=p.phases_ms,
+        phases_ms=phases,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from typing import Protocol
 
 import pyarrow as pa
@@ -12,6 +13,7 @@ import pyarrow.compute as pc
 
 from snapshot_pipeline import amounts, names
 from snapshot_pipeline.ledger import journal
+from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.spool import IndexSpool
@@ -23,6 +25,20 @@ ROLL_VERSION = 1  # the roll-forward format a partition is computed with (only s
 
 class SnapshotError(RuntimeError):
     """A snapshot cannot be taken; nothing was published."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFacts:
+    """What one materialization of a partition is, fixed when it starts: every step reads it, none changes it."""
+
+    settings: Settings
+    snapshot_date: dt.date
+    cutoff: dt.datetime  # the partition's cutoff instant (UTC)
+    batch_size: int
+    log: Callable[[str], None]
+    started: float  # time.monotonic() at the start (the reported duration counts from here)
+    run_id: str | None = None  # the Dagster run, when one materializes it
+    reason: str = "manual"  # schedule | repair | backfill | sensor | manual (recorded with its version)
 
 
 @dataclasses.dataclass

@@ -24,6 +24,7 @@ from snapshot_pipeline.snapshot.results import (
     ChangedRows,
     CurrencyTotals,
     Pass,
+    RunFacts,
     SnapshotError,
 )
 from snapshot_pipeline.store import align, index, published, recovery
@@ -85,19 +86,19 @@ def origin_of(conn, base: index.ManifestEntry | None) -> journal.Origin:
                           index.roll_state(conn, base.snapshot_date))
 
 
-def stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log, tracker: RunProgress,
-            started) -> Pass:
-    ledger = db.connect_arrow(db.ledger_url(settings))
+def stream(facts: RunFacts, index_conn, base: index.ManifestEntry | None, claim: recovery.Claim,
+           tracker: RunProgress) -> Pass:
+    """The partition computed from ``base`` (None: genesis) into staged files; falls back to genesis when the
+    base's rows are not in ``balance_id`` order."""
+    ledger = db.connect_arrow(db.ledger_url(facts.settings))
     try:
         try:
-            return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, claim,
-                                log, tracker, started)
+            return _stream_once(facts, index_conn, ledger, base, claim, tracker)
         except align.NotSorted as exc:
             if base is None:
                 raise SnapshotError(f"the journal delta is not in balance_id order: {exc}") from exc
-            log(f"base partition {base.snapshot_date} cannot be rolled forward ({exc}); computing from genesis")
-            return _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, None, claim,
-                                log, tracker, started)
+            facts.log(f"base partition {base.snapshot_date} cannot be rolled forward ({exc}); computing from genesis")
+            return _stream_once(facts, index_conn, ledger, None, claim, tracker)
     finally:
         ledger.close()
 
@@ -183,15 +184,16 @@ def merge_into(writer: store.PartitionWriter, spool: ChangedRows, totals: Curren
     return batches
 
 
-def _stream_once(settings, index_conn, ledger, snapshot_date, cutoff, batch_size, base, claim, log,
-                 tracker: RunProgress, started) -> Pass:
+def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry | None, claim: recovery.Claim,
+                 tracker: RunProgress) -> Pass:
+    settings, snapshot_date, cutoff, batch_size = facts.settings, facts.snapshot_date, facts.cutoff, facts.batch_size
     mode = "incremental" if base is not None else "genesis"
     phases: dict[str, int] = {}
     cur = ledger.cursor()
     writer: store.PartitionWriter | None = None
     spool: IndexSpool | None = None
     try:
-        step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, log)
+        step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, facts.log)
         writer = store.PartitionWriter(settings.storage_uri, snapshot_date,
                                        file_metadata(settings, snapshot_date, cutoff, step.view),
                                        token=claim.publish_token)

@@ -35,7 +35,14 @@ from snapshot_pipeline import calendar, db, faults, names, progress
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import commit, merge
-from snapshot_pipeline.snapshot.results import CurrencyTotals, Pass, SnapshotError, SnapshotResult, validate_batch_size
+from snapshot_pipeline.snapshot.results import (
+    CurrencyTotals,
+    Pass,
+    RunFacts,
+    SnapshotError,
+    SnapshotResult,
+    validate_batch_size,
+)
 from snapshot_pipeline.snapshot.roll import (
     BASE_READ_ROWS,
     PROGRESS_SECONDS,
@@ -315,8 +322,9 @@ def _commit_held(settings, plan_: Plan, shard_records, files, run_id, log, on_de
             raise SnapshotError(f"partition {plan_.snapshot_date} was published by another run after this sharded"
                                 " run read the ledger; nothing is published (re-run it for a newer cut)")
         the_pass = _pass(settings, index_conn, plan_, shard_records, files, claim.work_dir)
-        result = commit.commit(settings, index_conn, plan_.snapshot_date, plan_.cutoff, plan_.batch_size, run_id,
-                               the_pass, claim.work_dir, log, started, reason)
+        facts = RunFacts(settings, plan_.snapshot_date, plan_.cutoff, plan_.batch_size, log, started, run_id,
+                         reason)
+        result = commit.commit(facts, index_conn, the_pass, claim.work_dir)
     return result
 
 

@@ -32,7 +32,7 @@ from snapshot_pipeline import calendar, names, progress
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import commit, roll
 from snapshot_pipeline.snapshot import shards as sharding
-from snapshot_pipeline.snapshot.results import SnapshotResult, validate_batch_size
+from snapshot_pipeline.snapshot.results import RunFacts, SnapshotResult, validate_batch_size
 from snapshot_pipeline.store import recovery
 
 logger = logging.getLogger(__name__)
@@ -74,14 +74,12 @@ def take_snapshot(
                                      reason=reason)
     validate_batch_size(batch_size)
     log = log or logger.info
-    started = time.monotonic()
+    facts = RunFacts(settings, snapshot_date, calendar.cutoff(snapshot_date, settings.timezone), batch_size, log,
+                     time.monotonic(), run_id, reason)
     tracker = roll.RunProgress(on_batch, on_progress or progress.Reporter(log, snapshot_date.isoformat(),
                                                                          roll.PROGRESS_SECONDS))
-    cutoff = calendar.cutoff(snapshot_date, settings.timezone)
     with roll.holding_partition(settings, snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run) as (
             index_conn, claim):
         base = None if full_refresh else roll.usable_base(settings, index_conn, snapshot_date, log)
-        result_pass = roll.stream(settings, index_conn, snapshot_date, cutoff, batch_size, base, claim, log,
-                                  tracker, started)
-        return commit.commit(settings, index_conn, snapshot_date, cutoff, batch_size, run_id, result_pass,
-                             claim.work_dir, log, started, reason)
+        result_pass = roll.stream(facts, index_conn, base, claim, tracker)
+        return commit.commit(facts, index_conn, result_pass, claim.work_dir)
