@@ -10,7 +10,9 @@ index serves that); every statement touches ``blnk.transactions`` and
   range holds the rows recorded since (a day's activity, plus what was recorded
   between P's cutoff and P's read); rows P already counted are skipped;
 * P's *pending* rows below ``L_P``: rows recorded before P's cutoff but dated
-  at or after it (future-dated), by primary key (P listed their ids);
+  at or after it (future-dated); P's state carries their legs (Blnk's journal rows never change: a
+  trigger forbids updating any column but ``meta_data`` and ``chain_*``), so they are not read again
+  (a state written before the legs were carried lists ids only: those are read by primary key);
 * P's *id gaps*: ids at or below P's watermark that P's view could not see (a
   transaction in flight at the read commits later, out of id order), by primary
   key; the ones that became visible are rolled in;
@@ -41,16 +43,26 @@ ORPHAN_CHILD = "O"
 TRANSACTION_GAP = "G"
 BALANCE_GAP = "H"
 
+# A pending row (kind T) carries its leg: transaction_id .. currency (amount as exact text); other kinds are ids.
+LEG_COLUMNS = ("transaction_id", "source", "destination", "status", "parent_transaction", "amount", "currency")
 STATE_SCHEMA = pa.schema([
     pa.field("kind", pa.string(), nullable=False),
     pa.field("id", pa.int64(), nullable=False),
     pa.field("at", pa.timestamp("us")),
     pa.field("seen_xmax", pa.int64()),
+    *[pa.field(name, pa.string()) for name in LEG_COLUMNS],
 ])
 
 
 def empty_state() -> pa.Table:
     return STATE_SCHEMA.empty_table()
+
+
+def full_state(state: pa.Table) -> pa.Table:
+    """``state`` in :data:`STATE_SCHEMA`, the leg columns null where it has none (a state that lists ids only)."""
+    n = state.num_rows
+    return pa.table([state[f.name] if f.name in state.column_names else pa.nulls(n, f.type) for f in STATE_SCHEMA],
+                    schema=STATE_SCHEMA)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,11 +144,16 @@ _ROLL_TX_SQL = f"""
     CREATE TEMP TABLE roll_tx ON COMMIT DROP AS
     SELECT c.* FROM (
         (SELECT {_TX_COLUMNS} FROM blnk.transactions t WHERE t.id > $1 AND t.status IN {_RELEVANT} OFFSET 0)
-        UNION ALL
+        UNION ALL  -- pending rows carried with their legs: not read again
+        SELECT r.id, r.transaction_id, r.source, r.destination, r.status, r.parent_transaction,
+               r.amount::numeric, r.currency, r.at
+          FROM roll_base r WHERE r.kind = '{PENDING_TRANSACTION}' AND r.transaction_id IS NOT NULL AND r.id <= $1
+        UNION ALL  -- gap rows, and pending rows of a state that lists ids only, by primary key
         SELECT t.* FROM roll_base r CROSS JOIN LATERAL (
             SELECT {_TX_COLUMNS} FROM blnk.transactions t WHERE t.id = r.id AND t.status IN {_RELEVANT} OFFSET 0
         ) AS t
-         WHERE r.kind IN ('{PENDING_TRANSACTION}', '{TRANSACTION_GAP}') AND r.id <= $1
+         WHERE (r.kind = '{TRANSACTION_GAP}' OR (r.kind = '{PENDING_TRANSACTION}' AND r.transaction_id IS NULL))
+           AND r.id <= $1
     ) AS c
      WHERE c.eff < $4::timestamp
        AND NOT (c.id <= $2 AND c.eff < $3::timestamp  -- in S_P already, unless the base's view missed it
@@ -219,27 +236,38 @@ _REREAD_BAL_SQL = """
     SELECT COALESCE((SELECT id - 1 FROM blnk.balances WHERE id > $1 AND created_at >= $2::timestamp
                       ORDER BY id LIMIT 1), $3)::bigint"""
 
+# A pending row with its leg, as the state stores it (after kind, id, at, seen_xmax).
+_LEG = ("t.transaction_id, t.source, t.destination, t.status, t.parent_transaction,"
+        " COALESCE(t.precise_amount, 0)::text, t.currency")
+_NO_LEG = ", ".join(["NULL::text"] * len(LEG_COLUMNS))
+
 # $1 = C_D, $2 = D's xmin, $3 = L_P, $4 = L_D. What the next step needs besides its re-read ranges:
-# rows below L_D dated at or after C_D (future-dated), orphans, and the ids this view could not see.
+# rows below L_D dated at or after C_D (future-dated) with their legs, orphans, and the ids this view could not see.
 _STATE_SQL = f"""
-    SELECT '{PENDING_TRANSACTION}'::text, t.id::bigint, COALESCE(t.effective_date, t.created_at), NULL::bigint
+    SELECT '{PENDING_TRANSACTION}'::text, t.id::bigint, COALESCE(t.effective_date, t.created_at), NULL::bigint, {_LEG}
       FROM blnk.transactions t
      WHERE t.id > $3 AND t.id <= $4 AND t.status IN {_RELEVANT}
        AND COALESCE(t.effective_date, t.created_at) >= $1::timestamp
     UNION ALL
-    SELECT '{PENDING_TRANSACTION}', t.id, t.eff, NULL FROM roll_base r CROSS JOIN LATERAL (
-        SELECT t.id::bigint, COALESCE(t.effective_date, t.created_at) AS eff FROM blnk.transactions t
-         WHERE t.id = r.id AND t.status IN {_RELEVANT} OFFSET 0
-    ) AS t
-     WHERE r.kind = '{PENDING_TRANSACTION}' AND r.id <= $3 AND t.eff >= $1::timestamp
-    UNION ALL SELECT '{ORPHAN_CHILD}', id::bigint, NULL, NULL FROM roll_children WHERE waits
-    UNION ALL SELECT kind, id, NULL, seen_xmax FROM roll_new_gaps
+    SELECT r.kind, r.id, r.at, NULL, r.transaction_id, r.source, r.destination, r.status, r.parent_transaction,
+           r.amount, r.currency
+      FROM roll_base r
+     WHERE r.kind = '{PENDING_TRANSACTION}' AND r.transaction_id IS NOT NULL AND r.id <= $3 AND r.at >= $1::timestamp
     UNION ALL
-    SELECT r.kind, r.id, NULL, r.seen_xmax FROM roll_base r
+    SELECT '{PENDING_TRANSACTION}', t.id::bigint, COALESCE(t.effective_date, t.created_at), NULL, {_LEG}
+      FROM roll_base r CROSS JOIN LATERAL (
+        SELECT * FROM blnk.transactions t WHERE t.id = r.id AND t.status IN {_RELEVANT} OFFSET 0
+    ) AS t
+     WHERE r.kind = '{PENDING_TRANSACTION}' AND r.transaction_id IS NULL AND r.id <= $3
+       AND COALESCE(t.effective_date, t.created_at) >= $1::timestamp
+    UNION ALL SELECT '{ORPHAN_CHILD}', id::bigint, NULL, NULL, {_NO_LEG} FROM roll_children WHERE waits
+    UNION ALL SELECT kind, id, NULL, seen_xmax, {_NO_LEG} FROM roll_new_gaps
+    UNION ALL
+    SELECT r.kind, r.id, NULL, r.seen_xmax, {_NO_LEG} FROM roll_base r
      WHERE r.kind = '{TRANSACTION_GAP}' AND r.seen_xmax >= $2
        AND NOT EXISTS (SELECT 1 FROM blnk.transactions t WHERE t.id = r.id)
     UNION ALL
-    SELECT r.kind, r.id, NULL, r.seen_xmax FROM roll_base r
+    SELECT r.kind, r.id, NULL, r.seen_xmax, {_NO_LEG} FROM roll_base r
      WHERE r.kind = '{BALANCE_GAP}' AND r.seen_xmax >= $2
        AND NOT EXISTS (SELECT 1 FROM blnk.balances b WHERE b.id = r.id)"""
 
@@ -280,7 +308,7 @@ def begin_step(cur, view: View, cutoff: dt.datetime, origin: Origin) -> Step:
     cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
     cur.execute("SET LOCAL jit = off")  # compiling these one-off queries costs seconds and saves none
     cur.execute("DROP TABLE IF EXISTS roll_base")
-    cur.adbc_ingest("roll_base", origin.state.cast(STATE_SCHEMA), mode="create", temporary=True)
+    cur.adbc_ingest("roll_base", full_state(origin.state), mode="create", temporary=True)
     cur.execute("CREATE INDEX ON roll_base (kind, id)")
     cur.execute("ANALYZE roll_base")
     cutoff_text = ts(cutoff)
@@ -298,8 +326,7 @@ def begin_step(cur, view: View, cutoff: dt.datetime, origin: Origin) -> Step:
     reread_bal = int(cur.fetchone()[0])
     cur.execute(_STATE_SQL, parameters=(cutoff_text, view.xmin, origin.reread_transaction_id, reread_tx))
     raw = cur.fetch_arrow_table()
-    state = pa.table({"kind": raw.column(0), "id": raw.column(1), "at": raw.column(2),
-                      "seen_xmax": raw.column(3)}).cast(STATE_SCHEMA)
+    state = pa.table(raw.columns, names=STATE_SCHEMA.names).cast(STATE_SCHEMA)
     cur.execute(
         "SELECT (SELECT count(*) FROM roll_tx), (SELECT count(*) FROM roll_children WHERE releases),"
         " (SELECT count(*) FROM roll_bal),"

@@ -424,11 +424,9 @@ def set_index_rows(conn: psycopg.Connection, date: dt.date, index_rows: int) -> 
     )
 
 
-ROLL_STATE_COLUMNS = ("kind", "id", "at", "seen_xmax")
-
-
 def replace_roll_state(conn: psycopg.Connection, date: dt.date, state) -> int:
-    """Within the caller's transaction: the roll-forward state of ``date`` (an Arrow table) replaces the old."""
+    """Within the caller's transaction: the roll-forward state of ``date`` (an Arrow table whose columns are
+    ``snapshot_index.roll_state``'s) replaces the old, by one COPY."""
     conn.execute("DELETE FROM snapshot_index.roll_state WHERE snapshot_date = %s", (date,))
     if state.num_rows == 0:
         return 0
@@ -438,27 +436,27 @@ def replace_roll_state(conn: psycopg.Connection, date: dt.date, state) -> int:
     import pyarrow.csv as pcsv  # noqa: PLC0415
 
     table = pa.table({"snapshot_date": pa.repeat(pa.scalar(date, pa.date32()), state.num_rows),
-                      **{name: state[name] for name in ROLL_STATE_COLUMNS}})
+                      **{name: state[name] for name in state.column_names}})
     buffer = io.BytesIO()
     pcsv.write_csv(table, buffer, pcsv.WriteOptions(include_header=False))
-    copy_sql = "COPY snapshot_index.roll_state (snapshot_date, kind, id, at, seen_xmax) FROM STDIN WITH (FORMAT csv)"
+    copy_sql = sql.SQL("COPY snapshot_index.roll_state ({}) FROM STDIN WITH (FORMAT csv)").format(
+        sql.SQL(", ").join(map(sql.Identifier, table.column_names)))
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
         copy.write(buffer.getvalue())
     return state.num_rows
 
 
-def roll_state(conn: psycopg.Connection, date: dt.date):
-    """The roll-forward state recorded with partition ``date``, as an Arrow table (kind, id, at, seen_xmax):
-    one COPY read straight into Arrow (no Python object per row)."""
+def roll_state(conn: psycopg.Connection, date: dt.date, schema):
+    """The roll-forward state recorded with partition ``date``: the columns of ``schema`` (an Arrow schema) in
+    ``(kind, id)`` order, read by one COPY straight into Arrow (no Python object per row). A NULL stays null
+    and an empty string stays empty."""
     import io  # noqa: PLC0415
 
-    import pyarrow as pa  # noqa: PLC0415 - only these functions build Arrow
-    import pyarrow.csv as pcsv  # noqa: PLC0415
+    import pyarrow.csv as pcsv  # noqa: PLC0415 - only these functions build Arrow
 
-    schema = pa.schema([("kind", pa.string()), ("id", pa.int64()), ("at", pa.timestamp("us")),
-                        ("seen_xmax", pa.int64())])
-    copy_sql = ("COPY (SELECT kind, id, at, seen_xmax FROM snapshot_index.roll_state WHERE snapshot_date = %s"
-                " ORDER BY kind, id) TO STDOUT WITH (FORMAT csv)")
+    copy_sql = sql.SQL("COPY (SELECT {} FROM snapshot_index.roll_state WHERE snapshot_date = {}"
+                       " ORDER BY kind, id) TO STDOUT WITH (FORMAT csv)").format(
+        sql.SQL(", ").join(map(sql.Identifier, schema.names)), sql.Placeholder())
     buffer = io.BytesIO()
     with conn.cursor() as cur, cur.copy(copy_sql, (date,)) as copy:
         for block in copy:
@@ -467,5 +465,6 @@ def roll_state(conn: psycopg.Connection, date: dt.date):
         return schema.empty_table()
     buffer.seek(0)
     return pcsv.read_csv(buffer, read_options=pcsv.ReadOptions(column_names=schema.names),
-                         convert_options=pcsv.ConvertOptions(column_types=schema, strings_can_be_null=False,
-                                                             null_values=[""]))
+                         convert_options=pcsv.ConvertOptions(column_types=schema, null_values=[""],
+                                                             strings_can_be_null=True,
+                                                             quoted_strings_can_be_null=False))

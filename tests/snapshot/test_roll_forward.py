@@ -113,6 +113,60 @@ def test_row_committed_out_of_id_order_is_rolled_in_without_genesis(fresh_ledger
     assert_exact_and_balanced(settings, url, d1)
 
 
+def test_pending_rows_carry_their_legs_and_an_ids_only_state_still_rolls_forward(fresh_ledger, tmp_path):
+    """Pending (future-dated) rows are carried in the roll state with their legs, exactly (a text field that
+    is empty stays empty, a NULL stays NULL, a 31-digit amount keeps every digit), and are not read again;
+    a state written before legs were carried (ids only) is read by key and upgraded."""
+    url = fresh_ledger
+    source, destination = two_balances(url)
+    with psycopg.connect(url) as conn:  # after every seeded row, so these rows are below d1's re-read point
+        last = conn.execute("SELECT max(created_at) FROM blnk.transactions").fetchone()[0]
+    d1 = last.date() + dt.timedelta(days=1)
+    d2, d3, d4 = (d1 + dt.timedelta(days=i) for i in (1, 2, 3))
+
+    def at(day: dt.date, hour: int) -> dt.datetime:
+        return dt.datetime.combine(day, dt.time(hour))
+
+    huge = 10**30 + 7
+    insert_transaction(url, source, destination, huge, created_at=at(d1, 10), effective_date=at(d3, 12))
+    hold = insert_transaction(url, source, destination, 9_000, status="INFLIGHT", created_at=at(d1, 8),
+                              effective_date=at(d4, 1))
+    insert_transaction(url, source, destination, 4_000, parent=hold, created_at=at(d1, 9), effective_date=at(d4, 2))
+    with psycopg.connect(url) as conn:  # an empty-string parent is not a parent (NULL is not '')
+        conn.execute(
+            "INSERT INTO blnk.transactions (transaction_id, parent_transaction, source, destination, amount,"
+            " precise_amount, precision, currency, status, created_at, effective_date)"
+            " VALUES (%s, '', %s, %s, 1, 321, 100, 'USD', 'APPLIED', %s, %s)",
+            (f"txn_empty_parent_{uuid.uuid4().hex}", source, destination, at(d1, 11), at(d3, 13)))
+    # a row recorded after d1's cutoff: d1's re-read point stays below it, so the rows above are d1's pending
+    insert_transaction(url, destination, source, 1, created_at=at(d2, 1))
+    settings = make_settings(url, tmp_path / "store", start=d1.isoformat())
+    snapshot.take_snapshot(settings, d1, 500)
+    with psycopg.connect(url) as conn:
+        carried = conn.execute(
+            "SELECT count(*), count(transaction_id), count(*) FILTER (WHERE parent_transaction = ''),"
+            " count(*) FILTER (WHERE amount = %s) FROM snapshot_index.roll_state WHERE snapshot_date = %s"
+            " AND kind = %s", (huge, d1, journal.PENDING_TRANSACTION)).fetchone()
+        assert carried[0] >= 4 and carried[0] == carried[1], carried  # every pending row with its leg
+        assert carried[2] == 1 and carried[3] == 1, carried
+        # the state as written before legs were carried: ids and effective times only
+        conn.execute("UPDATE snapshot_index.roll_state SET transaction_id = NULL, source = NULL,"
+                     " destination = NULL, status = NULL, parent_transaction = NULL, amount = NULL,"
+                     " currency = NULL WHERE snapshot_date = %s", (d1,))
+    second = snapshot.take_snapshot(settings, d2, 500)
+    assert second.mode == "incremental" and second.base_date == d1
+    with psycopg.connect(url) as conn:
+        upgraded = conn.execute(
+            "SELECT count(*), count(transaction_id) FROM snapshot_index.roll_state WHERE snapshot_date = %s"
+            " AND kind = %s", (d2, journal.PENDING_TRANSACTION)).fetchone()
+    assert upgraded[0] >= 4 and upgraded[0] == upgraded[1], upgraded
+    for day in (d3, d4):
+        result = snapshot.take_snapshot(settings, day, 500)
+        assert result.mode == "incremental"
+    for day in (d1, d2, d3, d4):
+        assert_exact_and_balanced(settings, url, day)
+
+
 class ExplainingCursor:
     """A real ADBC cursor that asks PostgreSQL for the plan of each statement before running it."""
 
