@@ -1,9 +1,13 @@
 """Shared by the bad-input tests (CLI and HTTP): a small ledger with one unrepresentable amount, URLs
-carrying a password, and the proofs that nothing was written (no Dagster run, no index row, no file)."""
+carrying a password, the CLI run as a subprocess, and the proofs that nothing was written (no Dagster run,
+no index row, no file)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,6 +20,14 @@ PASSWORD = "Hunter2Secret"
 HUGE = 10**70  # beyond decimal256(60, 0), the widened arithmetic, and far beyond decimal128(38, 0)
 SMALL = generator.LedgerSpec(balances=60, transactions=3000, days=5, seed=13, start_date=dt.date(2026, 10, 25))
 HUGE_AT = dt.datetime(2026, 10, 26, 12)
+RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "SNAPSHOT_", "DAGSTER_"))}
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "snapshot_pipeline.cli", *args], env=full_env,
+                          capture_output=True, text=True, timeout=120)
 
 
 def with_password(url: str, scheme: str | None = None, password: str = PASSWORD) -> str:

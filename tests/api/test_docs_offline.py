@@ -12,8 +12,7 @@ import sys
 import httpx
 import pytest
 
-from tests.test_api import Process, base_env, free_port, wait_until_up
-from tests.test_ui import CHROMIUM, CHROMIUM_ARGS, IN_CI
+from tests.processes import CHROMIUM, CHROMIUM_ARGS, IN_CI, Process, base_env, free_port, wait_until_up
 
 OFFLINE_ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 

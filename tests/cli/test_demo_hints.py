@@ -17,7 +17,7 @@ import pytest
 
 from snapshot_pipeline import calendar
 from snapshot_pipeline.settings import load_settings
-from tests.test_api import base_env, free_port
+from tests.processes import base_env, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NOISE = ("superseded", "will not be used", "XDG_RUNTIME_DIR", "Traceback")

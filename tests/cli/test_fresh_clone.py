@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_api import base_env
+from tests.processes import base_env
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_RUNTIME = ("pytest", "playwright", "moto", "ruff", "mypy", "duckdb", "polars", "aiohttp",

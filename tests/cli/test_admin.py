@@ -8,7 +8,7 @@ import json
 from snapshot_pipeline import snapshot
 from snapshot_pipeline.store import published
 from tests.conftest import make_settings
-from tests.test_cli import cli
+from tests.processes import cli
 
 
 def test_retention_command_dry_run_then_apply(adversarial_url, make_database, tmp_path):

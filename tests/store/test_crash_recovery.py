@@ -18,6 +18,9 @@ FAILURE in the Dagster instance with the reason, whatever phase it died in.
 
 A glob of the partition's directory is not a supported reader any more: superseded files stay
 there for the history window by design (docs/reading.md).
+
+On S3 (moto on loopback, issue 9 item 2), a kill at ``visible`` or ``read`` leaves the previous partition
+readable and correct, and ``doctor`` removes the orphan object.
 """
 
 from __future__ import annotations
@@ -35,16 +38,19 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
+import pyarrow.fs as pafs
 import pytest
 
 from snapshot_pipeline import calendar
 from snapshot_pipeline.store import delta, index, publish, published, recovery
 from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import records as store_records
 from tests.conftest import seed
 from tests.helpers import insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
+from tests.processes import cli
 from tests.readers import duckdb_connection, via_deltalake, via_duckdb
-from tests.test_cli import cli
+from tests.storage import staged_files
 
 DATE = dt.date(2026, 11, 2)
 TIMEZONE = "UTC"
@@ -176,7 +182,7 @@ def assert_readers_see(env: dict[str, str], *, delta_readers, manifest, date: dt
 
 
 def manifest_checksum(env: dict[str, str]) -> tuple[str, int] | None:
-    """(checksum, rows) of DATE's manifest row (also used by tests/test_storage_backends_more.py)."""
+    """(checksum, rows) of DATE's manifest row (also used by the test on S3)."""
     with psycopg.connect(env["SNAPSHOT_DATABASE_URL"]) as conn:
         row = conn.execute("SELECT checksum, row_count FROM snapshot_index.partitions WHERE snapshot_date = %s",
                            (DATE,)).fetchone()
@@ -185,7 +191,7 @@ def manifest_checksum(env: dict[str, str]) -> tuple[str, int] | None:
 
 def reader_view(env: dict[str, str]) -> tuple[str, int] | None:
     """What our reader finds for DATE through the manifest: (sha256 of its files, rows read); compared with
-    :func:`manifest_checksum` (also used by tests/test_storage_backends_more.py)."""
+    :func:`manifest_checksum` (also used by the test on S3)."""
     settings = _settings(env)
     paths = published.paths(settings, DATE)
     if paths is None:
@@ -466,3 +472,83 @@ def test_next_day_rolls_forward_from_the_committed_generation(env, tmp_path, pha
     assert orphans(env) == set()
     assert all(os.path.exists(p) for p in named | named_files(env))
     assert holder_record(env) is None  # the dead holder's record went with D's recovery
+
+
+# ------------------------------------------------------------------------------------------- on S3
+
+
+@pytest.fixture
+def s3_env(s3_storage, fresh_ledger, make_database, tmp_path) -> dict[str, str]:
+    """The CLI's environment on S3: the storage URI and the standard AWS_* variables of the moto server."""
+    env = {"LEDGER_DATABASE_URL": fresh_ledger, "SNAPSHOT_DATABASE_URL": make_database(),
+           "SNAPSHOT_STORAGE_URI": s3_storage, "SNAPSHOT_START_DATE": "2026-10-01",
+           "SNAPSHOT_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
+    assert env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    return env
+
+
+def _s3_listing(env: dict[str, str]) -> list[str]:
+    """The partition prefix of DATE listed with pyarrow's S3FileSystem directly (every object, any name)."""
+    fs = pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], region="us-east-1", scheme="http",
+                           access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"])
+    prefix = store.partition_dir(env["SNAPSHOT_STORAGE_URI"], DATE)
+    selector = pafs.FileSelector(prefix, allow_not_found=True, recursive=True)
+    return sorted(i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File)
+
+
+def _holder(env: dict[str, str]) -> dict:
+    fs, _ = store.resolve(env["SNAPSHOT_STORAGE_URI"])
+    return store_records.read_json(fs, recovery.holder_path(env["SNAPSHOT_STORAGE_URI"], DATE))
+
+
+@pytest.mark.parametrize("phase", ["visible", "read"])
+def test_kill_9_on_s3_leaves_the_old_partition_and_is_cleaned_up(s3_env, tmp_path, monkeypatch, phase):
+    """A real SIGKILL of `snapshot-pipeline snapshot` on S3: readers (through the manifest) still get the old
+    partition exactly; at `visible` an orphan object sits under the partition prefix until `doctor` removes
+    it; the dead run is marked failed; the next run publishes the new partition, exact, alone."""
+    from snapshot_pipeline.settings import load_settings
+
+    settings = load_settings(s3_env)
+    cli("snapshot", "--date", DATE.isoformat(), "--batch-size", "200", env=s3_env)
+    before, old_objects = manifest_checksum(s3_env), _s3_listing(s3_env)
+    old_table = published.read_partition(settings, DATE)
+    assert len(old_objects) == 1 and old_objects == published.paths(settings, DATE)
+    assert snapshot_values(old_table) == expected_snapshot(s3_env["LEDGER_DATABASE_URL"],
+                                                           calendar.cutoff(DATE, settings.timezone))
+    backdate_a_transfer(s3_env["LEDGER_DATABASE_URL"])
+
+    kill_at(s3_env, phase, tmp_path)
+    holder = _holder(s3_env)
+    assert holder is not None and holder["run_id"]
+    assert manifest_checksum(s3_env) == before and reader_view(s3_env) == before
+    assert published.read_partition(settings, DATE).equals(old_table)  # the previous partition, whole and exact
+    listing = _s3_listing(s3_env)
+    if phase == "visible":
+        orphans = sorted(set(listing) - set(old_objects))
+        assert len(orphans) == 1 and store.is_part_name(os.path.basename(orphans[0]))  # the uncommitted object
+    else:
+        assert listing == old_objects  # nothing of the new run under the partition prefix
+
+    out = json.loads(cli("doctor", env=s3_env).stdout)
+    assert [r["dead_run"]["run_id"] for r in out["recovered"]] == [holder["run_id"]]
+    if phase == "visible":
+        assert out["recovered"][0]["publish"] == "rolled_back"
+    assert _s3_listing(s3_env) == old_objects  # the orphan object is gone, the committed one kept
+    assert staged_files(settings) == [] and _holder(s3_env) is None
+    assert reader_view(s3_env) == before
+    status, message = run_status(s3_env, holder["run_id"], monkeypatch)
+    assert status == dg.DagsterRunStatus.FAILURE and "died without finishing" in message
+
+    result = json.loads(cli("snapshot", "--date", DATE.isoformat(), "--batch-size", "200", env=s3_env).stdout)
+    assert run_status(s3_env, result["run_id"], monkeypatch)[0] == dg.DagsterRunStatus.SUCCESS
+    after = manifest_checksum(s3_env)
+    assert after != before and reader_view(s3_env) == after
+    new_objects = _s3_listing(s3_env)
+    current = published.paths(settings, DATE)
+    # the superseded object stays for the history window; the Delta table names only the new one
+    assert new_objects == sorted(old_objects + current) and len(current) == 1 and current != old_objects
+    assert via_deltalake(settings.storage_uri, DATE).num_rows == published.read_partition(settings, DATE).num_rows
+    assert snapshot_values(published.read_partition(settings, DATE)) == expected_snapshot(
+        s3_env["LEDGER_DATABASE_URL"], calendar.cutoff(DATE, settings.timezone))
+    assert staged_files(settings) == [] and _holder(s3_env) is None

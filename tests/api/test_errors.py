@@ -24,14 +24,15 @@ import pytest
 from tests.bad_input import (
     HUGE,
     PASSWORD,
+    RANGE,
     assert_one_clean_line,
     files_under,
     index_rows,
+    run_cli,
     seed_small_ledger,
     with_password,
 )
-from tests.test_api import Process, base_env, free_port, wait_until_up
-from tests.test_bad_input_cli import RANGE, run_cli
+from tests.processes import Process, base_env, free_port, wait_until_up
 
 AT = "/balances/{balance}/at"
 CHANGE = "/balances/{balance}/change"

@@ -19,7 +19,7 @@ import pytest
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.ledger import generator
 from tests.helpers import stop
-from tests.test_ui import CHROMIUM, CHROMIUM_ARGS, IN_CI, ROOT, free_port, graphql, wait_for_server
+from tests.processes import CHROMIUM, CHROMIUM_ARGS, IN_CI, ROOT, free_port, graphql, wait_for_server
 
 DEMO_DAYS = 3
 CHECKS = {"row_count_matches_ledger", "balance_equals_credit_minus_debit", "double_entry_per_currency",
@@ -117,14 +117,13 @@ def test_browser_shows_passing_checks_and_their_plots(webserver):
                 expect(page.get_by_text(name).first).to_be_attached(timeout=60_000)
             expect(page.get_by_text("Passed").first).to_be_visible(timeout=60_000)
             expect(page.get_by_text("Failed", exact=True)).to_have_count(0)
-            page.screenshot(path=str(checks_shot := os.path.join(os.path.dirname(__file__), "..", ".pytest_cache",
-                                                                 "checks.png")), full_page=True)
+            page.screenshot(path=str(checks_shot := os.path.join(ROOT, ".pytest_cache", "checks.png")), full_page=True)
             # the check's measures plotted over its executions
             expect(page.get_by_text("Plots", exact=True).first).to_be_visible(timeout=60_000)
             expect(page.get_by_text("rows_checked").first).to_be_visible()
             expect(page.locator("canvas").first).to_be_attached(timeout=60_000)
-            page.screenshot(path=str(webserver_shot := os.path.join(os.path.dirname(__file__), "..", ".pytest_cache",
-                                                                    "plots.png")), full_page=True)
+            page.screenshot(path=str(webserver_shot := os.path.join(ROOT, ".pytest_cache", "plots.png")),
+                            full_page=True)
         finally:
             browser.close()
     assert os.path.getsize(webserver_shot) > 10_000 and os.path.getsize(checks_shot) > 10_000

@@ -11,55 +11,18 @@ import datetime as dt
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from snapshot_pipeline import calendar, db
 from tests.helpers import stop
+from tests.processes import CHROMIUM, CHROMIUM_ARGS, IN_CI, ROOT, free_port, graphql, wait_for_server
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MATERIALIZED = ("2026-11-01", "2026-11-02")
 START_DATE = "2026-10-25"
-STARTUP_SECONDS = 180  # a bound on waiting for the server, not an assertion on speed
-IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graphql(base: str, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(f"{base}/graphql", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        payload = json.loads(response.read())
-    assert "errors" not in payload, payload
-    return payload["data"]
-
-
-def wait_for_server(base: str, process: subprocess.Popen, log: Path) -> dict:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"dagster-webserver exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/server_info", timeout=5) as response:
-                return json.loads(response.read())
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    pytest.fail(f"dagster-webserver did not answer /server_info within {STARTUP_SECONDS}s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -237,5 +200,5 @@ def test_browser_shows_the_asset_page_with_partitions_and_metrics(ui, materializ
             browser.close()
     assert screenshot.stat().st_size > 10_000
     target = os.environ.get("SNAPSHOT_UI_SCREENSHOT_DIR")
-    if target:  # refresh docs/ with: SNAPSHOT_UI_SCREENSHOT_DIR=docs pytest tests/test_ui.py
+    if target:  # refresh docs/ with: SNAPSHOT_UI_SCREENSHOT_DIR=docs pytest tests/test_definitions.py
         shutil.copyfile(screenshot, Path(target) / screenshot.name)

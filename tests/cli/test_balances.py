@@ -12,7 +12,7 @@ from snapshot_pipeline import snapshot
 from snapshot_pipeline.ledger import indexes
 from tests.conftest import make_settings
 from tests.oracle import expected_snapshot
-from tests.test_cli import cli
+from tests.processes import cli
 
 COMPOSITE = {"idx_snapshot_transactions_source_effective", "idx_snapshot_transactions_destination_effective",
              "idx_snapshot_transactions_source_id", "idx_snapshot_transactions_destination_id"}

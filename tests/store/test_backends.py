@@ -15,7 +15,6 @@ from pathlib import Path
 
 import duckdb
 import psycopg
-import pyarrow.fs as pafs
 import pytest
 
 from snapshot_pipeline import calendar, snapshot
@@ -26,19 +25,9 @@ from snapshot_pipeline.store.retention import Policy, apply_retention
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
+from tests.storage import partition_files, staged_files
 
 DAYS = [dt.date(2026, 10, 30), dt.date(2026, 10, 31), dt.date(2026, 11, 1)]
-
-
-def _listing(settings, date: dt.date) -> list[str]:
-    fs, _ = store.resolve(settings.storage_uri)
-    return store.list_partition(fs, settings.storage_uri, date)
-
-
-def _staging(settings) -> list[str]:
-    fs, base = store.resolve(settings.storage_uri)
-    selector = pafs.FileSelector(f"{base}/.staging", allow_not_found=True, recursive=True)
-    return [info.path for info in fs.get_file_info(selector) if info.type == pafs.FileType.File]
 
 
 def assert_exact(settings, url: str, date: dt.date) -> None:
@@ -58,15 +47,15 @@ def test_partitions_are_exact_on_both_backends(settings, fresh_ledger):
     assert len(sharded.files) == 3 and all(f.startswith(settings.storage_uri.split("://")[0]) for f in sharded.files)
     for date in DAYS:
         assert_exact(settings, fresh_ledger, date)
-        assert _listing(settings, date) == published.paths(settings, date)  # published once: only its files
-    assert _staging(settings) == []
+        assert partition_files(settings, date) == published.paths(settings, date)  # published once: only its files
+    assert staged_files(settings) == []
 
 
 def test_a_failure_mid_write_leaves_no_object_of_the_new_run(settings, fresh_ledger):
     """The injected failure falls while the new file is being uploaded (staging): nothing of it is visible."""
     snapshot.take_snapshot(settings, DAYS[0], 100)
     before = published.read_partition(settings, DAYS[0])
-    before_files = _listing(settings, DAYS[0])
+    before_files = partition_files(settings, DAYS[0])
     source, destination = two_balances(fresh_ledger)
     insert_transaction(fresh_ledger, source, destination, 999, created_at=dt.datetime(2026, 10, 30, 7))
 
@@ -77,32 +66,32 @@ def test_a_failure_mid_write_leaves_no_object_of_the_new_run(settings, fresh_led
     for shards in (1, 2):
         with pytest.raises(RuntimeError, match="injected failure mid-write"):
             snapshot.take_snapshot(settings, DAYS[0], 100, on_batch=explode, shards=shards)
-        assert _listing(settings, DAYS[0]) == before_files
+        assert partition_files(settings, DAYS[0]) == before_files
         assert published.read_partition(settings, DAYS[0]).equals(before)
-        assert _staging(settings) == []
+        assert staged_files(settings) == []
     with pytest.raises(RuntimeError, match="injected failure mid-write"):  # a partition never published
         snapshot.take_snapshot(settings, DAYS[1], 100, on_batch=explode)
-    assert _listing(settings, DAYS[1]) == [] and not published.exists(settings, DAYS[1])
+    assert partition_files(settings, DAYS[1]) == [] and not published.exists(settings, DAYS[1])
 
 
 def test_a_failed_commit_withdraws_the_moved_files(settings, fresh_ledger):
     snapshot.take_snapshot(settings, DAYS[0], 200)
-    before_files = _listing(settings, DAYS[0])
+    before_files = partition_files(settings, DAYS[0])
     source, destination = two_balances(fresh_ledger)
     insert_transaction(fresh_ledger, source, destination, 55, created_at=dt.datetime(2026, 10, 30, 7))
     with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE snapshot_index.partitions ADD CONSTRAINT no_more CHECK (row_count < 0) NOT VALID")
     with pytest.raises(psycopg.errors.CheckViolation):
         snapshot.take_snapshot(settings, DAYS[0], 200, shards=2)
-    assert _listing(settings, DAYS[0]) == before_files  # the moved files were withdrawn, the old ones kept
-    assert _staging(settings) == []
+    assert partition_files(settings, DAYS[0]) == before_files  # the moved files were withdrawn, the old ones kept
+    assert staged_files(settings) == []
     with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE snapshot_index.partitions DROP CONSTRAINT no_more")
     snapshot.take_snapshot(settings, DAYS[0], 200)
     assert_exact(settings, fresh_ledger, DAYS[0])
     current = published.paths(settings, DAYS[0])
     assert current != before_files  # superseded: kept for the history window beside the new one
-    assert _listing(settings, DAYS[0]) == sorted(before_files + current)
+    assert partition_files(settings, DAYS[0]) == sorted(before_files + current)
 
 
 def test_retention_on_both_backends(settings, fresh_ledger):
@@ -111,7 +100,7 @@ def test_retention_on_both_backends(settings, fresh_ledger):
     report = apply_retention(settings, reference=DAYS[-1], policy=Policy(days=1, months=2))
     assert not report["dry_run"] and DAYS[0].isoformat() in str(report)
     assert not published.exists(settings, DAYS[0])
-    assert _listing(settings, DAYS[0])  # retired from the Delta table; its files stay for the history window
+    assert partition_files(settings, DAYS[0])  # retired from the Delta table; its files stay for the history window
     for date in DAYS[1:]:
         assert_exact(settings, fresh_ledger, date)
 

@@ -1,12 +1,10 @@
-"""The snapshot-pipeline command line, run as a real subprocess."""
+"""The commands that make snapshots (``snapshot``, ``seed-ledger``, ``demo``) and ``--help``, as a real subprocess."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 
 import dagster as dg
 import psycopg
@@ -15,6 +13,7 @@ import pytest
 from snapshot_pipeline import db
 from snapshot_pipeline.settings import load_settings
 from tests.conftest import ADVERSARIAL
+from tests.processes import cli
 
 
 def open_instance(env: dict[str, str], monkeypatch) -> dg.DagsterInstance:
@@ -26,17 +25,6 @@ def open_instance(env: dict[str, str], monkeypatch) -> dg.DagsterInstance:
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
     return instance
-
-
-def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("LEDGER_", "SNAPSHOT_")) and k != "DAGSTER_HOME"}
-    full_env.update(env)
-    proc = subprocess.run([sys.executable, "-m", "snapshot_pipeline.cli", *args], env=full_env,
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture
@@ -151,27 +139,3 @@ def test_demo_on_the_embedded_default_is_idempotent(tmp_path, monkeypatch):
     finally:
         stopped = cli("embedded-db", "stop", env=env, check=False)
     assert json.loads(stopped.stdout) == {"stopped": True}
-
-
-def test_dagster_yaml_configures_postgres_storage_like_the_builtin_default():
-    from pathlib import Path
-
-    import yaml
-
-    from snapshot_pipeline.cli.instance import DEFAULT_DAGSTER_YAML
-
-    project = yaml.safe_load((Path(__file__).parents[1] / "dagster.yaml").read_text())
-    assert project == yaml.safe_load(DEFAULT_DAGSTER_YAML)
-    assert project["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
-
-
-@pytest.mark.parametrize("given, expected", [
-    ("postgresql://postgres@127.0.0.1:5432/dagster", "postgresql+psycopg2://postgres@127.0.0.1:5432/dagster"),
-    ("postgres://u:p@h/dagster", "postgresql+psycopg2://u:p@h/dagster"),
-    ("postgresql+psycopg://postgres:@/dagster?host=/tmp/x", "postgresql+psycopg2://postgres:@/dagster?host=/tmp/x"),
-])
-def test_dagster_url_always_uses_the_psycopg2_scheme(given, expected, tmp_path):
-    settings = load_settings({"DAGSTER_PG_URL": given, "SNAPSHOT_HOME": str(tmp_path)})
-    assert db.dagster_url(settings) == expected
-    with pytest.raises(db.DatabaseUnavailable, match="not a postgresql"):
-        db.sqlalchemy_psycopg2("mysql://x@y/z")

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,23 +20,17 @@ import pytest
 from tests.bad_input import (
     HUGE,
     PASSWORD,
+    RANGE,
     assert_one_clean_line,
     dagster_runs,
     files_under,
     index_rows,
+    run_cli,
     seed_small_ledger,
     with_password,
 )
 
 SNAPSHOT = ("snapshot", "--date", "2026-10-27")
-RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "SNAPSHOT_", "DAGSTER_"))}
-    full_env.update(env)
-    return subprocess.run([sys.executable, "-m", "snapshot_pipeline.cli", *args], env=full_env,
-                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

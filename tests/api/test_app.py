@@ -5,10 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -27,8 +25,8 @@ from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.api import metrics as metrics_module
 from tests.conftest import make_settings
 from tests.oracle import AMOUNTS, existing_balances, expected_snapshot, snapshot_values
+from tests.processes import ROOT, Process, base_env, free_port, wait_until_up
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = "s3cret-key-for-tests"
 INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")  # the service's one shape
 US = dt.timedelta(microseconds=1)
@@ -39,49 +37,6 @@ run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, path: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + path, timeout=5).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url}{path} did not come up in {seconds} s: {log.read_text()[-3000:]}")
-
-
-class Process:
-    def __init__(self, command: list[str], env: dict, log: Path):
-        self.log = log
-        self._out = open(log, "wb")  # noqa: SIM115 - closed by stop(), with the server
-        self.proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._out.close()
-
-
-def base_env(settings_env: dict) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LEDGER_", "SNAPSHOT_", "DAGSTER_"))}
-    env.update(settings_env)
-    return env
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,22 @@
+"""What a store holds, listed the same way on every backend (local disk, S3): a partition's objects, staging."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow.fs as pafs
+
+from snapshot_pipeline.store import parquet as store
+
+
+def partition_files(settings, date: dt.date) -> list[str]:
+    """Every part file under ``date``'s partition directory (published or not)."""
+    fs, _ = store.resolve(settings.storage_uri)
+    return store.list_partition(fs, settings.storage_uri, date)
+
+
+def staged_files(settings) -> list[str]:
+    """Every file left in the store's ``.staging`` area (empty once a run ended, whichever way)."""
+    fs, base = store.resolve(settings.storage_uri)
+    selector = pafs.FileSelector(f"{base}/.staging", allow_not_found=True, recursive=True)
+    return [info.path for info in fs.get_file_info(selector) if info.type == pafs.FileType.File]
