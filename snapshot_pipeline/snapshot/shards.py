@@ -24,6 +24,7 @@ leftovers by ``snapshot-pipeline doctor``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
@@ -198,9 +199,10 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
     One shard: the staging session computes the delta itself. Returns the view, the step's counts and
     the cut points (chosen here at genesis: quantiles of the balances the step adds)."""
     fs, _ = store.resolve(settings.storage_uri)
+    connecting = _connect_sessions(settings, len(cuts) + 1 if cuts else 0)  # meanwhile: the staging
     ledger = db.connect_arrow(db.ledger_url(settings))
     cur = ledger.cursor()
-    sessions: list[_DeltaSession] = []
+    sessions: list[DeltaSession] = []
     try:
         mark = time.monotonic()
         view = journal.open_view(cur)
@@ -213,10 +215,12 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
         edges: list[str | None] = [None, *cuts, None]
         if len(edges) > 2:
             snapshot_id = journal.export_snapshot(cur)
-            for shard in range(len(edges) - 1):  # each session joins the cut, takes its legs, starts its delta
-                session = _DeltaSession(settings, snapshot_id, f"{prefix}/delta-{shard:05d}.parquet")
-                sessions.append(session)
-                session.start(cur, edges[shard], edges[shard + 1], cutoff)
+            connections = connecting.result() if connecting is not None else _open_sessions(settings, len(edges) - 1)
+            connecting = None
+            sessions.extend(DeltaSession(conn, f"{prefix}/delta-{k:05d}.parquet", settings.storage_uri)
+                            for k, conn in enumerate(connections))
+            for shard, session in enumerate(sessions):  # each joins the cut, gets its legs, starts its delta
+                session.start(cur, snapshot_id, edges[shard], edges[shard + 1], cutoff)
         step = journal.finish_step(cur, view, cutoff, origin)  # the next state, while the shards' deltas run
         if sessions:
             for session in sessions:
@@ -242,8 +246,34 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
     finally:
         for session in sessions:
             session.close()
+        if connecting is not None:  # opened for nothing (the plan failed first)
+            for conn in connecting.result():
+                conn.close()
         cur.close()
         ledger.close()
+
+
+def _open_sessions(settings: Settings, count: int) -> list:
+    connections: list = []
+    try:
+        for _ in range(count):
+            connections.append(db.connect_arrow(db.ledger_url(settings)))
+    except BaseException:
+        for conn in connections:
+            conn.close()
+        raise
+    return connections
+
+
+def _connect_sessions(settings: Settings, count: int) -> concurrent.futures.Future | None:
+    """The shard sessions' connections, opened in the background (None: one shard, or not known yet)."""
+    if count <= 1:
+        return None
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="delta-sessions")
+    try:
+        return pool.submit(_open_sessions, settings, count)
+    finally:
+        pool.shutdown(wait=False)  # returns at once; the thread ends when the connections are open
 
 
 def _write_delta(fs, path: str, reader) -> None:
@@ -252,28 +282,30 @@ def _write_delta(fs, path: str, reader) -> None:
             writer.write_batch(batch, row_group_size=store.ROW_GROUP_ROWS)
 
 
-class _DeltaSession:
+class DeltaSession:
     """One shard's delta: a ledger session on the exported snapshot, its query run in a thread (the database
     does the work) and streamed to ``path``."""
 
-    def __init__(self, settings: Settings, snapshot_id: str, path: str):
-        self.settings, self.snapshot_id, self.path = settings, snapshot_id, path
-        self.conn = db.connect_arrow(db.ledger_url(settings))
-        self.cur = self.conn.cursor()
+    def __init__(self, conn, path: str, storage_uri: str):
+        self.conn, self.path, self.storage_uri = conn, path, storage_uri
+        self.cur = conn.cursor()
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
-    def start(self, staging_cur, low: str | None, high: str | None, cutoff: dt.datetime) -> None:
-        """Join the cut (before the staging session may end), take the legs of ``[low, high)``, start the sum."""
-        journal.join_view(self.cur, self.snapshot_id)
-        journal.load_legs(self.cur, journal.legs_reader(staging_cur, low, high))
-        self.thread = threading.Thread(target=self._run, args=(cutoff,), name=f"delta {low!r}..{high!r}",
+    def start(self, staging_cur, snapshot_id: str, low: str | None, high: str | None, cutoff: dt.datetime) -> None:
+        """Join the cut (while the staging session is open), take the legs of ``[low, high)`` (held in
+        memory: the day's legs of one range, not the ledger's), and start the delta in a thread."""
+        journal.join_view(self.cur, snapshot_id)
+        legs = journal.legs_reader(staging_cur, low, high).read_all()
+        self.thread = threading.Thread(target=self._run, args=(legs, cutoff), name=f"delta {self.path}",
                                        daemon=True)
         self.thread.start()
 
-    def _run(self, cutoff: dt.datetime) -> None:
+    def _run(self, legs: pa.Table, cutoff: dt.datetime) -> None:
         try:
-            fs, _ = store.resolve(self.settings.storage_uri)
+            journal.load_legs(self.cur, legs.to_reader())
+            del legs
+            fs, _ = store.resolve(self.storage_uri)
             _write_delta(fs, self.path, journal.shard_delta_reader(self.cur, cutoff))
             self.cur.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - handed to the planning thread by wait()
