@@ -3,8 +3,11 @@
 Three kinds of step (:mod:`snapshot_pipeline.snapshot.shards` does the work; steps share only the store,
 so they may run in separate processes or Kubernetes pods):
 
-* ``plan_shards`` — the one consistent read of the ledger and the delta, under one cut; fans out K shards;
-* ``merge_shard`` (K dynamic steps) — each merges one ``balance_id`` range of the base and the delta;
+* ``plan_shards`` — the one consistent read of the ledger, under one cut: it stages the step once and
+  computes the K per-shard deltas at once in K database sessions sharing the view's exported snapshot
+  (they must import it while the view's transaction is open, so they run inside this step, not in the
+  merge steps); fans out K shards;
+* ``merge_shard`` (K dynamic steps) — each merges one ``balance_id`` range of the base with its own delta;
 * ``commit_shards`` — publishes all K files or none, and records the ``balance_snapshots`` materialization.
 
 The job runs on the multiprocess executor (at most ``SNAPSHOT_MAX_CONCURRENT_STEPS`` shards at once),
@@ -46,7 +49,8 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
            tags={"kind": "postgres"})
     def plan_shards(context: dg.OpExecutionContext, config: ShardedSnapshotConfig,
                     snapshot_store: SnapshotStoreResource):
-        """The one consistent read: the delta and the roll-forward state written to the store, K shards planned."""
+        """The one consistent read: K per-shard deltas (K sessions, one snapshot) and the roll-forward state
+        written to the store, K shards planned."""
         settings = snapshot_store.settings(timezone=timezone)
         date = dt.date.fromisoformat(context.partition_key)
         plan = shards.plan(settings, date, config.shards, config.batch_size, run_id=context.run_id,
