@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -199,7 +198,7 @@ _ROLL_BAL_SQL = f"""
                 AND NOT EXISTS (SELECT 1 FROM roll_base g WHERE g.kind = '{BALANCE_GAP}' AND g.id = c.id))"""
 
 # The step's legs (kind: 0 credit, 1 debit, 2/3 inflight in/out), and every balance it adds (kind NULL).
-_LEGS_SQL = """
+LEGS_SQL = """
         SELECT destination AS balance_id, currency, 0 AS kind, amount FROM roll_tx WHERE status = 'APPLIED'
         UNION ALL SELECT source, currency, 1, amount FROM roll_tx WHERE status = 'APPLIED'
         UNION ALL SELECT destination, currency, 2, amount FROM roll_tx WHERE status = 'INFLIGHT'
@@ -210,7 +209,7 @@ _LEGS_SQL = """
 
 # Per balance: the sums of the counted legs, for every balance the step touches or adds, with its
 # attributes (by balance_id, a unique key), in byte order (COLLATE "C", the order Arrow compares in).
-_DELTA_TEMPLATE = """
+DELTA_TEMPLATE = """
     WITH legs (balance_id, currency, kind, amount) AS ({legs}
     ), sums AS (  -- one numeric addition per leg (FILTER), not four
         SELECT balance_id, min(currency) AS leg_currency,
@@ -230,33 +229,7 @@ _DELTA_TEMPLATE = """
           FROM blnk.balances x WHERE x.balance_id = s.balance_id OFFSET 0
       ) AS b ON true
      ORDER BY s.balance_id COLLATE "C" """
-_DELTA_SQL = _DELTA_TEMPLATE.format(legs=_LEGS_SQL)
-
-# $1 = low, $2 = high (UTF-8 bytes; NULL: unbounded). The staged step's legs of one balance_id range, in
-# byte order as Arrow compares (a boundary may hold any character, NUL too), amounts as exact text, for a
-# shard session (which sees the same snapshot but not this session's temp tables).
-_RANGE_LEGS_SQL = f"""
-    SELECT l.balance_id, l.currency, l.kind, l.amount::text AS amount FROM ({_LEGS_SQL}
-    ) AS l
-     WHERE ($1::bytea IS NULL OR convert_to(l.balance_id, 'UTF8') >= $1::bytea)
-       AND ($2::bytea IS NULL OR convert_to(l.balance_id, 'UTF8') < $2::bytea)"""
-
-# In a shard session: the delta of the legs it was given (the temp table roll_legs), as _DELTA_SQL.
-_SHARD_DELTA_SQL = _DELTA_TEMPLATE.format(legs="""
-        SELECT balance_id, currency, kind, amount::numeric FROM roll_legs""")
-
-LEGS_SCHEMA = pa.schema([
-    pa.field("balance_id", pa.string()),
-    pa.field("currency", pa.string()),
-    pa.field("kind", pa.int32()),
-    pa.field("amount", pa.string()),
-])
-
-# $1 = K. K-1 cut points splitting the balances the step adds into K near-equal balance_id ranges (genesis:
-# every balance), in byte order.
-_QUANTILES_SQL = """
-    SELECT percentile_disc(ARRAY(SELECT k::float8 / $1 FROM generate_series(1, $1 - 1) AS k))
-           WITHIN GROUP (ORDER BY balance_id COLLATE "C")::text[] FROM roll_bal"""
+_DELTA_SQL = DELTA_TEMPLATE.format(legs=LEGS_SQL)
 
 # $1 = L, $2 = C_D, $3 = W_D: where the next step re-reads the journal from: just below the first row
 # recorded at or after the cutoff (every row at or below it was recorded before the cutoff).
@@ -388,67 +361,3 @@ def delta_reader(cur, cutoff: dt.datetime) -> pa.RecordBatchReader:
     """Stream the step's per-balance delta in ``balance_id`` byte order (amounts as exact text)."""
     cur.execute(_DELTA_SQL, parameters=(ts(cutoff),))
     return cur.fetch_record_batch()
-
-
-# ------------------------------------------------------------------------------ the delta in K sessions
-# One cut, K sessions: the session that staged the step exports its snapshot; each shard session imports it
-# (it then sees exactly what the staging session sees), receives the legs of its balance_id range, and
-# computes that range's delta, probing the attributes of its balances only.
-
-_SNAPSHOT_ID = re.compile(r"^[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+$")
-
-
-def export_snapshot(cur) -> str:
-    """Inside the open view: export its snapshot for other sessions (valid while this transaction is open)."""
-    cur.execute("SELECT pg_export_snapshot()")
-    return str(cur.fetchone()[0])
-
-
-def join_view(cur, snapshot_id: str) -> None:
-    """Start a REPEATABLE READ transaction on an autocommit ADBC cursor that sees exactly the exported view."""
-    if not _SNAPSHOT_ID.match(snapshot_id):
-        raise ValueError(f"not an exported snapshot id: {snapshot_id!r}")
-    cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-    cur.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")  # must come before any query of the transaction
-    cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
-    cur.execute("SET LOCAL jit = off")
-
-
-def balance_quantiles(cur, shards: int) -> list[str]:
-    """Inside a staged step: K-1 increasing cut points splitting the balances it adds into near-equal ranges."""
-    if shards <= 1:
-        return []
-    cur.execute(_QUANTILES_SQL, parameters=(shards,))
-    row = cur.fetchone()
-    values = row[0] if row is not None else None
-    return sorted({v for v in values if v is not None}) if values else []
-
-
-def legs_reader(cur, low: str | None, high: str | None) -> pa.RecordBatchReader:
-    """Inside a staged step: its legs of ``[low, high)`` (byte order; None unbounded), schema :data:`LEGS_SCHEMA`."""
-    cur.execute(_RANGE_LEGS_SQL, parameters=(None if low is None else low.encode(),
-                                             None if high is None else high.encode()))
-    return cur.fetch_record_batch()
-
-
-def load_legs(cur, legs: pa.RecordBatchReader) -> int:
-    """In a session joined to the step's view (:func:`join_view`): take one balance_id range of the step's
-    legs (from :func:`legs_reader`) for :func:`shard_delta_reader`; returns their count."""
-    cur.execute("DROP TABLE IF EXISTS roll_legs")
-    return int(cur.adbc_ingest("roll_legs", _as_legs(legs), mode="create", temporary=True))
-
-
-def shard_delta_reader(cur, cutoff: dt.datetime) -> pa.RecordBatchReader:
-    """After :func:`load_legs`: the delta of those legs, as :func:`delta_reader` gives it for their range
-    (the attributes probed, by ``balance_id``, for that range's balances only)."""
-    cur.execute(_SHARD_DELTA_SQL, parameters=(ts(cutoff),))
-    return cur.fetch_record_batch()
-
-
-def _as_legs(legs: pa.RecordBatchReader) -> pa.RecordBatchReader:
-    """``legs`` with :data:`LEGS_SCHEMA`'s types (the driver's may differ in integer width)."""
-    def batches():
-        for batch in legs:
-            yield pa.RecordBatch.from_arrays([batch.column(i).cast(f.type) for i, f in enumerate(LEGS_SCHEMA)],
-                                             schema=LEGS_SCHEMA)
-    return pa.RecordBatchReader.from_batches(LEGS_SCHEMA, batches())

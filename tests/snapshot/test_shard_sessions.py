@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from snapshot_pipeline import calendar, db, snapshot
-from snapshot_pipeline.ledger import journal
-from snapshot_pipeline.snapshot import shards
+from snapshot_pipeline.ledger import journal, sessions
+from snapshot_pipeline.snapshot import shard_plan, shards
 from snapshot_pipeline.store import index, published
 from snapshot_pipeline.store import parquet as store
 from tests.conftest import make_settings
@@ -99,11 +99,11 @@ def test_k_session_delta_equals_the_one_session_delta_under_concurrent_inserts(f
 
     ledger = db.connect_arrow(url)
     cur = ledger.cursor()
-    sessions: list[shards.DeltaSession] = []
+    sessions: list[shard_plan.DeltaSession] = []
     try:
         view = journal.open_view(cur)
         journal.stage_step(cur, cutoff, origin)
-        snapshot_id = journal.export_snapshot(cur)
+        snapshot_id = sessions.export_snapshot(cur)
         for _ in range(3):  # committed after the cut, before any shard session starts
             writer.once()
         with psycopg.connect(url) as conn:
@@ -112,7 +112,7 @@ def test_k_session_delta_equals_the_one_session_delta_under_concurrent_inserts(f
         paths = [tmp_path / f"delta-{k}.parquet" for k in range(len(edges) - 1)]
         with writer:  # and committing all along while the shard sessions run
             for k, path in enumerate(paths):
-                session = shards.DeltaSession(db.connect_arrow(url), str(path), str(tmp_path))
+                session = shard_plan.DeltaSession(db.connect_arrow(url), str(path), str(tmp_path))
                 sessions.append(session)
                 session.start(cur, snapshot_id, edges[k], edges[k + 1], cutoff)
             journal.finish_step(cur, view, cutoff, origin)
@@ -139,10 +139,10 @@ def test_k_session_delta_equals_the_one_session_delta_under_concurrent_inserts(f
     try:
         c = control.cursor()
         c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        journal.load_legs(c, pa.Table.from_pylist(
+        sessions.load_legs(c, pa.Table.from_pylist(
             [{"balance_id": ghost, "currency": "USD", "kind": 0, "amount": "999"}],
-            schema=journal.LEGS_SCHEMA).to_reader())
-        seen = journal.shard_delta_reader(c, cutoff).read_all().to_pylist()[0]
+            schema=sessions.LEGS_SCHEMA).to_reader())
+        seen = sessions.shard_delta_reader(c, cutoff).read_all().to_pylist()[0]
         c.execute("ROLLBACK")
         c.close()
     finally:
@@ -184,13 +184,13 @@ def test_shard_sessions_read_the_ledger_by_key_only(adversarial_url, make_databa
         journal.open_view(cur)
         cur.execute("SET LOCAL enable_seqscan = off")
         journal.stage_step(cur, cutoff, origin)
-        snapshot_id = journal.export_snapshot(cur)
+        snapshot_id = sessions.export_snapshot(cur)
         shard_cur = ExplainingCursor(shard.cursor())
-        journal.join_view(shard_cur, snapshot_id)
+        sessions.join_view(shard_cur, snapshot_id)
         shard_cur.execute("SET LOCAL enable_seqscan = off")
-        legs = journal.legs_reader(cur, None, "bln_8").read_all()
-        journal.load_legs(shard_cur, legs.to_reader())
-        delta = journal.shard_delta_reader(shard_cur, cutoff).read_all()
+        legs = sessions.legs_reader(cur, None, "bln_8").read_all()
+        sessions.load_legs(shard_cur, legs.to_reader())
+        delta = sessions.shard_delta_reader(shard_cur, cutoff).read_all()
         shard_cur.execute("ROLLBACK")
         cur.execute("ROLLBACK")
     finally:
