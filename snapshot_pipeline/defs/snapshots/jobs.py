@@ -1,5 +1,11 @@
-"""``balance_snapshots_sharded``: one daily partition merged as K shards in parallel on Dagster's executor.
+"""Jobs over ``balance_snapshots``: ``balance_snapshots_job`` and the sharded ``balance_snapshots_sharded``.
 
+``balance_snapshots_job`` materializes daily partitions with the in-run checks (schedules, sensors, UI,
+HTTP). It runs on the code location's executor (``SNAPSHOT_EXECUTOR``, ``defs/common/executors.py``; by
+default in one process: a snapshot run is one asset step plus a few check steps, and a process start
+per step would cost more than the work itself).
+
+``balance_snapshots_sharded`` merges one daily partition as K shards in parallel on Dagster's executor.
 Three kinds of step (:mod:`snapshot_pipeline.snapshot.shards` does the work; steps share only the store,
 so they may run in separate processes or Kubernetes pods):
 
@@ -7,7 +13,7 @@ so they may run in separate processes or Kubernetes pods):
 * ``merge_shard`` (K dynamic steps) — each merges one ``balance_id`` range of the base and the delta;
 * ``commit_shards`` — publishes all K files or none, and records the ``balance_snapshots`` materialization.
 
-The job runs on the multiprocess executor (at most ``SNAPSHOT_MAX_CONCURRENT_STEPS`` shards at once),
+The sharded job runs on the multiprocess executor (at most ``SNAPSHOT_MAX_CONCURRENT_STEPS`` shards at once),
 or on ``k8s_job_executor`` with ``SNAPSHOT_EXECUTOR=k8s`` (docs/deploying.md). A failed shard
 skips the commit: nothing is published and the work prefix is removed.
 """
@@ -18,15 +24,26 @@ import dagster as dg
 from pydantic import Field
 
 from snapshot_pipeline import names, progress
-from snapshot_pipeline.defs.assets import SnapshotConfig, result_metadata, run_reason
-from snapshot_pipeline.defs.recovery import dead_run_reporter
-from snapshot_pipeline.defs.resources import SnapshotStoreResource, remove_step_outputs
-from snapshot_pipeline.names import ASSET_NAME
+from snapshot_pipeline.defs.common.pools import LEDGER_DB_POOL
+from snapshot_pipeline.defs.common.resources import STEP_IO, SnapshotStoreResource, remove_step_outputs
+from snapshot_pipeline.defs.snapshots.assets import SnapshotConfig, result_metadata, run_reason
+from snapshot_pipeline.defs.snapshots.recovery import dead_run_reporter
+from snapshot_pipeline.names import ASSET_NAME, SNAPSHOT_JOB
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import shards
 
 SHARDED_JOB = "balance_snapshots_sharded"
-STEP_IO = "step_outputs_in_store"  # the IO manager of the job's step outputs (defs/resources.py)
+
+
+def build_snapshot_job() -> "dg.UnresolvedAssetJobDefinition":
+    """Materializes daily partitions of `balance_snapshots` with the in-run checks (schedules, sensors, HTTP)."""
+    return dg.define_asset_job(
+        SNAPSHOT_JOB,
+        selection=dg.AssetSelection.assets(ASSET_NAME),
+        description="Materialize daily partitions of balance_snapshots and run the in-run checks"
+                    " (file checks, sampled recompute, live drift over changed balances).",
+        tags={"domain": "ledger"},
+    )
 
 
 class ShardedSnapshotConfig(SnapshotConfig):
@@ -41,9 +58,26 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
                       ) -> dg.JobDefinition:
     """The sharded snapshot job over the daily partitions."""
     timezone = partitions_def.timezone
+    plan_shards, merge_shard, commit_shards = (build_plan_op(timezone), build_merge_op(timezone),
+                                               build_commit_op(timezone))
+
+    @dg.job(name=SHARDED_JOB, partitions_def=partitions_def, executor_def=executor,
+            tags={"domain": "ledger"},
+            description="One daily partition of balance_snapshots merged as K balance_id shards in parallel"
+                        " steps (config `shards`), published all at once.")
+    def balance_snapshots_sharded():
+        plan, shard = plan_shards()
+        staged = shard.map(lambda k: merge_shard(plan, k))
+        commit_shards(plan, staged.collect())
+
+    return balance_snapshots_sharded
+
+
+def build_plan_op(timezone: str) -> dg.OpDefinition:
+    """``plan_shards``: the sharded job's one read of the ledger (pool ``ledger_db``)."""
 
     @dg.op(out={"plan": dg.Out(dict, io_manager_key=STEP_IO), "shard": dg.DynamicOut(int, io_manager_key=STEP_IO)},
-           tags={"kind": "postgres"})
+           tags={"kind": "postgres"}, pool=LEDGER_DB_POOL)
     def plan_shards(context: dg.OpExecutionContext, config: ShardedSnapshotConfig,
                     snapshot_store: SnapshotStoreResource):
         """The one consistent read: the delta and the roll-forward state written to the store, K shards planned."""
@@ -55,6 +89,12 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
         yield dg.Output(plan.as_dict(), output_name="plan")
         for shard in range(plan.shards):
             yield dg.DynamicOutput(shard, output_name="shard", mapping_key=f"shard_{shard}")
+
+    return plan_shards
+
+
+def build_merge_op(timezone: str) -> dg.OpDefinition:
+    """``merge_shard``: reads only the store (the base partition's files and the plan's delta), so no pool."""
 
     @dg.op(out=dg.Out(dict, io_manager_key=STEP_IO), tags={"kind": "parquet"})
     def merge_shard(context: dg.OpExecutionContext, snapshot_store: SnapshotStoreResource, plan: dict,
@@ -73,6 +113,12 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
                     f"shard {shard} stopped: another shard of this run failed first and its work was removed;"
                     " nothing is published") from exc
             raise
+
+    return merge_shard
+
+
+def build_commit_op(timezone: str) -> dg.OpDefinition:
+    """``commit_shards``: publishes the staged files (the snapshot index and the Delta log; no ledger read)."""
 
     @dg.op(out=dg.Out(dg.Nothing), tags={"kind": "postgres"})
     def commit_shards(context: dg.OpExecutionContext, snapshot_store: SnapshotStoreResource, plan: dict,
@@ -93,16 +139,7 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
         remove_step_outputs(settings.storage_uri, context.run_id)  # the plan and shard records passed between steps
         yield dg.AssetMaterialization(asset_key=ASSET_NAME, partition=context.partition_key, metadata=metadata)
 
-    @dg.job(name=SHARDED_JOB, partitions_def=partitions_def, executor_def=executor,
-            tags={"domain": "ledger"},
-            description="One daily partition of balance_snapshots merged as K balance_id shards in parallel"
-                        " steps (config `shards`), published all at once.")
-    def balance_snapshots_sharded():
-        plan, shard = plan_shards()
-        staged = shard.map(lambda k: merge_shard(plan, k))
-        commit_shards(plan, staged.collect())
-
-    return balance_snapshots_sharded
+    return commit_shards
 
 
 def sharded_executor(settings: Settings, default: dg.ExecutorDefinition) -> dg.ExecutorDefinition:

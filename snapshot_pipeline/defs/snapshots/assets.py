@@ -9,8 +9,9 @@ import dagster as dg
 from pydantic import Field
 
 from snapshot_pipeline import names, progress, snapshot
-from snapshot_pipeline.defs.recovery import dead_run_reporter
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.common.pools import LEDGER_DB_POOL
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.snapshots.recovery import dead_run_reporter
 from snapshot_pipeline.names import ASSET_NAME, DAYS_PER_BACKFILL_RUN, REASON_TAG, REPAIR_SENSOR
 
 GROUP = "snapshots"
@@ -132,6 +133,7 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
             metadata={"partition_time_zone": partitions_def.timezone,
                       "layout": "Delta table balance_snapshots/ (partitioned by snapshot_date)"},
             backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_BACKFILL_RUN),
+            pool=LEDGER_DB_POOL,
         )
         def balance_snapshots(
             context: dg.AssetExecutionContext, config: SnapshotConfig, snapshot_store: SnapshotStoreResource

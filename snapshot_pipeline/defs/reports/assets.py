@@ -1,4 +1,4 @@
-"""Report assets downstream of ``balance_snapshots``, and the automation sensor that runs them.
+"""Report assets downstream of ``balance_snapshots`` (the automation sensor that runs them: ``sensors.py``).
 
 The computing is done by :mod:`snapshot_pipeline.reports` (plain Python); each
 asset here binds one report to its partitions, its dependency on the snapshots
@@ -16,6 +16,9 @@ every 30 s): :func:`after_snapshots`, for partitions in a recent time window:
   requested before all of the month's daily partitions, the last day included, exist;
 * ``reconciliation_report`` (daily): the latest day only, as it compares with the
   live ledger of now.
+
+``balance_movements`` and ``reconciliation_report`` read the ledger, so they are in the ``ledger_db``
+pool (``defs/common/pools.py``); the other two read only snapshot files.
 """
 
 import datetime as dt
@@ -24,16 +27,14 @@ from typing import Any
 
 import dagster as dg
 
-from snapshot_pipeline.defs.assets import ASSET_NAME as SNAPSHOTS
-from snapshot_pipeline.defs.assets import OWNERS
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.schedules import sensor_status
+from snapshot_pipeline.defs.common.pools import LEDGER_DB_POOL
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.snapshots.assets import OWNERS
+from snapshot_pipeline.names import ASSET_NAME as SNAPSHOTS
 from snapshot_pipeline.reports import month_end, movements, reconciliation, totals
 from snapshot_pipeline.reports.common import ReportError, ReportResult
-from snapshot_pipeline.settings import Settings
 
 GROUP = "reports"
-SENSOR_NAME = "reports_automation_sensor"
 NO_DRIFT_CHECK = "no_live_drift"
 
 
@@ -148,6 +149,7 @@ def build_movements_asset(daily: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
         kinds={"parquet"},
         metadata={"layout": "reports/balance_movements/snapshot_date=YYYY-MM-DD/part-00000.parquet",
                   "identity": "opening_balance + credits - debits = closing_balance"},
+        pool=LEDGER_DB_POOL,
         **COMMON,
     )
     def balance_movements(context: dg.AssetExecutionContext,
@@ -242,6 +244,7 @@ def build_reconciliation_asset(daily: dg.DailyPartitionsDefinition) -> dg.Assets
         check_specs=[dg.AssetCheckSpec(NO_DRIFT_CHECK, asset="reconciliation_report",
                                        description="No live balance drifts from snapshot + later legs")],
         metadata={"layout": "reports/reconciliation_report/snapshot_date=YYYY-MM-DD/part-00000.parquet"},
+        pool=LEDGER_DB_POOL,
         **COMMON,
     )
     def reconciliation_report(context: dg.AssetExecutionContext,
@@ -283,16 +286,3 @@ def drift_sample_table(sample: list[dict]) -> dg.MetadataValue:
     records = [dg.TableRecord({name: str(row[name]) for name in DRIFT_SAMPLE_COLUMNS}) for row in sample]
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(
         columns=[dg.TableColumn(name, "string") for name in DRIFT_SAMPLE_COLUMNS]))
-
-
-def build_reports_sensor(report_assets: list[dg.AssetsDefinition], settings: Settings
-                         ) -> dg.AutomationConditionSensorDefinition:
-    """Evaluates the reports' automation conditions every 30 seconds (RUNNING unless
-    SNAPSHOT_AUTOMATION_DEFAULT_STATUS=STOPPED, like the other automations)."""
-    return dg.AutomationConditionSensorDefinition(
-        SENSOR_NAME,
-        target=dg.AssetSelection.assets(*report_assets),
-        default_status=sensor_status(settings.automation_running),
-        minimum_interval_seconds=30,
-        description="Requests report partitions once the balance_snapshots partitions they read exist.",
-    )

@@ -59,6 +59,9 @@ def _resolved(value: str | None) -> str | None:
     return value
 
 
+STEP_IO = "step_outputs_in_store"  # the resource key of StepOutputsInStoreIOManager (the sharded job's step outputs)
+
+
 class StepOutputsInStoreIOManager(dg.ConfigurableIOManager):
     """Step outputs of the sharded job as small JSON objects in the snapshot store.
 

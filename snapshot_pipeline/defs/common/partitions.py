@@ -1,4 +1,5 @@
-"""Daily partitions of the snapshot asset, in the business time zone."""
+"""The partitions of every asset: daily (the snapshots, daily reports, audit) and monthly (month-end reports),
+in the business time zone."""
 
 from __future__ import annotations
 
@@ -29,3 +30,13 @@ def monthly_partitions(settings: Settings) -> dg.MonthlyPartitionsDefinition:
         timezone=settings.timezone,
         end_offset=0,
     )
+
+
+def partitions_metadata(partitions_def: dg.DailyPartitionsDefinition) -> dict[str, str]:
+    """The partition set a schedule targets, as schedule metadata shown in the UI.
+
+    Dagster 1.13 shows "Partition set: None" for every schedule (its schedule snapshot always
+    serializes ``partition_set_name=None``), so the schedule says it in its metadata.
+    """
+    return {"partition_set": f"balance_snapshots daily partitions from {partitions_def.start:%Y-%m-%d}"
+                             f" ({partitions_def.timezone}); one partition per run"}

@@ -1,8 +1,10 @@
-"""Sensors that keep history complete and exact: late-transaction repair and gap filling.
+"""Sensors that keep history complete and exact: late-transaction repair, gap filling and crash recovery.
 
 The repair sensor requests runs of ``balance_snapshots_job``, the gap filler one backfill of
-``balance_snapshots`` per tick, both oldest partition first; both start RUNNING unless
-``SNAPSHOT_AUTOMATION_DEFAULT_STATUS=STOPPED``. Run failures are alerted by ``defs/alerting.py``.
+``balance_snapshots`` per tick (its logic: ``gaps.py``), both oldest partition first; the recovery
+sensor cleans up after dead runs and requests nothing (its logic: ``recovery.py``). All start RUNNING
+unless ``SNAPSHOT_AUTOMATION_DEFAULT_STATUS=STOPPED``. Run failures are alerted by
+``defs/maintenance/sensors.py``.
 """
 
 import datetime as dt
@@ -10,37 +12,36 @@ from collections.abc import Callable
 
 import dagster as dg
 
-# Internal to Dagster but what its own backfill-emitting sensors use (see gap_fill_request).
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.events import AssetKeyPartitionKey
-from dagster._core.execution.backfill import BulkActionStatus
-
-from snapshot_pipeline import calendar, db
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.schedules import sensor_status
+from snapshot_pipeline import db
+from snapshot_pipeline.defs.common.default_status import sensor_status
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.snapshots.gaps import (
+    GAP_FILL_MAX_DAYS_PER_TICK,
+    GAP_FILL_MAX_FAILURES,
+    active_gap_fill_backfills,
+    choose_days,
+    failures_by_day,
+    gap_fill_request,
+    in_flight_days,
+    last_due_day,
+    ledger_first_day,
+    missing_days,
+    record_unreported,
+)
+from snapshot_pipeline.defs.snapshots.recovery import RECOVERY_SENSOR, recover_store
 from snapshot_pipeline.names import (
     ASSET_NAME,
     DAYS_PER_BACKFILL_RUN,
     GAP_SENSOR,
     LATE_TRANSACTIONS_TAG,
-    PARTITION_TAG,
-    RANGE_END_TAG,
-    RANGE_START_TAG,
     REPAIR_SENSOR,
     TRIGGER_TAG,
 )
 from snapshot_pipeline.quality import lateness
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
-from snapshot_pipeline.store.retention import Policy
 
 STALE_IDENTITY_TAG = "snapshot_pipeline/stale_identity"
-GAP_FILL_MAX_DAYS_PER_TICK = 92  # one backfill per tick covers at most this many days (about a quarter)
-GAP_FILL_MAX_FAILURES = 3
-GAP_FILL_GRACE = dt.timedelta(hours=1)
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED]
-FAILED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
 def _utc_now() -> dt.datetime:
@@ -119,120 +120,6 @@ def repair_skip_reason(result: lateness.ScanResult) -> str:
 # -------------------------------------------------------------------------------------------- gap filling
 
 
-def last_due_day(settings: Settings, now: dt.datetime) -> dt.date:
-    """The newest day the gap filler may request: the daily schedule (plus a grace hour) has had its chance."""
-    offset = dt.timedelta(hours=settings.schedule_time.hour, minutes=settings.schedule_time.minute)
-    return calendar.last_closed_day(settings.timezone, now - offset - GAP_FILL_GRACE)
-
-
-def ledger_first_day(settings: Settings) -> dt.date | None:
-    """The local day of the ledger's first row (earliest balance or transaction ``created_at``), or None
-    when the ledger is empty. Two index probes: Blnk's ``(created_at DESC)`` on ``blnk.balances`` and
-    ``(created_at, source)`` on ``blnk.transactions``."""
-    with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as ledger:
-        first = db.scalar(
-            ledger,
-            "SELECT LEAST((SELECT min(created_at) FROM blnk.balances), (SELECT min(created_at) FROM blnk.transactions))"
-        )
-    if first is None:
-        return None
-    return first.replace(tzinfo=dt.UTC).astimezone(settings.tzinfo).date()
-
-
-def missing_days(settings: Settings, published: set[dt.date], now: dt.datetime,
-                 first_day: dt.date | None = None) -> list[dt.date]:
-    """Days from SNAPSHOT_START_DATE (or the ledger's first day, if later) to the last due day that the
-    retention policy keeps but are not published."""
-    reference = calendar.last_closed_day(settings.timezone, now)
-    last = last_due_day(settings, now)
-    start = max(settings.start_date, first_day) if first_day else settings.start_date
-    if last < start:
-        return []
-    policy = Policy.from_settings(settings)
-    return [d for d in calendar.days(start, last) if d not in published and policy.keeps(d, reference)]
-
-
-def _days_of_run(run: dg.DagsterRun) -> list[str]:
-    """The partition keys a snapshot run covers: its partition, or the range of a ranged (backfill) run."""
-    if PARTITION_TAG in run.tags:
-        return [run.tags[PARTITION_TAG]]
-    first, last = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
-    if first and last:
-        return [d.isoformat() for d in calendar.days(dt.date.fromisoformat(first), dt.date.fromisoformat(last))]
-    return []
-
-
-def choose_days(missing: list[dt.date], in_flight: set[str], failures: dict[str, int], max_days: int,
-                max_failures: int) -> tuple[list[dt.date], list[str], list[str]]:
-    """(days to request, oldest first and at most ``max_days``; days given up; days in flight)."""
-    chosen: list[dt.date] = []
-    exhausted: list[str] = []
-    running: list[str] = []
-    for day in missing:
-        if len(chosen) >= max_days:
-            break
-        key = day.isoformat()
-        if key in in_flight:
-            running.append(key)
-        elif failures.get(key, 0) >= max_failures:
-            exhausted.append(key)
-        else:
-            chosen.append(day)
-    return chosen, exhausted, running
-
-
-def _in_flight_days(instance: dg.DagsterInstance) -> set[str]:
-    """Partition keys of the runs queued, starting or running (any job; ranged runs count every day)."""
-    return {key for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS)) for key in _days_of_run(run)}
-
-
-def _failures_by_day(instance: dg.DagsterInstance, published: set[dt.date]) -> dict[str, int]:
-    """Failed gap-fill runs per day. A ranged run counts against its first day that is still unpublished:
-    the days before it were committed, and the days after it were never attempted."""
-    failures: dict[str, int] = {}
-    for run in instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: "gap_fill"}, statuses=FAILED)):
-        unpublished = [key for key in _days_of_run(run) if dt.date.fromisoformat(key) not in published]
-        if unpublished:
-            failures[unpublished[0]] = failures.get(unpublished[0], 0) + 1
-    return failures
-
-
-def record_unreported(instance: dg.DagsterInstance, published: set[dt.date], in_flight: set[str],
-                      partitions_def: dg.DailyPartitionsDefinition, log) -> list[str]:
-    """Give Dagster a materialization of each published day it has none of (the run that committed it was
-    killed, cancelled or lost before reporting: up to a ranged run's days), so the UI shows what exists.
-    Days of runs still in flight report themselves when their step ends. Returns the keys recorded."""
-    materialized = instance.get_materialized_partitions(dg.AssetKey(ASSET_NAME))
-    keys = sorted(d.isoformat() for d in published)
-    unreported = [k for k in keys
-                  if k not in materialized and k not in in_flight and partitions_def.has_partition_key(k)]
-    for key in unreported[:GAP_FILL_MAX_DAYS_PER_TICK]:
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            asset_key=ASSET_NAME, partition=key,
-            description="Recorded from the snapshot index: the partition is published (manifest row and Parquet"
-                        " file) but the run that committed it ended without reporting it.",
-            metadata={"recorded_from": "snapshot_index.partitions"}))
-    if unreported:
-        log.info(f"operation=gap_fill recorded_unreported={','.join(unreported[:GAP_FILL_MAX_DAYS_PER_TICK])}")
-    return unreported[:GAP_FILL_MAX_DAYS_PER_TICK]
-
-
-def _active_gap_fill_backfills(instance: dg.DagsterInstance) -> list[str]:
-    """Ids of gap-fill backfills the backfill daemon is still working on."""
-    return [backfill.backfill_id for backfill in instance.get_backfills(status=BulkActionStatus.REQUESTED, limit=50)
-            if backfill.tags.get(TRIGGER_TAG) == "gap_fill"]
-
-
-def gap_fill_request(days: list[dt.date], asset_graph) -> dg.RunRequest:
-    """One Dagster backfill of ``days`` of ``balance_snapshots``: the backfill daemon splits it into runs of
-    up to ``DAYS_PER_BACKFILL_RUN`` days (the asset's backfill policy), each rolling its days forward in one
-    process. Dagster builds backfill requests this way itself (its automation condition sensor); the
-    constructor is marked internal, so a test pins the behaviour (tests/defs/test_gap_backfill.py)."""
-    subset = AssetGraphSubset.from_asset_partition_set(
-        {AssetKeyPartitionKey(dg.AssetKey(ASSET_NAME), day.isoformat()) for day in days}, asset_graph)
-    return dg.RunRequest.for_asset_graph_subset(subset, tags={TRIGGER_TAG: "gap_fill"})
-
-
 # Longer than 60 lines: most of it is the description and the docstring the UI shows; the logic is in the
 # helpers above.
 def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Settings, *,
@@ -271,7 +158,7 @@ def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Set
                 published = index.published_dates(conn)
             except index.IndexOutdated as exc:
                 return dg.SkipReason(str(exc))
-        in_flight = _in_flight_days(context.instance)
+        in_flight = in_flight_days(context.instance)
         record_unreported(context.instance, published, in_flight, partitions_def, context.log)
         first = ledger_first_day(current)
         if first is None:
@@ -281,11 +168,11 @@ def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Set
         if not missing:
             return dg.SkipReason(f"no missing partitions from {max(current.start_date, first)} to"
                                  f" {last_due_day(current, now)} ({len(published)} published)")
-        active = _active_gap_fill_backfills(context.instance)
+        active = active_gap_fill_backfills(context.instance)
         if active:
             return dg.SkipReason(f"{len(missing)} missing partition(s); gap-fill backfill {', '.join(active)}"
                                  " is still running")
-        failures = _failures_by_day(context.instance, published)
+        failures = failures_by_day(context.instance, published)
         chosen, exhausted, running = choose_days(missing, in_flight, failures, max_days_per_tick, max_failures)
         if exhausted:
             context.log.warning(f"operation=gap_fill gave_up={','.join(exhausted)}: {max_failures} failed runs each;"
@@ -301,6 +188,34 @@ def build_gap_sensor(partitions_def: dg.DailyPartitionsDefinition, settings: Set
         return dg.SensorResult(run_requests=[gap_fill_request(chosen, context.repository_def.asset_graph)])
 
     return partition_gap_sensor
+
+
+# ------------------------------------------------------------------------------------------ crash recovery
+
+
+def build_recovery_sensor(settings: Settings, minimum_interval_seconds: int = 60) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=RECOVERY_SENSOR,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=sensor_status(settings.automation_running),
+        description="Cleans up after snapshot runs whose process died: resolves an interrupted publish against"
+                    " the manifest, marks the dead run failed and removes its leftovers. Requests no runs.",
+    )
+    def crash_recovery_sensor(context: dg.SensorEvaluationContext, snapshot_store: SnapshotStoreResource):
+        """Cleans up after snapshot runs whose process died (kill -9, OOM, lost machine).
+
+        For every partition with a holder record, a staging file or a generation the Delta log does
+        not carry yet, whose lock is free (a held lock means a live run): an interrupted publish is
+        resolved (the Delta commit replayed if the index committed, else the run's files removed),
+        the dead run is marked FAILURE in the instance with the reason, and its staging files and
+        work directory are removed. Requests no runs.
+        """
+        found = recover_store(snapshot_store.settings(), context.instance, context.log.info)
+        for item in found:
+            context.log.info(f"operation=crash_recovery {item}")
+        return dg.SkipReason(f"recovered {len(found)} partition(s)" if found else "nothing to recover")
+
+    return crash_recovery_sensor
 
 
 def build_sensors(job: "dg.UnresolvedAssetJobDefinition", partitions_def: dg.DailyPartitionsDefinition,

@@ -1,10 +1,11 @@
 """Crash recovery on the Dagster side: dead snapshot runs marked failed, interrupted publishes resolved.
 
 The library (``store/publish.py``) finds what a dead run left behind whenever a partition's lock
-is taken; this module turns a dead run into a FAILURE in the instance (with the reason), and runs
-the same recovery on a sensor tick, so a crash is cleaned up within a minute even when no new run
-of that partition comes. Runs launched by the daemon or the webserver are also covered by Dagster's
-run monitoring (``dagster.yaml``: ``run_monitoring``).
+is taken; this module turns a dead run into a FAILURE in the instance (with the reason), and
+:func:`recover_store` runs the same recovery on a sensor tick (``crash_recovery_sensor``, ``sensors.py``),
+so a crash is cleaned up within a minute even when no new run of that partition comes. Runs launched
+by the daemon or the webserver are also covered by Dagster's run monitoring (``dagster.yaml``:
+``run_monitoring``).
 
 A run the CLI executes in its own process (``snapshot-pipeline snapshot``) and that dies after its
 partition's claim is released (during its asset checks) leaves no holder record, and Dagster's run
@@ -24,8 +25,6 @@ from collections.abc import Callable
 import dagster as dg
 
 from snapshot_pipeline import db
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.schedules import sensor_status
 from snapshot_pipeline.names import PARTITION_TAG
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index, publish, recovery
@@ -141,28 +140,3 @@ def recover_store(settings: Settings, instance: dg.DagsterInstance,
                                             history_days=settings.history_days)
             found = [r.as_dict() for r in recovered if r.acted]
     return found + report_dead_cli_runs(instance, log)
-
-
-def build_recovery_sensor(settings: Settings, minimum_interval_seconds: int = 60) -> dg.SensorDefinition:
-    @dg.sensor(
-        name=RECOVERY_SENSOR,
-        minimum_interval_seconds=minimum_interval_seconds,
-        default_status=sensor_status(settings.automation_running),
-        description="Cleans up after snapshot runs whose process died: resolves an interrupted publish against"
-                    " the manifest, marks the dead run failed and removes its leftovers. Requests no runs.",
-    )
-    def crash_recovery_sensor(context: dg.SensorEvaluationContext, snapshot_store: SnapshotStoreResource):
-        """Cleans up after snapshot runs whose process died (kill -9, OOM, lost machine).
-
-        For every partition with a holder record, a staging file or a generation the Delta log does
-        not carry yet, whose lock is free (a held lock means a live run): an interrupted publish is
-        resolved (the Delta commit replayed if the index committed, else the run's files removed),
-        the dead run is marked FAILURE in the instance with the reason, and its staging files and
-        work directory are removed. Requests no runs.
-        """
-        found = recover_store(snapshot_store.settings(), context.instance, context.log.info)
-        for item in found:
-            context.log.info(f"operation=crash_recovery {item}")
-        return dg.SkipReason(f"recovered {len(found)} partition(s)" if found else "nothing to recover")
-
-    return crash_recovery_sensor

@@ -1,4 +1,4 @@
-"""Schedules: the daily snapshot after each cutoff and the month-end close (retention: ``defs/retention.py``).
+"""Schedules: the daily snapshot after each cutoff and the month-end close (audit, retention: ``defs/maintenance/``).
 
 Times are local times of the business time zone (``SNAPSHOT_TIMEZONE``), so the daily run
 follows the cutoff through daylight-saving changes. Whether they start RUNNING is
@@ -7,43 +7,23 @@ either can be switched in the UI at any time.
 """
 
 import datetime as dt
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from snapshot_pipeline import calendar
+from snapshot_pipeline.defs.common.default_status import schedule_status
+from snapshot_pipeline.defs.common.partitions import partitions_metadata
 from snapshot_pipeline.names import TRIGGER_TAG
 from snapshot_pipeline.settings import Settings
 
 if TYPE_CHECKING:  # what build_schedule_from_partitioned_job returns (Dagster exports no name for it)
-    from dagster._core.definitions.partitions.partitioned_schedule import (
-        UnresolvedPartitionedAssetScheduleDefinition,
-    )
-
-    PartitionedSchedule: TypeAlias = dg.ScheduleDefinition | UnresolvedPartitionedAssetScheduleDefinition
+    from snapshot_pipeline.defs.common.dagster_internals import PartitionedSchedule
 
 DAILY_SCHEDULE = "daily_snapshot_schedule"
 MONTH_END_SCHEDULE = "month_end_close_schedule"
 MONTH_TAG = "snapshot_pipeline/month"
-
-
-def partitions_metadata(partitions_def: dg.DailyPartitionsDefinition) -> dict[str, str]:
-    """The partition set a schedule targets, as schedule metadata shown in the UI.
-
-    Dagster 1.13 shows "Partition set: None" for every schedule (its schedule snapshot always
-    serializes ``partition_set_name=None``), so the schedule says it in its metadata.
-    """
-    return {"partition_set": f"balance_snapshots daily partitions from {partitions_def.start:%Y-%m-%d}"
-                             f" ({partitions_def.timezone}); one partition per run"}
-
-
-def schedule_status(running: bool) -> dg.DefaultScheduleStatus:
-    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
-
-
-def sensor_status(running: bool) -> dg.DefaultSensorStatus:
-    return dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
 
 
 def build_daily_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings,

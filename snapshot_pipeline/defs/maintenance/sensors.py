@@ -1,4 +1,5 @@
-"""Run-failure alerting: a structured log line for every failed run, POSTed to a webhook when configured."""
+"""Run-failure alerting (``snapshot_run_failure_sensor``): a structured log line for every failed run of the code
+location, POSTed to a webhook when configured."""
 
 import datetime as dt
 import json
@@ -7,7 +8,7 @@ import dagster as dg
 
 from snapshot_pipeline import alerts, run_errors
 from snapshot_pipeline.db import redact
-from snapshot_pipeline.defs.schedules import sensor_status
+from snapshot_pipeline.defs.common.default_status import sensor_status
 from snapshot_pipeline.names import TRIGGER_TAG
 from snapshot_pipeline.settings import Settings
 

@@ -6,25 +6,25 @@ recompute); WARN when the ledger itself is inconsistent (live balances drifting 
 
 Cost: the checks in a snapshot run read the partition's file once, count balances on an index, and
 otherwise follow the day's activity (changed balances) and the bounded sample; the diff audit
-(``parquet_matches_index``, two full file reads) runs in its own asset, job and schedule (``defs/audit.py``).
+(``parquet_matches_index``, two full file reads) runs in its own asset, job and schedule (``defs/maintenance/``).
 Every check can be re-run on any partition from the asset's Checks tab. Only measures are numeric metadata (they plot).
 """
 
 import datetime as dt
 import warnings
-from typing import Any
 
 import dagster as dg
-
-# Internal to Dagster: the link of a check evaluation to its materialization (see _target_materialization).
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
-)
 from pydantic import Field
 
 from snapshot_pipeline import faults, quality
-from snapshot_pipeline.defs.assets import ASSET_NAME
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.common.dagster_internals import (
+    AssetCheckEvaluationTargetMaterializationData,
+    target_materialization,
+)
+from snapshot_pipeline.defs.common.outcomes import outcome_logger, outcome_metadata
+from snapshot_pipeline.defs.common.pools import LEDGER_DB_POOL
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.names import ASSET_NAME
 from snapshot_pipeline.settings import Settings
 
 FRESHNESS_DEADLINE_AFTER_SCHEDULE = dt.timedelta(hours=2)
@@ -58,48 +58,11 @@ INTEGRITY_CHECKS = {  # check name -> (quality outcome key, docstring shown in t
 }
 
 
-def double_entry_table(rows: list[dict]) -> dg.MetadataValue:
-    """Per-currency figures of the double-entry check as a UI table (exact decimal strings)."""
-    names = ("balance", "credit", "debit", "imbalance")
-    schema = dg.TableSchema(columns=[
-        dg.TableColumn("currency", "string"), dg.TableColumn("balances", "int"),
-        *[dg.TableColumn(n, "string", description=f"Σ {n}, minor units" if n != "imbalance"
-                         else "Σ credit − Σ debit, minor units") for n in names],
-    ])
-    records = [dg.TableRecord({"currency": r["currency"], "balances": int(r["balances"]),
-                               **{n: str(r[n]) for n in names}}) for r in rows]
-    return dg.MetadataValue.table(records=records, schema=schema)
-
-
-def _metadata(outcome: quality.Outcome) -> dict[str, Any]:
-    """Measures as numeric metadata (plotted); everything else as text, bool, JSON or a table."""
-    metadata: dict[str, Any] = {k: v for k, v in outcome.metrics.items() if v is not None}
-    for key, value in outcome.details.items():
-        if value is None:
-            continue
-        if key == "per_currency":
-            metadata[key] = double_entry_table(value)
-        elif isinstance(value, bool):
-            metadata[key] = dg.MetadataValue.bool(value)
-        elif isinstance(value, (list, dict)):
-            metadata[key] = dg.MetadataValue.json(value)
-        else:
-            metadata[key] = dg.MetadataValue.text(str(value))
-    return metadata
-
-
 def _result(outcome: quality.Outcome, severity: dg.AssetCheckSeverity, check_name: str | None = None
             ) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=outcome.passed, severity=severity, description=outcome.description,
                                check_name=check_name, asset_key=dg.AssetKey(ASSET_NAME) if check_name else None,
-                               metadata=_metadata(outcome))
-
-
-def _logger(context):
-    def log(name: str, date: dt.date, outcome: quality.Outcome) -> None:
-        emit = context.log.info if outcome.passed else context.log.warning
-        emit(f"operation=asset_check check={name} partition={date} passed={outcome.passed} {outcome.description}")
-    return log
+                               metadata=outcome_metadata(outcome))
 
 
 def _evaluate(settings, name: str, date: dt.date, function, log, **kwargs) -> quality.Outcome:
@@ -119,9 +82,7 @@ def _target_materialization(instance: dg.DagsterInstance, key: str
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(ASSET_NAME), asset_partitions=[key]), limit=1).records
     if not records:
         return None
-    latest = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(storage_id=latest.storage_id, run_id=latest.run_id,
-                                                         timestamp=latest.timestamp)
+    return target_materialization(records[0])
 
 
 def _per_partition(context: dg.AssetCheckExecutionContext, outcomes_of_day, severity: dg.AssetCheckSeverity,
@@ -144,7 +105,7 @@ def _per_partition(context: dg.AssetCheckExecutionContext, outcomes_of_day, seve
         for name, outcome in outcomes_of_day(dt.date.fromisoformat(key)).items():
             names[name] = None
             yield dg.AssetCheckEvaluation(asset_key=dg.AssetKey(ASSET_NAME), check_name=name, passed=outcome.passed,
-                                          metadata=_metadata(outcome), severity=severity, blocking=blocking,
+                                          metadata=outcome_metadata(outcome), severity=severity, blocking=blocking,
                                           description=outcome.description, partition=key,
                                           target_materialization_data=target)
     assets_def = context.op_execution_context.assets_def
@@ -177,6 +138,7 @@ def build_file_checks(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetC
                                  description=doc)
                for name, (_, doc) in INTEGRITY_CHECKS.items()],
         can_subset=True,
+        pool=LEDGER_DB_POOL,
         description="Row count, balance identity, double entry and manifest agreement of one partition,"
                     " from one sequential read of its Parquet file.",
     )
@@ -184,7 +146,7 @@ def build_file_checks(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetC
         """The four blocking file checks of one partition (ERROR: the snapshot data is wrong)."""
         selected = {key.name for key in context.selected_asset_check_keys}
         settings = snapshot_store.settings(timezone=partitions_def.timezone)
-        log = _logger(context)
+        log = outcome_logger(context)
         faults.pause_point("checks")  # crash tests: a kill -9 while the run checks what it published
 
         def outcomes_of_day(date: dt.date) -> dict[str, quality.Outcome]:
@@ -206,7 +168,7 @@ def build_file_checks(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetC
 def build_sampled_recomputation_check(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetChecksDefinition:
     """``sampled_recomputation_matches`` (blocking)."""
 
-    @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=True,
+    @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=True, pool=LEDGER_DB_POOL,
                     description="k random balances (default 20, at most 10,000) recomputed from the journal"
                                 " equal the snapshot on all six amounts.")
     def sampled_recomputation_matches(context: dg.AssetCheckExecutionContext, config: SampleConfig,
@@ -215,7 +177,7 @@ def build_sampled_recomputation_check(partitions_def: dg.DailyPartitionsDefiniti
         equal the snapshot on all six amounts; mismatches caused by rows added after the read are
         counted separately (the repair sensor re-materializes those). The journal is reached through
         Blnk's (source), (destination) and (parent_transaction) indexes; k is bounded."""
-        settings, log = snapshot_store.settings(timezone=partitions_def.timezone), _logger(context)
+        settings, log = snapshot_store.settings(timezone=partitions_def.timezone), outcome_logger(context)
         name = "sampled_recomputation_matches"
         yield from _per_partition(context, lambda date: {name: _evaluate(
             settings, name, date, quality.sampled_recomputation, log, sample_size=config.sample_size,
@@ -227,7 +189,7 @@ def build_sampled_recomputation_check(partitions_def: dg.DailyPartitionsDefiniti
 def build_live_balances_check(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetChecksDefinition:
     """``live_balances_match`` (WARN, not blocking)."""
 
-    @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=False,
+    @dg.asset_check(asset=ASSET_NAME, partitions_def=partitions_def, blocking=False, pool=LEDGER_DB_POOL,
                     description="Latest partition: snapshot + later-dated legs = the live blnk.balances row,"
                                 " for the balances that changed in the partition (WARN).")
     def live_balances_match(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStoreResource):
@@ -237,7 +199,7 @@ def build_live_balances_check(partitions_def: dg.DailyPartitionsDefinition) -> d
         WARN: a drift means the ledger's live rows disagree with its own journal (or a repair is
         pending); the drifting balance ids are reported. Older partitions pass without evaluation.
         """
-        settings, log = snapshot_store.settings(timezone=partitions_def.timezone), _logger(context)
+        settings, log = snapshot_store.settings(timezone=partitions_def.timezone), outcome_logger(context)
         name = "live_balances_match"
         yield from _per_partition(context, lambda date: {name: _evaluate(settings, name, date, quality.live_drift,
                                                                          log)}, dg.AssetCheckSeverity.WARN,

@@ -2,32 +2,26 @@
 
 ``parquet_matches_index`` recomputes a partition's index rows by diffing its Parquet file against the
 previous published partition's (two full reads) and compares them with the index. It is the check of
-the ``balance_snapshots_audit`` asset (same daily partitions), materialized by ``snapshot_audit_job``
-on ``snapshot_audit_schedule`` (daily, after the snapshot) or from the UI for any partition.
+the ``balance_snapshots_audit`` asset (same daily partitions, in the ``ledger_db`` pool: the comparison
+runs in the snapshot index, which lives in the ledger's database unless ``SNAPSHOT_DATABASE_URL`` moves
+it), materialized by ``snapshot_audit_job`` (``jobs.py``) on ``snapshot_audit_schedule``
+(``schedules.py``; daily, after the snapshot) or from the UI for any partition.
 """
 
 
 import datetime as dt
 import warnings
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from snapshot_pipeline import quality
-from snapshot_pipeline.defs.assets import GROUP, OWNERS
-from snapshot_pipeline.defs.checks import _logger, _metadata
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.schedules import partitions_metadata, schedule_status
-from snapshot_pipeline.names import ASSET_NAME, AUDIT_ASSET, TRIGGER_TAG
-from snapshot_pipeline.settings import Settings
-
-if TYPE_CHECKING:
-    from snapshot_pipeline.defs.schedules import PartitionedSchedule
+from snapshot_pipeline.defs.common.outcomes import outcome_logger, outcome_metadata
+from snapshot_pipeline.defs.common.pools import LEDGER_DB_POOL
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.snapshots.assets import GROUP, OWNERS
+from snapshot_pipeline.names import ASSET_NAME, AUDIT_ASSET
 
 AUDIT_CHECK = "parquet_matches_index"
-AUDIT_JOB = "snapshot_audit_job"
-AUDIT_SCHEDULE = "snapshot_audit_schedule"
-AUDIT_TIME = dt.time(3, 30)
 
 
 def build_audit_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
@@ -47,6 +41,7 @@ def build_audit_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Assets
         owners=OWNERS,
         kinds={"parquet", "postgres"},
         check_specs=[spec],
+        pool=LEDGER_DB_POOL,
         description="Diff audit of one balance_snapshots partition (two full Parquet reads; its own job).",
     )
     def balance_snapshots_audit(context: dg.AssetExecutionContext, snapshot_store: SnapshotStoreResource):
@@ -57,8 +52,8 @@ def build_audit_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Assets
             outcome = quality.parquet_matches_index(settings, date)
         except quality.NotPublished as exc:
             outcome = quality.Outcome(False, str(exc), {}, {"published": False})
-        _logger(context)(AUDIT_CHECK, date, outcome)
-        metadata = _metadata(outcome)
+        outcome_logger(context)(AUDIT_CHECK, date, outcome)
+        metadata = outcome_metadata(outcome)
         yield dg.MaterializeResult(
             metadata={k: v for k, v in metadata.items() if k in outcome.metrics},
             check_results=[dg.AssetCheckResult(check_name=AUDIT_CHECK, passed=outcome.passed,
@@ -67,32 +62,3 @@ def build_audit_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Assets
         )
 
     return balance_snapshots_audit
-
-
-def build_audit_job() -> "dg.UnresolvedAssetJobDefinition":
-    """Materializes the audit asset (and so runs its check) for chosen partitions."""
-    return dg.define_asset_job(
-        AUDIT_JOB,
-        selection=dg.AssetSelection.assets(AUDIT_ASSET),
-        description="Audit balance_snapshots partitions: index rows vs the recomputed diff of the Parquet files.",
-        tags={"domain": "ledger"},
-    )
-
-
-def build_audit_schedule(job: "dg.UnresolvedAssetJobDefinition", settings: Settings,
-                         partitions_def: dg.DailyPartitionsDefinition) -> "PartitionedSchedule":
-    """Daily at 03:30 (local), audits the day that just closed."""
-    return dg.build_schedule_from_partitioned_job(
-        job,
-        name=AUDIT_SCHEDULE,
-        hour_of_day=AUDIT_TIME.hour,
-        minute_of_hour=AUDIT_TIME.minute,
-        default_status=schedule_status(settings.automation_running),
-        description=(
-            f"Every day at {AUDIT_TIME:%H:%M} in the partitions' time zone, audits the day that just closed:"
-            " its index rows are recomputed by diffing its Parquet file against the previous partition's"
-            " (check parquet_matches_index; two full file reads, so not part of the snapshot runs)."
-        ),
-        tags={TRIGGER_TAG: "audit_schedule"},
-        metadata=partitions_metadata(partitions_def),
-    )

@@ -1,8 +1,8 @@
-"""Retention in Dagster: ``snapshot_retention_job`` (one op) and its daily schedule.
+"""Maintenance jobs: ``snapshot_audit_job`` (the diff audit) and ``snapshot_retention_job`` (one op).
 
-The logic lives in :mod:`snapshot_pipeline.store.retention`. The schedule starts STOPPED unless
-``SNAPSHOT_RETENTION_DEFAULT_STATUS=RUNNING``: deleting history is opt-in; run the job with
-``dry_run: true`` from the launchpad first to see the plan.
+The retention logic lives in :mod:`snapshot_pipeline.store.retention`. Its schedule (``schedules.py``)
+starts STOPPED unless ``SNAPSHOT_RETENTION_DEFAULT_STATUS=RUNNING``: deleting history is opt-in; run the
+job with ``dry_run: true`` from the launchpad first to see the plan.
 """
 
 import datetime as dt
@@ -10,16 +10,22 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
-from snapshot_pipeline.defs.assets import ASSET_NAME
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.schedules import schedule_status
-from snapshot_pipeline.names import TRIGGER_TAG
-from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.names import ASSET_NAME, AUDIT_ASSET
 from snapshot_pipeline.store import retention
 
+AUDIT_JOB = "snapshot_audit_job"
 RETENTION_JOB = "snapshot_retention_job"
-RETENTION_SCHEDULE = "snapshot_retention_schedule"
-RETENTION_CRON = "30 3 * * *"
+
+
+def build_audit_job() -> "dg.UnresolvedAssetJobDefinition":
+    """Materializes the audit asset (and so runs its check) for chosen partitions."""
+    return dg.define_asset_job(
+        AUDIT_JOB,
+        selection=dg.AssetSelection.assets(AUDIT_ASSET),
+        description="Audit balance_snapshots partitions: index rows vs the recomputed diff of the Parquet files.",
+        tags={"domain": "ledger"},
+    )
 
 
 class RetentionConfig(dg.Config):
@@ -87,18 +93,3 @@ def build_retention_job(partitions_def: dg.DailyPartitionsDefinition) -> dg.JobD
         apply_snapshot_retention()
 
     return snapshot_retention_job
-
-
-def build_retention_schedule(job: dg.JobDefinition, timezone: str, settings: Settings) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(
-        name=RETENTION_SCHEDULE,
-        job=job,
-        cron_schedule=RETENTION_CRON,
-        execution_timezone=timezone,
-        default_status=schedule_status(settings.retention_running),
-        tags={TRIGGER_TAG: "retention_schedule"},
-        description=(
-            "Applies the retention policy daily at 03:30 local time. Starts STOPPED unless"
-            " SNAPSHOT_RETENTION_DEFAULT_STATUS=RUNNING (deleting history is opt-in)."
-        ),
-    )
