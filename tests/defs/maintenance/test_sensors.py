@@ -12,9 +12,9 @@ import pytest
 
 from snapshot_pipeline import alerts
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.alerting import ALERT_KIND, FAILURE_SENSOR
-from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.maintenance.sensors import ALERT_KIND, FAILURE_SENSOR
+from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from tests.conftest import make_settings
 
 

@@ -9,9 +9,9 @@ import psycopg
 import pytest
 
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.assets import ASSET_NAME
-from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
+from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.store import published
 from tests.conftest import make_settings
 from tests.oracle import expected_snapshot, snapshot_values

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.assets import ASSET_NAME
-from snapshot_pipeline.defs.audit import AUDIT_JOB
-from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.maintenance.jobs import AUDIT_JOB
+from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
+from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.ledger import generator
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store import published

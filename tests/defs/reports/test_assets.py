@@ -9,10 +9,11 @@ import dagster as dg
 import pytest
 
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.assets import ASSET_NAME
-from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
-from snapshot_pipeline.defs.reports import NO_DRIFT_CHECK, SENSOR_NAME
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.reports.assets import NO_DRIFT_CHECK
+from snapshot_pipeline.defs.reports.sensors import SENSOR_NAME
+from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
+from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store import published
 from tests.conftest import make_settings

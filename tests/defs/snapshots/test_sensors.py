@@ -11,11 +11,12 @@ import pytest
 
 from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.assets import DAYS_PER_BACKFILL_RUN
-from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
-from snapshot_pipeline.defs.partitions import daily_partitions
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.sensors import GAP_SENSOR, REPAIR_SENSOR, build_gap_sensor, ledger_first_day, missing_days
+from snapshot_pipeline.defs.common.partitions import daily_partitions
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.snapshots.assets import DAYS_PER_BACKFILL_RUN
+from snapshot_pipeline.defs.snapshots.gaps import ledger_first_day, missing_days
+from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
+from snapshot_pipeline.defs.snapshots.sensors import GAP_SENSOR, REPAIR_SENSOR, build_gap_sensor
 from snapshot_pipeline.ledger import generator
 from snapshot_pipeline.quality import lateness
 from snapshot_pipeline.store import published

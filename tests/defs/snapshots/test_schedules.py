@@ -9,12 +9,12 @@ import dagster as dg
 import pytest
 
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.alerting import FAILURE_SENSOR
-from snapshot_pipeline.defs.assets import ASSET_NAME
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.retention import RETENTION_SCHEDULE
-from snapshot_pipeline.defs.schedules import DAILY_SCHEDULE, MONTH_END_SCHEDULE
-from snapshot_pipeline.defs.sensors import GAP_SENSOR, REPAIR_SENSOR
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.maintenance.schedules import RETENTION_SCHEDULE
+from snapshot_pipeline.defs.maintenance.sensors import FAILURE_SENSOR
+from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
+from snapshot_pipeline.defs.snapshots.schedules import DAILY_SCHEDULE, MONTH_END_SCHEDULE
+from snapshot_pipeline.defs.snapshots.sensors import GAP_SENSOR, REPAIR_SENSOR
 from snapshot_pipeline.settings import SettingsError, load_settings
 
 UTC = dt.UTC

@@ -14,10 +14,10 @@ import pytest
 
 from snapshot_pipeline import snapshot
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from tests.conftest import make_settings
-from tests.defs.test_checks import ERROR_CHECKS, WARN_CHECKS, evaluations
+from tests.defs.snapshots.test_checks import ERROR_CHECKS, WARN_CHECKS, evaluations
 
 EMPTY = ["2026-07-30", "2026-07-31"]
 

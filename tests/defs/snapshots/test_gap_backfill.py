@@ -19,20 +19,21 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
-from dagster._core.execution.backfill import BulkActionStatus
 
 from snapshot_pipeline import calendar, db, snapshot
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.assets import ASSET_NAME, DAYS_PER_BACKFILL_RUN
-from snapshot_pipeline.defs.jobs import SNAPSHOT_JOB
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.sensors import GAP_SENSOR, last_due_day
+from snapshot_pipeline.defs.common.dagster_internals import BulkActionStatus
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME, DAYS_PER_BACKFILL_RUN
+from snapshot_pipeline.defs.snapshots.gaps import last_due_day
+from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
+from snapshot_pipeline.defs.snapshots.sensors import GAP_SENSOR
 from snapshot_pipeline.store import published
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, stop, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 WAIT_SECONDS = 420  # a bound on waiting for the daemon, not an assertion on speed
 IN_FILE_CHECKS = {"row_count_matches_ledger", "balance_equals_credit_minus_debit", "double_entry_per_currency",

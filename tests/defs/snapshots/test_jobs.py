@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from snapshot_pipeline import faults, snapshot
-from snapshot_pipeline.defs.shards import SHARDED_JOB
+from snapshot_pipeline.defs.snapshots.jobs import SHARDED_JOB
 from snapshot_pipeline.names import ASSET_NAME
 from snapshot_pipeline.settings import load_settings
 from snapshot_pipeline.store import parquet as store

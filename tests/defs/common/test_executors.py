@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.names import SNAPSHOT_JOB
 from snapshot_pipeline.settings import SettingsError, load_settings
 

@@ -8,9 +8,10 @@ import dagster as dg
 
 from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.assets import ASSET_NAME
-from snapshot_pipeline.defs.resources import SnapshotStoreResource
-from snapshot_pipeline.defs.retention import RETENTION_JOB, RETENTION_SCHEDULE
+from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.maintenance.jobs import RETENTION_JOB
+from snapshot_pipeline.defs.maintenance.schedules import RETENTION_SCHEDULE
+from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
 from snapshot_pipeline.store import published
 from tests.conftest import make_settings
 from tests.helpers import index_values
