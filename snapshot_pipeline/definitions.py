@@ -1,4 +1,4 @@
-"""The Dagster code location: one ``Definitions`` built from ``defs/``.
+"""The Dagster code location: one ``Definitions`` built from ``defs/`` (snapshots, reports, maintenance).
 
 ``dagster dev -m snapshot_pipeline.definitions`` (or ``workspace.yaml``) loads ``defs``, built lazily
 (``@dg.definitions``): importing this module reads no settings and connects to nothing.
@@ -9,30 +9,29 @@ from __future__ import annotations
 
 import dagster as dg
 
-from snapshot_pipeline.defs.alerting import build_run_failure_sensor
-from snapshot_pipeline.defs.assets import build_snapshot_asset
-from snapshot_pipeline.defs.audit import (
+from snapshot_pipeline.defs.common.executors import executor_for
+from snapshot_pipeline.defs.common.partitions import daily_partitions, monthly_partitions
+from snapshot_pipeline.defs.common.resources import STEP_IO, SnapshotStoreResource, StepOutputsInStoreIOManager
+from snapshot_pipeline.defs.maintenance import (
     build_audit_asset,
     build_audit_job,
     build_audit_schedule,
-)
-from snapshot_pipeline.defs.checks import (
-    build_snapshot_checks,
-    snapshot_freshness_policy,
-)
-from snapshot_pipeline.defs.executors import executor_for
-from snapshot_pipeline.defs.jobs import build_snapshot_job
-from snapshot_pipeline.defs.partitions import daily_partitions, monthly_partitions
-from snapshot_pipeline.defs.recovery import build_recovery_sensor
-from snapshot_pipeline.defs.reports import build_report_assets, build_reports_sensor
-from snapshot_pipeline.defs.resources import SnapshotStoreResource, StepOutputsInStoreIOManager
-from snapshot_pipeline.defs.retention import (
     build_retention_job,
     build_retention_schedule,
+    build_run_failure_sensor,
 )
-from snapshot_pipeline.defs.schedules import build_schedules
-from snapshot_pipeline.defs.sensors import build_sensors
-from snapshot_pipeline.defs.shards import STEP_IO, build_sharded_job, sharded_executor
+from snapshot_pipeline.defs.reports import build_report_assets, build_reports_sensor
+from snapshot_pipeline.defs.snapshots import (
+    build_recovery_sensor,
+    build_schedules,
+    build_sensors,
+    build_sharded_job,
+    build_snapshot_asset,
+    build_snapshot_checks,
+    build_snapshot_job,
+    sharded_executor,
+    snapshot_freshness_policy,
+)
 from snapshot_pipeline.settings import Settings, load_settings
 
 
@@ -67,7 +66,7 @@ def build_definitions(settings: Settings | None = None, store: SnapshotStoreReso
         ],
         resources={"snapshot_store": store_resource,
                    STEP_IO: StepOutputsInStoreIOManager(snapshot_store=store_resource)},
-        # SNAPSHOT_EXECUTOR (defs/executors.py); by default one process per run, not per step: a UI- or
+        # SNAPSHOT_EXECUTOR (defs/common/executors.py); by default one process per run, not per step: a UI- or
         # HTTP-launched snapshot costs the asset's time plus one run-worker start.
         executor=executor_for(settings),
     )

@@ -85,7 +85,7 @@ class Settings:
     month_end_close_time: dt.time = dt.time(2, 0)
     automation_running: bool = True
     retention_running: bool = False
-    executor: str = "in_process"  # SNAPSHOT_EXECUTOR: one of EXECUTORS (defs/executors.py)
+    executor: str = "in_process"  # SNAPSHOT_EXECUTOR: one of EXECUTORS (defs/common/executors.py)
     max_concurrent_steps: int = 2  # SNAPSHOT_MAX_CONCURRENT_STEPS (multiprocess and k8s executors)
     k8s_namespace: str = "dagster"  # SNAPSHOT_K8S_NAMESPACE
     k8s_env_secret: str = "snapshot-pipeline-env"  # SNAPSHOT_K8S_ENV_SECRET: the step pods' environment
@@ -146,7 +146,7 @@ EXECUTORS = ("in_process", "multiprocess", "k8s")
 
 
 def parse_executor(value: str) -> str:
-    """``SNAPSHOT_EXECUTOR``: how a run executes its steps (defs/executors.py)."""
+    """``SNAPSHOT_EXECUTOR``: how a run executes its steps (defs/common/executors.py)."""
     name = value.strip().lower().replace("-", "_")
     if name not in EXECUTORS:
         raise SettingsError(f"SNAPSHOT_EXECUTOR={value!r} must be one of {', '.join(EXECUTORS)}")

@@ -36,7 +36,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     """Resolve interrupted publishes, mark dead runs failed, remove their leftovers; print what was done."""
     import dagster as dg  # noqa: PLC0415 - keep `--help` fast
 
-    from snapshot_pipeline.defs.recovery import recover_store  # noqa: PLC0415
+    from snapshot_pipeline.defs.snapshots.recovery import recover_store  # noqa: PLC0415
 
     preflight(settings)
     prepare_dagster_home(settings)

@@ -113,13 +113,13 @@ def _execute(settings: Settings, snapshot_date: dt.date, config: dict, verbose: 
              bar: Callable[[], DayProgress]):
     """The job's in-process execution on the instance of ``DAGSTER_HOME``; a failed run is a :class:`CliError`.
 
-    The run is tagged with this process (:func:`snapshot_pipeline.defs.recovery.cli_run_tags`); afterwards,
+    The run is tagged with this process (:func:`snapshot_pipeline.defs.snapshots.recovery.cli_run_tags`); afterwards,
     earlier CLI runs of this host whose process died unreported are marked failed.
     """
     import dagster as dg  # noqa: PLC0415 - keep `--help` fast
 
     from snapshot_pipeline.definitions import build_definitions  # noqa: PLC0415
-    from snapshot_pipeline.defs.recovery import cli_run_tags, report_dead_cli_runs  # noqa: PLC0415
+    from snapshot_pipeline.defs.snapshots.recovery import cli_run_tags, report_dead_cli_runs  # noqa: PLC0415
     from snapshot_pipeline.names import ASSET_NAME, SNAPSHOT_JOB  # noqa: PLC0415
 
     job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB).with_logger_defs(

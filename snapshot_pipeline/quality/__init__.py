@@ -1,4 +1,4 @@
-"""Data-quality checks of one published snapshot partition (plain Python; ``defs/checks.py`` wraps them).
+"""Data-quality checks of one published snapshot partition (plain Python; ``defs/snapshots/checks.py`` wraps them).
 
 Modules: :mod:`.outcome`, :mod:`.integrity`, :mod:`.manifest`, :mod:`.recompute`, :mod:`.drift`.
 

@@ -32,7 +32,7 @@ A finding names the partition, the manifest identity that was stale (watermark, 
 watermark) and why. The same identity is reported for repair once: re-materializing the
 partition changes its identity.
 
-This module never imports dagster; ``defs/sensors.py`` turns findings into run requests.
+This module never imports dagster; ``defs/snapshots/sensors.py`` turns findings into run requests.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A partition merged as K shards: one consistent read, K merges of ``balance_id`` ranges, one commit.
 
 The three phases run in one process (:func:`take_sharded`) or as separate Dagster steps in
-separate processes or pods (``defs/shards.py``); they share nothing but the store:
+separate processes or pods (``defs/snapshots/jobs.py``); they share nothing but the store:
 
 1. :func:`plan` (:mod:`snapshot_pipeline.snapshot.shard_plan`) — under the partition's lock: the base,
    the K-1 boundaries and the one cut of the ledger; K per-shard deltas computed in K sessions sharing

@@ -31,7 +31,7 @@ tables are vacuumed: files no version of the history window names are deleted, a
 older than the window are forgotten. Every step is idempotent, and partitions being materialized
 right now (their advisory lock is held) are skipped and reported, never waited for.
 
-This module never imports dagster; ``defs/retention.py`` wraps it in a job and schedule.
+This module never imports dagster; ``defs/maintenance/`` wraps it in a job and schedule.
 """
 
 from __future__ import annotations

@@ -264,7 +264,7 @@ def open_instance(env: dict[str, str], monkeypatch) -> dg.DagsterInstance:
 
 def killed_run_id(env: dict[str, str], pid: int, monkeypatch) -> str:
     """The Dagster run the killed CLI process executed (tagged with its pid and host)."""
-    from snapshot_pipeline.defs.recovery import CLI_HOST_TAG, CLI_PID_TAG
+    from snapshot_pipeline.defs.snapshots.recovery import CLI_HOST_TAG, CLI_PID_TAG
 
     with open_instance(env, monkeypatch) as instance:
         runs = instance.get_runs(filters=dg.RunsFilter(tags={CLI_PID_TAG: str(pid),
@@ -300,7 +300,7 @@ def nothing_left(doctor_output: dict, run_id: str) -> bool:
 
 
 def _store(env: dict[str, str]):
-    from snapshot_pipeline.defs.resources import SnapshotStoreResource
+    from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 
     return SnapshotStoreResource(ledger_database_url=env["LEDGER_DATABASE_URL"],
                                  snapshot_database_url=env["SNAPSHOT_DATABASE_URL"],
@@ -310,7 +310,7 @@ def _store(env: dict[str, str]):
 def sensor_tick(env: dict[str, str], monkeypatch) -> str:
     """One tick of the crash_recovery_sensor on the CLI's instance; returns its skip reason."""
     from snapshot_pipeline.definitions import build_definitions
-    from snapshot_pipeline.defs.recovery import RECOVERY_SENSOR
+    from snapshot_pipeline.defs.snapshots.recovery import RECOVERY_SENSOR
 
     sensor = build_definitions(_settings(env)).get_sensor_def(RECOVERY_SENSOR)
     with open_instance(env, monkeypatch) as instance:

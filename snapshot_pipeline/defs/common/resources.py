@@ -1,0 +1,111 @@
+"""Dagster resources: where the ledger is read and where snapshots are written."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from snapshot_pipeline.settings import Settings, load_settings
+
+# resource field -> the environment variable it reads (docs/configuration.md)
+ENVIRONMENT_FIELDS = {
+    "ledger_database_url": "LEDGER_DATABASE_URL",
+    "snapshot_database_url": "SNAPSHOT_DATABASE_URL",
+    "storage_uri": "SNAPSHOT_STORAGE_URI",
+}
+
+
+class SnapshotStoreResource(dg.ConfigurableResource):
+    """The ledger to read and the snapshot store (Parquet root and Postgres index) to write.
+
+    Every field defaults to the environment (``LEDGER_DATABASE_URL``,
+    ``SNAPSHOT_DATABASE_URL``, ``SNAPSHOT_STORAGE_URI``); unset database URLs mean
+    the embedded PostgreSQL in ``.data/``. Values set here override the environment.
+    """
+
+    ledger_database_url: str | None = Field(default=None, description="Source ledger URL; unset = environment")
+    snapshot_database_url: str | None = Field(default=None, description="Index database URL; unset = ledger's")
+    storage_uri: str | None = Field(default=None, description="Parquet root (path or object-store URI)")
+
+    @classmethod
+    def from_environment(cls) -> SnapshotStoreResource:
+        """The resource of the code location: each variable that is set becomes an ``EnvVar`` field, so the
+        UI (Deployment > Resources) shows which variable configures what, without showing its value; an
+        unset variable keeps its default (the embedded PostgreSQL, ``.data/snapshots``)."""
+        return cls(**{field: dg.EnvVar(name) for field, name in ENVIRONMENT_FIELDS.items() if os.environ.get(name)})
+
+    def settings(self, timezone: str | None = None) -> Settings:
+        """The resolved settings of this run, with the partitions' time zone."""
+        base = load_settings()
+        ledger, index_url, storage = (_resolved(self.ledger_database_url), _resolved(self.snapshot_database_url),
+                                      _resolved(self.storage_uri))
+        overrides = {
+            "ledger_database_url": ledger,
+            "snapshot_database_url": index_url or ledger,
+            "storage_uri": storage,
+            "timezone": timezone,
+        }
+        return base.with_overrides(**overrides)
+
+
+def _resolved(value: str | None) -> str | None:
+    """A field's value: Dagster resolves ``EnvVar`` fields for runs and sensors; called on the definitions'
+    own resource outside them, an ``EnvVar`` still holds the variable's name, so read the variable."""
+    if isinstance(value, dg.EnvVar):
+        return value.get_value()
+    return value
+
+
+STEP_IO = "step_outputs_in_store"  # the resource key of StepOutputsInStoreIOManager (the sharded job's step outputs)
+
+
+class StepOutputsInStoreIOManager(dg.ConfigurableIOManager):
+    """Step outputs of the sharded job as small JSON objects in the snapshot store.
+
+    ``<root>/.staging/step-outputs/<run id>/<step>/<output>[.<mapping key>].json``: the plan and the
+    shard records pass between steps that may run in other processes or Kubernetes pods, which share
+    the store (local disk or a bucket) and nothing else. The commit step removes its run's outputs.
+    """
+
+    snapshot_store: SnapshotStoreResource
+
+    def _root(self) -> tuple:
+        from snapshot_pipeline.store import parquet as store  # noqa: PLC0415 - pyarrow: only when a run needs it
+
+        fs, base = store.resolve(self.snapshot_store.settings().storage_uri)
+        return fs, f"{base}/{STEP_OUTPUTS_DIR}"
+
+    def _path(self, context: dg.OutputContext) -> tuple:
+        fs, root = self._root()
+        name = context.name + (f".{context.mapping_key}" if context.mapping_key else "")
+        return fs, f"{root}/{context.run_id}/{context.step_key}/{name}.json"
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        fs, path = self._path(context)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # local disk; nothing on object stores
+        with fs.open_output_stream(path) as out:
+            out.write(json.dumps(obj, sort_keys=True, default=str).encode())
+
+    def load_input(self, context: dg.InputContext):
+        assert context.upstream_output is not None  # every input of the sharded job is a step output
+        fs, path = self._path(context.upstream_output)
+        with fs.open_input_stream(path) as stream:
+            return json.loads(stream.read())
+
+
+def remove_step_outputs(storage_uri: str, run_id: str) -> None:
+    """Delete a run's step outputs written by :class:`StepOutputsInStoreIOManager`."""
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: only when a run needs it
+
+    from snapshot_pipeline.store import parquet as store  # noqa: PLC0415
+
+    fs, base = store.resolve(storage_uri)
+    path = f"{base}/{STEP_OUTPUTS_DIR}/{run_id}"
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+STEP_OUTPUTS_DIR = ".staging/step-outputs"
