@@ -99,7 +99,7 @@ def test_k_session_delta_equals_the_one_session_delta_under_concurrent_inserts(f
 
     ledger = db.connect_arrow(url)
     cur = ledger.cursor()
-    sessions: list[shard_plan.DeltaSession] = []
+    opened: list[shard_plan.DeltaSession] = []
     try:
         view = journal.open_view(cur)
         journal.stage_step(cur, cutoff, origin)
@@ -113,15 +113,15 @@ def test_k_session_delta_equals_the_one_session_delta_under_concurrent_inserts(f
         with writer:  # and committing all along while the shard sessions run
             for k, path in enumerate(paths):
                 session = shard_plan.DeltaSession(db.connect_arrow(url), str(path), str(tmp_path))
-                sessions.append(session)
+                opened.append(session)
                 session.start(cur, snapshot_id, edges[k], edges[k + 1], cutoff)
             journal.finish_step(cur, view, cutoff, origin)
-            for session in sessions:
+            for session in opened:
                 session.wait()
             one_session = journal.delta_reader(cur, cutoff).read_all()  # the reference: the staging session's own
         cur.execute("COMMIT")
     finally:
-        for session in sessions:
+        for session in opened:
             session.close()
         cur.close()
         ledger.close()
