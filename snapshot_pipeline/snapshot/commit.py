@@ -19,7 +19,7 @@ import time
 from snapshot_pipeline import faults
 from snapshot_pipeline.snapshot.results import ROLL_VERSION, Pass, RunFacts, SnapshotResult
 from snapshot_pipeline.store import diff as store_diff
-from snapshot_pipeline.store import index, publish, published
+from snapshot_pipeline.store import index, publish, published, roll_state
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.spool import IndexSpool
 
@@ -115,7 +115,7 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
                                     index.next_generation(index_conn, snapshot_date))
             index.upsert_manifest(index_conn, entry)
             index.record_version(index_conn, publish.version_record(entry))
-            index.replace_roll_state(index_conn, snapshot_date, p.step.state)
+            roll_state.replace(index_conn, snapshot_date, p.step.state)
             publication.make_visible()  # sharded: the moves into the partition's directory
             faults.pause_point("visible")
             committing = True

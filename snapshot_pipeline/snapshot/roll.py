@@ -27,7 +27,7 @@ from snapshot_pipeline.snapshot.results import (
     RunFacts,
     SnapshotError,
 )
-from snapshot_pipeline.store import align, index, published, recovery
+from snapshot_pipeline.store import align, index, published, recovery, roll_state
 from snapshot_pipeline.store import parquet as store
 from snapshot_pipeline.store.spool import IndexSpool
 
@@ -83,7 +83,7 @@ def origin_of(conn, base: index.ManifestEntry | None) -> journal.Origin:
         raise SnapshotError(f"partition {base.snapshot_date} has no re-read point: it cannot be rolled forward")
     return journal.Origin(base.cutoff_at, base.max_transaction_id, base.transaction_count, base.max_balance_id,
                           base.reread_transaction_id, base.reread_balance_id,
-                          index.roll_state(conn, base.snapshot_date, journal.STATE_SCHEMA))
+                          roll_state.read(conn, base.snapshot_date, journal.STATE_SCHEMA))
 
 
 def stream(facts: RunFacts, index_conn, base: index.ManifestEntry | None, claim: recovery.Claim,
