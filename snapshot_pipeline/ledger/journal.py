@@ -257,13 +257,13 @@ _STATE_SQL = f"""
            r.amount, r.currency
       FROM roll_base r
      WHERE r.kind = '{PENDING_TRANSACTION}' AND r.transaction_id IS NOT NULL AND r.id <= $3 AND r.at >= $1::timestamp
-    UNION ALL
+    UNION ALL  -- by key: pending rows of a state that lists ids only, and gap rows of the base that became
     SELECT '{PENDING_TRANSACTION}', t.id::bigint, COALESCE(t.effective_date, t.created_at), NULL, {_LEG}
-      FROM roll_base r CROSS JOIN LATERAL (
+      FROM roll_base r CROSS JOIN LATERAL (  -- visible dated at or after the cutoff (pending from now on)
         SELECT * FROM blnk.transactions t WHERE t.id = r.id AND t.status IN {_RELEVANT} OFFSET 0
     ) AS t
-     WHERE r.kind = '{PENDING_TRANSACTION}' AND r.transaction_id IS NULL AND r.id <= $3
-       AND COALESCE(t.effective_date, t.created_at) >= $1::timestamp
+     WHERE (r.kind = '{TRANSACTION_GAP}' OR (r.kind = '{PENDING_TRANSACTION}' AND r.transaction_id IS NULL))
+       AND r.id <= $3 AND COALESCE(t.effective_date, t.created_at) >= $1::timestamp
     UNION ALL SELECT '{ORPHAN_CHILD}', id::bigint, NULL, NULL, {_NO_LEG} FROM roll_children WHERE waits
     UNION ALL SELECT kind, id, NULL, seen_xmax, {_NO_LEG} FROM roll_new_gaps
     UNION ALL

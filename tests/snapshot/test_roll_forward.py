@@ -167,6 +167,35 @@ def test_pending_rows_carry_their_legs_and_an_ids_only_state_still_rolls_forward
         assert_exact_and_balanced(settings, url, day)
 
 
+def test_future_dated_row_committed_late_below_the_reread_point_is_counted_when_due(fresh_ledger, tmp_path):
+    """A transaction still in flight at a partition's read (a gap below its re-read point) that commits later
+    dated after the next cutoff stays pending until its effective time, then counts (it was lost before)."""
+    url = fresh_ledger
+    source, destination = two_balances(url)
+    with psycopg.connect(url) as conn:  # after every seeded row, so the test's ids sit around d1's re-read point
+        last = conn.execute("SELECT max(created_at) FROM blnk.transactions").fetchone()[0]
+    d1 = last.date() + dt.timedelta(days=1)
+    d2, d3, d4 = (d1 + dt.timedelta(days=i) for i in (1, 2, 3))
+    slow = psycopg.connect(url)  # takes an id first (recorded before d1's cutoff), commits after d1's read
+    slow.execute(
+        "INSERT INTO blnk.transactions (transaction_id, source, destination, amount, precise_amount, precision,"
+        " currency, status, created_at, effective_date)"
+        " VALUES (%s, %s, %s, 1, 424242, 100, 'USD', 'APPLIED', %s, %s)",
+        (f"txn_slow_future_{uuid.uuid4().hex}", source, destination, dt.datetime.combine(d1, dt.time(10)),
+         dt.datetime.combine(d3, dt.time(12))))
+    insert_transaction(url, destination, source, 55, created_at=dt.datetime.combine(d1, dt.time(11)))
+    insert_transaction(url, destination, source, 66, created_at=dt.datetime.combine(d2, dt.time(1)))  # after C_d1
+    settings = make_settings(url, tmp_path / "store", start=d1.isoformat())
+    first = snapshot.take_snapshot(settings, d1, 500)
+    assert first.pending["transaction_gaps"] >= 1
+    slow.commit()
+    slow.close()
+    for day in (d2, d3, d4):  # d2: visible, dated after its cutoff; d3: still after; d4: counted
+        assert snapshot.take_snapshot(settings, day, 500).mode == "incremental"
+    for day in (d1, d2, d3, d4):
+        assert_exact_and_balanced(settings, url, day)
+
+
 class ExplainingCursor:
     """A real ADBC cursor that asks PostgreSQL for the plan of each statement before running it."""
 
