@@ -77,13 +77,21 @@ def usable_base(settings: Settings, conn, snapshot_date: dt.date, log) -> index.
 
 
 def origin_of(conn, base: index.ManifestEntry | None) -> journal.Origin:
+    """Where a step from ``base`` starts: its cutoff, watermarks and roll-forward state (genesis: zeros).
+
+    The state is stored by date: when the partition is published again (or retired) between reading its
+    manifest row and its state, the two would be of different generations, so that is an error (run again)."""
     if base is None:
         return journal.Origin.genesis()
     if base.reread_transaction_id is None or base.reread_balance_id is None:  # only roll-forward partitions are bases
         raise SnapshotError(f"partition {base.snapshot_date} has no re-read point: it cannot be rolled forward")
+    state = roll_state.read(conn, base.snapshot_date, journal.STATE_SCHEMA)
+    now = index.manifest(conn, base.snapshot_date)
+    if now is None or (now.generation, now.checksum) != (base.generation, base.checksum):
+        raise SnapshotError(f"partition {base.snapshot_date} was published again or retired while it was read as"
+                            " the base of a roll-forward; nothing was published: run again")
     return journal.Origin(base.cutoff_at, base.max_transaction_id, base.transaction_count, base.max_balance_id,
-                          base.reread_transaction_id, base.reread_balance_id,
-                          roll_state.read(conn, base.snapshot_date, journal.STATE_SCHEMA))
+                          base.reread_transaction_id, base.reread_balance_id, state)
 
 
 def stream(facts: RunFacts, index_conn, base: index.ManifestEntry | None, claim: recovery.Claim,

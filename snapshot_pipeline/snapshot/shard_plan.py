@@ -198,10 +198,15 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
         edges: list[str | None] = [None, *cuts, None]
         if len(edges) > 2:
             snapshot_id = sessions.export_snapshot(cur)
-            connections = connecting.result() if connecting is not None else _open_sessions(settings, len(edges) - 1)
-            connecting = None
-            delta_sessions.extend(DeltaSession(conn, f"{prefix}/delta-{k:05d}.parquet", settings.storage_uri)
-                            for k, conn in enumerate(connections))
+            future, connecting = connecting, None  # from here on, the connections are this block's to close
+            connections = future.result() if future is not None else _open_sessions(settings, len(edges) - 1)
+            for k, conn in enumerate(connections):
+                try:
+                    delta_sessions.append(DeltaSession(conn, f"{prefix}/delta-{k:05d}.parquet", settings.storage_uri))
+                except BaseException:
+                    for unused in connections[k:]:
+                        unused.close()
+                    raise
             for shard, session in enumerate(delta_sessions):  # each joins the cut, gets its legs, starts its delta
                 session.start(cur, snapshot_id, edges[shard], edges[shard + 1], cutoff)
         step = journal.finish_step(cur, view, cutoff, origin)  # the next state, while the shards' deltas run
@@ -229,9 +234,10 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
     finally:
         for session in delta_sessions:
             session.close()
-        if connecting is not None:  # opened for nothing (the plan failed first)
-            for conn in connecting.result():
-                conn.close()
+        if connecting is not None:  # opened for nothing (the plan failed first); a failure to open is not news
+            with contextlib.suppress(Exception):
+                for conn in connecting.result():
+                    conn.close()
         cur.close()
         ledger.close()
 

@@ -42,13 +42,16 @@ def read(conn: psycopg.Connection, date: dt.date, schema: pa.Schema) -> pa.Table
                        " ORDER BY kind, id) TO STDOUT WITH (FORMAT csv)").format(
         sql.SQL(", ").join(map(sql.Identifier, schema.names)), sql.Placeholder())
     buffer = io.BytesIO()
-    with conn.cursor() as cur, cur.copy(copy_sql, (date,)) as copy:
-        for block in copy:
-            buffer.write(block)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SET LOCAL DateStyle TO ISO")  # COPY prints timestamps in the session's DateStyle
+        with cur.copy(copy_sql, (date,)) as copy:
+            for block in copy:
+                buffer.write(block)
     if buffer.tell() == 0:
         return schema.empty_table()
     buffer.seek(0)
     return pcsv.read_csv(buffer, read_options=pcsv.ReadOptions(column_names=schema.names),
+                         parse_options=pcsv.ParseOptions(newlines_in_values=True),
                          convert_options=pcsv.ConvertOptions(column_types=schema, null_values=[""],
                                                              strings_can_be_null=True,
                                                              quoted_strings_can_be_null=False))

@@ -196,6 +196,47 @@ def test_future_dated_row_committed_late_below_the_reread_point_is_counted_when_
         assert_exact_and_balanced(settings, url, day)
 
 
+def test_a_base_published_again_while_it_is_read_stops_the_roll_forward(fresh_ledger, tmp_path, monkeypatch):
+    """The base's manifest row and its roll-forward state are read one after the other: a new generation of the
+    base committed in between (a real run of it) is an error, not a state of the wrong generation."""
+    from snapshot_pipeline.snapshot import roll
+    from snapshot_pipeline.store import roll_state
+
+    url = fresh_ledger
+    settings = make_settings(url, tmp_path / "store")
+    d1, d2, d3 = DAYS[4], DAYS[5], DAYS[6]
+    for day in (d1, d2):
+        snapshot.take_snapshot(settings, day, 500)
+    read = roll_state.read
+
+    def republish_then_read(conn, date, schema):
+        monkeypatch.setattr(roll.roll_state, "read", read)
+        snapshot.take_snapshot(settings, date, 500, reason="repair")  # the base, published again meanwhile
+        return read(conn, date, schema)
+
+    monkeypatch.setattr(roll.roll_state, "read", republish_then_read)
+    with pytest.raises(snapshot.SnapshotError, match="published again or retired"):
+        snapshot.take_snapshot(settings, d3, 500)
+    again = snapshot.take_snapshot(settings, d3, 500)
+    assert again.mode == "incremental" and again.base_date == d2
+    assert_exact_and_balanced(settings, url, d3)
+
+
+def test_roll_forward_state_reads_back_under_any_datestyle(fresh_ledger, make_database, tmp_path):
+    """An index database whose DateStyle is not ISO (set by its owner) still hands the state back exactly."""
+    url = fresh_ledger
+    index_url = make_database()
+    with psycopg.connect(index_url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(f'ALTER DATABASE "{name}" SET DateStyle = \'SQL, DMY\'')
+    settings = make_settings(url, tmp_path / "store", index_url=index_url)
+    first = snapshot.take_snapshot(settings, DAYS[2], 500)
+    assert first.pending["pending_transactions"] > 0  # the state holds timestamps to read back
+    second = snapshot.take_snapshot(settings, DAYS[3], 500)
+    assert second.mode == "incremental" and second.base_date == DAYS[2]
+    assert_exact_and_balanced(settings, url, DAYS[3])
+
+
 class ExplainingCursor:
     """A real ADBC cursor that asks PostgreSQL for the plan of each statement before running it."""
 
