@@ -72,13 +72,27 @@ SELECT balance_id, credit_balance::text AS credit_balance, debit_balance::text A
        inflight_credit_balance::text AS inflight_credit_balance, inflight_debit_balance::text AS inflight_debit_balance
   FROM snapshot_index.balance_snapshots WHERE snapshot_date = $1::date"""
 
-# The live rows of the balances in the temp table drift_ids, by the unique (balance_id) index.
-_LIVE_ROWS_SQL = """
+# For the balances in the temp table drift_ids: their live rows (by the unique balance_id index) and the sums
+# of the staged legs on them (S_now \ S_D), in one statement: no other balance is summed or probed.
+_LATER_AND_LIVE_SQL = f"""
+WITH legs (balance_id, currency, kind, amount) AS ({journal.LEGS_SQL}
+), later AS (
+    SELECT balance_id,
+           COALESCE(sum(amount) FILTER (WHERE kind = 0), 0) AS credit,
+           COALESCE(sum(amount) FILTER (WHERE kind = 1), 0) AS debit,
+           COALESCE(sum(amount) FILTER (WHERE kind = 2), 0) AS inflight_credit,
+           COALESCE(sum(amount) FILTER (WHERE kind = 3), 0) AS inflight_debit
+      FROM legs WHERE kind IS NOT NULL AND balance_id IN (SELECT balance_id FROM drift_ids) GROUP BY balance_id
+)
 SELECT i.balance_id, b.balance_id IS NOT NULL AS known, b.balance::text AS balance,
        b.credit_balance::text AS credit_balance, b.debit_balance::text AS debit_balance,
        b.inflight_balance::text AS inflight_balance, b.inflight_credit_balance::text AS inflight_credit_balance,
-       b.inflight_debit_balance::text AS inflight_debit_balance
-  FROM drift_ids i LEFT JOIN blnk.balances b ON b.balance_id = i.balance_id"""
+       b.inflight_debit_balance::text AS inflight_debit_balance,
+       COALESCE(l.credit, 0)::text AS later_credit, COALESCE(l.debit, 0)::text AS later_debit,
+       COALESCE(l.inflight_credit, 0)::text AS later_inflight_credit,
+       COALESCE(l.inflight_debit, 0)::text AS later_inflight_debit
+  FROM drift_ids i LEFT JOIN blnk.balances b ON b.balance_id = i.balance_id
+  LEFT JOIN later l ON l.balance_id = i.balance_id"""
 
 
 def _changed(settings: Settings, date: dt.date) -> pa.Table:
@@ -102,22 +116,21 @@ def _widened(table: pa.Table, names) -> pa.Table:
 
 def _later_and_live(settings: Settings, entry: index.ManifestEntry, origin: journal.Origin, ids: pa.Array
                     ) -> tuple[pa.Table, pa.Table]:
-    """In one REPEATABLE READ view of the ledger: the legs of ``S_now \\ S_D`` summed per balance (the
-    partition rolled forward to the end of time, by key only) and the live rows of ``ids``."""
+    """In one REPEATABLE READ view of the ledger: the legs of ``S_now \\ S_D`` on the balances ``ids``, summed
+    per balance (the partition's step to the end of time, staged by key only), and their live rows."""
     with asof.ledger_cursor(db.ledger_url(settings)) as cur:
-        view = journal.open_view(cur)
-        journal.begin_step(cur, view, END_OF_TIME, origin)
-        delta = journal.delta_reader(cur, END_OF_TIME).read_all()
+        journal.open_view(cur)
+        journal.stage_step(cur, END_OF_TIME, origin)
         cur.execute("DROP TABLE IF EXISTS drift_ids")
         cur.adbc_ingest("drift_ids", pa.table({"balance_id": ids}), mode="create", temporary=True)
-        cur.execute(_LIVE_ROWS_SQL)
-        live = cur.fetch_arrow_table()
+        cur.execute("ANALYZE drift_ids")
+        cur.execute(_LATER_AND_LIVE_SQL)
+        both = cur.fetch_arrow_table()
         cur.execute("COMMIT")
-    later = pa.table({"balance_id": delta["balance_id"],
-                      **{field: delta[name] for name, field in merge.DELTA_TO_FIELD.items()}})
+    later = pa.table({"balance_id": both["balance_id"],
+                      **{field: both[f"later_{name}"] for name, field in merge.DELTA_TO_FIELD.items()}})
+    live = both.select(["balance_id", "known", *AMOUNTS])
     return _widened(later, SUMMED), live
-
-
 
 
 def live_drift(settings: Settings, date: dt.date) -> Outcome:
