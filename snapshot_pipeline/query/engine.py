@@ -28,6 +28,8 @@ from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index, published
 from snapshot_pipeline.store import parquet as store
 
+ANCHOR_ATTEMPTS = 3  # reads of the anchor and its state, when a run publishes it again meanwhile
+
 POOL_TIMEOUT_SECONDS = 5.0
 MAX_BALANCE_ID_LENGTH = 512
 
@@ -194,11 +196,23 @@ class QueryEngine:
         costs one more scan of the replayed journal rows).
         """
         at = to_utc(at)
-        anchor = self._anchor_partition(at)
-        origin = (self._index_query(lambda conn: snapshot.origin_of(conn, anchor)) if anchor is not None
-                  else journal.Origin.genesis())
+        anchor, origin = self._anchor_and_origin(at)
         return balances_at_table(self.settings.storage_uri, self.ledger_url, at, anchor, origin, ledger_id, currency,
                                  count_replayed)
+
+    def _anchor_and_origin(self, at: dt.datetime) -> tuple[index.ManifestEntry | None, journal.Origin]:
+        """The anchor partition of ``at`` and its roll-forward state, of one generation: when the anchor is
+        published again (or retired) while they are read, they are read again (a reader polls while runs publish)."""
+        for attempt in range(ANCHOR_ATTEMPTS):
+            anchor = self._anchor_partition(at)
+            if anchor is None:
+                return None, journal.Origin.genesis()
+            try:
+                return anchor, self._index_query(lambda conn, anchor=anchor: snapshot.origin_of(conn, anchor))
+            except snapshot.SnapshotError:
+                if attempt == ANCHOR_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _anchor_partition(self, at: dt.datetime) -> index.ManifestEntry | None:
         """The latest roll-forward partition with cutoff <= ``at`` whose files exist (None: genesis)."""

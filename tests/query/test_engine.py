@@ -266,3 +266,29 @@ def test_balance_at_and_balances_at_are_exact_on_both_backends(settings, fresh_l
                     assert answer.amounts() == expected[balance_id], (balance_id, at, from_source)
                     if not from_source:
                         assert answer.anchor.snapshot_date == anchor
+
+
+def test_balances_at_reads_its_anchor_again_when_a_run_publishes_it_meanwhile(fresh_ledger, tmp_path, monkeypatch):
+    """A reader polling while runs publish: the anchor published again between reading its manifest row and
+    its roll-forward state (a real run in between) is read again, and the answer is Σ over the journal."""
+    from snapshot_pipeline.snapshot import roll
+    from snapshot_pipeline.store import roll_state
+
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    snapshot.take_snapshot(settings, DAYS[0], 500)
+    read = roll_state.read
+    republished = []
+
+    def republish_then_read(conn, date, schema):
+        if not republished:
+            republished.append(date)
+            snapshot.take_snapshot(settings, date, 500, reason="repair")
+        return read(conn, date, schema)
+
+    monkeypatch.setattr(roll.roll_state, "read", republish_then_read)
+    at = dt.datetime(2026, 10, 31, 12)
+    with query.QueryEngine(settings) as engine:
+        table = engine.balances_at(at)
+    assert republished == [DAYS[0]]
+    assert table.schema.metadata[b"snapshot_pipeline.anchor_date"] == DAYS[0].isoformat().encode()
+    assert snapshot_values(table) == expected_at(fresh_ledger, at)
