@@ -68,7 +68,6 @@ TARGET_CHECKS = 0.25  # the run's check steps <= 0.25 x the asset's step
 TARGET_HISTORY = 1.2  # c on 4x the history <= 1.2 x c's time
 TARGET_BALANCES_AT_SECONDS = 1.5
 HISTORY_FACTOR = 4
-ASSET_STEP = "balance_snapshots"  # the asset's step key in the run (names.ASSET_NAME)
 DBT_VENV = HERE.parent / ".venv-dbt"
 DBT_REQUIREMENTS = ("dbt-core>=1.8,<1.12", "dbt-postgres>=1.8,<1.12")
 
@@ -480,6 +479,8 @@ def run_timeline(dagster_url: str, process_start: float, process_end: float) -> 
     the last one ends."""
     import psycopg
 
+    from snapshot_pipeline import names
+
     with psycopg.connect(dagster_url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT step_key, dagster_event_type, extract(epoch FROM timestamp)::float8 FROM event_logs"
@@ -495,7 +496,7 @@ def run_timeline(dagster_url: str, process_start: float, process_end: float) -> 
         return {"steps_seconds": {}}
     first = min(starts.values())
     last = max(starts[s] + steps.get(s, 0.0) for s in starts)
-    checks = sum(v for k, v in steps.items() if k != ASSET_STEP)  # every other step of the run is a check
+    checks = sum(v for k, v in steps.items() if k != names.ASSET_NAME)  # every other step of the run is a check
     return {"steps_seconds": steps, "before_first_step_seconds": first - process_start,
             "after_last_step_seconds": process_end - last, "check_steps_seconds": checks}
 
@@ -737,7 +738,9 @@ def evaluate_targets(report: dict) -> list[dict]:
     over = cmd["seconds"] - cmd["asset_duration_ms"] / 1000 if ok_cmd else None
     target("whole snapshot command <= asset + 3 s", over, over is not None and over <= TARGET_COMMAND_EXTRA_SECONDS,
            f"command - asset = {over:.1f} s" if over is not None else "not measured")
-    asset_step = cmd["steps_seconds"].get(ASSET_STEP) if ok_cmd and cmd.get("steps_seconds") else None
+    from snapshot_pipeline import names
+
+    asset_step = cmd["steps_seconds"].get(names.ASSET_NAME) if ok_cmd and cmd.get("steps_seconds") else None
     ck = ratio(cmd["check_steps_seconds"], asset_step) if asset_step else None
     target("checks in the run <= 0.25 x the asset", ck, ck is not None and ck <= TARGET_CHECKS,
            f"check steps / asset step = {fmt_ratio(ck)}")

@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROW_GROUP_ROWS = 131_072  # what snapshot_pipeline.store.parquet writes
 REPEATS = 3
 
 
@@ -68,6 +67,8 @@ def _copy_seconds(url: str, query: str, params: tuple, repeats: int) -> tuple[fl
 def _rewrite_seconds(paths: list[Path], *, read: bool, repeats: int) -> tuple[float, int]:
     """pyarrow reading ``paths`` (timed when ``read``) and writing them again as one zstd file."""
     import pyarrow.parquet as pq
+
+    from snapshot_pipeline.store.parquet import ROW_GROUP_ROWS  # the pipeline's row groups
 
     tables = [pq.read_table(p) for p in paths]
     rows = sum(t.num_rows for t in tables)

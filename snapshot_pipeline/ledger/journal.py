@@ -58,13 +58,6 @@ def empty_state() -> pa.Table:
     return STATE_SCHEMA.empty_table()
 
 
-def full_state(state: pa.Table) -> pa.Table:
-    """``state`` in :data:`STATE_SCHEMA`, the leg columns null where it has none (a state that lists ids only)."""
-    n = state.num_rows
-    return pa.table([state[f.name] if f.name in state.column_names else pa.nulls(n, f.type) for f in STATE_SCHEMA],
-                    schema=STATE_SCHEMA)
-
-
 @dataclasses.dataclass(frozen=True)
 class Origin:
     """Where a roll-forward step starts: the base partition's cutoff, watermarks and state (genesis: zeros)."""
@@ -207,16 +200,20 @@ LEGS_SQL = """
         UNION ALL SELECT source, NULL, 3, -amount FROM roll_children WHERE releases
         UNION ALL SELECT balance_id, NULL, NULL, NULL FROM roll_bal"""
 
-# Per balance: the sums of the counted legs, for every balance the step touches or adds, with its
-# attributes (by balance_id, a unique key), in byte order (COLLATE "C", the order Arrow compares in).
-DELTA_TEMPLATE = """
-    WITH legs (balance_id, currency, kind, amount) AS ({legs}
-    ), sums AS (  -- one numeric addition per leg (FILTER), not four
-        SELECT balance_id, min(currency) AS leg_currency,
+# A balance's legs summed by kind (one numeric addition per leg, FILTER, not four): the one definition of
+# which kind is which amount, for the delta and for the live-drift check (quality/drift.py).
+LEG_SUMS = """
                COALESCE(sum(amount) FILTER (WHERE kind = 0), 0) AS credit,
                COALESCE(sum(amount) FILTER (WHERE kind = 1), 0) AS debit,
                COALESCE(sum(amount) FILTER (WHERE kind = 2), 0) AS inflight_credit,
-               COALESCE(sum(amount) FILTER (WHERE kind = 3), 0) AS inflight_debit
+               COALESCE(sum(amount) FILTER (WHERE kind = 3), 0) AS inflight_debit"""
+
+# Per balance: the sums of the counted legs, for every balance the step touches or adds, with its
+# attributes (by balance_id, a unique key), in byte order (COLLATE "C", the order Arrow compares in).
+DELTA_TEMPLATE = f"""
+    WITH legs (balance_id, currency, kind, amount) AS ({{legs}}
+    ), sums AS (
+        SELECT balance_id, min(currency) AS leg_currency,{LEG_SUMS}
           FROM legs GROUP BY balance_id
     )
     SELECT s.balance_id, b.ledger_id, b.identity_id, b.indicator,
@@ -318,7 +315,7 @@ def stage_step(cur, cutoff: dt.datetime, origin: Origin) -> None:
     cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
     cur.execute("SET LOCAL jit = off")  # compiling these one-off queries costs seconds and saves none
     cur.execute("DROP TABLE IF EXISTS roll_base")
-    cur.adbc_ingest("roll_base", full_state(origin.state), mode="create", temporary=True)
+    cur.adbc_ingest("roll_base", origin.state.cast(STATE_SCHEMA), mode="create", temporary=True)
     cur.execute("CREATE INDEX ON roll_base (kind, id)")
     cur.execute("ANALYZE roll_base")
     cutoff_text = ts(cutoff)

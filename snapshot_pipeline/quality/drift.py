@@ -77,11 +77,7 @@ SELECT balance_id, credit_balance::text AS credit_balance, debit_balance::text A
 _LATER_AND_LIVE_SQL = f"""
 WITH legs (balance_id, currency, kind, amount) AS ({journal.LEGS_SQL}
 ), later AS (
-    SELECT balance_id,
-           COALESCE(sum(amount) FILTER (WHERE kind = 0), 0) AS credit,
-           COALESCE(sum(amount) FILTER (WHERE kind = 1), 0) AS debit,
-           COALESCE(sum(amount) FILTER (WHERE kind = 2), 0) AS inflight_credit,
-           COALESCE(sum(amount) FILTER (WHERE kind = 3), 0) AS inflight_debit
+    SELECT balance_id,{journal.LEG_SUMS}
       FROM legs WHERE kind IS NOT NULL AND balance_id IN (SELECT balance_id FROM drift_ids) GROUP BY balance_id
 )
 SELECT i.balance_id, b.balance_id IS NOT NULL AS known, b.balance::text AS balance,

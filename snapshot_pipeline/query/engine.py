@@ -203,16 +203,17 @@ class QueryEngine:
     def _anchor_and_origin(self, at: dt.datetime) -> tuple[index.ManifestEntry | None, journal.Origin]:
         """The anchor partition of ``at`` and its roll-forward state, of one generation: when the anchor is
         published again (or retired) while they are read, they are read again (a reader polls while runs publish)."""
-        for attempt in range(ANCHOR_ATTEMPTS):
+        attempt = 1
+        while True:
             anchor = self._anchor_partition(at)
             if anchor is None:
                 return None, journal.Origin.genesis()
             try:
                 return anchor, self._index_query(lambda conn, anchor=anchor: snapshot.origin_of(conn, anchor))
             except snapshot.SnapshotError:
-                if attempt == ANCHOR_ATTEMPTS - 1:
+                if attempt == ANCHOR_ATTEMPTS:
                     raise
-        raise AssertionError("unreachable")
+                attempt += 1
 
     def _anchor_partition(self, at: dt.datetime) -> index.ManifestEntry | None:
         """The latest roll-forward partition with cutoff <= ``at`` whose files exist (None: genesis)."""
