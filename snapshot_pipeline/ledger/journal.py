@@ -118,6 +118,13 @@ class Step:
     resolved_gaps: int
     entering_balances: int
 
+    def next_origin(self, cutoff: dt.datetime) -> Origin:
+        """Where the step after this one starts (what :func:`snapshot_pipeline.snapshot.roll.origin_of` reads
+        back from the partition this step publishes)."""
+        view = self.view
+        return Origin(cutoff, view.max_transaction_id, view.transaction_count, view.max_balance_id,
+                      view.reread_transaction_id, view.reread_balance_id, self.state)
+
     def state_counts(self) -> dict[str, int]:
         counts = {row["values"]: row["counts"] for row in pc.value_counts(self.state["kind"]).to_pylist()}
         return {name: counts.get(kind, 0) for name, kind in (
@@ -201,7 +208,7 @@ LEGS_SQL = """
         UNION ALL SELECT balance_id, NULL, NULL, NULL FROM roll_bal"""
 
 # A balance's legs summed by kind (one numeric addition per leg, FILTER, not four): the one definition of
-# which kind is which amount, for the delta and for the live-drift check (quality/drift.py).
+# which kind is which amount, for the delta and for the live-drift comparison (snapshot/live.py).
 LEG_SUMS = """
                COALESCE(sum(amount) FILTER (WHERE kind = 0), 0) AS credit,
                COALESCE(sum(amount) FILTER (WHERE kind = 1), 0) AS debit,
@@ -325,6 +332,12 @@ def stage_step(cur, cutoff: dt.datetime, origin: Origin) -> None:
     cur.execute(_ROLL_CHILDREN_SQL, parameters=(cutoff_text,))
     cur.execute(_ROLL_BAL_SQL, parameters=(origin.reread_balance_id, origin.max_balance_id, base_cutoff,
                                            cutoff_text))
+
+
+def drop_step(cur) -> None:
+    """Inside the open view, after the delta is read: forget the step's temp tables, so another step can be
+    staged in the same view (the in-run live-drift comparison stages the step to the end of time)."""
+    cur.execute("DROP TABLE IF EXISTS roll_tx, roll_children, roll_bal, roll_new_gaps")
 
 
 def finish_step(cur, view: View, cutoff: dt.datetime, origin: Origin) -> Step:

@@ -11,7 +11,7 @@ transaction committing meanwhile cannot show up as drift.
 
 Output: one row per drifting balance (none on a consistent ledger) with the live
 and expected values of the six amounts, ``balance_drift`` = live − expected
-balance, and which columns differ. What counts as drift is :func:`snapshot_pipeline.quality.drift.compare`, the
+balance, and which columns differ. What counts as drift is :func:`snapshot_pipeline.snapshot.live.compare`, the
 definition the ``live_balances_match`` check uses too.
 """
 
@@ -25,7 +25,6 @@ import pyarrow.compute as pc
 
 from snapshot_pipeline import db
 from snapshot_pipeline.ledger import asof, journal
-from snapshot_pipeline.quality import drift
 from snapshot_pipeline.reports.common import (
     ReportError,
     ReportResult,
@@ -36,6 +35,7 @@ from snapshot_pipeline.reports.common import (
     zeros,
 )
 from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.snapshot import live
 from snapshot_pipeline.store import align
 from snapshot_pipeline.store import parquet as store
 
@@ -44,8 +44,8 @@ PARTITION_KEY = "snapshot_date"
 PAGE_ROWS = 10_000
 SAMPLE_ROWS = 20  # drifting rows also returned to the caller (Dagster shows them as a table)
 FAR_FUTURE = dt.datetime(9999, 12, 31)
-AMOUNTS = drift.AMOUNTS
-BASE = drift.SUMMED
+AMOUNTS = live.AMOUNTS
+BASE = live.SUMMED
 LATER = {"credit_balance": "credit", "debit_balance": "debit", "inflight_credit_balance": "inflight_credit",
          "inflight_debit_balance": "inflight_debit"}
 
@@ -89,7 +89,7 @@ def drift_page(page: pa.Table, snapshot: SnapshotPartition, base_page: pa.Table 
     positions = pc.index_in(ids, value_set=base_ids)
     held = pc.is_valid(positions)
     base = base_page.take(positions) if base_page is not None and len(base_ids) else None
-    found = drift.compare(
+    found = live.compare(
         {name: pc.if_else(held, wide(base[name]), zeros(n)) if base is not None else zeros(n) for name in BASE},
         {name: wide(page[LATER[name]]) for name in BASE},
         {name: wide(page[f"live_{name}"]) for name in AMOUNTS},

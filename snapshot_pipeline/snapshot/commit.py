@@ -160,4 +160,5 @@ def _result(facts: RunFacts, p: Pass, files: list[str], changed_count: int, inde
         journal_rows=p.step.counted_rows,
         pending=p.step.state_counts(),
         phases_ms=phases,
+        live_drift=p.live_drift,
     )

@@ -39,6 +39,7 @@ class RunFacts:
     started: float  # time.monotonic() at the start (the reported duration counts from here)
     run_id: str | None = None  # the Dagster run, when one materializes it
     reason: str = "manual"  # schedule | repair | backfill | sensor | manual (recorded with its version)
+    compare_live: bool = False  # compare the changed balances with their live rows in the run's view (latest day)
 
 
 @dataclasses.dataclass
@@ -67,6 +68,7 @@ class SnapshotResult:
     files: list[str] = dataclasses.field(default_factory=list)  # every file of the partition, in shard order
     delta_version: int | None = None  # the version of the Delta table balance_snapshots that carries it
     generation: int | None = None  # the how-many-th publish of this partition (snapshot-pipeline history)
+    live_drift: dict | None = None  # the in-run live-drift comparison (snapshot.live.LiveDrift), when it ran
 
     @property
     def balanced(self) -> bool:
@@ -152,6 +154,7 @@ class Pass:
     base: index.ManifestEntry | None
     mode: str
     phases_ms: dict
+    live_drift: dict | None = None  # the in-run live-drift comparison, when the run made it
 
     @property
     def fs(self):

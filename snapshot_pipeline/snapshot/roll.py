@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from snapshot_pipeline import db, faults
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.snapshot import merge
+from snapshot_pipeline.snapshot import live, merge
 from snapshot_pipeline.snapshot.results import (
     ROLL_VERSION,
     ChangedRows,
@@ -192,6 +192,23 @@ def merge_into(writer: store.PartitionWriter, spool: ChangedRows, totals: Curren
     return batches
 
 
+def compares_live(facts: RunFacts, index_conn) -> bool:
+    """Whether this run compares its changed balances with their live rows: when asked, and only for the
+    latest partition (the ``live_balances_match`` check compares no other)."""
+    return facts.compare_live and index.nearest_after(index_conn, facts.snapshot_date) is None
+
+
+def compare_live(cur, step: journal.Step, cutoff: dt.datetime, changed: live.ChangedAmounts | None,
+                 phases: dict) -> dict | None:
+    """The in-run live-drift comparison (:func:`snapshot_pipeline.snapshot.live.in_view`), in the run's view."""
+    if changed is None:
+        return None
+    mark = time.monotonic()
+    found = live.in_view(cur, step, cutoff, changed.table())
+    phases["live_drift_ms"] = int((time.monotonic() - mark) * 1000)
+    return found.as_dict()
+
+
 def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry | None, claim: recovery.Claim,
                  tracker: RunProgress) -> Pass:
     settings, snapshot_date, cutoff, batch_size = facts.settings, facts.snapshot_date, facts.cutoff, facts.batch_size
@@ -206,18 +223,20 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
                                        file_metadata(settings, snapshot_date, cutoff, step.view),
                                        token=claim.publish_token)
         spool = IndexSpool(claim.work_dir, snapshot_date)
+        changed = live.ChangedAmounts(spool) if compares_live(facts, index_conn) else None
         totals = CurrencyTotals()
         mark = time.monotonic()
         tracker.total = expected_rows(base, step)
-        batches = merge_into(writer, spool, totals, base_batches(settings, base, batch_size),
+        batches = merge_into(writer, changed or spool, totals, base_batches(settings, base, batch_size),
                              journal.delta_reader(cur, cutoff), cutoff, batch_size, tracker)
         tracker.finish(writer.rows)
-        cur.execute("COMMIT")
         phases["merge_ms"] = int((time.monotonic() - mark) * 1000)
+        drift = compare_live(cur, step, cutoff, changed, phases)
+        cur.execute("COMMIT")
         faults.pause_point("read")
         staged = writer.finish({"mode": mode})
         faults.pause_point("staged")
-        return Pass(settings.storage_uri, [staged], spool, totals, batches, step, base, mode, phases)
+        return Pass(settings.storage_uri, [staged], spool, totals, batches, step, base, mode, phases, drift)
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -51,6 +51,7 @@ def take_snapshot(
     on_dead_run: Callable[[recovery.DeadRun], None] | None = None,
     shards: int = 1,
     reason: str = "manual",
+    compare_live: bool = False,
 ) -> SnapshotResult:
     """Compute and publish the snapshot partition ``snapshot_date``. Nothing is visible unless all of it is.
 
@@ -63,6 +64,8 @@ def take_snapshot(
     ``shards`` > 1 merges the partition as that many ``balance_id`` ranges, one after the other in
     this process (:mod:`snapshot_pipeline.snapshot.shards`; the sharded Dagster job runs them in parallel).
     ``reason`` (schedule, repair, backfill, manual, ...) is recorded with the partition's version.
+    ``compare_live`` compares the changed balances with their live rows in the run's own view when the
+    partition is the latest (the result's ``live_drift``; the ``live_balances_match`` check reports it).
     ``on_batch(batches)`` is called after each merged chunk; ``on_progress(rows, total, final=False)`` with
     the rows written out of the partition's expected row count, and once more at the end with the exact
     count (default: a :class:`snapshot_pipeline.progress.Reporter` logging a progress line every 2 s).
@@ -75,7 +78,7 @@ def take_snapshot(
     validate_batch_size(batch_size)
     log = log or logger.info
     facts = RunFacts(settings, snapshot_date, calendar.cutoff(snapshot_date, settings.timezone), batch_size, log,
-                     time.monotonic(), run_id, reason)
+                     time.monotonic(), run_id, reason, compare_live)
     tracker = roll.RunProgress(on_batch, on_progress or progress.Reporter(log, snapshot_date.isoformat(),
                                                                          roll.PROGRESS_SECONDS))
     with roll.holding_partition(settings, snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run) as (

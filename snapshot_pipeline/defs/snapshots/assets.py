@@ -16,6 +16,8 @@ from snapshot_pipeline.names import ASSET_NAME, DAYS_PER_BACKFILL_RUN, REASON_TA
 
 GROUP = "snapshots"
 OWNERS = ["team:ledger-platform"]
+LIVE_CHECK = "live_balances_match"
+LIVE_DRIFT_METADATA = "live_drift"  # the in-run comparison the live_balances_match check reports
 PROGRESS_EVERY_SECONDS = 1.0  # the run's progress line (snapshot_pipeline/progress.py), read by the CLI and HTTP
 
 
@@ -114,6 +116,7 @@ def result_metadata(result: snapshot.SnapshotResult) -> dict[str, object]:
         "balanced_per_currency": result.balanced,
         "delta_version": dg.MetadataValue.int(result.delta_version) if result.delta_version is not None else "none",
         "generation": result.generation or 0,
+        **({LIVE_DRIFT_METADATA: dg.MetadataValue.json(result.live_drift)} if result.live_drift is not None else {}),
     }
 
 
@@ -165,7 +168,8 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
                 key = snapshot_date.isoformat()
                 cutoff = _utc_naive(partitions_def.time_window_for_partition_key(key).end)
                 try:
-                    result = _snapshot_one_day(context, config, settings, snapshot_date, cutoff)
+                    result = _snapshot_one_day(context, config, settings, snapshot_date, cutoff,
+                                               compare_live=snapshot_date == days[-1] and _live_check_runs(context))
                 except BaseException:  # also a cancel or termination (Dagster's interrupt is a BaseException)
                     # The days already committed are real: record them before the run fails.
                     for done_key, metadata in done:
@@ -180,9 +184,16 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
     return balance_snapshots
 
 
+def _live_check_runs(context: dg.AssetExecutionContext) -> bool:
+    """Whether the run evaluates the live_balances_match check (then the asset compares in its own view): the
+    run's job, as selected, has the check's step."""
+    return context.job_def.graph.has_node_named(f"{ASSET_NAME}_{LIVE_CHECK}")
+
+
 def _snapshot_one_day(context: dg.AssetExecutionContext, config: SnapshotConfig, settings, snapshot_date: dt.date,
-                      cutoff: dt.datetime) -> snapshot.SnapshotResult:
-    """Roll one day forward and commit it; logs its start, progress and summary lines."""
+                      cutoff: dt.datetime, compare_live: bool) -> snapshot.SnapshotResult:
+    """Roll one day forward and commit it; logs its start, progress and summary lines. ``compare_live``: the
+    last day of a run whose live_balances_match check runs is compared with the live rows in the run's view."""
     context.log.info(
         f"operation=balance_snapshot snapshot_date={snapshot_date} batch_size={config.batch_size}"
         f" cutoff={cutoff.isoformat()}Z status=started"
@@ -195,6 +206,7 @@ def _snapshot_one_day(context: dg.AssetExecutionContext, config: SnapshotConfig,
             shards=config.shards,
             on_dead_run=dead_run_reporter(context.instance, context.log.warning),
             reason=run_reason(context.run.tags),
+            compare_live=compare_live,
         )
     except Exception as exc:
         context.log.error(

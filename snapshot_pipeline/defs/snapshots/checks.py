@@ -24,6 +24,7 @@ from snapshot_pipeline.defs.common.dagster_internals import (
 from snapshot_pipeline.defs.common.outcomes import outcome_logger, outcome_metadata
 from snapshot_pipeline.defs.common.pools import LEDGER_DB_POOL
 from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+from snapshot_pipeline.defs.snapshots.assets import LIVE_CHECK, LIVE_DRIFT_METADATA
 from snapshot_pipeline.names import ASSET_NAME
 from snapshot_pipeline.settings import Settings
 
@@ -83,6 +84,22 @@ def _target_materialization(instance: dg.DagsterInstance, key: str
     if not records:
         return None
     return target_materialization(records[0])
+
+
+def _recorded_live_drift(context: dg.AssetCheckExecutionContext, date: dt.date) -> dict | None:
+    """The live-drift comparison this run's materialization of ``date`` made in its own view, with the
+    generation it published. None when the check runs without that materialization (re-run from the
+    Checks tab: it compares now) or the run made none (not the latest day, sharded)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(ASSET_NAME), asset_partitions=[date.isoformat()]), limit=1).records
+    if not records or records[0].event_log_entry.run_id != context.run.run_id:
+        return None
+    materialization = records[0].asset_materialization
+    metadata = materialization.metadata if materialization is not None else {}
+    found, generation = metadata.get(LIVE_DRIFT_METADATA), metadata.get("generation")
+    if not isinstance(found, dg.JsonMetadataValue) or not isinstance(found.data, dict) or generation is None:
+        return None
+    return {**found.data, "generation": generation.value}
 
 
 def _per_partition(context: dg.AssetCheckExecutionContext, outcomes_of_day, severity: dg.AssetCheckSeverity,
@@ -196,14 +213,19 @@ def build_live_balances_check(partitions_def: dg.DailyPartitionsDefinition) -> d
         """Latest partition only: snapshot + legs dated at or after the cutoff = live blnk.balances row,
         over the partition's changed balances (its index rows), so the cost follows the day's activity.
 
+        The snapshot run compares in its own view of the ledger, with the values it has just merged, and
+        records the outcome with its materialization (metadata `live_drift`); this check, in the same run,
+        reports that outcome while the partition is still that publication. Run on its own (the Checks
+        tab), after a sharded run, or once the day was published again, it compares now in a new view.
+
         WARN: a drift means the ledger's live rows disagree with its own journal (or a repair is
         pending); the drifting balance ids are reported. Older partitions pass without evaluation.
         """
         settings, log = snapshot_store.settings(timezone=partitions_def.timezone), outcome_logger(context)
-        name = "live_balances_match"
-        yield from _per_partition(context, lambda date: {name: _evaluate(settings, name, date, quality.live_drift,
-                                                                         log)}, dg.AssetCheckSeverity.WARN,
-                                  blocking=False)
+        name = LIVE_CHECK
+        yield from _per_partition(context, lambda date: {name: _evaluate(
+            settings, name, date, quality.live_drift, log, recorded=_recorded_live_drift(context, date))},
+            dg.AssetCheckSeverity.WARN, blocking=False)
 
     return live_balances_match
 

@@ -198,6 +198,36 @@ def test_live_balance_drift_is_a_warning_naming_the_balance(setup):
     assert m["total_absolute_balance_drift"] == 7
 
 
+def test_the_live_check_reports_the_runs_own_comparison_while_the_partition_is_that_publication(setup):
+    with psycopg.connect(setup.url) as conn:  # a drift the run's own view sees
+        balance_id = conn.execute("SELECT balance_id FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s"
+                                  " ORDER BY balance_id OFFSET 5 LIMIT 1", (dt.date.fromisoformat(D2),)).fetchone()[0]
+        conn.execute("UPDATE blnk.balances SET credit_balance = credit_balance + 9, balance = balance + 9"
+                     " WHERE balance_id = %s", (balance_id,))
+    result = setup.materialize(D2)
+    assert result.success
+    materialized = result.asset_materializations_for_node(ASSET_NAME)[0].metadata
+    assert materialized["live_drift"].value["drifting_balance_ids"] == [balance_id]
+    live = evaluations(result)["live_balances_match"]
+    m = meta(live)
+    assert not live.passed and m["compared_in"] == "run" and m["drifting_balance_ids"] == [balance_id]
+    assert m["total_absolute_balance_drift"] == 9 and m["balances_compared"] == meta_of(result)["balances_changed"]
+    # the check alone, from the Checks tab: compared now, in a new view (the live row repaired meanwhile)
+    with psycopg.connect(setup.url) as conn:
+        conn.execute("UPDATE blnk.balances SET credit_balance = credit_balance - 9, balance = balance - 9"
+                     " WHERE balance_id = %s", (balance_id,))
+    _, alone = setup.checks(D2, {"live_balances_match"})
+    assert alone["live_balances_match"].passed and meta(alone["live_balances_match"])["compared_in"] == "check"
+    # a run without the live check does not compare
+    quiet = setup.job.get_subset(asset_selection={dg.AssetKey(ASSET_NAME)}, asset_check_selection=set())
+    done = quiet.execute_in_process(partition_key=D2, instance=setup.instance)
+    assert "live_drift" not in done.asset_materializations_for_node(ASSET_NAME)[0].metadata
+
+
+def meta_of(result) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(ASSET_NAME)[0].metadata.items()}
+
+
 def test_stale_partition_fails_sampled_recomputation_explained_by_late_rows(setup):
     with psycopg.connect(setup.url) as conn:
         source, destination = [r[0] for r in conn.execute(

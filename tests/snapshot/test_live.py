@@ -1,0 +1,86 @@
+"""The in-run live-drift comparison (``snapshot.live.in_view``): the run compares its changed balances with their
+live rows in its own view, and finds exactly what the check alone finds in a new view."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+
+from snapshot_pipeline import quality, snapshot
+from tests.conftest import make_settings
+from tests.helpers import insert_transaction, two_balances
+
+DAY = dt.date(2026, 10, 31)
+KEYS = ("balances_compared", "drifting_balances", "total_absolute_balance_drift")
+
+
+def _apply_live(url: str, source: str, destination: str, amount: int) -> None:
+    """What Blnk does to the live rows when it applies a transaction."""
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE blnk.balances SET credit_balance = credit_balance + %s, balance = balance + %s"
+                     " WHERE balance_id = %s", (amount, amount, destination))
+        conn.execute("UPDATE blnk.balances SET debit_balance = debit_balance + %s, balance = balance - %s"
+                     " WHERE balance_id = %s", (amount, amount, source))
+
+
+def _later_legs(url: str) -> None:
+    """Legs the partition does not include, applied to the live rows as Blnk would: a future-dated row recorded
+    before the cutoff (pending in the state), a row recorded after it, and a hold open at the cutoff whose
+    commit comes after it (the snapshot counts the hold as inflight, the live row has it applied)."""
+    source, destination = two_balances(url)
+    future = 10**25 + 3
+    insert_transaction(url, source, destination, future, created_at=dt.datetime(2026, 10, 31, 10),
+                       effective_date=dt.datetime(2026, 11, 5))
+    later = 1_234_567
+    insert_transaction(url, destination, source, later, created_at=dt.datetime(2026, 12, 1, 9))
+    held = 98_765
+    hold = insert_transaction(url, source, destination, held, status="INFLIGHT",
+                              created_at=dt.datetime(2026, 10, 30, 12))
+    insert_transaction(url, source, destination, held, parent=hold, created_at=dt.datetime(2026, 12, 1, 10))
+    _apply_live(url, source, destination, future)
+    _apply_live(url, destination, source, later)
+    _apply_live(url, source, destination, held)
+
+
+def _fields(found) -> dict:
+    return {key: found[key] for key in KEYS} | {"ids": found["drifting_balance_ids"]}
+
+
+def _check_alone(settings) -> dict:
+    outcome = quality.live_drift(settings, DAY)
+    assert outcome.details["compared_in"] == "check"
+    return {key: outcome.metrics[key] for key in KEYS} | {"ids": outcome.details["drifting_balance_ids"]}
+
+
+def test_the_run_compares_in_its_own_view_and_finds_what_the_check_finds(fresh_ledger, tmp_path):
+    url = fresh_ledger
+    settings = make_settings(url, tmp_path / "store", timezone="America/New_York")
+    snapshot.take_snapshot(settings, DAY - dt.timedelta(days=1), 500)
+    _later_legs(url)
+    result = snapshot.take_snapshot(settings, DAY, 500, compare_live=True)
+    assert result.mode == "incremental" and result.live_drift is not None
+    assert _fields(result.live_drift) == {"balances_compared": result.balances_changed, "drifting_balances": 0,
+                                          "total_absolute_balance_drift": 0, "ids": []}
+    assert _fields(result.live_drift) == _check_alone(settings)
+    assert "live_drift_ms" in result.phases_ms
+
+    # a live row that no journal row explains: named by the run, with its exact drift, as by the check
+    with psycopg.connect(url) as conn:
+        third = conn.execute("SELECT balance_id FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s"
+                             " ORDER BY balance_id OFFSET 2 LIMIT 1", (DAY,)).fetchone()[0]
+        conn.execute("UPDATE blnk.balances SET debit_balance = debit_balance + 11, balance = balance - 11"
+                     " WHERE balance_id = %s", (third,))
+    again = snapshot.take_snapshot(settings, DAY, 500, compare_live=True)
+    assert _fields(again.live_drift) == {"balances_compared": again.balances_changed, "drifting_balances": 1,
+                                         "total_absolute_balance_drift": 11, "ids": [third]}
+    assert _fields(again.live_drift) == _check_alone(settings)
+
+
+def test_only_the_latest_partition_is_compared(fresh_ledger, tmp_path):
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    snapshot.take_snapshot(settings, DAY, 500)
+    earlier = snapshot.take_snapshot(settings, DAY - dt.timedelta(days=1), 500, compare_live=True)
+    assert earlier.live_drift is None and "live_drift_ms" not in earlier.phases_ms
+    unasked = snapshot.take_snapshot(settings, DAY, 500)
+    assert unasked.live_drift is None
