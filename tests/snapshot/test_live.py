@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 
 import psycopg
+import pytest
 
 from snapshot_pipeline import quality, snapshot
+from snapshot_pipeline.amounts import AmountOverflow
 from tests.conftest import make_settings
 from tests.helpers import insert_transaction, two_balances
 
@@ -84,3 +86,18 @@ def test_only_the_latest_partition_is_compared(fresh_ledger, tmp_path):
     assert earlier.live_drift is None and "live_drift_ms" not in earlier.phases_ms
     unasked = snapshot.take_snapshot(settings, DAY, 500)
     assert unasked.live_drift is None
+
+
+def test_a_comparison_that_cannot_be_made_is_reported_and_the_partition_still_published(fresh_ledger, tmp_path):
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    snapshot.take_snapshot(settings, DAY - dt.timedelta(days=1), 500)
+    with psycopg.connect(fresh_ledger) as conn:  # a live row wider than any amount the comparison holds
+        conn.execute("UPDATE blnk.balances SET balance = %s WHERE balance_id = ("
+                     " SELECT source FROM blnk.transactions WHERE created_at >= %s AND created_at < %s"
+                     " ORDER BY id LIMIT 1)", (10**70, dt.datetime(2026, 10, 31), dt.datetime(2026, 11, 1)))
+    lines: list[str] = []
+    result = snapshot.take_snapshot(settings, DAY, 500, compare_live=True, log=lines.append)
+    assert result.live_drift is None and result.mode == "incremental"
+    assert any("live_drift=not_compared" in line and "AmountOverflow" in line for line in lines), lines
+    with pytest.raises(AmountOverflow, match="more than 60 digits"):  # the check alone says so, as before
+        quality.live_drift(settings, DAY)
