@@ -470,7 +470,10 @@ def measure_command(ledger_url: str, admin_url: str, dagster_db: str, storage: P
         return {"seconds": seconds, "ok": False, "error": proc.stderr[-2000:], "database": db.redact(dagster_url)}
     out = json.loads(proc.stdout[proc.stdout.index("{"):])
     return {"seconds": seconds, "ok": True, "rows": out.get("dagster/row_count"), "mode": out.get("mode"),
-            "asset_duration_ms": out.get("duration_ms"), **run_timeline(dagster_url, wall_start, wall_start + seconds)}
+            "asset_duration_ms": out.get("duration_ms"),
+            # the live-drift comparison the asset makes in its own view for the live_balances_match check
+            "live_drift_in_asset_ms": (out.get("phase_ms") or {}).get("live_drift_ms"),
+            **run_timeline(dagster_url, wall_start, wall_start + seconds)}
 
 
 def run_timeline(dagster_url: str, process_start: float, process_end: float) -> dict:
@@ -688,7 +691,8 @@ def render(report: dict) -> str:
         if cmd.get("steps_seconds"):
             steps = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(cmd["steps_seconds"].items(), key=lambda kv: -kv[1]))
             lines.append(f"  before the first step {cmd['before_first_step_seconds']:.1f} s; steps: {steps};"
-                         f" after the last step {cmd['after_last_step_seconds']:.1f} s")
+                         f" after the last step {cmd['after_last_step_seconds']:.1f} s;"
+                         f" live-drift comparison inside the asset step {cmd.get('live_drift_in_asset_ms')} ms")
     if extra.get("with_indexes"):
         wi = extra["with_indexes"]
         lines.append(f"(c) with ledger-indexes' read indexes ({len(wi['indexes']['created'])} created in"
@@ -744,6 +748,11 @@ def evaluate_targets(report: dict) -> list[dict]:
     ck = ratio(cmd["check_steps_seconds"], asset_step) if asset_step else None
     target("checks in the run <= 0.25 x the asset", ck, ck is not None and ck <= TARGET_CHECKS,
            f"check steps / asset step = {fmt_ratio(ck)}")
+    in_asset = (cmd.get("live_drift_in_asset_ms") or 0) / 1000 if ok_cmd else 0.0
+    cka = ratio(cmd["check_steps_seconds"] + in_asset, asset_step - in_asset) if asset_step else None
+    target("  the same, counting the live comparison made inside the asset step as a check", cka,
+           cka is not None and cka <= TARGET_CHECKS,
+           f"(check steps + {in_asset:.2f} s) / (asset step - {in_asset:.2f} s) = {fmt_ratio(cka)}")
     e = report.get("dbt")
     de = ratio(e["seconds"], cmd["seconds"]) if e and ok_cmd else None
     target("whole command >= 3 x faster than dbt's whole process", de, de is not None and de >= TARGET_VS_DBT_PROCESS,
