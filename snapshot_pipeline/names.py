@@ -30,8 +30,10 @@ SHARDS_MAX = 64  # shards a partition may be merged as (snapshot/shards.py, the 
 SAMPLE_SIZE_DEFAULT = 20
 SAMPLE_SIZE_MAX = 10_000  # bounds the recompute: k balances' legs through the (source)/(destination) indexes
 
-# A backfill (the gap filler's, or one launched from the UI) runs this many days per run, in one process.
-DAYS_PER_BACKFILL_RUN = 14
+# A backfill (the gap filler's, or one launched from the UI) runs this many days per run, in one process. A
+# month: Dagster caps a backfill of a self-dependent asset at this many days per tick across all its ranges
+# (docs/dagster.md), so the gap filler's usual holes still go one run each.
+DAYS_PER_BACKFILL_RUN = 31
 
 
 def batch_size_problem(value: object) -> str | None:

@@ -138,6 +138,8 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
             metadata={"partition_time_zone": partitions_def.timezone,
                       "layout": "Delta table balance_snapshots/ (partitioned by snapshot_date)"},
             backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_BACKFILL_RUN),
+            deps=[dg.AssetDep(ASSET_NAME, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1,
+                                                                                          end_offset=-1))],
             pool=LEDGER_DB_POOL,
         )
         def balance_snapshots(
@@ -159,6 +161,8 @@ def build_snapshot_asset(partitions_def: dg.DailyPartitionsDefinition) -> dg.Ass
             A backfill runs up to DAYS_PER_BACKFILL_RUN days per run, oldest first, each day rolled
             forward from the one before and committed on its own: every day gets its own
             materialization and metadata; if a day fails, the days before it stay materialized.
+            Day D depends on day D-1 (declared, so backfills run their ranges oldest first); any day can
+            still be materialized on its own: it rolls forward the nearest earlier published day.
             """
             settings = snapshot_store.settings(timezone=partitions_def.timezone)
             days = [dt.date.fromisoformat(key) for key in context.partition_keys]

@@ -107,3 +107,17 @@ def test_code_location_loads():
     defs = definitions.defs()  # built lazily (@dg.definitions), as Dagster loads it
     assert defs.resolve_assets_def(ASSET_NAME).partitions_def is not None
     assert defs.resolve_job_def(SNAPSHOT_JOB) is not None
+
+
+def test_day_d_declares_its_dependency_on_day_d_minus_1():
+    """Lineage and backfill order: the asset depends on its own previous partition (and on nothing else)."""
+    from snapshot_pipeline import definitions
+
+    asset = definitions.defs().resolve_assets_def(ASSET_NAME)
+    key = dg.AssetKey(ASSET_NAME)
+    assert asset.dependency_keys == {key}
+    mapping = asset.get_partition_mapping(key)
+    assert isinstance(mapping, dg.TimeWindowPartitionMapping)
+    assert (mapping.start_offset, mapping.end_offset) == (-1, -1)
+    graph = definitions.defs().resolve_asset_graph()
+    assert key in graph.get(key).parent_keys
