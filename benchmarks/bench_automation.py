@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_snapshot import RESULTS_DIR, create_database, drop_database, log, seed, server_url
+from _common import RESULTS_DIR, create_database, drop_database, log, seed, server_url
 
 START = dt.date(2026, 9, 1)
 

@@ -32,15 +32,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from _common import run_script_worker
+from _common import RESULTS_DIR, Scratch, log, report_head, run_script_worker, seed
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -48,13 +46,11 @@ sys.path.insert(1, str(HERE.parent))  # tests.readers: DuckDB with the delta/htt
 
 import bench_storage as bst  # noqa: E402  (after the sys.path line)
 
-RESULTS_DIR = HERE / "results"
 LOG_COMMITS = 400
 READ_REPEATS = 5
 OPEN_RUNS = 5
 DAY_RUNS = 3
 OLD_PUBLISH_REPEATS = 5
-log = bst.log
 
 # The calls of the Delta publish timed in place (inclusive times: ensure and version_of each include a load,
 # version_of includes history); only while Publication.finish runs, or around each replace_partition.
@@ -487,25 +483,19 @@ def render(report: dict) -> str:
 
 
 def bench_main(args) -> int:
-    import bench_snapshot as bs
     import pyarrow.feather as feather
 
     from snapshot_pipeline.settings import DEFAULT_HISTORY_DAYS
 
-    stem = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    admin_url = bs.server_url(args)
-    name = f"bench_delta_{stem.replace('-', '_')}_{os.getpid()}"
-    work = Path(tempfile.mkdtemp(prefix="bench_delta_"))
-    log(f"database {name}; work dir {work}")
-    url = bs.create_database(admin_url, name)
+    throwaway = Scratch.create(args, "bench_delta")
+    url, work, stem = throwaway.url, throwaway.work, throwaway.stem
     last_day = args.start_date + dt.timedelta(days=args.days - 1)
     base_day = last_day - dt.timedelta(days=1)
-    report: dict = {"args": {k: str(v) if isinstance(v, dt.date) else v for k, v in vars(args).items()},
-                    "day": last_day.isoformat(), "machine": {"cpus": os.cpu_count(), "load_start": os.getloadavg()[0]},
-                    "day_runs": {}, "log": {}, "reads": {"by_storage": {}}, "errors": []}
+    report: dict = report_head(args, day=last_day.isoformat(), day_runs={}, log={}, reads={"by_storage": {}},
+                               errors=[])
     errors = report["errors"]
     try:
-        report["ledger"] = bs.seed(url, args.balances, args.transactions, args.days, args.seed, args.start_date)
+        report["ledger"] = seed(url, args.balances, args.transactions, args.days, args.seed, args.start_date)
         common = {"ledger_url": url, "home": str(work), "batch_size": args.batch_size}
         with bst.MotoServer() as server:
             for label in ("local", "s3"):
@@ -585,11 +575,7 @@ def bench_main(args) -> int:
         print(render(report))
         log(f"results: {out}")
     finally:
-        if args.keep:
-            log(f"--keep: database {name} and {work} left in place")
-        else:
-            bs.drop_database(admin_url, name)
-            shutil.rmtree(work, ignore_errors=True)
+        throwaway.remove(args.keep)
     for error in errors:
         log(f"ERROR: {error}")
     return 1 if errors else 0

@@ -47,7 +47,7 @@ from urllib.parse import quote
 
 import httpx
 import psycopg
-from _common import log
+from _common import RESULTS_DIR, log
 from psycopg import sql
 
 from snapshot_pipeline import db, query, snapshot
@@ -55,7 +55,6 @@ from snapshot_pipeline.ledger import generator, indexes
 from snapshot_pipeline.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_P50_MS = 2.0
 TARGET_P99_MS = 10.0

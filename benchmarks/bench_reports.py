@@ -30,10 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import log
+from _common import RESULTS_DIR, log
 
 HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 REPORTS = ("baseline_read_table", "balance_movements", "ledger_currency_totals", "month_end_balances",
            "reconciliation_report")
 

@@ -29,11 +29,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import log
+from _common import RESULTS_DIR, create_database, drop_database, log, report_head, seed, server_url
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-RESULTS_DIR = HERE / "results"
 
 
 def _median(values):
@@ -100,13 +99,12 @@ def render(report: dict) -> str:
 
 
 def bench_main(args) -> int:
-    import bench_snapshot as bs
     import bench_storage as bst
     import pyarrow.feather as feather
 
     stem = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     work = Path(tempfile.mkdtemp(prefix="bench_shards_"))
-    admin_url = bs.server_url(args)
+    admin_url = server_url(args)
     name = None
     if args.ledger_url:
         url = args.ledger_url
@@ -119,14 +117,12 @@ def bench_main(args) -> int:
         ledger = {"balances": counts[0], "transaction_rows": counts[1], "reused": url} if counts else {}
     else:
         name = f"bench_shards_{stem.replace('-', '_')}_{os.getpid()}"
-        url = bs.create_database(admin_url, name)
-        ledger = bs.seed(url, args.balances, args.transactions, args.days, args.seed, args.start_date)
+        url = create_database(admin_url, name)
+        ledger = seed(url, args.balances, args.transactions, args.days, args.seed, args.start_date)
     last_day = args.start_date + dt.timedelta(days=args.days - 1)
     base_day = last_day - dt.timedelta(days=1)
-    report: dict = {"args": {k: str(v) if isinstance(v, dt.date) else v for k, v in vars(args).items()},
-                    "ledger": ledger, "day": last_day.isoformat(), "base_day": base_day.isoformat(),
-                    "repeats": args.repeats,
-                    "machine": {"cpus": os.cpu_count(), "load_start": os.getloadavg()[0]}}
+    report: dict = report_head(args, ledger=ledger, day=last_day.isoformat(), base_day=base_day.isoformat(),
+                               repeats=args.repeats)
     try:
         bst.reset_index(url)
         spec = {"ledger_url": url, "home": str(work), "batch_size": args.batch_size,
@@ -164,7 +160,7 @@ def bench_main(args) -> int:
         log(f"results: {out_path}")
     finally:
         if name is not None and not args.keep:
-            bs.drop_database(admin_url, name)
+            drop_database(admin_url, name)
         elif args.ledger_url:
             bst.reset_index(url)
         if not args.keep:

@@ -42,10 +42,9 @@ import time
 from pathlib import Path
 
 import floor
-from _common import LAUNCHER, log
+from _common import LAUNCHER, RESULTS_DIR, create_database, drop_database, log, seed, server_url
 
 HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 
 DEFAULT_BALANCES = 1_000_000
 DEFAULT_TRANSACTIONS = 5_000_000
@@ -191,63 +190,6 @@ def run_worker(ledger_url: str, storage: Path, home: Path, date: dt.date, batch_
 
 
 # ============================================================================================ databases
-
-
-def server_url(args) -> str:
-    """A URL on the server to use: --database-url, else LEDGER_DATABASE_URL, else the embedded PostgreSQL."""
-    from snapshot_pipeline import db
-    from snapshot_pipeline.settings import load_settings
-
-    if args.database_url:
-        return args.database_url
-    return db.ledger_url(load_settings())  # LEDGER_DATABASE_URL, or starts/reuses the embedded server
-
-
-def create_database(admin_url: str, name: str) -> str:
-    import psycopg
-    from psycopg import sql
-
-    from snapshot_pipeline import db
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return db.with_database(admin_url, name)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def seed(url: str, balances: int, transactions: int, days: int, seed_value: int, start: dt.date) -> dict:
-    import psycopg
-
-    from snapshot_pipeline.ledger import generator
-
-    spec = generator.LedgerSpec(balances, transactions, days, seed_value, start)
-    log(f"seeding {balances:,} balances, {transactions:,} transactions over {days} days from {start} ...")
-    started = time.perf_counter()
-    with psycopg.connect(url, autocommit=True) as conn:
-        summary = generator.generate(conn, spec, progress=sys.stderr.isatty())
-        seeded = time.perf_counter()
-        # The generator rewrites every live balance row (dead tuples, unset hint bits) and autovacuum
-        # would then run during the measurements: settle the tables first, for every measurement alike.
-        conn.execute("VACUUM (ANALYZE) blnk.ledgers, blnk.balances, blnk.transactions")
-        conn.execute("CHECKPOINT")
-        vacuum_seconds = time.perf_counter() - seeded
-        counts = generator.ledger_counts(conn)
-        sizes = conn.execute(
-            "SELECT pg_total_relation_size('blnk.balances'), pg_total_relation_size('blnk.transactions')"
-        ).fetchone()
-    seconds = time.perf_counter() - started
-    log(f"seeded in {seconds:.0f} s (VACUUM ANALYZE {vacuum_seconds:.0f} s of it): {counts[0]:,} balances,"
-        f" {counts[1]:,} transaction rows")
-    return {**summary, "balances": counts[0], "transaction_rows": counts[1], "seconds": seconds,
-            "vacuum_seconds": vacuum_seconds,
-            "balances_bytes": sizes[0], "transactions_bytes": sizes[1]}
 
 
 # ================================================================================== (a) raw COPY TO STDOUT

@@ -32,16 +32,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-from _common import log, run_script_worker
+from _common import RESULTS_DIR, Scratch, log, report_head, run_script_worker, seed
 
 HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 DEFAULT_BALANCES = 200_000
@@ -298,23 +296,16 @@ def render(report: dict) -> str:
 
 
 def bench_main(args) -> int:
-    import bench_snapshot as bs
     import pyarrow.feather as feather
 
-    stem = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    admin_url = bs.server_url(args)
-    name = f"bench_storage_{stem.replace('-', '_')}_{os.getpid()}"
-    work = Path(tempfile.mkdtemp(prefix="bench_storage_"))
-    log(f"database {name}; work dir {work}")
-    url = bs.create_database(admin_url, name)
+    throwaway = Scratch.create(args, "bench_storage")
+    url, work, stem = throwaway.url, throwaway.work, throwaway.stem
     last_day = args.start_date + dt.timedelta(days=args.days - 1)
     base_day = last_day - dt.timedelta(days=1)
-    report: dict = {"args": {k: str(v) if isinstance(v, dt.date) else v for k, v in vars(args).items()},
-                    "day": last_day.isoformat(), "machine": {"cpus": os.cpu_count(),
-                                                             "load_start": os.getloadavg()[0]}}
+    report: dict = report_head(args, day=last_day.isoformat())
     exact = True
     try:
-        report["ledger"] = bs.seed(url, args.balances, args.transactions, args.days, args.seed, args.start_date)
+        report["ledger"] = seed(url, args.balances, args.transactions, args.days, args.seed, args.start_date)
         common = {"ledger_url": url, "home": str(work), "batch_size": args.batch_size}
 
         # (a) local disk vs S3, each from an empty store: genesis D-1, then D rolled forward
@@ -389,11 +380,7 @@ def bench_main(args) -> int:
         out.write_text(json.dumps(report, indent=2, default=str))
         log(f"results: {out}")
     finally:
-        if args.keep:
-            log(f"--keep: database {name} and {work} left in place")
-        else:
-            bs.drop_database(admin_url, name)
-            shutil.rmtree(work, ignore_errors=True)
+        throwaway.remove(args.keep)
     if not exact:
         log("FAILED: a sharded partition differs from the unsharded one")
         return 1

@@ -41,6 +41,15 @@ def insert_transaction(url: str, source: str, destination: str, amount: int, *, 
     return transaction_id
 
 
+def apply_live(url: str, source: str, destination: str, amount: int) -> None:
+    """What Blnk does to the live rows when it applies a transaction."""
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE blnk.balances SET credit_balance = credit_balance + %s, balance = balance + %s"
+                     " WHERE balance_id = %s", (amount, amount, destination))
+        conn.execute("UPDATE blnk.balances SET debit_balance = debit_balance + %s, balance = balance - %s"
+                     " WHERE balance_id = %s", (amount, amount, source))
+
+
 def two_balances(url: str, currency: str = "USD", before: dt.datetime | None = None) -> tuple[str, str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(

@@ -9,7 +9,7 @@ import psycopg
 
 from snapshot_pipeline import quality, snapshot
 from tests.conftest import make_settings
-from tests.helpers import insert_transaction
+from tests.helpers import apply_live, insert_transaction
 
 DAY = dt.date(2026, 10, 31)
 
@@ -19,15 +19,6 @@ def _changed_balances(url: str, day: dt.date, count: int) -> list[str]:
         return [r[0] for r in conn.execute(
             "SELECT balance_id FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s"
             " AND currency = 'USD' ORDER BY balance_id LIMIT %s", (day, count))]
-
-
-def _apply_live(url: str, source: str, destination: str, amount: int) -> None:
-    """What Blnk does to the live rows when it applies a transaction."""
-    with psycopg.connect(url) as conn:
-        conn.execute("UPDATE blnk.balances SET credit_balance = credit_balance + %s, balance = balance + %s"
-                     " WHERE balance_id = %s", (amount, amount, destination))
-        conn.execute("UPDATE blnk.balances SET debit_balance = debit_balance + %s, balance = balance - %s"
-                     " WHERE balance_id = %s", (amount, amount, source))
 
 
 def test_live_drift_counts_later_legs_and_names_a_drifting_row(fresh_ledger, tmp_path):
@@ -40,7 +31,7 @@ def test_live_drift_counts_later_legs_and_names_a_drifting_row(fresh_ledger, tmp
     # a leg recorded after the partition, applied to the live rows as Blnk would: snapshot + later legs = live
     amount = 10**25 + 3
     insert_transaction(url, source, destination, amount, created_at=dt.datetime(2026, 12, 1, 9))
-    _apply_live(url, source, destination, amount)
+    apply_live(url, source, destination, amount)
     after = quality.live_drift(settings, DAY)
     assert after.passed, after.description
     # a live row that no journal row explains drifts, by exactly what differs

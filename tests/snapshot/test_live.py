@@ -11,19 +11,10 @@ import pytest
 from snapshot_pipeline import quality, snapshot
 from snapshot_pipeline.amounts import AmountOverflow
 from tests.conftest import make_settings
-from tests.helpers import insert_transaction, two_balances
+from tests.helpers import apply_live, insert_transaction, two_balances
 
 DAY = dt.date(2026, 10, 31)
 KEYS = ("balances_compared", "drifting_balances", "total_absolute_balance_drift")
-
-
-def _apply_live(url: str, source: str, destination: str, amount: int) -> None:
-    """What Blnk does to the live rows when it applies a transaction."""
-    with psycopg.connect(url) as conn:
-        conn.execute("UPDATE blnk.balances SET credit_balance = credit_balance + %s, balance = balance + %s"
-                     " WHERE balance_id = %s", (amount, amount, destination))
-        conn.execute("UPDATE blnk.balances SET debit_balance = debit_balance + %s, balance = balance - %s"
-                     " WHERE balance_id = %s", (amount, amount, source))
 
 
 def _later_legs(url: str) -> None:
@@ -40,9 +31,9 @@ def _later_legs(url: str) -> None:
     hold = insert_transaction(url, source, destination, held, status="INFLIGHT",
                               created_at=dt.datetime(2026, 10, 30, 12))
     insert_transaction(url, source, destination, held, parent=hold, created_at=dt.datetime(2026, 12, 1, 10))
-    _apply_live(url, source, destination, future)
-    _apply_live(url, destination, source, later)
-    _apply_live(url, source, destination, held)
+    apply_live(url, source, destination, future)
+    apply_live(url, destination, source, later)
+    apply_live(url, source, destination, held)
 
 
 def _fields(found) -> dict:
