@@ -133,6 +133,12 @@ class Scratch:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+def last_two_days(args) -> tuple[dt.date, dt.date]:
+    """The seeded ledger's last day (the day measured) and the day before it (its base partition)."""
+    last_day = args.start_date + dt.timedelta(days=args.days - 1)
+    return last_day - dt.timedelta(days=1), last_day
+
+
 def report_head(args, **extra) -> dict:
     """The start of a report: the arguments as given and the machine (cores, load average at the start)."""
     return {"args": {k: str(v) if isinstance(v, dt.date) else v for k, v in vars(args).items()},

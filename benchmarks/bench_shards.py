@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import RESULTS_DIR, create_database, drop_database, log, report_head, seed, server_url
+from _common import RESULTS_DIR, create_database, drop_database, last_two_days, log, report_head, seed, server_url
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -119,8 +119,7 @@ def bench_main(args) -> int:
         name = f"bench_shards_{stem.replace('-', '_')}_{os.getpid()}"
         url = create_database(admin_url, name)
         ledger = seed(url, args.balances, args.transactions, args.days, args.seed, args.start_date)
-    last_day = args.start_date + dt.timedelta(days=args.days - 1)
-    base_day = last_day - dt.timedelta(days=1)
+    base_day, last_day = last_two_days(args)
     report: dict = report_head(args, ledger=ledger, day=last_day.isoformat(), base_day=base_day.isoformat(),
                                repeats=args.repeats)
     try:

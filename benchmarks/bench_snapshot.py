@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import floor
-from _common import LAUNCHER, RESULTS_DIR, create_database, drop_database, log, seed, server_url
+from _common import LAUNCHER, RESULTS_DIR, create_database, drop_database, last_two_days, log, seed, server_url
 
 HERE = Path(__file__).resolve().parent
 
@@ -787,8 +787,7 @@ def bench_main(args) -> int:
     log(f"server {db.redact(admin_url)}; database {name}; work dir {work}")
     url = create_database(admin_url, name)
     created = [name]
-    last_day = args.start_date + dt.timedelta(days=args.days - 1)
-    genesis_date = last_day - dt.timedelta(days=1)
+    genesis_date, last_day = last_two_days(args)
     revision = code_revision()
     machine_at_start = machine_info()
     extra: dict = {}

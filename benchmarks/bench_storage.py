@@ -37,7 +37,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from _common import RESULTS_DIR, Scratch, log, report_head, run_script_worker, seed
+from _common import RESULTS_DIR, Scratch, last_two_days, log, report_head, run_script_worker, seed
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -300,8 +300,7 @@ def bench_main(args) -> int:
 
     throwaway = Scratch.create(args, "bench_storage")
     url, work, stem = throwaway.url, throwaway.work, throwaway.stem
-    last_day = args.start_date + dt.timedelta(days=args.days - 1)
-    base_day = last_day - dt.timedelta(days=1)
+    base_day, last_day = last_two_days(args)
     report: dict = report_head(args, day=last_day.isoformat())
     exact = True
     try:
