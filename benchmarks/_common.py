@@ -8,6 +8,7 @@ JSON the worker prints last.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import json
@@ -143,3 +144,12 @@ def report_head(args, **extra) -> dict:
     """The start of a report: the arguments as given and the machine (cores, load average at the start)."""
     return {"args": {k: str(v) if isinstance(v, dt.date) else v for k, v in vars(args).items()},
             "machine": {"cpus": os.cpu_count(), "load_start": os.getloadavg()[0]}, **extra}
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, *, worker: bool = True) -> None:
+    """``--database-url`` (the server the throwaway databases go on), ``--keep`` and the hidden ``--worker``."""
+    parser.add_argument("--database-url", help="any database on the PostgreSQL server to use (default:"
+                                               " LEDGER_DATABASE_URL's server, else the embedded PostgreSQL)")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database(s) and work dir(s)")
+    if worker:
+        parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -38,7 +38,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import RESULTS_DIR, Scratch, last_two_days, log, report_head, run_script_worker, seed
+from _common import RESULTS_DIR, Scratch, add_server_arguments, last_two_days, log, report_head, run_script_worker, seed
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -598,10 +598,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--read-repeats", type=int, default=READ_REPEATS, help="timed reads after the first (default 5)")
     p.add_argument("--smoke", action="store_true", help="tiny size (3k balances, 20k transactions, 5 days,"
                                                         " 1 run of D, 60 commits (10 on S3), 2 opens, 2 reads)")
-    p.add_argument("--database-url", help="any database on the PostgreSQL server to use (default:"
-                                          " LEDGER_DATABASE_URL's server, else the embedded PostgreSQL)")
-    p.add_argument("--keep", action="store_true", help="keep the bench database and work dir")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
+    add_server_arguments(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.balances, args.transactions, args.days = 3000, 20000, 5

@@ -42,7 +42,17 @@ import time
 from pathlib import Path
 
 import floor
-from _common import LAUNCHER, RESULTS_DIR, create_database, drop_database, last_two_days, log, seed, server_url
+from _common import (
+    LAUNCHER,
+    RESULTS_DIR,
+    add_server_arguments,
+    create_database,
+    drop_database,
+    last_two_days,
+    log,
+    seed,
+    server_url,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -985,9 +995,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--blnk-sample", type=int, default=DEFAULT_BLNK_SAMPLE,
                    help="(b) runs over the first N balances and extrapolates rows/s (default 50,000;"
                         " 0 = all balances; -1 = skip (b))")
-    p.add_argument("--database-url", help="any database on the PostgreSQL server to use (default:"
-                                          " LEDGER_DATABASE_URL's server, else the embedded PostgreSQL)")
-    p.add_argument("--keep", action="store_true", help="keep the bench database(s) and work dir(s)")
+    add_server_arguments(p)
     p.add_argument("--skip-dbt", action="store_true", help="skip (e), the dbt snapshot baseline")
     p.add_argument("--skip-history", action="store_true",
                    help=f"skip (g), the ledger with {HISTORY_FACTOR}x the history")
@@ -995,7 +1003,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--skip-indexes", action="store_true", help="skip (c) with the read indexes ledger-indexes offers")
     p.add_argument("--rss-scaling", action="store_true",
                    help="measure peak RSS of (c) at batch size 1000 for 100k and 1M balances (5x transactions)")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

@@ -37,7 +37,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from _common import RESULTS_DIR, Scratch, last_two_days, log, report_head, run_script_worker, seed
+from _common import RESULTS_DIR, Scratch, add_server_arguments, last_two_days, log, report_head, run_script_worker, seed
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -398,10 +398,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny size (3k balances, 20k transactions, 5 days)")
     p.add_argument("--dagster", action="store_true",
                    help="also time one balance_snapshots_sharded run (K=2) with dg.execute_job")
-    p.add_argument("--database-url", help="any database on the PostgreSQL server to use (default:"
-                                          " LEDGER_DATABASE_URL's server, else the embedded PostgreSQL)")
-    p.add_argument("--keep", action="store_true", help="keep the bench database and work dir")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
+    add_server_arguments(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.balances, args.transactions, args.days = 3000, 20000, 5
