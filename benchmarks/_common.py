@@ -153,3 +153,11 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, worker: bool = True
     parser.add_argument("--keep", action="store_true", help="keep the bench database(s) and work dir(s)")
     if worker:
         parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def dispatch(argv: list[str] | None, parse_args, worker_main, bench_main) -> int:
+    """A benchmark's ``main``: the worker when started with ``--worker``, else the benchmark itself."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.worker:
+        return worker_main(args.worker)
+    return bench_main(args)

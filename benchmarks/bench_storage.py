@@ -37,7 +37,17 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from _common import RESULTS_DIR, Scratch, add_server_arguments, last_two_days, log, report_head, run_script_worker, seed
+from _common import (
+    RESULTS_DIR,
+    Scratch,
+    add_server_arguments,
+    dispatch,
+    last_two_days,
+    log,
+    report_head,
+    run_script_worker,
+    seed,
+)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -406,10 +416,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.worker:
-        return worker_main(args.worker)
-    return bench_main(args)
+    return dispatch(argv, parse_args, worker_main, bench_main)
 
 
 if __name__ == "__main__":
