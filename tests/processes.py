@@ -3,6 +3,7 @@ ports (started, waited for, stopped), headless Chromium and Dagster's GraphQL.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,36 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 STARTUP_SECONDS = 180  # a bound on waiting for the server, not an assertion on speed
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def require_chromium() -> None:
+    """Skip a browser test where Debian's chromium is missing (fail in CI, which installs it)."""
+    if CHROMIUM is None:
+        if IN_CI:
+            pytest.fail("CI is set but Chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it and runs this test")
+
+
+@contextlib.contextmanager
+def dagster_ui_page(url: str):
+    """A headless Chromium page opened on ``url`` of a Dagster UI, its first-visit dialog dismissed."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1150})
+            page.goto(url, wait_until="domcontentloaded")
+            skip = page.get_by_role("button", name="Skip")  # the first-visit "Join the community" dialog
+            try:
+                skip.wait_for(timeout=15_000)
+                skip.click()
+            except PlaywrightTimeout:
+                pass
+            yield page
+        finally:
+            browser.close()
 
 
 def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:

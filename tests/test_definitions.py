@@ -19,7 +19,15 @@ import pytest
 
 from snapshot_pipeline import calendar, db
 from tests.helpers import stop
-from tests.processes import CHROMIUM, CHROMIUM_ARGS, IN_CI, ROOT, free_port, graphql, wait_for_server
+from tests.processes import (
+    IN_CI,
+    ROOT,
+    dagster_ui_page,
+    free_port,
+    graphql,
+    require_chromium,
+    wait_for_server,
+)
 
 MATERIALIZED = ("2026-11-01", "2026-11-02")
 START_DATE = "2026-10-25"
@@ -163,41 +171,25 @@ def test_webserver_serves_the_workspace_and_the_materialized_partitions(ui, mate
 
 
 def test_browser_shows_the_asset_page_with_partitions_and_metrics(ui, materialized):
-    if CHROMIUM is None:
-        if IN_CI:
-            pytest.fail("CI is set but Chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it and runs this test")
+    require_chromium()
     try:
-        from playwright.sync_api import TimeoutError as PlaywrightTimeout
-        from playwright.sync_api import expect, sync_playwright
+        from playwright.sync_api import expect
     except ImportError:
         if IN_CI:
             raise
         pytest.skip("playwright is not installed (pip install -e '.[test]')")
     screenshot = ui["tmp"] / "balance_snapshots_asset.png"
     latest = materialized[-1]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1150})
-            page.goto(f"{ui['base']}/assets/balance_snapshots?view=partitions&partition={latest['snapshot_date']}",
-                      wait_until="domcontentloaded")
-            skip = page.get_by_role("button", name="Skip")  # the first-visit "Join the community" dialog
-            try:
-                skip.wait_for(timeout=15_000)
-                skip.click()
-            except PlaywrightTimeout:
-                pass
-            # the partitions: the status counts of the partition list
-            expect(page.get_by_text(f"Materialized ({len(MATERIALIZED)})").first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text(f"Missing ({ui['partitions'] - len(MATERIALIZED)})").first).to_be_visible()
-            expect(page.get_by_text(latest["snapshot_date"]).first).to_be_visible()
-            # the metrics of the selected (latest) partition's materialization
-            expect(page.get_by_text("snapshots_per_second").first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("dagster/row_count").first).to_be_visible(timeout=60_000)
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+    url = f"{ui['base']}/assets/balance_snapshots?view=partitions&partition={latest['snapshot_date']}"
+    with dagster_ui_page(url) as page:
+        # the partitions: the status counts of the partition list
+        expect(page.get_by_text(f"Materialized ({len(MATERIALIZED)})").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(f"Missing ({ui['partitions'] - len(MATERIALIZED)})").first).to_be_visible()
+        expect(page.get_by_text(latest["snapshot_date"]).first).to_be_visible()
+        # the metrics of the selected (latest) partition's materialization
+        expect(page.get_by_text("snapshots_per_second").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("dagster/row_count").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
     target = os.environ.get("SNAPSHOT_UI_SCREENSHOT_DIR")
     if target:  # refresh docs/ with: SNAPSHOT_UI_SCREENSHOT_DIR=docs pytest tests/test_definitions.py

@@ -12,7 +12,15 @@ import sys
 import httpx
 import pytest
 
-from tests.processes import CHROMIUM, CHROMIUM_ARGS, IN_CI, Process, base_env, free_port, wait_until_up
+from tests.processes import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Process,
+    base_env,
+    free_port,
+    require_chromium,
+    wait_until_up,
+)
 
 OFFLINE_ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 
@@ -44,10 +52,7 @@ def test_docs_pages_load_only_from_the_service(service):
 
 
 def test_docs_render_offline_in_chromium(service, tmp_path):
-    if CHROMIUM is None:
-        if IN_CI:
-            pytest.fail("CI is set but Chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it and runs this test")
+    require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     outside: list[str] = []

@@ -19,7 +19,14 @@ import pytest
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.ledger import generator
 from tests.helpers import stop
-from tests.processes import CHROMIUM, CHROMIUM_ARGS, IN_CI, ROOT, free_port, graphql, wait_for_server
+from tests.processes import (
+    ROOT,
+    dagster_ui_page,
+    free_port,
+    graphql,
+    require_chromium,
+    wait_for_server,
+)
 
 DEMO_DAYS = 3
 CHECKS = {"row_count_matches_ledger", "balance_equals_credit_minus_debit", "double_entry_per_currency",
@@ -95,37 +102,21 @@ def test_ui_after_the_demo_shows_no_queued_or_failed_runs_and_passing_checks(web
 
 
 def test_browser_shows_passing_checks_and_their_plots(webserver):
-    if CHROMIUM is None:
-        if IN_CI:
-            pytest.fail("CI is set but Chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import expect, sync_playwright
+    require_chromium()
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1150})
-            page.goto(f"{webserver}/assets/balance_snapshots?view=checks", wait_until="domcontentloaded")
-            skip = page.get_by_role("button", name="Skip")  # the first-visit "Join the community" dialog
-            try:
-                skip.wait_for(timeout=15_000)
-                skip.click()
-            except PlaywrightTimeout:
-                pass
-            for name in CHECKS:  # names are middle-truncated: a hidden measuring copy holds the full text
-                expect(page.get_by_text(name).first).to_be_attached(timeout=60_000)
-            expect(page.get_by_text("Passed").first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("Failed", exact=True)).to_have_count(0)
-            page.screenshot(path=str(checks_shot := os.path.join(ROOT, ".pytest_cache", "checks.png")), full_page=True)
-            # the check's measures plotted over its executions
-            expect(page.get_by_text("Plots", exact=True).first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("rows_checked").first).to_be_visible()
-            expect(page.locator("canvas").first).to_be_attached(timeout=60_000)
-            page.screenshot(path=str(webserver_shot := os.path.join(ROOT, ".pytest_cache", "plots.png")),
-                            full_page=True)
-        finally:
-            browser.close()
+    with dagster_ui_page(f"{webserver}/assets/balance_snapshots?view=checks") as page:
+        for name in CHECKS:  # names are middle-truncated: a hidden measuring copy holds the full text
+            expect(page.get_by_text(name).first).to_be_attached(timeout=60_000)
+        expect(page.get_by_text("Passed").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Failed", exact=True)).to_have_count(0)
+        page.screenshot(path=str(checks_shot := os.path.join(ROOT, ".pytest_cache", "checks.png")), full_page=True)
+        # the check's measures plotted over its executions
+        expect(page.get_by_text("Plots", exact=True).first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("rows_checked").first).to_be_visible()
+        expect(page.locator("canvas").first).to_be_attached(timeout=60_000)
+        page.screenshot(path=str(webserver_shot := os.path.join(ROOT, ".pytest_cache", "plots.png")),
+                        full_page=True)
     assert os.path.getsize(webserver_shot) > 10_000 and os.path.getsize(checks_shot) > 10_000
 
 
