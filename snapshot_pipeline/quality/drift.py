@@ -25,10 +25,9 @@ from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, published_entry
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import merge
-from snapshot_pipeline.store import index
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import index, parquet
 
-AMOUNTS = store.AMOUNT_COLUMNS
+AMOUNTS = parquet.AMOUNT_COLUMNS
 # The columns a snapshot and the later legs add up; balance and inflight_balance follow from them.
 SUMMED = merge.SUMMED
 
