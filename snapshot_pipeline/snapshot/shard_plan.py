@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from snapshot_pipeline import calendar, db, names
@@ -187,7 +186,8 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
     per session); a shard session sums them and probes the attributes of its range's balances only.
     One shard: the staging session computes the delta itself. Returns the view, the step's counts and
     the cut points (chosen here at genesis: quantiles of the balances the step adds)."""
-    fs = Store.at(settings.storage_uri).fs
+    store = Store.at(settings.storage_uri)
+    fs = store.fs
     connecting = _connect_sessions(settings, len(cuts) + 1 if cuts else 0)  # meanwhile: the staging
     ledger = db.connect_arrow(db.ledger_url(settings))
     cur = ledger.cursor()
@@ -208,7 +208,7 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
             connections = future.result() if future is not None else _open_sessions(settings, len(edges) - 1)
             for k, conn in enumerate(connections):
                 try:
-                    delta_sessions.append(DeltaSession(conn, f"{prefix}/delta-{k:05d}.parquet", fs))
+                    delta_sessions.append(DeltaSession(conn, f"{prefix}/delta-{k:05d}.parquet", store))
                 except BaseException:
                     for unused in connections[k:]:
                         unused.close()
@@ -281,8 +281,8 @@ class DeltaSession:
     """One shard's delta: a ledger session on the exported snapshot, its query run in a thread (the database
     does the work) and streamed to ``path``."""
 
-    def __init__(self, conn, path: str, fs: pafs.FileSystem):
-        self.conn, self.path, self.fs = conn, path, fs
+    def __init__(self, conn, path: str, store: Store):
+        self.conn, self.path, self.store = conn, path, store
         self.cur = conn.cursor()
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -300,7 +300,7 @@ class DeltaSession:
         try:
             sessions.load_legs(self.cur, legs.to_reader())
             del legs
-            _write_delta(self.fs, self.path, sessions.shard_delta_reader(self.cur, cutoff))
+            _write_delta(self.store.fs, self.path, sessions.shard_delta_reader(self.cur, cutoff))
             self.cur.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - handed to the planning thread by wait()
             self.error = exc

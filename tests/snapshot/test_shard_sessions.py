@@ -112,7 +112,7 @@ def test_k_session_delta_equals_the_one_session_delta_under_concurrent_inserts(f
         paths = [tmp_path / f"delta-{k}.parquet" for k in range(len(edges) - 1)]
         with writer:  # and committing all along while the shard sessions run
             for k, path in enumerate(paths):
-                session = shard_plan.DeltaSession(db.connect_arrow(url), str(path), str(tmp_path))
+                session = shard_plan.DeltaSession(db.connect_arrow(url), str(path), Store.at(str(tmp_path)))
                 opened.append(session)
                 session.start(cur, snapshot_id, edges[k], edges[k + 1], cutoff)
             journal.finish_step(cur, view, cutoff, origin)
