@@ -2,9 +2,9 @@
 
 (1) the publish of one rolled-forward day ``D`` (base ``D - 1`` published), local disk and a local S3
     server (moto, as bench_storage.py): the asset's phases; the Delta publish's own cost (``commit_ms -
-    index_commit_ms``: ``Publication.finish``, i.e. ``publish.sync_partition`` -> ``delta.replace_partition``)
+    index_commit_ms``: ``Publication.finish``, i.e. ``publication.sync_partition`` -> ``delta.replace_partition``)
     vs the previous publish measured in the same run on the same file (a copy of ``D``'s file moved to
-    a run-unique name with ``store.move_into``, a rename locally and ``fs.move`` on S3, then
+    a run-unique name with ``parquet.move_into``, a rename locally and ``fs.move`` on S3, then
     ``recovery.delete_unnamed`` deleting the superseded file); where the Delta commit's time goes (the
     calls inside ``Publication.finish``, timed in place); the day's total vs the total minus the
     Delta publish.
@@ -64,7 +64,7 @@ OLD_PUBLISH_REPEATS = 5
 
 # The calls of the Delta publish timed in place (inclusive times: ensure and version_of each include a load,
 # version_of includes history); only while Publication.finish runs, or around each replace_partition.
-PROFILED = (("publish", "Publication.finish"), ("index", "latest_version"), ("publish", "describe_files"),
+PROFILED = (("publication", "Publication.finish"), ("index", "latest_version"), ("publication", "describe_files"),
             ("delta", "replace_partition"), ("delta", "ensure"), ("delta", "load"), ("delta", "partition_files"),
             ("DeltaTable", "create_write_transaction"), ("delta", "version_of"), ("DeltaTable", "history"),
             ("index", "set_delta_version"))
@@ -88,9 +88,9 @@ class Profile:
     def install(self) -> Profile:
         from deltalake import DeltaTable
 
-        from snapshot_pipeline.store import delta, index, publish
+        from snapshot_pipeline.store import delta, index, publication
 
-        owners = {"publish": publish, "index": index, "delta": delta, "DeltaTable": DeltaTable}
+        owners = {"publication": publication, "index": index, "delta": delta, "DeltaTable": DeltaTable}
         for owner_name, attr in PROFILED:
             owner = owners[owner_name]
             if "." in attr:  # a method of a class in that module
@@ -124,10 +124,11 @@ class Profile:
 def _take(spec: dict) -> dict:
     """take_snapshot of one day; the Delta publish (Publication.finish) profiled from inside."""
     from snapshot_pipeline import snapshot
-    from snapshot_pipeline.store import delta, publish
+    from snapshot_pipeline.store import delta, publication
+    from snapshot_pipeline.store.location import Store
 
     profile = Profile().install()
-    finish = publish.Publication.finish  # the profiled one
+    finish = publication.Publication.finish  # the profiled one
 
     def finish_profiled(self, *args, **kwargs):
         profile.active = True
@@ -136,7 +137,7 @@ def _take(spec: dict) -> dict:
         finally:
             profile.active = False
 
-    publish.Publication.finish = finish_profiled
+    publication.Publication.finish = finish_profiled
     settings = bst._settings(spec)
     date = dt.date.fromisoformat(spec["date"])
     started = time.perf_counter()
@@ -144,7 +145,8 @@ def _take(spec: dict) -> dict:
     out = bst._result(result, time.perf_counter() - started)
     out.update(delta_version=result.delta_version, generation=result.generation, manifest_files=result.files,
                profile=profile.snapshot())
-    table = delta.load(settings.storage_uri, delta.SNAPSHOTS)  # exactness: the version names the manifest's files
+    # exactness: the version names the manifest's files
+    table = delta.load(Store.at(settings.storage_uri), delta.SNAPSHOTS)
     named = sorted(os.path.basename(path) for path, _ in delta.partition_files(table, delta.SNAPSHOTS, date))
     out["delta_files"] = named
     out["delta_names_manifest_files"] = named == sorted(os.path.basename(f) for f in result.files)
@@ -153,34 +155,34 @@ def _take(spec: dict) -> dict:
 
 
 def _old_publish(spec: dict) -> dict:
-    """The publish before Delta, on a copy of D's file in a scratch root: ``store.move_into`` of the staged
+    """The publish before Delta, on a copy of D's file in a scratch root: ``parquet.move_into`` of the staged
     file to its run-unique name, then ``recovery.delete_unnamed`` (list the partition, delete the superseded
     file). Copies are made untimed; the same code the index transaction and ``finish`` ran."""
     import pyarrow.fs as pafs
 
-    from snapshot_pipeline.store import parquet as store
-    from snapshot_pipeline.store import recovery
+    from snapshot_pipeline.store import parquet, recovery
+    from snapshot_pipeline.store.location import Store
 
     date = dt.date.fromisoformat(spec["date"])
-    fs, _ = store.resolve(spec["storage"])
-    source = store.partition_paths(spec["storage"], date, spec["files"])[0]
-    scratch = spec["scratch"]
-    directory, staging = store.partition_dir(scratch, date), recovery.staging_dir(scratch)
+    store, scratch = Store.at(spec["storage"]), Store.at(spec["scratch"])
+    fs = store.fs
+    source = store.partition_paths(date, spec["files"])[0]
+    directory, staging = scratch.partition_dir(date), scratch.staging_dir
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(directory, recursive=True)
         fs.create_dir(staging, recursive=True)
-    recovery.delete_unnamed(fs, scratch, date, set())  # what an earlier run of this worker left
-    current = f"{directory}/{store.part_name(0, uuid.uuid4().hex[:16])}"
+    recovery.delete_unnamed(scratch, date, set())  # what an earlier run of this worker left
+    current = f"{directory}/{parquet.part_name(0, uuid.uuid4().hex[:16])}"
     fs.copy_file(source, current)  # the partition's current file, superseded by the move below
     runs = []
     for _ in range(spec["repeats"]):
         staged = f"{staging}/snapshot-{date.isoformat()}-{uuid.uuid4().hex}.parquet"
         fs.copy_file(source, staged)
-        target = f"{directory}/{store.part_name(0, uuid.uuid4().hex[:16])}"
+        target = f"{directory}/{parquet.part_name(0, uuid.uuid4().hex[:16])}"
         started = time.perf_counter()
-        store.move_into(fs, staged, target)
+        parquet.move_into(fs, staged, target)
         moved = time.perf_counter()
-        removed = recovery.delete_unnamed(fs, scratch, date, {target})
+        removed = recovery.delete_unnamed(scratch, date, {target})
         done = time.perf_counter()
         if removed != [current]:
             raise RuntimeError(f"old publish removed {removed}, expected [{current}]")
@@ -198,13 +200,13 @@ def _tiny_partition(ids: list[str], cutoff: dt.datetime):
 
     import pyarrow as pa
 
-    from snapshot_pipeline.store import parquet as store
+    from snapshot_pipeline.store import parquet
 
     n = len(ids)
     columns = {"balance_id": ids, "ledger_id": ["ldg"] * n, "identity_id": [None] * n, "indicator": [None] * n,
-               "currency": ["USD"] * n, **{c: [decimal.Decimal(i) for i in range(n)] for c in store.AMOUNT_COLUMNS},
+               "currency": ["USD"] * n, **{c: [decimal.Decimal(i) for i in range(n)] for c in parquet.AMOUNT_COLUMNS},
                "balance_created_at": [cutoff] * n, "cutoff_at": [cutoff] * n}
-    return pa.Table.from_pydict(columns, schema=store.SNAPSHOT_SCHEMA)
+    return pa.Table.from_pydict(columns, schema=parquet.SNAPSHOT_SCHEMA)
 
 
 def _write_tiny(storage: str, days: list[dt.date]) -> list:
@@ -212,21 +214,22 @@ def _write_tiny(storage: str, days: list[dt.date]) -> list:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from snapshot_pipeline.store import parquet as store
-    from snapshot_pipeline.store import publish
+    from snapshot_pipeline.store import parquet, publication
+    from snapshot_pipeline.store.location import Store
 
-    fs, _ = store.resolve(storage)
+    store = Store.at(storage)
+    fs = store.fs
     paths = []
     for day in days:
-        directory = store.partition_dir(storage, day)
+        directory = store.partition_dir(day)
         if isinstance(fs, pafs.LocalFileSystem):
             fs.create_dir(directory, recursive=True)
         cutoff = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-        path = f"{directory}/{store.part_name(0, uuid.uuid4().hex[:16])}"
+        path = f"{directory}/{parquet.part_name(0, uuid.uuid4().hex[:16])}"
         pq.write_table(_tiny_partition([f"bln_{day.isoformat()}_{i:02d}" for i in range(10)], cutoff), path,
                        filesystem=fs, compression="zstd")
         paths.append(path)
-    return publish.describe_files(fs, paths)
+    return publication.describe_files(fs, paths)
 
 
 def _log(spec: dict) -> dict:
@@ -238,23 +241,23 @@ def _log(spec: dict) -> dict:
     """
     import pyarrow.fs as pafs
 
-    from snapshot_pipeline.store import delta, publish
-    from snapshot_pipeline.store import parquet as store
+    from snapshot_pipeline.store import delta, publication
+    from snapshot_pipeline.store.location import Store
 
     storage, start, n = spec["storage"], dt.date.fromisoformat(spec["start_date"]), spec["commits"]
     prefix = spec.get("prefix_commits", 0)
-    fs, _ = store.resolve(storage)
+    fs = Store.at(storage).fs
     days = [start + dt.timedelta(days=i) for i in range(n)]
 
     def commit(root: str, day: dt.date, file) -> None:
-        delta.replace_partition(root, delta.SNAPSHOTS, day, [file], history_days=spec["history_days"],
-                                app_id=publish.app_id(day), app_version=1)
+        delta.replace_partition(Store.at(root), delta.SNAPSHOTS, day, [file], history_days=spec["history_days"],
+                                app_id=publication.app_id(day), app_version=1)
 
     if prefix:
         local = spec["local_copy"]
         for day, file in zip(days[:prefix], _write_tiny(local, days[:prefix]), strict=True):
             commit(local, day, file)
-        pafs.copy_files(store.resolve(local)[1], store.resolve(storage)[1], source_filesystem=pafs.LocalFileSystem(),
+        pafs.copy_files(Store.at(local).root, Store.at(storage).root, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=fs)
     timed = list(zip(days[prefix:], _write_tiny(storage, days[prefix:]), strict=True))
     window = len(timed) if prefix else min(50, len(timed) // 2)
@@ -272,9 +275,9 @@ def _log(spec: dict) -> dict:
         for first, last in windows:
             if i == last:
                 profiles[f"{first}-{last}"] = profile.snapshot()
-    log_dir = f"{delta.table_path(storage, delta.SNAPSHOTS)}/_delta_log"
+    log_dir = f"{Store.at(storage).table_path(delta.SNAPSHOTS.name)}/_delta_log"
     infos = [i for i in fs.get_file_info(pafs.FileSelector(log_dir, recursive=True)) if i.type == pafs.FileType.File]
-    table = delta.load(storage, delta.SNAPSHOTS)
+    table = delta.load(Store.at(storage), delta.SNAPSHOTS)
     assert table is not None
     medians = {}
     for first, last in windows:
@@ -291,17 +294,18 @@ def _log(spec: dict) -> dict:
 def _open(spec: dict) -> dict:
     """Open the table (the first DeltaTable of this interpreter), one partition's files; then fresh objects."""
     from snapshot_pipeline.store import delta
+    from snapshot_pipeline.store.location import Store
 
-    storage, day = spec["storage"], dt.date.fromisoformat(spec["date"])
+    store, day = Store.at(spec["storage"]), dt.date.fromisoformat(spec["date"])
     started = time.perf_counter()
-    table = delta.load(storage, delta.SNAPSHOTS)
+    table = delta.load(store, delta.SNAPSHOTS)
     opened = time.perf_counter()
     files = delta.partition_files(table, delta.SNAPSHOTS, day)
     listed = time.perf_counter()
     opens, lists = [], []
     for _ in range(spec["repeats"]):
         t0 = time.perf_counter()
-        table = delta.load(storage, delta.SNAPSHOTS)
+        table = delta.load(store, delta.SNAPSHOTS)
         t1 = time.perf_counter()
         delta.partition_files(table, delta.SNAPSHOTS, day)
         t2 = time.perf_counter()
@@ -319,18 +323,18 @@ def _read(spec: dict) -> dict:
     import pyarrow as pa
     import pyarrow.feather as feather
 
-    from snapshot_pipeline.store import delta
-    from snapshot_pipeline.store import parquet as store
+    from snapshot_pipeline.store import delta, parquet
+    from snapshot_pipeline.store.location import Store
 
     storage, day, method = spec["storage"], dt.date.fromisoformat(spec["date"]), spec["method"]
     s3 = "://" in storage
-    fs, _ = store.resolve(storage)
+    store = Store.at(storage)
     if method.startswith("duckdb"):
         from tests import readers
 
         con = readers.duckdb_connection(s3)
         if method == "duckdb_delta_scan":
-            sql, params = f"SELECT * FROM delta_scan('{delta.table_uri(storage, delta.SNAPSHOTS)}')" \
+            sql, params = f"SELECT * FROM delta_scan('{store.table_uri(delta.SNAPSHOTS.name)}')" \
                           " WHERE snapshot_date = ?", [day]
         else:
             sql, params = "SELECT * FROM read_parquet(?)", [spec["files"]]
@@ -338,13 +342,13 @@ def _read(spec: dict) -> dict:
         def read() -> pa.Table:
             return con.execute(sql, params).arrow().read_all()
     elif method == "pyarrow":
-        paths = store.partition_paths(storage, day, spec["files"])
+        paths = store.partition_paths(day, spec["files"])
 
         def read() -> pa.Table:
-            return store.read_files(fs, paths)
+            return parquet.read_files(store.fs, paths)
     elif method == "delta_read_partition":
         def read() -> pa.Table:
-            return delta.read_partition(storage, delta.SNAPSHOTS, day)
+            return delta.read_partition(store, delta.SNAPSHOTS, day)
     else:
         raise SystemExit(f"unknown read method {method!r}")
     runs = []
@@ -356,7 +360,7 @@ def _read(spec: dict) -> dict:
     if spec.get("dump"):
         if "snapshot_date" in table.column_names:
             table = table.drop_columns(["snapshot_date"])
-        table = table.select(store.SNAPSHOT_SCHEMA.names).cast(store.SNAPSHOT_SCHEMA).sort_by("balance_id")
+        table = table.select(parquet.SNAPSHOT_SCHEMA.names).cast(parquet.SNAPSHOT_SCHEMA).sort_by("balance_id")
         feather.write_feather(table, spec["dump"], compression="uncompressed")
     return {"first_ms": runs[0], "ms": statistics.median(runs[1:]), "runs_ms": runs, "rows": rows}
 

@@ -51,7 +51,7 @@ def worker_main(spec_json: str) -> int:
 
     from snapshot_pipeline.reports import month_end, movements, reconciliation, totals
     from snapshot_pipeline.settings import load_settings
-    from snapshot_pipeline.store import published
+    from snapshot_pipeline.store import catalog
 
     settings = load_settings(spec["env"])
     day = dt.date.fromisoformat(spec["day"])
@@ -59,7 +59,7 @@ def worker_main(spec_json: str) -> int:
     started = time.perf_counter()
     name = spec["report"]
     if name == "baseline_read_table":
-        rows = published.read_partition(settings, day).num_rows
+        rows = catalog.read_partition(settings, day).num_rows
     elif name == "balance_movements":
         rows = movements.balance_movements(settings, day).rows
     elif name == "ledger_currency_totals":

@@ -127,7 +127,7 @@ def worker_main(spec_json: str) -> int:
     os.environ.update(spec.get("env", {}))  # the AWS_* variables pyarrow reads (S3 runs)
     from snapshot_pipeline import snapshot
     from snapshot_pipeline.snapshot import shards
-    from snapshot_pipeline.store import published
+    from snapshot_pipeline.store import catalog
 
     settings = _settings(spec)
     date = dt.date.fromisoformat(spec["date"])
@@ -175,7 +175,7 @@ def worker_main(spec_json: str) -> int:
     if spec.get("dump"):  # the partition as written, for the exactness check
         import pyarrow.feather as feather
 
-        feather.write_feather(published.read_partition(settings, date), spec["dump"], compression="uncompressed")
+        feather.write_feather(catalog.read_partition(settings, date), spec["dump"], compression="uncompressed")
     print(json.dumps(out, default=str))
     return 0
 

@@ -33,9 +33,9 @@ def _manifest(url: str, date: dt.date) -> dict:
 
 
 def _partition_paths(storage: Path, date: dt.date, files: list[str]) -> list[Path]:
-    from snapshot_pipeline.store import parquet
+    from snapshot_pipeline.store.location import Store
 
-    return [Path(p) for p in parquet.partition_paths(str(storage), date, files)]
+    return [Path(p) for p in Store.at(str(storage)).partition_paths(date, files)]
 
 
 def _best(run, repeats: int) -> float:

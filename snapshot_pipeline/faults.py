@@ -5,7 +5,7 @@ A test starts ``snapshot-pipeline snapshot`` with ``SNAPSHOT_PAUSE_AT=<phase>`` 
 and sleeps forever, and the test sends SIGKILL. Unset, a pause point costs one dict lookup.
 
 Phases of :func:`snapshot_pipeline.snapshot.take_snapshot`, in order (the protocol:
-:mod:`snapshot_pipeline.store.publish`):
+:mod:`snapshot_pipeline.store.publication`):
 
 - ``read``: the ledger read is finished (its REPEATABLE READ view closed); the new file is not
   finished yet;

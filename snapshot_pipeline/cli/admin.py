@@ -49,13 +49,15 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     """Apply the snapshot index's migrations and create the Delta table (converting a store published before
     Delta in place: no data rewritten); print what was done."""
-    from snapshot_pipeline.store import delta, index, publish  # noqa: PLC0415
+    from snapshot_pipeline.store import delta, index, publication  # noqa: PLC0415
+    from snapshot_pipeline.store.location import Store  # noqa: PLC0415
 
+    store = Store.at(settings.storage_uri)
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
         applied = index.migrate(conn)
-        existed = delta.exists(settings.storage_uri, delta.SNAPSHOTS)
-        publish.ensure_table(settings.storage_uri, conn, settings.history_days)
-    print_json({"applied": applied, "delta_table": delta.table_uri(settings.storage_uri, delta.SNAPSHOTS),
+        existed = delta.exists(store, delta.SNAPSHOTS)
+        publication.ensure_table(store, conn, settings.history_days)
+    print_json({"applied": applied, "delta_table": store.table_uri(delta.SNAPSHOTS.name),
                 "delta_table_created": not existed})
     return 0
 

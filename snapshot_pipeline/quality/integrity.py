@@ -12,9 +12,9 @@ from snapshot_pipeline import db
 from snapshot_pipeline.amounts import widen as wide
 from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, partition_batches, published_entry
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import parquet
 
-INTEGRITY_COLUMNS = ["balance_id", "currency", *store.AMOUNT_COLUMNS, "balance_created_at"]
+INTEGRITY_COLUMNS = ["balance_id", "currency", *parquet.AMOUNT_COLUMNS, "balance_created_at"]
 
 
 @dataclasses.dataclass

@@ -47,8 +47,8 @@ from snapshot_pipeline import db
 from snapshot_pipeline.ledger import asof
 from snapshot_pipeline.quality.scan_state import Finding, Partition, ScanResult, ScanState
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index, published
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, index
+from snapshot_pipeline.store.location import Store
 
 OVERLAP_IDS = 1000
 
@@ -241,7 +241,6 @@ def staleness(settings: Settings, snapshot_date: dt.date) -> dict[str, int] | No
     if entry is None:
         return None
     reasons = dict(stale_partitions(settings).get(snapshot_date, {}))
-    fs, _ = store.resolve(settings.storage_uri)
-    if published.present_paths(fs, settings.storage_uri, entry) is None:
+    if catalog.present_paths(Store.at(settings.storage_uri), entry) is None:
         reasons["parquet_missing"] = 1
     return reasons

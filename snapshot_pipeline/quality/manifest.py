@@ -11,23 +11,22 @@ from pathlib import Path
 from snapshot_pipeline import db
 from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, entry_files, published_entry
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import delta, index, published
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, delta, index, parquet
 from snapshot_pipeline.store.diff import diff_files
+from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.spool import IndexSpool
 
 
 def file_checksum(settings: Settings, paths: list[str]) -> str:
     """The partition sha256 of its files (:func:`~snapshot_pipeline.store.parquet.partition_checksum`)."""
-    fs, _ = store.resolve(settings.storage_uri)
-    return store.files_checksum(fs, paths)[1]
+    return parquet.files_checksum(Store.at(settings.storage_uri).fs, paths)[1]
 
 
 def delta_disagreement(settings: Settings, entry: index.ManifestEntry) -> str | None:
     """Why the Delta table's current version of the partition is not the manifest's files (None: it is)."""
     if entry.delta_version is None:
         return "the partition's generation is not in the Delta log yet (the recovery sensor replays it)"
-    table = delta.load(settings.storage_uri, delta.SNAPSHOTS)
+    table = delta.load(Store.at(settings.storage_uri), delta.SNAPSHOTS)
     current = sorted(os.path.basename(p) for p, _ in delta.partition_files(table, delta.SNAPSHOTS,
                                                                             entry.snapshot_date)) if table else []
     if current != sorted(os.path.basename(name) for name in entry.files):
@@ -43,9 +42,8 @@ def parquet_matches_manifest(settings: Settings, date: dt.date) -> Outcome:
     primary-key range count on the index, no diff against the predecessor.
     """
     entry = published_entry(settings, date)
-    fs, _ = store.resolve(settings.storage_uri)
     paths = entry_files(settings, entry)
-    rows = store.count_rows(fs, paths)
+    rows = parquet.count_rows(Store.at(settings.storage_uri).fs, paths)
     checksum = file_checksum(settings, paths)
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
         indexed = index.count_rows(conn, date)
@@ -72,19 +70,19 @@ def parquet_matches_index(settings: Settings, date: dt.date) -> Outcome:
     """Manifest agreement plus the partition's index rows = its changes since the previous published
     partition, recomputed by diffing the two Parquet files (an audit: two full reads)."""
     entry = published_entry(settings, date)
-    fs, _ = store.resolve(settings.storage_uri)
+    store = Store.at(settings.storage_uri)
     paths = entry_files(settings, entry)
-    rows = store.count_rows(fs, paths)
+    rows = parquet.count_rows(store.fs, paths)
     checksum = file_checksum(settings, paths)
     work_dir = Path(tempfile.mkdtemp(prefix=f"snapshot-check-{date}-"))
     try:
         with db.connect(db.snapshot_url(settings), what="snapshot index database") as conn:
             previous = index.nearest_before(conn, date)
-            previous_paths = published.present_paths(fs, settings.storage_uri, previous)
+            previous_paths = catalog.present_paths(store, previous)
             if previous_paths is None:
                 previous = None  # the snapshot core diffs against nothing in that case, too
             spool = IndexSpool(work_dir, date)
-            diff_files(fs, previous_paths, paths, spool)
+            diff_files(store.fs, previous_paths, paths, spool)
             csv_path = spool.close()
             missing, extra, examples, indexed = index.compare_rows(conn, date, csv_path, SAMPLE_IDS)
             conn.rollback()

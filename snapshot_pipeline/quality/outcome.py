@@ -8,8 +8,8 @@ from typing import Any
 
 from snapshot_pipeline import db
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index, published
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, index
+from snapshot_pipeline.store.location import Store
 
 SAMPLE_IDS = 10  # balance ids a failing check names
 
@@ -33,8 +33,7 @@ def published_entry(settings: Settings, date: dt.date) -> index.ManifestEntry:
         entry = index.manifest(conn, date) if index.ready(conn) else None
     if entry is None:
         raise NotPublished(f"partition {date} is not published (no manifest row in snapshot_index.partitions)")
-    fs, _ = store.resolve(settings.storage_uri)
-    if published.present_paths(fs, settings.storage_uri, entry) is None:
+    if catalog.present_paths(Store.at(settings.storage_uri), entry) is None:
         raise NotPublished(f"partition {date} has a manifest row but its Parquet files are missing from"
                            f" {settings.storage_uri}")
     return entry
@@ -42,8 +41,8 @@ def published_entry(settings: Settings, date: dt.date) -> index.ManifestEntry:
 
 def entry_files(settings: Settings, entry: index.ManifestEntry) -> list[str]:
     """The files of a partition :func:`published_entry` returned."""
-    return published.entry_paths(settings.storage_uri, entry)
+    return catalog.entry_paths(Store.at(settings.storage_uri), entry)
 
 
 def partition_batches(settings: Settings, date: dt.date, columns: list[str]):
-    yield from published.iter_partition(settings, date, columns)
+    yield from catalog.iter_partition(settings, date, columns)

@@ -14,7 +14,8 @@ from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, entry_files, 
 from snapshot_pipeline.query.instants import just_before, to_utc
 from snapshot_pipeline.query.sql import ALL_IDS, GENESIS_SQL
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import parquet
+from snapshot_pipeline.store.location import Store
 
 DEFAULT_SAMPLE_SIZE = names.SAMPLE_SIZE_DEFAULT
 MAX_SAMPLE_SIZE = names.SAMPLE_SIZE_MAX
@@ -26,7 +27,7 @@ def recompute(ledger_url: str, balance_ids: list[str], cutoff: dt.datetime, wate
     if given), by the one from-genesis statement (:data:`snapshot_pipeline.query.sql.GENESIS_SQL`)."""
     last = just_before(to_utc(cutoff))  # effective < cutoff is effective <= cutoff - 1µs (microsecond timestamps)
     if last is None:  # nothing is dated before the first instant
-        return {b: dict.fromkeys(store.AMOUNT_COLUMNS, 0) for b in balance_ids}
+        return {b: dict.fromkeys(parquet.AMOUNT_COLUMNS, 0) for b in balance_ids}
     with db.connect(ledger_url, autocommit=True, what="ledger database") as ledger:
         rows = ledger.execute(
             GENESIS_SQL,
@@ -49,9 +50,9 @@ def sampled_recomputation(settings: Settings, date: dt.date, sample_size: int = 
     if sample_size > MAX_SAMPLE_SIZE:
         raise ValueError(f"sample_size must be at most {MAX_SAMPLE_SIZE:,}, got {sample_size:,}")
     entry = published_entry(settings, date)
-    fs, _ = store.resolve(settings.storage_uri)
+    fs = Store.at(settings.storage_uri).fs
     paths = entry_files(settings, entry)
-    ids = store.read_files(fs, paths, ["balance_id"])["balance_id"]
+    ids = parquet.read_files(fs, paths, ["balance_id"])["balance_id"]
     if len(ids) == 0:
         return Outcome(True, "empty partition: no balances to recompute",
                        {"sampled": 0, "mismatches": 0, "mismatches_from_late_rows": 0},
@@ -59,9 +60,9 @@ def sampled_recomputation(settings: Settings, date: dt.date, sample_size: int = 
     rng = random.Random(seed)
     positions = sorted(rng.sample(range(len(ids)), min(sample_size, len(ids))))
     sample = pc.take(ids, pa.array(positions, pa.int64())).to_pylist()
-    table = store.read_files(fs, paths, ["balance_id", *store.AMOUNT_COLUMNS],
-                             filters=pc.field("balance_id").isin(sample))  # row groups pruned by balance_id
-    got = {r["balance_id"]: {k: int(r[k]) for k in store.AMOUNT_COLUMNS} for r in table.to_pylist()}
+    table = parquet.read_files(fs, paths, ["balance_id", *parquet.AMOUNT_COLUMNS],
+                               filters=pc.field("balance_id").isin(sample))  # row groups pruned by balance_id
+    got = {r["balance_id"]: {k: int(r[k]) for k in parquet.AMOUNT_COLUMNS} for r in table.to_pylist()}
     expected = recompute(db.ledger_url(settings), sample, entry.cutoff_at)
     wrong = sorted(b for b in sample if expected[b] != got.get(b))
     stale = []

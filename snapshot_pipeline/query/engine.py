@@ -25,8 +25,8 @@ from snapshot_pipeline.query.instants import iso_utc, just_before, to_utc
 from snapshot_pipeline.query.sets import balances_at_table
 from snapshot_pipeline.query.sql import ALL_IDS, GENESIS_SQL, REPLAY_SQL
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index, published
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, index
+from snapshot_pipeline.store.location import Store
 
 ANCHOR_ATTEMPTS = 3  # reads of the anchor and its state, when a run publishes it again meanwhile
 
@@ -197,8 +197,8 @@ class QueryEngine:
         """
         at = to_utc(at)
         anchor, origin = self._anchor_and_origin(at)
-        return balances_at_table(self.settings.storage_uri, self.ledger_url, at, anchor, origin, ledger_id, currency,
-                                 count_replayed)
+        return balances_at_table(Store.at(self.settings.storage_uri), self.ledger_url, at, anchor, origin, ledger_id,
+                                 currency, count_replayed)
 
     def _anchor_and_origin(self, at: dt.datetime) -> tuple[index.ManifestEntry | None, journal.Origin]:
         """The anchor partition of ``at`` and its roll-forward state, of one generation: when the anchor is
@@ -222,10 +222,10 @@ class QueryEngine:
                 return []
             return index.roll_forward_dates_at_or_before(conn, at, snapshot.ROLL_VERSION)
 
-        fs, _ = store.resolve(self.settings.storage_uri)
+        store = Store.at(self.settings.storage_uri)
         for date in self._index_query(work):
             entry = self._index_query(lambda conn, date=date: index.manifest(conn, date))
-            if published.present_paths(fs, self.settings.storage_uri, entry) is not None:
+            if catalog.present_paths(store, entry) is not None:
                 return entry
         return None
 

@@ -13,13 +13,13 @@ from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.query.errors import QueryError
 from snapshot_pipeline.query.instants import MICROSECOND, iso_utc
 from snapshot_pipeline.snapshot import merge
-from snapshot_pipeline.store import index, published
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, index, parquet
+from snapshot_pipeline.store.location import Store
 
-OUTPUT_SCHEMA = pa.schema([f for f in store.SNAPSHOT_SCHEMA if f.name != "cutoff_at"])
+OUTPUT_SCHEMA = pa.schema([f for f in parquet.SNAPSHOT_SCHEMA if f.name != "cutoff_at"])
 
 
-def balances_at_table(storage_uri: str, ledger_url: str, at: dt.datetime, anchor: index.ManifestEntry | None,
+def balances_at_table(store: Store, ledger_url: str, at: dt.datetime, anchor: index.ManifestEntry | None,
                       origin: journal.Origin, ledger_id: str | None, currency: str | None,
                       count_replayed: bool = False) -> pa.Table:
     """Every balance at ``at``: the anchor partition (None: genesis) rolled forward to ``at`` (the snapshot
@@ -29,9 +29,8 @@ def balances_at_table(storage_uri: str, ledger_url: str, at: dt.datetime, anchor
     is the anchor's Parquet plus the journal since its cutoff.
     """
     end = at + MICROSECOND  # effective <= at  <=>  effective < at + 1µs
-    fs, _ = store.resolve(storage_uri)
-    base_batches = (store.iter_files(fs, published.entry_paths(storage_uri, anchor),
-                                     merge.BASE_COLUMNS, batch_rows=store.ROW_GROUP_ROWS)
+    base_batches = (parquet.iter_files(store.fs, catalog.entry_paths(store, anchor),
+                                       merge.BASE_COLUMNS, batch_rows=parquet.ROW_GROUP_ROWS)
                     if anchor is not None else iter([]))
     parts = []
     ledger = db.connect_arrow(ledger_url)
@@ -41,7 +40,7 @@ def balances_at_table(storage_uri: str, ledger_url: str, at: dt.datetime, anchor
             view = journal.open_view(cur)
             step = journal.begin_step(cur, view, end, origin)
             delta = merge.Counted(journal.delta_reader(cur, end))
-            for rows, _changed in merge.roll(base_batches, delta, end, store.ROW_GROUP_ROWS):
+            for rows, _changed in merge.roll(base_batches, delta, end, parquet.ROW_GROUP_ROWS):
                 parts.append(_filtered(rows, ledger_id, currency))
             cur.execute("COMMIT")
         except snapshot.AmountOverflow as exc:

@@ -27,11 +27,10 @@ import pyarrow.fs as pafs
 
 from snapshot_pipeline import amounts, calendar
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import delta, published, records
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, delta, parquet, records
+from snapshot_pipeline.store.location import REPORTS_DIR, Store
 
-REPORTS_DIR = "reports"
-READ_BATCH_ROWS = store.READ_BATCH_ROWS
+READ_BATCH_ROWS = parquet.READ_BATCH_ROWS
 
 
 class ReportError(RuntimeError):
@@ -41,13 +40,9 @@ class ReportError(RuntimeError):
 # --------------------------------------------------------------------------------------------- layout
 
 
-def report_dir(storage_uri: str, report: str) -> str:
-    return f"{store.resolve(storage_uri)[1]}/{REPORTS_DIR}/{report}"
-
-
-def partition_path(storage_uri: str, report: str, key: str, value: str) -> str:
+def partition_path(store: Store, report: str, key: str, value: str) -> str:
     """A new, unique file of the report's partition (no Delta version names it until its commit)."""
-    return f"{report_dir(storage_uri, report)}/{key}={value}/part-00000-{uuid.uuid4().hex[:16]}.parquet"
+    return f"{store.report_dir(report)}/{key}={value}/part-00000-{uuid.uuid4().hex[:16]}.parquet"
 
 
 def table_spec(report: str, key: str, schema: pa.Schema) -> delta.TableSpec:
@@ -75,11 +70,11 @@ class SnapshotPartition:
     @classmethod
     def find(cls, settings: Settings, date: dt.date) -> SnapshotPartition | None:
         """The partition ``date`` if it is published and its files exist in the store, else None."""
-        paths = published.paths(settings, date)
+        paths = catalog.paths(settings, date)
         if paths is None:
             return None
-        fs, _ = store.resolve(settings.storage_uri)
-        meta = store.read_file_metadata(fs, paths[0])
+        fs = Store.at(settings.storage_uri).fs
+        meta = parquet.read_file_metadata(fs, paths[0])
         cutoff = dt.datetime.fromisoformat(meta["cutoff"]).astimezone(dt.UTC).replace(tzinfo=None)
         if meta.get("timezone") != settings.timezone or cutoff != calendar.cutoff(date, settings.timezone):
             raise ReportError(
@@ -110,7 +105,7 @@ class SnapshotPartition:
 
     def batches(self, columns: list[str], batch_rows: int = READ_BATCH_ROWS):
         """The partition's rows in file (``balance_id``) order, one Arrow table per batch."""
-        for batch in store.iter_files(self.fs, self.paths, columns, batch_rows):
+        for batch in parquet.iter_files(self.fs, self.paths, columns, batch_rows):
             yield pa.Table.from_batches([batch])
 
 
@@ -168,24 +163,23 @@ class ReportResult:
                    duration_ms=int((time.monotonic() - started) * 1000), metrics=metrics, csv_path=csv_path)
 
 
-def convert_report(storage_uri: str, spec: delta.TableSpec, history_days: int, skip: str) -> None:
+def convert_report(store: Store, spec: delta.TableSpec, history_days: int, skip: str) -> None:
     """A report written before its Delta table existed: its partitions' files become the table's first
     version, in place (no data rewritten), so no partition is lost to Delta readers (or to vacuum).
     ``skip``: the file being published now (its own commit adds it)."""
-    if delta.exists(storage_uri, spec):
+    if delta.exists(store, spec):
         return
-    fs, _ = store.resolve(storage_uri)
-    root = delta.table_path(storage_uri, spec)
+    root = store.table_path(spec.name)
     partitions: dict[dt.date | str, list[delta.DeltaFile]] = {}
-    for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True)):
+    for info in store.fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True)):
         key, _, value = info.path.rsplit("/", 2)[-2].partition("=")
         if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet") or info.path == skip \
                 or key != spec.partition_column:
             continue
-        rows = store.count_rows(fs, [info.path])
+        rows = parquet.count_rows(store.fs, [info.path])
         partitions.setdefault(value, []).append(delta.DeltaFile(info.path, int(info.size or 0), rows))
     if partitions:
-        delta.create_with_partitions(storage_uri, spec, partitions, history_days, {})
+        delta.create_with_partitions(store, spec, partitions, history_days, {})
 
 
 class ReportWriter:
@@ -193,13 +187,13 @@ class ReportWriter:
 
     def __init__(self, settings: Settings, report: str, key: str, value: str, schema: pa.Schema,
                  date: dt.date, metadata: dict[str, str]):
-        self.storage_uri = settings.storage_uri
+        self.store = Store.at(settings.storage_uri)
         self.history_days = settings.history_days
         self.spec = table_spec(report, key, schema)
         self.value = value
-        self.final_path = partition_path(settings.storage_uri, report, key, value)
-        self._writer = store.PartitionWriter(
-            settings.storage_uri, date, {"report": report, key: value, **metadata},
+        self.final_path = partition_path(self.store, report, key, value)
+        self._writer = parquet.PartitionWriter(
+            self.store, date, {"report": report, key: value, **metadata},
             schema=schema, final_path=self.final_path,
         )
         self.schema = schema
@@ -216,11 +210,11 @@ class ReportWriter:
     def publish(self) -> tuple[str, int]:
         """Make the partition visible (one Delta commit replacing it); returns (path, bytes)."""
         size, _ = self._writer.close({})
-        convert_report(self.storage_uri, self.spec, self.history_days, skip=self.final_path)
+        convert_report(self.store, self.spec, self.history_days, skip=self.final_path)
         self.delta_version = delta.replace_partition(
-            self.storage_uri, self.spec, self.value, [delta.DeltaFile(self.final_path, size, self._writer.rows)],
+            self.store, self.spec, self.value, [delta.DeltaFile(self.final_path, size, self._writer.rows)],
             history_days=self.history_days)
-        return store.display_uri(self.storage_uri, self.final_path), size
+        return self.store.display(self.final_path), size
 
     def abort(self) -> None:
         self._writer.abort()
@@ -230,11 +224,11 @@ class CsvWriter:
     """A CSV file with a header row, staged outside the reports (like the Parquet writer) and moved into place."""
 
     def __init__(self, settings: Settings, final_path: str, schema: pa.Schema):
-        self.storage_uri = settings.storage_uri
-        self.fs, base = store.resolve(settings.storage_uri)
+        self.store = Store.at(settings.storage_uri)
+        self.fs = self.store.fs
         self.final_path = final_path
-        self.fs.create_dir(f"{base}/.staging", recursive=True)
-        self.staging_path = f"{base}/.staging/{uuid.uuid4().hex}.csv"
+        self.fs.create_dir(self.store.staging_dir, recursive=True)
+        self.staging_path = f"{self.store.staging_dir}/{uuid.uuid4().hex}.csv"
         self._sink = self.fs.open_output_stream(self.staging_path)
         self._writer = pcsv.CSVWriter(self._sink, schema)
 
@@ -244,8 +238,8 @@ class CsvWriter:
     def publish(self) -> str:
         self._writer.close()
         self._sink.close()
-        store.move_into(self.fs, self.staging_path, self.final_path)
-        return store.display_uri(self.storage_uri, self.final_path)
+        parquet.move_into(self.fs, self.staging_path, self.final_path)
+        return self.store.display(self.final_path)
 
     def abort(self) -> None:
         try:

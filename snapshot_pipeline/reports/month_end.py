@@ -23,26 +23,26 @@ from snapshot_pipeline.reports.common import (
     ReportResult,
     ReportWriter,
     SnapshotPartition,
-    report_dir,
     wide,
 )
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import parquet
+from snapshot_pipeline.store.location import Store
 
 REPORT = "month_end_balances"
 PARTITION_KEY = "month"
 CSV_DIR = "month_end_balances_csv"
 
-SCHEMA = pa.schema([pa.field("snapshot_date", pa.date32(), nullable=False), *store.SNAPSHOT_SCHEMA])
+SCHEMA = pa.schema([pa.field("snapshot_date", pa.date32(), nullable=False), *parquet.SNAPSHOT_SCHEMA])
 
 
 def month_start(month: dt.date) -> dt.date:
     return month.replace(day=1)
 
 
-def csv_path(storage_uri: str, month: dt.date) -> str:
+def csv_path(store: Store, month: dt.date) -> str:
     label = month.strftime("%Y-%m")
-    return f"{report_dir(storage_uri, CSV_DIR)}/{REPORT}_{label}.csv"
+    return f"{store.report_dir(CSV_DIR)}/{REPORT}_{label}.csv"
 
 
 def month_end_balances(settings: Settings, month: dt.date) -> ReportResult:
@@ -54,10 +54,10 @@ def month_end_balances(settings: Settings, month: dt.date) -> ReportResult:
     snapshot = SnapshotPartition.load(settings, day, f"month_end_balances {label}")
     writer = ReportWriter(settings, REPORT, PARTITION_KEY, label, SCHEMA, month,
                           {"source": f"balance_snapshots {day}", "cutoff": snapshot.cutoff.isoformat() + "Z"})
-    csv = CsvWriter(settings, csv_path(settings.storage_uri, month), SCHEMA)
+    csv = CsvWriter(settings, csv_path(Store.at(settings.storage_uri), month), SCHEMA)
     currency_totals: dict[str, int] = {}
     try:
-        for batch in snapshot.batches(list(store.SNAPSHOT_SCHEMA.names)):
+        for batch in snapshot.batches(list(parquet.SNAPSHOT_SCHEMA.names)):
             rows = batch.add_column(0, "snapshot_date", pa.repeat(pa.scalar(day, pa.date32()), batch.num_rows))
             rows = rows.cast(SCHEMA)
             writer.write(rows)

@@ -52,8 +52,7 @@ from snapshot_pipeline.reports.common import (
     zeros,
 )
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import align
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import align, parquet
 
 REPORT = "balance_movements"
 PARTITION_KEY = "snapshot_date"
@@ -63,10 +62,10 @@ SCHEMA = pa.schema(
         pa.field("balance_id", pa.string(), nullable=False),
         pa.field("ledger_id", pa.string()),
         pa.field("currency", pa.string()),
-        pa.field("opening_balance", store.AMOUNT, nullable=False),
-        pa.field("credits", store.AMOUNT, nullable=False),
-        pa.field("debits", store.AMOUNT, nullable=False),
-        pa.field("closing_balance", store.AMOUNT, nullable=False),
+        pa.field("opening_balance", parquet.AMOUNT, nullable=False),
+        pa.field("credits", parquet.AMOUNT, nullable=False),
+        pa.field("debits", parquet.AMOUNT, nullable=False),
+        pa.field("closing_balance", parquet.AMOUNT, nullable=False),
         pa.field("credit_legs", pa.int64(), nullable=False),
         pa.field("debit_legs", pa.int64(), nullable=False),
         pa.field("legs", pa.int64(), nullable=False),
@@ -259,7 +258,7 @@ def balance_movements(settings: Settings, date: dt.date) -> ReportResult:
                 continue
             rows, entering = movements_page(page, legs, opening_page, opening is None, (previous, date))
             writer.write(rows)
-            zero = pa.scalar(0, store.AMOUNT)
+            zero = pa.scalar(0, parquet.AMOUNT)
             changed = pc.or_(pc.greater(rows["legs"], 0),
                              pc.or_(pc.not_equal(rows["credits"], zero), pc.not_equal(rows["debits"], zero)))
             moved += pc.sum(changed).as_py() or 0

@@ -36,8 +36,7 @@ from snapshot_pipeline.reports.common import (
 )
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import live
-from snapshot_pipeline.store import align
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import align, parquet
 
 REPORT = "reconciliation_report"
 PARTITION_KEY = "snapshot_date"
@@ -55,9 +54,9 @@ SCHEMA = pa.schema(
         pa.field("ledger_id", pa.string()),
         pa.field("currency", pa.string()),
         pa.field("drifting_columns", pa.string(), nullable=False),
-        pa.field("balance_drift", store.AMOUNT, nullable=False),
-        *[pa.field(f"live_{name}", store.AMOUNT, nullable=False) for name in AMOUNTS],
-        *[pa.field(f"expected_{name}", store.AMOUNT, nullable=False) for name in AMOUNTS],
+        pa.field("balance_drift", parquet.AMOUNT, nullable=False),
+        *[pa.field(f"live_{name}", parquet.AMOUNT, nullable=False) for name in AMOUNTS],
+        *[pa.field(f"expected_{name}", parquet.AMOUNT, nullable=False) for name in AMOUNTS],
     ]
 )
 

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from snapshot_pipeline.reports.common import ReportResult, ReportWriter, SnapshotPartition, narrow, wide
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import parquet
 
 REPORT = "ledger_currency_totals"
 PARTITION_KEY = "snapshot_date"
@@ -28,7 +28,7 @@ SCHEMA = pa.schema(
         pa.field("ledger_id", pa.string()),
         pa.field("currency", pa.string()),
         pa.field("balances", pa.int64(), nullable=False),
-        *[pa.field(name, store.AMOUNT, nullable=False) for name in SUMS.values()],
+        *[pa.field(name, parquet.AMOUNT, nullable=False) for name in SUMS.values()],
     ]
 )
 

@@ -6,7 +6,7 @@ Under the global commit lock, in one index transaction: the partition's index ro
 next partition's index rows, the manifest row and the ``partition_versions`` row naming
 the new files (the next generation), the roll-forward state, and (sharded runs) the move
 of the staged shard files into the partition's directory. Its COMMIT is the commit point;
-the Delta commit follows (:mod:`snapshot_pipeline.store.publish` has the protocol): a
+the Delta commit follows (:mod:`snapshot_pipeline.store.publication` has the protocol): a
 failure before the COMMIT deletes the new files, a crash leaves orphans the next holder of
 the partition's lock deletes, and a crash after it leaves a Delta commit to replay.
 """
@@ -18,9 +18,10 @@ import time
 
 from snapshot_pipeline import faults
 from snapshot_pipeline.snapshot.results import ROLL_VERSION, Pass, RunFacts, SnapshotResult
+from snapshot_pipeline.store import catalog, index, roll_state
 from snapshot_pipeline.store import diff as store_diff
-from snapshot_pipeline.store import index, publish, published, roll_state
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store.location import Store
+from snapshot_pipeline.store.publication import Publication, version_record
 from snapshot_pipeline.store.spool import IndexSpool
 
 
@@ -33,9 +34,8 @@ def _same_partition(a: index.ManifestEntry | None, b: index.ManifestEntry | None
 def published_before(settings, conn, snapshot_date: dt.date) -> tuple[index.ManifestEntry | None, list[str] | None]:
     """The partition the index rows of ``snapshot_date`` are changes against (the nearest earlier with its
     files present), and its files."""
-    fs, _ = store.resolve(settings.storage_uri)
     entry = index.nearest_before(conn, snapshot_date)
-    paths = published.present_paths(fs, settings.storage_uri, entry)
+    paths = catalog.present_paths(Store.at(settings.storage_uri), entry)
     return (entry, paths) if paths is not None else (None, None)
 
 
@@ -58,7 +58,7 @@ def _index_rows(settings, conn, snapshot_date: dt.date, p: Pass, work_dir) -> tu
 def _rediff_successor(settings, conn, snapshot_date: dt.date, p: Pass, work_dir, log) -> None:
     """The next published partition's index rows are changes against this one: recompute them."""
     successor = index.nearest_after(conn, snapshot_date)
-    successor_paths = published.present_paths(p.fs, settings.storage_uri, successor)
+    successor_paths = catalog.present_paths(p.store, successor)
     if successor is None or successor_paths is None:
         return
     spool = IndexSpool(work_dir / "successor", successor.snapshot_date)
@@ -104,7 +104,7 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
     in the Delta table. ``p`` is not changed."""
     settings, snapshot_date, log = facts.settings, facts.snapshot_date, facts.log
     mark = time.monotonic()
-    publication = publish.Publication(settings.storage_uri, snapshot_date, p.files, log=log)
+    publication = Publication(p.store, snapshot_date, p.files, log=log)
     committing = False  # once the COMMIT is sent, its outcome is the manifest's to tell, not ours
     try:
         with index_conn.transaction():
@@ -114,9 +114,9 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
             entry = _manifest_entry(facts, p, publication.names, changed_count, index_rows,
                                     index.next_generation(index_conn, snapshot_date))
             index.upsert_manifest(index_conn, entry)
-            index.record_version(index_conn, publish.version_record(entry))
+            index.record_version(index_conn, version_record(entry))
             roll_state.replace(index_conn, snapshot_date, p.step.state)
-            publication.make_visible()  # sharded: the moves into the partition's directory
+            publication.move_in()  # sharded: the moves into the partition's directory
             faults.pause_point("visible")
             committing = True
         faults.pause_point("committed")
@@ -150,8 +150,7 @@ def _result(facts: RunFacts, p: Pass, files: list[str], changed_count: int, inde
         duration_ms=int(seconds * 1000),
         snapshots_per_second=round(p.rows / seconds, 1),
         bytes_written=p.bytes,
-        path=files[0] if len(files) == 1 else store.display_uri(p.storage_uri,
-                                                               store.partition_dir(p.storage_uri, snapshot_date)),
+        path=files[0] if len(files) == 1 else p.store.display(p.store.partition_dir(snapshot_date)),
         files=files,
         checksum=p.checksum,
         mode=p.mode,

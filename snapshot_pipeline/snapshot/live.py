@@ -29,9 +29,9 @@ import pyarrow.compute as pc
 from snapshot_pipeline import amounts
 from snapshot_pipeline.ledger import journal
 from snapshot_pipeline.snapshot import merge
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import parquet
 
-AMOUNTS = store.AMOUNT_COLUMNS
+AMOUNTS = parquet.AMOUNT_COLUMNS
 # The columns a snapshot and the later legs add up; balance and inflight_balance follow from them.
 SUMMED = merge.SUMMED
 END_OF_TIME = dt.datetime(9999, 12, 31)  # the cutoff of "everything the journal holds now"
@@ -191,5 +191,5 @@ class ChangedAmounts:
     def table(self) -> pa.Table:
         if not self._parts:
             return pa.table({"balance_id": pa.array([], pa.string()),
-                             **{name: pa.array([], store.AMOUNT) for name in SUMMED}})
+                             **{name: pa.array([], parquet.AMOUNT) for name in SUMMED}})
         return pa.concat_tables(self._parts)

@@ -20,8 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_pipeline import amounts
-from snapshot_pipeline.store import align
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import align, parquet
 
 ATTRIBUTES = ("ledger_id", "identity_id", "indicator", "currency", "balance_created_at")
 DELTA_TO_FIELD = {
@@ -31,7 +30,7 @@ DELTA_TO_FIELD = {
     "inflight_debit": "inflight_debit_balance",
 }
 SUMMED = tuple(DELTA_TO_FIELD.values())
-BASE_COLUMNS = [f.name for f in store.SNAPSHOT_SCHEMA if f.name != "cutoff_at"]
+BASE_COLUMNS = [f.name for f in parquet.SNAPSHOT_SCHEMA if f.name != "cutoff_at"]
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -41,7 +40,7 @@ def _column(table: pa.Table, name: str) -> pa.Array:
 
 def _delta_attributes(delta: pa.Table) -> dict[str, pa.Array]:
     out = {name: _column(delta, name) for name in ATTRIBUTES}
-    out["balance_created_at"] = pc.cast(out["balance_created_at"], store.UTC_TS)
+    out["balance_created_at"] = pc.cast(out["balance_created_at"], parquet.UTC_TS)
     return out
 
 
@@ -51,17 +50,17 @@ def _finish(ids: pa.Array, attributes: dict[str, pa.Array], sums: dict[str, pa.A
     values = dict(sums)
     values["balance"] = pc.subtract(values["credit_balance"], values["debit_balance"])
     values["inflight_balance"] = pc.subtract(values["inflight_credit_balance"], values["inflight_debit_balance"])
-    stored = {name: amounts.narrow(values[name], ids, name) for name in store.AMOUNT_COLUMNS}
+    stored = {name: amounts.narrow(values[name], ids, name) for name in parquet.AMOUNT_COLUMNS}
     n = len(ids)
     return pa.Table.from_arrays(
         [
             ids,
             *[attributes[name] for name in ATTRIBUTES[:4]],
-            *[stored[name] for name in store.AMOUNT_COLUMNS],
+            *[stored[name] for name in parquet.AMOUNT_COLUMNS],
             attributes["balance_created_at"],
-            pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), store.UTC_TS), n),
+            pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), parquet.UTC_TS), n),
         ],
-        schema=store.SNAPSHOT_SCHEMA,
+        schema=parquet.SNAPSHOT_SCHEMA,
     )
 
 
@@ -90,22 +89,22 @@ def _updated(base: pa.Table, delta: pa.Table, delta_ids: pa.Array, cutoff: dt.da
         touched = pc.or_(touched, pc.not_equal(add, pa.scalar(0, amounts.WIDE)))
     new_hit = _finish(hit_ids, attributes, sums, cutoff)
     columns = []
-    for field in store.SNAPSHOT_SCHEMA:
+    for field in parquet.SNAPSHOT_SCHEMA:
         if field.name == "cutoff_at":
-            columns.append(pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), store.UTC_TS), len(ids)))
+            columns.append(pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), parquet.UTC_TS), len(ids)))
         else:
             columns.append(pc.replace_with_mask(_column(base, field.name), matched,
                                                 new_hit[field.name].combine_chunks()))
-    return pa.Table.from_arrays(columns, schema=store.SNAPSHOT_SCHEMA), new_hit.filter(touched)
+    return pa.Table.from_arrays(columns, schema=parquet.SNAPSHOT_SCHEMA), new_hit.filter(touched)
 
 
 def _with_cutoff(base: pa.Table, cutoff: dt.datetime) -> pa.Table:
     """Base rows as they are, stamped with this partition's cutoff."""
     n = base.num_rows
     columns = [_column(base, f.name) if f.name != "cutoff_at" else
-               pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), store.UTC_TS), n)
-               for f in store.SNAPSHOT_SCHEMA]
-    return pa.Table.from_arrays(columns, schema=store.SNAPSHOT_SCHEMA)
+               pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), parquet.UTC_TS), n)
+               for f in parquet.SNAPSHOT_SCHEMA]
+    return pa.Table.from_arrays(columns, schema=parquet.SNAPSHOT_SCHEMA)
 
 
 def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetime) -> tuple[pa.Table, pa.Table]:
@@ -132,12 +131,12 @@ def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetim
             parts.append(rows)
             changed.append(rows)
     if not parts:
-        empty = store.SNAPSHOT_SCHEMA.empty_table()
+        empty = parquet.SNAPSHOT_SCHEMA.empty_table()
         return empty, empty
     out = pa.concat_tables(parts)
     if len(parts) > 1:
         out = out.take(pc.sort_indices(out["balance_id"]))
-    changed_rows = pa.concat_tables(changed) if changed else store.SNAPSHOT_SCHEMA.empty_table()
+    changed_rows = pa.concat_tables(changed) if changed else parquet.SNAPSHOT_SCHEMA.empty_table()
     return out.combine_chunks(), changed_rows
 
 

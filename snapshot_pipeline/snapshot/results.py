@@ -10,12 +10,13 @@ from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from snapshot_pipeline import amounts, names
 from snapshot_pipeline.ledger import journal
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import index, parquet
+from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.spool import IndexSpool
 
 WIDE = amounts.WIDE
@@ -94,7 +95,7 @@ def validate_batch_size(batch_size: int) -> int:
 class CurrencyTotals:
     """Per-currency row count and sums, aggregated in large chunks (no per-row Python objects)."""
 
-    CHUNK_ROWS = store.ROW_GROUP_ROWS
+    CHUNK_ROWS = parquet.ROW_GROUP_ROWS
 
     def __init__(self) -> None:
         self.totals: dict[str, list[int]] = {}
@@ -145,8 +146,8 @@ class ChangedRows(Protocol):
 class Pass:
     """Outputs of one pass over the ledger, handed to the commit: the staged shard files and the rest."""
 
-    storage_uri: str
-    files: list[store.StagedFile]  # in shard order
+    store: Store
+    files: list[parquet.StagedFile]  # in shard order
     spool: IndexSpool
     totals: CurrencyTotals
     batches: int
@@ -157,8 +158,8 @@ class Pass:
     live_drift: dict | None = None  # the in-run live-drift comparison, when the run made it
 
     @property
-    def fs(self):
-        return store.resolve(self.storage_uri)[0]
+    def fs(self) -> pafs.FileSystem:
+        return self.store.fs
 
     @property
     def staging_paths(self) -> list[str]:
@@ -174,4 +175,4 @@ class Pass:
 
     @property
     def checksum(self) -> str:
-        return store.partition_checksum([f.checksum for f in self.files])
+        return parquet.partition_checksum([f.checksum for f in self.files])

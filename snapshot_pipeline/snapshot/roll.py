@@ -27,14 +27,14 @@ from snapshot_pipeline.snapshot.results import (
     RunFacts,
     SnapshotError,
 )
-from snapshot_pipeline.store import align, index, published, recovery, roll_state
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import align, catalog, index, parquet, recovery, roll_state
+from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.spool import IndexSpool
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 2.0  # the default progress line's interval (the Dagster asset logs one a second)
-BASE_READ_ROWS = store.READ_BATCH_ROWS  # rows per batch read from the base (the merge cuts at batch_size)
+BASE_READ_ROWS = parquet.READ_BATCH_ROWS  # rows per batch read from the base (the merge cuts at batch_size)
 BASE_COLUMNS = merge.BASE_COLUMNS
 
 
@@ -49,9 +49,9 @@ def holding_partition(settings: Settings, snapshot_date: dt.date, *, run_id: str
     try:
         index.migrate(index_conn)
         index.lock_partition(index_conn, snapshot_date)
-        claim = recovery.claim(settings.storage_uri, index_conn, snapshot_date, run_id=run_id, log=log,
-                              on_dead_run=on_dead_run, publish_token=publish_token,
-                              history_days=settings.history_days)
+        claim = recovery.claim(Store.at(settings.storage_uri), index_conn, snapshot_date, run_id=run_id, log=log,
+                               on_dead_run=on_dead_run, publish_token=publish_token,
+                               history_days=settings.history_days)
         yield index_conn, claim
     finally:
         if claim is not None:
@@ -68,8 +68,7 @@ def usable_base(settings: Settings, conn, snapshot_date: dt.date, log) -> index.
         log(f"partition {entry.snapshot_date} predates roll-forward (format {entry.roll_version});"
             " computing from genesis")
         return None
-    fs, _ = store.resolve(settings.storage_uri)
-    if published.present_paths(fs, settings.storage_uri, entry) is None:
+    if catalog.present_paths(Store.at(settings.storage_uri), entry) is None:
         log(f"partition {entry.snapshot_date} is in the index but its Parquet files are missing from"
             f" {settings.storage_uri}; computing from genesis")
         return None
@@ -146,10 +145,10 @@ def base_batches(settings: Settings, base: index.ManifestEntry | None, batch_siz
     """The base partition's rows in ``balance_id`` order, read in large batches (none at genesis)."""
     if base is None:
         return iter([])
-    fs, _ = store.resolve(settings.storage_uri)
+    store = Store.at(settings.storage_uri)
     # read in large batches; the merge cuts chunks at the delta's batch_size boundaries
-    return store.iter_files(fs, published.entry_paths(settings.storage_uri, base), merge.BASE_COLUMNS,
-                            max(batch_size, BASE_READ_ROWS))
+    return parquet.iter_files(store.fs, catalog.entry_paths(store, base), merge.BASE_COLUMNS,
+                              max(batch_size, BASE_READ_ROWS))
 
 
 class RunProgress:
@@ -179,7 +178,7 @@ def expected_rows(base: index.ManifestEntry | None, step: journal.Step) -> int:
     return (base.row_count if base is not None else 0) + step.entering_balances
 
 
-def merge_into(writer: store.PartitionWriter, spool: ChangedRows, totals: CurrencyTotals, base_rows, delta,
+def merge_into(writer: parquet.PartitionWriter, spool: ChangedRows, totals: CurrencyTotals, base_rows, delta,
                cutoff: dt.datetime, batch_size: int, tracker: RunProgress) -> int:
     """Walk the base rows and the delta together, writing the partition's rows; returns the batch count."""
     batches = 0
@@ -222,13 +221,13 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
     mode = "incremental" if base is not None else "genesis"
     phases: dict[str, int] = {}
     cur = ledger.cursor()
-    writer: store.PartitionWriter | None = None
+    writer: parquet.PartitionWriter | None = None
     spool: IndexSpool | None = None
     try:
         step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, facts.log)
-        writer = store.PartitionWriter(settings.storage_uri, snapshot_date,
-                                       file_metadata(settings, snapshot_date, cutoff, step.view),
-                                       token=claim.publish_token)
+        writer = parquet.PartitionWriter(claim.store, snapshot_date,
+                                         file_metadata(settings, snapshot_date, cutoff, step.view),
+                                         token=claim.publish_token)
         spool = IndexSpool(claim.work_dir, snapshot_date)
         changed = live.ChangedAmounts(spool) if compares_live(facts, index_conn) else None
         totals = CurrencyTotals()
@@ -243,7 +242,7 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
         faults.pause_point("read")
         staged = writer.finish({"mode": mode})
         faults.pause_point("staged")
-        return Pass(settings.storage_uri, [staged], spool, totals, batches, step, base, mode, phases, drift)
+        return Pass(claim.store, [staged], spool, totals, batches, step, base, mode, phases, drift)
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -36,8 +36,8 @@ from snapshot_pipeline.snapshot.roll import (
     origin_of,
     usable_base,
 )
-from snapshot_pipeline.store import index, published, ranges, records, recovery
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, index, parquet, ranges, records, recovery
+from snapshot_pipeline.store.location import Store
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,10 @@ class Plan:
     counts: dict  # the step's counted/released/resolved/entering numbers
     phases_ms: dict
     replaces_checksum: str | None = None  # D's manifest checksum at the plan: the commit refuses if it changed
+
+    @property
+    def store(self) -> Store:
+        return Store.at(self.storage_uri)
 
     def bounds(self, shard: int) -> tuple[str | None, str | None]:
         """``[low, high)`` of shard ``shard`` (None: unbounded)."""
@@ -110,13 +114,13 @@ class Plan:
         return f"{self.work_prefix}/shard-{shard:05d}.changed.parquet"
 
 
-def work_prefix(storage_uri: str, date: dt.date, token: str) -> str:
-    return f"{recovery.staging_dir(storage_uri)}/shards-{date.isoformat()}-{token}"
+def work_prefix(store: Store, date: dt.date, token: str) -> str:
+    """``<root>/.staging/shards-<D>-<token>``: a sharded run's plan, deltas and shard records."""
+    return f"{store.staging_dir}/shards-{date.isoformat()}-{token}"
 
 
-def load_plan(storage_uri: str, prefix: str) -> Plan:
-    fs, _ = store.resolve(storage_uri)
-    raw = records.read_json(fs, f"{prefix}/plan.json")
+def load_plan(store: Store, prefix: str) -> Plan:
+    raw = records.read_json(store.fs, f"{prefix}/plan.json")
     if raw is None:
         raise SnapshotError(f"no shard plan at {prefix}: the run's work was removed; re-run the partition")
     return Plan.from_dict(raw)
@@ -138,14 +142,15 @@ def plan(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: in
     validate_shards(shards)
     log = log or logger.info
     cutoff = calendar.cutoff(snapshot_date, settings.timezone)
-    fs, _ = store.resolve(settings.storage_uri)
+    store = Store.at(settings.storage_uri)
+    fs = store.fs
     with holding_partition(settings, snapshot_date, run_id=run_id, log=log, on_dead_run=on_dead_run) as (
             index_conn, claim):
         base = None if full_refresh else usable_base(settings, index_conn, snapshot_date, log)
-        prefix = work_prefix(settings.storage_uri, snapshot_date, claim.publish_token)
+        prefix = work_prefix(store, snapshot_date, claim.publish_token)
         fs.create_dir(prefix, recursive=True)
         phases: dict[str, int] = {}
-        base_files = published.entry_paths(settings.storage_uri, base) if base is not None else []
+        base_files = catalog.entry_paths(store, base) if base is not None else []
         # cut points from the base's footers; at genesis, from the balances the step adds (in the read)
         cuts = _cut_points(fs, base_files, shards, boundaries) if base is not None or boundaries else None
         view, counts, cuts = _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix, shards, cuts,
@@ -160,7 +165,7 @@ def plan(settings: Settings, snapshot_date: dt.date, shards: int, batch_size: in
         records.write_json(fs, f"{prefix}/plan.json", result.as_dict())
         log(f"operation=balance_snapshot snapshot_date={snapshot_date} status=planned shards={result.shards}"
             f" boundaries={len(result.boundaries)} delta_sessions={result.shards}"
-            f" work_prefix={store.display_uri(settings.storage_uri, prefix)}")
+            f" work_prefix={store.display(prefix)}")
         return result
 
 
@@ -181,7 +186,8 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
     per session); a shard session sums them and probes the attributes of its range's balances only.
     One shard: the staging session computes the delta itself. Returns the view, the step's counts and
     the cut points (chosen here at genesis: quantiles of the balances the step adds)."""
-    fs, _ = store.resolve(settings.storage_uri)
+    store = Store.at(settings.storage_uri)
+    fs = store.fs
     connecting = _connect_sessions(settings, len(cuts) + 1 if cuts else 0)  # meanwhile: the staging
     ledger = db.connect_arrow(db.ledger_url(settings))
     cur = ledger.cursor()
@@ -202,7 +208,7 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
             connections = future.result() if future is not None else _open_sessions(settings, len(edges) - 1)
             for k, conn in enumerate(connections):
                 try:
-                    delta_sessions.append(DeltaSession(conn, f"{prefix}/delta-{k:05d}.parquet", settings.storage_uri))
+                    delta_sessions.append(DeltaSession(conn, f"{prefix}/delta-{k:05d}.parquet", store))
                 except BaseException:
                     for unused in connections[k:]:
                         unused.close()
@@ -268,15 +274,15 @@ def _connect_sessions(settings: Settings, count: int) -> concurrent.futures.Futu
 def _write_delta(fs, path: str, reader) -> None:
     with fs.open_output_stream(path) as sink, pq.ParquetWriter(sink, reader.schema, compression="zstd") as writer:
         for batch in reader:
-            writer.write_batch(batch, row_group_size=store.ROW_GROUP_ROWS)
+            writer.write_batch(batch, row_group_size=parquet.ROW_GROUP_ROWS)
 
 
 class DeltaSession:
     """One shard's delta: a ledger session on the exported snapshot, its query run in a thread (the database
     does the work) and streamed to ``path``."""
 
-    def __init__(self, conn, path: str, storage_uri: str):
-        self.conn, self.path, self.storage_uri = conn, path, storage_uri
+    def __init__(self, conn, path: str, store: Store):
+        self.conn, self.path, self.store = conn, path, store
         self.cur = conn.cursor()
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -294,8 +300,7 @@ class DeltaSession:
         try:
             sessions.load_legs(self.cur, legs.to_reader())
             del legs
-            fs, _ = store.resolve(self.storage_uri)
-            _write_delta(fs, self.path, sessions.shard_delta_reader(self.cur, cutoff))
+            _write_delta(self.store.fs, self.path, sessions.shard_delta_reader(self.cur, cutoff))
             self.cur.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - handed to the planning thread by wait()
             self.error = exc

@@ -58,8 +58,7 @@ from snapshot_pipeline.snapshot.shard_plan import (
     validate_shards,
     work_prefix,
 )
-from snapshot_pipeline.store import index, ranges, records, recovery
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import index, parquet, ranges, records, recovery
 from snapshot_pipeline.store.spool import IndexSpool
 
 logger = logging.getLogger(__name__)
@@ -81,15 +80,15 @@ def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[s
     log = log or logger.info
     faults.fail_point("shard", shard)
     started = time.monotonic()
-    fs, _ = store.resolve(plan_.storage_uri)
+    fs = plan_.store.fs
     low, high = plan_.bounds(shard)
     base_paths = plan_.base_files
-    if base_paths and not store.all_present(fs, base_paths):
+    if base_paths and not parquet.all_present(fs, base_paths):
         raise SnapshotError(f"the files of base partition {plan_.base_date} were replaced while the shards ran;"
                             " re-run the partition")
-    writer = store.PartitionWriter(plan_.storage_uri, plan_.snapshot_date,
-                                   file_metadata(settings, plan_.snapshot_date, plan_.cutoff, plan_.view),
-                                   shard=shard, token=plan_.token, staging_dir=plan_.work_prefix)
+    writer = parquet.PartitionWriter(plan_.store, plan_.snapshot_date,
+                                     file_metadata(settings, plan_.snapshot_date, plan_.cutoff, plan_.view),
+                                     shard=shard, token=plan_.token, staging_dir=plan_.work_prefix)
     changed = _ChangedRowsFile(fs, plan_.changed_path(shard))
     try:
         totals = CurrencyTotals()
@@ -126,11 +125,11 @@ class _ChangedRowsFile:
     def __init__(self, fs: pafs.FileSystem, path: str):
         self.fs, self.path, self.rows = fs, path, 0
         self._sink = fs.open_output_stream(path)
-        self._writer = pq.ParquetWriter(self._sink, store.SNAPSHOT_SCHEMA, compression="zstd")
+        self._writer = pq.ParquetWriter(self._sink, parquet.SNAPSHOT_SCHEMA, compression="zstd")
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
-            self._writer.write_table(table.cast(store.SNAPSHOT_SCHEMA))
+            self._writer.write_table(table.cast(parquet.SNAPSHOT_SCHEMA))
             self.rows += table.num_rows
 
     def close(self) -> None:
@@ -151,14 +150,14 @@ def commit_shards(settings: Settings, plan_: Plan, *, run_id: str | None = None,
 
     log = log or logger.info
     started = time.monotonic()
-    fs, _ = store.resolve(plan_.storage_uri)
+    fs = plan_.store.fs
     staged = [records.read_json(fs, plan_.shard_record_path(k)) for k in range(plan_.shards)]
     missing = [k for k, r in enumerate(staged) if r is None]
     if missing:
         raise SnapshotError(f"partition {plan_.snapshot_date}: shard(s) {missing} of {plan_.shards} staged nothing;"
                             " nothing is published")
     shard_records = [r for r in staged if r is not None]
-    files = [store.StagedFile(**r["staged"]) for r in shard_records]
+    files = [parquet.StagedFile(**r["staged"]) for r in shard_records]
     try:
         return _commit_held(settings, plan_, shard_records, files, run_id, log, on_dead_run, started, reason)
     finally:
@@ -180,10 +179,10 @@ def _commit_held(settings, plan_: Plan, shard_records, files, run_id, log, on_de
     return result
 
 
-def _pass(settings, index_conn, plan_: Plan, shard_records: list[dict], files: list[store.StagedFile],
+def _pass(settings, index_conn, plan_: Plan, shard_records: list[dict], files: list[parquet.StagedFile],
           work_dir) -> Pass:
     """The commit's input, rebuilt from the store: the shards' files, changed rows and totals."""
-    fs, _ = store.resolve(plan_.storage_uri)
+    fs = plan_.store.fs
     base = None
     if plan_.base_date is not None:
         base = index.manifest(index_conn, plan_.base_date)
@@ -196,7 +195,7 @@ def _pass(settings, index_conn, plan_: Plan, shard_records: list[dict], files: l
     totals = CurrencyTotals()
     for shard in range(plan_.shards):
         with fs.open_input_file(plan_.changed_path(shard)) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=store.ROW_GROUP_ROWS):
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=parquet.ROW_GROUP_ROWS):
                 spool.write(pa.Table.from_batches([batch]))
         for row in shard_records[shard]["totals"]:
             entry = totals.totals.setdefault(row["currency"], [0, 0, 0, 0])
@@ -206,18 +205,17 @@ def _pass(settings, index_conn, plan_: Plan, shard_records: list[dict], files: l
         state = pq.read_table(f)
     step = journal.Step(plan_.view, state, **plan_.counts)
     phases = {**plan_.phases_ms, "merge_ms": max(r["merge_ms"] for r in shard_records)}
-    return Pass(plan_.storage_uri, files, spool, totals, sum(r["batches"] for r in shard_records), step, base,
+    return Pass(plan_.store, files, spool, totals, sum(r["batches"] for r in shard_records), step, base,
                 "incremental" if base is not None else "genesis", phases)
 
 
 def plan_exists(plan_: Plan) -> bool:
-    fs, _ = store.resolve(plan_.storage_uri)
-    return fs.get_file_info(f"{plan_.work_prefix}/plan.json").type == pafs.FileType.File
+    return plan_.store.fs.get_file_info(f"{plan_.work_prefix}/plan.json").type == pafs.FileType.File
 
 
 def discard(plan_: Plan) -> None:
     """Remove the run's work prefix (its plan, delta, records and any staged file not yet published)."""
-    fs, _ = store.resolve(plan_.storage_uri)
+    fs = plan_.store.fs
     if fs.get_file_info(plan_.work_prefix).type != pafs.FileType.NotFound:
         fs.delete_dir(plan_.work_prefix)
 

@@ -9,7 +9,7 @@ partition or the new one, never a mix and never nothing.
 
 A commit carries an application transaction (``txn``: app id + version) when the caller gives one:
 ``transaction_version`` then tells whether it already landed, which makes a replayed commit
-idempotent (the recovery of :mod:`snapshot_pipeline.store.publish` relies on it). Concurrent commits
+idempotent (the recovery of :mod:`snapshot_pipeline.store.publication` relies on it). Concurrent commits
 of other partitions are retried on a freshly loaded table; the caller serializes commits of one
 partition (its partition lock).
 
@@ -29,12 +29,15 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import tenacity
 from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
 
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.names import DATASET
+from snapshot_pipeline.store import parquet
+from snapshot_pipeline.store.location import Store
 
 CHECKPOINT_INTERVAL = 50  # a checkpoint every 50 commits: opening the table reads at most 50 JSON commits
 COMMIT_ATTEMPTS = 30  # a commit that lost the race to another partition's commit is retried this often
@@ -54,7 +57,7 @@ class TableSpec:
         return self.schema.append(pa.field(self.partition_column, self.partition_type))
 
 
-SNAPSHOTS = TableSpec("balance_snapshots", store.SNAPSHOT_SCHEMA, "snapshot_date")
+SNAPSHOTS = TableSpec(DATASET, parquet.SNAPSHOT_SCHEMA, "snapshot_date")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,22 +74,10 @@ class DeltaFile:
 # ------------------------------------------------------------------------------------------------ location
 
 
-def table_path(storage_uri: str, spec: TableSpec) -> str:
-    """The table's directory as a filesystem path (pyarrow's)."""
-    return f"{store.resolve(storage_uri)[1]}/{spec.name}"
-
-
-def table_uri(storage_uri: str, spec: TableSpec) -> str:
-    """The table's URI as Delta readers name it (a local absolute path, or ``s3://bucket/prefix/name``)."""
-    if "://" in storage_uri:
-        return f"{storage_uri.rstrip('/')}/{spec.name}"
-    return table_path(storage_uri, spec)
-
-
-def storage_options(storage_uri: str) -> dict[str, str] | None:
+def storage_options(store: Store) -> dict[str, str] | None:
     """delta-rs options for an object store: the standard AWS environment, HTTP allowed for a local
     endpoint, and S3 conditional writes (``If-None-Match``) as the commit's atomicity, no lock service."""
-    if not storage_uri.startswith(("s3://", "s3a://")):
+    if not store.uri.startswith(("s3://", "s3a://")):
         return None
     options = {"conditional_put": "etag"}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -101,9 +92,9 @@ def partition_value(value: dt.date | str) -> str:
     return value.isoformat() if isinstance(value, dt.date) else str(value)
 
 
-def relative_path(storage_uri: str, spec: TableSpec, path: str) -> str:
+def relative_path(store: Store, spec: TableSpec, path: str) -> str:
     """``path`` relative to the table's directory (what the log records)."""
-    root = table_path(storage_uri, spec).rstrip("/") + "/"
+    root = store.table_path(spec.name).rstrip("/") + "/"
     if not path.startswith(root):
         raise ValueError(f"{path} is not inside the Delta table {root}")
     return path[len(root):]
@@ -122,34 +113,45 @@ def configuration(history_days: int) -> dict[str, str]:
     }
 
 
-def exists(storage_uri: str, spec: TableSpec) -> bool:
-    return DeltaTable.is_deltatable(table_uri(storage_uri, spec), storage_options(storage_uri))
+def exists(store: Store, spec: TableSpec) -> bool:
+    return DeltaTable.is_deltatable(store.table_uri(spec.name), storage_options(store))
 
 
-def load(storage_uri: str, spec: TableSpec, version: int | None = None) -> DeltaTable | None:
+def load(store: Store, spec: TableSpec, version: int | None = None) -> DeltaTable | None:
     """The table at its latest (or a given) version; None when it was never created."""
     try:
-        return DeltaTable(table_uri(storage_uri, spec), version=version, storage_options=storage_options(storage_uri))
+        return DeltaTable(store.table_uri(spec.name), version=version, storage_options=storage_options(store))
     except TableNotFoundError:
         return None
 
 
-def ensure(storage_uri: str, spec: TableSpec, history_days: int) -> DeltaTable:
+def ensure(store: Store, spec: TableSpec, history_days: int) -> DeltaTable:
     """Open the table, creating it (version 0: schema, partitioning, properties) when missing."""
-    table = load(storage_uri, spec)
+    table = load(store, spec)
     if table is not None:
         return table
-    if "://" not in storage_uri:
-        os.makedirs(table_path(storage_uri, spec), exist_ok=True)
+    if "://" not in store.uri:
+        os.makedirs(store.table_path(spec.name), exist_ok=True)
     try:
-        return DeltaTable.create(table_uri(storage_uri, spec), spec.table_schema, mode="ignore",
+        return DeltaTable.create(store.table_uri(spec.name), spec.table_schema, mode="ignore",
                                  partition_by=[spec.partition_column], configuration=configuration(history_days),
-                                 storage_options=storage_options(storage_uri))
+                                 storage_options=storage_options(store))
     except Exception:  # another process created it first (a conditional write lost): open theirs
-        table = load(storage_uri, spec)
+        table = load(store, spec)
         if table is None:
             raise
         return table
+
+
+def tables_in(store: Store, directory: str) -> list[TableSpec]:
+    """The Delta tables directly under ``<root>/<directory>`` (schema-less specs: vacuum needs no schema)."""
+    found = []
+    for info in store.fs.get_file_info(pafs.FileSelector(store.path(directory), allow_not_found=True)):
+        if info.type == pafs.FileType.Directory:
+            spec = TableSpec(f"{directory}/{info.base_name}", pa.schema([]), "")
+            if exists(store, spec):
+                found.append(spec)
+    return found
 
 
 def add_actions(table: DeltaTable) -> pa.Table:
@@ -176,15 +178,15 @@ def _stats(file: DeltaFile) -> str:
     return json.dumps(stats)
 
 
-def _add(storage_uri: str, spec: TableSpec, value: str, file: DeltaFile, now_ms: int) -> AddAction:
-    return AddAction(relative_path(storage_uri, spec, file.path), file.size, {spec.partition_column: value},
+def _add(store: Store, spec: TableSpec, value: str, file: DeltaFile, now_ms: int) -> AddAction:
+    return AddAction(relative_path(store, spec, file.path), file.size, {spec.partition_column: value},
                      now_ms, True, _stats(file))
 
 
 # ------------------------------------------------------------------------------------------------ commits
 
 
-def replace_partition(storage_uri: str, spec: TableSpec, value: dt.date | str, files: list[DeltaFile], *,
+def replace_partition(store: Store, spec: TableSpec, value: dt.date | str, files: list[DeltaFile], *,
                       history_days: int, app_id: str | None = None, app_version: int | None = None,
                       metadata: Mapping[str, object] | None = None) -> int:
     """One Delta commit: partition ``value`` becomes exactly ``files`` (none: the partition is retired).
@@ -199,7 +201,7 @@ def replace_partition(storage_uri: str, spec: TableSpec, value: dt.date | str, f
     custom["snapshot_pipeline.commit_id"] = commit_id = uuid.uuid4().hex
     if app_id is not None:
         custom.update({"snapshot_pipeline.app_id": app_id, "snapshot_pipeline.app_version": str(app_version)})
-    table = ensure(storage_uri, spec, history_days)  # one open; a retry only reads the log's new commits
+    table = ensure(store, spec, history_days)  # one open; a retry only reads the log's new commits
     attempts = 0
 
     @tenacity.retry(retry=tenacity.retry_if_exception_type(CommitFailedError),
@@ -220,7 +222,7 @@ def replace_partition(storage_uri: str, spec: TableSpec, value: dt.date | str, f
         now_ms = int(time.time() * 1000)
         removes = [RemoveAction(path, True, now_ms, size, {spec.partition_column: value})
                    for path, size in partition_files(table, spec, value)]
-        adds = [_add(storage_uri, spec, value, f, now_ms) for f in files]
+        adds = [_add(store, spec, value, f, now_ms) for f in files]
         transactions = [Transaction(app_id, app_version)] if app_id is not None and app_version is not None else None
         table.create_write_transaction(
             [*removes, *adds], "append", spec.table_schema, partition_by=[spec.partition_column],
@@ -232,7 +234,7 @@ def replace_partition(storage_uri: str, spec: TableSpec, value: dt.date | str, f
     if attempt():
         found = _committed_version(table, before, "snapshot_pipeline.commit_id", commit_id)
     else:
-        found = version_of(storage_uri, spec, "snapshot_pipeline.app_id", app_id, "snapshot_pipeline.app_version",
+        found = version_of(store, spec, "snapshot_pipeline.app_id", app_id, "snapshot_pipeline.app_version",
                            str(app_version))
     if found is None:
         raise RuntimeError(f"{spec.name}: commit of partition {value} landed but is not in the table's history")
@@ -249,13 +251,13 @@ def _committed_version(table: DeltaTable, before: int, key: str, value: str) -> 
     return None
 
 
-def create_with_partitions(storage_uri: str, spec: TableSpec, partitions: Mapping[dt.date | str, list[DeltaFile]],
+def create_with_partitions(store: Store, spec: TableSpec, partitions: Mapping[dt.date | str, list[DeltaFile]],
                            history_days: int, app_versions: Mapping[str, int]) -> int:
     """Create the table and add existing files as its partitions in one commit (converting a store
     published before Delta: no data is rewritten); returns the version of that commit."""
-    table = ensure(storage_uri, spec, history_days)
+    table = ensure(store, spec, history_days)
     now_ms = int(time.time() * 1000)
-    adds: list[AddAction | RemoveAction] = [_add(storage_uri, spec, partition_value(value), f, now_ms)
+    adds: list[AddAction | RemoveAction] = [_add(store, spec, partition_value(value), f, now_ms)
                                             for value, files in partitions.items() for f in files]
     commit_id = uuid.uuid4().hex
     table.create_write_transaction(
@@ -263,21 +265,21 @@ def create_with_partitions(storage_uri: str, spec: TableSpec, partitions: Mappin
         commit_properties=CommitProperties(
             custom_metadata={"snapshot_pipeline.commit_id": commit_id, "snapshot_pipeline.reason": "converted"},
             app_transactions=[Transaction(a, v) for a, v in app_versions.items()]))
-    found = version_of(storage_uri, spec, "snapshot_pipeline.commit_id", commit_id)
+    found = version_of(store, spec, "snapshot_pipeline.commit_id", commit_id)
     assert found is not None
     return found
 
 
-def transaction_version(storage_uri: str, spec: TableSpec, app_id: str) -> int | None:
+def transaction_version(store: Store, spec: TableSpec, app_id: str) -> int | None:
     """The latest version of application transaction ``app_id`` the table records (None: none)."""
-    table = load(storage_uri, spec)
+    table = load(store, spec)
     return table.transaction_version(app_id) if table is not None else None
 
 
-def version_of(storage_uri: str, spec: TableSpec, *key_values: str | None) -> int | None:
+def version_of(store: Store, spec: TableSpec, *key_values: str | None) -> int | None:
     """The newest table version whose commit metadata has the given key/value pairs (k1, v1, k2, v2...):
     searched among the last 20 commits first (a commit just made), then the last 10,000."""
-    table = load(storage_uri, spec)
+    table = load(store, spec)
     if table is None:
         return None
     pairs = list(zip(key_values[::2], key_values[1::2], strict=True))
@@ -288,21 +290,21 @@ def version_of(storage_uri: str, spec: TableSpec, *key_values: str | None) -> in
     return None
 
 
-def vacuum(storage_uri: str, spec: TableSpec, history_days: int, dry_run: bool = False,
+def vacuum(store: Store, spec: TableSpec, history_days: int, dry_run: bool = False,
            full: bool = True) -> list[str]:
     """Delete files no version of the last ``history_days`` days names (and, ``full``, files no version ever
     named, once older than the window); returns them. The history stays readable inside the window."""
-    table = load(storage_uri, spec)
+    table = load(store, spec)
     if table is None:
         return []
     return table.vacuum(retention_hours=history_days * 24, dry_run=dry_run, enforce_retention_duration=False,
                         full=full)
 
 
-def checkpoint(storage_uri: str, spec: TableSpec) -> None:
+def checkpoint(store: Store, spec: TableSpec) -> None:
     """Write a checkpoint and drop log entries older than the log retention (also done every
     ``CHECKPOINT_INTERVAL`` commits by delta-rs itself)."""
-    table = load(storage_uri, spec)
+    table = load(store, spec)
     if table is not None:
         table.create_checkpoint()
         table.cleanup_metadata()
@@ -311,17 +313,16 @@ def checkpoint(storage_uri: str, spec: TableSpec) -> None:
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def read_partition(storage_uri: str, spec: TableSpec, value: dt.date | str, *, version: int | None = None,
+def read_partition(store: Store, spec: TableSpec, value: dt.date | str, *, version: int | None = None,
                    columns: list[str] | None = None) -> pa.Table:
     """One partition as a version of the table names it (the latest by default), in file order."""
-    table = load(storage_uri, spec, version)
+    table = load(store, spec, version)
     if table is None:
-        raise FileNotFoundError(f"no Delta table {spec.name} in {storage_uri}")
+        raise FileNotFoundError(f"no Delta table {spec.name} in {store.uri}")
     files = sorted(path for path, _ in partition_files(table, spec, value))
     if not files:
         raise FileNotFoundError(f"{spec.name} version {table.version()} has no partition {partition_value(value)}")
-    fs, _ = store.resolve(storage_uri)
-    base = table_path(storage_uri, spec)
+    base = store.table_path(spec.name)
     dataset = pads.dataset([f"{base}/{path}" for path in files], schema=spec.schema, format="parquet",
-                           filesystem=fs, partitioning=None)
+                           filesystem=store.fs, partitioning=None)
     return dataset.to_table(columns=columns)

@@ -17,6 +17,7 @@ from deltalake.exceptions import DeltaError
 from snapshot_pipeline import db
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import delta, index
+from snapshot_pipeline.store.location import Store
 
 
 class HistoryError(LookupError):
@@ -33,13 +34,13 @@ def versions(settings: Settings, date: dt.date) -> dict:
         row = version.as_dict()
         row["current"] = current is not None and current.generation == version.generation
         rows.append(row)
-    return {"snapshot_date": date.isoformat(), "table": delta.table_uri(settings.storage_uri, delta.SNAPSHOTS),
+    return {"snapshot_date": date.isoformat(), "table": Store.at(settings.storage_uri).table_uri(delta.SNAPSHOTS.name),
             "history_days": settings.history_days, "versions": rows}
 
 
 def delta_version_at(settings: Settings, at: dt.datetime) -> int:
     """The Delta table version a reader saw at instant ``at`` (aware): the newest committed at or before it."""
-    table = delta.load(settings.storage_uri, delta.SNAPSHOTS)
+    table = delta.load(Store.at(settings.storage_uri), delta.SNAPSHOTS)
     if table is None:
         raise HistoryError(f"no snapshot table in {settings.storage_uri}")
     try:
@@ -57,7 +58,7 @@ def read_version(settings: Settings, date: dt.date, *, version: int | None = Non
     if version is None and as_of is not None:
         version = delta_version_at(settings, as_of)
     try:
-        table = delta.load(settings.storage_uri, delta.SNAPSHOTS, version)
+        table = delta.load(Store.at(settings.storage_uri), delta.SNAPSHOTS, version)
     except DeltaError as exc:
         raise HistoryError(f"version {version} of the snapshot table cannot be read (it may be older than the"
                            f" {settings.history_days}-day history window): {exc}") from None
@@ -65,6 +66,6 @@ def read_version(settings: Settings, date: dt.date, *, version: int | None = Non
         raise HistoryError(f"no snapshot table in {settings.storage_uri}")
     read = table.version()
     try:
-        return read, delta.read_partition(settings.storage_uri, delta.SNAPSHOTS, date, version=read)
+        return read, delta.read_partition(Store.at(settings.storage_uri), delta.SNAPSHOTS, date, version=read)
     except FileNotFoundError:
         raise HistoryError(f"partition {date} is not in version {read} of the snapshot table") from None

@@ -1,14 +1,11 @@
-"""Parquet partitions of the snapshot dataset: layout, atomic replacement, readers.
+"""Parquet files of the store: the snapshot schema, the streaming writer, checksums, readers.
 
-Layout (DESIGN §4)::
-
-    <root>/balance_snapshots/snapshot_date=YYYY-MM-DD/part-0000k-<run token>.parquet
-
-A partition is K files (one per shard, K = 1 unless sharded), zstd, rows sorted by
-``balance_id`` within each file and across files in shard order, at run-unique names
-inside the Delta table ``balance_snapshots`` (:mod:`snapshot_pipeline.store.delta`).
+A snapshot partition (``<root>/balance_snapshots/snapshot_date=YYYY-MM-DD/``, the layout of
+:mod:`snapshot_pipeline.store.location`) is K files (one per shard, K = 1 unless sharded), zstd,
+rows sorted by ``balance_id`` within each file and across files in shard order, at run-unique
+names inside the Delta table ``balance_snapshots`` (:mod:`snapshot_pipeline.store.delta`).
 Nothing is ever overwritten: the manifest (``snapshot_index.partitions.files``) and the
-Delta log name the files that count (:mod:`snapshot_pipeline.store.publish`); superseded
+Delta log name the files that count (:mod:`snapshot_pipeline.store.publication`); superseded
 files stay until vacuum. Reports are Delta tables written the same way.
 """
 
@@ -21,14 +18,13 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from snapshot_pipeline.names import DATASET
 from snapshot_pipeline.store import records
+from snapshot_pipeline.store.location import Store
 
 SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances touched before creation
 _PART_NAME = re.compile(r"^part-(\d{5})(?:-([0-9a-f]+))?\.parquet$")
@@ -60,23 +56,6 @@ SNAPSHOT_SCHEMA = pa.schema(
 )
 
 
-def resolve(storage_uri: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and base path for a local path or an object-store URI."""
-    if "://" not in storage_uri:
-        path = Path(storage_uri).expanduser().resolve()
-        return pafs.LocalFileSystem(), str(path)
-    fs, path = pafs.FileSystem.from_uri(storage_uri)
-    return fs, path.rstrip("/")
-
-
-def dataset_path(storage_uri: str) -> str:
-    return f"{resolve(storage_uri)[1]}/{DATASET}"
-
-
-def partition_dir(storage_uri: str, date: dt.date) -> str:
-    return f"{dataset_path(storage_uri)}/snapshot_date={date.isoformat()}"
-
-
 def part_name(shard: int, token: str) -> str:
     """``part-0000k-<token>.parquet``: shard ``k`` of the run whose publish token is ``token``."""
     return f"part-{shard:05d}-{token}.parquet"
@@ -84,12 +63,6 @@ def part_name(shard: int, token: str) -> str:
 
 def is_part_name(name: str) -> bool:
     return _PART_NAME.match(name) is not None
-
-
-def partition_paths(storage_uri: str, date: dt.date, files: list[str]) -> list[str]:
-    """Filesystem paths of a partition's files as its manifest names them (by base name, in shard order)."""
-    directory = partition_dir(storage_uri, date)
-    return [f"{directory}/{os.path.basename(name)}" for name in files]
 
 
 def partition_checksum(file_checksums: list[str]) -> str:
@@ -103,13 +76,6 @@ def files_checksum(fs: pafs.FileSystem, paths: list[str]) -> tuple[int, str]:
     """(bytes, partition sha256) of a partition's files (see :func:`partition_checksum`)."""
     measured = [size_and_checksum(fs, path) for path in paths]
     return sum(size for size, _ in measured), partition_checksum([checksum for _, checksum in measured])
-
-
-def display_uri(storage_uri: str, path: str) -> str:
-    """The user-facing location of ``path`` (keeps the URI scheme for object stores)."""
-    if "://" in storage_uri:
-        return storage_uri.split("://", 1)[0] + "://" + path.lstrip("/")
-    return path
 
 
 def move_into(fs: pafs.FileSystem, source: str, target: str) -> None:
@@ -126,7 +92,8 @@ def move_into(fs: pafs.FileSystem, source: str, target: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class StagedFile:
-    """A finished staging file of one shard and the run-unique name it is published under."""
+    """A finished staging file of one shard and the run-unique name it is published under (a JSON-able
+    record: a sharded run's shard step hands it to the commit step)."""
 
     storage_uri: str
     staging_path: str
@@ -137,9 +104,10 @@ class StagedFile:
 
     @property
     def fs(self) -> pafs.FileSystem:
-        return resolve(self.storage_uri)[0]
+        return Store.at(self.storage_uri).fs
 
-    def publish(self) -> None:
+    def move_in(self) -> None:
+        """Move the staged file to its final name (nothing to do for a file written in place)."""
         if self.staging_path != self.final_path:
             move_into(self.fs, self.staging_path, self.final_path)
 
@@ -155,13 +123,13 @@ class StagedFile:
 
 
 class PartitionWriter:
-    """Streams record batches into a staging Parquet file; :meth:`publish` makes it the partition.
+    """Streams record batches into a Parquet file; :meth:`finish` hands it over to a publication.
 
     Batches are buffered into row groups of ``ROW_GROUP_ROWS`` rows, so memory
     stays bounded whatever the batch size.
     """
 
-    def __init__(self, storage_uri: str, date: dt.date, metadata: dict[str, str], *,
+    def __init__(self, store: Store, date: dt.date, metadata: dict[str, str], *,
                  schema: pa.Schema = SNAPSHOT_SCHEMA, final_path: str | None = None,
                  shard: int = 0, token: str | None = None, staging_dir: str | None = None):
         """A snapshot shard file by default (``part-<shard>-<token>.parquet``); reports pass ``final_path``.
@@ -171,20 +139,20 @@ class PartitionWriter:
         sees it. Sharded runs (whose shards do not hold the partition's lock) pass ``staging_dir``:
         the file is staged there and moved in by the commit, under the lock.
         """
-        self.storage_uri = storage_uri
+        self.store = store
         self.date = date
         self.schema = schema
-        self.fs, _ = resolve(storage_uri)
+        self.fs = store.fs
         self.shard = shard
         self.token = token or uuid.uuid4().hex[:16]
-        self.final_path = final_path or f"{partition_dir(storage_uri, date)}/{part_name(shard, self.token)}"
+        self.final_path = final_path or f"{store.partition_dir(date)}/{part_name(shard, self.token)}"
         if staging_dir is None:
             self.staging_dir = os.path.dirname(self.final_path)
             self.staging_path = self.final_path
         else:
             self.staging_dir = staging_dir
             # staged as ``snapshot-<D>-<uuid>.parquet``: the name the next holder of the partition's
-            # lock sweeps after a dead run (store/publish.py)
+            # lock sweeps after a dead run (store/recovery.py)
             self.staging_path = f"{staging_dir}/snapshot-{date.isoformat()}-{uuid.uuid4().hex}.parquet"
         self._metadata = {**metadata, "schema_version": str(SCHEMA_VERSION)}
         self._pending: list[pa.RecordBatch] = []
@@ -240,7 +208,7 @@ class PartitionWriter:
     def finish(self, extra_metadata: dict[str, str]) -> StagedFile:
         """:meth:`close`, as the staged file a publication moves into the dataset."""
         size, checksum = self.close(extra_metadata)
-        return StagedFile(self.storage_uri, self.staging_path, self.final_path, self.rows, size, checksum)
+        return StagedFile(self.store.uri, self.staging_path, self.final_path, self.rows, size, checksum)
 
     def _delete(self, path: str) -> None:
         records.delete_if_file(self.fs, path)
@@ -269,21 +237,35 @@ def size_and_checksum(fs: pafs.FileSystem, path: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def delete_partition(storage_uri: str, date: dt.date) -> None:
-    fs, _ = resolve(storage_uri)
-    path = partition_dir(storage_uri, date)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_dir(path)
+def delete_partition(store: Store, date: dt.date) -> None:
+    path = store.partition_dir(date)
+    if store.fs.get_file_info(path).type != pafs.FileType.NotFound:
+        store.fs.delete_dir(path)
+
+
+def partition_dates(store: Store) -> list[dt.date]:
+    """Dates that have a ``snapshot_date=`` directory in the dataset (published or orphan)."""
+    if store.fs.get_file_info(store.dataset).type == pafs.FileType.NotFound:
+        return []
+    found = []
+    for info in store.fs.get_file_info(pafs.FileSelector(store.dataset)):
+        name = info.base_name
+        if info.type == pafs.FileType.Directory and name.startswith("snapshot_date="):
+            try:
+                found.append(dt.date.fromisoformat(name.split("=", 1)[1]))
+            except ValueError:
+                continue
+    return sorted(found)
 
 
 def all_present(fs: pafs.FileSystem, paths: list[str]) -> bool:
     return bool(paths) and all(info.type == pafs.FileType.File for info in fs.get_file_info(paths))
 
 
-def list_partition(fs: pafs.FileSystem, storage_uri: str, date: dt.date) -> list[str]:
+def list_partition(store: Store, date: dt.date) -> list[str]:
     """Every part file in the partition's directory (the manifest's, and any superseded or orphaned ones)."""
-    selector = pafs.FileSelector(partition_dir(storage_uri, date), allow_not_found=True)
-    return sorted(info.path for info in fs.get_file_info(selector)
+    selector = pafs.FileSelector(store.partition_dir(date), allow_not_found=True)
+    return sorted(info.path for info in store.fs.get_file_info(selector)
                   if info.type == pafs.FileType.File and is_part_name(info.base_name))
 
 

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import parquet
 
 
 def _row_group_ranges(fs: pafs.FileSystem, paths: list[str]) -> list[tuple[str, str, int]]:
@@ -50,7 +50,7 @@ def choose_boundaries(fs: pafs.FileSystem, paths: list[str], shards: int) -> lis
                 cuts.append(low)
             seen += rows
     else:
-        ids = store.read_files(fs, paths, ["balance_id"])["balance_id"].combine_chunks()
+        ids = parquet.read_files(fs, paths, ["balance_id"])["balance_id"].combine_chunks()
         count = len(ids)
         cuts = [ids[int(count * k / shards)].as_py() for k in range(1, shards)] if count else []
     return sorted(set(cuts))
@@ -72,18 +72,18 @@ def iter_range(fs: pafs.FileSystem, paths: list[str], columns: list[str] | None,
     """The rows of sorted files with ``low <= balance_id < high``, reading only overlapping row groups."""
     for path in paths:
         with fs.open_input_file(path) as f:
-            parquet = pq.ParquetFile(f, pre_buffer=False)
-            column = parquet.metadata.schema.names.index("balance_id")
+            file = pq.ParquetFile(f, pre_buffer=False)
+            column = file.metadata.schema.names.index("balance_id")
             groups = []
-            for i in range(parquet.metadata.num_row_groups):
-                stats = parquet.metadata.row_group(i).column(column).statistics
+            for i in range(file.metadata.num_row_groups):
+                stats = file.metadata.row_group(i).column(column).statistics
                 if stats is not None and stats.has_min_max and (
                         (high is not None and stats.min >= high) or (low is not None and stats.max < low)):
                     continue
                 groups.append(i)
             if not groups:
                 continue
-            for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns):
+            for batch in file.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns):
                 sliced = _in_range(batch, low, high)
                 if sliced.num_rows:
                     yield sliced

@@ -1,9 +1,10 @@
-"""Holding a partition, and converging after runs that died (the other half of :mod:`.publish`).
+"""Crash recovery: holding a partition, and converging after runs that died (the other half of
+:mod:`.publication`).
 
 A run holding a partition's lock (:func:`claim`) first recovers it: the part files no recorded
 generation names are deleted (orphans of a publish that never reached its index COMMIT), a
 generation the index committed but the Delta log does not carry is committed there
-(:func:`snapshot_pipeline.store.publish.sync_partition`, idempotent), and the leftovers of a dead
+(:func:`snapshot_pipeline.store.publication.sync_partition`, idempotent), and the leftovers of a dead
 holder are removed. So do the ``crash_recovery_sensor`` tick and ``snapshot-pipeline doctor``
 (:func:`recover_all`), for every pending partition whose lock is free.
 
@@ -32,14 +33,12 @@ import psycopg
 import pyarrow.fs as pafs
 
 from snapshot_pipeline.settings import DEFAULT_HISTORY_DAYS
-from snapshot_pipeline.store import index, records
-from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store.publish import ensure_table, sync_partition
+from snapshot_pipeline.store import index, parquet, records
+from snapshot_pipeline.store.location import Store
+from snapshot_pipeline.store.publication import ensure_table, sync_partition
 
 logger = logging.getLogger(__name__)
 
-CONTROL_DIR = ".publish"
-STAGING_DIR = ".staging"
 RECORD_VERSION = 2  # 2: the holder names its publish token; no intent records
 PUBLISH_TOKEN_CHARS = 16  # a run's files are part-0000k-<first 16 hex digits of its claim token>.parquet
 _RECORD_NAME = re.compile(r"^snapshot-(\d{4}-\d{2}-\d{2})\.holder\.json$")
@@ -53,18 +52,9 @@ SHARD_WORK_MAX_AGE = dt.timedelta(hours=24)
 # ------------------------------------------------------------------------------------------------ locations
 
 
-def control_dir(storage_uri: str) -> str:
-    """``<root>/.publish``: holder records (outside the dataset directory)."""
-    return f"{store.resolve(storage_uri)[1]}/{CONTROL_DIR}"
-
-
-def staging_dir(storage_uri: str) -> str:
-    """``<root>/.staging``, where :class:`~snapshot_pipeline.store.parquet.PartitionWriter` stages files."""
-    return f"{store.resolve(storage_uri)[1]}/{STAGING_DIR}"
-
-
-def holder_path(storage_uri: str, date: dt.date) -> str:
-    return f"{control_dir(storage_uri)}/snapshot-{date.isoformat()}.holder.json"
+def holder_path(store: Store, date: dt.date) -> str:
+    """``<root>/.publish/snapshot-<D>.holder.json``: the record of the run holding ``date``'s lock."""
+    return f"{store.control_dir}/snapshot-{date.isoformat()}.holder.json"
 
 
 def _now() -> str:
@@ -74,21 +64,21 @@ def _now() -> str:
 # ---------------------------------------------------------------------------------------------- sweeps
 
 
-def sweep_unnamed(fs: pafs.FileSystem, storage_uri: str, date: dt.date, conn: psycopg.Connection,
+def sweep_unnamed(store: Store, date: dt.date, conn: psycopg.Connection,
                   entry: index.ManifestEntry | None) -> list[str]:
     """Delete the part files of ``date``'s directory that no recorded generation names (the caller holds
     the lock): orphans of runs that died before their index COMMIT. Files of earlier generations stay."""
-    keep = set(store.partition_paths(storage_uri, date, list(entry.files))) if entry is not None else set()
+    keep = set(store.partition_paths(date, list(entry.files))) if entry is not None else set()
     for version in index.versions(conn, date):
-        keep.update(store.partition_paths(storage_uri, date, list(version.files)))
-    return delete_unnamed(fs, storage_uri, date, keep)
+        keep.update(store.partition_paths(date, list(version.files)))
+    return delete_unnamed(store, date, keep)
 
 
-def delete_unnamed(fs: pafs.FileSystem, storage_uri: str, date: dt.date, keep: set[str]) -> list[str]:
+def delete_unnamed(store: Store, date: dt.date, keep: set[str]) -> list[str]:
     """Delete the part files of ``date``'s directory not in ``keep``; returns their paths."""
-    removed = [p for p in store.list_partition(fs, storage_uri, date) if p not in keep]
+    removed = [p for p in parquet.list_partition(store, date) if p not in keep]
     for path in removed:
-        fs.delete_file(path)
+        store.fs.delete_file(path)
     return removed
 
 
@@ -137,7 +127,7 @@ class Recovery:
         }
 
 
-def recover(storage_uri: str, conn: psycopg.Connection, date: dt.date, *,
+def recover(store: Store, conn: psycopg.Connection, date: dt.date, *,
             log: Callable[[str], None] | None = None,
             on_dead_run: Callable[[DeadRun], None] | None = None, keep_token: str | None = None,
             history_days: int = DEFAULT_HISTORY_DAYS) -> Recovery:
@@ -151,11 +141,11 @@ def recover(storage_uri: str, conn: psycopg.Connection, date: dt.date, *,
     is committed there (:func:`sync_partition`).
     """
     log = log or logger.info
-    fs, _ = store.resolve(storage_uri)
+    fs = store.fs
     result = Recovery(date)
     entry = index.manifest(conn, date)
-    unnamed = sweep_unnamed(fs, storage_uri, date, conn, entry)
-    holder_file = holder_path(storage_uri, date)
+    unnamed = sweep_unnamed(store, date, conn, entry)
+    holder_file = holder_path(store, date)
     holder = records.read_json(fs, holder_file)
     latest = index.latest_version(conn, date)
     if holder is not None:
@@ -184,11 +174,11 @@ def recover(storage_uri: str, conn: psycopg.Connection, date: dt.date, *,
         if work_dir and os.path.isdir(work_dir) and _is_work_dir(Path(work_dir), date):
             shutil.rmtree(work_dir, ignore_errors=True)
             result.removed.append(work_dir)
-    result.delta_version = sync_partition(storage_uri, conn, date, history_days, log=log)
+    result.delta_version = sync_partition(store, conn, date, history_days, log=log)
     if result.delta_version is not None and result.publish == "none":
         result.publish = "completed"
     result.removed.extend(unnamed)
-    result.removed.extend(_sweep_store(fs, storage_uri, date, keep_token))
+    result.removed.extend(_sweep_store(store, date, keep_token))
     records.delete_if_file(fs, holder_file)
     if result.removed:
         log(f"partition {date}: removed {len(result.removed)} leftover(s) of dead runs: {', '.join(result.removed)}")
@@ -200,12 +190,13 @@ def _is_work_dir(path: Path, date: dt.date) -> bool:
     return path.name.startswith(f"snapshot-{date.isoformat()}-") and path.parent == Path(tempfile.gettempdir())
 
 
-def abandoned_shard_work(fs: pafs.FileSystem, storage_uri: str, date: dt.date | None = None,
+def abandoned_shard_work(store: Store, date: dt.date | None = None,
                          keep_token: str | None = None) -> list[tuple[dt.date, str]]:
     """(date, path) of sharded runs' work prefixes that are abandoned (see ``SHARD_WORK_MAX_AGE``)."""
     found = []
     now = dt.datetime.now(dt.UTC)
-    for info in fs.get_file_info(pafs.FileSelector(staging_dir(storage_uri), allow_not_found=True)):
+    fs = store.fs
+    for info in fs.get_file_info(pafs.FileSelector(store.staging_dir, allow_not_found=True)):
         match = _SHARDS_NAME.match(info.base_name)
         if info.type != pafs.FileType.Directory or not match or match.group(2) == keep_token:
             continue
@@ -219,13 +210,14 @@ def abandoned_shard_work(fs: pafs.FileSystem, storage_uri: str, date: dt.date | 
     return found
 
 
-def _sweep_store(fs: pafs.FileSystem, storage_uri: str, date: dt.date, keep_token: str | None = None) -> list[str]:
+def _sweep_store(store: Store, date: dt.date, keep_token: str | None = None) -> list[str]:
     removed = []
-    for _, path in abandoned_shard_work(fs, storage_uri, date, keep_token):
+    fs = store.fs
+    for _, path in abandoned_shard_work(store, date, keep_token):
         fs.delete_dir(path)
         removed.append(path)
     prefix = f"snapshot-{date.isoformat()}"
-    for directory, pattern in ((staging_dir(storage_uri), _STAGING_NAME), (control_dir(storage_uri), None)):
+    for directory, pattern in ((store.staging_dir, _STAGING_NAME), (store.control_dir, None)):
         for info in fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
             if info.type != pafs.FileType.File:
                 continue
@@ -238,31 +230,30 @@ def _sweep_store(fs: pafs.FileSystem, storage_uri: str, date: dt.date, keep_toke
     return removed
 
 
-def pending_dates(storage_uri: str, conn: psycopg.Connection | None = None) -> list[dt.date]:
+def pending_dates(store: Store, conn: psycopg.Connection | None = None) -> list[dt.date]:
     """Partitions with a holder record, a snapshot staging file or abandoned sharded-run work, and (with
     ``conn``) those whose latest generation is not in the Delta log yet."""
-    fs, _ = store.resolve(storage_uri)
     found = set(index.unsynced_dates(conn)) if conn is not None else set()
-    for directory, pattern in ((control_dir(storage_uri), _RECORD_NAME), (staging_dir(storage_uri), _STAGING_NAME)):
-        for info in fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
+    for directory, pattern in ((store.control_dir, _RECORD_NAME), (store.staging_dir, _STAGING_NAME)):
+        for info in store.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
             match = pattern.match(info.base_name)
             if match:
                 found.add(dt.date.fromisoformat(match.group(1)))
-    found.update(day for day, _ in abandoned_shard_work(fs, storage_uri))
+    found.update(day for day, _ in abandoned_shard_work(store))
     return sorted(found)
 
 
-def recover_all(storage_uri: str, conn: psycopg.Connection, *, skip: dt.date | None = None,
+def recover_all(store: Store, conn: psycopg.Connection, *, skip: dt.date | None = None,
                 log: Callable[[str], None] | None = None,
                 on_dead_run: Callable[[DeadRun], None] | None = None,
                 history_days: int = DEFAULT_HISTORY_DAYS) -> list[Recovery]:
     """:func:`recover` every pending partition whose lock is free (a held lock means a live run)."""
     results = []
-    for date in pending_dates(storage_uri, conn):
+    for date in pending_dates(store, conn):
         if date == skip or not index.try_lock_partition(conn, date):
             continue
         try:
-            results.append(recover(storage_uri, conn, date, log=log, on_dead_run=on_dead_run,
+            results.append(recover(store, conn, date, log=log, on_dead_run=on_dead_run,
                                    history_days=history_days))
         except Exception as exc:  # noqa: BLE001 - one partition that cannot be recovered must not stop the others
             (log or logger.warning)(f"partition {date}: recovery failed ({type(exc).__name__}: {exc});"
@@ -276,7 +267,7 @@ def recover_all(storage_uri: str, conn: psycopg.Connection, *, skip: dt.date | N
 class Claim:
     """A run's hold on a partition: its work directory and holder record (see :func:`claim`)."""
 
-    storage_uri: str
+    store: Store
     snapshot_date: dt.date
     run_id: str | None
     token: str
@@ -287,14 +278,13 @@ class Claim:
     def release(self) -> None:
         """At the run's end, before the lock is released: remove the work directory and the holder record."""
         shutil.rmtree(self.work_dir, ignore_errors=True)
-        fs, _ = store.resolve(self.storage_uri)
-        path = holder_path(self.storage_uri, self.snapshot_date)
-        record = records.read_json(fs, path)
+        path = holder_path(self.store, self.snapshot_date)
+        record = records.read_json(self.store.fs, path)
         if record is not None and record.get("token") == self.token:
-            fs.delete_file(path)
+            self.store.fs.delete_file(path)
 
 
-def claim(storage_uri: str, conn: psycopg.Connection, date: dt.date, *, run_id: str | None = None,
+def claim(store: Store, conn: psycopg.Connection, date: dt.date, *, run_id: str | None = None,
           log: Callable[[str], None] | None = None,
           on_dead_run: Callable[[DeadRun], None] | None = None, publish_token: str | None = None,
           history_days: int = DEFAULT_HISTORY_DAYS) -> Claim:
@@ -304,17 +294,16 @@ def claim(storage_uri: str, conn: psycopg.Connection, date: dt.date, *, run_id: 
     run never reads a base partition whose publish was interrupted. Returns the run's work directory
     (created here, named in the holder record so the next holder can remove it if this run dies).
     """
-    ensure_table(storage_uri, conn, history_days)
-    for other in recover_all(storage_uri, conn, skip=date, log=log, on_dead_run=on_dead_run,
+    ensure_table(store, conn, history_days)
+    for other in recover_all(store, conn, skip=date, log=log, on_dead_run=on_dead_run,
                              history_days=history_days):
         logger.debug("recovered %s", other.as_dict())
-    recovery = recover(storage_uri, conn, date, log=log, on_dead_run=on_dead_run, keep_token=publish_token,
+    recovery = recover(store, conn, date, log=log, on_dead_run=on_dead_run, keep_token=publish_token,
                        history_days=history_days)
     token = uuid.uuid4().hex
     publish_token = publish_token or token[:PUBLISH_TOKEN_CHARS]
     work_dir = Path(tempfile.gettempdir()) / f"snapshot-{date.isoformat()}-{token[:12]}"
-    fs, _ = store.resolve(storage_uri)
-    records.write_json(fs, holder_path(storage_uri, date), {
+    records.write_json(store.fs, holder_path(store, date), {
         "version": RECORD_VERSION,
         "snapshot_date": date.isoformat(),
         "run_id": run_id,
@@ -326,4 +315,4 @@ def claim(storage_uri: str, conn: psycopg.Connection, date: dt.date, *, run_id: 
         "publish_token": publish_token,
     })
     work_dir.mkdir()
-    return Claim(storage_uri, date, run_id, token, work_dir, recovery, publish_token)
+    return Claim(store, date, run_id, token, work_dir, recovery, publish_token)

@@ -46,15 +46,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-import pyarrow as pa
-import pyarrow.fs as pafs
 from psycopg import sql
 
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import delta, index, publish, published, recovery
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, delta, index, parquet, publication, recovery
 from snapshot_pipeline.store.diff import diff_files
+from snapshot_pipeline.store.location import REPORTS_DIR, Store
 from snapshot_pipeline.store.spool import IndexSpool
 
 logger = logging.getLogger(__name__)
@@ -146,24 +144,7 @@ def _iso(date: dt.date | None) -> str | None:
     return date.isoformat() if date else None
 
 
-def parquet_dates(storage_uri: str) -> list[dt.date]:
-    """Dates that have a ``snapshot_date=`` directory in the Parquet dataset (published or orphan)."""
-    fs, _ = store.resolve(storage_uri)
-    root = store.dataset_path(storage_uri)
-    if fs.get_file_info(root).type == pafs.FileType.NotFound:
-        return []
-    found = []
-    for info in fs.get_file_info(pafs.FileSelector(root)):
-        name = info.base_name
-        if info.type == pafs.FileType.Directory and name.startswith("snapshot_date="):
-            try:
-                found.append(dt.date.fromisoformat(name.split("=", 1)[1]))
-            except ValueError:
-                continue
-    return sorted(found)
-
-
-def make_plan(conn: psycopg.Connection, storage_uri: str, policy: Policy, reference: dt.date) -> Plan:
+def make_plan(conn: psycopg.Connection, store: Store, policy: Policy, reference: dt.date) -> Plan:
     """The groups of partitions to remove, oldest first, and the orphan Parquet directories."""
     entries = index.all_partitions(conn)
     by_date = {e.snapshot_date: e for e in entries}
@@ -184,7 +165,7 @@ def make_plan(conn: psycopg.Connection, storage_uri: str, policy: Policy, refere
     if pending:
         groups.append(Group(previous, None, tuple(pending)))
     versioned = {row[0] for row in conn.execute("SELECT DISTINCT snapshot_date FROM snapshot_index.partition_versions")}
-    orphans = [d for d in parquet_dates(storage_uri)
+    orphans = [d for d in parquet.partition_dates(store)
                if d not in by_date and d not in versioned and not policy.keeps(d, reference)]
     removed = [by_date[d] for g in groups for d in g.remove]
     return Plan(
@@ -231,7 +212,7 @@ def _delete_index_rows(conn: psycopg.Connection, remove: list[dt.date], remainin
 
 def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, work_dir: Path, log) -> dict:
     """Re-anchor, delete index and manifest rows in one transaction, then delete the Parquet directories."""
-    fs, _ = store.resolve(settings.storage_uri)
+    store = Store.at(settings.storage_uri)
     out = {**group.as_dict(), "status": "done", "index_rows_deleted": 0, "index_partitions_dropped": [],
            "manifest_rows_deleted": 0, "parquet_dirs_deleted": 0, "bytes_freed": 0, "anchor_index_rows": None,
            "anchor_index_rows_before": None}
@@ -243,7 +224,7 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
                 return out
             locked.append(date)
         for date in locked:  # a generation the log does not carry yet is committed there before it is retired
-            publish.sync_partition(settings.storage_uri, conn, date, settings.history_days, log=log)
+            publication.sync_partition(store, conn, date, settings.history_days, log=log)
         with conn.transaction():
             index.lock_commits(conn)
             current = {e.snapshot_date: e for e in index.all_partitions(conn)}
@@ -258,33 +239,20 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
                 if previous != group.previous:
                     out["status"] = "skipped: the partitions changed since planning; retried on the next run"
                     return out
-                anchor_file = published.present_paths(fs, settings.storage_uri, current[group.anchor])
-                if anchor_file is None:
-                    raise RetentionError(
-                        f"partition {group.anchor} is published but its Parquet files"
-                        f" {published.entry_paths(settings.storage_uri, current[group.anchor])} are missing;"
-                        " re-materialize it before running retention"
-                    )
-                previous_file = (published.present_paths(fs, settings.storage_uri, current[previous])
-                                 if previous is not None else None)
-                spool = IndexSpool(work_dir, group.anchor)
-                diff_files(fs, previous_file, anchor_file, spool)
                 out["anchor_index_rows_before"] = current[group.anchor].index_rows
-                rows = index.replace_rows(conn, group.anchor, spool.close())
-                index.set_index_rows(conn, group.anchor, rows)
-                out["anchor_index_rows"] = rows
-                log(f"operation=retention anchor={group.anchor} previous={previous} index_rows={rows}"
-                    f" kind={'full' if previous_file is None else 're-diff'}")
+                out["anchor_index_rows"] = _reanchor(store, conn, current[group.anchor],
+                                                     current[previous] if previous is not None else None,
+                                                     work_dir, log)
             deleted, dropped = _delete_index_rows(conn, remove, remaining)
             if remove:
                 out["manifest_rows_deleted"] = index.delete_manifests(conn, remove)
             for date in remove:
-                index.record_version(conn, publish.retirement(date, index.next_generation(conn, date)))
+                index.record_version(conn, publication.retirement(date, index.next_generation(conn, date)))
             out["index_rows_deleted"] = deleted
             out["index_partitions_dropped"] = dropped
             out["bytes_freed"] = sum(current[d].bytes for d in remove)
         for date in group.remove:  # the Delta commits retiring them (their files stay for the history window)
-            if publish.sync_partition(settings.storage_uri, conn, date, settings.history_days, log=log) is not None:
+            if publication.sync_partition(store, conn, date, settings.history_days, log=log) is not None:
                 out["parquet_dirs_deleted"] += 1
         log(f"operation=retention removed={len(remove)} from={group.remove[0]} to={group.remove[-1]}"
             f" index_rows_deleted={out['index_rows_deleted']} dropped={','.join(dropped) or 'none'}")
@@ -294,18 +262,38 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
             index.unlock_partition(conn, date)
 
 
+def _reanchor(store: Store, conn: psycopg.Connection, anchor: index.ManifestEntry,
+              previous: index.ManifestEntry | None, work_dir: Path, log) -> int:
+    """Re-diff the index rows of ``anchor`` against ``previous`` (all its rows when None); returns their count."""
+    anchor_file = catalog.present_paths(store, anchor)
+    if anchor_file is None:
+        raise RetentionError(
+            f"partition {anchor.snapshot_date} is published but its Parquet files"
+            f" {catalog.entry_paths(store, anchor)} are missing; re-materialize it before running retention"
+        )
+    previous_file = catalog.present_paths(store, previous) if previous is not None else None
+    spool = IndexSpool(work_dir, anchor.snapshot_date)
+    diff_files(store.fs, previous_file, anchor_file, spool)
+    rows = index.replace_rows(conn, anchor.snapshot_date, spool.close())
+    index.set_index_rows(conn, anchor.snapshot_date, rows)
+    log(f"operation=retention anchor={anchor.snapshot_date}"
+        f" previous={previous.snapshot_date if previous is not None else None} index_rows={rows}"
+        f" kind={'full' if previous_file is None else 're-diff'}")
+    return rows
+
+
 def _delete_orphans(settings: Settings, conn: psycopg.Connection, dates: list[dt.date], log) -> int:
     """Remove partition directories that no manifest row nor recorded generation names (left by a crash)
     and are outside the policy."""
     removed = 0
-    fs, _ = store.resolve(settings.storage_uri)
+    store = Store.at(settings.storage_uri)
     for date in dates:
         if not index.try_lock_partition(conn, date):
             continue
         try:
             if index.manifest(conn, date) is None and not index.versions(conn, date):
-                recovery.sweep_unnamed(fs, settings.storage_uri, date, conn, None)
-                store.delete_partition(settings.storage_uri, date)
+                recovery.sweep_unnamed(store, date, conn, None)
+                parquet.delete_partition(store, date)
                 removed += 1
                 log(f"operation=retention orphan_parquet_dir={date} deleted")
         finally:
@@ -325,14 +313,15 @@ def vacuum_history(settings: Settings, conn: psycopg.Connection, log, dry_run: b
     out["unsynced_partitions"] = [d.isoformat() for d in unsynced]
     snapshots_full = not unsynced and not index.has_unsynced_manifest(conn)
     vacuumed = 0
+    store = Store.at(settings.storage_uri)
     # Report tables: only files the log removed (a report partition written before its table existed is
     # named by no version; a full vacuum would delete it)
-    for spec in [delta.SNAPSHOTS, *reports_tables(settings.storage_uri)]:
-        removed = delta.vacuum(settings.storage_uri, spec, settings.history_days, dry_run=dry_run,
+    for spec in [delta.SNAPSHOTS, *delta.tables_in(store, REPORTS_DIR)]:
+        removed = delta.vacuum(store, spec, settings.history_days, dry_run=dry_run,
                                full=snapshots_full and spec is delta.SNAPSHOTS)
         vacuumed += len(removed)
-        if not dry_run and delta.exists(settings.storage_uri, spec):
-            delta.checkpoint(settings.storage_uri, spec)
+        if not dry_run and delta.exists(store, spec):
+            delta.checkpoint(store, spec)
     out["vacuumed_files"] = vacuumed
     forgotten = 0
     if not dry_run:
@@ -351,22 +340,10 @@ def _sync_unsynced(settings: Settings, conn: psycopg.Connection, log) -> list[dt
             left.append(date)
             continue
         try:
-            publish.sync_partition(settings.storage_uri, conn, date, settings.history_days, log=log)
+            publication.sync_partition(Store.at(settings.storage_uri), conn, date, settings.history_days, log=log)
         finally:
             index.unlock_partition(conn, date)
     return left
-
-
-def reports_tables(storage_uri: str) -> list[delta.TableSpec]:
-    """The report Delta tables present under the storage root (schema-less specs: vacuum needs no schema)."""
-    fs, base = store.resolve(storage_uri)
-    found = []
-    for info in fs.get_file_info(pafs.FileSelector(f"{base}/reports", allow_not_found=True)):
-        if info.type == pafs.FileType.Directory:
-            spec = delta.TableSpec(f"reports/{info.base_name}", pa.schema([]), "")
-            if delta.exists(storage_uri, spec):
-                found.append(spec)
-    return found
 
 
 def apply_retention(
@@ -388,8 +365,8 @@ def apply_retention(
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
         index.migrate(conn)
         if not dry_run:
-            publish.ensure_table(settings.storage_uri, conn, settings.history_days)
-        plan = make_plan(conn, settings.storage_uri, policy, reference)
+            publication.ensure_table(Store.at(settings.storage_uri), conn, settings.history_days)
+        plan = make_plan(conn, Store.at(settings.storage_uri), policy, reference)
         report = {"dry_run": dry_run, **plan.as_dict()}
         log(f"operation=retention dry_run={dry_run} reference_date={reference} kept={len(plan.kept)}"
             f" to_remove={len(plan.remove)} orphan_dirs={len(plan.orphan_dirs)}")

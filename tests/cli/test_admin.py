@@ -6,7 +6,7 @@ import datetime as dt
 import json
 
 from snapshot_pipeline import snapshot
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog
 from tests.conftest import make_settings
 from tests.processes import cli
 
@@ -21,10 +21,10 @@ def test_retention_command_dry_run_then_apply(adversarial_url, make_database, tm
     args = ["retention", "--days", "1", "--months", "0", "--reference-date", "2026-10-31"]
     plan = json.loads(cli(*args, "--dry-run", env=env).stdout)
     assert plan["dry_run"] and plan["partitions_to_remove"] == ["2026-10-29", "2026-10-30"]
-    assert published.exists(settings, dt.date(2026, 10, 29))
+    assert catalog.exists(settings, dt.date(2026, 10, 29))
     done = json.loads(cli(*args, env=env).stdout)
     assert done["partitions_removed"] == ["2026-10-29", "2026-10-30"]
-    assert not published.exists(settings, dt.date(2026, 10, 29))
+    assert not catalog.exists(settings, dt.date(2026, 10, 29))
     bad = cli("retention", "--days", "0", env=env, check=False)
     assert bad.returncode == 2 and "must be an integer from 1" in bad.stderr
     env["SNAPSHOT_RETENTION_DAYS"] = "zero"

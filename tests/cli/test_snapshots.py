@@ -59,15 +59,15 @@ def test_snapshot_command_merges_shards_on_request(cli_env, adversarial_url):
     """`--shards 3`: three part files of one partition, exactly the journal; `--shards 0` is refused."""
     from snapshot_pipeline import calendar
     from snapshot_pipeline.settings import load_settings
-    from snapshot_pipeline.store import published
+    from snapshot_pipeline.store import catalog
     from tests.oracle import expected_snapshot, snapshot_values
 
     out = json.loads(cli("snapshot", "--date", "2026-11-02", "--shards", "3", env=cli_env).stdout)
     settings = load_settings(cli_env)
-    assert len(published.paths(settings, dt.date(2026, 11, 2))) == 3
-    assert snapshot_values(published.read_partition(settings, dt.date(2026, 11, 2))) == expected_snapshot(
+    assert len(catalog.paths(settings, dt.date(2026, 11, 2))) == 3
+    assert snapshot_values(catalog.read_partition(settings, dt.date(2026, 11, 2))) == expected_snapshot(
         adversarial_url, calendar.cutoff(dt.date(2026, 11, 2), settings.timezone))
-    assert out["dagster/row_count"] == published.read_partition(settings, dt.date(2026, 11, 2)).num_rows
+    assert out["dagster/row_count"] == catalog.read_partition(settings, dt.date(2026, 11, 2)).num_rows
     proc = cli("snapshot", "--date", "2026-11-02", "--shards", "0", env=cli_env, check=False)
     assert proc.returncode == 2 and "--shards" in proc.stderr and proc.stdout == ""
 

@@ -12,20 +12,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from snapshot_pipeline import quality, snapshot
-from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog, parquet
+from snapshot_pipeline.store.location import Store
 
 DAYS = [dt.date(2026, 10, 30), dt.date(2026, 10, 31), dt.date(2026, 11, 1)]
 
 
 def _overwrite_with_different_content(settings, path: str) -> None:
     """Rewrite one published object in place (same name, same row count, one amount changed), via pyarrow's fs."""
-    fs, _ = store.resolve(settings.storage_uri)
-    table = store.read_files(fs, [path])
+    fs = Store.at(settings.storage_uri).fs
+    table = parquet.read_files(fs, [path])
     column = table.schema.get_field_index("credit_balance")
     values = table.column(column).to_pylist()
     values[0] += 1
-    tampered = table.set_column(column, table.schema.field(column), pa.array(values, store.AMOUNT))
+    tampered = table.set_column(column, table.schema.field(column), pa.array(values, parquet.AMOUNT))
     with fs.open_output_stream(path) as sink:
         pq.write_table(tampered, sink)
 
@@ -47,10 +47,10 @@ def test_quality_checks_pass_then_the_manifest_check_catches_an_overwritten_file
         assert outcomes["sample"].metrics["sampled"] == 200 and outcomes["sample"].metrics["mismatches"] == 0
     assert quality.live_drift(settings, DAYS[1]).details["evaluated"] is True  # the latest: really compared
 
-    paths = published.paths(settings, DAYS[1])
+    paths = catalog.paths(settings, DAYS[1])
     assert len(paths) == 2
     _overwrite_with_different_content(settings, paths[1])
-    assert published.paths(settings, DAYS[1]) == paths  # still "present": only the content changed
+    assert catalog.paths(settings, DAYS[1]) == paths  # still "present": only the content changed
     manifest = quality.parquet_matches_manifest(settings, DAYS[1])
     assert not manifest.passed and manifest.details["checksum_matches"] is False
     assert "sha256" in manifest.description

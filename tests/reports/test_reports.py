@@ -19,8 +19,8 @@ from deltalake import DeltaTable
 
 from snapshot_pipeline import snapshot
 from snapshot_pipeline.reports import common, month_end, movements, reconciliation, totals
-from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog, location, parquet
+from snapshot_pipeline.store.location import Store
 from tests.conftest import make_settings
 from tests.helpers import insert_transaction, two_balances
 from tests.oracle import AMOUNTS, expected_snapshot
@@ -124,7 +124,7 @@ def test_balance_movements_refuse_inconsistent_snapshots_and_write_nothing(fresh
     snapshot.take_snapshot(settings, d("2026-11-01"))
     with pytest.raises(common.ReportError, match="not consistent.*re-materialize"):
         movements.balance_movements(settings, d("2026-11-02"))
-    written = Path(common.report_dir(settings.storage_uri, movements.REPORT))
+    written = Path(Store.at(settings.storage_uri).report_dir(movements.REPORT))
     assert not [p for p in written.rglob("*") if p.is_file()]  # no file, no Delta table
     snapshot.take_snapshot(settings, d("2026-11-02"))  # repaired: now the late row is a leg of 11-01
     result = movements.balance_movements(settings, d("2026-11-02"))
@@ -173,13 +173,13 @@ def test_month_end_equals_the_snapshot_of_the_last_day(ny, adversarial_url, mont
     cutoff = pd.Timestamp(UTC_CUTOFF[last], tz="UTC")
     assert set(table["cutoff_at"]) == {cutoff}
     # the same rows as the snapshot file itself
-    snap = published.read_partition(ny, d(last))
+    snap = catalog.read_partition(ny, d(last))
     assert table.drop(columns="snapshot_date").equals(snap.to_pandas())
     # the CSV: a header row and exact integers an auditor can open
     with open(result.csv_path, newline="") as f:
         reader = csv.DictReader(f)
         csv_rows = list(reader)
-    assert reader.fieldnames == ["snapshot_date", *store.SNAPSHOT_SCHEMA.names]
+    assert reader.fieldnames == ["snapshot_date", *parquet.SNAPSHOT_SCHEMA.names]
     assert len(csv_rows) == len(expected)
     assert {r["balance_id"]: {k: int(r[k]) for k in AMOUNTS} for r in csv_rows} == expected
     assert {r["snapshot_date"] for r in csv_rows} == {last}
@@ -189,8 +189,8 @@ def test_month_end_equals_the_snapshot_of_the_last_day(ny, adversarial_url, mont
 def test_month_end_needs_the_last_day_and_writes_nothing_without_it(ny):
     with pytest.raises(common.ReportError, match="needs balance_snapshots 2026-09-30.*materialize"):
         month_end.month_end_balances(ny, d("2026-09-01"))
-    assert not os.path.exists(common.partition_path(ny.storage_uri, month_end.REPORT, "month", "2026-09"))
-    assert not os.path.exists(month_end.csv_path(ny.storage_uri, d("2026-09-01")))
+    assert not os.path.exists(common.partition_path(Store.at(ny.storage_uri), month_end.REPORT, "month", "2026-09"))
+    assert not os.path.exists(month_end.csv_path(Store.at(ny.storage_uri), d("2026-09-01")))
 
 
 # -------------------------------------------------------------------------------------- reconciliation
@@ -251,20 +251,20 @@ def test_each_report_reads_as_one_dataset_in_pandas(ny):
         reconciliation.reconciliation_report(ny, d(day))
     month_end.month_end_balances(ny, d("2026-10-01"))
     month_end.month_end_balances(ny, d("2026-11-01"))
-    root = os.path.join(ny.storage_uri, common.REPORTS_DIR)
+    root = os.path.join(ny.storage_uri, location.REPORTS_DIR)
     assert sorted(os.listdir(root)) == sorted(
         ["balance_movements", "ledger_currency_totals", "month_end_balances", "month_end_balances_csv",
          "reconciliation_report"])
     moves = read_delta(os.path.join(root, "balance_movements"))
     assert set(moves["snapshot_date"].astype(str)) >= {"2026-11-01", "2026-11-02"}
-    assert len(moves[moves["snapshot_date"].astype(str) == "2026-11-02"]) == published.read_partition(
+    assert len(moves[moves["snapshot_date"].astype(str) == "2026-11-02"]) == catalog.read_partition(
         ny, d("2026-11-02")).num_rows
     sums = read_delta(os.path.join(root, "ledger_currency_totals"))
     assert sums.groupby(sums["snapshot_date"].astype(str))["balances"].sum()["2026-11-02"] == len(
         moves[moves["snapshot_date"].astype(str) == "2026-11-02"])
     months = read_delta(os.path.join(root, "month_end_balances"))
     assert set(months["month"].astype(str)) == {"2026-10", "2026-11"}
-    assert len(months) == sum(published.read_partition(ny, d(x)).num_rows
+    assert len(months) == sum(catalog.read_partition(ny, d(x)).num_rows
                               for x in ("2026-10-31", "2026-11-30"))
     drift = read_delta(os.path.join(root, "reconciliation_report"))
     assert len(drift) == 0 and "balance_drift" in drift.columns

@@ -13,7 +13,7 @@ import pytest
 from snapshot_pipeline import calendar, query, snapshot
 from snapshot_pipeline.ledger import journal
 from snapshot_pipeline.quality import lateness
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -22,7 +22,7 @@ DAYS = [dt.date(2026, 10, 27) + dt.timedelta(days=i) for i in range(10)]
 
 
 def assert_exact_and_balanced(settings, url: str, date: dt.date) -> None:
-    table = published.read_partition(settings, date)
+    table = catalog.read_partition(settings, date)
     expected = expected_snapshot(url, calendar.cutoff(date, settings.timezone))
     got = snapshot_values(table)
     assert set(got) == set(expected), f"{date}: balance sets differ: {len(set(expected) ^ set(got))} ids"

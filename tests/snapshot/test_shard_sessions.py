@@ -19,8 +19,8 @@ import pytest
 from snapshot_pipeline import calendar, db, snapshot
 from snapshot_pipeline.ledger import journal, sessions
 from snapshot_pipeline.snapshot import shard_plan, shards
-from snapshot_pipeline.store import index, published
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, index
+from snapshot_pipeline.store.location import Store
 from tests.conftest import make_settings
 from tests.helpers import insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -112,7 +112,7 @@ def test_k_session_delta_equals_the_one_session_delta_under_concurrent_inserts(f
         paths = [tmp_path / f"delta-{k}.parquet" for k in range(len(edges) - 1)]
         with writer:  # and committing all along while the shard sessions run
             for k, path in enumerate(paths):
-                session = shard_plan.DeltaSession(db.connect_arrow(url), str(path), str(tmp_path))
+                session = shard_plan.DeltaSession(db.connect_arrow(url), str(path), Store.at(str(tmp_path)))
                 opened.append(session)
                 session.start(cur, snapshot_id, edges[k], edges[k + 1], cutoff)
             journal.finish_step(cur, view, cutoff, origin)
@@ -159,7 +159,7 @@ def test_a_sharded_run_under_concurrent_commits_publishes_its_cut(fresh_ledger, 
     with _Writer(url, _touched_balances(url, 12)) as writer:
         result = snapshot.take_snapshot(settings, DAY, 500, shards=3)
     assert writer.commits > 0
-    table = published.read_partition(settings, DAY)
+    table = catalog.read_partition(settings, DAY)
     assert result.rows == table.num_rows and len(result.files) == 3
     watermark, max_balance = result.watermark["max_transaction_id"], result.watermark["max_balance_id"]
     with psycopg.connect(url) as conn:  # what committed after the cut goes, then the oracle sums the rest
@@ -212,7 +212,7 @@ def test_each_shard_delta_holds_its_range_only(adversarial_url, make_database, t
     settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
     for day in (BASE, DAY):  # genesis (cut points from the balances the read adds), then rolled forward
         the_plan = shards.plan(settings, day, k, 500)
-        fs, _ = store.resolve(settings.storage_uri)
+        fs = Store.at(settings.storage_uri).fs
         rows = 0
         for shard in range(the_plan.shards):
             low, high = the_plan.bounds(shard)

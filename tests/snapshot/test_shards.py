@@ -12,8 +12,8 @@ import pytest
 
 from snapshot_pipeline import calendar, faults, snapshot
 from snapshot_pipeline.snapshot import shards
-from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published, ranges
+from snapshot_pipeline.store import catalog, parquet, ranges
+from snapshot_pipeline.store.location import Store
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -41,7 +41,7 @@ def unsharded(adversarial_url, make_database, tmp_path_factory):
     settings = make_settings(adversarial_url, tmp_path_factory.mktemp("unsharded"), index_url=make_database())
     for day in DAYS:
         snapshot.take_snapshot(settings, day, 700)
-    return settings, {day: published.read_partition(settings, day) for day in DAYS}
+    return settings, {day: catalog.read_partition(settings, day) for day in DAYS}
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 7])
@@ -50,16 +50,15 @@ def test_sharded_partitions_equal_unsharded_ones_row_for_row(unsharded, adversar
     settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
     for day in DAYS:  # day 1 from genesis (boundaries from the delta), then rolled forward from a sharded base
         result = snapshot.take_snapshot(settings, day, 700, shards=k)
-        table = published.read_partition(settings, day)
+        table = catalog.read_partition(settings, day)
         assert table.equals(reference[day]), f"K={k} {day}: rows differ from the unsharded partition"
         assert snapshot_values(table) == expected_snapshot(adversarial_url, calendar.cutoff(day, settings.timezone))
         assert_balanced(table, day)
         assert result.balanced and result.rows == table.num_rows
-        paths = published.paths(settings, day)
+        paths = catalog.paths(settings, day)
         assert len(paths) == k == len(result.files)
         assert [p.rsplit("/", 1)[1][:10] for p in paths] == [f"part-{i:05d}" for i in range(k)]
-        fs, _ = store.resolve(settings.storage_uri)
-        assert store.list_partition(fs, settings.storage_uri, day) == paths  # nothing else in the directory
+        assert parquet.list_partition(Store.at(settings.storage_uri), day) == paths  # nothing else in the directory
     with psycopg.connect(settings.snapshot_database_url) as a, psycopg.connect(
             reference_settings.snapshot_database_url) as b:
         query = ("SELECT balance_id, snapshot_date, balance, credit_balance, debit_balance FROM"
@@ -77,10 +76,10 @@ def test_uneven_boundaries_give_the_same_partition(unsharded, adversarial_url, m
     uneven = ["", ids[0], ids[1] + "\x00", ids[len(ids) // 10], "bln_new_", "bln_new_~", "\U0010ffff"]
     for day in DAYS:
         result = shards.take_sharded(settings, day, len(uneven) + 1, 700, boundaries=sorted(set(uneven)))
-        table = published.read_partition(settings, day)
+        table = catalog.read_partition(settings, day)
         assert table.equals(reference[day]), day
-        fs, _ = store.resolve(settings.storage_uri)
-        rows = [store.count_rows(fs, [p]) for p in published.paths(settings, day)]
+        fs = Store.at(settings.storage_uri).fs
+        rows = [parquet.count_rows(fs, [p]) for p in catalog.paths(settings, day)]
         assert sum(rows) == table.num_rows == result.rows and rows[0] == rows[1] == rows[-1] == 0 and rows[2] == 2
     with pytest.raises(snapshot.SnapshotError, match="strictly increasing"):
         shards.take_sharded(settings, DAYS[0], 3, 700, boundaries=["b", "a"])
@@ -88,9 +87,9 @@ def test_uneven_boundaries_give_the_same_partition(unsharded, adversarial_url, m
 
 def test_uneven_boundaries_split_by_row_count_and_skip_row_groups(unsharded, tmp_path):
     settings, _ = unsharded
-    fs, _ = store.resolve(settings.storage_uri)
-    paths = published.paths(settings, DAYS[-1])
-    ids = store.read_files(fs, paths, ["balance_id"])["balance_id"].to_pylist()
+    fs = Store.at(settings.storage_uri).fs
+    paths = catalog.paths(settings, DAYS[-1])
+    ids = parquet.read_files(fs, paths, ["balance_id"])["balance_id"].to_pylist()
     cuts = ranges.choose_boundaries(fs, paths, 7)
     assert cuts == sorted(cuts) and len(cuts) == 6
     sizes = [sum(1 for i in ids if (lo is None or i >= lo) and (hi is None or i < hi))
@@ -103,18 +102,18 @@ def test_uneven_boundaries_split_by_row_count_and_skip_row_groups(unsharded, tmp
 def test_a_failure_in_one_shard_publishes_nothing(unsharded, adversarial_url, make_database, tmp_path, monkeypatch):
     settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
     snapshot.take_snapshot(settings, DAYS[0], 700, shards=3)
-    before = published.read_partition(settings, DAYS[0])
-    before_paths = published.paths(settings, DAYS[0])
+    before = catalog.read_partition(settings, DAYS[0])
+    before_paths = catalog.paths(settings, DAYS[0])
     monkeypatch.setenv(faults.FAIL_SHARD_VARIABLE, "1")
     for day in DAYS[:2]:  # a re-run of a published day, and a new day
         with pytest.raises(faults.InjectedFailure):
             snapshot.take_snapshot(settings, day, 700, shards=3)
-    assert published.paths(settings, DAYS[0]) == before_paths
-    assert published.read_partition(settings, DAYS[0]).equals(before)
-    assert not published.exists(settings, DAYS[1])
-    fs, _ = store.resolve(settings.storage_uri)
-    assert store.list_partition(fs, settings.storage_uri, DAYS[0]) == before_paths
-    assert store.list_partition(fs, settings.storage_uri, DAYS[1]) == []
+    assert catalog.paths(settings, DAYS[0]) == before_paths
+    assert catalog.read_partition(settings, DAYS[0]).equals(before)
+    assert not catalog.exists(settings, DAYS[1])
+    store = Store.at(settings.storage_uri)
+    assert parquet.list_partition(store, DAYS[0]) == before_paths
+    assert parquet.list_partition(store, DAYS[1]) == []
     assert not [p for p in (tmp_path / "store" / ".staging").rglob("*") if p.is_file()]
 
 
@@ -146,11 +145,11 @@ def test_a_sharded_commit_refuses_when_another_run_published_the_day_meanwhile(
     for shard in range(plan.shards):
         shards.merge_shard(settings, plan, shard)
     snapshot.take_snapshot(settings, DAYS[0], 700)
-    winner = published.paths(settings, DAYS[0])
+    winner = catalog.paths(settings, DAYS[0])
     with pytest.raises(snapshot.SnapshotError, match="published by another run"):
         shards.commit_shards(settings, plan)
-    assert published.paths(settings, DAYS[0]) == winner
-    assert published.read_partition(settings, DAYS[0]).equals(reference[DAYS[0]])
+    assert catalog.paths(settings, DAYS[0]) == winner
+    assert catalog.read_partition(settings, DAYS[0]).equals(reference[DAYS[0]])
     assert not [p for p in (tmp_path / "store" / ".staging").rglob("*") if p.is_file()]
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from snapshot_pipeline import calendar, db, snapshot
 from snapshot_pipeline.quality import lateness
-from snapshot_pipeline.store import delta, index, published
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, delta, index, parquet
+from snapshot_pipeline.store.location import Store
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, index_values, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -22,7 +22,7 @@ from tests.oracle import expected_snapshot, snapshot_values
 
 def assert_exact(settings, url: str, date: dt.date) -> dict:
     expected = expected_snapshot(url, calendar.cutoff(date, settings.timezone))
-    table = published.read_partition(settings, date)
+    table = catalog.read_partition(settings, date)
     assert_balanced(table, date)
     got = snapshot_values(table)
     assert set(got) == set(expected), f"{date}: balance sets differ"
@@ -74,7 +74,7 @@ def test_rematerialize_is_identical_and_history_is_stable(fresh_ledger, make_dat
     settings = make_settings(fresh_ledger, tmp_path / "store")
     day = dt.date(2026, 10, 29)
     snapshot.take_snapshot(settings, day, 100)
-    first = snapshot_values(published.read_partition(settings, day))
+    first = snapshot_values(catalog.read_partition(settings, day))
     # Later activity, dated at or after the cutoff, must not change the day's values.
     source, destination = two_balances(fresh_ledger)
     for hours in (0, 30, 200):
@@ -83,13 +83,13 @@ def test_rematerialize_is_identical_and_history_is_stable(fresh_ledger, make_dat
                            effective_date=calendar.cutoff(day, "UTC") + dt.timedelta(hours=hours))
     snapshot.take_snapshot(settings, dt.date(2026, 11, 3), 1000)
     again = snapshot.take_snapshot(settings, day, 1000)
-    assert snapshot_values(published.read_partition(settings, day)) == first
+    assert snapshot_values(catalog.read_partition(settings, day)) == first
     assert again.rows == len(first)
     # A backfill of the old date into a brand-new store and index (from genesis) gives the same values.
     backfill = make_settings(fresh_ledger, tmp_path / "backfill", index_url=make_database())
     result = snapshot.take_snapshot(backfill, day, 7)
     assert result.mode == "genesis"
-    assert snapshot_values(published.read_partition(backfill, day)) == first
+    assert snapshot_values(catalog.read_partition(backfill, day)) == first
     assert_exact(settings, fresh_ledger, dt.date(2026, 11, 3))
 
 
@@ -119,8 +119,7 @@ def test_late_and_backdated_rows_are_detected_and_repaired(fresh_ledger, tmp_pat
 
 def partition_bytes(settings, day) -> list[bytes]:
     """The bytes of every file in the partition's directory (the published ones and anything else)."""
-    fs, _ = store.resolve(settings.storage_uri)
-    return [open(path, "rb").read() for path in store.list_partition(fs, settings.storage_uri, day)]
+    return [open(path, "rb").read() for path in parquet.list_partition(Store.at(settings.storage_uri), day)]
 
 
 def test_injected_failure_mid_write_leaves_previous_partition_untouched(fresh_ledger, tmp_path):
@@ -167,7 +166,7 @@ def test_decimal_overflow_fails_naming_the_balance(fresh_ledger, tmp_path):
         insert_transaction(fresh_ledger, source, destination, huge, created_at=dt.datetime(2026, 10, 28, 9))
     with pytest.raises(snapshot.AmountOverflow, match=f"({source}|{destination})"):
         snapshot.take_snapshot(settings, dt.date(2026, 10, 29), 1000)
-    assert not published.exists(settings, dt.date(2026, 10, 29))
+    assert not catalog.exists(settings, dt.date(2026, 10, 29))
     with psycopg.connect(fresh_ledger) as conn:
         assert conn.execute("SELECT count(*) FROM snapshot_index.partitions").fetchone()[0] == 0
 
@@ -195,9 +194,9 @@ def test_concurrent_runs_of_one_partition_are_serialized(adversarial_url, make_d
     files = sorted(f.name for f in directory.iterdir())
     # three generations, each one file; the superseded two stay for the history window (time travel)
     assert len(files) == 3 and all(re.fullmatch(r"part-00000-[0-9a-f]{16}\.parquet", f) for f in files)
-    current = published.paths(settings, day)
+    current = catalog.paths(settings, day)
     assert len(current) == 1 and current[0].startswith(str(directory))
-    table = delta.load(settings.storage_uri, delta.SNAPSHOTS)
+    table = delta.load(Store.at(settings.storage_uri), delta.SNAPSHOTS)
     assert [p for p, _ in delta.partition_files(table, delta.SNAPSHOTS, day)] == [
         f"snapshot_date={day}/{current[0].rsplit('/', 1)[1]}"]  # the Delta table names exactly the manifest's file
     with psycopg.connect(settings.snapshot_database_url) as conn:
@@ -224,17 +223,17 @@ def test_parquet_layout_schema_and_readers(adversarial_url, make_database, tmp_p
     table = dataset.to_table()
     assert set(table.column("snapshot_date").to_pylist()) == {"2026-10-31", "2026-11-01"} or set(
         str(v) for v in table.column("snapshot_date").to_pylist()) == {"2026-10-31", "2026-11-01"}
-    one = published.read_partition(settings, dt.date(2026, 11, 1))
-    for name in store.AMOUNT_COLUMNS:
+    one = catalog.read_partition(settings, dt.date(2026, 11, 1))
+    for name in parquet.AMOUNT_COLUMNS:
         assert one.schema.field(name).type == pa.decimal128(38, 0)
     ids = one.column("balance_id").to_pylist()
     assert ids == sorted(ids)
     cutoffs = set(one.column("cutoff_at").to_pylist())
     assert cutoffs == {dt.datetime(2026, 11, 2, 5, tzinfo=dt.UTC)}
-    meta = published.read_metadata(settings, dt.date(2026, 11, 1))
+    meta = catalog.read_metadata(settings, dt.date(2026, 11, 1))
     assert meta["row_count"] == str(one.num_rows)
     assert meta["cutoff"] == "2026-11-02T05:00:00+00:00"
-    assert int(meta["watermark"]) > 0 and meta["schema_version"] == str(store.SCHEMA_VERSION) == "2"
+    assert int(meta["watermark"]) > 0 and meta["schema_version"] == str(parquet.SCHEMA_VERSION) == "2"
     frame = __import__("pandas").read_parquet(str(root))
     assert len(frame) == table.num_rows
     with psycopg.connect(settings.snapshot_database_url) as conn:

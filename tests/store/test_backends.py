@@ -19,8 +19,8 @@ import pytest
 
 from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.reports import month_end, totals
-from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog
+from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.retention import Policy, apply_retention
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, two_balances
@@ -31,7 +31,7 @@ DAYS = [dt.date(2026, 10, 30), dt.date(2026, 10, 31), dt.date(2026, 11, 1)]
 
 
 def assert_exact(settings, url: str, date: dt.date) -> None:
-    table = published.read_partition(settings, date)
+    table = catalog.read_partition(settings, date)
     assert snapshot_values(table) == expected_snapshot(url, calendar.cutoff(date, settings.timezone)), date
     assert_balanced(table, date)
 
@@ -47,14 +47,14 @@ def test_partitions_are_exact_on_both_backends(settings, fresh_ledger):
     assert len(sharded.files) == 3 and all(f.startswith(settings.storage_uri.split("://")[0]) for f in sharded.files)
     for date in DAYS:
         assert_exact(settings, fresh_ledger, date)
-        assert partition_files(settings, date) == published.paths(settings, date)  # published once: only its files
+        assert partition_files(settings, date) == catalog.paths(settings, date)  # published once: only its files
     assert staged_files(settings) == []
 
 
 def test_a_failure_mid_write_leaves_no_object_of_the_new_run(settings, fresh_ledger):
     """The injected failure falls while the new file is being uploaded (staging): nothing of it is visible."""
     snapshot.take_snapshot(settings, DAYS[0], 100)
-    before = published.read_partition(settings, DAYS[0])
+    before = catalog.read_partition(settings, DAYS[0])
     before_files = partition_files(settings, DAYS[0])
     source, destination = two_balances(fresh_ledger)
     insert_transaction(fresh_ledger, source, destination, 999, created_at=dt.datetime(2026, 10, 30, 7))
@@ -67,11 +67,11 @@ def test_a_failure_mid_write_leaves_no_object_of_the_new_run(settings, fresh_led
         with pytest.raises(RuntimeError, match="injected failure mid-write"):
             snapshot.take_snapshot(settings, DAYS[0], 100, on_batch=explode, shards=shards)
         assert partition_files(settings, DAYS[0]) == before_files
-        assert published.read_partition(settings, DAYS[0]).equals(before)
+        assert catalog.read_partition(settings, DAYS[0]).equals(before)
         assert staged_files(settings) == []
     with pytest.raises(RuntimeError, match="injected failure mid-write"):  # a partition never published
         snapshot.take_snapshot(settings, DAYS[1], 100, on_batch=explode)
-    assert partition_files(settings, DAYS[1]) == [] and not published.exists(settings, DAYS[1])
+    assert partition_files(settings, DAYS[1]) == [] and not catalog.exists(settings, DAYS[1])
 
 
 def test_a_failed_commit_withdraws_the_moved_files(settings, fresh_ledger):
@@ -89,7 +89,7 @@ def test_a_failed_commit_withdraws_the_moved_files(settings, fresh_ledger):
         conn.execute("ALTER TABLE snapshot_index.partitions DROP CONSTRAINT no_more")
     snapshot.take_snapshot(settings, DAYS[0], 200)
     assert_exact(settings, fresh_ledger, DAYS[0])
-    current = published.paths(settings, DAYS[0])
+    current = catalog.paths(settings, DAYS[0])
     assert current != before_files  # superseded: kept for the history window beside the new one
     assert partition_files(settings, DAYS[0]) == sorted(before_files + current)
 
@@ -99,7 +99,7 @@ def test_retention_on_both_backends(settings, fresh_ledger):
         snapshot.take_snapshot(settings, date, 500, shards=2 if date == DAYS[0] else 1)
     report = apply_retention(settings, reference=DAYS[-1], policy=Policy(days=1, months=2))
     assert not report["dry_run"] and DAYS[0].isoformat() in str(report)
-    assert not published.exists(settings, DAYS[0])
+    assert not catalog.exists(settings, DAYS[0])
     assert partition_files(settings, DAYS[0])  # retired from the Delta table; its files stay for the history window
     for date in DAYS[1:]:
         assert_exact(settings, fresh_ledger, date)
@@ -112,7 +112,7 @@ def test_reports_and_the_month_end_csv_on_both_backends(settings, fresh_ledger):
     assert sums.rows > 0 and sums.path.startswith(settings.storage_uri.rstrip("/").split("/")[0])
     expected = expected_snapshot(fresh_ledger, calendar.cutoff(DAYS[1], settings.timezone))
     month = month_end.month_end_balances(settings, dt.date(2026, 10, 1))
-    fs, _ = store.resolve(settings.storage_uri)
+    fs = Store.at(settings.storage_uri).fs
     csv_path = month.csv_path.split("://", 1)[-1] if "://" in month.csv_path else month.csv_path
     with fs.open_input_stream(csv_path) as stream:
         rows = list(csv.DictReader(io.StringIO(stream.read().decode())))

@@ -8,7 +8,7 @@ COMMIT, the commit point, made; no Delta commit) | delta (the Delta commit made,
 recorded) | published (both agree, before the checks) | checks (inside the run's asset checks).
 
 Right after the kill, every reader (DuckDB ``delta_scan``, ``deltalake``, our manifest reader
-``published.read_partition``) sees exactly the old partition or exactly the new one, whole: the
+``catalog.read_partition``) sees exactly the old partition or exactly the new one, whole: the
 Delta readers switch at the Delta commit, our own reader at the index COMMIT. Then one recovery
 path (the next CLI run of D, the ``crash_recovery_sensor`` tick, ``snapshot-pipeline doctor``, or
 the next day's run) converges: the Delta table's current files of D are the manifest's, no
@@ -42,9 +42,9 @@ import pyarrow.fs as pafs
 import pytest
 
 from snapshot_pipeline import calendar
-from snapshot_pipeline.store import delta, index, publish, published, recovery
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import catalog, delta, index, location, parquet, publication, recovery
 from snapshot_pipeline.store import records as store_records
+from snapshot_pipeline.store.location import Store
 from tests.conftest import seed
 from tests.helpers import insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -151,7 +151,7 @@ def readers(env: dict[str, str], date: dt.date = DATE) -> dict[str, dict[str, di
     settings = _settings(env)
     uri = env["SNAPSHOT_STORAGE_URI"]
     tables = {}
-    if delta.exists(uri, delta.SNAPSHOTS):
+    if delta.exists(Store.at(uri), delta.SNAPSHOTS):
         con = duckdb_connection()
         try:
             tables["duckdb"] = via_duckdb(con, uri, date)
@@ -160,7 +160,7 @@ def readers(env: dict[str, str], date: dt.date = DATE) -> dict[str, dict[str, di
         tables["deltalake"] = via_deltalake(uri, date)
     else:
         tables["duckdb"] = tables["deltalake"] = None
-    tables["manifest"] = published.read_partition(settings, date) if published.exists(settings, date) else None
+    tables["manifest"] = catalog.read_partition(settings, date) if catalog.exists(settings, date) else None
     seen = {}
     for name, table in tables.items():
         if table is None or table.num_rows == 0:
@@ -193,16 +193,16 @@ def reader_view(env: dict[str, str]) -> tuple[str, int] | None:
     """What our reader finds for DATE through the manifest: (sha256 of its files, rows read); compared with
     :func:`manifest_checksum` (also used by the test on S3)."""
     settings = _settings(env)
-    paths = published.paths(settings, DATE)
+    paths = catalog.paths(settings, DATE)
     if paths is None:
         return None
-    fs, _ = store.resolve(settings.storage_uri)
-    return store.files_checksum(fs, paths)[1], published.read_partition(settings, DATE).num_rows
+    fs = Store.at(settings.storage_uri).fs
+    return parquet.files_checksum(fs, paths)[1], catalog.read_partition(settings, DATE).num_rows
 
 
 def delta_files(env: dict[str, str], date: dt.date = DATE) -> list[str]:
     """Base names of the files the Delta table's current version names for ``date``."""
-    table = delta.load(env["SNAPSHOT_STORAGE_URI"], delta.SNAPSHOTS)
+    table = delta.load(Store.at(env["SNAPSHOT_STORAGE_URI"]), delta.SNAPSHOTS)
     if table is None:
         return []
     return sorted(path.rsplit("/", 1)[1] for path, _ in delta.partition_files(table, delta.SNAPSHOTS, date))
@@ -219,13 +219,12 @@ def index_state(env: dict[str, str], date: dt.date = DATE):
 def named_files(env: dict[str, str], date: dt.date = DATE) -> set[str]:
     """The paths of every file some recorded generation of ``date`` names."""
     _, versions, _ = index_state(env, date)
-    return {p for v in versions for p in store.partition_paths(env["SNAPSHOT_STORAGE_URI"], date, list(v.files))}
+    return {p for v in versions for p in Store.at(env["SNAPSHOT_STORAGE_URI"]).partition_paths(date, list(v.files))}
 
 
 def orphans(env: dict[str, str], date: dt.date = DATE) -> set[str]:
     """Part files in ``date``'s directory that no recorded generation names."""
-    fs, _ = store.resolve(env["SNAPSHOT_STORAGE_URI"])
-    return set(store.list_partition(fs, env["SNAPSHOT_STORAGE_URI"], date)) - named_files(env, date)
+    return set(parquet.list_partition(Store.at(env["SNAPSHOT_STORAGE_URI"]), date)) - named_files(env, date)
 
 
 def assert_log_agrees_with_index(env: dict[str, str], date: dt.date = DATE) -> None:
@@ -235,19 +234,19 @@ def assert_log_agrees_with_index(env: dict[str, str], date: dt.date = DATE) -> N
     assert entry is not None and versions and entry.generation == versions[-1].generation
     assert delta_files(env, date) == sorted(name.rsplit("/", 1)[1] for name in entry.files)
     assert entry.delta_version is not None and versions[-1].delta_version == entry.delta_version
-    assert delta.transaction_version(env["SNAPSHOT_STORAGE_URI"], delta.SNAPSHOTS,
-                                     publish.app_id(date)) == entry.generation
+    assert delta.transaction_version(Store.at(env["SNAPSHOT_STORAGE_URI"]), delta.SNAPSHOTS,
+                                     publication.app_id(date)) == entry.generation
     assert unsynced == []
 
 
 def leftovers(env: dict[str, str], work_dirs: list[str]) -> list[str]:
     root = Path(env["SNAPSHOT_STORAGE_URI"])
-    found = [str(p) for d in (recovery.STAGING_DIR, recovery.CONTROL_DIR) for p in (root / d).glob("*")]
+    found = [str(p) for d in (location.STAGING_DIR, location.CONTROL_DIR) for p in (root / d).glob("*")]
     return found + [d for d in work_dirs if os.path.exists(d)]
 
 
 def holder_record(env: dict[str, str]) -> dict | None:
-    path = Path(recovery.holder_path(env["SNAPSHOT_STORAGE_URI"], DATE))
+    path = Path(recovery.holder_path(Store.at(env["SNAPSHOT_STORAGE_URI"]), DATE))
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -492,14 +491,14 @@ def _s3_listing(env: dict[str, str]) -> list[str]:
     """The partition prefix of DATE listed with pyarrow's S3FileSystem directly (every object, any name)."""
     fs = pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], region="us-east-1", scheme="http",
                            access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"])
-    prefix = store.partition_dir(env["SNAPSHOT_STORAGE_URI"], DATE)
+    prefix = Store.at(env["SNAPSHOT_STORAGE_URI"]).partition_dir(DATE)
     selector = pafs.FileSelector(prefix, allow_not_found=True, recursive=True)
     return sorted(i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File)
 
 
 def _holder(env: dict[str, str]) -> dict:
-    fs, _ = store.resolve(env["SNAPSHOT_STORAGE_URI"])
-    return store_records.read_json(fs, recovery.holder_path(env["SNAPSHOT_STORAGE_URI"], DATE))
+    store = Store.at(env["SNAPSHOT_STORAGE_URI"])
+    return store_records.read_json(store.fs, recovery.holder_path(store, DATE))
 
 
 @pytest.mark.parametrize("phase", ["visible", "read"])
@@ -512,8 +511,8 @@ def test_kill_9_on_s3_leaves_the_old_partition_and_is_cleaned_up(s3_env, tmp_pat
     settings = load_settings(s3_env)
     cli("snapshot", "--date", DATE.isoformat(), "--batch-size", "200", env=s3_env)
     before, old_objects = manifest_checksum(s3_env), _s3_listing(s3_env)
-    old_table = published.read_partition(settings, DATE)
-    assert len(old_objects) == 1 and old_objects == published.paths(settings, DATE)
+    old_table = catalog.read_partition(settings, DATE)
+    assert len(old_objects) == 1 and old_objects == catalog.paths(settings, DATE)
     assert snapshot_values(old_table) == expected_snapshot(s3_env["LEDGER_DATABASE_URL"],
                                                            calendar.cutoff(DATE, settings.timezone))
     backdate_a_transfer(s3_env["LEDGER_DATABASE_URL"])
@@ -522,11 +521,11 @@ def test_kill_9_on_s3_leaves_the_old_partition_and_is_cleaned_up(s3_env, tmp_pat
     holder = _holder(s3_env)
     assert holder is not None and holder["run_id"]
     assert manifest_checksum(s3_env) == before and reader_view(s3_env) == before
-    assert published.read_partition(settings, DATE).equals(old_table)  # the previous partition, whole and exact
+    assert catalog.read_partition(settings, DATE).equals(old_table)  # the previous partition, whole and exact
     listing = _s3_listing(s3_env)
     if phase == "visible":
         orphans = sorted(set(listing) - set(old_objects))
-        assert len(orphans) == 1 and store.is_part_name(os.path.basename(orphans[0]))  # the uncommitted object
+        assert len(orphans) == 1 and parquet.is_part_name(os.path.basename(orphans[0]))  # the uncommitted object
     else:
         assert listing == old_objects  # nothing of the new run under the partition prefix
 
@@ -545,10 +544,10 @@ def test_kill_9_on_s3_leaves_the_old_partition_and_is_cleaned_up(s3_env, tmp_pat
     after = manifest_checksum(s3_env)
     assert after != before and reader_view(s3_env) == after
     new_objects = _s3_listing(s3_env)
-    current = published.paths(settings, DATE)
+    current = catalog.paths(settings, DATE)
     # the superseded object stays for the history window; the Delta table names only the new one
     assert new_objects == sorted(old_objects + current) and len(current) == 1 and current != old_objects
-    assert via_deltalake(settings.storage_uri, DATE).num_rows == published.read_partition(settings, DATE).num_rows
-    assert snapshot_values(published.read_partition(settings, DATE)) == expected_snapshot(
+    assert via_deltalake(settings.storage_uri, DATE).num_rows == catalog.read_partition(settings, DATE).num_rows
+    assert snapshot_values(catalog.read_partition(settings, DATE)) == expected_snapshot(
         s3_env["LEDGER_DATABASE_URL"], calendar.cutoff(DATE, settings.timezone))
     assert staged_files(settings) == [] and _holder(s3_env) is None

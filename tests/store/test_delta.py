@@ -19,7 +19,8 @@ import pytest
 
 from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.reports import totals
-from snapshot_pipeline.store import delta, history, index, publish, published, recovery
+from snapshot_pipeline.store import catalog, delta, history, index, publication, recovery
+from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.retention import Policy, apply_retention
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, two_balances
@@ -32,7 +33,7 @@ DAYS = [dt.date(2026, 10, 30), dt.date(2026, 10, 31), dt.date(2026, 11, 1)]
 def assert_every_engine_reads(settings, url: str, date: dt.date, con) -> None:
     """DuckDB, polars and deltalake each read exactly the journal's partition, and our own reader agrees."""
     expected = expected_snapshot(url, calendar.cutoff(date, settings.timezone))
-    ours = published.read_partition(settings, date)
+    ours = catalog.read_partition(settings, date)
     assert snapshot_values(ours) == expected, date
     for engine, table in (("duckdb", via_duckdb(con, settings.storage_uri, date)),
                           ("polars", via_polars(settings.storage_uri, date)),
@@ -45,7 +46,8 @@ def assert_every_engine_reads(settings, url: str, date: dt.date, con) -> None:
 
 def assert_log_agrees_with_index(settings, date: dt.date) -> None:
     """The Delta table's current files of ``date`` are the manifest's, and the manifest names their version."""
-    table = delta.load(settings.storage_uri, delta.SNAPSHOTS)
+    store = Store.at(settings.storage_uri)
+    table = delta.load(store, delta.SNAPSHOTS)
     current = sorted(p.rsplit("/", 1)[1] for p, _ in delta.partition_files(table, delta.SNAPSHOTS, date))
     with psycopg.connect(settings.snapshot_database_url) as conn:
         entry = index.manifest(conn, date)
@@ -53,7 +55,7 @@ def assert_log_agrees_with_index(settings, date: dt.date) -> None:
     assert entry is not None and latest is not None and entry.generation == latest.generation
     assert current == sorted(name.rsplit("/", 1)[1] for name in entry.files)
     assert entry.delta_version is not None and latest.delta_version == entry.delta_version
-    assert delta.transaction_version(settings.storage_uri, delta.SNAPSHOTS, publish.app_id(date)) == entry.generation
+    assert delta.transaction_version(store, delta.SNAPSHOTS, publication.app_id(date)) == entry.generation
 
 
 def test_every_engine_reads_every_partition_exactly(settings, fresh_ledger):
@@ -109,7 +111,7 @@ def test_retention_retires_a_partition_with_one_commit_and_keeps_its_history(set
     report = apply_retention(settings, reference=DAYS[-1], policy=Policy(days=2, months=0))
     assert report["partitions_removed"] == [DAYS[0].isoformat()] and report["parquet_dirs_deleted"] == 1
     assert report["history"]["vacuumed_files"] == 0  # inside the history window nothing is deleted
-    assert not published.exists(settings, DAYS[0])
+    assert not catalog.exists(settings, DAYS[0])
     assert via_duckdb(con, settings.storage_uri, DAYS[0]).num_rows == 0  # gone from the current version
     # ... but an audit still reads what it said
     old = via_deltalake(settings.storage_uri, DAYS[0], results[-1].delta_version)
@@ -199,6 +201,7 @@ def test_a_reader_polling_while_a_day_is_rematerialized_never_sees_a_torn_partit
 
 def test_a_delta_commit_the_index_is_ahead_of_is_replayed_once(fresh_ledger, make_database, tmp_path, monkeypatch):
     settings = make_settings(fresh_ledger, str(tmp_path / "store"), index_url=make_database(), home=tmp_path)
+    store = Store.at(settings.storage_uri)
     snapshot.take_snapshot(settings, DAYS[0], 500)
     before = via_deltalake(settings.storage_uri, DAYS[0])
     source, destination = two_balances(fresh_ledger)
@@ -212,31 +215,32 @@ def test_a_delta_commit_the_index_is_ahead_of_is_replayed_once(fresh_ledger, mak
     with pytest.raises(OSError, match="injected"):
         snapshot.take_snapshot(settings, DAYS[0], 500)
     # the index committed (our readers see the new day), the log did not (Delta readers see the old one, whole)
-    assert snapshot_values(published.read_partition(settings, DAYS[0])) == expected_snapshot(
+    assert snapshot_values(catalog.read_partition(settings, DAYS[0])) == expected_snapshot(
         fresh_ledger, calendar.cutoff(DAYS[0], settings.timezone))
     assert via_deltalake(settings.storage_uri, DAYS[0]).equals(before)
     with psycopg.connect(settings.snapshot_database_url) as conn:
         assert index.unsynced_dates(conn) == [DAYS[0]]
     monkeypatch.setattr(delta, "replace_partition", real)
     with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
-        assert recovery.pending_dates(settings.storage_uri, conn) == [DAYS[0]]
-        found = recovery.recover_all(settings.storage_uri, conn, history_days=settings.history_days)
+        assert recovery.pending_dates(store, conn) == [DAYS[0]]
+        found = recovery.recover_all(store, conn, history_days=settings.history_days)
         assert [(r.snapshot_date, r.publish) for r in found] == [(DAYS[0], "completed")]
         assert index.unsynced_dates(conn) == []
         version = found[0].delta_version
         # a replay of the same generation is recognised by its application transaction: no second commit
-        assert publish.sync_partition(settings.storage_uri, conn, DAYS[0], settings.history_days) is None
+        assert publication.sync_partition(store, conn, DAYS[0], settings.history_days) is None
         latest = index.latest_version(conn, DAYS[0])
         conn.execute("UPDATE snapshot_index.partition_versions SET delta_version = NULL"
                      " WHERE snapshot_date = %s AND generation = %s", (DAYS[0], latest.generation))
-        assert publish.sync_partition(settings.storage_uri, conn, DAYS[0], settings.history_days) == version
-    assert delta.load(settings.storage_uri, delta.SNAPSHOTS).version() == version
+        assert publication.sync_partition(store, conn, DAYS[0], settings.history_days) == version
+    assert delta.load(store, delta.SNAPSHOTS).version() == version
     assert_every_engine_reads(settings, fresh_ledger, DAYS[0], duckdb_connection())
     assert_log_agrees_with_index(settings, DAYS[0])
 
 
 def test_a_store_published_before_delta_is_converted_in_place(adversarial_url, make_database, tmp_path):
     settings = make_settings(adversarial_url, str(tmp_path / "store"), index_url=make_database(), home=tmp_path)
+    store = Store.at(settings.storage_uri)
     for date in DAYS:
         snapshot.take_snapshot(settings, date, 500, shards=2 if date == DAYS[1] else 1)
     # the state a store of the previous layout is in: manifest rows and files, no log, no generations
@@ -245,9 +249,9 @@ def test_a_store_published_before_delta_is_converted_in_place(adversarial_url, m
         conn.execute("DELETE FROM snapshot_index.partition_versions")
         conn.execute("UPDATE snapshot_index.partitions SET generation = 0, delta_version = NULL")
     files = {p: p.stat().st_mtime_ns for p in (tmp_path / "store" / "balance_snapshots").rglob("*.parquet")}
-    assert not delta.exists(settings.storage_uri, delta.SNAPSHOTS)
+    assert not delta.exists(store, delta.SNAPSHOTS)
     with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
-        publish.ensure_table(settings.storage_uri, conn, settings.history_days)
+        publication.ensure_table(store, conn, settings.history_days)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "store" / "balance_snapshots").rglob("*.parquet")} == files
     con = duckdb_connection()
     for date in DAYS:
@@ -274,6 +278,7 @@ def test_a_retired_partition_published_again_after_its_history_window(adversaria
 
 def test_a_conversion_that_died_half_way_is_finished(adversarial_url, make_database, tmp_path):
     settings = make_settings(adversarial_url, str(tmp_path / "store"), index_url=make_database(), home=tmp_path)
+    store = Store.at(settings.storage_uri)
     for date in DAYS:
         snapshot.take_snapshot(settings, date, 500)
 
@@ -286,16 +291,16 @@ def test_a_conversion_that_died_half_way_is_finished(adversarial_url, make_datab
 
     # died after creating the empty table, before its add commit: the index still says "not converted"
     as_before_delta(keep_log=False)
-    delta.ensure(settings.storage_uri, delta.SNAPSHOTS, settings.history_days)
+    delta.ensure(store, delta.SNAPSHOTS, settings.history_days)
     with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
-        publish.ensure_table(settings.storage_uri, conn, settings.history_days)
+        publication.ensure_table(store, conn, settings.history_days)
     # died after the add commit, before the index COMMIT: the log carries them, the index does not
     as_before_delta(keep_log=True)
-    version = delta.load(settings.storage_uri, delta.SNAPSHOTS).version()
+    version = delta.load(store, delta.SNAPSHOTS).version()
     with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
-        publish.ensure_table(settings.storage_uri, conn, settings.history_days)
+        publication.ensure_table(store, conn, settings.history_days)
         assert not index.has_unconverted(conn) and index.unsynced_dates(conn) == []
-    assert delta.load(settings.storage_uri, delta.SNAPSHOTS).version() == version  # recorded, not committed again
+    assert delta.load(store, delta.SNAPSHOTS).version() == version  # recorded, not committed again
     for date in DAYS:
         assert_every_engine_reads(settings, adversarial_url, date, duckdb_connection())
         assert_log_agrees_with_index(settings, date)

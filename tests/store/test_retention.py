@@ -10,9 +10,9 @@ import pytest
 
 from snapshot_pipeline import calendar, quality, snapshot
 from snapshot_pipeline.calendar import is_month_end
+from snapshot_pipeline.store import catalog as partitions
 from snapshot_pipeline.store import index
-from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published as partitions
+from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.retention import Policy, RetentionError, apply_retention
 from tests.conftest import make_settings
 from tests.helpers import index_values
@@ -134,8 +134,8 @@ def test_orphan_directories_and_busy_partitions(published, fresh_ledger):
     # an orphan Parquet directory (a crash after the index commit) outside the policy is removed
     report = apply_retention(published, reference=REFERENCE, policy=Policy(11, 0))  # keeps all 11 days
     assert report["partitions_removed"] == [] and report["partitions_kept"] == 11
-    shutil.copytree(store.partition_dir(published.storage_uri, D(2026, 10, 27)),
-                    store.partition_dir(published.storage_uri, D(2026, 10, 20)))
+    shutil.copytree(Store.at(published.storage_uri).partition_dir(D(2026, 10, 27)),
+                    Store.at(published.storage_uri).partition_dir(D(2026, 10, 20)))
     # a partition being materialized (its lock held) is skipped, and its whole group with it
     with psycopg.connect(published.snapshot_database_url, autocommit=True) as holder:
         index.lock_partition(holder, D(2026, 10, 27))

@@ -73,10 +73,10 @@ class StepOutputsInStoreIOManager(dg.ConfigurableIOManager):
     snapshot_store: SnapshotStoreResource
 
     def _root(self) -> tuple:
-        from snapshot_pipeline.store import parquet as store  # noqa: PLC0415 - pyarrow: only when a run needs it
+        from snapshot_pipeline.store.location import Store  # noqa: PLC0415 - pyarrow: only when a run needs it
 
-        fs, base = store.resolve(self.snapshot_store.settings().storage_uri)
-        return fs, f"{base}/{STEP_OUTPUTS_DIR}"
+        store = Store.at(self.snapshot_store.settings().storage_uri)
+        return store.fs, store.path(STEP_OUTPUTS_DIR)
 
     def _path(self, context: dg.OutputContext) -> tuple:
         fs, root = self._root()
@@ -100,10 +100,10 @@ def remove_step_outputs(storage_uri: str, run_id: str) -> None:
     """Delete a run's step outputs written by :class:`StepOutputsInStoreIOManager`."""
     import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: only when a run needs it
 
-    from snapshot_pipeline.store import parquet as store  # noqa: PLC0415
+    from snapshot_pipeline.store.location import Store  # noqa: PLC0415
 
-    fs, base = store.resolve(storage_uri)
-    path = f"{base}/{STEP_OUTPUTS_DIR}/{run_id}"
+    store = Store.at(storage_uri)
+    fs, path = store.fs, store.path(STEP_OUTPUTS_DIR, run_id)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
         fs.delete_dir(path)
 

@@ -1,6 +1,6 @@
 """Crash recovery on the Dagster side: dead snapshot runs marked failed, interrupted publishes resolved.
 
-The library (``store/publish.py``) finds what a dead run left behind whenever a partition's lock
+The library (``store/recovery.py``) finds what a dead run left behind whenever a partition's lock
 is taken; this module turns a dead run into a FAILURE in the instance (with the reason), and
 :func:`recover_store` runs the same recovery on a sensor tick (``crash_recovery_sensor``, ``sensors.py``),
 so a crash is cleaned up within a minute even when no new run of that partition comes. Runs launched
@@ -27,7 +27,8 @@ import dagster as dg
 from snapshot_pipeline import db
 from snapshot_pipeline.names import PARTITION_TAG
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index, publish, recovery
+from snapshot_pipeline.store import index, publication, recovery
+from snapshot_pipeline.store.location import Store
 
 RECOVERY_SENSOR = "crash_recovery_sensor"
 logger = logging.getLogger(__name__)
@@ -132,11 +133,11 @@ def recover_store(settings: Settings, instance: dg.DagsterInstance,
     is missing is replayed); report dead runs failed (those holding a lock, then dead CLI runs)."""
     found: list[dict] = []
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        if recovery.pending_dates(settings.storage_uri, conn):  # the steady state: one listing, one query
+        store = Store.at(settings.storage_uri)
+        if recovery.pending_dates(store, conn):  # the steady state: one listing, one query
             index.migrate(conn)  # recovery writes (it resolves publishes under the partitions' locks)
-            publish.ensure_table(settings.storage_uri, conn, settings.history_days)
-            recovered = recovery.recover_all(settings.storage_uri, conn, log=log,
-                                            on_dead_run=dead_run_reporter(instance, log),
-                                            history_days=settings.history_days)
+            publication.ensure_table(store, conn, settings.history_days)
+            recovered = recovery.recover_all(store, conn, log=log, on_dead_run=dead_run_reporter(instance, log),
+                                             history_days=settings.history_days)
             found = [r.as_dict() for r in recovered if r.acted]
     return found + report_dead_cli_runs(instance, log)

@@ -12,7 +12,7 @@ from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.maintenance.jobs import RETENTION_JOB
 from snapshot_pipeline.defs.maintenance.schedules import RETENTION_SCHEDULE
 from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog
 from tests.conftest import make_settings
 from tests.helpers import index_values
 from tests.oracle import expected_snapshot, snapshot_values
@@ -46,14 +46,14 @@ def test_retention_job_dry_run_then_apply(adversarial_url, make_database, tmp_pa
     with dg.instance_for_test() as instance:
         dry = observation(run(defs, instance, dry_run=True, **policy))
         assert dry["dry_run"] is True and dry["partitions_to_remove"] == 3 and dry["partitions_kept"] == 2
-        assert all(published.exists(settings, d) for d in DATES)
+        assert all(catalog.exists(settings, d) for d in DATES)
         result = run(defs, instance, **policy)
         done = observation(result)
         assert done["partitions_removed"] == 3 and done["parquet_dirs_deleted"] == 3
         assert done["report"]["partitions_removed"] == ["2026-10-29", "2026-10-30", "2026-10-31"]
         assert result.output_for_node("apply_snapshot_retention")["partitions_kept"] == 2
-    assert [d for d in DATES if published.exists(settings, d)] == DATES[3:]
+    assert [d for d in DATES if catalog.exists(settings, d)] == DATES[3:]
     for date in DATES[3:]:
-        got = snapshot_values(published.read_partition(settings, date))
+        got = snapshot_values(catalog.read_partition(settings, date))
         assert got == expected_snapshot(adversarial_url, calendar.cutoff(date, "UTC"))
         assert index_values(settings.snapshot_database_url, date, got) == got

@@ -14,8 +14,8 @@ from snapshot_pipeline.defs.reports.assets import NO_DRIFT_CHECK
 from snapshot_pipeline.defs.reports.sensors import SENSOR_NAME
 from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
 from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
-from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog, parquet
+from snapshot_pipeline.store.location import Store
 from tests.conftest import make_settings
 from tests.oracle import AMOUNTS, expected_snapshot
 
@@ -78,7 +78,7 @@ def test_report_assets_materialize_with_metadata(setup, adversarial_url):
     meta = metadata_of(month, "month_end_balances")
     assert meta["snapshot_date"] == "2026-10-31" and meta["cutoff"] == "2026-11-01T04:00:00Z"
     assert os.path.exists(meta["csv_path"]) and os.path.exists(meta["path"])
-    table = published.read_partition(settings, dt.date(2026, 10, 31))
+    table = catalog.read_partition(settings, dt.date(2026, 10, 31))
     assert meta["dagster/row_count"] == table.num_rows
     expected = expected_snapshot(adversarial_url, dt.datetime(2026, 11, 1, 4))
     assert sum(v["balance"] for v in expected.values()) == sum(
@@ -144,7 +144,7 @@ def test_daily_reports_are_requested_for_the_snapshotted_days(setup):
     # reconciliation: the latest day only
     assert result.get_requested_partitions(dg.AssetKey("reconciliation_report")) == {"2026-11-03"}
     # A report run that fails (its snapshot file was lost) is not requested again on every tick.
-    store.delete_partition(settings.storage_uri, dt.date(2026, 11, 3))
+    parquet.delete_partition(Store.at(settings.storage_uri), dt.date(2026, 11, 3))
     failed = dg.materialize(list(defs.assets), selection=["ledger_currency_totals"], partition_key="2026-11-03",
                             instance=instance, resources={"snapshot_store": resource}, raise_on_error=False)
     assert not failed.success

@@ -12,7 +12,7 @@ from snapshot_pipeline.definitions import build_definitions
 from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
 from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog
 from tests.conftest import make_settings
 from tests.oracle import expected_snapshot, snapshot_values
 
@@ -57,7 +57,7 @@ def test_materialization_metadata_logs_and_values(setup, adversarial_url):
     assert metadata["batches"] == -(-metadata["dagster/row_count"] // 250)
     expected = expected_snapshot(adversarial_url, dt.datetime(2026, 11, 2, 5))
     assert metadata["dagster/row_count"] == len(expected)
-    assert snapshot_values(published.read_partition(settings, dt.date(2026, 11, 1))) == expected
+    assert snapshot_values(catalog.read_partition(settings, dt.date(2026, 11, 1))) == expected
     totals = {r.data["currency"]: r.data for r in metadata["currency_totals"].records}
     assert sum(r["balances"] for r in totals.values()) == len(expected)
     assert sum(int(r["credit"]) for r in totals.values()) == sum(v["credit_balance"] for v in expected.values())
@@ -78,7 +78,7 @@ def test_invalid_batch_size_is_rejected_before_any_work(setup, bad):
     failure = next(e for e in result.all_events if e.is_step_failure)
     text = str(failure.step_failure_data.error.to_string())
     assert "batch_size" in text and ("greater than or equal to 1" in text or "less than or equal to 1000000" in text)
-    assert not published.exists(settings, dt.date(2026, 10, 30))
+    assert not catalog.exists(settings, dt.date(2026, 10, 30))
     with psycopg.connect(index_url) as conn:
         assert conn.execute("SELECT to_regclass('snapshot_index.partitions')").fetchone()[0] is None
 

@@ -17,8 +17,7 @@ from snapshot_pipeline.defs.maintenance.jobs import AUDIT_JOB
 from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
 from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.ledger import generator
-from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog, parquet
 from tests.conftest import make_settings
 from tests.helpers import insert_transaction
 
@@ -85,7 +84,7 @@ def setup(fresh_ledger, tmp_path):
 
 def rewrite_parquet(settings, partition: str, change) -> str:
     """Replace the partition's Parquet file by ``change(table)`` (same schema and metadata); returns a balance id."""
-    path = published.paths(settings, dt.date.fromisoformat(partition))[0]
+    path = catalog.paths(settings, dt.date.fromisoformat(partition))[0]
     table = pq.read_table(path)
     new_table, balance_id = change(table)
     pq.write_table(new_table.replace_schema_metadata(table.schema.metadata), path, compression="zstd")
@@ -130,7 +129,7 @@ def test_one_wrong_amount_fails_the_error_checks_and_blocks(setup):
         balance = table["balance"].to_pylist()
         balance[position] += 1
         column = table.schema.get_field_index("balance")
-        return table.set_column(column, table.schema.field("balance"), pa.array(balance, store.AMOUNT)), balance_id
+        return table.set_column(column, table.schema.field("balance"), pa.array(balance, parquet.AMOUNT)), balance_id
 
     wrong = rewrite_parquet(setup.settings, D2, corrupt)
     result, evals = setup.checks(D2)
@@ -292,7 +291,7 @@ def test_double_entry_passes_on_a_balanced_ledger_and_blocks_with_the_imbalance(
                 values = table[name].to_pylist()
                 values[position] += 777
                 column = table.schema.get_field_index(name)
-                table = table.set_column(column, table.schema.field(name), pa.array(values, store.AMOUNT))
+                table = table.set_column(column, table.schema.field(name), pa.array(values, parquet.AMOUNT))
             return table, "bal_a"
 
         rewrite_parquet(s.settings, D2, unbalance)

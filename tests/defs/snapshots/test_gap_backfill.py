@@ -28,7 +28,7 @@ from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME, DAYS_PER_BACKFIL
 from snapshot_pipeline.defs.snapshots.gaps import last_due_day
 from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.defs.snapshots.sensors import GAP_SENSOR
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, stop, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -132,7 +132,7 @@ def test_the_gap_sensor_fills_holes_as_one_backfill_of_ranged_runs(adversarial_u
     assert sorted(rows) == filled  # each day its own materialization...
     for key in filled:
         date = dt.date.fromisoformat(key)
-        table = published.read_partition(settings, date)
+        table = catalog.read_partition(settings, date)
         assert rows[key] == table.num_rows  # ...with its own metadata
         assert snapshot_values(table) == expected_snapshot(adversarial_url, calendar.cutoff(date, "UTC")), key
         assert_balanced(table, date)
@@ -162,6 +162,6 @@ def test_a_failure_in_the_middle_of_a_range_keeps_the_days_before_it(fresh_ledge
         assert source in str(failure.event_specific_data.error) or destination in str(
             failure.event_specific_data.error)
     assert published_days(settings.snapshot_database_url) == {days[0]}
-    assert [published.exists(settings, dt.date.fromisoformat(d)) for d in days] == [True, False, False]
-    table = published.read_partition(settings, dt.date(2026, 11, 1))
+    assert [catalog.exists(settings, dt.date.fromisoformat(d)) for d in days] == [True, False, False]
+    table = catalog.read_partition(settings, dt.date(2026, 11, 1))
     assert snapshot_values(table) == expected_snapshot(fresh_ledger, calendar.cutoff(dt.date(2026, 11, 1), "UTC"))

@@ -11,8 +11,8 @@ from snapshot_pipeline import faults, snapshot
 from snapshot_pipeline.defs.snapshots.jobs import SHARDED_JOB
 from snapshot_pipeline.names import ASSET_NAME
 from snapshot_pipeline.settings import load_settings
-from snapshot_pipeline.store import parquet as store
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog, parquet
+from snapshot_pipeline.store.location import Store
 from tests.conftest import make_settings
 
 DAY = dt.date(2026, 11, 2)
@@ -65,8 +65,8 @@ def test_shards_run_as_parallel_steps_and_publish_one_exact_partition(env, adver
 
     reference = make_settings(adversarial_url, tmp_path / "reference", index_url=make_database())
     snapshot.take_snapshot(reference, DAY, 500)
-    assert published.read_partition(settings, DAY).equals(published.read_partition(reference, DAY))
-    assert len(published.paths(settings, DAY)) == 3
+    assert catalog.read_partition(settings, DAY).equals(catalog.read_partition(reference, DAY))
+    assert len(catalog.paths(settings, DAY)) == 3
     records = instance.fetch_materializations(dg.AssetKey(ASSET_NAME), limit=5).records
     assert [r.partition_key for r in records] == [DAY.isoformat()]
     assert not list((tmp_path / "store" / ".staging").rglob("*.json"))  # the step outputs went with the commit
@@ -76,7 +76,7 @@ def test_a_failing_shard_step_skips_the_commit_and_publishes_nothing(env, monkey
     values, instance = env
     settings = load_settings(values)
     snapshot.take_snapshot(settings, DAY, 500)
-    before = published.paths(settings, DAY)
+    before = catalog.paths(settings, DAY)
     monkeypatch.setenv(faults.FAIL_SHARD_VARIABLE, "2")
     with run(instance, DAY, 3) as result:
         assert not result.success
@@ -89,7 +89,6 @@ def test_a_failing_shard_step_skips_the_commit_and_publishes_nothing(env, monkey
     # the other shards finished first, or stopped once the run's work was removed (by our message, or while
     # loading their removed inputs): either way only the first failure names the cause
     assert all(k.startswith("merge_shard[") for k in failed)
-    assert published.paths(settings, DAY) == before
-    fs, _ = store.resolve(settings.storage_uri)
-    assert store.list_partition(fs, settings.storage_uri, DAY) == before
+    assert catalog.paths(settings, DAY) == before
+    assert parquet.list_partition(Store.at(settings.storage_uri), DAY) == before
     assert not [p for p in (tmp_path / "store" / ".staging").rglob("*") if p.is_file()]

@@ -19,7 +19,7 @@ from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.defs.snapshots.sensors import GAP_SENSOR, REPAIR_SENSOR, build_gap_sensor
 from snapshot_pipeline.ledger import generator
 from snapshot_pipeline.quality import lateness
-from snapshot_pipeline.store import published
+from snapshot_pipeline.store import catalog
 from tests.conftest import make_settings
 from tests.helpers import index_values, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
@@ -109,7 +109,7 @@ def requested(data) -> list[str]:
 
 def assert_exact(settings, url: str, date: dt.date) -> None:
     expected = expected_snapshot(url, calendar.cutoff(date, settings.timezone))
-    got = snapshot_values(published.read_partition(settings, date))
+    got = snapshot_values(catalog.read_partition(settings, date))
     assert got == expected, f"{date}: Parquet differs from the journal"
     assert index_values(settings.snapshot_database_url, date, got) == got, f"{date}: index answers differ"
 
@@ -294,7 +294,7 @@ def test_gap_filler_requests_exactly_the_holes_oldest_first(adversarial_url, mak
         done = h.tick(GAP_SENSOR)
         assert requested(done) == [] and "no missing partitions" in done.skip_message
         for date in calendar.days(day("2026-10-26"), day("2026-11-03")):
-            assert published.exists(settings, date)
+            assert catalog.exists(settings, date)
         assert_exact(settings, adversarial_url, day("2026-11-01"))
 
 

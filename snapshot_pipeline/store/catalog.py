@@ -1,11 +1,12 @@
-"""A published snapshot partition: the files its manifest row names, and reading them.
+"""What is published: the files each partition's manifest row names, and reading them.
 
 The manifest (``snapshot_index.partitions.files``) is the one source of which files make a
 partition for the package's own readers (``balance_at``, ``balances_at``, the roll-forward base,
-checks, reports). It names the same files as the Delta table's current version once the publish's
-Delta commit is made (:mod:`snapshot_pipeline.store.publish`); a partition's directory also holds
-earlier generations' files (kept for the history window) and, for a moment, a running publish's
-new files, which no manifest row names. Every reader of the package resolves files here."""
+checks, reports). It names the same files as the Delta table's current version once the
+publication's Delta commit is made (:mod:`snapshot_pipeline.store.publication`); a partition's
+directory also holds earlier generations' files (kept for the history window) and, for a moment, a
+running publication's new files, which no manifest row names. Every reader of the package resolves
+files here."""
 
 from __future__ import annotations
 
@@ -14,25 +15,24 @@ from collections.abc import Iterator
 
 import psycopg
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from snapshot_pipeline import db
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import index
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import index, parquet
+from snapshot_pipeline.store.location import Store
 
 
-def entry_paths(storage_uri: str, entry: index.ManifestEntry) -> list[str]:
+def entry_paths(store: Store, entry: index.ManifestEntry) -> list[str]:
     """The filesystem paths of the files ``entry`` names."""
-    return store.partition_paths(storage_uri, entry.snapshot_date, list(entry.files))
+    return store.partition_paths(entry.snapshot_date, list(entry.files))
 
 
-def present_paths(fs: pafs.FileSystem, storage_uri: str, entry: index.ManifestEntry | None) -> list[str] | None:
+def present_paths(store: Store, entry: index.ManifestEntry | None) -> list[str] | None:
     """``entry``'s paths when every one of them exists, else None (unpublished, or files missing)."""
     if entry is None:
         return None
-    paths = entry_paths(storage_uri, entry)
-    return paths if store.all_present(fs, paths) else None
+    paths = entry_paths(store, entry)
+    return paths if parquet.all_present(store.fs, paths) else None
 
 
 def _entry(settings: Settings, date: dt.date, conn: psycopg.Connection | None) -> index.ManifestEntry | None:
@@ -44,8 +44,7 @@ def _entry(settings: Settings, date: dt.date, conn: psycopg.Connection | None) -
 
 def paths(settings: Settings, date: dt.date, conn: psycopg.Connection | None = None) -> list[str] | None:
     """The files of partition ``date`` (None when it is not published or a file is missing)."""
-    fs, _ = store.resolve(settings.storage_uri)
-    return present_paths(fs, settings.storage_uri, _entry(settings, date, conn))
+    return present_paths(Store.at(settings.storage_uri), _entry(settings, date, conn))
 
 
 def exists(settings: Settings, date: dt.date, conn: psycopg.Connection | None = None) -> bool:
@@ -61,17 +60,15 @@ def _require(settings: Settings, date: dt.date, conn: psycopg.Connection | None)
 
 def read_partition(settings: Settings, date: dt.date, columns: list[str] | None = None,
                    conn: psycopg.Connection | None = None, filters=None) -> pa.Table:
-    fs, _ = store.resolve(settings.storage_uri)
-    return store.read_files(fs, _require(settings, date, conn), columns, filters)
+    return parquet.read_files(Store.at(settings.storage_uri).fs, _require(settings, date, conn), columns, filters)
 
 
-def iter_partition(settings: Settings, date: dt.date, columns: list[str], batch_rows: int = store.READ_BATCH_ROWS,
+def iter_partition(settings: Settings, date: dt.date, columns: list[str], batch_rows: int = parquet.READ_BATCH_ROWS,
                    conn: psycopg.Connection | None = None) -> Iterator[pa.RecordBatch]:
-    fs, _ = store.resolve(settings.storage_uri)
-    yield from store.iter_files(fs, _require(settings, date, conn), columns, batch_rows)
+    yield from parquet.iter_files(Store.at(settings.storage_uri).fs, _require(settings, date, conn), columns,
+                                  batch_rows)
 
 
 def read_metadata(settings: Settings, date: dt.date, conn: psycopg.Connection | None = None) -> dict[str, str]:
     """The footer metadata of the partition's first file (every shard carries the same run facts)."""
-    fs, _ = store.resolve(settings.storage_uri)
-    return store.read_file_metadata(fs, _require(settings, date, conn)[0])
+    return parquet.read_file_metadata(Store.at(settings.storage_uri).fs, _require(settings, date, conn)[0])

@@ -1,4 +1,4 @@
-"""Crash-safe publication of a snapshot partition into the Delta table, and cleaning up after dead runs.
+"""Publication: making a new generation of a snapshot partition visible, in the index and the Delta table.
 
 Two stores hold a partition: the Postgres index (manifest row, index rows, roll-forward state,
 ``partition_versions``) and the Delta table ``<root>/balance_snapshots`` every other reader reads.
@@ -34,8 +34,8 @@ import psycopg
 import pyarrow.fs as pafs
 
 from snapshot_pipeline import faults
-from snapshot_pipeline.store import delta, index
-from snapshot_pipeline.store import parquet as store
+from snapshot_pipeline.store import delta, index, parquet
+from snapshot_pipeline.store.location import Store
 
 logger = logging.getLogger(__name__)
 
@@ -50,41 +50,40 @@ class Publication:
 
     Use::
 
-        publication = Publication(storage_uri, date, files)
+        publication = Publication(store, date, files)
         try:
             with conn.transaction():
                 ...  # index rows, manifest row and partition_versions row naming publication.names
-                publication.make_visible()
+                publication.move_in()
         except BaseException:
             publication.abandon()
             raise
         publication.finish(conn, generation)  # the Delta commit
     """
 
-    def __init__(self, storage_uri: str, date: dt.date, files: list[store.StagedFile], *,
+    def __init__(self, store: Store, date: dt.date, files: list[parquet.StagedFile], *,
                  log: Callable[[str], None] | None = None):
-        self.storage_uri = storage_uri
+        self.store = store
         self.date = date
         self.files = files
-        self.fs, _ = store.resolve(storage_uri)
         self.log = log or logger.info
-        self._moved: list[store.StagedFile] = []
+        self._moved: list[parquet.StagedFile] = []
 
     @property
     def names(self) -> list[str]:
         """The user-facing locations of the new files, in shard order (what the manifest records)."""
-        return [store.display_uri(self.storage_uri, f.final_path) for f in self.files]
+        return [self.store.display(f.final_path) for f in self.files]
 
-    def make_visible(self) -> None:
+    def move_in(self) -> None:
         """Move staged files (a sharded run's) into the partition's directory; call inside the index
         transaction. Files written in place need no move. No Delta reader sees them before step 3."""
         for staged in self.files:
             self._moved.append(staged)  # first: a move that fails half-way (S3: copied, not deleted) is withdrawn too
-            staged.publish()
+            staged.move_in()
 
     def finish(self, conn: psycopg.Connection, history_days: int) -> int:
         """After the index COMMIT: the Delta commit of the new generation; returns its Delta version."""
-        version = sync_partition(self.storage_uri, conn, self.date, history_days, log=self.log)
+        version = sync_partition(self.store, conn, self.date, history_days, log=self.log)
         assert version is not None  # the generation just committed is not in the log yet, or is
         return version
 
@@ -114,12 +113,12 @@ def describe_files(fs: pafs.FileSystem, paths: list[str]) -> list[delta.DeltaFil
     for path, info in zip(paths, fs.get_file_info(paths), strict=True):
         if info.type != pafs.FileType.File:
             raise FileNotFoundError(f"{path} is named by the snapshot index but missing from the store")
-        rows, first, last = store.row_count_and_id_range(fs, path)
+        rows, first, last = parquet.row_count_and_id_range(fs, path)
         described.append(delta.DeltaFile(path, int(info.size or 0), rows, first, last))
     return described
 
 
-def sync_partition(storage_uri: str, conn: psycopg.Connection, date: dt.date, history_days: int, *,
+def sync_partition(store: Store, conn: psycopg.Connection, date: dt.date, history_days: int, *,
                    log: Callable[[str], None] | None = None) -> int | None:
     """Make the Delta table's partition ``date`` what the latest recorded generation says (step 3 of the
     protocol, replayable): returns the Delta version carrying it, or None when there was nothing to do.
@@ -129,10 +128,9 @@ def sync_partition(storage_uri: str, conn: psycopg.Connection, date: dt.date, hi
     latest = index.latest_version(conn, date)
     if latest is None or latest.delta_version is not None:
         return None
-    fs, _ = store.resolve(storage_uri)
-    files = describe_files(fs, store.partition_paths(storage_uri, date, list(latest.files)))
+    files = describe_files(store.fs, store.partition_paths(date, list(latest.files)))
     version = delta.replace_partition(
-        storage_uri, delta.SNAPSHOTS, date, files, history_days=history_days, app_id=app_id(date),
+        store, delta.SNAPSHOTS, date, files, history_days=history_days, app_id=app_id(date),
         app_version=latest.generation,
         metadata={"generation": latest.generation, "dagster_run_id": latest.dagster_run_id, "reason": latest.reason,
                   "watermark": latest.max_transaction_id, "rows": latest.row_count,
@@ -144,7 +142,7 @@ def sync_partition(storage_uri: str, conn: psycopg.Connection, date: dt.date, hi
     return version
 
 
-def ensure_table(storage_uri: str, conn: psycopg.Connection, history_days: int) -> None:
+def ensure_table(store: Store, conn: psycopg.Connection, history_days: int) -> None:
     """Create the Delta table on first use, and convert in place what the store published before Delta.
 
     Which partitions still need converting is the index's to say (manifest rows of generation 0), not the
@@ -154,36 +152,35 @@ def ensure_table(storage_uri: str, conn: psycopg.Connection, history_days: int) 
     recorded.
     """
     if not index.has_unconverted(conn):
-        if not delta.exists(storage_uri, delta.SNAPSHOTS):
-            delta.ensure(storage_uri, delta.SNAPSHOTS, history_days)
+        if not delta.exists(store, delta.SNAPSHOTS):
+            delta.ensure(store, delta.SNAPSHOTS, history_days)
         return
     with conn.transaction():
         index.lock_commits(conn)  # one converter at a time
         entries = [e for e in index.all_partitions(conn) if e.generation == 0]
-        table = delta.ensure(storage_uri, delta.SNAPSHOTS, history_days)
-        fs, _ = store.resolve(storage_uri)
+        table = delta.ensure(store, delta.SNAPSHOTS, history_days)
         to_add: dict[dt.date | str, list[delta.DeltaFile]] = {}
         carried: list[dt.date] = []
         for entry in entries:
-            paths = store.partition_paths(storage_uri, entry.snapshot_date, list(entry.files))
-            if not store.all_present(fs, paths):
+            paths = store.partition_paths(entry.snapshot_date, list(entry.files))
+            if not parquet.all_present(store.fs, paths):
                 logger.warning("partition %s: files missing, not converted", entry.snapshot_date)
                 continue
             conn.execute("UPDATE snapshot_index.partitions SET generation = 1 WHERE snapshot_date = %s",
                          (entry.snapshot_date,))
             index.record_version(conn, _version_of_entry(entry, 1, CONVERTED))
             if table.transaction_version(app_id(entry.snapshot_date)) is None:
-                to_add[entry.snapshot_date] = describe_files(fs, paths)
+                to_add[entry.snapshot_date] = describe_files(store.fs, paths)
             else:
                 carried.append(entry.snapshot_date)
         versions: dict[dt.date | str, int | None] = {}
         if to_add:
-            added = delta.create_with_partitions(storage_uri, delta.SNAPSHOTS, to_add, history_days,
+            added = delta.create_with_partitions(store, delta.SNAPSHOTS, to_add, history_days,
                                                  {app_id(e.snapshot_date): 1 for e in entries
                                                   if e.snapshot_date in to_add})
             versions.update(dict.fromkeys(to_add, added))
         if carried:
-            earlier = delta.version_of(storage_uri, delta.SNAPSHOTS, "snapshot_pipeline.reason", CONVERTED)
+            earlier = delta.version_of(store, delta.SNAPSHOTS, "snapshot_pipeline.reason", CONVERTED)
             versions.update(dict.fromkeys(carried, earlier))
         for date, recorded in versions.items():
             if recorded is not None:
