@@ -15,8 +15,7 @@ import psycopg
 import psycopg.errors
 import psycopg.sql
 
-from snapshot_pipeline import embedded
-from snapshot_pipeline import settings as _settings
+from snapshot_pipeline import embedded, parsing
 from snapshot_pipeline.settings import Settings
 
 if TYPE_CHECKING:  # imported where used: the ADBC driver pulls in pyarrow.dataset and pandas (~0.8 s)
@@ -31,8 +30,8 @@ class DatabaseUnavailable(RuntimeError):
 
 
 def redact(url: str) -> str:
-    """Hide the password of a URL for logs and error messages (:func:`snapshot_pipeline.settings.redact`)."""
-    return _settings.redact(url)
+    """Hide the password of a URL for logs and error messages (:func:`snapshot_pipeline.parsing.redact`)."""
+    return parsing.redact(url)
 
 
 def with_database(url: str, database: str) -> str:

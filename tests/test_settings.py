@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from snapshot_pipeline.parsing import SettingsError
 from snapshot_pipeline.query.engine import QueryEngine
-from snapshot_pipeline.settings import DEFAULT_HISTORY_DAYS, DEFAULT_HOT_BALANCES, SettingsError, load_settings
+from snapshot_pipeline.settings import DEFAULT_HISTORY_DAYS, DEFAULT_HOT_BALANCES, load_settings
 
 
 def test_defaults_and_values(tmp_path):

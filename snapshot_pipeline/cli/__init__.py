@@ -14,7 +14,8 @@ import warnings
 from snapshot_pipeline import db, embedded
 from snapshot_pipeline.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, BadInput, CliError
 from snapshot_pipeline.cli.parser import build_parser
-from snapshot_pipeline.settings import SettingsError, load_settings, redact
+from snapshot_pipeline.parsing import SettingsError, redact
+from snapshot_pipeline.settings import load_settings
 
 __all__ = ["BadInput", "CliError", "build_parser", "main"]
 

@@ -1,7 +1,7 @@
 """What every command of the CLI shares: its error types, exit codes, JSON output and argument types.
 
-Argument types reuse the settings parsers (:func:`snapshot_pipeline.settings.parse_int`,
-:func:`~snapshot_pipeline.settings.parse_date`), so a bound is checked, and worded, in one place.
+Argument types reuse the settings parsers (:func:`snapshot_pipeline.parsing.parse_int`,
+:func:`~snapshot_pipeline.parsing.parse_date`), so a bound is checked, and worded, in one place.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable
 
-from snapshot_pipeline.settings import SettingsError, parse_date, parse_int
+from snapshot_pipeline.parsing import SettingsError, parse_date, parse_int
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -28,7 +28,7 @@ class BadInput(CliError):
 
 
 def int_in(low: int, high: int, what: str) -> Callable[[str], int]:
-    """An argparse ``type``: an integer from ``low`` to ``high`` (:func:`settings.parse_int`), ``what`` named;
+    """An argparse ``type``: an integer from ``low`` to ``high`` (:func:`parsing.parse_int`), ``what`` named;
     ASCII digits only, as Blnk's server parses numbers (``int()`` alone would take "٥" for 5)."""
 
     def parse(text: str) -> int:
@@ -43,7 +43,7 @@ def int_in(low: int, high: int, what: str) -> Callable[[str], int]:
 
 
 def date_arg(text: str) -> dt.date:
-    """An argparse ``type``: a ``YYYY-MM-DD`` date in ASCII digits (:func:`settings.parse_date`)."""
+    """An argparse ``type``: a ``YYYY-MM-DD`` date in ASCII digits (:func:`parsing.parse_date`)."""
     if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text.strip(), re.ASCII):
         raise argparse.ArgumentTypeError(f"date={text!r} is not a date in YYYY-MM-DD form")
     try:

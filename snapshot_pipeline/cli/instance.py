@@ -9,13 +9,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from snapshot_pipeline import db
-from snapshot_pipeline.settings import (
-    Settings,
-    check_storage_writable,
-    dagster_home,
-    export_dagster_environment,
-    libpq_url,
-)
+from snapshot_pipeline.parsing import check_storage_writable, libpq_url
+from snapshot_pipeline.settings import Settings, dagster_home, export_dagster_environment
 
 MANAGED_MARKER = "# Dagster instance settings for snapshot_pipeline"
 # Used when SNAPSHOT_HOME has no dagster.yaml; the same instance as the project's dagster.yaml.

@@ -18,7 +18,7 @@ import time
 
 from snapshot_pipeline import faults
 from snapshot_pipeline.snapshot.results import ROLL_VERSION, Pass, RunFacts, SnapshotResult
-from snapshot_pipeline.store import catalog, index, roll_state
+from snapshot_pipeline.store import catalog, generations, index, roll_state
 from snapshot_pipeline.store import diff as store_diff
 from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.publication import Publication, version_record
@@ -112,9 +112,9 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
             changed_count, index_rows = _index_rows(settings, index_conn, snapshot_date, p, work_dir)
             _rediff_successor(settings, index_conn, snapshot_date, p, work_dir, log)
             entry = _manifest_entry(facts, p, publication.names, changed_count, index_rows,
-                                    index.next_generation(index_conn, snapshot_date))
+                                    generations.next_generation(index_conn, snapshot_date))
             index.upsert_manifest(index_conn, entry)
-            index.record_version(index_conn, version_record(entry))
+            generations.record_version(index_conn, version_record(entry))
             roll_state.replace(index_conn, snapshot_date, p.step.state)
             publication.move_in()  # sharded: the moves into the partition's directory
             faults.pause_point("visible")

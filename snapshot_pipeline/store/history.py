@@ -16,7 +16,7 @@ from deltalake.exceptions import DeltaError
 
 from snapshot_pipeline import db
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import delta, index
+from snapshot_pipeline.store import delta, generations, index
 from snapshot_pipeline.store.location import Store
 
 
@@ -27,7 +27,7 @@ class HistoryError(LookupError):
 def versions(settings: Settings, date: dt.date) -> dict:
     """The recorded generations of partition ``date``, oldest first, the current one marked."""
     with db.connect(db.snapshot_url(settings), autocommit=True, what="snapshot index database") as conn:
-        found = index.versions(conn, date) if index.ready(conn) else []
+        found = generations.versions(conn, date) if index.ready(conn) else []
         current = index.manifest(conn, date) if found else None
     rows = []
     for version in found:

@@ -34,7 +34,7 @@ import psycopg
 import pyarrow.fs as pafs
 
 from snapshot_pipeline import faults
-from snapshot_pipeline.store import delta, index, parquet
+from snapshot_pipeline.store import delta, generations, index, parquet
 from snapshot_pipeline.store.location import Store
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def sync_partition(store: Store, conn: psycopg.Connection, date: dt.date, histor
 
     The caller holds ``date``'s partition lock.
     """
-    latest = index.latest_version(conn, date)
+    latest = generations.latest_version(conn, date)
     if latest is None or latest.delta_version is not None:
         return None
     files = describe_files(store.fs, store.partition_paths(date, list(latest.files)))
@@ -136,7 +136,7 @@ def sync_partition(store: Store, conn: psycopg.Connection, date: dt.date, histor
                   "watermark": latest.max_transaction_id, "rows": latest.row_count,
                   "rows_changed": latest.changed_count, "checksum": latest.checksum})
     faults.pause_point("delta")
-    index.set_delta_version(conn, date, latest.generation, version)
+    generations.set_delta_version(conn, date, latest.generation, version)
     (log or logger.info)(f"partition {date}: generation {latest.generation} is Delta version {version}"
                          f" ({'retired' if latest.retired else f'{len(files)} file(s)'})")
     return version
@@ -151,7 +151,7 @@ def ensure_table(store: Store, conn: psycopg.Connection, history_days: int) -> N
     transaction; a partition the log already carries (a commit whose index transaction died) is only
     recorded.
     """
-    if not index.has_unconverted(conn):
+    if not generations.has_unconverted(conn):
         if not delta.exists(store, delta.SNAPSHOTS):
             delta.ensure(store, delta.SNAPSHOTS, history_days)
         return
@@ -168,7 +168,7 @@ def ensure_table(store: Store, conn: psycopg.Connection, history_days: int) -> N
                 continue
             conn.execute("UPDATE snapshot_index.partitions SET generation = 1 WHERE snapshot_date = %s",
                          (entry.snapshot_date,))
-            index.record_version(conn, _version_of_entry(entry, 1, CONVERTED))
+            generations.record_version(conn, _version_of_entry(entry, 1, CONVERTED))
             if table.transaction_version(app_id(entry.snapshot_date)) is None:
                 to_add[entry.snapshot_date] = describe_files(store.fs, paths)
             else:
@@ -192,21 +192,21 @@ def ensure_table(store: Store, conn: psycopg.Connection, history_days: int) -> N
         logger.info("converted %d published partition(s) to the Delta table", len(versions))
 
 
-def _version_of_entry(entry: index.ManifestEntry, generation: int, reason: str) -> index.PartitionVersion:
-    return index.PartitionVersion(
+def _version_of_entry(entry: index.ManifestEntry, generation: int, reason: str) -> generations.PartitionVersion:
+    return generations.PartitionVersion(
         snapshot_date=entry.snapshot_date, generation=generation, files=list(entry.files), delta_version=None,
         row_count=entry.row_count, changed_count=entry.changed_count, max_transaction_id=entry.max_transaction_id,
         read_at=entry.read_at, checksum=entry.checksum, dagster_run_id=entry.dagster_run_id, reason=reason)
 
 
-def retirement(date: dt.date, generation: int) -> index.PartitionVersion:
+def retirement(date: dt.date, generation: int) -> generations.PartitionVersion:
     """The ``partition_versions`` row of a partition retention removes (no files: the Delta commit removes
     the partition's files from the table's current version)."""
-    return index.PartitionVersion(snapshot_date=date, generation=generation, files=[], delta_version=None,
+    return generations.PartitionVersion(snapshot_date=date, generation=generation, files=[], delta_version=None,
                                   row_count=0, changed_count=0, max_transaction_id=None, read_at=None,
                                   checksum=None, dagster_run_id=None, reason="retention")
 
 
-def version_record(entry: index.ManifestEntry) -> index.PartitionVersion:
+def version_record(entry: index.ManifestEntry) -> generations.PartitionVersion:
     """The ``partition_versions`` row of a manifest entry being committed (its generation)."""
     return _version_of_entry(entry, entry.generation, entry.reason or "manual")

@@ -33,7 +33,7 @@ import psycopg
 import pyarrow.fs as pafs
 
 from snapshot_pipeline.settings import DEFAULT_HISTORY_DAYS
-from snapshot_pipeline.store import index, parquet, records
+from snapshot_pipeline.store import generations, index, parquet, records
 from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.publication import ensure_table, sync_partition
 
@@ -69,7 +69,7 @@ def sweep_unnamed(store: Store, date: dt.date, conn: psycopg.Connection,
     """Delete the part files of ``date``'s directory that no recorded generation names (the caller holds
     the lock): orphans of runs that died before their index COMMIT. Files of earlier generations stay."""
     keep = set(store.partition_paths(date, list(entry.files))) if entry is not None else set()
-    for version in index.versions(conn, date):
+    for version in generations.versions(conn, date):
         keep.update(store.partition_paths(date, list(version.files)))
     return delete_unnamed(store, date, keep)
 
@@ -147,7 +147,7 @@ def recover(store: Store, conn: psycopg.Connection, date: dt.date, *,
     unnamed = sweep_unnamed(store, date, conn, entry)
     holder_file = holder_path(store, date)
     holder = records.read_json(fs, holder_file)
-    latest = index.latest_version(conn, date)
+    latest = generations.latest_version(conn, date)
     if holder is not None:
         result.dead_run = DeadRun(
             snapshot_date=date.isoformat(), run_id=holder.get("run_id"), pid=int(holder.get("pid", 0)),
@@ -233,7 +233,7 @@ def _sweep_store(store: Store, date: dt.date, keep_token: str | None = None) -> 
 def pending_dates(store: Store, conn: psycopg.Connection | None = None) -> list[dt.date]:
     """Partitions with a holder record, a snapshot staging file or abandoned sharded-run work, and (with
     ``conn``) those whose latest generation is not in the Delta log yet."""
-    found = set(index.unsynced_dates(conn)) if conn is not None else set()
+    found = set(generations.unsynced_dates(conn)) if conn is not None else set()
     for directory, pattern in ((store.control_dir, _RECORD_NAME), (store.staging_dir, _STAGING_NAME)):
         for info in store.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
             match = pattern.match(info.base_name)

@@ -50,7 +50,7 @@ from psycopg import sql
 
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import catalog, delta, index, parquet, publication, recovery
+from snapshot_pipeline.store import catalog, delta, generations, index, parquet, publication, recovery
 from snapshot_pipeline.store.diff import diff_files
 from snapshot_pipeline.store.location import REPORTS_DIR, Store
 from snapshot_pipeline.store.spool import IndexSpool
@@ -247,7 +247,7 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
             if remove:
                 out["manifest_rows_deleted"] = index.delete_manifests(conn, remove)
             for date in remove:
-                index.record_version(conn, publication.retirement(date, index.next_generation(conn, date)))
+                generations.record_version(conn, publication.retirement(date, generations.next_generation(conn, date)))
             out["index_rows_deleted"] = deleted
             out["index_partitions_dropped"] = dropped
             out["bytes_freed"] = sum(current[d].bytes for d in remove)
@@ -291,7 +291,7 @@ def _delete_orphans(settings: Settings, conn: psycopg.Connection, dates: list[dt
         if not index.try_lock_partition(conn, date):
             continue
         try:
-            if index.manifest(conn, date) is None and not index.versions(conn, date):
+            if index.manifest(conn, date) is None and not generations.versions(conn, date):
                 recovery.sweep_unnamed(store, date, conn, None)
                 parquet.delete_partition(store, date)
                 removed += 1
@@ -311,7 +311,7 @@ def vacuum_history(settings: Settings, conn: psycopg.Connection, log, dry_run: b
     # the log removed, never the files it never named (a full vacuum would delete them once old enough).
     unsynced = _sync_unsynced(settings, conn, log)
     out["unsynced_partitions"] = [d.isoformat() for d in unsynced]
-    snapshots_full = not unsynced and not index.has_unsynced_manifest(conn)
+    snapshots_full = not unsynced and not generations.has_unsynced_manifest(conn)
     vacuumed = 0
     store = Store.at(settings.storage_uri)
     # Report tables: only files the log removed (a report partition written before its table existed is
@@ -326,7 +326,7 @@ def vacuum_history(settings: Settings, conn: psycopg.Connection, log, dry_run: b
     forgotten = 0
     if not dry_run:
         before = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=settings.history_days)
-        forgotten = out["generations_forgotten"] = index.prune_versions(conn, before)
+        forgotten = out["generations_forgotten"] = generations.prune_versions(conn, before)
     log(f"operation=retention vacuum history_days={hours} files={vacuumed} generations_forgotten={forgotten}")
     return out
 
@@ -335,7 +335,7 @@ def _sync_unsynced(settings: Settings, conn: psycopg.Connection, log) -> list[dt
     """Replay the Delta commit of every generation the log does not carry yet (under each partition's lock);
     returns the partitions left unsynced (their lock is held by a live run)."""
     left = []
-    for date in index.unsynced_dates(conn):
+    for date in generations.unsynced_dates(conn):
         if not index.try_lock_partition(conn, date):
             left.append(date)
             continue

@@ -13,7 +13,7 @@ import pytest
 
 from snapshot_pipeline import calendar, db, snapshot
 from snapshot_pipeline.quality import lateness
-from snapshot_pipeline.store import catalog, delta, index, parquet
+from snapshot_pipeline.store import catalog, delta, generations, parquet
 from snapshot_pipeline.store.location import Store
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, index_values, insert_transaction, two_balances
@@ -200,7 +200,7 @@ def test_concurrent_runs_of_one_partition_are_serialized(adversarial_url, make_d
     assert [p for p, _ in delta.partition_files(table, delta.SNAPSHOTS, day)] == [
         f"snapshot_date={day}/{current[0].rsplit('/', 1)[1]}"]  # the Delta table names exactly the manifest's file
     with psycopg.connect(settings.snapshot_database_url) as conn:
-        assert [v.generation for v in index.versions(conn, day)] == [1, 2, 3]
+        assert [v.generation for v in generations.versions(conn, day)] == [1, 2, 3]
 
 
 def test_invalid_batch_size_and_unreachable_database(tmp_path, adversarial_url):

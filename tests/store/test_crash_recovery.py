@@ -42,7 +42,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from snapshot_pipeline import calendar
-from snapshot_pipeline.store import catalog, delta, index, location, parquet, publication, recovery
+from snapshot_pipeline.store import catalog, delta, generations, index, location, parquet, publication, recovery
 from snapshot_pipeline.store import records as store_records
 from snapshot_pipeline.store.location import Store
 from tests.conftest import seed
@@ -213,7 +213,7 @@ def index_state(env: dict[str, str], date: dt.date = DATE):
     with psycopg.connect(env["SNAPSHOT_DATABASE_URL"]) as conn:
         if not index.ready(conn):
             return None, [], []
-        return index.manifest(conn, date), index.versions(conn, date), index.unsynced_dates(conn)
+        return index.manifest(conn, date), generations.versions(conn, date), generations.unsynced_dates(conn)
 
 
 def named_files(env: dict[str, str], date: dt.date = DATE) -> set[str]:

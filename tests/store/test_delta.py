@@ -19,7 +19,7 @@ import pytest
 
 from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.reports import totals
-from snapshot_pipeline.store import catalog, delta, history, index, publication, recovery
+from snapshot_pipeline.store import catalog, delta, generations, history, index, publication, recovery
 from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.retention import Policy, apply_retention
 from tests.conftest import make_settings
@@ -51,7 +51,7 @@ def assert_log_agrees_with_index(settings, date: dt.date) -> None:
     current = sorted(p.rsplit("/", 1)[1] for p, _ in delta.partition_files(table, delta.SNAPSHOTS, date))
     with psycopg.connect(settings.snapshot_database_url) as conn:
         entry = index.manifest(conn, date)
-        latest = index.latest_version(conn, date)
+        latest = generations.latest_version(conn, date)
     assert entry is not None and latest is not None and entry.generation == latest.generation
     assert current == sorted(name.rsplit("/", 1)[1] for name in entry.files)
     assert entry.delta_version is not None and latest.delta_version == entry.delta_version
@@ -219,17 +219,17 @@ def test_a_delta_commit_the_index_is_ahead_of_is_replayed_once(fresh_ledger, mak
         fresh_ledger, calendar.cutoff(DAYS[0], settings.timezone))
     assert via_deltalake(settings.storage_uri, DAYS[0]).equals(before)
     with psycopg.connect(settings.snapshot_database_url) as conn:
-        assert index.unsynced_dates(conn) == [DAYS[0]]
+        assert generations.unsynced_dates(conn) == [DAYS[0]]
     monkeypatch.setattr(delta, "replace_partition", real)
     with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
         assert recovery.pending_dates(store, conn) == [DAYS[0]]
         found = recovery.recover_all(store, conn, history_days=settings.history_days)
         assert [(r.snapshot_date, r.publish) for r in found] == [(DAYS[0], "completed")]
-        assert index.unsynced_dates(conn) == []
+        assert generations.unsynced_dates(conn) == []
         version = found[0].delta_version
         # a replay of the same generation is recognised by its application transaction: no second commit
         assert publication.sync_partition(store, conn, DAYS[0], settings.history_days) is None
-        latest = index.latest_version(conn, DAYS[0])
+        latest = generations.latest_version(conn, DAYS[0])
         conn.execute("UPDATE snapshot_index.partition_versions SET delta_version = NULL"
                      " WHERE snapshot_date = %s AND generation = %s", (DAYS[0], latest.generation))
         assert publication.sync_partition(store, conn, DAYS[0], settings.history_days) == version
@@ -268,8 +268,8 @@ def test_a_retired_partition_published_again_after_its_history_window(adversaria
         snapshot.take_snapshot(settings, date, 500)
     apply_retention(settings, reference=DAYS[-1], policy=Policy(days=2, months=0))
     with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
-        index.prune_versions(conn, dt.datetime.now() + dt.timedelta(days=400))  # as if the window had passed
-        assert [(v.generation, v.retired) for v in index.versions(conn, DAYS[0])] == [(2, True)]
+        generations.prune_versions(conn, dt.datetime.now() + dt.timedelta(days=400))  # as if the window had passed
+        assert [(v.generation, v.retired) for v in generations.versions(conn, DAYS[0])] == [(2, True)]
     result = snapshot.take_snapshot(settings, DAYS[0], 500)
     assert result.generation == 3
     assert_every_engine_reads(settings, adversarial_url, DAYS[0], duckdb_connection())
@@ -299,7 +299,7 @@ def test_a_conversion_that_died_half_way_is_finished(adversarial_url, make_datab
     version = delta.load(store, delta.SNAPSHOTS).version()
     with psycopg.connect(settings.snapshot_database_url, autocommit=True) as conn:
         publication.ensure_table(store, conn, settings.history_days)
-        assert not index.has_unconverted(conn) and index.unsynced_dates(conn) == []
+        assert not generations.has_unconverted(conn) and generations.unsynced_dates(conn) == []
     assert delta.load(store, delta.SNAPSHOTS).version() == version  # recorded, not committed again
     for date in DAYS:
         assert_every_engine_reads(settings, adversarial_url, date, duckdb_connection())

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from snapshot_pipeline.settings import Settings, SettingsError
+from snapshot_pipeline.parsing import SettingsError
+from snapshot_pipeline.settings import Settings
 
 STEP_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
 

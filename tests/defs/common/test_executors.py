@@ -7,7 +7,8 @@ import pytest
 from snapshot_pipeline.definitions import build_definitions
 from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.names import SNAPSHOT_JOB
-from snapshot_pipeline.settings import SettingsError, load_settings
+from snapshot_pipeline.parsing import SettingsError
+from snapshot_pipeline.settings import load_settings
 
 
 def settings_with(tmp_path, **env):

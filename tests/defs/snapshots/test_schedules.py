@@ -15,7 +15,8 @@ from snapshot_pipeline.defs.maintenance.sensors import FAILURE_SENSOR
 from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
 from snapshot_pipeline.defs.snapshots.schedules import DAILY_SCHEDULE, MONTH_END_SCHEDULE
 from snapshot_pipeline.defs.snapshots.sensors import GAP_SENSOR, REPAIR_SENSOR
-from snapshot_pipeline.settings import SettingsError, load_settings
+from snapshot_pipeline.parsing import SettingsError
+from snapshot_pipeline.settings import load_settings
 
 UTC = dt.UTC
 
