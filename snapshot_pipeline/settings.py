@@ -104,6 +104,8 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+# About 60 lines: one keyword argument per environment variable, each with its parser (splitting it would
+# scatter the list of variables).
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read the documented environment variables (README, DESIGN §4), validating every one.
 

@@ -177,6 +177,23 @@ def _cut_points(fs, paths: list[str], shards: int, explicit: list[str] | None) -
     return list(explicit)
 
 
+def _start_delta_sessions(cur, settings, future, snapshot_id: str, edges: list, prefix: str, store: Store,
+                          cutoff, started: list[DeltaSession]) -> None:
+    """One delta session per shard on the connections ``future`` opens (or new ones), each joining the
+    exported snapshot ``snapshot_id`` and starting its range's delta; appended to ``started`` (the caller
+    closes them), a connection no session took is closed here."""
+    connections = future.result() if future is not None else _open_sessions(settings, len(edges) - 1)
+    for k, conn in enumerate(connections):
+        try:
+            started.append(DeltaSession(conn, f"{prefix}/delta-{k:05d}.parquet", store))
+        except BaseException:
+            for unused in connections[k:]:
+                unused.close()
+            raise
+    for shard, session in enumerate(started):  # each joins the cut, gets its legs, starts its delta
+        session.start(cur, snapshot_id, edges[shard], edges[shard + 1], cutoff)
+
+
 def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str, shards: int,
                  cuts: list[str] | None, phases: dict, log) -> tuple[journal.View, dict, list[str]]:
     """One REPEATABLE READ view stages the step; each shard's delta is computed in a session of its own
@@ -204,17 +221,8 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
         edges: list[str | None] = [None, *cuts, None]
         if len(edges) > 2:
             snapshot_id = sessions.export_snapshot(cur)
-            future, connecting = connecting, None  # from here on, the connections are this block's to close
-            connections = future.result() if future is not None else _open_sessions(settings, len(edges) - 1)
-            for k, conn in enumerate(connections):
-                try:
-                    delta_sessions.append(DeltaSession(conn, f"{prefix}/delta-{k:05d}.parquet", store))
-                except BaseException:
-                    for unused in connections[k:]:
-                        unused.close()
-                    raise
-            for shard, session in enumerate(delta_sessions):  # each joins the cut, gets its legs, starts its delta
-                session.start(cur, snapshot_id, edges[shard], edges[shard + 1], cutoff)
+            future, connecting = connecting, None  # from here on, the connections are the sessions' to close
+            _start_delta_sessions(cur, settings, future, snapshot_id, edges, prefix, store, cutoff, delta_sessions)
         step = journal.finish_step(cur, view, cutoff, origin)  # the next state, while the shards' deltas run
         if delta_sessions:
             for session in delta_sessions:
