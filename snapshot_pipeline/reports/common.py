@@ -155,12 +155,6 @@ class ReportResult:
     metrics: dict
     csv_path: str | None = None
 
-    @classmethod
-    def published(cls, report: str, partition: str, writer: ReportWriter, path: str, size: int,
-                  started: float, metrics: dict, csv_path: str | None = None) -> ReportResult:
-        """The result of a partition ``writer`` has just published at ``path``."""
-        return cls(report=report, partition=partition, rows=writer.rows, path=path, bytes_written=size,
-                   duration_ms=int((time.monotonic() - started) * 1000), metrics=metrics, csv_path=csv_path)
 
 
 def convert_report(store: Store, spec: delta.TableSpec, history_days: int, skip: str) -> None:
@@ -183,7 +177,11 @@ def convert_report(store: Store, spec: delta.TableSpec, history_days: int, skip:
 
 
 class ReportWriter:
-    """One report partition: streamed into a new Parquet file, then published by one Delta commit."""
+    """One report partition: streamed into a new Parquet file, then published by one Delta commit.
+
+    A context manager: whatever fails inside the ``with`` block (the writing or the publish), the
+    partition's new file is deleted and the failure raised; the published partition's
+    :class:`ReportResult` comes from :meth:`result`."""
 
     def __init__(self, settings: Settings, report: str, key: str, value: str, schema: pa.Schema,
                  date: dt.date, metadata: dict[str, str]):
@@ -197,7 +195,17 @@ class ReportWriter:
             schema=schema, final_path=self.final_path,
         )
         self.schema = schema
+        self.report = report
         self.delta_version: int | None = None
+        self.path: str | None = None  # where publish() made it visible (a display path)
+        self.size = 0
+
+    def __enter__(self) -> ReportWriter:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.abort()
 
     @property
     def rows(self) -> int:
@@ -214,7 +222,16 @@ class ReportWriter:
         self.delta_version = delta.replace_partition(
             self.store, self.spec, self.value, [delta.DeltaFile(self.final_path, size, self._writer.rows)],
             history_days=self.history_days)
-        return self.store.display(self.final_path), size
+        self.path, self.size = self.store.display(self.final_path), size
+        return self.path, size
+
+    def result(self, partition: str, started: float, metrics: dict, csv_path: str | None = None) -> ReportResult:
+        """The result of the partition :meth:`publish` published (``started``: ``time.monotonic()`` at the start)."""
+        if self.path is None:
+            raise RuntimeError(f"{self.report} {self.value} was not published")
+        return ReportResult(report=self.report, partition=partition, rows=self.rows, path=self.path,
+                            bytes_written=self.size, duration_ms=int((time.monotonic() - started) * 1000),
+                            metrics=metrics, csv_path=csv_path)
 
     def abort(self) -> None:
         self._writer.abort()
@@ -231,6 +248,13 @@ class CsvWriter:
         self.staging_path = f"{self.store.staging_dir}/{uuid.uuid4().hex}.csv"
         self._sink = self.fs.open_output_stream(self.staging_path)
         self._writer = pcsv.CSVWriter(self._sink, schema)
+
+    def __enter__(self) -> CsvWriter:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.abort()
 
     def write(self, table: pa.Table) -> None:
         self._writer.write_table(table)

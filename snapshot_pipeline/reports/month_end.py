@@ -52,11 +52,10 @@ def month_end_balances(settings: Settings, month: dt.date) -> ReportResult:
     label = month.strftime("%Y-%m")
     day = calendar.last_day_of_month(month)
     snapshot = SnapshotPartition.load(settings, day, f"month_end_balances {label}")
-    writer = ReportWriter(settings, REPORT, PARTITION_KEY, label, SCHEMA, month,
-                          {"source": f"balance_snapshots {day}", "cutoff": snapshot.cutoff.isoformat() + "Z"})
-    csv = CsvWriter(settings, csv_path(Store.at(settings.storage_uri), month), SCHEMA)
     currency_totals: dict[str, int] = {}
-    try:
+    with ReportWriter(settings, REPORT, PARTITION_KEY, label, SCHEMA, month,
+                      {"source": f"balance_snapshots {day}", "cutoff": snapshot.cutoff.isoformat() + "Z"}) as writer, \
+            CsvWriter(settings, csv_path(Store.at(settings.storage_uri), month), SCHEMA) as csv:
         for batch in snapshot.batches(list(parquet.SNAPSHOT_SCHEMA.names)):
             rows = batch.add_column(0, "snapshot_date", pa.repeat(pa.scalar(day, pa.date32()), batch.num_rows))
             rows = rows.cast(SCHEMA)
@@ -68,13 +67,9 @@ def month_end_balances(settings: Settings, month: dt.date) -> ReportResult:
             for currency, total in sums:
                 currency_totals[currency] = currency_totals.get(currency, 0) + int(total)
         csv_written = csv.publish()
-        path, size = writer.publish()
-    except BaseException:
-        csv.abort()
-        writer.abort()
-        raise
-    return ReportResult.published(
-        REPORT, month.isoformat(), writer, path, size, started,
+        writer.publish()
+    return writer.result(
+        month.isoformat(), started,
         metrics={"snapshot_date": day.isoformat(), "cutoff": snapshot.cutoff.isoformat() + "Z",
                  "balance_by_currency": dict(sorted(currency_totals.items(), key=lambda kv: str(kv[0])))},
         csv_path=csv_written,

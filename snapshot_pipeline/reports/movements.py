@@ -245,10 +245,9 @@ def balance_movements(settings: Settings, date: dt.date) -> ReportResult:
     else:
         legs = fetch_legs(settings, closing, closing.watermark, opening_cutoff, journal_opening=True)
         source = "journal"
-    writer = ReportWriter(settings, REPORT, PARTITION_KEY, date.isoformat(), SCHEMA, date,
-                          {"opening": source, "closing": f"balance_snapshots {date}"})
     moved = total_legs = new_balances = 0
-    try:
+    with ReportWriter(settings, REPORT, PARTITION_KEY, date.isoformat(), SCHEMA, date,
+                      {"opening": source, "closing": f"balance_snapshots {date}"}) as writer:
         opening_stream = align.SortedStream(opening.batches(OPENING_COLUMNS) if opening is not None else iter([]))
         closing_stream = align.SortedStream(closing.batches(CLOSING_COLUMNS))
         for opening_page, page in align.aligned(opening_stream, closing_stream):
@@ -264,12 +263,9 @@ def balance_movements(settings: Settings, date: dt.date) -> ReportResult:
             moved += pc.sum(changed).as_py() or 0
             total_legs += pc.sum(rows["legs"]).as_py() or 0
             new_balances += entering
-        path, size = writer.publish()
-    except BaseException:
-        writer.abort()
-        raise
-    return ReportResult.published(
-        REPORT, date.isoformat(), writer, path, size, started,
+        writer.publish()
+    return writer.result(
+        date.isoformat(), started,
         metrics={"opening_source": source, "balances_moved": moved, "legs": total_legs,
                  "new_balances": new_balances},
     )

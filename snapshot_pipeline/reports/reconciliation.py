@@ -125,11 +125,10 @@ def reconciliation_report(settings: Settings, date: dt.date, page_rows: int = PA
     """Compare every live balance with snapshot ``date`` plus the journal rows it does not include."""
     started = time.monotonic()
     snapshot = SnapshotPartition.load(settings, date, f"reconciliation_report {date}")
-    writer = ReportWriter(settings, REPORT, PARTITION_KEY, date.isoformat(), SCHEMA, date,
-                          {"source": f"balance_snapshots {date}"})
     checked = 0
     sample: list[dict] = []
-    try:
+    with ReportWriter(settings, REPORT, PARTITION_KEY, date.isoformat(), SCHEMA, date,
+                      {"source": f"balance_snapshots {date}"}) as writer:
         with asof.ledger_cursor(db.ledger_url(settings)) as cur:
             watermark = journal.open_view(cur)
             base = asof.Base(snapshot.cutoff, snapshot.watermark, snapshot.transaction_count)
@@ -149,12 +148,9 @@ def reconciliation_report(settings: Settings, date: dt.date, page_rows: int = PA
                     sample += drifting.slice(0, SAMPLE_ROWS - len(sample)).to_pylist()
                 checked += page.num_rows
             cur.execute("COMMIT")
-        path, size = writer.publish()
-    except BaseException:
-        writer.abort()
-        raise
-    return ReportResult.published(
-        REPORT, date.isoformat(), writer, path, size, started,
+        writer.publish()
+    return writer.result(
+        date.isoformat(), started,
         metrics={"balances_checked": checked, "drifting_balances": writer.rows,
                  "balances_with_later_legs": later_balances,
                  "live_read_transaction_id": watermark.max_transaction_id, "sample": sample},

@@ -76,18 +76,14 @@ def ledger_currency_totals(settings: Settings, date: dt.date) -> ReportResult:
     snapshot = SnapshotPartition.load(settings, date, f"ledger_currency_totals {date}")
     partials = [partial_totals(batch) for batch in snapshot.batches([*KEYS, *SUMS])]
     totals = aggregate(partials)
-    writer = ReportWriter(settings, REPORT, PARTITION_KEY, date.isoformat(), SCHEMA, date,
-                          {"source": f"balance_snapshots {date}"})
-    try:
+    with ReportWriter(settings, REPORT, PARTITION_KEY, date.isoformat(), SCHEMA, date,
+                      {"source": f"balance_snapshots {date}"}) as writer:
         writer.write(totals)
-        path, size = writer.publish()
-    except BaseException:
-        writer.abort()
-        raise
+        writer.publish()
     rows = [
         {**row, **{name: int(row[name]) for name in SUMS.values()}} for row in totals.to_pylist()
     ]
-    return ReportResult.published(
-        REPORT, date.isoformat(), writer, path, size, started,
+    return writer.result(
+        date.isoformat(), started,
         metrics={"totals": rows, "balances": sum(r["balances"] for r in rows)},
     )
