@@ -80,6 +80,17 @@ def make_settings(url: str, storage: Path | str, timezone: str = "UTC", start: s
     })
 
 
+def definitions_for(settings: Settings):
+    """The code location's definitions on ``settings``: its store resource reads the same ledger, index and storage."""
+    from snapshot_pipeline.definitions import build_definitions
+    from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
+
+    resource = SnapshotStoreResource(ledger_database_url=settings.ledger_database_url,
+                                     snapshot_database_url=settings.snapshot_database_url,
+                                     storage_uri=settings.storage_uri)
+    return build_definitions(settings, resource)
+
+
 @pytest.fixture(params=["local", "s3"])
 def backend(request, tmp_path) -> str:
     """A storage URI: a local directory, or ``s3://<fresh bucket>/snapshots`` on the loopback server."""

@@ -13,7 +13,7 @@ from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
 from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.store import catalog
-from tests.conftest import make_settings
+from tests.conftest import definitions_for, make_settings
 from tests.oracle import expected_snapshot, snapshot_values
 
 EXPECTED_METADATA = {
@@ -26,9 +26,7 @@ EXPECTED_METADATA = {
 def setup(adversarial_url, make_database, tmp_path):
     index_url = make_database()
     settings = make_settings(adversarial_url, tmp_path / "store", "America/New_York", index_url=index_url)
-    resource = SnapshotStoreResource(ledger_database_url=adversarial_url, snapshot_database_url=index_url,
-                                     storage_uri=settings.storage_uri)
-    defs = build_definitions(settings, resource)
+    defs = definitions_for(settings)
     with dg.instance_for_test() as instance:
         yield settings, defs, instance, index_url
 

@@ -11,14 +11,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.maintenance.jobs import AUDIT_JOB
 from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
 from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.ledger import generator
 from snapshot_pipeline.store import catalog, parquet
-from tests.conftest import make_settings
+from tests.conftest import definitions_for, make_settings
 from tests.helpers import insert_transaction
 
 D1, D2 = "2026-10-30", "2026-10-31"
@@ -32,9 +30,7 @@ class Setup:
     def __init__(self, url: str, storage, instance):
         self.url = url
         self.settings = make_settings(url, storage)
-        resource = SnapshotStoreResource(ledger_database_url=url, snapshot_database_url=url,
-                                         storage_uri=self.settings.storage_uri)
-        self.defs = build_definitions(self.settings, resource)
+        self.defs = definitions_for(self.settings)
         self.instance = instance
         self.job = self.defs.resolve_job_def(SNAPSHOT_JOB)
 

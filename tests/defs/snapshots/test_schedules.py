@@ -67,13 +67,11 @@ def test_daily_schedule_requests_the_day_that_just_closed(timezone, tick_utc, ex
 
 def test_daily_schedule_run_materializes_the_requested_dst_day(adversarial_url, make_database, tmp_path):
     """The request of the New York tick after the DST change runs, and covers the 25-hour local day."""
-    from tests.conftest import make_settings
+    from tests.conftest import definitions_for, make_settings
 
     index_url = make_database()
     settings = make_settings(adversarial_url, tmp_path / "store", "America/New_York", index_url=index_url)
-    resource = SnapshotStoreResource(ledger_database_url=adversarial_url, snapshot_database_url=index_url,
-                                     storage_uri=settings.storage_uri)
-    defs = build_definitions(settings, resource)
+    defs = definitions_for(settings)
     with dg.instance_for_test() as instance:
         data = tick(defs, DAILY_SCHEDULE, instance,
                     dt.datetime(2026, 11, 2, 0, 10, tzinfo=ZoneInfo("America/New_York")))
