@@ -39,8 +39,8 @@ def published_before(settings, conn, snapshot_date: dt.date) -> tuple[index.Mani
     return (entry, paths) if paths is not None else (None, None)
 
 
-def _index_rows(settings, conn, snapshot_date: dt.date, p: Pass, work_dir) -> tuple[int, int]:
-    """Write the partition's index rows; returns (changed balances, index rows).
+def _index_rows(settings, conn, snapshot_date: dt.date, p: Pass, work_dir) -> tuple[int, int, bool]:
+    """Write the partition's index rows; returns (changed balances, index rows, whether they were re-diffed).
 
     The spooled changes are against the base; when the partition published before this one is no
     longer that base (it changed while this one was computed), they are recomputed from the files.
@@ -48,11 +48,12 @@ def _index_rows(settings, conn, snapshot_date: dt.date, p: Pass, work_dir) -> tu
     predecessor, predecessor_paths = published_before(settings, conn, snapshot_date)
     spool = p.spool
     spool_path = spool.close()
-    if not _same_partition(predecessor, p.base):
+    rediffed = not _same_partition(predecessor, p.base)
+    if rediffed:
         spool = IndexSpool(work_dir / "rediff", snapshot_date)
         store_diff.diff_files(p.fs, predecessor_paths, p.staging_paths, spool)
         spool_path = spool.close()
-    return spool.rows, index.replace_rows(conn, snapshot_date, spool_path)
+    return spool.rows, index.replace_rows(conn, snapshot_date, spool_path), rediffed
 
 
 def _rediff_successor(settings, conn, snapshot_date: dt.date, p: Pass, work_dir, log) -> None:
@@ -109,7 +110,7 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
     try:
         with index_conn.transaction():
             index.lock_commits(index_conn)
-            changed_count, index_rows = _index_rows(settings, index_conn, snapshot_date, p, work_dir)
+            changed_count, index_rows, rediffed = _index_rows(settings, index_conn, snapshot_date, p, work_dir)
             _rediff_successor(settings, index_conn, snapshot_date, p, work_dir, log)
             entry = _manifest_entry(facts, p, publication.names, changed_count, index_rows,
                                     generations.next_generation(index_conn, snapshot_date))
@@ -131,6 +132,8 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
     phases["commit_ms"] = int((time.monotonic() - mark) * 1000)
     result = _result(facts, p, publication.names, changed_count, index_rows, phases)
     result.delta_version, result.generation = delta_version, entry.generation
+    if rediffed:  # the run compared the changes against its base; the partition's changes are against another
+        result.live_drift = None
     return result
 
 

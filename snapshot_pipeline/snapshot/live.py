@@ -36,6 +36,9 @@ AMOUNTS = parquet.AMOUNT_COLUMNS
 SUMMED = merge.SUMMED
 END_OF_TIME = dt.datetime(9999, 12, 31)  # the cutoff of "everything the journal holds now"
 RECORDED_IDS = 100  # drifting balance ids an outcome keeps
+# The most changed balances a run compares in its own view (their ids and amounts are held beside the merge,
+# about 1 KB each while compared); a day with more leaves the comparison to the check, after the publish.
+IN_RUN_MAX_ROWS = 250_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,14 +182,22 @@ class ChangedAmounts:
     """Where a merge puts its changed balances when the run compares them with the live rows: the index
     spool, and beside it their ``balance_id`` and :data:`SUMMED` amounts (a few columns, Arrow only)."""
 
-    def __init__(self, spool) -> None:
+    def __init__(self, spool, max_rows: int | None = None) -> None:
         self.spool = spool
+        self.max_rows = IN_RUN_MAX_ROWS if max_rows is None else max_rows
+        self.overflowed = False  # more than max_rows changed: nothing kept (the check compares them)
         self._parts: list[pa.Table] = []
+        self._rows = 0
 
     def write(self, table: pa.Table) -> None:
         self.spool.write(table)
-        if table.num_rows:
-            self._parts.append(table.select(["balance_id", *SUMMED]))
+        if not table.num_rows or self.overflowed:
+            return
+        self._rows += table.num_rows
+        if self._rows > self.max_rows:
+            self.overflowed, self._parts = True, []
+            return
+        self._parts.append(table.select(["balance_id", *SUMMED]))
 
     def table(self) -> pa.Table:
         if not self._parts:

@@ -191,10 +191,18 @@ def merge_into(writer: parquet.PartitionWriter, spool: ChangedRows, totals: Curr
     return batches
 
 
-def compares_live(facts: RunFacts, index_conn) -> bool:
-    """Whether this run compares its changed balances with their live rows: when asked, and only for the
-    latest partition (the ``live_balances_match`` check compares no other)."""
-    return facts.compare_live and index.nearest_after(index_conn, facts.snapshot_date) is None
+def compares_live(facts: RunFacts, index_conn, base: index.ManifestEntry | None) -> bool:
+    """Whether this run compares its changed balances with their live rows: when asked, only for the latest
+    partition (the ``live_balances_match`` check compares no other), and only when the balances it merges
+    as changed are the partition's index rows, i.e. it rolls forward the partition published just before.
+    A genesis (the first day, a full refresh, a base of another format) leaves it to the check, after the
+    publish: its changed balances are all of them, too many to hold beside the merge."""
+    if not facts.compare_live or base is None:
+        return False
+    predecessor = index.nearest_before(index_conn, facts.snapshot_date)
+    return (predecessor is not None and (predecessor.snapshot_date, predecessor.generation)
+            == (base.snapshot_date, base.generation)
+            and index.nearest_after(index_conn, facts.snapshot_date) is None)
 
 
 def compare_live(facts: RunFacts, cur, step: journal.Step, changed: live.ChangedAmounts | None,
@@ -203,6 +211,10 @@ def compare_live(facts: RunFacts, cur, step: journal.Step, changed: live.Changed
     after every read the partition needs. A warning, never the run's failure: when it cannot be made (a live
     row beyond the widest amount, say), the run says why and the check compares on its own."""
     if changed is None:
+        return None
+    if changed.overflowed:
+        facts.log(f"operation=balance_snapshot snapshot_date={facts.snapshot_date} live_drift=not_compared"
+                  f" reason=more than {live.IN_RUN_MAX_ROWS:,} changed balances: the check compares them")
         return None
     mark = time.monotonic()
     try:
@@ -229,7 +241,7 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
                                          file_metadata(settings, snapshot_date, cutoff, step.view),
                                          token=claim.publish_token)
         spool = IndexSpool(claim.work_dir, snapshot_date)
-        changed = live.ChangedAmounts(spool) if compares_live(facts, index_conn) else None
+        changed = live.ChangedAmounts(spool) if compares_live(facts, index_conn, base) else None
         totals = CurrencyTotals()
         mark = time.monotonic()
         tracker.total = expected_rows(base, step)

@@ -10,6 +10,7 @@ import pytest
 
 from snapshot_pipeline import quality, snapshot
 from snapshot_pipeline.amounts import AmountOverflow
+from snapshot_pipeline.snapshot import live
 from tests.conftest import make_settings
 from tests.helpers import apply_live, insert_transaction, two_balances
 
@@ -92,3 +93,27 @@ def test_a_comparison_that_cannot_be_made_is_reported_and_the_partition_still_pu
     assert any("live_drift=not_compared" in line and "AmountOverflow" in line for line in lines), lines
     with pytest.raises(AmountOverflow, match="more than 60 digits"):  # the check alone says so, as before
         quality.live_drift(settings, DAY)
+
+
+def test_a_genesis_leaves_the_comparison_to_the_check(fresh_ledger, tmp_path):
+    """A full refresh merges every balance as changed, while the partition's changes (its index rows) are against
+    the day before: the run does not compare, the check compares the index rows on its own."""
+    url = fresh_ledger
+    settings = make_settings(url, tmp_path / "store")
+    snapshot.take_snapshot(settings, DAY - dt.timedelta(days=1), 500)
+    refreshed = snapshot.take_snapshot(settings, DAY, 500, compare_live=True, full_refresh=True)
+    assert refreshed.mode == "genesis" and refreshed.live_drift is None
+    check = quality.live_drift(settings, DAY)
+    assert check.details["compared_in"] == "check"
+    assert check.metrics["balances_compared"] == refreshed.balances_changed < refreshed.rows
+
+
+def test_a_day_with_more_changed_balances_than_the_bound_leaves_the_comparison_to_the_check(
+        fresh_ledger, tmp_path, monkeypatch):
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    snapshot.take_snapshot(settings, DAY - dt.timedelta(days=1), 500)
+    monkeypatch.setattr(live, "IN_RUN_MAX_ROWS", 10)
+    lines: list[str] = []
+    result = snapshot.take_snapshot(settings, DAY, 500, compare_live=True, log=lines.append)
+    assert result.balances_changed > 10 and result.live_drift is None
+    assert any("live_drift=not_compared" in line and "more than 10 changed" in line for line in lines), lines
