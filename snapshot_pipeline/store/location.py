@@ -110,7 +110,7 @@ class Store:
         return self.path(STAGING_DIR)
 
     def display(self, path: str) -> str:
-        """The user-facing location of ``path`` (keeps the URI scheme for object stores and ``file://``)."""
+        """The user-facing location of ``path`` (keeps the URI scheme for object stores)."""
         if "://" in self.uri:
             return self.uri.split("://", 1)[0] + "://" + path.lstrip("/")
         return path
