@@ -110,10 +110,11 @@ class Store:
         return self.path(STAGING_DIR)
 
     def display(self, path: str) -> str:
-        """The user-facing location of ``path`` (keeps the URI scheme for object stores)."""
-        if "://" in self.uri:
-            return self.uri.split("://", 1)[0] + "://" + path.lstrip("/")
-        return path
+        """The user-facing location of ``path`` (keeps the URI's scheme: ``s3://bucket/...``, ``file:///...``)."""
+        if "://" not in self.uri:
+            return path
+        scheme = self.uri.split("://", 1)[0]
+        return f"{scheme}://{path}" if scheme.lower() == "file" else f"{scheme}://{path.lstrip('/')}"
 
 
 @functools.lru_cache(maxsize=64)

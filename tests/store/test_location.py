@@ -65,3 +65,9 @@ def test_an_object_store_keeps_its_scheme_for_delta_readers_and_users(s3_storage
     assert store.dataset == f"{bucket_path}/balance_snapshots"
     assert store.table_uri("balance_snapshots") == f"{s3_storage}/balance_snapshots"
     assert store.display(store.partition_dir(D)) == f"{s3_storage}/balance_snapshots/snapshot_date=2026-11-02"
+
+
+def test_a_file_uri_displays_as_a_file_uri(tmp_path):
+    store = Store.at(f"file://{tmp_path}/store")
+    assert store.root == str(tmp_path / "store")
+    assert store.display(store.partition_dir(D)) == f"file://{tmp_path}/store/balance_snapshots/snapshot_date=2026-11-02"
