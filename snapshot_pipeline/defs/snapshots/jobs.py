@@ -107,18 +107,30 @@ def build_merge_op(timezone: str) -> dg.OpDefinition:
         settings = snapshot_store.settings(timezone=timezone)
         the_plan = shards.Plan.from_dict(plan)
         try:
-            return shards.merge_shard(settings, the_plan, shard, log=context.log.info)
+            record = shards.merge_shard(settings, the_plan, shard, log=context.log.info)
         except BaseException as exc:
             first = shards.plan_exists(the_plan)
-            shards.discard(the_plan)  # the commit is skipped: remove the run's work now (the others stop)
-            remove_step_outputs(settings.storage_uri, context.run_id)
+            _discard_run(settings, the_plan, context.run_id)  # the commit is skipped: the others stop
             if not first:
-                raise shards.SnapshotError(
-                    f"shard {shard} stopped: another shard of this run failed first and its work was removed;"
-                    " nothing is published") from exc
+                raise _stopped(shard) from exc
             raise
+        if not shards.plan_exists(the_plan):  # another shard failed while this one merged: write no output
+            _discard_run(settings, the_plan, context.run_id)  # (what this one wrote since goes too)
+            raise _stopped(shard)
+        return record
 
     return merge_shard
+
+
+def _discard_run(settings: Settings, plan: shards.Plan, run_id: str) -> None:
+    """Remove a failed sharded run's work: its work prefix (plan, delta, staged files) and its step outputs."""
+    shards.discard(plan)
+    remove_step_outputs(settings.storage_uri, run_id)
+
+
+def _stopped(shard: int) -> shards.SnapshotError:
+    return shards.SnapshotError(f"shard {shard} stopped: another shard of this run failed first and its work was"
+                                " removed; nothing is published")
 
 
 def build_commit_op(timezone: str) -> dg.OpDefinition:
