@@ -64,10 +64,10 @@ OLD_PUBLISH_REPEATS = 5
 
 # The calls of the Delta publish timed in place (inclusive times: ensure and version_of each include a load,
 # version_of includes history); only while Publication.finish runs, or around each replace_partition.
-PROFILED = (("publication", "Publication.finish"), ("index", "latest_version"), ("publication", "describe_files"),
+PROFILED = (("publication", "Publication.finish"), ("generations", "latest_version"), ("publication", "describe_files"),
             ("delta", "replace_partition"), ("delta", "ensure"), ("delta", "load"), ("delta", "partition_files"),
             ("DeltaTable", "create_write_transaction"), ("delta", "version_of"), ("DeltaTable", "history"),
-            ("index", "set_delta_version"))
+            ("generations", "set_delta_version"))
 
 
 # =============================================================================================== workers
@@ -88,9 +88,9 @@ class Profile:
     def install(self) -> Profile:
         from deltalake import DeltaTable
 
-        from snapshot_pipeline.store import delta, index, publication
+        from snapshot_pipeline.store import delta, generations, publication
 
-        owners = {"publication": publication, "index": index, "delta": delta, "DeltaTable": DeltaTable}
+        owners = {"publication": publication, "generations": generations, "delta": delta, "DeltaTable": DeltaTable}
         for owner_name, attr in PROFILED:
             owner = owners[owner_name]
             if "." in attr:  # a method of a class in that module
