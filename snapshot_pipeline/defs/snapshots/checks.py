@@ -75,26 +75,29 @@ def _evaluate(settings, name: str, date: dt.date, function, log, **kwargs) -> qu
     return outcome
 
 
+def _latest_materialization(instance: dg.DagsterInstance, key: str) -> dg.EventLogRecord | None:
+    """The latest materialization record of day ``key``."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(ASSET_NAME), asset_partitions=[key]), limit=1).records
+    return records[0] if records else None
+
+
 def _target_materialization(instance: dg.DagsterInstance, key: str
                             ) -> AssetCheckEvaluationTargetMaterializationData | None:
     """The materialization of day ``key`` an evaluation checks: without it Dagster counts the evaluation as
     out of date and the UI's per-partition check status ignores it (what AssetCheckResult fills in itself)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(ASSET_NAME), asset_partitions=[key]), limit=1).records
-    if not records:
-        return None
-    return target_materialization(records[0])
+    record = _latest_materialization(instance, key)
+    return target_materialization(record) if record is not None else None
 
 
 def _recorded_live_drift(context: dg.AssetCheckExecutionContext, date: dt.date) -> dict | None:
     """The live-drift comparison this run's materialization of ``date`` made in its own view, with the
     generation it published. None when the check runs without that materialization (re-run from the
     Checks tab: it compares now) or the run made none (not the latest day, sharded)."""
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(ASSET_NAME), asset_partitions=[date.isoformat()]), limit=1).records
-    if not records or records[0].event_log_entry.run_id != context.run.run_id:
+    record = _latest_materialization(context.instance, date.isoformat())
+    if record is None or record.event_log_entry.run_id != context.run.run_id:
         return None
-    materialization = records[0].asset_materialization
+    materialization = record.asset_materialization
     metadata = materialization.metadata if materialization is not None else {}
     found, generation = metadata.get(LIVE_DRIFT_METADATA), metadata.get("generation")
     if not isinstance(found, dg.JsonMetadataValue) or not isinstance(found.data, dict) or generation is None:
