@@ -214,10 +214,11 @@ def plan_exists(plan_: Plan) -> bool:
 
 
 def discard(plan_: Plan) -> None:
-    """Remove the run's work prefix (its plan, delta, records and any staged file not yet published)."""
-    fs = plan_.store.fs
-    if fs.get_file_info(plan_.work_prefix).type != pafs.FileType.NotFound:
-        fs.delete_dir(plan_.work_prefix)
+    """Remove the run's work prefix (its plan, delta, records and any staged file not yet published), the plan
+    first: a shard that writes after that finds no plan (:func:`plan_exists`) and removes what it wrote."""
+    if plan_exists(plan_):
+        plan_.store.fs.delete_file(f"{plan_.work_prefix}/plan.json")
+    plan_.store.remove_tree(plan_.work_prefix)
 
 
 def _after(reporter: Callable[..., None], before: int) -> Callable[..., None]:

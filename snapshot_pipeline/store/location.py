@@ -109,6 +109,20 @@ class Store:
         """``<root>/.staging``: files staged before they are moved into a table."""
         return self.path(STAGING_DIR)
 
+    def remove_tree(self, path: str, attempts: int = 3) -> None:
+        """Delete the directory ``path`` and all it holds, if it is there. A step of another process may
+        create a file in it while it is deleted (the sharded run's steps remove their own late files): the
+        deletion is tried again then."""
+        for attempt in range(attempts):
+            if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return
+            try:
+                self.fs.delete_dir(path)
+                return
+            except OSError:
+                if attempt == attempts - 1:
+                    raise
+
     def display(self, path: str) -> str:
         """The user-facing location of ``path`` (keeps the URI's scheme: ``s3://bucket/...``, ``file:///...``)."""
         if "://" not in self.uri:

@@ -68,6 +68,11 @@ class StepOutputsInStoreIOManager(dg.ConfigurableIOManager):
     ``<root>/.staging/step-outputs/<run id>/<step>/<output>[.<mapping key>].json``: the plan and the
     shard records pass between steps that may run in other processes or Kubernetes pods, which share
     the store (local disk or a bucket) and nothing else. The commit step removes its run's outputs.
+
+    A run's outputs live only while its plan's output (step ``plan_shards``, the run's first) does: a failed
+    shard removes the plan's output first, then the rest (:func:`remove_step_outputs`), and every later
+    output is checked after it is written and removed again if the plan's is gone. So a shard that returns
+    while another removes the run's outputs leaves nothing behind, whichever comes first.
     """
 
     snapshot_store: SnapshotStoreResource
@@ -88,6 +93,11 @@ class StepOutputsInStoreIOManager(dg.ConfigurableIOManager):
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # local disk; nothing on object stores
         with fs.open_output_stream(path) as out:
             out.write(json.dumps(obj, sort_keys=True, default=str).encode())
+        if context.step_key != PLAN_STEP and not _exists(fs, self._plan_path(context.run_id)):
+            fs.delete_file(path)  # the run's outputs were removed while this one was written: it goes too
+
+    def _plan_path(self, run_id: str) -> str:
+        return f"{self._root()[1]}/{run_id}/{PLAN_STEP}/{PLAN_OUTPUT}.json"
 
     def load_input(self, context: dg.InputContext):
         assert context.upstream_output is not None  # every input of the sharded job is a step output
@@ -97,15 +107,22 @@ class StepOutputsInStoreIOManager(dg.ConfigurableIOManager):
 
 
 def remove_step_outputs(storage_uri: str, run_id: str) -> None:
-    """Delete a run's step outputs written by :class:`StepOutputsInStoreIOManager`."""
-    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: only when a run needs it
-
-    from snapshot_pipeline.store.location import Store  # noqa: PLC0415
+    """Delete a run's step outputs written by :class:`StepOutputsInStoreIOManager`, the plan's first."""
+    from snapshot_pipeline.store.location import Store  # noqa: PLC0415 - pyarrow: only when a run needs it
 
     store = Store.at(storage_uri)
-    fs, path = store.fs, store.path(STEP_OUTPUTS_DIR, run_id)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_dir(path)
+    path = store.path(STEP_OUTPUTS_DIR, run_id)
+    plan = f"{path}/{PLAN_STEP}/{PLAN_OUTPUT}.json"
+    if _exists(store.fs, plan):
+        store.fs.delete_file(plan)  # first: an output written from now on sees it gone and removes itself
+    store.remove_tree(path)
+
+
+def _exists(fs, path: str) -> bool:
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: only when a run needs it
+
+    return fs.get_file_info(path).type == pafs.FileType.File
 
 
 STEP_OUTPUTS_DIR = ".staging/step-outputs"
+PLAN_STEP, PLAN_OUTPUT = "plan_shards", "plan"  # the sharded run's first step and output (defs/snapshots/jobs.py)

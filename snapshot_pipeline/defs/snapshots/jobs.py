@@ -28,7 +28,13 @@ from pydantic import Field
 
 from snapshot_pipeline import names, progress
 from snapshot_pipeline.defs.common.pools import LEDGER_DB_POOL
-from snapshot_pipeline.defs.common.resources import STEP_IO, SnapshotStoreResource, remove_step_outputs
+from snapshot_pipeline.defs.common.resources import (
+    PLAN_OUTPUT,
+    PLAN_STEP,
+    STEP_IO,
+    SnapshotStoreResource,
+    remove_step_outputs,
+)
 from snapshot_pipeline.defs.snapshots.assets import SnapshotConfig, result_metadata, run_reason
 from snapshot_pipeline.defs.snapshots.recovery import dead_run_reporter
 from snapshot_pipeline.names import ASSET_NAME, SNAPSHOT_JOB
@@ -79,8 +85,8 @@ def build_sharded_job(partitions_def: dg.DailyPartitionsDefinition, executor: dg
 def build_plan_op(timezone: str) -> dg.OpDefinition:
     """``plan_shards``: the sharded job's one read of the ledger (pool ``ledger_db``)."""
 
-    @dg.op(out={"plan": dg.Out(dict, io_manager_key=STEP_IO), "shard": dg.DynamicOut(int, io_manager_key=STEP_IO)},
-           tags={"kind": "postgres"}, pool=LEDGER_DB_POOL)
+    @dg.op(name=PLAN_STEP, tags={"kind": "postgres"}, pool=LEDGER_DB_POOL,
+           out={PLAN_OUTPUT: dg.Out(dict, io_manager_key=STEP_IO), "shard": dg.DynamicOut(int, io_manager_key=STEP_IO)})
     def plan_shards(context: dg.OpExecutionContext, config: ShardedSnapshotConfig,
                     snapshot_store: SnapshotStoreResource):
         """The one consistent read: K per-shard deltas (K sessions, one snapshot) and the roll-forward state
@@ -90,7 +96,7 @@ def build_plan_op(timezone: str) -> dg.OpDefinition:
         plan = shards.plan(settings, date, config.shards, config.batch_size, run_id=context.run_id,
                            full_refresh=config.full_refresh, log=context.log.info,
                            on_dead_run=dead_run_reporter(context.instance, context.log.warning))
-        yield dg.Output(plan.as_dict(), output_name="plan")
+        yield dg.Output(plan.as_dict(), output_name=PLAN_OUTPUT)
         for shard in range(plan.shards):
             yield dg.DynamicOutput(shard, output_name="shard", mapping_key=f"shard_{shard}")
 
