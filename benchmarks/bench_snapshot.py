@@ -411,7 +411,7 @@ def measure_command(ledger_url: str, admin_url: str, dagster_db: str, storage: P
            "SNAPSHOT_STORAGE_URI": str(storage), "SNAPSHOT_HOME": str(home), "SNAPSHOT_TIMEZONE": "UTC",
            "SNAPSHOT_START_DATE": start.isoformat(), "DAGSTER_PG_URL": dagster_url}
     env.pop("DAGSTER_HOME", None)
-    command = [sys.executable, "-c", "import sys; from snapshot_pipeline.cli import main; sys.exit(main())",
+    command = [sys.executable, "-c", "from snapshot_pipeline.cli import run; run()",
                "snapshot", "--date", date.isoformat(), "--batch-size", str(batch_size)]
     wall_start = time.time()
     started = time.perf_counter()

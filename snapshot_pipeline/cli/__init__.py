@@ -14,10 +14,11 @@ import warnings
 from snapshot_pipeline import db, embedded
 from snapshot_pipeline.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, BadInput, CliError
 from snapshot_pipeline.cli.parser import build_parser
+from snapshot_pipeline.cli.process_exit import exit_now
 from snapshot_pipeline.parsing import SettingsError, redact
 from snapshot_pipeline.settings import load_settings
 
-__all__ = ["BadInput", "CliError", "build_parser", "main"]
+__all__ = ["BadInput", "CliError", "build_parser", "main", "run"]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -55,3 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def run() -> None:
+    """The ``snapshot-pipeline`` console script: :func:`main`, then the process ends without the interpreter's
+    teardown (:mod:`.process_exit`)."""
+    exit_now(main())
