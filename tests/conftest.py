@@ -80,15 +80,20 @@ def make_settings(url: str, storage: Path | str, timezone: str = "UTC", start: s
     })
 
 
-def definitions_for(settings: Settings):
-    """The code location's definitions on ``settings``: its store resource reads the same ledger, index and storage."""
-    from snapshot_pipeline.definitions import build_definitions
+def store_resource_for(settings: Settings):
+    """The code location's store resource on the ledger, index and storage of ``settings``."""
     from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 
-    resource = SnapshotStoreResource(ledger_database_url=settings.ledger_database_url,
-                                     snapshot_database_url=settings.snapshot_database_url,
-                                     storage_uri=settings.storage_uri)
-    return build_definitions(settings, resource)
+    return SnapshotStoreResource(ledger_database_url=settings.ledger_database_url,
+                                 snapshot_database_url=settings.snapshot_database_url,
+                                 storage_uri=settings.storage_uri)
+
+
+def definitions_for(settings: Settings):
+    """The code location's definitions on ``settings``, with :func:`store_resource_for`'s resource."""
+    from snapshot_pipeline.definitions import build_definitions
+
+    return build_definitions(settings, store_resource_for(settings))
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -7,13 +7,11 @@ import datetime as dt
 import dagster as dg
 
 from snapshot_pipeline import calendar, snapshot
-from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.maintenance.jobs import RETENTION_JOB
 from snapshot_pipeline.defs.maintenance.schedules import RETENTION_SCHEDULE
 from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
 from snapshot_pipeline.store import catalog
-from tests.conftest import make_settings
+from tests.conftest import definitions_for, make_settings
 from tests.helpers import index_values
 from tests.oracle import expected_snapshot, snapshot_values
 
@@ -37,9 +35,7 @@ def test_retention_job_dry_run_then_apply(adversarial_url, make_database, tmp_pa
     settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
     for date in DATES:
         snapshot.take_snapshot(settings, date, 1000)
-    defs = build_definitions(settings, SnapshotStoreResource(
-        ledger_database_url=adversarial_url, snapshot_database_url=settings.snapshot_database_url,
-        storage_uri=settings.storage_uri))
+    defs = definitions_for(settings)
     schedule = defs.resolve_schedule_def(RETENTION_SCHEDULE)
     assert schedule.cron_schedule == "30 3 * * *" and schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     policy = {"retention_days": 2, "retention_months": 0, "reference_date": "2026-11-02"}

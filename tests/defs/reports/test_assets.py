@@ -9,14 +9,13 @@ import dagster as dg
 import pytest
 
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.reports.assets import NO_DRIFT_CHECK
 from snapshot_pipeline.defs.reports.sensors import SENSOR_NAME
 from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME
 from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.store import catalog, parquet
 from snapshot_pipeline.store.location import Store
-from tests.conftest import make_settings
+from tests.conftest import make_settings, store_resource_for
 from tests.oracle import AMOUNTS, expected_snapshot
 
 NY = "America/New_York"
@@ -29,8 +28,7 @@ NOVEMBER_10 = dt.datetime(2026, 11, 10, 12, tzinfo=dt.UTC)
 def setup(adversarial_url, make_database, tmp_path):
     index_url = make_database()
     settings = make_settings(adversarial_url, tmp_path / "store", NY, start="2026-10-25", index_url=index_url)
-    resource = SnapshotStoreResource(ledger_database_url=adversarial_url, snapshot_database_url=index_url,
-                                     storage_uri=settings.storage_uri)
+    resource = store_resource_for(settings)
     defs = build_definitions(settings, resource)
     with dg.instance_for_test() as instance:
         yield settings, defs, resource, instance

@@ -14,9 +14,8 @@ import pytest
 
 from snapshot_pipeline import snapshot
 from snapshot_pipeline.definitions import build_definitions
-from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
-from tests.conftest import make_settings
+from tests.conftest import make_settings, store_resource_for
 from tests.defs.snapshots.test_checks import ERROR_CHECKS, WARN_CHECKS, evaluations
 
 EMPTY = ["2026-07-30", "2026-07-31"]
@@ -26,8 +25,7 @@ EMPTY = ["2026-07-30", "2026-07-31"]
 def setup(adversarial_url, make_database, tmp_path):
     index_url = make_database()
     settings = make_settings(adversarial_url, tmp_path / "store", start="2026-07-01", index_url=index_url)
-    resource = SnapshotStoreResource(ledger_database_url=adversarial_url, snapshot_database_url=index_url,
-                                     storage_uri=settings.storage_uri)
+    resource = store_resource_for(settings)
     with dg.instance_for_test() as instance:
         yield settings, build_definitions(settings, resource), resource, instance
 

@@ -21,15 +21,13 @@ import psycopg
 import pytest
 
 from snapshot_pipeline import calendar, db, snapshot
-from snapshot_pipeline.definitions import build_definitions
 from snapshot_pipeline.defs.common.dagster_internals import BulkActionStatus
-from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.snapshots.assets import ASSET_NAME, DAYS_PER_BACKFILL_RUN
 from snapshot_pipeline.defs.snapshots.gaps import last_due_day
 from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
 from snapshot_pipeline.defs.snapshots.sensors import GAP_SENSOR
 from snapshot_pipeline.store import catalog
-from tests.conftest import make_settings
+from tests.conftest import definitions_for, make_settings
 from tests.helpers import assert_balanced, insert_transaction, stop, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 
@@ -148,10 +146,7 @@ def test_a_failure_in_the_middle_of_a_range_keeps_the_days_before_it(fresh_ledge
     days = ["2026-11-01", "2026-11-02", "2026-11-03"]
     source, destination = two_balances(fresh_ledger)
     insert_transaction(fresh_ledger, source, destination, 10**70, created_at=dt.datetime(2026, 11, 2, 12))
-    resource = SnapshotStoreResource(ledger_database_url=settings.ledger_database_url,
-                                     snapshot_database_url=settings.snapshot_database_url,
-                                     storage_uri=settings.storage_uri)
-    job = build_definitions(settings, resource).resolve_job_def(SNAPSHOT_JOB)
+    job = definitions_for(settings).resolve_job_def(SNAPSHOT_JOB)
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False,
                                         tags={RANGE_START: days[0], RANGE_END: days[-1]})

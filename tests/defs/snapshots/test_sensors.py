@@ -12,7 +12,6 @@ import pytest
 from snapshot_pipeline import calendar, snapshot
 from snapshot_pipeline.definitions import build_definitions
 from snapshot_pipeline.defs.common.partitions import daily_partitions
-from snapshot_pipeline.defs.common.resources import SnapshotStoreResource
 from snapshot_pipeline.defs.snapshots.assets import DAYS_PER_BACKFILL_RUN
 from snapshot_pipeline.defs.snapshots.gaps import ledger_first_day, missing_days
 from snapshot_pipeline.defs.snapshots.jobs import SNAPSHOT_JOB
@@ -20,7 +19,7 @@ from snapshot_pipeline.defs.snapshots.sensors import GAP_SENSOR, REPAIR_SENSOR, 
 from snapshot_pipeline.ledger import generator
 from snapshot_pipeline.quality import lateness
 from snapshot_pipeline.store import catalog
-from tests.conftest import make_settings
+from tests.conftest import make_settings, store_resource_for
 from tests.helpers import index_values, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 
@@ -36,9 +35,7 @@ class Harness:
 
     def __init__(self, settings, instance, sensor_factory=None):
         self.settings = settings
-        self.resource = SnapshotStoreResource(ledger_database_url=settings.ledger_database_url,
-                                              snapshot_database_url=settings.snapshot_database_url,
-                                              storage_uri=settings.storage_uri)
+        self.resource = store_resource_for(settings)
         self.defs = build_definitions(settings, self.resource)
         if sensor_factory is not None:  # the same definitions, with one sensor replaced (e.g. a fixed clock)
             sensor = sensor_factory(next(j for j in self.defs.jobs if j.name == SNAPSHOT_JOB))

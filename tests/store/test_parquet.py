@@ -1,0 +1,125 @@
+"""The partition writer: whole row groups in the order written, and a failed write fails the file and leaves none."""
+
+import datetime as dt
+import io
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from snapshot_pipeline.store import parquet
+from snapshot_pipeline.store.location import Store
+
+DATE = dt.date(2026, 1, 5)
+SCHEMA = pa.schema([pa.field("balance_id", pa.string(), nullable=False), pa.field("v", pa.int64())])
+
+
+class _FullDisk(io.RawIOBase):
+    """An output file that takes ``room`` bytes and then fails as a full disk does."""
+
+    def __init__(self, room: int):
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if size > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= size
+        return size
+
+
+class _FillingUp(pafs.FileSystemHandler):
+    """The local filesystem, except that every file written holds at most ``room`` bytes."""
+
+    def __init__(self, room: int):
+        self.local, self.room = pafs.LocalFileSystem(), room
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    def get_type_name(self):
+        return "filling-up"
+
+    def normalize_path(self, path):
+        return path
+
+    def get_file_info(self, paths):
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.local.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.local.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise NotImplementedError
+
+    def delete_file(self, path):
+        self.local.delete_file(path)
+
+    def move(self, src, dest):
+        self.local.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.local.copy_file(src, dest)
+
+    def open_input_stream(self, path):
+        return self.local.open_input_stream(path)
+
+    def open_input_file(self, path):
+        return self.local.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        self.local.open_output_stream(path).close()  # the file exists, as on a real disk
+        return pa.PythonFile(_FullDisk(self.room), mode="w")
+
+    def open_append_stream(self, path, metadata):
+        raise NotImplementedError
+
+
+def _rows(start: int, count: int) -> pa.Table:
+    return pa.table({"balance_id": [f"b{i:09d}" for i in range(start, start + count)],
+                     "v": list(range(start, start + count))}, schema=SCHEMA)
+
+
+def test_rows_written_in_small_batches_become_whole_row_groups_in_order(tmp_path):
+    store = Store.at(str(tmp_path / "store"))
+    writer = parquet.PartitionWriter(store, DATE, {"k": "v"}, schema=SCHEMA)
+    total = 3 * parquet.ROW_GROUP_ROWS + 1234
+    for start in range(0, total, 10_000):  # small batches, buffered into whole row groups
+        writer.write_table(_rows(start, min(10_000, total - start)))
+    staged = writer.finish({})
+    assert staged.rows == total
+    metadata = pq.ParquetFile(staged.staging_path).metadata
+    assert metadata.num_row_groups == 4
+    assert [metadata.row_group(i).num_rows for i in range(4)] == [parquet.ROW_GROUP_ROWS] * 3 + [1234]
+    written = pq.read_table(staged.staging_path)
+    assert written.column("v").to_pylist() == list(range(total))
+    assert written.column("balance_id").equals(_rows(0, total).column("balance_id"))
+
+
+def test_a_row_group_that_fails_to_write_fails_the_file_and_abort_removes_it(tmp_path):
+    root = tmp_path / "store"
+    store = Store(str(root), pafs.PyFileSystem(_FillingUp(room=64 * 1024)), str(root))
+    writer = parquet.PartitionWriter(store, DATE, {"k": "v"}, schema=SCHEMA)
+    with pytest.raises(OSError, match="No space left on device"):
+        for start in range(0, 3 * parquet.ROW_GROUP_ROWS, 10_000):
+            writer.write_table(_rows(start, 10_000))
+        writer.finish({})
+    writer.abort()
+    assert not (root / "balance_snapshots").exists() or not any(
+        p.is_file() for p in (root / "balance_snapshots").rglob("*"))
