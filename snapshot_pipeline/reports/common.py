@@ -156,7 +156,6 @@ class ReportResult:
     csv_path: str | None = None
 
 
-
 def convert_report(store: Store, spec: delta.TableSpec, history_days: int, skip: str) -> None:
     """A report written before its Delta table existed: its partitions' files become the table's first
     version, in place (no data rewritten), so no partition is lost to Delta readers (or to vacuum).

@@ -210,14 +210,13 @@ def _pass(settings, index_conn, plan_: Plan, shard_records: list[dict], files: l
 
 
 def plan_exists(plan_: Plan) -> bool:
-    return plan_.store.fs.get_file_info(f"{plan_.work_prefix}/plan.json").type == pafs.FileType.File
+    return records.is_file(plan_.store.fs, f"{plan_.work_prefix}/plan.json")
 
 
 def discard(plan_: Plan) -> None:
     """Remove the run's work prefix (its plan, delta, records and any staged file not yet published), the plan
     first: a shard that writes after that finds no plan (:func:`plan_exists`) and removes what it wrote."""
-    if plan_exists(plan_):
-        plan_.store.fs.delete_file(f"{plan_.work_prefix}/plan.json")
+    records.delete_if_file(plan_.store.fs, f"{plan_.work_prefix}/plan.json")
     plan_.store.remove_tree(plan_.work_prefix)
 
 

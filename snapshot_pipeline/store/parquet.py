@@ -238,9 +238,7 @@ def size_and_checksum(fs: pafs.FileSystem, path: str) -> tuple[int, str]:
 
 
 def delete_partition(store: Store, date: dt.date) -> None:
-    path = store.partition_dir(date)
-    if store.fs.get_file_info(path).type != pafs.FileType.NotFound:
-        store.fs.delete_dir(path)
+    store.remove_tree(store.partition_dir(date))
 
 
 def partition_dates(store: Store) -> list[dt.date]:

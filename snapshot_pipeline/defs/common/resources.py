@@ -84,44 +84,43 @@ class StepOutputsInStoreIOManager(dg.ConfigurableIOManager):
         return store.fs, store.path(STEP_OUTPUTS_DIR)
 
     def _path(self, context: dg.OutputContext) -> tuple:
+        """(filesystem, the run's outputs directory, the output's path)."""
         fs, root = self._root()
         name = context.name + (f".{context.mapping_key}" if context.mapping_key else "")
-        return fs, f"{root}/{context.run_id}/{context.step_key}/{name}.json"
+        run_dir = f"{root}/{context.run_id}"
+        return fs, run_dir, f"{run_dir}/{context.step_key}/{name}.json"
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        fs, path = self._path(context)
+        from snapshot_pipeline.store import records  # noqa: PLC0415 - pyarrow: only when a run needs it
+
+        fs, run_dir, path = self._path(context)
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # local disk; nothing on object stores
         with fs.open_output_stream(path) as out:
             out.write(json.dumps(obj, sort_keys=True, default=str).encode())
-        if context.step_key != PLAN_STEP and not _exists(fs, self._plan_path(context.run_id)):
+        if context.step_key != PLAN_STEP and not records.is_file(fs, _plan_output(run_dir)):
             fs.delete_file(path)  # the run's outputs were removed while this one was written: it goes too
-
-    def _plan_path(self, run_id: str) -> str:
-        return f"{self._root()[1]}/{run_id}/{PLAN_STEP}/{PLAN_OUTPUT}.json"
 
     def load_input(self, context: dg.InputContext):
         assert context.upstream_output is not None  # every input of the sharded job is a step output
-        fs, path = self._path(context.upstream_output)
+        fs, _, path = self._path(context.upstream_output)
         with fs.open_input_stream(path) as stream:
             return json.loads(stream.read())
 
 
 def remove_step_outputs(storage_uri: str, run_id: str) -> None:
     """Delete a run's step outputs written by :class:`StepOutputsInStoreIOManager`, the plan's first."""
-    from snapshot_pipeline.store.location import Store  # noqa: PLC0415 - pyarrow: only when a run needs it
+    from snapshot_pipeline.store import records  # noqa: PLC0415 - pyarrow: only when a run needs it
+    from snapshot_pipeline.store.location import Store  # noqa: PLC0415
 
     store = Store.at(storage_uri)
-    path = store.path(STEP_OUTPUTS_DIR, run_id)
-    plan = f"{path}/{PLAN_STEP}/{PLAN_OUTPUT}.json"
-    if _exists(store.fs, plan):
-        store.fs.delete_file(plan)  # first: an output written from now on sees it gone and removes itself
-    store.remove_tree(path)
+    run_dir = store.path(STEP_OUTPUTS_DIR, run_id)
+    records.delete_if_file(store.fs, _plan_output(run_dir))  # first: an output written from now on sees it gone
+    store.remove_tree(run_dir)
 
 
-def _exists(fs, path: str) -> bool:
-    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: only when a run needs it
-
-    return fs.get_file_info(path).type == pafs.FileType.File
+def _plan_output(run_dir: str) -> str:
+    """Where a run's plan output lies, in the run's outputs directory: while it is there, the run's outputs count."""
+    return f"{run_dir}/{PLAN_STEP}/{PLAN_OUTPUT}.json"
 
 
 STEP_OUTPUTS_DIR = ".staging/step-outputs"
