@@ -852,8 +852,9 @@ def bench_main(args) -> int:
             extra["dbt"] = measure_dbt(url, work, last_day)
             if extra["dbt"]:
                 log(f"(e) snapshot step {extra['dbt']['snapshot_step_seconds']:.2f} s")
-        drop_database(admin_url, name)
-        created.remove(name)
+        if not args.keep:  # the history ledger needs the disk; --keep leaves this one for a later look
+            drop_database(admin_url, name)
+            created.remove(name)
         if HISTORY_FACTOR and not args.skip_history:
             history_name = f"{name}_history"
             history_days = args.days * HISTORY_FACTOR
