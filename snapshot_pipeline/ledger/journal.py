@@ -160,7 +160,8 @@ _ROLL_TX_SQL = f"""
                 AND NOT EXISTS (SELECT 1 FROM roll_base g WHERE g.kind = '{TRANSACTION_GAP}' AND g.id = c.id))"""
 
 # $1 = C_D. Children that count now (new commits/voids and the base's orphans) with their parent hold,
-# found by transaction_id (a unique key; LATERAL ... OFFSET 0 keeps it one index probe per child).
+# found by transaction_id (a unique key; LATERAL ... OFFSET 0 keeps it one index probe per child, and the
+# children sorted by parent_transaction make those probes walk the index in key order).
 _ROLL_CHILDREN_SQL = f"""
     CREATE TEMP TABLE roll_children ON COMMIT DROP AS
     SELECT c.id, c.amount, p.source, p.destination,
@@ -175,6 +176,7 @@ _ROLL_CHILDREN_SQL = f"""
             SELECT x.id, x.precise_amount, x.parent_transaction FROM blnk.transactions x WHERE x.id = r.id OFFSET 0
           ) AS o
          WHERE r.kind = '{ORPHAN_CHILD}'
+         ORDER BY parent_transaction
       ) AS c
       LEFT JOIN LATERAL (
         SELECT x.status, x.source, x.destination, COALESCE(x.effective_date, x.created_at) AS eff
@@ -217,11 +219,14 @@ LEG_SUMS = """
 
 # Per balance: the sums of the counted legs, for every balance the step touches or adds, with its
 # attributes (by balance_id, a unique key), in byte order (COLLATE "C", the order Arrow compares in).
+# The sums are sorted before the attribute probes, not after: probes in key order walk the balance_id
+# index's leaves once, in order (at 1M balances: 144k probes 1.06 s -> 0.6 s, half the buffer reads),
+# and the nested loop keeps that order, so the final ORDER BY costs no second sort.
 DELTA_TEMPLATE = f"""
     WITH legs (balance_id, currency, kind, amount) AS ({{legs}}
     ), sums AS (
         SELECT balance_id, min(currency) AS leg_currency,{LEG_SUMS}
-          FROM legs GROUP BY balance_id
+          FROM legs GROUP BY balance_id ORDER BY balance_id COLLATE "C"
     )
     SELECT s.balance_id, b.ledger_id, b.identity_id, b.indicator,
            COALESCE(b.currency, s.leg_currency) AS currency, b.created_at AS balance_created_at,
