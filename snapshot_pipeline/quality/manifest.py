@@ -83,8 +83,8 @@ def parquet_matches_index(settings: Settings, date: dt.date) -> Outcome:
                 previous = None  # the snapshot core diffs against nothing in that case, too
             spool = IndexSpool(work_dir, date)
             diff_files(store.fs, previous_paths, paths, spool)
-            csv_path = spool.close()
-            missing, extra, examples, indexed = index.compare_rows(conn, date, csv_path, SAMPLE_IDS)
+            spool_path = spool.close()
+            missing, extra, examples, indexed = index.compare_rows(conn, date, spool_path, SAMPLE_IDS)
             conn.rollback()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -229,24 +229,25 @@ def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
 INDEX_COLUMNS = ("balance_id", "snapshot_date", *AMOUNT_COLUMNS, "currency")
 
 
-def _copy_csv(conn: psycopg.Connection, table: sql.Composable, csv_path: Path) -> int:
-    """COPY a spooled index CSV (header, INDEX_COLUMNS) into ``table``; returns the rows loaded."""
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(
+def _copy_spool(conn: psycopg.Connection, table: sql.Composable, spool_path: Path) -> int:
+    """COPY a spooled index file (binary COPY data of INDEX_COLUMNS, :mod:`snapshot_pipeline.store.spool`) into
+    ``table``; returns the rows loaded."""
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
         table, sql.SQL(", ").join(map(sql.Identifier, INDEX_COLUMNS)))
     with conn.cursor() as cur:
-        with cur.copy(copy_sql) as copy, open(csv_path, "rb") as source:
+        with cur.copy(copy_sql) as copy, open(spool_path, "rb") as source:
             while chunk := source.read(4 << 20):
                 copy.write(chunk)
         return cur.rowcount
 
 
-def replace_rows(conn: psycopg.Connection, date: dt.date, csv_path: Path | None) -> int:
-    """Within the caller's transaction: drop the index rows of ``date`` and COPY the spooled CSV in."""
+def replace_rows(conn: psycopg.Connection, date: dt.date, spool_path: Path | None) -> int:
+    """Within the caller's transaction: drop the index rows of ``date`` and COPY the spooled rows in."""
     ensure_month_partition(conn, date)
     conn.execute("DELETE FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s", (date,))
-    if csv_path is None:
+    if spool_path is None:
         return 0
-    return _copy_csv(conn, sql.SQL("snapshot_index.balance_snapshots"), csv_path)
+    return _copy_spool(conn, sql.SQL("snapshot_index.balance_snapshots"), spool_path)
 
 
 def count_rows(conn: psycopg.Connection, date: dt.date) -> int:
@@ -271,15 +272,15 @@ SELECT balance_id, balance, credit_balance, debit_balance, inflight_balance, inf
 """
 
 
-def compare_rows(conn: psycopg.Connection, date: dt.date, csv_path: Path | None, examples: int
+def compare_rows(conn: psycopg.Connection, date: dt.date, spool_path: Path | None, examples: int
                  ) -> tuple[int, int, list[str], int]:
     """Within the caller's transaction: the index rows of ``date`` against a recomputed spool.
 
     Returns (missing, unexpected, up to ``examples`` differing balance ids, index rows of ``date``).
     """
     conn.execute("CREATE TEMP TABLE expected_index_rows (LIKE snapshot_index.balance_snapshots) ON COMMIT DROP")
-    if csv_path is not None:
-        _copy_csv(conn, sql.Identifier("expected_index_rows"), csv_path)
+    if spool_path is not None:
+        _copy_spool(conn, sql.Identifier("expected_index_rows"), spool_path)
     missing = db.scalar(conn, f"SELECT count(*) FROM ({_EXPECTED_MINUS_ACTUAL}) m", {"d": date})
     extra = db.scalar(conn, f"SELECT count(*) FROM ({_ACTUAL_MINUS_EXPECTED}) e", {"d": date})
     ids = [row[0] for row in conn.execute(

@@ -1,53 +1,75 @@
-"""Changed balances spooled to a CSV file, for one COPY into the index at commit time."""
+"""Changed balances spooled to a file in PostgreSQL's binary ``COPY`` format, for one ``COPY`` into the index
+at commit time.
+
+The rows are encoded straight from Arrow by pgpq (Arrow -> PostgreSQL binary): no text is formatted on our
+side and none is parsed on the server's (at 257k rows: 0.35 s to encode and load against 0.60 s through CSV,
+measured on an unindexed table), and the exact ``decimal128`` amounts arrive as ``numeric`` as they are.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import BinaryIO
 
+import pgpq
 import pyarrow as pa
-import pyarrow.csv as pcsv
 
-from snapshot_pipeline.store.parquet import AMOUNT_COLUMNS
+from snapshot_pipeline.store.parquet import AMOUNT, AMOUNT_COLUMNS
+
+# The rows of snapshot_index.balance_snapshots, typed as its columns are (text, date, numeric, text): a binary
+# COPY is read by each column's own type, so these types, in this order, are the file's contract.
+SPOOL_SCHEMA = pa.schema([
+    pa.field("balance_id", pa.string(), nullable=False),
+    pa.field("snapshot_date", pa.date32(), nullable=False),
+    *[pa.field(name, AMOUNT, nullable=False) for name in AMOUNT_COLUMNS],
+    pa.field("currency", pa.string()),
+])
 
 
 class IndexSpool:
-    """Rows of ``snapshot_index.balance_snapshots`` for one partition, written as CSV while streaming."""
+    """Rows of ``snapshot_index.balance_snapshots`` for one partition, appended as binary COPY data while
+    streaming (memory stays flat)."""
 
     def __init__(self, directory: Path, date: dt.date):
         self.date = date
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"index-{date.isoformat()}.csv"
-        self._writer: pcsv.CSVWriter | None = None
+        self.path = directory / f"index-{date.isoformat()}.pgcopy"
+        self._file: BinaryIO | None = None
+        self._encoder: pgpq.ArrowToPostgresBinaryEncoder | None = None
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        columns = {
+        out = pa.table({
             "balance_id": table["balance_id"],
             "snapshot_date": pa.repeat(pa.scalar(self.date, pa.date32()), table.num_rows),
             **{name: table[name] for name in AMOUNT_COLUMNS},
             "currency": table["currency"],
-        }
-        out = pa.table(columns)
-        if self._writer is None:
-            self._writer = pcsv.CSVWriter(str(self.path), out.schema)
-        self._writer.write_table(out)
+        }).cast(SPOOL_SCHEMA)
+        if self._file is None:
+            self._encoder = pgpq.ArrowToPostgresBinaryEncoder(SPOOL_SCHEMA)
+            self._file = open(self.path, "wb")  # noqa: SIM115 - open until close() or reset()
+            self._file.write(self._encoder.write_header())
+        assert self._encoder is not None
+        for batch in out.to_batches():
+            self._file.write(self._encoder.write_batch(batch))
         self.rows += out.num_rows
 
     def close(self) -> Path | None:
-        """Finish the file; None when nothing was spooled."""
-        if self._writer is None:
+        """Finish the file (the COPY trailer); None when nothing was spooled."""
+        if self._file is None or self._encoder is None:
             return None
-        self._writer.close()
-        self._writer = None
+        self._file.write(self._encoder.finish())
+        self._file.close()
+        self._file = self._encoder = None
         return self.path
 
     def reset(self) -> None:
         """Forget everything spooled so far."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._file is not None:
+            self._file.close()
+            self._file = self._encoder = None
         self.path.unlink(missing_ok=True)
         self.rows = 0
