@@ -372,7 +372,12 @@ def finish_step(cur, view: View, cutoff: dt.datetime, origin: Origin) -> Step:
     return Step(view, state, counted, released, filled, entering)
 
 
-def delta_reader(cur, cutoff: dt.datetime) -> pa.RecordBatchReader:
-    """Stream the step's per-balance delta in ``balance_id`` byte order (amounts as exact text)."""
-    cur.execute(_DELTA_SQL, parameters=(ts(cutoff),))
+def delta_reader(cur) -> pa.RecordBatchReader:
+    """Stream the step's per-balance delta in ``balance_id`` byte order (amounts as exact text).
+
+    The statement takes no parameters, on purpose: ADBC streams a parameterless query through ``COPY``,
+    so PostgreSQL's probes and the caller's merge run side by side and only a batch is held at a time;
+    a bound parameter makes ADBC execute it as a prepared statement whose whole result libpq holds before
+    the first batch (at 1M balances: +76 MB peak RSS, the merge waiting for the last probe)."""
+    cur.execute(_DELTA_SQL)
     return cur.fetch_record_batch()

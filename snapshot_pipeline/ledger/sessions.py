@@ -9,13 +9,12 @@ what the staging session sees), receives the legs of its ``balance_id`` range (:
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import pyarrow as pa
 
 from snapshot_pipeline.ledger import journal
-from snapshot_pipeline.ledger.asof import WORK_MEM, ts
+from snapshot_pipeline.ledger.asof import WORK_MEM
 
 # $1 = low, $2 = high (UTF-8 bytes; NULL: unbounded). The staged step's legs of one balance_id range, in
 # byte order as Arrow compares (a boundary may hold any character, NUL too), amounts as exact text, for a
@@ -90,10 +89,11 @@ def load_legs(cur, legs: pa.RecordBatchReader) -> int:
     return int(cur.adbc_ingest("roll_legs", _as_legs(legs), mode="create", temporary=True))
 
 
-def shard_delta_reader(cur, cutoff: dt.datetime) -> pa.RecordBatchReader:
+def shard_delta_reader(cur) -> pa.RecordBatchReader:
     """After :func:`load_legs`: the delta of those legs, as :func:`delta_reader` gives it for their range
-    (the attributes probed, by ``balance_id``, for that range's balances only)."""
-    cur.execute(_SHARD_DELTA_SQL, parameters=(ts(cutoff),))
+    (the attributes probed, by ``balance_id``, for that range's balances only; streamed through ``COPY``,
+    no parameters, as there)."""
+    cur.execute(_SHARD_DELTA_SQL)
     return cur.fetch_record_batch()
 
 

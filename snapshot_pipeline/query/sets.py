@@ -39,7 +39,7 @@ def balances_at_table(store: Store, ledger_url: str, at: dt.datetime, anchor: in
         try:
             view = journal.open_view(cur)
             step = journal.begin_step(cur, view, end, origin)
-            delta = merge.Counted(journal.delta_reader(cur, end))
+            delta = merge.Counted(journal.delta_reader(cur))
             for rows, _changed in merge.roll(base_batches, delta, end, parquet.ROW_GROUP_ROWS):
                 parts.append(_filtered(rows, ledger_id, currency))
             cur.execute("COMMIT")

@@ -246,7 +246,7 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
         mark = time.monotonic()
         tracker.total = expected_rows(base, step)
         batches = merge_into(writer, changed or spool, totals, base_batches(settings, base, batch_size),
-                             journal.delta_reader(cur, cutoff), cutoff, batch_size, tracker)
+                             journal.delta_reader(cur), cutoff, batch_size, tracker)
         tracker.finish(writer.rows)
         phases["merge_ms"] = int((time.monotonic() - mark) * 1000)
         drift = compare_live(facts, cur, step, changed, phases)

@@ -178,7 +178,7 @@ def _cut_points(fs, paths: list[str], shards: int, explicit: list[str] | None) -
 
 
 def _start_delta_sessions(cur, settings, future, snapshot_id: str, edges: list, prefix: str, store: Store,
-                          cutoff, started: list[DeltaSession]) -> None:
+                          started: list[DeltaSession]) -> None:
     """One delta session per shard on the connections ``future`` opens (or new ones), each joining the
     exported snapshot ``snapshot_id`` and starting its range's delta; appended to ``started`` (the caller
     closes them), a connection no session took is closed here."""
@@ -191,7 +191,7 @@ def _start_delta_sessions(cur, settings, future, snapshot_id: str, edges: list, 
                 unused.close()
             raise
     for shard, session in enumerate(started):  # each joins the cut, gets its legs, starts its delta
-        session.start(cur, snapshot_id, edges[shard], edges[shard + 1], cutoff)
+        session.start(cur, snapshot_id, edges[shard], edges[shard + 1])
 
 
 def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str, shards: int,
@@ -222,13 +222,13 @@ def _read_deltas(settings, index_conn, snapshot_date, cutoff, base, prefix: str,
         if len(edges) > 2:
             snapshot_id = sessions.export_snapshot(cur)
             future, connecting = connecting, None  # from here on, the connections are the sessions' to close
-            _start_delta_sessions(cur, settings, future, snapshot_id, edges, prefix, store, cutoff, delta_sessions)
+            _start_delta_sessions(cur, settings, future, snapshot_id, edges, prefix, store, delta_sessions)
         step = journal.finish_step(cur, view, cutoff, origin)  # the next state, while the shards' deltas run
         if delta_sessions:
             for session in delta_sessions:
                 session.wait()
         else:
-            _write_delta(fs, f"{prefix}/delta-00000.parquet", journal.delta_reader(cur, cutoff))
+            _write_delta(fs, f"{prefix}/delta-00000.parquet", journal.delta_reader(cur))
         cur.execute("COMMIT")
         with fs.open_output_stream(f"{prefix}/state.parquet") as sink:
             pq.write_table(step.state, sink)
@@ -295,20 +295,20 @@ class DeltaSession:
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
-    def start(self, staging_cur, snapshot_id: str, low: str | None, high: str | None, cutoff: dt.datetime) -> None:
+    def start(self, staging_cur, snapshot_id: str, low: str | None, high: str | None) -> None:
         """Join the cut (while the staging session is open), take the legs of ``[low, high)`` (held in
         memory: the day's legs of one range, not the ledger's), and start the delta in a thread."""
         sessions.join_view(self.cur, snapshot_id)
         legs = sessions.legs_reader(staging_cur, low, high).read_all()
-        self.thread = threading.Thread(target=self._run, args=(legs, cutoff), name=f"delta {self.path}",
+        self.thread = threading.Thread(target=self._run, args=(legs,), name=f"delta {self.path}",
                                        daemon=True)
         self.thread.start()
 
-    def _run(self, legs: pa.Table, cutoff: dt.datetime) -> None:
+    def _run(self, legs: pa.Table) -> None:
         try:
             sessions.load_legs(self.cur, legs.to_reader())
             del legs
-            _write_delta(self.store.fs, self.path, sessions.shard_delta_reader(self.cur, cutoff))
+            _write_delta(self.store.fs, self.path, sessions.shard_delta_reader(self.cur))
             self.cur.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - handed to the planning thread by wait()
             self.error = exc

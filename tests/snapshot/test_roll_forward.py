@@ -245,8 +245,10 @@ class ExplainingCursor:
     def __init__(self, cur):
         self._cur = cur
         self.plans: list[tuple[str, dict]] = []
+        self.executed: list[tuple[str, object]] = []  # (statement, parameters) as the code ran them
 
     def execute(self, sql, parameters=None):
+        self.executed.append((sql, parameters))
         if sql.lstrip().lower().startswith(self.EXPLAINABLE):
             if not self.plans:
                 self._cur.execute(PLAN_FUNCTION)
@@ -298,7 +300,7 @@ def test_incremental_step_reads_the_ledger_by_key_only(adversarial_url, make_dat
         # a small test ledger makes sequential scans cheap: forbid them, so only a key path can satisfy it
         cur.execute("SET LOCAL enable_seqscan = off")
         journal.begin_step(cur, view, calendar.cutoff(dt.date(2026, 11, 2), "UTC"), origin)
-        reader = journal.delta_reader(cur, calendar.cutoff(dt.date(2026, 11, 2), "UTC"))
+        reader = journal.delta_reader(cur)
         reader.read_all()
         cur.execute("ROLLBACK")
     finally:
@@ -317,3 +319,9 @@ def test_incremental_step_reads_the_ledger_by_key_only(adversarial_url, make_dat
             if node.get("Node Type") == "Bitmap Index Scan" and not node["Index Name"].startswith("roll_"):
                 assert node["Index Name"] in KEY_INDEXES, f"{node['Index Name']} in: {sql[:200]}"
     assert touched >= 8, "the step must have read the journal and the balances"
+    # the delta streams: no bound parameter (ADBC then runs it through COPY, batch by batch, instead of
+    # holding the whole result), and its attribute probes take the sums in key order, so no sort follows them
+    assert [parameters for sql, parameters in cur.executed if sql == journal._DELTA_SQL] == [None]
+    delta_plan = next(plan[0]["Plan"] for sql, plan in cur.plans if sql == journal._DELTA_SQL)
+    assert delta_plan["Node Type"] == "Nested Loop", delta_plan["Node Type"]
+    assert delta_plan["Plans"][0]["Node Type"] == "Sort", delta_plan["Plans"][0]["Node Type"]

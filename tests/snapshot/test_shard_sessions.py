@@ -114,11 +114,11 @@ def test_k_session_delta_equals_the_one_session_delta_under_concurrent_inserts(f
             for k, path in enumerate(paths):
                 session = shard_plan.DeltaSession(db.connect_arrow(url), str(path), Store.at(str(tmp_path)))
                 opened.append(session)
-                session.start(cur, snapshot_id, edges[k], edges[k + 1], cutoff)
+                session.start(cur, snapshot_id, edges[k], edges[k + 1])
             journal.finish_step(cur, view, cutoff, origin)
             for session in opened:
                 session.wait()
-            one_session = journal.delta_reader(cur, cutoff).read_all()  # the reference: the staging session's own
+            one_session = journal.delta_reader(cur).read_all()  # the reference: the staging session's own
         cur.execute("COMMIT")
     finally:
         for session in opened:
@@ -142,7 +142,7 @@ def test_k_session_delta_equals_the_one_session_delta_under_concurrent_inserts(f
         sessions.load_legs(c, pa.Table.from_pylist(
             [{"balance_id": ghost, "currency": "USD", "kind": 0, "amount": "999"}],
             schema=sessions.LEGS_SCHEMA).to_reader())
-        seen = sessions.shard_delta_reader(c, cutoff).read_all().to_pylist()[0]
+        seen = sessions.shard_delta_reader(c).read_all().to_pylist()[0]
         c.execute("ROLLBACK")
         c.close()
     finally:
@@ -190,7 +190,7 @@ def test_shard_sessions_read_the_ledger_by_key_only(adversarial_url, make_databa
         shard_cur.execute("SET LOCAL enable_seqscan = off")
         legs = sessions.legs_reader(cur, None, "bln_8").read_all()
         sessions.load_legs(shard_cur, legs.to_reader())
-        delta = sessions.shard_delta_reader(shard_cur, cutoff).read_all()
+        delta = sessions.shard_delta_reader(shard_cur).read_all()
         shard_cur.execute("ROLLBACK")
         cur.execute("ROLLBACK")
     finally:
