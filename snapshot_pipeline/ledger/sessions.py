@@ -93,6 +93,7 @@ def shard_delta_reader(cur) -> pa.RecordBatchReader:
     """After :func:`load_legs`: the delta of those legs, as :func:`delta_reader` gives it for their range
     (the attributes probed, by ``balance_id``, for that range's balances only; streamed through ``COPY``,
     no parameters, as there)."""
+    journal.stream_in_small_batches(cur)
     cur.execute(_SHARD_DELTA_SQL)
     return cur.fetch_record_batch()
 
