@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from snapshot_pipeline import calendar, db
-from snapshot_pipeline.store.parquet import AMOUNT_COLUMNS
+from snapshot_pipeline.store.spool import SPOOL_SCHEMA
 
 SCHEMA = "snapshot_index"
 _LOCK_NAMESPACE = 0x534E4150  # "SNAP"
@@ -226,14 +226,11 @@ def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
     return name
 
 
-INDEX_COLUMNS = ("balance_id", "snapshot_date", *AMOUNT_COLUMNS, "currency")
-
-
 def _copy_spool(conn: psycopg.Connection, table: sql.Composable, spool_path: Path) -> int:
-    """COPY a spooled index file (binary COPY data of INDEX_COLUMNS, :mod:`snapshot_pipeline.store.spool`) into
-    ``table``; returns the rows loaded."""
+    """COPY a spooled index file (binary COPY data, :mod:`snapshot_pipeline.store.spool`) into ``table``, its
+    columns named in the spool's own order; returns the rows loaded."""
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
-        table, sql.SQL(", ").join(map(sql.Identifier, INDEX_COLUMNS)))
+        table, sql.SQL(", ").join(map(sql.Identifier, SPOOL_SCHEMA.names)))
     with conn.cursor() as cur:
         with cur.copy(copy_sql) as copy, open(spool_path, "rb") as source:
             while chunk := source.read(4 << 20):
