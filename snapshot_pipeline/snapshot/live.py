@@ -91,24 +91,31 @@ class LiveDrift:
         return cls(**{field.name: value[field.name] for field in dataclasses.fields(cls)})
 
 
-# For the balances in the temp table drift_ids: their live rows (by the unique balance_id index) and the sums
-# of the staged legs on them (S_now \ S_D), in one statement: no other balance is summed or probed.
-_LATER_AND_LIVE_SQL = f"""
-WITH legs (balance_id, currency, kind, amount) AS ({journal.LEGS_SQL}
-), later AS (
-    SELECT balance_id,{journal.LEG_SUMS}
-      FROM legs WHERE kind IS NOT NULL AND balance_id IN (SELECT balance_id FROM drift_ids) GROUP BY balance_id
-)
+# For the balances in the temp table drift_ids, two statements, so that neither sorts or scans more than it must:
+# their live rows, one probe per balance by the unique balance_id index, the ids sorted in byte order first so
+# that the probes walk the index in key order and the rows come out in that order (no sort after the probes;
+# a join here let the planner read every row of blnk.balances instead); and the sums of the staged legs on
+# them (S_now \ S_D), a few rows, aligned with the first in Arrow.
+_LIVE_SQL = """
 SELECT i.balance_id, b.balance_id IS NOT NULL AS known, b.balance::text AS balance,
        b.credit_balance::text AS credit_balance, b.debit_balance::text AS debit_balance,
        b.inflight_balance::text AS inflight_balance, b.inflight_credit_balance::text AS inflight_credit_balance,
-       b.inflight_debit_balance::text AS inflight_debit_balance,
-       COALESCE(l.credit, 0)::text AS later_credit, COALESCE(l.debit, 0)::text AS later_debit,
-       COALESCE(l.inflight_credit, 0)::text AS later_inflight_credit,
-       COALESCE(l.inflight_debit, 0)::text AS later_inflight_debit
-  FROM drift_ids i LEFT JOIN blnk.balances b ON b.balance_id = i.balance_id
-  LEFT JOIN later l ON l.balance_id = i.balance_id
+       b.inflight_debit_balance::text AS inflight_debit_balance
+  FROM (SELECT balance_id FROM drift_ids ORDER BY balance_id COLLATE "C") AS i
+  LEFT JOIN LATERAL (
+    SELECT x.balance_id, x.balance, x.credit_balance, x.debit_balance, x.inflight_balance,
+           x.inflight_credit_balance, x.inflight_debit_balance
+      FROM blnk.balances x WHERE x.balance_id = i.balance_id OFFSET 0
+  ) AS b ON true
  ORDER BY i.balance_id COLLATE "C" """
+_LATER_SQL = f"""
+WITH legs (balance_id, currency, kind, amount) AS ({journal.LEGS_SQL}
+)
+SELECT balance_id, credit::text AS credit, debit::text AS debit, inflight_credit::text AS inflight_credit,
+       inflight_debit::text AS inflight_debit
+  FROM (SELECT balance_id,{journal.LEG_SUMS}
+          FROM legs WHERE kind IS NOT NULL AND balance_id IN (SELECT balance_id FROM drift_ids)
+         GROUP BY balance_id) AS later"""
 
 
 def widened(table: pa.Table, names) -> pa.Table:
@@ -118,18 +125,29 @@ def widened(table: pa.Table, names) -> pa.Table:
 
 
 def later_and_live(cur, origin: journal.Origin, ids: pa.Array) -> tuple[pa.Table, pa.Table]:
-    """Inside an open REPEATABLE READ view: the legs of ``S_now \\ S_D`` on the balances ``ids``, summed per
-    balance (``D``'s step to the end of time from ``origin``, staged by key only), and their live rows."""
+    """Inside an open REPEATABLE READ view: the live rows of the balances ``ids`` and the legs of
+    ``S_now \\ S_D`` on them, summed per balance (``D``'s step to the end of time from ``origin``, staged by
+    key only; zero where a balance has none), both in ``balance_id`` byte order."""
     journal.stage_step(cur, END_OF_TIME, origin)
     cur.execute("DROP TABLE IF EXISTS drift_ids")
     cur.adbc_ingest("drift_ids", pa.table({"balance_id": ids}), mode="create", temporary=True)
     cur.execute("ANALYZE drift_ids")
-    cur.execute(_LATER_AND_LIVE_SQL)
-    both = cur.fetch_arrow_table()
-    later = pa.table({"balance_id": both["balance_id"],
-                      **{field: both[f"later_{name}"] for name, field in merge.DELTA_TO_FIELD.items()}})
-    live = both.select(["balance_id", "known", *AMOUNTS])
-    return widened(later, SUMMED), live
+    cur.execute(_LIVE_SQL)
+    live = cur.fetch_arrow_table()
+    cur.execute(_LATER_SQL)
+    sums = cur.fetch_arrow_table()
+    return _aligned_sums(live["balance_id"], sums), live
+
+
+def _aligned_sums(ids: pa.ChunkedArray, sums: pa.Table) -> pa.Table:
+    """The per-balance ``sums`` (``balance_id`` and the delta's four sums as text, some balances) as the
+    :data:`SUMMED` columns, wide, one row per id of ``ids`` in its order: zero where a balance has none."""
+    ids = ids.combine_chunks()
+    at = pc.index_in(ids, value_set=sums["balance_id"].combine_chunks())
+    zero = amounts.zeros(len(ids))
+    return pa.table({"balance_id": ids, **{
+        field: pc.fill_null(pc.take(amounts.widen(sums[name], sums["balance_id"], field), at), zero)
+        for name, field in merge.DELTA_TO_FIELD.items()}})
 
 
 def _aligned(snap: pa.Table, later: pa.Table, live: pa.Table) -> pa.Table:

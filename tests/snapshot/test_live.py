@@ -6,13 +6,18 @@ from __future__ import annotations
 import datetime as dt
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from snapshot_pipeline import quality, snapshot
+from snapshot_pipeline import db, quality, snapshot
 from snapshot_pipeline.amounts import AmountOverflow
+from snapshot_pipeline.ledger import journal
 from snapshot_pipeline.snapshot import live
+from snapshot_pipeline.store import index
 from tests.conftest import make_settings
 from tests.helpers import apply_live, insert_transaction, two_balances
+from tests.plans import ExplainingCursor, assert_ledger_read_by_key
 
 DAY = dt.date(2026, 10, 31)
 KEYS = ("balances_compared", "drifting_balances", "total_absolute_balance_drift")
@@ -117,3 +122,33 @@ def test_a_day_with_more_changed_balances_than_the_bound_leaves_the_comparison_t
     result = snapshot.take_snapshot(settings, DAY, 500, compare_live=True, log=lines.append)
     assert result.balances_changed > 10 and result.live_drift is None
     assert any("live_drift=not_compared" in line and "more than 10 changed" in line for line in lines), lines
+
+
+def test_the_comparison_probes_the_ledger_by_key_in_key_order(fresh_ledger, tmp_path):
+    """The live rows and the later legs are read by key only: one probe per compared balance through the unique
+    ``balance_id`` index, taken in key order (so no sort follows the probes), never a walk of blnk.balances."""
+    url = fresh_ledger
+    settings = make_settings(url, tmp_path / "store")
+    snapshot.take_snapshot(settings, DAY - dt.timedelta(days=1), 500)
+    _later_legs(url)
+    snapshot.take_snapshot(settings, DAY, 500)
+    with db.connect(settings.snapshot_database_url, autocommit=True) as conn:
+        origin = snapshot.origin_of(conn, index.manifest(conn, DAY))
+        ids = pa.array([row[0] for row in conn.execute(
+            "SELECT balance_id FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s", (DAY,))])
+    ledger = db.connect_arrow(url)
+    try:
+        cur = ExplainingCursor(ledger.cursor())
+        journal.open_view(cur)
+        cur.execute("SET LOCAL enable_seqscan = off")  # a small ledger makes whole scans cheap: only keys remain
+        later, now = live.later_and_live(cur, origin, ids)
+        cur.execute("ROLLBACK")
+    finally:
+        ledger.close()
+    assert now.num_rows == later.num_rows == len(ids) > 2
+    assert now["balance_id"].to_pylist() == sorted(ids.to_pylist())  # byte order, as the snapshot is sorted
+    assert pc.sum(pc.not_equal(later["credit_balance"], pa.scalar(0, later["credit_balance"].type))).as_py() >= 1
+    assert assert_ledger_read_by_key(cur.plans, probes_only=True) >= 4
+    probes = cur.plan_of(live._LIVE_SQL)
+    assert probes["Node Type"] == "Nested Loop", probes["Node Type"]  # no sort after the probes
+    assert probes["Plans"][0]["Node Type"] == "Sort", probes["Plans"][0]["Node Type"]  # the ids, in key order

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import uuid
 
@@ -17,6 +16,7 @@ from snapshot_pipeline.store import catalog
 from tests.conftest import make_settings
 from tests.helpers import assert_balanced, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
+from tests.plans import ExplainingCursor, assert_ledger_read_by_key
 
 DAYS = [dt.date(2026, 10, 27) + dt.timedelta(days=i) for i in range(10)]
 
@@ -237,53 +237,6 @@ def test_roll_forward_state_reads_back_under_any_datestyle(fresh_ledger, make_da
     assert_exact_and_balanced(settings, url, DAYS[3])
 
 
-class ExplainingCursor:
-    """A real ADBC cursor that asks PostgreSQL for the plan of each statement before running it."""
-
-    EXPLAINABLE = ("select", "with", "create temp table")
-
-    def __init__(self, cur):
-        self._cur = cur
-        self.plans: list[tuple[str, dict]] = []
-        self.executed: list[tuple[str, object]] = []  # (statement, parameters) as the code ran them
-
-    def execute(self, sql, parameters=None):
-        self.executed.append((sql, parameters))
-        if sql.lstrip().lower().startswith(self.EXPLAINABLE):
-            if not self.plans:
-                self._cur.execute(PLAN_FUNCTION)
-            self._cur.execute("SELECT pg_temp.plan_of($1)::text", parameters=(_inline(sql, parameters),))
-            self.plans.append((sql, json.loads(self._cur.fetchone()[0])))
-        return self._cur.execute(sql, parameters=parameters)
-
-    def __getattr__(self, name):
-        return getattr(self._cur, name)
-
-
-PLAN_FUNCTION = """
-    CREATE OR REPLACE FUNCTION pg_temp.plan_of(statement text) RETURNS json LANGUAGE plpgsql AS $$
-    DECLARE plan json;
-    BEGIN EXECUTE 'EXPLAIN (FORMAT JSON) ' || statement INTO plan; RETURN plan; END $$"""
-
-
-def _inline(sql: str, parameters) -> str:
-    """The statement with its parameters as literals (EXPLAIN of a parameterized statement needs values)."""
-    for n in range(len(parameters or ()), 0, -1):
-        value = parameters[n - 1]
-        literal = str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
-        sql = sql.replace(f"${n}", literal)
-    return sql
-
-
-def _scans(node: dict):
-    yield node
-    for child in node.get("Plans", []):
-        yield from _scans(child)
-
-
-KEY_INDEXES = {"transactions_pkey", "transactions_transaction_id_key", "balances_pkey", "balances_balance_id_key"}
-
-
 def test_incremental_step_reads_the_ledger_by_key_only(adversarial_url, make_database, tmp_path):
     """Every statement of an incremental step touches blnk.* only through primary or unique keys."""
     settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
@@ -305,23 +258,11 @@ def test_incremental_step_reads_the_ledger_by_key_only(adversarial_url, make_dat
         cur.execute("ROLLBACK")
     finally:
         ledger.close()
-    touched = 0
-    for sql, plan in cur.plans:
-        for node in _scans(plan[0]["Plan"]):
-            if node.get("Schema") == "blnk" or node.get("Relation Name") in ("transactions", "balances"):
-                if node.get("Relation Name") not in ("transactions", "balances"):
-                    continue
-                touched += 1
-                assert node["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Heap Scan"), (
-                    f"{node['Node Type']} on blnk.{node['Relation Name']} in: {sql[:200]}")
-                if node["Node Type"] != "Bitmap Heap Scan":
-                    assert node["Index Name"] in KEY_INDEXES, f"{node['Index Name']} in: {sql[:200]}"
-            if node.get("Node Type") == "Bitmap Index Scan" and not node["Index Name"].startswith("roll_"):
-                assert node["Index Name"] in KEY_INDEXES, f"{node['Index Name']} in: {sql[:200]}"
+    touched = assert_ledger_read_by_key(cur.plans, probes_only=True)
     assert touched >= 8, "the step must have read the journal and the balances"
     # the delta streams: no bound parameter (ADBC then runs it through COPY, batch by batch, instead of
     # holding the whole result), and its attribute probes take the sums in key order, so no sort follows them
     assert [parameters for sql, parameters in cur.executed if sql == journal._DELTA_SQL] == [None]
-    delta_plan = next(plan[0]["Plan"] for sql, plan in cur.plans if sql == journal._DELTA_SQL)
+    delta_plan = cur.plan_of(journal._DELTA_SQL)
     assert delta_plan["Node Type"] == "Nested Loop", delta_plan["Node Type"]
     assert delta_plan["Plans"][0]["Node Type"] == "Sort", delta_plan["Plans"][0]["Node Type"]

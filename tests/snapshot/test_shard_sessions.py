@@ -24,7 +24,7 @@ from snapshot_pipeline.store.location import Store
 from tests.conftest import make_settings
 from tests.helpers import insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
-from tests.snapshot.test_roll_forward import KEY_INDEXES, ExplainingCursor, _scans
+from tests.plans import ExplainingCursor, assert_ledger_read_by_key
 
 BASE, DAY = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
 NOON = dt.datetime(2026, 11, 2, 12)
@@ -197,13 +197,7 @@ def test_shard_sessions_read_the_ledger_by_key_only(adversarial_url, make_databa
         ledger.close()
         shard.close()
     assert legs.num_rows and delta.num_rows
-    probes = 0
-    for sql, plan in shard_cur.plans:
-        for node in _scans(plan[0]["Plan"]):
-            if node.get("Relation Name") in ("transactions", "balances"):
-                probes += 1
-                assert node["Node Type"] in ("Index Scan", "Index Only Scan"), f"{node['Node Type']} in {sql[:200]}"
-                assert node["Index Name"] in KEY_INDEXES, f"{node['Index Name']} in: {sql[:200]}"
+    probes = assert_ledger_read_by_key(shard_cur.plans, probes_only=True)
     assert probes >= 1
 
 
