@@ -345,6 +345,12 @@ def stage_step(cur, cutoff: dt.datetime, origin: Origin) -> None:
                                            cutoff_text))
 
 
+def staged_rows(cur) -> int:
+    """After :func:`stage_step`: how many journal rows the step counts (the rows of ``roll_tx``)."""
+    cur.execute("SELECT count(*) FROM roll_tx")
+    return int(cur.fetchone()[0])
+
+
 def drop_step(cur) -> None:
     """Inside the open view, after the delta is read: forget the step's temp tables, so another step can be
     staged in the same view (the in-run live-drift comparison stages the step to the end of time)."""
@@ -364,7 +370,7 @@ def finish_step(cur, view: View, cutoff: dt.datetime, origin: Origin) -> Step:
     raw = cur.fetch_arrow_table()
     state = pa.table(raw.columns, names=STATE_SCHEMA.names).cast(STATE_SCHEMA)
     cur.execute(
-        "SELECT (SELECT count(*) FROM roll_tx), (SELECT count(*) FROM roll_children WHERE releases),"
+        "SELECT (SELECT count(*) FROM roll_children WHERE releases),"
         " (SELECT count(*) FROM roll_bal),"
         # rows the view sees that the base's count did not hold: new ids, and base gaps filled since
         " (SELECT count(*) FROM blnk.transactions WHERE id > $1),"
@@ -372,7 +378,8 @@ def finish_step(cur, view: View, cutoff: dt.datetime, origin: Origin) -> Step:
         "   WHERE r.kind = $2 AND t.id <= $1)",
         parameters=(origin.max_transaction_id, TRANSACTION_GAP),
     )
-    counted, released, entering, above, filled = (int(v) for v in cur.fetchone())
+    released, entering, above, filled = (int(v) for v in cur.fetchone())
+    counted = staged_rows(cur)
     view = dataclasses.replace(view, transaction_count=origin.transaction_count + above + filled,
                                reread_transaction_id=reread_tx, reread_balance_id=reread_bal)
     return Step(view, state, counted, released, filled, entering)

@@ -193,7 +193,7 @@ class QueryEngine:
         after its cutoff or recorded after its read) in ``balance_id`` order. The schema metadata says
         what it was built from (``snapshot_pipeline.at``, ``.anchor_date``, ``.anchor_cutoff``,
         ``.replayed_balances``, and with ``count_replayed=True`` ``.replayed_transactions``, which
-        costs one more scan of the replayed journal rows).
+        costs one count of the staged journal rows).
         """
         at = to_utc(at)
         anchor, origin = self._anchor_and_origin(at)

@@ -37,8 +37,9 @@ def balances_at_table(store: Store, ledger_url: str, at: dt.datetime, anchor: in
     try:
         cur = ledger.cursor()
         try:
-            view = journal.open_view(cur)
-            step = journal.begin_step(cur, view, end, origin)
+            journal.open_view(cur)
+            journal.stage_step(cur, end, origin)  # the legs only: no next state is computed for a query
+            replayed = journal.staged_rows(cur) if count_replayed else None
             delta = merge.Counted(journal.delta_reader(cur))
             for rows, _changed in merge.roll(base_batches, delta, end, parquet.ROW_GROUP_ROWS):
                 parts.append(_filtered(rows, ledger_id, currency))
@@ -58,7 +59,7 @@ def balances_at_table(store: Store, ledger_url: str, at: dt.datetime, anchor: in
         "snapshot_pipeline.replayed_balances": str(delta.rows),
     }
     if count_replayed:
-        metadata["snapshot_pipeline.replayed_transactions"] = str(step.counted_rows)
+        metadata["snapshot_pipeline.replayed_transactions"] = str(replayed)
     return table.cast(OUTPUT_SCHEMA).replace_schema_metadata(metadata)
 
 
