@@ -33,18 +33,23 @@ def _label(labels, position: int) -> str:
 
 
 def widen(column, labels=None, name: str = "amount") -> pa.Array:
-    """Text or decimal amounts -> ``decimal256(60, 0)``, failing with the row named if one has more digits."""
+    """Text or decimal amounts -> ``decimal256(60, 0)``, failing with the row named if one has more digits.
+
+    One checked cast: Arrow refuses a value that does not fit, and only then is the row looked for."""
     column = _array(column)
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        digits = pc.utf8_length(pc.utf8_ltrim(column, characters="-+"))
-        too_long = pc.fill_null(pc.greater(digits, WIDE_DIGITS), False)
-        if pc.any(too_long).as_py():
-            position = pc.index(too_long, True).as_py()
-            raise AmountOverflow(
-                f"{_label(labels, position)}: {name} = {column[position].as_py()} has more than"
-                f" {WIDE_DIGITS} digits and cannot be added exactly"
-            )
-    return pc.cast(column, WIDE)
+    try:
+        return pc.cast(column, WIDE)
+    except pa.ArrowInvalid:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            digits = pc.utf8_length(pc.utf8_ltrim(column, characters="-+"))
+            too_long = pc.fill_null(pc.greater(digits, WIDE_DIGITS), False)
+            if pc.any(too_long).as_py():
+                position = pc.index(too_long, True).as_py()
+                raise AmountOverflow(
+                    f"{_label(labels, position)}: {name} = {column[position].as_py()} has more than"
+                    f" {WIDE_DIGITS} digits and cannot be added exactly"
+                ) from None
+        raise
 
 
 def zeros(n: int) -> pa.Array:
@@ -53,12 +58,17 @@ def zeros(n: int) -> pa.Array:
 
 
 def narrow(values, labels=None, name: str = "amount") -> pa.Array:
-    """``decimal256`` -> ``decimal128(38, 0)``, failing with the first row whose value does not fit."""
+    """``decimal256`` -> ``decimal128(38, 0)``, failing with the first row whose value does not fit.
+
+    One checked cast: Arrow refuses a value that does not fit, and only then is the row looked for."""
     values = _array(values)
-    too_big = pc.greater(pc.abs(values), pa.scalar(MAX_STORED, WIDE))
-    if pc.any(too_big).as_py():
-        position = pc.index(too_big, True).as_py()
-        raise AmountOverflow(
-            f"{_label(labels, position)}: {name} = {values[position].as_py()} does not fit decimal128(38, 0)"
-        )
-    return pc.cast(values, STORED)
+    try:
+        return pc.cast(values, STORED)
+    except pa.ArrowInvalid:
+        too_big = pc.greater(pc.abs(values), pa.scalar(MAX_STORED, WIDE))
+        if pc.any(too_big).as_py():
+            position = pc.index(too_big, True).as_py()
+            raise AmountOverflow(
+                f"{_label(labels, position)}: {name} = {values[position].as_py()} does not fit decimal128(38, 0)"
+            ) from None
+        raise

@@ -192,7 +192,7 @@ def in_view(cur, step: journal.Step, cutoff: dt.datetime, changed: pa.Table) -> 
     """In the run's own view, after its delta is read: the partition's ``changed`` balances (``balance_id``
     and the :data:`SUMMED` amounts as merged) plus the legs it does not include, against their live rows."""
     journal.drop_step(cur)
-    later, live = later_and_live(cur, step.next_origin(cutoff), changed["balance_id"])  # new balances come last
+    later, live = later_and_live(cur, step.next_origin(cutoff), changed["balance_id"])
     return drift_of(widened(changed.sort_by("balance_id"), SUMMED), later, live, step.view.read_at)
 
 

@@ -15,6 +15,7 @@ Changed rows (entering, or any sum not zero) are also returned, for the index.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +31,8 @@ DELTA_TO_FIELD = {
     "inflight_debit": "inflight_debit_balance",
 }
 SUMMED = tuple(DELTA_TO_FIELD.values())
-BASE_COLUMNS = [f.name for f in parquet.SNAPSHOT_SCHEMA if f.name != "cutoff_at"]
+BASE_SCHEMA = pa.schema([f for f in parquet.SNAPSHOT_SCHEMA if f.name != "cutoff_at"])
+BASE_COLUMNS = BASE_SCHEMA.names
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -39,9 +41,20 @@ def _column(table: pa.Table, name: str) -> pa.Array:
 
 
 def _delta_attributes(delta: pa.Table) -> dict[str, pa.Array]:
-    out = {name: _column(delta, name) for name in ATTRIBUTES}
-    out["balance_created_at"] = pc.cast(out["balance_created_at"], parquet.UTC_TS)
-    return out
+    return {name: _column(delta, name) for name in ATTRIBUTES}
+
+
+def _prepared(batches) -> Iterator[pa.Table]:
+    """The delta's batches as the merge adds them: the four sums (exact text) as wide decimals and the
+    creation time in UTC, converted once per batch as it arrives, not once per chunk of ``batch_size`` rows."""
+    for batch in batches:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        ids = _column(table, "balance_id")
+        for name, field in DELTA_TO_FIELD.items():
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     amounts.widen(_column(table, name), ids, field))
+        at = table.schema.get_field_index("balance_created_at")
+        yield table.set_column(at, "balance_created_at", pc.cast(table["balance_created_at"], parquet.UTC_TS))
 
 
 def _finish(ids: pa.Array, attributes: dict[str, pa.Array], sums: dict[str, pa.Array], cutoff: dt.datetime
@@ -64,17 +77,18 @@ def _finish(ids: pa.Array, attributes: dict[str, pa.Array], sums: dict[str, pa.A
     )
 
 
-def _updated(base: pa.Table, delta: pa.Table, delta_ids: pa.Array, cutoff: dt.datetime
+def _updated(base: pa.Table, delta: pa.Table, delta_ids: pa.Array, entering: pa.Array | None, cutoff: dt.datetime
              ) -> tuple[pa.Table, pa.Table | None]:
     """Base rows with the delta applied where a delta row matches: (all rows, the changed ones).
 
     Rows without a delta row pass through untouched (no decimal arithmetic); only matched rows are
-    widened, added to, narrowed back and given the ledger's current attributes.
+    widened, added to, narrowed back and given the ledger's current attributes. ``entering`` marks the
+    rows that enter the snapshot here (changed even when their sums are zero); None: no row enters.
     """
     ids = _column(base, "balance_id")
     positions = pc.index_in(ids, value_set=delta_ids)
     matched = pc.is_valid(positions)
-    if not pc.any(matched).as_py():
+    if entering is None and not pc.any(matched).as_py():
         return _with_cutoff(base, cutoff), None
     rows = pc.filter(positions, matched)
     hit = base.filter(matched)
@@ -82,9 +96,10 @@ def _updated(base: pa.Table, delta: pa.Table, delta_ids: pa.Array, cutoff: dt.da
     known = pc.take(_column(delta, "known"), rows)
     fresh = _delta_attributes(delta)
     attributes = {name: pc.if_else(known, pc.take(fresh[name], rows), _column(hit, name)) for name in ATTRIBUTES}
-    sums, touched = {}, pa.repeat(pa.scalar(False), len(rows))
+    sums = {}
+    touched = pc.filter(entering, matched) if entering is not None else pa.repeat(pa.scalar(False), len(rows))
     for name, field in DELTA_TO_FIELD.items():
-        add = pc.take(amounts.widen(_column(delta, name), delta_ids, field), rows)
+        add = pc.take(_column(delta, name), rows)
         sums[field] = pc.add(amounts.widen(_column(hit, field)), add)
         touched = pc.or_(touched, pc.not_equal(add, pa.scalar(0, amounts.WIDE)))
     new_hit = _finish(hit_ids, attributes, sums, cutoff)
@@ -107,37 +122,49 @@ def _with_cutoff(base: pa.Table, cutoff: dt.datetime) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=parquet.SNAPSHOT_SCHEMA)
 
 
+def _entering_rows(delta: pa.Table) -> pa.Table:
+    """Delta rows of balances the base does not hold, as base rows (:data:`BASE_SCHEMA`) at zero with the
+    delta's attributes: the delta's sums are then added to them as to any base row."""
+    zero = pa.repeat(pa.scalar(0, parquet.AMOUNT), delta.num_rows)
+    attributes = _delta_attributes(delta)
+    return pa.Table.from_arrays(
+        [_column(delta, "balance_id"), *[attributes[name] for name in ATTRIBUTES[:4]],
+         *[zero for _ in parquet.AMOUNT_COLUMNS], attributes["balance_created_at"]], schema=BASE_SCHEMA)
+
+
 def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetime) -> tuple[pa.Table, pa.Table]:
-    """One aligned chunk -> (rows of the new partition, the changed ones among them)."""
+    """One aligned chunk -> (rows of the new partition, the changed ones among them).
+
+    Balances entering here (delta rows the base does not hold) join the base rows at zero, in key order, so that
+    one pass adds every delta row to its row."""
     has_delta = delta is not None and delta.num_rows > 0
     has_base = base is not None and base.num_rows > 0
-    delta_ids = _column(delta, "balance_id") if has_delta else pa.array([], pa.string())
-    parts, changed = [], []
-    if has_base:
-        if has_delta:
-            rows, touched = _updated(base, delta, delta_ids, cutoff)
+    if not has_delta:
+        if not has_base:
+            empty = parquet.SNAPSHOT_SCHEMA.empty_table()
+            return empty, empty
+        return _with_cutoff(base, cutoff).combine_chunks(), parquet.SNAPSHOT_SCHEMA.empty_table()
+    assert delta is not None
+    delta_ids = _column(delta, "balance_id")
+    new = pc.invert(pc.is_in(delta_ids, value_set=_column(base, "balance_id"))) if has_base else None
+    entering = None
+    if new is None or pc.any(new).as_py():
+        arriving = _entering_rows(delta.filter(new) if new is not None else delta)
+        if has_base:
+            assert base is not None
+            joined = pa.concat_tables([base, arriving.cast(base.schema)])
+            order = pc.sort_indices(joined["balance_id"])
+            base = joined.take(order)
+            flags = pa.concat_arrays([pa.repeat(pa.scalar(False), joined.num_rows - arriving.num_rows),
+                                      pa.repeat(pa.scalar(True), arriving.num_rows)])
+            entering = pc.take(flags, order)
         else:
-            rows, touched = _with_cutoff(base, cutoff), None
-        parts.append(rows)
-        if touched is not None:
-            changed.append(touched)
-    if delta is not None and has_delta:
-        new = delta.filter(pc.invert(pc.is_in(delta_ids, value_set=_column(base, "balance_id")))) \
-            if has_base else delta
-        if new.num_rows:
-            new_ids = _column(new, "balance_id")
-            sums = {field: amounts.widen(_column(new, name), new_ids, field) for name, field in DELTA_TO_FIELD.items()}
-            rows = _finish(new_ids, _delta_attributes(new), sums, cutoff)
-            parts.append(rows)
-            changed.append(rows)
-    if not parts:
-        empty = parquet.SNAPSHOT_SCHEMA.empty_table()
-        return empty, empty
-    out = pa.concat_tables(parts)
-    if len(parts) > 1:
-        out = out.take(pc.sort_indices(out["balance_id"]))
-    changed_rows = pa.concat_tables(changed) if changed else parquet.SNAPSHOT_SCHEMA.empty_table()
-    return out.combine_chunks(), changed_rows
+            base = arriving
+            entering = pa.repeat(pa.scalar(True), arriving.num_rows)
+    assert base is not None
+    rows, touched = _updated(base, delta, delta_ids, entering, cutoff)
+    changed_rows = touched if touched is not None else parquet.SNAPSHOT_SCHEMA.empty_table()
+    return rows.combine_chunks(), changed_rows
 
 
 class Counted:
@@ -156,7 +183,7 @@ class Counted:
 def roll(base_batches, delta_batches, cutoff: dt.datetime, batch_size: int):
     """Yield (rows, changed rows) for the whole partition, in ``balance_id`` order."""
     base = align.SortedStream(base_batches)
-    delta = align.SortedStream(align.rechunk(delta_batches, batch_size))
+    delta = align.SortedStream(align.rechunk(_prepared(delta_batches), batch_size))
     for base_chunk, delta_chunk in align.aligned(base, delta):
         rows, changed = roll_chunk(base_chunk, delta_chunk, cutoff)
         if rows.num_rows:
