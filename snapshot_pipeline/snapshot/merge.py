@@ -78,18 +78,17 @@ def _finish(ids: pa.Array, attributes: dict[str, pa.Array], sums: dict[str, pa.A
 
 
 def _updated(base: pa.Table, delta: pa.Table, delta_ids: pa.Array, entering: pa.Array | None, cutoff: dt.datetime
-             ) -> tuple[pa.Table, pa.Table | None]:
+             ) -> tuple[pa.Table, pa.Table]:
     """Base rows with the delta applied where a delta row matches: (all rows, the changed ones).
 
     Rows without a delta row pass through untouched (no decimal arithmetic); only matched rows are
     widened, added to, narrowed back and given the ledger's current attributes. ``entering`` marks the
-    rows that enter the snapshot here (changed even when their sums are zero); None: no row enters.
+    rows that enter the snapshot here (changed even when their sums are zero); None: no row enters. Every
+    delta row has its base row.
     """
     ids = _column(base, "balance_id")
     positions = pc.index_in(ids, value_set=delta_ids)
     matched = pc.is_valid(positions)
-    if entering is None and not pc.any(matched).as_py():
-        return _with_cutoff(base, cutoff), None
     rows = pc.filter(positions, matched)
     hit = base.filter(matched)
     hit_ids = _column(hit, "balance_id")
@@ -132,39 +131,40 @@ def _entering_rows(delta: pa.Table) -> pa.Table:
          *[zero for _ in parquet.AMOUNT_COLUMNS], attributes["balance_created_at"]], schema=BASE_SCHEMA)
 
 
+def _joined(base: pa.Table, arriving: pa.Table) -> tuple[pa.Table, pa.Array]:
+    """The base rows and the entering ones (:func:`_entering_rows`) in key order, column by column under
+    :data:`BASE_SCHEMA`, and which of them enter."""
+    joined = pa.Table.from_arrays([pa.concat_arrays([_column(base, name), _column(arriving, name)])
+                                   for name in BASE_COLUMNS], schema=BASE_SCHEMA)
+    order = pc.sort_indices(joined["balance_id"])
+    flags = pa.concat_arrays([pa.repeat(pa.scalar(False), base.num_rows),
+                              pa.repeat(pa.scalar(True), arriving.num_rows)])
+    return joined.take(order), pc.take(flags, order)
+
+
 def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetime) -> tuple[pa.Table, pa.Table]:
     """One aligned chunk -> (rows of the new partition, the changed ones among them).
 
-    Balances entering here (delta rows the base does not hold) join the base rows at zero, in key order, so that
-    one pass adds every delta row to its row."""
+    ``delta`` is prepared (:func:`_prepared`: wide sums, UTC creation times). Balances entering here (delta rows
+    the base does not hold) join the base rows at zero, in key order, so that one pass adds every delta row to
+    its row; with no base rows, the delta's rows are the chunk's rows."""
     has_delta = delta is not None and delta.num_rows > 0
     has_base = base is not None and base.num_rows > 0
     if not has_delta:
-        if not has_base:
-            empty = parquet.SNAPSHOT_SCHEMA.empty_table()
-            return empty, empty
-        return _with_cutoff(base, cutoff).combine_chunks(), parquet.SNAPSHOT_SCHEMA.empty_table()
+        empty = parquet.SNAPSHOT_SCHEMA.empty_table()
+        return (_with_cutoff(base, cutoff).combine_chunks() if has_base and base is not None else empty), empty
     assert delta is not None
     delta_ids = _column(delta, "balance_id")
-    new = pc.invert(pc.is_in(delta_ids, value_set=_column(base, "balance_id"))) if has_base else None
+    if not has_base or base is None:  # every balance enters (a genesis, or past the base's last key)
+        sums = {field: _column(delta, name) for name, field in DELTA_TO_FIELD.items()}
+        rows = _finish(delta_ids, _delta_attributes(delta), sums, cutoff)
+        return rows, rows
+    new = pc.invert(pc.is_in(delta_ids, value_set=_column(base, "balance_id")))
     entering = None
-    if new is None or pc.any(new).as_py():
-        arriving = _entering_rows(delta.filter(new) if new is not None else delta)
-        if has_base:
-            assert base is not None
-            joined = pa.concat_tables([base, arriving.cast(base.schema)])
-            order = pc.sort_indices(joined["balance_id"])
-            base = joined.take(order)
-            flags = pa.concat_arrays([pa.repeat(pa.scalar(False), joined.num_rows - arriving.num_rows),
-                                      pa.repeat(pa.scalar(True), arriving.num_rows)])
-            entering = pc.take(flags, order)
-        else:
-            base = arriving
-            entering = pa.repeat(pa.scalar(True), arriving.num_rows)
-    assert base is not None
+    if pc.any(new).as_py():
+        base, entering = _joined(base, _entering_rows(delta.filter(new)))
     rows, touched = _updated(base, delta, delta_ids, entering, cutoff)
-    changed_rows = touched if touched is not None else parquet.SNAPSHOT_SCHEMA.empty_table()
-    return rows.combine_chunks(), changed_rows
+    return rows.combine_chunks(), touched
 
 
 class Counted:
