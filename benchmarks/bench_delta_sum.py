@@ -73,7 +73,7 @@ def measure(settings, day: dt.date, repeats: int) -> dict:
             journal.begin_step(cur, view, cutoff, origin)
             cur.execute("SELECT 1")  # warm the session
             cur.fetchall()
-            delta = _timed_query(samples, "sql_delta", cur, journal.DELTA_TEMPLATE.format(legs=journal.LEGS_SQL))
+            delta = _timed_query(samples, "sql_delta", cur, journal.delta_sql(journal.LEGS_SQL))
             _timed_query(samples, "sql_sums", cur, sums_only)
             _timed_query(samples, "attribute_probes", cur, probes)
             raw = _timed_query(samples, "arrow_fetch", cur, raw_legs)

@@ -26,7 +26,7 @@ _RANGE_LEGS_SQL = f"""
        AND ($2::bytea IS NULL OR convert_to(l.balance_id, 'UTF8') < $2::bytea)"""
 
 # In a shard session: the delta of the legs it was given (the temp table roll_legs), as _DELTA_SQL.
-_SHARD_DELTA_SQL = journal.DELTA_TEMPLATE.format(legs="""
+_SHARD_DELTA_SQL = journal.delta_sql("""
         SELECT balance_id, currency, kind, amount::numeric FROM roll_legs""")
 
 LEGS_SCHEMA = pa.schema([

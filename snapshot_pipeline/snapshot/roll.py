@@ -205,20 +205,16 @@ def compares_live(facts: RunFacts, index_conn, base: index.ManifestEntry | None)
             and index.nearest_after(index_conn, facts.snapshot_date) is None)
 
 
-def compare_live(facts: RunFacts, cur, step: journal.Step, changed: live.ChangedAmounts | None,
+def compare_live(facts: RunFacts, cur, step: journal.Step, comparison: live.InRunComparison | None,
                  phases: dict) -> dict | None:
-    """The in-run live-drift comparison (:func:`snapshot_pipeline.snapshot.live.in_view`), in the run's view,
-    after every read the partition needs. A warning, never the run's failure: when it cannot be made (a live
-    row beyond the widest amount, say), the run says why and the check compares on its own."""
-    if changed is None:
-        return None
-    if changed.overflowed:
-        facts.log(f"operation=balance_snapshot snapshot_date={facts.snapshot_date} live_drift=not_compared"
-                  f" reason=more than {live.IN_RUN_MAX_ROWS:,} changed balances: the check compares them")
+    """The in-run live-drift comparison (:class:`snapshot_pipeline.snapshot.live.InRunComparison`), in the run's
+    view, after every read the partition needs. A warning, never the run's failure: when it cannot be made (a
+    live row beyond the widest amount, say), the run says why and the check compares on its own."""
+    if comparison is None:
         return None
     mark = time.monotonic()
     try:
-        found = live.in_view(cur, step, facts.cutoff, changed.table())
+        found = comparison.finish(cur, step, facts.cutoff)
     except Exception as exc:  # noqa: BLE001 - the comparison is a WARN check, the partition is computed
         facts.log(f"operation=balance_snapshot snapshot_date={facts.snapshot_date} live_drift=not_compared"
                   f" error={type(exc).__name__}: {exc}")
@@ -241,15 +237,17 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
                                          file_metadata(settings, snapshot_date, cutoff, step.view),
                                          token=claim.publish_token)
         spool = IndexSpool(claim.work_dir, snapshot_date)
-        changed = live.ChangedAmounts(spool) if compares_live(facts, index_conn, base) else None
+        comparison = live.InRunComparison(spool) if compares_live(facts, index_conn, base) else None
         totals = CurrencyTotals()
         mark = time.monotonic()
         tracker.total = expected_rows(base, step)
-        batches = merge_into(writer, changed or spool, totals, base_batches(settings, base, batch_size),
-                             journal.delta_reader(cur), cutoff, batch_size, tracker)
+        delta = journal.delta_reader(cur, live_amounts=comparison is not None)
+        batches = merge_into(writer, comparison or spool, totals, base_batches(settings, base, batch_size),
+                             comparison.delta(delta) if comparison is not None else delta, cutoff, batch_size,
+                             tracker)
         tracker.finish(writer.rows)
         phases["merge_ms"] = int((time.monotonic() - mark) * 1000)
-        drift = compare_live(facts, cur, step, changed, phases)
+        drift = compare_live(facts, cur, step, comparison, phases)
         cur.execute("COMMIT")
         faults.pause_point("read")
         staged = writer.finish({"mode": mode})

@@ -1,5 +1,5 @@
-"""The in-run live-drift comparison (``snapshot.live.in_view``): the run compares its changed balances with their
-live rows in its own view, and finds exactly what the check alone finds in a new view."""
+"""The in-run live-drift comparison (``snapshot.live.InRunComparison``): the run compares its changed balances
+with their live rows in its own view, and finds exactly what the check alone finds in a new view."""
 
 from __future__ import annotations
 
@@ -113,15 +113,33 @@ def test_a_genesis_leaves_the_comparison_to_the_check(fresh_ledger, tmp_path):
     assert check.metrics["balances_compared"] == refreshed.balances_changed < refreshed.rows
 
 
-def test_a_day_with_more_changed_balances_than_the_bound_leaves_the_comparison_to_the_check(
-        fresh_ledger, tmp_path, monkeypatch):
-    settings = make_settings(fresh_ledger, tmp_path / "store")
+@pytest.mark.parametrize(("batch_size", "compared_rows"), [(7, 10), (100_000, live.COMPARED_ROWS)])
+def test_the_comparison_follows_the_merge_chunk_by_chunk(fresh_ledger, tmp_path, monkeypatch, batch_size,
+                                                         compared_rows):
+    """The run compares as it merges (live amounts from the delta's own probe, kept until their changed rows are
+    written): in chunks of 7 rows compared 10 at a time, or in one, drifting balances spread over the day are
+    found, each once, with their exact drift, as the check finds them in a view of its own."""
+    monkeypatch.setattr(live, "COMPARED_ROWS", compared_rows)
+    url = fresh_ledger
+    settings = make_settings(url, tmp_path / "store")
     snapshot.take_snapshot(settings, DAY - dt.timedelta(days=1), 500)
-    monkeypatch.setattr(live, "IN_RUN_MAX_ROWS", 10)
-    lines: list[str] = []
-    result = snapshot.take_snapshot(settings, DAY, 500, compare_live=True, log=lines.append)
-    assert result.balances_changed > 10 and result.live_drift is None
-    assert any("live_drift=not_compared" in line and "more than 10 changed" in line for line in lines), lines
+    _later_legs(url)
+    first = snapshot.take_snapshot(settings, DAY, 500)
+    with psycopg.connect(url) as conn:
+        spread = [row[0] for row in conn.execute(
+            "SELECT balance_id FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s"
+            " ORDER BY balance_id COLLATE \"C\"", (DAY,)).fetchall()[::97]]
+        for n, balance_id in enumerate(spread):  # credit and balance moved together, by 1..k
+            conn.execute("UPDATE blnk.balances SET credit_balance = credit_balance + %s, balance = balance + %s"
+                         " WHERE balance_id = %s", (n + 1, n + 1, balance_id))
+    result = snapshot.take_snapshot(settings, DAY, batch_size, compare_live=True)
+    assert result.batches > (10 if batch_size == 7 else 0) and result.balances_changed == first.balances_changed
+    expected_total = sum(range(1, len(spread) + 1))
+    assert _fields(result.live_drift) == {"balances_compared": first.balances_changed,
+                                          "drifting_balances": len(spread),
+                                          "total_absolute_balance_drift": expected_total,
+                                          "ids": sorted(spread)}
+    assert _fields(result.live_drift) == _check_alone(settings)
 
 
 def test_the_comparison_probes_the_ledger_by_key_in_key_order(fresh_ledger, tmp_path):
