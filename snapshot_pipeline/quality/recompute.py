@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from snapshot_pipeline import db, names
 from snapshot_pipeline.ledger import asof
 from snapshot_pipeline.quality.outcome import SAMPLE_IDS, Outcome, entry_files, published_entry
@@ -52,16 +49,16 @@ def sampled_recomputation(settings: Settings, date: dt.date, sample_size: int = 
     entry = published_entry(settings, date)
     fs = Store.at(settings.storage_uri).fs
     paths = entry_files(settings, entry)
-    ids = parquet.read_files(fs, paths, ["balance_id"])["balance_id"]
-    if len(ids) == 0:
+    rows = parquet.row_count(fs, paths)
+    if rows == 0:
         return Outcome(True, "empty partition: no balances to recompute",
                        {"sampled": 0, "mismatches": 0, "mismatches_from_late_rows": 0},
                        {"mismatching_balance_ids": [], "seed": seed})
     rng = random.Random(seed)
-    positions = sorted(rng.sample(range(len(ids)), min(sample_size, len(ids))))
-    sample = pc.take(ids, pa.array(positions, pa.int64())).to_pylist()
-    table = parquet.read_files(fs, paths, ["balance_id", *parquet.AMOUNT_COLUMNS],
-                               filters=pc.field("balance_id").isin(sample))  # row groups pruned by balance_id
+    positions = sorted(rng.sample(range(rows), min(sample_size, rows)))
+    # one read of the row groups that hold a sampled row (the ids alone were read in full before: 1M rows 0.1 s)
+    table = parquet.read_rows_at(fs, paths, positions, ["balance_id", *parquet.AMOUNT_COLUMNS])
+    sample = table["balance_id"].to_pylist()
     got = {r["balance_id"]: {k: int(r[k]) for k in parquet.AMOUNT_COLUMNS} for r in table.to_pylist()}
     expected = recompute(db.ledger_url(settings), sample, entry.cutoff_at)
     wrong = sorted(b for b in sample if expected[b] != got.get(b))

@@ -301,6 +301,31 @@ def read_files(fs: pafs.FileSystem, paths: list[str], columns: list[str] | None 
     return pq.read_table(paths, filesystem=fs, columns=columns, filters=filters, partitioning=None)
 
 
+def row_count(fs: pafs.FileSystem, paths: list[str]) -> int:
+    """The rows of a partition's files, from their footers (no data read)."""
+    total = 0
+    for path in paths:
+        with fs.open_input_file(path) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
+def read_rows_at(fs: pafs.FileSystem, paths: list[str], positions: list[int], columns: list[str]) -> pa.Table:
+    """The rows at ``positions`` (sorted, counted over the files in order), reading only the row groups that
+    hold one of them."""
+    parts, offset, wanted = [], 0, list(positions)
+    for path in paths:
+        with fs.open_input_file(path) as f:
+            parquet_file = pq.ParquetFile(f)
+            for group in range(parquet_file.metadata.num_row_groups):
+                rows = parquet_file.metadata.row_group(group).num_rows
+                inside = [p - offset for p in wanted if offset <= p < offset + rows]
+                if inside:
+                    parts.append(parquet_file.read_row_group(group, columns=columns).take(inside))
+                offset += rows
+    return pa.concat_tables(parts) if parts else pa.table({})
+
+
 def iter_file(fs: pafs.FileSystem, path: str, columns: list[str], batch_rows: int = READ_BATCH_ROWS
               ) -> Iterator[pa.RecordBatch]:
     """Stream a Parquet file's record batches; memory stays flat (no read-ahead of whole row groups)."""

@@ -123,3 +123,20 @@ def test_a_row_group_that_fails_to_write_fails_the_file_and_abort_removes_it(tmp
     writer.abort()
     assert not (root / "balance_snapshots").exists() or not any(
         p.is_file() for p in (root / "balance_snapshots").rglob("*"))
+
+
+def test_rows_at_positions_are_read_across_files_and_row_groups(tmp_path):
+    """``read_rows_at`` counts positions over the files in order and reads only the row groups holding one."""
+    fs = pafs.LocalFileSystem()
+    paths = []
+    for n, (start, stop) in enumerate(((0, 25), (25, 32))):
+        path = str(tmp_path / f"part-{n}.parquet")
+        pq.write_table(pa.table({"balance_id": [f"b{i:03d}" for i in range(start, stop)],
+                                 "amount": list(range(start, stop))}), path, row_group_size=10)
+        paths.append(path)
+    assert parquet.row_count(fs, paths) == 32
+    positions = [0, 9, 10, 24, 25, 31]
+    got = parquet.read_rows_at(fs, paths, positions, ["balance_id", "amount"])
+    assert got["amount"].to_pylist() == positions
+    assert got["balance_id"].to_pylist() == [f"b{i:03d}" for i in positions]
+    assert parquet.read_rows_at(fs, paths, [], ["balance_id"]).num_rows == 0
