@@ -266,9 +266,9 @@ class InRunComparison:
         known = pc.fill_null(found["known"], False).combine_chunks()
         differ = {name: pc.subtract(amounts.widen(found[journal.LIVE_PREFIX + name], ids, name),
                                     amounts.widen(merged[name])) for name in AMOUNTS}
-        nonzero = functools.reduce(pc.or_, (pc.not_equal(value, pa.scalar(0, amounts.WIDE))
-                                            for value in differ.values()))
-        keep = pc.or_kleene(pc.invert(known), nonzero)
+        nonzero = functools.reduce(pc.or_, (pc.fill_null(pc.not_equal(value, pa.scalar(0, amounts.WIDE)), True)
+                                            for value in differ.values()))  # a NULL live amount is kept too
+        keep = pc.or_(pc.invert(known), nonzero)
         if pc.any(keep).as_py():
             self._differing.append(pa.table({"balance_id": ids, "known": known, **differ}).filter(keep))
 
@@ -302,9 +302,9 @@ def _drift_from_differences(compared: int, differing: pa.Table | None, sums: pa.
     later = _aligned_sums(ids, sums)
     if differing is not None:
         at = pc.index_in(ids, value_set=differing["balance_id"].combine_chunks())
+        listed = pc.is_valid(at)  # zero differences where a balance is not listed; a listed NULL stays NULL
         known = pc.fill_null(pc.take(differing["known"].combine_chunks(), at), True)
-        differ = {name: pc.fill_null(pc.take(differing[name].combine_chunks(), at), pa.scalar(0, amounts.WIDE))
-                  for name in AMOUNTS}
+        differ = {name: pc.if_else(listed, pc.take(differing[name].combine_chunks(), at), zero) for name in AMOUNTS}
     else:
         known = pa.repeat(pa.scalar(True), len(ids))
         differ = {name: zero for name in AMOUNTS}

@@ -142,6 +142,24 @@ def test_the_comparison_follows_the_merge_chunk_by_chunk(fresh_ledger, tmp_path,
     assert _fields(result.live_drift) == _check_alone(settings)
 
 
+def test_a_null_live_amount_drifts_in_the_run_as_in_the_check(fresh_ledger, tmp_path):
+    """A live row with a NULL amount (a schema without NOT NULL, as a hand-made ledger may have) matches no
+    snapshot value: the run and the check both name it."""
+    url = fresh_ledger
+    settings = make_settings(url, tmp_path / "store")
+    snapshot.take_snapshot(settings, DAY - dt.timedelta(days=1), 500)
+    snapshot.take_snapshot(settings, DAY, 500)
+    with psycopg.connect(url) as conn:
+        changed = conn.execute("SELECT balance_id FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s"
+                               " ORDER BY balance_id OFFSET 5 LIMIT 1", (DAY,)).fetchone()[0]
+        conn.execute("ALTER TABLE blnk.balances ALTER COLUMN inflight_debit_balance DROP NOT NULL")
+        conn.execute("UPDATE blnk.balances SET inflight_debit_balance = NULL WHERE balance_id = %s", (changed,))
+    result = snapshot.take_snapshot(settings, DAY, 500, compare_live=True)
+    assert result.live_drift is not None
+    assert _fields(result.live_drift)["ids"] == [changed]
+    assert _fields(result.live_drift) == _check_alone(settings)
+
+
 def test_the_comparison_probes_the_ledger_by_key_in_key_order(fresh_ledger, tmp_path):
     """The live rows and the later legs are read by key only: one probe per compared balance through the unique
     ``balance_id`` index, taken in key order (so no sort follows the probes), never a walk of blnk.balances."""
