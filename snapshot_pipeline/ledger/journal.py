@@ -370,12 +370,6 @@ def staged_rows(cur) -> int:
     return int(cur.fetchone()[0])
 
 
-def drop_step(cur) -> None:
-    """Inside the open view, after the delta is read: forget the step's temp tables, so another step can be
-    staged in the same view (the in-run live-drift comparison stages the step to the end of time)."""
-    cur.execute("DROP TABLE IF EXISTS roll_tx, roll_children, roll_bal, roll_new_gaps")
-
-
 def finish_step(cur, view: View, cutoff: dt.datetime, origin: Origin) -> Step:
     """After :func:`stage_step`, in the same view: the next state, the re-read points and the counts."""
     cutoff_text = ts(cutoff)

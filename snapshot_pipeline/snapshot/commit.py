@@ -125,6 +125,8 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
         if not committing:
             publication.abandon()  # certainly not committed: deleted now
         # else the COMMIT may have happened: the next holder of the lock keeps what a generation names
+        if p.live is not None:
+            p.live.wait()  # its session ends with the run
         raise
     phases = {**p.phases_ms, "index_commit_ms": int((time.monotonic() - mark) * 1000)}
     delta_version = publication.finish(index_conn, settings.history_days)  # the Delta commit
@@ -132,8 +134,10 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
     phases["commit_ms"] = int((time.monotonic() - mark) * 1000)
     result = _result(facts, p, publication.names, changed_count, index_rows, phases)
     result.delta_version, result.generation = delta_version, entry.generation
-    if rediffed:  # the run compared the changes against its base; the partition's changes are against another
-        result.live_drift = None
+    if p.live is not None:  # the in-run comparison, its later legs staged while this committed
+        found = p.live.outcome(log, snapshot_date, result.phases_ms)
+        # the run compared the changes against its base; when re-diffed, the partition's are against another
+        result.live_drift = None if rediffed else found
     return result
 
 
@@ -162,5 +166,4 @@ def _result(facts: RunFacts, p: Pass, files: list[str], changed_count: int, inde
         journal_rows=p.step.counted_rows,
         pending=p.step.state_counts(),
         phases_ms=phases,
-        live_drift=p.live_drift,
     )

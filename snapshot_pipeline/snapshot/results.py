@@ -142,6 +142,15 @@ class ChangedRows(Protocol):
     def write(self, table: pa.Table) -> None: ...
 
 
+class PendingComparison(Protocol):
+    """The run's live-drift comparison, its later legs still being staged by another session
+    (:class:`snapshot_pipeline.snapshot.live.InRunComparison`)."""
+
+    def outcome(self, log: Callable[[str], None], snapshot_date: dt.date, phases: dict) -> dict | None: ...
+
+    def wait(self) -> None: ...
+
+
 @dataclasses.dataclass
 class Pass:
     """Outputs of one pass over the ledger, handed to the commit: the staged shard files and the rest."""
@@ -155,7 +164,7 @@ class Pass:
     base: index.ManifestEntry | None
     mode: str
     phases_ms: dict
-    live_drift: dict | None = None  # the in-run live-drift comparison, when the run made it
+    live: PendingComparison | None = None  # the in-run live-drift comparison, finished after the commit
 
     @property
     def fs(self) -> pafs.FileSystem:

@@ -205,24 +205,6 @@ def compares_live(facts: RunFacts, index_conn, base: index.ManifestEntry | None)
             and index.nearest_after(index_conn, facts.snapshot_date) is None)
 
 
-def compare_live(facts: RunFacts, cur, step: journal.Step, comparison: live.InRunComparison | None,
-                 phases: dict) -> dict | None:
-    """The in-run live-drift comparison (:class:`snapshot_pipeline.snapshot.live.InRunComparison`), in the run's
-    view, after every read the partition needs. A warning, never the run's failure: when it cannot be made (a
-    live row beyond the widest amount, say), the run says why and the check compares on its own."""
-    if comparison is None:
-        return None
-    mark = time.monotonic()
-    try:
-        found = comparison.finish(cur, step, facts.cutoff)
-    except Exception as exc:  # noqa: BLE001 - the comparison is a WARN check, the partition is computed
-        facts.log(f"operation=balance_snapshot snapshot_date={facts.snapshot_date} live_drift=not_compared"
-                  f" error={type(exc).__name__}: {exc}")
-        return None
-    phases["live_drift_ms"] = int((time.monotonic() - mark) * 1000)
-    return found.as_dict()
-
-
 def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry | None, claim: recovery.Claim,
                  tracker: RunProgress) -> Pass:
     settings, snapshot_date, cutoff, batch_size = facts.settings, facts.snapshot_date, facts.cutoff, facts.batch_size
@@ -231,13 +213,15 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
     cur = ledger.cursor()
     writer: parquet.PartitionWriter | None = None
     spool: IndexSpool | None = None
+    comparison: live.InRunComparison | None = None
     try:
         step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, facts.log)
         writer = parquet.PartitionWriter(claim.store, snapshot_date,
                                          file_metadata(settings, snapshot_date, cutoff, step.view),
                                          token=claim.publish_token)
         spool = IndexSpool(claim.work_dir, snapshot_date)
-        comparison = live.InRunComparison(spool) if compares_live(facts, index_conn, base) else None
+        comparison = (live.InRunComparison(spool, step.view.read_at) if compares_live(facts, index_conn, base)
+                      else None)
         totals = CurrencyTotals()
         mark = time.monotonic()
         tracker.total = expected_rows(base, step)
@@ -247,13 +231,16 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
                              tracker)
         tracker.finish(writer.rows)
         phases["merge_ms"] = int((time.monotonic() - mark) * 1000)
-        drift = compare_live(facts, cur, step, comparison, phases)
+        if comparison is not None:  # its later legs staged by another session while the run commits
+            comparison.stage_later(cur, db.ledger_url(settings), step.next_origin(cutoff))
         cur.execute("COMMIT")
         faults.pause_point("read")
         staged = writer.finish({"mode": mode})
         faults.pause_point("staged")
-        return Pass(claim.store, [staged], spool, totals, batches, step, base, mode, phases, drift)
+        return Pass(claim.store, [staged], spool, totals, batches, step, base, mode, phases, comparison)
     except BaseException:
+        if comparison is not None:
+            comparison.wait()
         if writer is not None:
             writer.abort()
         if spool is not None:
