@@ -33,3 +33,17 @@ def test_month_partitions_hold_their_month(make_database):
         parts = conn.execute("SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent"
                              " WHERE p.relname = 'balance_snapshots'").fetchone()[0]
         assert parts == 1
+
+
+def test_a_days_index_rows_are_found_by_date_not_by_walking_the_month(make_database):
+    """Per-partition statements (the commit's DELETE, the count, the checks' reads) filter on snapshot_date
+    alone; the primary key leads with balance_id, so they go through the date index, in every month."""
+    url = make_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        index.migrate(conn)
+        index.ensure_month_partition(conn, dt.date(2026, 3, 5))
+        conn.execute("SET enable_seqscan = off")
+        for statement in ("DELETE FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s",
+                          "SELECT count(*) FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s"):
+            plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement, (dt.date(2026, 3, 5),)))
+            assert "balance_snapshots_2026_03_snapshot_date_idx" in plan, plan
