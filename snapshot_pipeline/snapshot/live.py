@@ -285,7 +285,12 @@ class InRunComparison:
         thread of its own. Returns once that session has joined: the run's own view may then end, and the
         staging goes on while the run commits (its PostgreSQL work beside the index rows' COPY; 1M balances:
         the 0.8 s the run waited for it before)."""
-        snapshot_id = sessions.export_snapshot(cur)
+        try:
+            snapshot_id = sessions.export_snapshot(cur)
+        except Exception as exc:  # noqa: BLE001 - reported by finish(); the run goes on without the comparison
+            self.error = exc
+            asof.rollback_quietly(cur)  # the run's reads are done: its view may end here
+            return
         joined = threading.Event()
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="later-legs")
         self._later = pool.submit(_later_sums, ledger_url, snapshot_id, origin, joined)

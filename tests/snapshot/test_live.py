@@ -100,6 +100,24 @@ def test_a_comparison_that_cannot_be_made_is_reported_and_the_partition_still_pu
         quality.live_drift(settings, DAY)
 
 
+def test_a_view_that_cannot_be_shared_leaves_the_comparison_to_the_check(fresh_ledger, tmp_path, monkeypatch):
+    """The later legs are staged by a second session joined to the run's exported view; when the view cannot be
+    exported, the run still publishes, says why, and the check compares on its own."""
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    snapshot.take_snapshot(settings, DAY - dt.timedelta(days=1), 500)
+
+    def refused(cur):
+        cur.execute("SELECT pg_export_snapshot() FROM no_such_table")  # fails inside the run's view
+
+    monkeypatch.setattr(live.sessions, "export_snapshot", refused)
+    lines: list[str] = []
+    result = snapshot.take_snapshot(settings, DAY, 500, compare_live=True, log=lines.append)
+    assert result.live_drift is None and result.mode == "incremental" and result.rows > 0
+    assert any("live_drift=not_compared" in line for line in lines), lines
+    monkeypatch.undo()
+    assert quality.live_drift(settings, DAY).details["compared_in"] == "check"
+
+
 def test_a_genesis_leaves_the_comparison_to_the_check(fresh_ledger, tmp_path):
     """A full refresh merges every balance as changed, while the partition's changes (its index rows) are against
     the day before: the run does not compare, the check compares the index rows on its own."""
