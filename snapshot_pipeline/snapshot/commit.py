@@ -129,8 +129,13 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
             p.live.wait()  # its session ends with the run
         raise
     phases = {**p.phases_ms, "index_commit_ms": int((time.monotonic() - mark) * 1000)}
-    delta_version = publication.finish(index_conn, settings.history_days)  # the Delta commit
-    faults.pause_point("published")
+    try:
+        delta_version = publication.finish(index_conn, settings.history_days)  # the Delta commit
+        faults.pause_point("published")
+    except BaseException:
+        if p.live is not None:
+            p.live.wait()  # its session ends with the run
+        raise
     phases["commit_ms"] = int((time.monotonic() - mark) * 1000)
     result = _result(facts, p, publication.names, changed_count, index_rows, phases)
     result.delta_version, result.generation = delta_version, entry.generation

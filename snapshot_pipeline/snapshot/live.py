@@ -11,8 +11,9 @@ transaction committing meanwhile cannot show up as drift. Two callers:
 
 * the snapshot run itself (:class:`InRunComparison`), in the REPEATABLE READ view it computed ``D`` in, with
   the changed balances' values as it merges them and their live amounts from the probe that read their
-  attributes: no second read of the index, of the state, of ``blnk.balances`` or of a view; the run records
-  the outcome with its materialization and the check reports it;
+  attributes: no second read of the index rows or of ``blnk.balances`` (the state is staged again, by a
+  second session, for the later legs); the run records the outcome with its materialization and the check
+  reports it;
 * the check alone (:func:`snapshot_pipeline.quality.drift.live_drift`), in a new view, when no run
   recorded an outcome for the partition's current generation (re-run from the UI, a later day, the CLI).
 """
@@ -41,8 +42,10 @@ SUMMED = merge.SUMMED
 END_OF_TIME = dt.datetime(9999, 12, 31)  # the cutoff of "everything the journal holds now"
 RECORDED_IDS = 100  # drifting balance ids an outcome keeps
 # The in-run comparison compares changed rows this many at a time (their ids and amounts, and the live
-# amounts of the delta rows up to them, held meanwhile: a few MB).
+# amounts of the delta rows up to them, are held meanwhile: about 20 MB).
 COMPARED_ROWS = 65_536
+# How long the run waits for the later legs' session to join its view before it leaves the comparison to the check.
+JOIN_TIMEOUT_SECONDS = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,24 +116,23 @@ SELECT i.balance_id, b.balance_id IS NOT NULL AS known, b.balance::text AS balan
       FROM blnk.balances x WHERE x.balance_id = i.balance_id OFFSET 0
   ) AS b ON true
  ORDER BY i.balance_id COLLATE "C" """
-_LATER_SQL = f"""
+
+
+def _later_sums_sql(balances: str) -> str:
+    """The staged legs (S_now \\ S_D) summed per balance, as text, for the balances ``balances`` selects."""
+    return f"""
 WITH legs (balance_id, currency, kind, amount) AS ({journal.LEGS_SQL}
 )
 SELECT balance_id, credit::text AS credit, debit::text AS debit, inflight_credit::text AS inflight_credit,
        inflight_debit::text AS inflight_debit
   FROM (SELECT balance_id,{journal.LEG_SUMS}
-          FROM legs WHERE kind IS NOT NULL AND balance_id IN (SELECT balance_id FROM drift_ids)
+          FROM legs WHERE kind IS NOT NULL AND {balances}
          GROUP BY balance_id) AS later"""
 
 
-# The same sums for every balance the staged legs touch (the run filters them by its changed balances in Arrow).
-_ALL_LATER_SQL = f"""
-WITH legs (balance_id, currency, kind, amount) AS ({journal.LEGS_SQL}
-)
-SELECT balance_id, credit::text AS credit, debit::text AS debit, inflight_credit::text AS inflight_credit,
-       inflight_debit::text AS inflight_debit
-  FROM (SELECT balance_id,{journal.LEG_SUMS}
-          FROM legs WHERE kind IS NOT NULL GROUP BY balance_id) AS later"""
+_LATER_SQL = _later_sums_sql("balance_id IN (SELECT balance_id FROM drift_ids)")
+# every balance the staged legs touch: the run filters them by its changed balances in Arrow
+_ALL_LATER_SQL = _later_sums_sql("true")
 
 
 def widened(table: pa.Table, names) -> pa.Table:
@@ -209,12 +211,17 @@ class InRunComparison:
     The delta the run reads carries each balance's live amounts from the probe that reads its attributes
     (:func:`snapshot_pipeline.ledger.journal.delta_sql` with ``live_amounts``): no second read of
     ``blnk.balances``. :meth:`delta` passes the delta's batches on to the merge and keeps their live amounts
-    until the merge writes the changed rows they belong to (:meth:`write`: a few batches at most, both come in
-    key order); each changed row's live amounts minus its merged ones are kept only where they differ, beside
-    the changed ids. The legs the partition does not include are then staged by a second session in the same view
-    while the run commits (:meth:`stage_later`); :meth:`finish` compares: a balance drifts when live − merged differs
-    from its later legs (:func:`compare` with a zero snapshot, the
-    same definition as snapshot + later = live, without the merged values held)."""
+    until the merge writes the changed rows they belong to (:meth:`write`: both come in key order, so only the
+    rows since the last comparison are held); each changed row's live amounts minus its merged ones are kept
+    only where they differ, beside the changed ids. The legs the partition does not include are then staged
+    by a second session in the same view while the run commits (:meth:`stage_later`); :meth:`finish`
+    compares: a balance drifts when live − merged differs from its later legs (:func:`compare` with a zero
+    snapshot, the same definition as snapshot + later = live, without the merged values held).
+
+    Memory follows the day's changes: about 40 bytes per changed balance (its id), about 240 more per
+    changed balance whose live amounts differ from the merged ones (legs recorded since the cutoff: few
+    when the run follows the cutoff, most of the day's balances when the latest day is run again late), and
+    the later legs' sums of every balance touched since the cutoff."""
 
     def __init__(self, spool, read_at: dt.datetime) -> None:
         self.spool = spool
@@ -285,6 +292,8 @@ class InRunComparison:
         thread of its own. Returns once that session has joined: the run's own view may then end, and the
         staging goes on while the run commits (its PostgreSQL work beside the index rows' COPY; 1M balances:
         the 0.8 s the run waited for it before)."""
+        if self.error is not None:  # the comparison cannot be made: nothing to stage
+            return
         try:
             snapshot_id = sessions.export_snapshot(cur)
         except Exception as exc:  # noqa: BLE001 - reported by finish(); the run goes on without the comparison
@@ -295,15 +304,17 @@ class InRunComparison:
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="later-legs")
         self._later = pool.submit(_later_sums, ledger_url, snapshot_id, origin, joined)
         pool.shutdown(wait=False)  # the thread ends with its one task (not waited for here, unlike `with`)
-        joined.wait()
+        if not joined.wait(JOIN_TIMEOUT_SECONDS):  # once the run's view ends, a late join fails on its own
+            self.error = TimeoutError(f"the later legs' session did not join the run's view in"
+                                      f" {JOIN_TIMEOUT_SECONDS} s")
 
     def finish(self, read_at: dt.datetime) -> LiveDrift:
         """The later legs' sums on the changed balances (waited for), and the comparison. Raises what kept the
         comparison from being made."""
         self._compare_written()
-        sums = self._later.result() if self._later is not None else None
-        if self.error is not None:
+        if self.error is not None:  # not waited for: a session that did not join may never end
             raise self.error
+        sums = self._later.result() if self._later is not None else None
         if sums is None:
             raise RuntimeError("the later legs were not staged")
         changed = pa.chunked_array(self._ids, pa.string())
@@ -326,7 +337,8 @@ class InRunComparison:
         return found.as_dict()
 
     def wait(self) -> None:
-        """Let the later legs' session end (a run that fails waits for it, so that no session outlives it)."""
+        """Let the later legs' session end (a run that fails after :meth:`stage_later` waits for it, so that no
+        session outlives the run)."""
         if self._later is not None:
             concurrent.futures.wait([self._later])
 
@@ -336,24 +348,21 @@ def _later_sums(ledger_url: str, snapshot_id: str, origin: journal.Origin, joine
     from ``origin`` to the end of time staged, and its legs summed per balance (:data:`_ALL_LATER_SQL`)."""
     try:
         conn = db.connect_arrow(ledger_url)
-    except BaseException:
-        joined.set()
-        raise
-    try:
-        cur = conn.cursor()
         try:
+            cur = conn.cursor()
             try:
                 sessions.join_view(cur, snapshot_id)
-            finally:
                 joined.set()
-            journal.stage_step(cur, END_OF_TIME, origin)
-            cur.execute(_ALL_LATER_SQL)
-            return cur.fetch_arrow_table()
+                journal.stage_step(cur, END_OF_TIME, origin)
+                cur.execute(_ALL_LATER_SQL)
+                return cur.fetch_arrow_table()
+            finally:
+                asof.rollback_quietly(cur)
+                cur.close()
         finally:
-            asof.rollback_quietly(cur)
-            cur.close()
+            conn.close()
     finally:
-        conn.close()
+        joined.set()  # also when it failed: the run does not wait for a join that will not come
 
 
 def _drift_from_differences(compared: int, differing: pa.Table | None, sums: pa.Table,

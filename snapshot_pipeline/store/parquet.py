@@ -11,6 +11,7 @@ files stay until vacuum. Reports are Delta tables written the same way.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import hashlib
@@ -313,13 +314,14 @@ def row_count(fs: pafs.FileSystem, paths: list[str]) -> int:
 def read_rows_at(fs: pafs.FileSystem, paths: list[str], positions: list[int], columns: list[str]) -> pa.Table:
     """The rows at ``positions`` (sorted, counted over the files in order), reading only the row groups that
     hold one of them."""
-    parts, offset, wanted = [], 0, list(positions)
+    parts, offset = [], 0
     for path in paths:
         with fs.open_input_file(path) as f:
             parquet_file = pq.ParquetFile(f)
             for group in range(parquet_file.metadata.num_row_groups):
                 rows = parquet_file.metadata.row_group(group).num_rows
-                inside = [p - offset for p in wanted if offset <= p < offset + rows]
+                first, last = bisect.bisect_left(positions, offset), bisect.bisect_left(positions, offset + rows)
+                inside = [p - offset for p in positions[first:last]]
                 if inside:
                     parts.append(parquet_file.read_row_group(group, columns=columns).take(inside))
                 offset += rows

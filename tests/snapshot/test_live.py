@@ -4,6 +4,7 @@ with their live rows in its own view, and finds exactly what the check alone fin
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import psycopg
 import pyarrow as pa
@@ -116,6 +117,33 @@ def test_a_view_that_cannot_be_shared_leaves_the_comparison_to_the_check(fresh_l
     assert any("live_drift=not_compared" in line for line in lines), lines
     monkeypatch.undo()
     assert quality.live_drift(settings, DAY).details["compared_in"] == "check"
+
+
+def test_a_later_legs_session_that_fails_or_does_not_join_leaves_the_comparison_to_the_check(
+        fresh_ledger, tmp_path, monkeypatch):
+    """The second session fails after joining the run's view, or does not join in time: the run publishes all
+    the same, says why, and does not wait for a join that will not come."""
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    snapshot.take_snapshot(settings, DAY - dt.timedelta(days=1), 500)
+    monkeypatch.setattr(live, "_ALL_LATER_SQL", "SELECT * FROM no_such_table")
+    lines: list[str] = []
+    failed = snapshot.take_snapshot(settings, DAY, 500, compare_live=True, log=lines.append)
+    assert failed.live_drift is None and failed.rows > 0
+    assert any("live_drift=not_compared" in line and "no_such_table" in line for line in lines), lines
+    monkeypatch.undo()
+
+    real_join = live.sessions.join_view
+
+    def late_join(cur, snapshot_id):
+        time.sleep(1.5)
+        real_join(cur, snapshot_id)
+
+    monkeypatch.setattr(live, "JOIN_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(live.sessions, "join_view", late_join)
+    lines.clear()
+    late = snapshot.take_snapshot(settings, DAY, 500, compare_live=True, log=lines.append)
+    assert late.live_drift is None and late.rows == failed.rows
+    assert any("live_drift=not_compared" in line and "did not join" in line for line in lines), lines
 
 
 def test_a_genesis_leaves_the_comparison_to_the_check(fresh_ledger, tmp_path):
