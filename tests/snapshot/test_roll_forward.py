@@ -237,8 +237,10 @@ def test_roll_forward_state_reads_back_under_any_datestyle(fresh_ledger, make_da
     assert_exact_and_balanced(settings, url, DAYS[3])
 
 
-def test_incremental_step_reads_the_ledger_by_key_only(adversarial_url, make_database, tmp_path):
-    """Every statement of an incremental step touches blnk.* only through primary or unique keys."""
+@pytest.mark.parametrize("live_amounts", [False, True])
+def test_incremental_step_reads_the_ledger_by_key_only(adversarial_url, make_database, tmp_path, live_amounts):
+    """Every statement of an incremental step touches blnk.* only through primary or unique keys (with the live
+    amounts the run's own live-drift comparison reads in the same probes, too)."""
     settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
     base = snapshot.take_snapshot(settings, dt.date(2026, 11, 1), 1000)
     from snapshot_pipeline import db
@@ -253,7 +255,7 @@ def test_incremental_step_reads_the_ledger_by_key_only(adversarial_url, make_dat
         # a small test ledger makes sequential scans cheap: forbid them, so only a key path can satisfy it
         cur.execute("SET LOCAL enable_seqscan = off")
         journal.begin_step(cur, view, calendar.cutoff(dt.date(2026, 11, 2), "UTC"), origin)
-        reader = journal.delta_reader(cur)
+        reader = journal.delta_reader(cur, live_amounts=live_amounts)
         reader.read_all()
         cur.execute("ROLLBACK")
     finally:
@@ -262,7 +264,8 @@ def test_incremental_step_reads_the_ledger_by_key_only(adversarial_url, make_dat
     assert touched >= 8, "the step must have read the journal and the balances"
     # the delta streams: no bound parameter (ADBC then runs it through COPY, batch by batch, instead of
     # holding the whole result), and its attribute probes take the sums in key order, so no sort follows them
-    assert [parameters for sql, parameters in cur.executed if sql == journal._DELTA_SQL] == [None]
-    delta_plan = cur.plan_of(journal._DELTA_SQL)
+    delta_sql = journal._DELTA_LIVE_SQL if live_amounts else journal._DELTA_SQL
+    assert [parameters for sql, parameters in cur.executed if sql == delta_sql] == [None]
+    delta_plan = cur.plan_of(delta_sql)
     assert delta_plan["Node Type"] == "Nested Loop", delta_plan["Node Type"]
     assert delta_plan["Plans"][0]["Node Type"] == "Sort", delta_plan["Plans"][0]["Node Type"]
