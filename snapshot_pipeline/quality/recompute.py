@@ -49,7 +49,7 @@ def sampled_recomputation(settings: Settings, date: dt.date, sample_size: int = 
     entry = published_entry(settings, date)
     fs = Store.at(settings.storage_uri).fs
     paths = entry_files(settings, entry)
-    rows = parquet.row_count(fs, paths)
+    rows = parquet.count_rows(fs, paths)
     if rows == 0:
         return Outcome(True, "empty partition: no balances to recompute",
                        {"sampled": 0, "mismatches": 0, "mismatches_from_late_rows": 0},

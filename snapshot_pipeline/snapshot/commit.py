@@ -102,7 +102,23 @@ def _manifest_entry(facts: RunFacts, p: Pass, files: list[str], changed_count: i
 
 def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
     """Publish ``p``'s files as partition ``facts.snapshot_date``: all of them or none, in the index and then
-    in the Delta table. ``p`` is not changed."""
+    in the Delta table; then the in-run live comparison, its later legs staged while this committed (a failed
+    publish waits for that session, so that none outlives the run). ``p`` is not changed."""
+    try:
+        result, rediffed = _publish(facts, index_conn, p, work_dir)
+    except BaseException:
+        if p.live is not None:
+            p.live.wait()
+        raise
+    if p.live is not None:
+        found = p.live.outcome(facts.log, facts.snapshot_date, result.phases_ms)
+        # the run compared the changes against its base; when re-diffed, the partition's are against another
+        result.live_drift = None if rediffed else found
+    return result
+
+
+def _publish(facts: RunFacts, index_conn, p: Pass, work_dir) -> tuple[SnapshotResult, bool]:
+    """The index transaction and the Delta commit; returns the result and whether the index rows were re-diffed."""
     settings, snapshot_date, log = facts.settings, facts.snapshot_date, facts.log
     mark = time.monotonic()
     publication = Publication(p.store, snapshot_date, p.files, log=log)
@@ -125,25 +141,14 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
         if not committing:
             publication.abandon()  # certainly not committed: deleted now
         # else the COMMIT may have happened: the next holder of the lock keeps what a generation names
-        if p.live is not None:
-            p.live.wait()  # its session ends with the run
         raise
     phases = {**p.phases_ms, "index_commit_ms": int((time.monotonic() - mark) * 1000)}
-    try:
-        delta_version = publication.finish(index_conn, settings.history_days)  # the Delta commit
-        faults.pause_point("published")
-    except BaseException:
-        if p.live is not None:
-            p.live.wait()  # its session ends with the run
-        raise
+    delta_version = publication.finish(index_conn, settings.history_days)  # the Delta commit
+    faults.pause_point("published")
     phases["commit_ms"] = int((time.monotonic() - mark) * 1000)
     result = _result(facts, p, publication.names, changed_count, index_rows, phases)
     result.delta_version, result.generation = delta_version, entry.generation
-    if p.live is not None:  # the in-run comparison, its later legs staged while this committed
-        found = p.live.outcome(log, snapshot_date, result.phases_ms)
-        # the run compared the changes against its base; when re-diffed, the partition's are against another
-        result.live_drift = None if rediffed else found
-    return result
+    return result, rediffed
 
 
 def _result(facts: RunFacts, p: Pass, files: list[str], changed_count: int, index_rows: int, phases: dict

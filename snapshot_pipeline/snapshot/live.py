@@ -308,7 +308,7 @@ class InRunComparison:
             self.error = TimeoutError(f"the later legs' session did not join the run's view in"
                                       f" {JOIN_TIMEOUT_SECONDS} s")
 
-    def finish(self, read_at: dt.datetime) -> LiveDrift:
+    def finish(self) -> LiveDrift:
         """The later legs' sums on the changed balances (waited for), and the comparison. Raises what kept the
         comparison from being made."""
         self._compare_written()
@@ -320,7 +320,7 @@ class InRunComparison:
         changed = pa.chunked_array(self._ids, pa.string())
         sums = sums.filter(pc.is_in(sums["balance_id"], value_set=changed.combine_chunks()))
         differing = pa.concat_tables(self._differing) if self._differing else None
-        return _drift_from_differences(len(changed), differing, sums, read_at)
+        return _drift_from_differences(len(changed), differing, sums, self.read_at)
 
     def outcome(self, log, snapshot_date: dt.date, phases: dict) -> dict | None:
         """:meth:`finish` as the run reports it: a warning, never the run's failure. When the comparison cannot
@@ -328,7 +328,7 @@ class InRunComparison:
         own; ``phases['live_drift_ms']`` is the time waited for the later legs and spent comparing."""
         mark = time.monotonic()
         try:
-            found = self.finish(self.read_at)
+            found = self.finish()
         except Exception as exc:  # noqa: BLE001 - the comparison is a WARN check, the partition is computed
             log(f"operation=balance_snapshot snapshot_date={snapshot_date} live_drift=not_compared"
                 f" error={type(exc).__name__}: {exc}")

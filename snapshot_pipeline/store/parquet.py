@@ -289,6 +289,7 @@ def row_count_and_id_range(fs: pafs.FileSystem, path: str) -> tuple[int, str | N
 
 
 def count_rows(fs: pafs.FileSystem, paths: list[str]) -> int:
+    """The rows of a partition's files, from their footers (no data read)."""
     total = 0
     for path in paths:
         with fs.open_input_file(path) as f:
@@ -300,15 +301,6 @@ def read_files(fs: pafs.FileSystem, paths: list[str], columns: list[str] | None 
     """A partition's files as one table (in shard order, so sorted by ``balance_id``)."""
     # partitioning=None: the files' own columns only (no snapshot_date inferred from the directory name)
     return pq.read_table(paths, filesystem=fs, columns=columns, filters=filters, partitioning=None)
-
-
-def row_count(fs: pafs.FileSystem, paths: list[str]) -> int:
-    """The rows of a partition's files, from their footers (no data read)."""
-    total = 0
-    for path in paths:
-        with fs.open_input_file(path) as f:
-            total += pq.ParquetFile(f).metadata.num_rows
-    return total
 
 
 def read_rows_at(fs: pafs.FileSystem, paths: list[str], positions: list[int], columns: list[str]) -> pa.Table:

@@ -134,7 +134,7 @@ def test_rows_at_positions_are_read_across_files_and_row_groups(tmp_path):
         pq.write_table(pa.table({"balance_id": [f"b{i:03d}" for i in range(start, stop)],
                                  "amount": list(range(start, stop))}), path, row_group_size=10)
         paths.append(path)
-    assert parquet.row_count(fs, paths) == 32
+    assert parquet.count_rows(fs, paths) == 32
     positions = [0, 9, 10, 24, 25, 31]
     got = parquet.read_rows_at(fs, paths, positions, ["balance_id", "amount"])
     assert got["amount"].to_pylist() == positions
