@@ -5,7 +5,8 @@ have, and two of them change what a command does at start-up: pyarrow and the AD
 polars whenever they are installed (about 0.4–0.7 s of the command's start-up here, none of it the user's).
 This script hides them from imports, as if they were not installed, then runs the CLI with its arguments.
 
-Usage: ``python benchmarks/runtime_only.py snapshot --date ...``
+Usage: ``python benchmarks/runtime_only.py snapshot --date ...``; the benchmarks' worker processes call
+:func:`hide_test_only_packages` the same way.
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ class HiddenPackages(importlib.abc.MetaPathFinder):
         return None
 
 
+def hide_test_only_packages() -> None:
+    """From now on, in this process, :data:`TEST_ONLY_PACKAGES` are not installed (call before other imports)."""
+    if not any(isinstance(finder, HiddenPackages) for finder in sys.meta_path):
+        sys.meta_path.insert(0, HiddenPackages())
+
+
 def main() -> None:
-    sys.meta_path.insert(0, HiddenPackages())
+    hide_test_only_packages()
     from snapshot_pipeline.cli import run  # after the finder is in place
 
     sys.argv[0] = "snapshot-pipeline"
