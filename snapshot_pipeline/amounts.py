@@ -10,6 +10,15 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# The six amounts of a balance, as blnk.balances names them and the snapshot stores them.
+AMOUNT_COLUMNS = (
+    "balance",
+    "credit_balance",
+    "debit_balance",
+    "inflight_balance",
+    "inflight_credit_balance",
+    "inflight_debit_balance",
+)
 STORED = pa.decimal128(38, 0)
 WIDE = pa.decimal256(60, 0)
 MAX_STORED = 10**38 - 1

@@ -35,6 +35,7 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from snapshot_pipeline.amounts import AMOUNT_COLUMNS
 from snapshot_pipeline.ledger.asof import WORK_MEM, ts
 
 # ADBC's PostgreSQL driver cuts a streamed result into batches of about 16 MB by default: the day's delta at
@@ -223,9 +224,7 @@ LEG_SUMS = """
                COALESCE(sum(amount) FILTER (WHERE kind = 2), 0) AS inflight_credit,
                COALESCE(sum(amount) FILTER (WHERE kind = 3), 0) AS inflight_debit"""
 
-# The live amounts of a balance as exact text, named as the delta carries them when asked (live_<column>).
-LIVE_AMOUNTS = ("balance", "credit_balance", "debit_balance", "inflight_balance", "inflight_credit_balance",
-                "inflight_debit_balance")
+# The live amounts of a balance (amounts.AMOUNT_COLUMNS) as exact text, as the delta carries them when asked.
 LIVE_PREFIX = "live_"
 
 
@@ -237,10 +236,10 @@ def delta_sql(legs: str, *, live_amounts: bool = False) -> str:
     The sums are sorted before the attribute probes, not after: probes in key order walk the balance_id
     index's leaves once, in order (at 1M balances: 144k probes 1.06 s -> 0.6 s, half the buffer reads),
     and the nested loop keeps that order, so the final ORDER BY costs no second sort. ``live_amounts``:
-    the same probe also returns the balance's live amounts (:data:`LIVE_AMOUNTS`, as ``live_<name>``
+    the same probe also returns the balance's live amounts (:data:`amounts.AMOUNT_COLUMNS`, as ``live_<name>``
     text), for the run's live-drift comparison, so that no second read of blnk.balances is needed."""
-    probed = "".join(f", x.{name}" for name in LIVE_AMOUNTS) if live_amounts else ""
-    returned = "".join(f",\n           b.{name}::text AS {LIVE_PREFIX}{name}" for name in LIVE_AMOUNTS) \
+    probed = "".join(f", x.{name}" for name in AMOUNT_COLUMNS) if live_amounts else ""
+    returned = "".join(f",\n           b.{name}::text AS {LIVE_PREFIX}{name}" for name in AMOUNT_COLUMNS) \
         if live_amounts else ""
     return f"""
     WITH legs (balance_id, currency, kind, amount) AS ({legs}

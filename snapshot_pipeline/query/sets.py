@@ -29,9 +29,32 @@ def balances_at_table(store: Store, ledger_url: str, at: dt.datetime, anchor: in
     is the anchor's Parquet plus the journal since its cutoff.
     """
     end = at + MICROSECOND  # effective <= at  <=>  effective < at + 1µs
-    base_batches = (parquet.iter_files(store.fs, catalog.entry_paths(store, anchor),
-                                       merge.BASE_COLUMNS, batch_rows=parquet.ROW_GROUP_ROWS)
-                    if anchor is not None else iter([]))
+    # the anchor's first rows are read on a thread while the journal is staged, the rest as the merge goes
+    base_batches = (parquet.ReadAhead(parquet.iter_files(store.fs, catalog.entry_paths(store, anchor),
+                                                         merge.BASE_COLUMNS, batch_rows=parquet.ROW_GROUP_ROWS),
+                                      parquet.read_ahead_depth(parquet.ROW_GROUP_ROWS))
+                    if anchor is not None else None)
+    try:
+        parts, delta, replayed = _rolled(ledger_url, end, origin, base_batches or iter([]), ledger_id, currency,
+                                         count_replayed)
+    finally:
+        if base_batches is not None:
+            base_batches.close()
+    table = pa.concat_tables(parts).select(OUTPUT_SCHEMA.names) if parts else OUTPUT_SCHEMA.empty_table()
+    metadata = {
+        "snapshot_pipeline.at": iso_utc(at),
+        "snapshot_pipeline.anchor_date": anchor.snapshot_date.isoformat() if anchor else "",
+        "snapshot_pipeline.anchor_cutoff": iso_utc(anchor.cutoff_at) if anchor else "",
+        "snapshot_pipeline.replayed_balances": str(delta.rows),
+    }
+    if count_replayed:
+        metadata["snapshot_pipeline.replayed_transactions"] = str(replayed)
+    return table.cast(OUTPUT_SCHEMA).replace_schema_metadata(metadata)
+
+
+def _rolled(ledger_url: str, end: dt.datetime, origin: journal.Origin, base_batches, ledger_id: str | None,
+            currency: str | None, count_replayed: bool) -> tuple[list[pa.Table], merge.Counted, int | None]:
+    """The base rows rolled forward to ``end`` in one view of the ledger: (the rows, the delta, journal rows)."""
     parts = []
     ledger = db.connect_arrow(ledger_url)
     try:
@@ -51,16 +74,7 @@ def balances_at_table(store: Store, ledger_url: str, at: dt.datetime, anchor: in
             cur.close()
     finally:
         ledger.close()
-    table = pa.concat_tables(parts).select(OUTPUT_SCHEMA.names) if parts else OUTPUT_SCHEMA.empty_table()
-    metadata = {
-        "snapshot_pipeline.at": iso_utc(at),
-        "snapshot_pipeline.anchor_date": anchor.snapshot_date.isoformat() if anchor else "",
-        "snapshot_pipeline.anchor_cutoff": iso_utc(anchor.cutoff_at) if anchor else "",
-        "snapshot_pipeline.replayed_balances": str(delta.rows),
-    }
-    if count_replayed:
-        metadata["snapshot_pipeline.replayed_transactions"] = str(replayed)
-    return table.cast(OUTPUT_SCHEMA).replace_schema_metadata(metadata)
+    return parts, delta, replayed
 
 
 def _filtered(rows: pa.Table, ledger_id: str | None, currency: str | None) -> pa.Table:

@@ -142,13 +142,16 @@ def begin(cur, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, base, ph
 
 
 def base_batches(settings: Settings, base: index.ManifestEntry | None, batch_size: int):
-    """The base partition's rows in ``balance_id`` order, read in large batches (none at genesis)."""
+    """The base partition's rows in ``balance_id`` order, read in large batches (none at genesis), from now on
+    and about :data:`parquet.READ_AHEAD_ROWS` ahead of the merge, on a thread (:class:`parquet.ReadAhead`):
+    made before the journal is staged, its first batches are decoded while PostgreSQL stages."""
     if base is None:
         return iter([])
     store = Store.at(settings.storage_uri)
     # read in large batches; the merge cuts chunks at the delta's batch_size boundaries
-    return parquet.iter_files(store.fs, catalog.entry_paths(store, base), merge.BASE_COLUMNS,
-                              max(batch_size, BASE_READ_ROWS))
+    rows = max(batch_size, BASE_READ_ROWS)
+    return parquet.ReadAhead(parquet.iter_files(store.fs, catalog.entry_paths(store, base), merge.BASE_COLUMNS, rows),
+                             parquet.read_ahead_depth(rows))
 
 
 class RunProgress:
@@ -214,6 +217,7 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
     writer: parquet.PartitionWriter | None = None
     spool: IndexSpool | None = None
     comparison: live.InRunComparison | None = None
+    base_rows = base_batches(settings, base, batch_size)
     try:
         step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, facts.log)
         writer = parquet.PartitionWriter(claim.store, snapshot_date,
@@ -226,7 +230,7 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
         mark = time.monotonic()
         tracker.total = expected_rows(base, step)
         delta = journal.delta_reader(cur, live_amounts=comparison is not None)
-        batches = merge_into(writer, comparison or spool, totals, base_batches(settings, base, batch_size),
+        batches = merge_into(writer, comparison or spool, totals, base_rows,
                              comparison.delta(delta) if comparison is not None else delta, cutoff, batch_size,
                              tracker)
         tracker.finish(writer.rows)
@@ -239,6 +243,8 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
         faults.pause_point("staged")
         return Pass(claim.store, [staged], spool, totals, batches, step, base, mode, phases, comparison)
     except BaseException:
+        if isinstance(base_rows, parquet.ReadAhead):
+            base_rows.close()
         if comparison is not None:
             comparison.wait()
         if writer is not None:

@@ -16,7 +16,9 @@ import dataclasses
 import datetime as dt
 import hashlib
 import os
+import queue
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -24,6 +26,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from snapshot_pipeline.amounts import AMOUNT_COLUMNS, STORED
 from snapshot_pipeline.store import records
 from snapshot_pipeline.store.location import Store
 
@@ -31,17 +34,9 @@ SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances t
 _PART_NAME = re.compile(r"^part-(\d{5})(?:-([0-9a-f]+))?\.parquet$")
 ROW_GROUP_ROWS = 131_072  # rows per Parquet row group written (and per chunk the core aggregates)
 READ_BATCH_ROWS = 65_536  # rows per record batch read back from Parquet (memory stays flat)
-AMOUNT = pa.decimal128(38, 0)
+READ_AHEAD_ROWS = 262_144  # rows a base partition is read ahead of the merge (ReadAhead), about 25 MB
+AMOUNT = STORED
 UTC_TS = pa.timestamp("us", tz="UTC")
-
-AMOUNT_COLUMNS = (
-    "balance",
-    "credit_balance",
-    "debit_balance",
-    "inflight_balance",
-    "inflight_credit_balance",
-    "inflight_debit_balance",
-)
 
 SNAPSHOT_SCHEMA = pa.schema(
     [
@@ -332,3 +327,79 @@ def iter_files(fs: pafs.FileSystem, paths: list[str], columns: list[str], batch_
     """Stream a partition's files one after the other (shard order = ``balance_id`` order)."""
     for path in paths:
         yield from iter_file(fs, path, columns, batch_rows)
+
+
+class ReadAhead:
+    """Record batches read on a thread from the moment this is made, up to ``depth`` batches ahead of the
+    consumer (None: all of them).
+
+    Decoding Parquet releases the GIL, so the base partition is read while the caller waits for PostgreSQL (the
+    journal staged, the delta's first batch) and, later, while it merges. A reading error is raised where the
+    consumer takes the next batch; :meth:`close` (or dropping this object) stops the thread."""
+
+    _END = object()
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], depth: int | None):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth or 0)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._read, args=(batches, self._queue, self._stop),
+                                        name="parquet-read-ahead", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def _read(cls, batches: Iterator[pa.RecordBatch], out: queue.Queue, stop: threading.Event) -> None:
+        # no reference to the ReadAhead itself: dropping it closes it (__del__)
+        def hand_over(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for batch in batches:
+                if not hand_over(batch):
+                    return
+            hand_over(cls._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            hand_over(exc)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> ReadAhead:
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._END:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop reading (the thread ends within 0.1 s) and forget what was read ahead."""
+        self._done = True
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+def read_ahead_depth(batch_rows: int, rows: int = READ_AHEAD_ROWS) -> int:
+    """How many batches of ``batch_rows`` make about ``rows`` read ahead (at least one)."""
+    return max(1, rows // batch_rows)

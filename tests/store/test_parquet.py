@@ -140,3 +140,65 @@ def test_rows_at_positions_are_read_across_files_and_row_groups(tmp_path):
     assert got["amount"].to_pylist() == positions
     assert got["balance_id"].to_pylist() == [f"b{i:03d}" for i in positions]
     assert parquet.read_rows_at(fs, paths, [], ["balance_id"]).num_rows == 0
+
+
+def _counted_batches(count: int | None, produced: list[int], fail_at: int | None = None):
+    """Batches 0, 1, ... (forever when ``count`` is None), appending each index to ``produced`` as it is made."""
+    i = 0
+    while count is None or i < count:
+        if i == fail_at:
+            raise OSError(5, "Input/output error")
+        produced.append(i)
+        yield pa.record_batch({"balance_id": [f"b{i:05d}"], "v": [i]}, schema=SCHEMA)
+        i += 1
+
+
+def _wait_for(condition, seconds: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_read_ahead_reads_before_it_is_asked_and_hands_batches_over_in_order():
+    produced: list[int] = []
+    ahead = parquet.ReadAhead(_counted_batches(10, produced), depth=3)
+    # nothing consumed yet: the thread has read the depth, plus the one it waits to hand over
+    assert _wait_for(lambda: len(produced) == 4)
+    assert [b["v"][0].as_py() for b in ahead] == list(range(10))
+    assert produced == list(range(10))
+    assert list(ahead) == []
+
+
+def test_read_ahead_raises_a_reading_error_where_the_consumer_reaches_it():
+    ahead = parquet.ReadAhead(_counted_batches(10, [], fail_at=4), depth=2)
+    got = []
+    with pytest.raises(OSError, match="Input/output error"):
+        for batch in ahead:
+            got.append(batch["v"][0].as_py())
+    assert got == [0, 1, 2, 3]
+
+
+def test_read_ahead_stops_its_thread_when_closed_or_dropped():
+    import gc
+    import threading
+
+    def readers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "parquet-read-ahead"]
+
+    assert _wait_for(lambda: not readers())
+    produced: list[int] = []
+    ahead = parquet.ReadAhead(_counted_batches(None, produced), depth=2)  # an endless source
+    next(ahead)
+    ahead.close()
+    assert _wait_for(lambda: not readers()), "close() must stop the reading thread"
+    assert len(produced) <= 5, "a closed reader reads no further"
+    dropped = parquet.ReadAhead(_counted_batches(None, []), depth=2)
+    next(dropped)
+    del dropped
+    gc.collect()
+    assert _wait_for(lambda: not readers()), "dropping the reader must stop its thread"
