@@ -141,17 +141,17 @@ def begin(cur, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, base, ph
     return step
 
 
-def base_batches(settings: Settings, base: index.ManifestEntry | None, batch_size: int):
-    """The base partition's rows in ``balance_id`` order, read in large batches (none at genesis), from now on
-    and about :data:`parquet.READ_AHEAD_ROWS` ahead of the merge, on a thread (:class:`parquet.ReadAhead`):
-    made before the journal is staged, its first batches are decoded while PostgreSQL stages."""
+def base_batches(settings: Settings, base: index.ManifestEntry | None) -> Iterator:
+    """The base partition's rows in ``balance_id`` order (none at genesis), read from now on, on a thread, at most
+    :data:`parquet.READ_AHEAD_ROWS` ahead of the merge (:class:`parquet.ReadAhead`): made before the journal is
+    staged, its first batches decode while PostgreSQL stages. Batches of :data:`BASE_READ_ROWS` whatever the
+    batch size: the merge cuts its chunks at the delta's ``batch_size`` boundaries, across base batches."""
     if base is None:
         return iter([])
     store = Store.at(settings.storage_uri)
-    # read in large batches; the merge cuts chunks at the delta's batch_size boundaries
-    rows = max(batch_size, BASE_READ_ROWS)
-    return parquet.ReadAhead(parquet.iter_files(store.fs, catalog.entry_paths(store, base), merge.BASE_COLUMNS, rows),
-                             parquet.read_ahead_depth(rows))
+    return parquet.ReadAhead(parquet.iter_files(store.fs, catalog.entry_paths(store, base), merge.BASE_COLUMNS,
+                                                BASE_READ_ROWS),
+                             parquet.read_ahead_depth(BASE_READ_ROWS))
 
 
 class RunProgress:
@@ -217,8 +217,9 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
     writer: parquet.PartitionWriter | None = None
     spool: IndexSpool | None = None
     comparison: live.InRunComparison | None = None
-    base_rows = base_batches(settings, base, batch_size)
+    base_rows: Iterator = iter([])
     try:
+        base_rows = base_batches(settings, base)
         step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, facts.log)
         writer = parquet.PartitionWriter(claim.store, snapshot_date,
                                          file_metadata(settings, snapshot_date, cutoff, step.view),

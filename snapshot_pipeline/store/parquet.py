@@ -34,7 +34,7 @@ SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances t
 _PART_NAME = re.compile(r"^part-(\d{5})(?:-([0-9a-f]+))?\.parquet$")
 ROW_GROUP_ROWS = 131_072  # rows per Parquet row group written (and per chunk the core aggregates)
 READ_BATCH_ROWS = 65_536  # rows per record batch read back from Parquet (memory stays flat)
-READ_AHEAD_ROWS = 262_144  # rows a base partition is read ahead of the merge (ReadAhead), about 25 MB
+READ_AHEAD_ROWS = 262_144  # rows a base partition is read ahead of the merge (ReadAhead): 25-30 MB
 AMOUNT = STORED
 UTC_TS = pa.timestamp("us", tz="UTC")
 
@@ -330,14 +330,17 @@ def iter_files(fs: pafs.FileSystem, paths: list[str], columns: list[str], batch_
 
 
 class ReadAhead:
-    """Record batches read on a thread from the moment this is made, up to ``depth`` batches ahead of the
-    consumer (None: all of them).
+    """Record batches read on a thread from the moment this is made, up to ``depth`` batches in its queue ahead
+    of the consumer (None: all of them), plus the one the thread holds while it waits to hand it over.
 
     Decoding Parquet releases the GIL, so the base partition is read while the caller waits for PostgreSQL (the
     journal staged, the delta's first batch) and, later, while it merges. A reading error is raised where the
-    consumer takes the next batch; :meth:`close` (or dropping this object) stops the thread."""
+    consumer takes the next batch; :meth:`close` stops the thread and drops what it read ahead (dropping this
+    object stops the thread too). Only the thread that consumes may call :meth:`close`."""
 
     _END = object()
+    POLL_SECONDS = 0.1
+    CLOSE_SECONDS = 30.0  # close() waits this long at most for a read in progress (object storage) to end
 
     def __init__(self, batches: Iterator[pa.RecordBatch], depth: int | None):
         self._queue: queue.Queue = queue.Queue(maxsize=depth or 0)
@@ -353,17 +356,17 @@ class ReadAhead:
         def hand_over(item) -> bool:
             while not stop.is_set():
                 try:
-                    out.put(item, timeout=0.1)
+                    out.put(item, timeout=cls.POLL_SECONDS)
                     return True
                 except queue.Full:
                     continue
             return False
 
         try:
-            for batch in batches:
-                if not hand_over(batch):
+            while not stop.is_set():
+                batch = next(batches, cls._END)
+                if not hand_over(batch) or batch is cls._END:
                     return
-            hand_over(cls._END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             hand_over(exc)
         finally:
@@ -375,31 +378,45 @@ class ReadAhead:
         return self
 
     def __next__(self) -> pa.RecordBatch:
-        if self._done:
-            raise StopIteration
-        item = self._queue.get()
-        if item is self._END:
-            self.close()
-            raise StopIteration
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
-        return item
+        while not self._done:
+            try:
+                item = self._queue.get(timeout=self.POLL_SECONDS)
+            except queue.Empty:
+                if self._thread.is_alive() or not self._queue.empty():
+                    continue
+                self.close()
+                raise RuntimeError("the Parquet read-ahead thread ended without handing over its end") from None
+            if item is self._END:
+                self.close()
+                break
+            if isinstance(item, BaseException):
+                self.close()
+                raise item
+            return item
+        raise StopIteration
 
     def close(self) -> None:
-        """Stop reading (the thread ends within 0.1 s) and forget what was read ahead."""
+        """Stop reading: wait for a read in progress to end (at most :attr:`CLOSE_SECONDS`) and drop what was
+        read ahead."""
         self._done = True
         self._stop.set()
+        self._drain()
+        if self._thread is not threading.current_thread():
+            self._thread.join(self.CLOSE_SECONDS)
+        self._drain()
+
+    def _drain(self) -> None:
         while True:
             try:
                 self._queue.get_nowait()
             except queue.Empty:
-                break
+                return
 
     def __del__(self) -> None:
         self._stop.set()
 
 
 def read_ahead_depth(batch_rows: int, rows: int = READ_AHEAD_ROWS) -> int:
-    """How many batches of ``batch_rows`` make about ``rows`` read ahead (at least one)."""
-    return max(1, rows // batch_rows)
+    """The queue depth that keeps about ``rows`` read ahead in batches of ``batch_rows`` (the thread holds one
+    batch beside its queue), at least one."""
+    return max(1, rows // batch_rows - 1)

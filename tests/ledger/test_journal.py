@@ -56,25 +56,29 @@ def test_genesis_state_lists_every_invisible_id_and_the_reread_points(fresh_ledg
     slow = None
     if holes:
         slow, held_tx, held_balance = _hold_ids(url)
-    ledger = db.connect_arrow(url)
     try:
-        cur = ledger.cursor()
-        view = journal.open_view(cur)
-        step = journal.begin_step(cur, view, CUTOFF, journal.Origin.genesis())
-        cur.execute("ROLLBACK")
-        cur.close()
+        ledger = db.connect_arrow(url)
+        try:
+            cur = ledger.cursor()
+            view = journal.open_view(cur)
+            step = journal.begin_step(cur, view, CUTOFF, journal.Origin.genesis())
+            cur.execute("ROLLBACK")
+            cur.close()
+        finally:
+            ledger.close()
+        state = step.state
+        listed = {kind: {i for k, i in zip(state["kind"].to_pylist(), state["id"].to_pylist(), strict=True)
+                         if k == kind}
+                  for kind in (journal.TRANSACTION_GAP, journal.BALANCE_GAP)}
+        with psycopg.connect(url) as conn:
+            assert listed[journal.TRANSACTION_GAP] == _invisible_ids(conn, "transactions", view.max_transaction_id)
+            assert listed[journal.BALANCE_GAP] == _invisible_ids(conn, "balances", view.max_balance_id)
+            assert step.view.reread_transaction_id == _reread_point(conn, "transactions", view.max_transaction_id)
+            assert step.view.reread_balance_id == _reread_point(conn, "balances", view.max_balance_id)
+        if slow is not None:
+            assert held_tx in listed[journal.TRANSACTION_GAP] and held_balance in listed[journal.BALANCE_GAP]
+        assert 0 < step.view.reread_transaction_id < view.max_transaction_id
     finally:
-        ledger.close()
-    state = step.state
-    listed = {kind: {i for k, i in zip(state["kind"].to_pylist(), state["id"].to_pylist(), strict=True) if k == kind}
-              for kind in (journal.TRANSACTION_GAP, journal.BALANCE_GAP)}
-    with psycopg.connect(url) as conn:
-        assert listed[journal.TRANSACTION_GAP] == _invisible_ids(conn, "transactions", view.max_transaction_id)
-        assert listed[journal.BALANCE_GAP] == _invisible_ids(conn, "balances", view.max_balance_id)
-        assert step.view.reread_transaction_id == _reread_point(conn, "transactions", view.max_transaction_id)
-        assert step.view.reread_balance_id == _reread_point(conn, "balances", view.max_balance_id)
-    if slow is not None:
-        assert held_tx in listed[journal.TRANSACTION_GAP] and held_balance in listed[journal.BALANCE_GAP]
-        slow.rollback()
-        slow.close()
-    assert 0 < step.view.reread_transaction_id < view.max_transaction_id
+        if slow is not None:
+            slow.rollback()
+            slow.close()

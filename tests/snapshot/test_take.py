@@ -241,3 +241,37 @@ def test_parquet_layout_schema_and_readers(adversarial_url, make_database, tmp_p
             "EXPLAIN SELECT * FROM snapshot_index.balance_snapshots WHERE balance_id = 'x'"
             " AND snapshot_date <= '2026-11-01' ORDER BY snapshot_date DESC LIMIT 1"))
         assert "Index Scan Backward" in plan and "Seq Scan" not in plan
+
+
+def test_a_base_that_fails_to_read_part_way_publishes_nothing_and_stops_its_reader(fresh_ledger, tmp_path,
+                                                                                   monkeypatch):
+    """The base partition is read ahead on a thread: an error part-way through it fails the run where the merge
+    reaches it, nothing of the day is published or left staged, and no reading thread outlives the run."""
+    from snapshot_pipeline.snapshot import roll
+
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    base_day, day = dt.date(2026, 10, 29), dt.date(2026, 10, 30)
+    snapshot.take_snapshot(settings, base_day, 100)
+    real = parquet.iter_files
+
+    def failing_part_way(fs, paths, columns, batch_rows=parquet.READ_BATCH_ROWS):
+        for batch in real(fs, paths, columns, batch_rows):
+            yield batch.slice(0, batch.num_rows // 2)
+            raise OSError(5, "Input/output error (injected)")
+
+    monkeypatch.setattr(roll.parquet, "iter_files", failing_part_way)
+    with pytest.raises(OSError, match="injected"):
+        snapshot.take_snapshot(settings, day, 100)
+    assert not [t for t in threading.enumerate() if t.name == "parquet-read-ahead"]
+    with psycopg.connect(fresh_ledger) as conn:
+        assert conn.execute("SELECT count(*) FROM snapshot_index.partitions WHERE snapshot_date = %s",
+                            (day,)).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s",
+                            (day,)).fetchone()[0] == 0
+    assert partition_bytes(settings, day) == []
+    staging = tmp_path / "store" / ".staging"
+    assert not [p for p in staging.rglob("*") if p.is_file()], "staging files must be cleaned up"
+    monkeypatch.undo()
+    again = snapshot.take_snapshot(settings, day, 100)
+    assert again.mode == "incremental" and again.base_date == base_day
+    assert_exact(settings, fresh_ledger, day)

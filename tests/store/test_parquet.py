@@ -195,10 +195,40 @@ def test_read_ahead_stops_its_thread_when_closed_or_dropped():
     ahead = parquet.ReadAhead(_counted_batches(None, produced), depth=2)  # an endless source
     next(ahead)
     ahead.close()
-    assert _wait_for(lambda: not readers()), "close() must stop the reading thread"
+    assert not readers(), "close() returns once the reading thread has ended"
     assert len(produced) <= 5, "a closed reader reads no further"
     dropped = parquet.ReadAhead(_counted_batches(None, []), depth=2)
     next(dropped)
     del dropped
     gc.collect()
     assert _wait_for(lambda: not readers()), "dropping the reader must stop its thread"
+
+
+def test_closing_a_read_ahead_waits_for_the_read_in_progress_and_drops_what_was_read():
+    import time
+    import weakref
+
+    kept: list = []
+
+    def slow_batches():
+        for i in range(100):
+            time.sleep(0.05)
+            batch = pa.record_batch({"balance_id": [f"b{i:05d}"], "v": [i]}, schema=SCHEMA)
+            kept.append(weakref.ref(batch))
+            yield batch
+
+    ahead = parquet.ReadAhead(slow_batches(), depth=2)
+    next(ahead)
+    assert _wait_for(lambda: len(kept) >= 3)  # two queued, one held by the thread
+    ahead.close()
+    import gc
+
+    gc.collect()
+    assert all(ref() is None for ref in kept), "the batches read ahead are dropped by close()"
+    assert len(kept) <= 5, "a closed reader reads no further"
+
+
+def test_the_read_ahead_depth_keeps_the_rows_in_flight_within_the_bound():
+    assert parquet.read_ahead_depth(parquet.READ_BATCH_ROWS) == 3  # 3 queued + 1 held = 262,144 rows
+    assert parquet.read_ahead_depth(parquet.ROW_GROUP_ROWS) == 1
+    assert parquet.read_ahead_depth(1_000_000) == 1
