@@ -331,7 +331,7 @@ def iter_files(fs: pafs.FileSystem, paths: list[str], columns: list[str], batch_
 
 class ReadAhead:
     """Record batches read on a thread from the moment this is made, up to ``depth`` batches in its queue ahead
-    of the consumer (None: all of them), plus the one the thread holds while it waits to hand it over.
+    of the consumer, plus the one the thread holds while it waits to hand it over (:func:`read_ahead_depth`).
 
     Decoding Parquet releases the GIL, so the base partition is read while the caller waits for PostgreSQL (the
     journal staged, the delta's first batch) and, later, while it merges. A reading error is raised where the
@@ -342,8 +342,8 @@ class ReadAhead:
     POLL_SECONDS = 0.1
     CLOSE_SECONDS = 30.0  # close() waits this long at most for a read in progress (object storage) to end
 
-    def __init__(self, batches: Iterator[pa.RecordBatch], depth: int | None):
-        self._queue: queue.Queue = queue.Queue(maxsize=depth or 0)
+    def __init__(self, batches: Iterator[pa.RecordBatch], depth: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._done = False
         self._thread = threading.Thread(target=self._read, args=(batches, self._queue, self._stop),
@@ -401,8 +401,7 @@ class ReadAhead:
         self._done = True
         self._stop.set()
         self._drain()
-        if self._thread is not threading.current_thread():
-            self._thread.join(self.CLOSE_SECONDS)
+        self._thread.join(self.CLOSE_SECONDS)
         self._drain()
 
     def _drain(self) -> None:
