@@ -30,16 +30,11 @@ def balances_at_table(store: Store, ledger_url: str, at: dt.datetime, anchor: in
     """
     end = at + MICROSECOND  # effective <= at  <=>  effective < at + 1µs
     # the anchor's first rows are read on a thread while the journal is staged, the rest as the merge goes
-    base_batches = (parquet.ReadAhead(parquet.iter_files(store.fs, catalog.entry_paths(store, anchor),
-                                                         merge.BASE_COLUMNS, batch_rows=parquet.ROW_GROUP_ROWS),
-                                      parquet.read_ahead_depth(parquet.ROW_GROUP_ROWS))
-                    if anchor is not None else None)
+    base_batches = catalog.read_ahead(store, anchor, merge.BASE_COLUMNS, parquet.ROW_GROUP_ROWS)
     try:
-        parts, delta, replayed = _rolled(ledger_url, end, origin, base_batches or iter([]), ledger_id, currency,
-                                         count_replayed)
+        parts, delta, replayed = _rolled(ledger_url, end, origin, base_batches, ledger_id, currency, count_replayed)
     finally:
-        if base_batches is not None:
-            base_batches.close()
+        base_batches.close()
     table = pa.concat_tables(parts).select(OUTPUT_SCHEMA.names) if parts else OUTPUT_SCHEMA.empty_table()
     metadata = {
         "snapshot_pipeline.at": iso_utc(at),

@@ -141,19 +141,6 @@ def begin(cur, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, base, ph
     return step
 
 
-def base_batches(settings: Settings, base: index.ManifestEntry | None) -> Iterator:
-    """The base partition's rows in ``balance_id`` order (none at genesis), read from now on, on a thread, at most
-    :data:`parquet.READ_AHEAD_ROWS` ahead of the merge (:class:`parquet.ReadAhead`): made before the journal is
-    staged, its first batches decode while PostgreSQL stages. Batches of :data:`BASE_READ_ROWS` whatever the
-    batch size: the merge cuts its chunks at the delta's ``batch_size`` boundaries, across base batches."""
-    if base is None:
-        return iter([])
-    store = Store.at(settings.storage_uri)
-    return parquet.ReadAhead(parquet.iter_files(store.fs, catalog.entry_paths(store, base), merge.BASE_COLUMNS,
-                                                BASE_READ_ROWS),
-                             parquet.read_ahead_depth(BASE_READ_ROWS))
-
-
 class RunProgress:
     """What a merge reports as it goes: the chunk count to ``on_batch`` and the rows written out of the
     partition's expected row count (:attr:`total`) to ``on_progress``; :meth:`finish` reports the exact count."""
@@ -217,9 +204,11 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
     writer: parquet.PartitionWriter | None = None
     spool: IndexSpool | None = None
     comparison: live.InRunComparison | None = None
-    base_rows: Iterator = iter([])
+    base_rows: parquet.ReadAhead | None = None
     try:
-        base_rows = base_batches(settings, base)
+        # read on a thread from now on: its first batches decode while PostgreSQL stages the journal. Batches of
+        # BASE_READ_ROWS whatever the batch size: the merge cuts its chunks at the delta's batch_size boundaries
+        base_rows = catalog.read_ahead(claim.store, base, merge.BASE_COLUMNS, BASE_READ_ROWS)
         step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, facts.log)
         writer = parquet.PartitionWriter(claim.store, snapshot_date,
                                          file_metadata(settings, snapshot_date, cutoff, step.view),
@@ -244,7 +233,7 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
         faults.pause_point("staged")
         return Pass(claim.store, [staged], spool, totals, batches, step, base, mode, phases, comparison)
     except BaseException:
-        if isinstance(base_rows, parquet.ReadAhead):
+        if base_rows is not None:
             base_rows.close()
         if comparison is not None:
             comparison.wait()
