@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -77,17 +78,16 @@ def _finish(ids: pa.Array, attributes: dict[str, pa.Array], sums: dict[str, pa.A
     )
 
 
-def _updated(base: pa.Table, delta: pa.Table, delta_ids: pa.Array, entering: pa.Array | None, cutoff: dt.datetime
+def _updated(base: pa.Table, delta: pa.Table, positions: pa.Array, entering: pa.Array | None, cutoff: dt.datetime
              ) -> tuple[pa.Table, pa.Table]:
     """Base rows with the delta applied where a delta row matches: (all rows, the changed ones).
 
-    Rows without a delta row pass through untouched (no decimal arithmetic); only matched rows are
-    widened, added to, narrowed back and given the ledger's current attributes. ``entering`` marks the
-    rows that enter the snapshot here (changed even when their sums are zero); None: no row enters. Every
-    delta row has its base row.
+    ``positions`` gives each base row's delta row (null: none). Rows without a delta row pass through untouched
+    (no decimal arithmetic); only matched rows are widened, added to, narrowed back and given the ledger's
+    current attributes. ``entering`` marks the rows that enter the snapshot here (changed even when their sums
+    are zero); None: no row enters. Every delta row has its base row.
     """
     ids = _column(base, "balance_id")
-    positions = pc.index_in(ids, value_set=delta_ids)
     matched = pc.is_valid(positions)
     rows = pc.filter(positions, matched)
     hit = base.filter(matched)
@@ -131,15 +131,25 @@ def _entering_rows(delta: pa.Table) -> pa.Table:
          *[zero for _ in parquet.AMOUNT_COLUMNS], attributes["balance_created_at"]], schema=BASE_SCHEMA)
 
 
-def _joined(base: pa.Table, arriving: pa.Table) -> tuple[pa.Table, pa.Array]:
+def _joined(base: pa.Table, positions: pa.Array, arriving: pa.Table, arriving_positions: pa.Array
+            ) -> tuple[pa.Table, pa.Array, pa.Array]:
     """The base rows and the entering ones (:func:`_entering_rows`) in key order, column by column under
-    :data:`BASE_SCHEMA`, and which of them enter."""
+    :data:`BASE_SCHEMA`, with each row's delta row (``positions`` for the base's, ``arriving_positions`` for
+    the entering ones) and which of them enter."""
     joined = pa.Table.from_arrays([pa.concat_arrays([_column(base, name), _column(arriving, name)])
                                    for name in BASE_COLUMNS], schema=BASE_SCHEMA)
     order = pc.sort_indices(joined["balance_id"])
     flags = pa.concat_arrays([pa.repeat(pa.scalar(False), base.num_rows),
                               pa.repeat(pa.scalar(True), arriving.num_rows)])
-    return joined.take(order), pc.take(flags, order)
+    rows = pa.concat_arrays([positions, arriving_positions.cast(positions.type)])
+    return joined.take(order), pc.take(rows, order), pc.take(flags, order)
+
+
+def _unmatched(positions: pa.Array, delta_rows: int) -> np.ndarray:
+    """The delta rows no base row matched (``positions``: each base row's delta row or null), in order."""
+    seen = np.zeros(delta_rows, dtype=bool)
+    seen[pc.drop_null(positions).to_numpy()] = True
+    return np.flatnonzero(~seen)
 
 
 def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetime) -> tuple[pa.Table, pa.Table]:
@@ -159,11 +169,14 @@ def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetim
         sums = {field: _column(delta, name) for name, field in DELTA_TO_FIELD.items()}
         rows = _finish(delta_ids, _delta_attributes(delta), sums, cutoff)
         return rows, rows
-    new = pc.invert(pc.is_in(delta_ids, value_set=_column(base, "balance_id")))
+    # one hash lookup per chunk: each base row's delta row; the delta rows none matched enter here
+    positions = pc.index_in(_column(base, "balance_id"), value_set=delta_ids)
+    new = _unmatched(positions, delta.num_rows)
     entering = None
-    if pc.any(new).as_py():
-        base, entering = _joined(base, _entering_rows(delta.filter(new)))
-    rows, touched = _updated(base, delta, delta_ids, entering, cutoff)
+    if len(new):
+        new_rows = pa.array(new)
+        base, positions, entering = _joined(base, positions, _entering_rows(delta.take(new_rows)), new_rows)
+    rows, touched = _updated(base, delta, positions, entering, cutoff)
     return rows.combine_chunks(), touched
 
 
