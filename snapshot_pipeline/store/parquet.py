@@ -21,6 +21,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -122,7 +123,9 @@ class PartitionWriter:
     """Streams record batches into a Parquet file; :meth:`finish` hands it over to a publication.
 
     Batches are buffered into row groups of ``ROW_GROUP_ROWS`` rows, so memory
-    stays bounded whatever the batch size.
+    stays bounded whatever the batch size. Each whole row group is encoded and written on a thread while the
+    caller builds the next (Parquet encoding releases the GIL); at most one row group is in flight, and a
+    writing error is raised by the next :meth:`write`, :meth:`close` or :meth:`finish`.
     """
 
     def __init__(self, store: Store, date: dt.date, metadata: dict[str, str], *,
@@ -156,12 +159,15 @@ class PartitionWriter:
         self.rows = 0
         self._sink: pa.NativeFile | None = None
         self._writer: pq.ParquetWriter | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._in_flight: Future | None = None
 
     def _open(self) -> None:
         schema = self.schema.with_metadata({f"snapshot_pipeline.{k}": v for k, v in self._metadata.items()})
         self.fs.create_dir(self.staging_dir, recursive=True)
         self._sink = self.fs.open_output_stream(self.staging_path)
         self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-write")
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._pending.append(batch)
@@ -182,16 +188,34 @@ class PartitionWriter:
             return
         table = pa.Table.from_batches(self._pending, schema=self.schema)
         keep = 0 if final else table.num_rows % ROW_GROUP_ROWS
-        assert self._writer is not None  # opened above
+        assert self._writer is not None and self._thread is not None  # opened above
         if table.num_rows - keep:
-            self._writer.write_table(table.slice(0, table.num_rows - keep), row_group_size=ROW_GROUP_ROWS)
+            self._wait()  # the previous row group is written (or its error raised) before the next is handed over
+            self._in_flight = self._thread.submit(self._writer.write_table, table.slice(0, table.num_rows - keep),
+                                                  row_group_size=ROW_GROUP_ROWS)
         rest = table.slice(table.num_rows - keep)
         self._pending = rest.to_batches() if keep else []
         self._pending_rows = keep
 
+    def _wait(self) -> None:
+        """Wait for the row group being written; raise its error."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def _stop_thread(self) -> None:
+        """Wait for the row group being written, whatever its outcome, and end the writing thread."""
+        try:
+            self._wait()
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown(wait=True)
+                self._thread = None
+
     def close(self, extra_metadata: dict[str, str]) -> tuple[int, str]:
         """Finish the staging file; returns (bytes, sha256). Row count and other final facts go in metadata."""
         self._flush(final=True)
+        self._stop_thread()
         assert self._writer is not None
         self._writer.add_key_value_metadata(
             {f"snapshot_pipeline.{k}": v for k, v in {**extra_metadata, "row_count": str(self.rows)}.items()}
@@ -211,6 +235,10 @@ class PartitionWriter:
 
     def abort(self) -> None:
         """Drop the staging file (the published partition, if any, is untouched)."""
+        try:
+            self._stop_thread()  # never close the file under a row group being written
+        except Exception:  # noqa: BLE001 - its error is the failure being aborted, or one more of it
+            pass
         try:
             if self._writer is not None:
                 self._writer.close()

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import io
+import threading
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -123,6 +124,21 @@ def test_a_row_group_that_fails_to_write_fails_the_file_and_abort_removes_it(tmp
     writer.abort()
     assert not (root / "balance_snapshots").exists() or not any(
         p.is_file() for p in (root / "balance_snapshots").rglob("*"))
+    assert not _writing_threads()
+
+
+def _writing_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("parquet-write")]
+
+
+def test_row_groups_are_written_on_a_thread_and_abort_waits_for_the_one_in_flight(tmp_path):
+    store = Store.at(str(tmp_path / "store"))
+    writer = parquet.PartitionWriter(store, DATE, {"k": "v"}, schema=SCHEMA)
+    writer.write_table(_rows(0, 2 * parquet.ROW_GROUP_ROWS))  # two whole row groups: the second is in flight
+    assert _writing_threads()
+    writer.abort()
+    assert not _writing_threads()
+    assert not any(p.is_file() for p in (tmp_path / "store").rglob("*"))
 
 
 def test_rows_at_positions_are_read_across_files_and_row_groups(tmp_path):
