@@ -188,9 +188,9 @@ class QueryEngine:
         """Every balance existing at ``at`` (``created_at <= at``) with its six amounts, as one Arrow table.
 
         Built from the anchor's Parquet partition plus one set-based replay of the journal (the
-        snapshot's own delta query). Schema: the snapshot schema without ``cutoff_at``. Rows: the
-        anchor's balances in its ``balance_id`` order, then the balances it does not hold (created
-        after its cutoff or recorded after its read) in ``balance_id`` order. The schema metadata says
+        snapshot's own delta query). Schema: the snapshot schema without ``cutoff_at``. Rows: in
+        ``balance_id`` order (byte order), the balances the anchor does not hold (created after its
+        cutoff or recorded after its read) among the others, as in a partition. The schema metadata says
         what it was built from (``snapshot_pipeline.at``, ``.anchor_date``, ``.anchor_cutoff``,
         ``.replayed_balances``, and with ``count_replayed=True`` ``.replayed_transactions``, which
         costs one count of the staged journal rows).

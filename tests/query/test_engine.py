@@ -139,6 +139,7 @@ def test_balances_at_equals_the_journal_with_filters(snapshotted, adversarial_ur
         assert snapshot_values(table) == expected
         ids = table.column("balance_id").to_pylist()
         assert len(ids) == len(set(ids)) == len(expected)
+        assert ids == sorted(ids, key=str.encode)  # one balance_id (byte) order, entering balances included
         counted = engine.balances_at(at, count_replayed=True).schema.metadata
         replayed_balances = int(counted[b"snapshot_pipeline.replayed_balances"])
         assert replayed_balances <= len(expected)
