@@ -124,8 +124,9 @@ class PartitionWriter:
 
     Batches are buffered into row groups of ``ROW_GROUP_ROWS`` rows, so memory
     stays bounded whatever the batch size. Each whole row group is encoded and written on a thread while the
-    caller builds the next (Parquet encoding releases the GIL); at most one row group is in flight, and a
-    writing error is raised by the next :meth:`write`, :meth:`close` or :meth:`finish`.
+    caller builds the next (Parquet encoding releases the GIL); at most one row group is in flight. A writing
+    error is raised by the write that hands over the next row group, or by :meth:`close` / :meth:`finish`;
+    from then on every write and close raises it again (the file is only fit for :meth:`abort`).
     """
 
     def __init__(self, store: Store, date: dt.date, metadata: dict[str, str], *,
@@ -161,6 +162,7 @@ class PartitionWriter:
         self._writer: pq.ParquetWriter | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._in_flight: Future | None = None
+        self._error: BaseException | None = None  # a row group failed: the file is unfit
 
     def _open(self) -> None:
         schema = self.schema.with_metadata({f"snapshot_pipeline.{k}": v for k, v in self._metadata.items()})
@@ -170,6 +172,8 @@ class PartitionWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-write")
 
     def write(self, batch: pa.RecordBatch) -> None:
+        if self._error is not None:
+            raise self._error
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         self.rows += batch.num_rows
@@ -198,10 +202,16 @@ class PartitionWriter:
         self._pending_rows = keep
 
     def _wait(self) -> None:
-        """Wait for the row group being written; raise its error."""
+        """Wait for the row group being written; raise its error (or an earlier one's)."""
         in_flight, self._in_flight = self._in_flight, None
+        if self._error is not None:
+            raise self._error
         if in_flight is not None:
-            in_flight.result()
+            try:
+                in_flight.result()
+            except BaseException as exc:
+                self._error = exc  # the file lacks a row group: every later write and close fails too
+                raise
 
     def _stop_thread(self) -> None:
         """Wait for the row group being written, whatever its outcome, and end the writing thread."""
@@ -214,8 +224,10 @@ class PartitionWriter:
 
     def close(self, extra_metadata: dict[str, str]) -> tuple[int, str]:
         """Finish the staging file; returns (bytes, sha256). Row count and other final facts go in metadata."""
-        self._flush(final=True)
-        self._stop_thread()
+        try:
+            self._flush(final=True)
+        finally:
+            self._stop_thread()
         assert self._writer is not None
         self._writer.add_key_value_metadata(
             {f"snapshot_pipeline.{k}": v for k, v in {**extra_metadata, "row_count": str(self.rows)}.items()}

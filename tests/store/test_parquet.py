@@ -33,11 +33,34 @@ class _FullDisk(io.RawIOBase):
         return size
 
 
-class _FillingUp(pafs.FileSystemHandler):
-    """The local filesystem, except that every file written holds at most ``room`` bytes."""
+class _Gated(io.RawIOBase):
+    """An output file whose writes after the first (the Parquet magic) wait for ``gate``; ``events`` records
+    when each write starts and ends and when the file is closed."""
 
-    def __init__(self, room: int):
-        self.local, self.room = pafs.LocalFileSystem(), room
+    def __init__(self, gate: threading.Event, events: list[str]):
+        self.gate, self.events, self.writes = gate, events, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.writes += 1
+        if self.writes > 1:
+            self.events.append("write started")
+            assert self.gate.wait(30)
+            self.events.append("write ended")
+        return memoryview(data).nbytes
+
+    def close(self) -> None:
+        self.events.append("closed")
+        super().close()
+
+
+class _LocalWritingTo(pafs.FileSystemHandler):
+    """The local filesystem, except that every file written goes to the file ``make_file()`` returns."""
+
+    def __init__(self, make_file):
+        self.local, self.make_file = pafs.LocalFileSystem(), make_file
 
     def __eq__(self, other):
         return self is other
@@ -46,7 +69,7 @@ class _FillingUp(pafs.FileSystemHandler):
         return self is not other
 
     def get_type_name(self):
-        return "filling-up"
+        return "local-writing-to"
 
     def normalize_path(self, path):
         return path
@@ -86,7 +109,7 @@ class _FillingUp(pafs.FileSystemHandler):
 
     def open_output_stream(self, path, metadata):
         self.local.open_output_stream(path).close()  # the file exists, as on a real disk
-        return pa.PythonFile(_FullDisk(self.room), mode="w")
+        return pa.PythonFile(self.make_file(), mode="w")
 
     def open_append_stream(self, path, metadata):
         raise NotImplementedError
@@ -115,7 +138,8 @@ def test_rows_written_in_small_batches_become_whole_row_groups_in_order(tmp_path
 
 def test_a_row_group_that_fails_to_write_fails_the_file_and_abort_removes_it(tmp_path):
     root = tmp_path / "store"
-    store = Store(str(root), pafs.PyFileSystem(_FillingUp(room=64 * 1024)), str(root))
+    store = Store(str(root), pafs.PyFileSystem(_LocalWritingTo(lambda: _FullDisk(64 * 1024))), str(root))
+    threads_before = set(threading.enumerate())
     writer = parquet.PartitionWriter(store, DATE, {"k": "v"}, schema=SCHEMA)
     with pytest.raises(OSError, match="No space left on device"):
         for start in range(0, 3 * parquet.ROW_GROUP_ROWS, 10_000):
@@ -124,21 +148,33 @@ def test_a_row_group_that_fails_to_write_fails_the_file_and_abort_removes_it(tmp
     writer.abort()
     assert not (root / "balance_snapshots").exists() or not any(
         p.is_file() for p in (root / "balance_snapshots").rglob("*"))
-    assert not _writing_threads()
+    assert not _writing_threads(threads_before)
+    with pytest.raises(OSError, match="No space left on device"):  # once failed, the file stays unfit
+        writer.write_table(_rows(0, 10))
 
 
-def _writing_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("parquet-write")]
+def _writing_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    """The writing threads alive now that were not alive at ``before``."""
+    return [t for t in threading.enumerate() if t.name.startswith("parquet-write") and t not in before]
 
 
-def test_row_groups_are_written_on_a_thread_and_abort_waits_for_the_one_in_flight(tmp_path):
-    store = Store.at(str(tmp_path / "store"))
+def test_abort_waits_for_the_row_group_being_written_before_it_closes_the_file(tmp_path):
+    threads_before = set(threading.enumerate())
+    gate, events = threading.Event(), []
+    root = tmp_path / "store"
+    store = Store(str(root), pafs.PyFileSystem(_LocalWritingTo(lambda: _Gated(gate, events))), str(root))
     writer = parquet.PartitionWriter(store, DATE, {"k": "v"}, schema=SCHEMA)
-    writer.write_table(_rows(0, 2 * parquet.ROW_GROUP_ROWS))  # two whole row groups: the second is in flight
-    assert _writing_threads()
-    writer.abort()
-    assert not _writing_threads()
-    assert not any(p.is_file() for p in (tmp_path / "store").rglob("*"))
+    writer.write_table(_rows(0, parquet.ROW_GROUP_ROWS))  # a whole row group: handed to the writing thread
+    for _ in range(300):  # the thread is inside the file's write, held at the gate
+        if events:
+            break
+        threading.Event().wait(0.1)
+    assert events == ["write started"] and _writing_threads(threads_before)
+    threading.Timer(0.2, gate.set).start()
+    writer.abort()  # returns once the write has ended, and only then closes the file
+    assert events.index("closed") > max(i for i, e in enumerate(events) if e == "write ended")
+    assert not _writing_threads(threads_before)
+    assert not any(p.is_file() for p in root.rglob("*"))
 
 
 def test_rows_at_positions_are_read_across_files_and_row_groups(tmp_path):
