@@ -141,6 +141,18 @@ def begin(cur, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, base, ph
     return step
 
 
+def clean_up(*steps: Callable[[], object] | None) -> None:
+    """On a failing run's path: each clean-up step in order (None: nothing to clean), every one of them whatever
+    an earlier one raised. A step's error is logged; the run's own failure is what the caller raises."""
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            step()
+        except Exception:  # best effort on an already failing path: logged
+            logger.exception("clean-up after a failed run: %s failed", getattr(step, "__qualname__", step))
+
+
 class RunProgress:
     """What a merge reports as it goes: the chunk count to ``on_batch`` and the rows written out of the
     partition's expected row count (:attr:`total`) to ``on_progress``; :meth:`finish` reports the exact count."""
@@ -233,15 +245,11 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
         faults.pause_point("staged")
         return Pass(claim.store, [staged], spool, totals, batches, step, base, mode, phases, comparison)
     except BaseException:
-        if base_rows is not None:
-            base_rows.close()
-        if comparison is not None:
-            comparison.wait()
-        if writer is not None:
-            writer.abort()
-        if spool is not None:
-            spool.reset()
-        asof.rollback_quietly(cur)
+        clean_up(base_rows.close if base_rows is not None else None,
+                 comparison.wait if comparison is not None else None,
+                 writer.abort if writer is not None else None,
+                 spool.reset if spool is not None else None,
+                 lambda: asof.rollback_quietly(cur))
         raise
     finally:
         cur.close()

@@ -45,6 +45,7 @@ from snapshot_pipeline.snapshot.roll import (
     BASE_READ_ROWS,
     PROGRESS_SECONDS,
     RunProgress,
+    clean_up,
     file_metadata,
     holding_partition,
     merge_into,
@@ -103,8 +104,7 @@ def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[s
                                 "shard": str(shard), "shards": str(plan_.shards)})
         changed.close()
     except BaseException:
-        writer.abort()
-        changed.close()
+        clean_up(writer.abort, changed.close)
         raise
     record = {"shard": shard, "batches": batches, "totals": totals.as_rows(), "staged": staged.as_dict(),
               "merge_ms": int((time.monotonic() - started) * 1000)}

@@ -275,3 +275,42 @@ def test_a_base_that_fails_to_read_part_way_publishes_nothing_and_stops_its_read
     again = snapshot.take_snapshot(settings, day, 100)
     assert again.mode == "incremental" and again.base_date == base_day
     assert_exact(settings, fresh_ledger, day)
+
+
+def test_a_clean_up_step_that_fails_too_hides_neither_the_runs_failure_nor_the_steps_after_it(
+        fresh_ledger, tmp_path, monkeypatch):
+    """A run fails part-way and then the staged file's delete fails too (the store refuses it): the run's own
+    error is what is raised, the clean-up steps after the failing one still run, and the next run publishes the
+    day exactly (the file left behind is named by no version)."""
+    from snapshot_pipeline.snapshot import roll
+    from snapshot_pipeline.store.spool import IndexSpool
+
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    base_day, day = dt.date(2026, 10, 29), dt.date(2026, 10, 30)
+    snapshot.take_snapshot(settings, base_day, 100)
+    real_iter, real_reset = parquet.iter_files, IndexSpool.reset
+
+    def failing_part_way(fs, paths, columns, batch_rows=parquet.READ_BATCH_ROWS):
+        for batch in real_iter(fs, paths, columns, batch_rows):
+            yield batch.slice(0, batch.num_rows // 2)
+            raise OSError(5, "Input/output error (injected)")
+
+    def refused_abort(writer):
+        raise OSError(13, "the store refused the delete (injected)")
+
+    resets = []
+
+    def recorded_reset(spool):
+        resets.append(spool.date)
+        real_reset(spool)
+
+    monkeypatch.setattr(roll.parquet, "iter_files", failing_part_way)
+    monkeypatch.setattr(parquet.PartitionWriter, "abort", refused_abort)
+    monkeypatch.setattr(IndexSpool, "reset", recorded_reset)
+    with pytest.raises(OSError, match="Input/output error"):
+        snapshot.take_snapshot(settings, day, 100)
+    assert resets == [day]  # the step after the refused delete ran
+    monkeypatch.undo()
+    again = snapshot.take_snapshot(settings, day, 100)
+    assert again.mode == "incremental" and again.base_date == base_day
+    assert_exact(settings, fresh_ledger, day)
