@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -145,13 +144,6 @@ def _joined(base: pa.Table, positions: pa.Array, arriving: pa.Table, arriving_po
     return joined.take(order), pc.take(rows, order), pc.take(flags, order)
 
 
-def _unmatched(positions: pa.Array, delta_rows: int) -> np.ndarray:
-    """The delta rows no base row matched (``positions``: each base row's delta row or null), in order."""
-    seen = np.zeros(delta_rows, dtype=bool)
-    seen[pc.drop_null(positions).to_numpy()] = True
-    return np.flatnonzero(~seen)
-
-
 def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetime) -> tuple[pa.Table, pa.Table]:
     """One aligned chunk -> (rows of the new partition, the changed ones among them).
 
@@ -169,12 +161,10 @@ def roll_chunk(base: pa.Table | None, delta: pa.Table | None, cutoff: dt.datetim
         sums = {field: _column(delta, name) for name, field in DELTA_TO_FIELD.items()}
         rows = _finish(delta_ids, _delta_attributes(delta), sums, cutoff)
         return rows, rows
-    # one hash lookup per chunk: each base row's delta row; the delta rows none matched enter here
-    positions = pc.index_in(_column(base, "balance_id"), value_set=delta_ids)
-    new = _unmatched(positions, delta.num_rows)
+    # each base row's delta row; the delta rows no base row matched enter here
+    positions, new_rows = align.match(_column(base, "balance_id"), delta_ids)
     entering = None
-    if len(new):
-        new_rows = pa.array(new)
+    if len(new_rows):
         base, positions, entering = _joined(base, positions, _entering_rows(delta.take(new_rows)), new_rows)
     rows, touched = _updated(base, delta, positions, entering, cutoff)
     return rows.combine_chunks(), touched

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -115,7 +116,10 @@ def aligned(left: SortedStream, right: SortedStream) -> Iterator[tuple[pa.Table 
 
 
 def match(left_ids: pa.Array, right_ids: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """For aligned chunks: position in ``right`` of each left row (null: absent), and which right rows are new."""
+    """For aligned chunks, with one hash lookup: the position in ``right`` of each left row (null: absent), and the
+    positions of the right rows no left row matched, in order (a scatter of the positions found, not a second
+    hash set of the left ids)."""
     positions = pc.index_in(left_ids, value_set=right_ids)
-    new_right = pc.invert(pc.is_in(right_ids, value_set=left_ids))
-    return positions, new_right
+    seen = np.zeros(len(right_ids), dtype=bool)
+    seen[pc.drop_null(positions).to_numpy()] = True
+    return positions, pa.array(np.flatnonzero(~seen))
