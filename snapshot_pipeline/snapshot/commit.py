@@ -13,13 +13,16 @@ the partition's lock deletes, and a crash after it leaves a Delta commit to repl
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
+from collections.abc import Iterator
 
 from snapshot_pipeline import faults
 from snapshot_pipeline.snapshot.results import ROLL_VERSION, Pass, RunFacts, SnapshotResult
 from snapshot_pipeline.store import catalog, generations, index, roll_state
 from snapshot_pipeline.store import diff as store_diff
+from snapshot_pipeline.store.index_stream import IndexStream
 from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.publication import Publication, version_record
 from snapshot_pipeline.store.spool import IndexSpool
@@ -47,8 +50,10 @@ def _index_rows(settings, conn, snapshot_date: dt.date, p: Pass, work_dir) -> tu
     """
     predecessor, predecessor_paths = published_before(settings, conn, snapshot_date)
     spool = p.spool
-    spool_path = spool.close()
     rediffed = not _same_partition(predecessor, p.base)
+    if isinstance(spool, IndexStream) and not rediffed:
+        return spool.rows, spool.rows, False  # loaded by the stream (its COPY ended when the commit began)
+    spool_path = spool.close() if isinstance(spool, IndexSpool) else None
     if rediffed:
         spool = IndexSpool(work_dir / "rediff", snapshot_date)
         store_diff.diff_files(p.fs, predecessor_paths, p.staging_paths, spool)
@@ -107,6 +112,8 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
     try:
         result, rediffed = _publish(facts, index_conn, p, work_dir)
     except BaseException:
+        if isinstance(p.spool, IndexStream):
+            p.spool.reset()  # a publish that failed before its transaction: the stream's rows rolled back
         if p.live is not None:
             p.live.wait()
         raise
@@ -117,6 +124,22 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
     return result
 
 
+@contextlib.contextmanager
+def _transaction(index_conn, p: Pass, snapshot_date: dt.date) -> Iterator:
+    """The commit's index transaction, the commit lock taken: the stream's, already holding the index rows
+    (:mod:`snapshot_pipeline.store.index_stream`), else one on ``index_conn``, the month's index partition
+    created first (never under the commit lock: see :func:`index.ensure_month_partition`)."""
+    if isinstance(p.spool, IndexStream):
+        with p.spool.committing() as conn:
+            p.spool.lock_commits()
+            yield conn
+    else:
+        index.ensure_month_partition(index_conn, snapshot_date)
+        with index_conn.transaction():
+            index.lock_commits(index_conn)
+            yield index_conn
+
+
 def _publish(facts: RunFacts, index_conn, p: Pass, work_dir) -> tuple[SnapshotResult, bool]:
     """The index transaction and the Delta commit; returns the result and whether the index rows were re-diffed."""
     settings, snapshot_date, log = facts.settings, facts.snapshot_date, facts.log
@@ -124,15 +147,14 @@ def _publish(facts: RunFacts, index_conn, p: Pass, work_dir) -> tuple[SnapshotRe
     publication = Publication(p.store, snapshot_date, p.files, log=log)
     committing = False  # once the COMMIT is sent, its outcome is the manifest's to tell, not ours
     try:
-        with index_conn.transaction():
-            index.lock_commits(index_conn)
-            changed_count, index_rows, rediffed = _index_rows(settings, index_conn, snapshot_date, p, work_dir)
-            _rediff_successor(settings, index_conn, snapshot_date, p, work_dir, log)
+        with _transaction(index_conn, p, snapshot_date) as conn:
+            changed_count, index_rows, rediffed = _index_rows(settings, conn, snapshot_date, p, work_dir)
+            _rediff_successor(settings, conn, snapshot_date, p, work_dir, log)
             entry = _manifest_entry(facts, p, publication.names, changed_count, index_rows,
-                                    generations.next_generation(index_conn, snapshot_date))
-            index.upsert_manifest(index_conn, entry)
-            generations.record_version(index_conn, version_record(entry))
-            roll_state.replace(index_conn, snapshot_date, p.step.state)
+                                    generations.next_generation(conn, snapshot_date))
+            index.upsert_manifest(conn, entry)
+            generations.record_version(conn, version_record(entry))
+            roll_state.replace(conn, snapshot_date, p.step.state)
             publication.move_in()  # sharded: the moves into the partition's directory
             faults.pause_point("visible")
             committing = True

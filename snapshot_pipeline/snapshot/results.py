@@ -16,6 +16,7 @@ from snapshot_pipeline import amounts, names
 from snapshot_pipeline.ledger import journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index, parquet
+from snapshot_pipeline.store.index_stream import IndexStream
 from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.spool import IndexSpool
 
@@ -157,7 +158,7 @@ class Pass:
 
     store: Store
     files: list[parquet.StagedFile]  # in shard order
-    spool: IndexSpool
+    spool: IndexSpool | IndexStream  # a stream when the index rows were sent to the index as they were merged
     totals: CurrencyTotals
     batches: int
     step: journal.Step

@@ -28,6 +28,7 @@ from snapshot_pipeline.snapshot.results import (
     SnapshotError,
 )
 from snapshot_pipeline.store import align, catalog, index, parquet, recovery, roll_state
+from snapshot_pipeline.store.index_stream import IndexStream, streams
 from snapshot_pipeline.store.location import Store
 from snapshot_pipeline.store.spool import IndexSpool
 
@@ -214,7 +215,7 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
     phases: dict[str, int] = {}
     cur = ledger.cursor()
     writer: parquet.PartitionWriter | None = None
-    spool: IndexSpool | None = None
+    spool: IndexSpool | IndexStream | None = None
     comparison: live.InRunComparison | None = None
     base_rows: parquet.ReadAhead | None = None
     try:
@@ -225,7 +226,8 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
         writer = parquet.PartitionWriter(claim.store, snapshot_date,
                                          file_metadata(settings, snapshot_date, cutoff, step.view),
                                          token=claim.publish_token)
-        spool = IndexSpool(claim.work_dir, snapshot_date)
+        spool = (IndexStream(db.snapshot_url(settings), snapshot_date)
+                 if streams(index_conn, snapshot_date) else IndexSpool(claim.work_dir, snapshot_date))
         comparison = (live.InRunComparison(spool, step.view.read_at) if compares_live(facts, index_conn, base)
                       else None)
         totals = CurrencyTotals()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def unlock_partition(conn: psycopg.Connection, date: dt.date) -> None:
 def lock_commits(conn: psycopg.Connection) -> None:
     """Transaction-level lock serializing the commit phase of all partitions."""
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _COMMIT_LOCK))
+
+
+def try_lock_commits(conn: psycopg.Connection) -> bool:
+    """:func:`lock_commits` if it is free now (no wait); whether it was taken."""
+    return bool(db.scalar(conn, "SELECT pg_try_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _COMMIT_LOCK)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,20 +215,56 @@ def month_partition_name(date: dt.date) -> str:
     return f"balance_snapshots_{date:%Y_%m}"
 
 
+class IndexBusy(RuntimeError):
+    """A month's partition of ``balance_snapshots`` could not be created: writers of index rows held the table."""
+
+
+# Creating or dropping a month's partition takes ACCESS EXCLUSIVE on balance_snapshots: it waits for every open
+# transaction writing index rows (a run streaming its rows holds one through its merge) and, while it waits,
+# every reader queues behind it. So such a statement waits at most BRIEF_LOCK_TIMEOUT at a time.
+BRIEF_LOCK_TIMEOUT = "200ms"
+BRIEF_RETRY_SECONDS = 0.2
+MONTH_WAIT_SECONDS = 3600.0  # how long a run tries to create its month's partition before it gives up
+
+
+def try_briefly(conn: psycopg.Connection, statement: sql.Composed) -> bool:
+    """Run ``statement`` (it needs ACCESS EXCLUSIVE on ``balance_snapshots``) in a transaction or savepoint of
+    its own, waiting at most :data:`BRIEF_LOCK_TIMEOUT` for its locks; whether it ran."""
+    previous = db.scalar(conn, "SELECT current_setting('lock_timeout')")
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (BRIEF_LOCK_TIMEOUT,))
+            conn.execute(statement)
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
+    except psycopg.errors.LockNotAvailable:
+        return False
+    return True
+
+
 def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
-    """Create the monthly partition of ``balance_snapshots`` holding ``date`` if missing."""
+    """Create the monthly partition of ``balance_snapshots`` holding ``date`` if missing.
+
+    Outside a transaction it tries every :data:`BRIEF_RETRY_SECONDS` (readers pass in between) until the
+    writers holding the table are done, for up to :data:`MONTH_WAIT_SECONDS`. Inside one (a commit, holding the
+    commit lock) it tries once and raises :class:`IndexBusy`: a commit never waits for a writer that may be
+    waiting for the commit lock. Runs create their month's partition before their commit, so that case is
+    only a month dropped by retention meanwhile."""
     start = date.replace(day=1)
-    end = calendar.next_month(start)
     name = month_partition_name(start)
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {schema}.{name} PARTITION OF {schema}.balance_snapshots"
-            " FOR VALUES FROM ({start}) TO ({end})"
-        ).format(
-            schema=sql.Identifier(SCHEMA), name=sql.Identifier(name),
-            start=sql.Literal(start), end=sql.Literal(end),
-        )
-    )
+    if db.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{name}",)):
+        return name
+    statement = sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {schema}.{name} PARTITION OF {schema}.balance_snapshots"
+        " FOR VALUES FROM ({start}) TO ({end})"
+    ).format(schema=sql.Identifier(SCHEMA), name=sql.Identifier(name), start=sql.Literal(start),
+             end=sql.Literal(calendar.next_month(start)))
+    outside = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    deadline = time.monotonic() + MONTH_WAIT_SECONDS
+    while not try_briefly(conn, statement):
+        if not outside or time.monotonic() > deadline:
+            raise IndexBusy(f"the index partition {SCHEMA}.{name} could not be created: other runs writing index"
+                            " rows held snapshot_index.balance_snapshots; run again")
+        time.sleep(BRIEF_RETRY_SECONDS)
     return name
 
 

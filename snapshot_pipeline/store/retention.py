@@ -200,13 +200,16 @@ def _delete_index_rows(conn: psycopg.Connection, remove: list[dt.date], remainin
             continue
         table = sql.Identifier(index.SCHEMA, name)
         if not any(d.replace(day=1) == month for d in remaining):
-            deleted += db.scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(table))
-            conn.execute(sql.SQL("DROP TABLE {}").format(table))
-            dropped.append(name)
-        else:
-            in_month = [d for d in remove if d.replace(day=1) == month]
-            cur = conn.execute(sql.SQL("DELETE FROM {} WHERE snapshot_date = ANY(%s)").format(table), (in_month,))
-            deleted += cur.rowcount
+            count = db.scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(table))
+            # a run streaming its index rows (snapshot_pipeline.store.index_stream) holds the table through its
+            # merge: then the retired days' rows are deleted instead and the partition stays
+            if index.try_briefly(conn, sql.SQL("DROP TABLE {}").format(table)):
+                deleted += count
+                dropped.append(name)
+                continue
+        in_month = [d for d in remove if d.replace(day=1) == month]
+        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE snapshot_date = ANY(%s)").format(table), (in_month,))
+        deleted += cur.rowcount
     return deleted, dropped
 
 

@@ -9,6 +9,7 @@ measured on an unindexed table), and the exact ``decimal128`` amounts arrive as 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +28,18 @@ SPOOL_SCHEMA = pa.schema([
 ])
 
 
+def encoded(encoder: pgpq.ArrowToPostgresBinaryEncoder, table: pa.Table, date: dt.date) -> Iterator[bytes]:
+    """Binary COPY data (after the header) of ``table``'s changed balances as the index rows of ``date``."""
+    rows = pa.table({
+        "balance_id": table["balance_id"],
+        "snapshot_date": pa.repeat(pa.scalar(date, pa.date32()), table.num_rows),
+        **{name: table[name] for name in AMOUNT_COLUMNS},
+        "currency": table["currency"],
+    }).cast(SPOOL_SCHEMA)
+    for batch in rows.to_batches():
+        yield encoder.write_batch(batch)
+
+
 class IndexSpool:
     """Rows of ``snapshot_index.balance_snapshots`` for one partition, appended as binary COPY data while
     streaming (memory stays flat)."""
@@ -42,20 +55,14 @@ class IndexSpool:
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        out = pa.table({
-            "balance_id": table["balance_id"],
-            "snapshot_date": pa.repeat(pa.scalar(self.date, pa.date32()), table.num_rows),
-            **{name: table[name] for name in AMOUNT_COLUMNS},
-            "currency": table["currency"],
-        }).cast(SPOOL_SCHEMA)
         if self._file is None:
             self._encoder = pgpq.ArrowToPostgresBinaryEncoder(SPOOL_SCHEMA)
             self._file = open(self.path, "wb")  # noqa: SIM115 - open until close() or reset()
             self._file.write(self._encoder.write_header())
         assert self._encoder is not None
-        for batch in out.to_batches():
-            self._file.write(self._encoder.write_batch(batch))
-        self.rows += out.num_rows
+        for block in encoded(self._encoder, table, self.date):
+            self._file.write(block)
+        self.rows += table.num_rows
 
     def close(self) -> Path | None:
         """Finish the file (the COPY trailer); None when nothing was spooled."""

@@ -283,12 +283,12 @@ def test_a_clean_up_step_that_fails_too_hides_neither_the_runs_failure_nor_the_s
     error is what is raised, the clean-up steps after the failing one still run, and the next run publishes the
     day exactly (the file left behind is named by no version)."""
     from snapshot_pipeline.snapshot import roll
-    from snapshot_pipeline.store.spool import IndexSpool
+    from snapshot_pipeline.store.index_stream import IndexStream
 
     settings = make_settings(fresh_ledger, tmp_path / "store")
     base_day, day = dt.date(2026, 10, 29), dt.date(2026, 10, 30)
     snapshot.take_snapshot(settings, base_day, 100)
-    real_iter, real_reset = parquet.iter_files, IndexSpool.reset
+    real_iter, real_reset = parquet.iter_files, IndexStream.reset  # a first publication streams its index rows
 
     def failing_part_way(fs, paths, columns, batch_rows=parquet.READ_BATCH_ROWS):
         for batch in real_iter(fs, paths, columns, batch_rows):
@@ -306,7 +306,7 @@ def test_a_clean_up_step_that_fails_too_hides_neither_the_runs_failure_nor_the_s
 
     monkeypatch.setattr(roll.parquet, "iter_files", failing_part_way)
     monkeypatch.setattr(parquet.PartitionWriter, "abort", refused_abort)
-    monkeypatch.setattr(IndexSpool, "reset", recorded_reset)
+    monkeypatch.setattr(IndexStream, "reset", recorded_reset)
     with pytest.raises(OSError, match="Input/output error"):
         snapshot.take_snapshot(settings, day, 100)
     assert resets == [day]  # the step after the refused delete ran
@@ -314,3 +314,52 @@ def test_a_clean_up_step_that_fails_too_hides_neither_the_runs_failure_nor_the_s
     again = snapshot.take_snapshot(settings, day, 100)
     assert again.mode == "incremental" and again.base_date == base_day
     assert_exact(settings, fresh_ledger, day)
+
+
+def test_two_first_publications_at_once_one_opening_a_month_are_both_exact(fresh_ledger, tmp_path, monkeypatch):
+    """Day D streams its index rows and is held before its commit (its transaction open); meanwhile a later day,
+    the first of a new month, is computed from the same base: it waits to create its month's index partition
+    while readers of the index go on, then commits after D, re-diffing its rows against D. Both are exact."""
+    settings = make_settings(fresh_ledger, tmp_path / "store")
+    base_day, day, next_month_day = dt.date(2026, 10, 28), dt.date(2026, 10, 30), dt.date(2026, 11, 2)
+    snapshot.take_snapshot(settings, base_day, 100)
+    real_finish = parquet.PartitionWriter.finish
+    held, release = threading.Event(), threading.Event()
+
+    def finish_held_for_day(writer, extra):
+        if writer.date == day:
+            held.set()
+            release.wait(120)
+        return real_finish(writer, extra)
+
+    monkeypatch.setattr(parquet.PartitionWriter, "finish", finish_held_for_day)
+    results: dict[dt.date, object] = {}
+
+    def run(date: dt.date) -> None:
+        try:
+            results[date] = snapshot.take_snapshot(settings, date, 100)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertions below
+            results[date] = exc
+
+    first = threading.Thread(target=run, args=(day,))
+    first.start()
+    assert held.wait(120)
+    second = threading.Thread(target=run, args=(next_month_day,))
+    second.start()
+    try:
+        second.join(3)
+        assert second.is_alive()  # waiting for the month's partition: D's transaction holds the table
+        with psycopg.connect(settings.snapshot_database_url, autocommit=True) as reader:
+            reader.execute("SET lock_timeout = '1s'")  # a reader queued behind the month's creation fails
+            for _ in range(5):
+                assert reader.execute("SELECT count(*) FROM snapshot_index.balance_snapshots"
+                                      " WHERE snapshot_date = ANY(%s)", ([day, next_month_day],)).fetchone()[0] == 0
+    finally:
+        release.set()
+        first.join(120)
+        second.join(120)
+    assert not isinstance(results[day], Exception), results[day]
+    assert not isinstance(results[next_month_day], Exception), results[next_month_day]
+    assert results[day].base_date == base_day and results[next_month_day].base_date == base_day
+    assert_exact(settings, fresh_ledger, day)
+    assert_exact(settings, fresh_ledger, next_month_day)  # its index rows re-diffed against D's
