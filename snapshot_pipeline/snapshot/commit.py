@@ -154,7 +154,8 @@ def _publish(facts: RunFacts, index_conn, p: Pass, work_dir) -> tuple[SnapshotRe
                                     generations.next_generation(conn, snapshot_date))
             index.upsert_manifest(conn, entry)
             generations.record_version(conn, version_record(entry))
-            roll_state.replace(conn, snapshot_date, p.step.state)
+            if not isinstance(p.spool, IndexStream):  # a stream wrote it when it opened
+                roll_state.replace(conn, snapshot_date, p.step.state)
             publication.move_in()  # sharded: the moves into the partition's directory
             faults.pause_point("visible")
             committing = True

@@ -9,11 +9,14 @@ choose the base, open one REPEATABLE READ view, read the delta by key only
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
+
+import pyarrow as pa
 
 from snapshot_pipeline import db, faults
 from snapshot_pipeline.ledger import asof, journal
@@ -208,6 +211,26 @@ def compares_live(facts: RunFacts, index_conn, base: index.ManifestEntry | None)
             and index.nearest_after(index_conn, facts.snapshot_date) is None)
 
 
+def index_rows_beside_delta(settings: Settings, index_conn, claim: recovery.Claim, snapshot_date: dt.date,
+                            step: journal.Step, cur, live_amounts: bool
+                            ) -> tuple[IndexSpool | IndexStream, pa.RecordBatchReader]:
+    """Where the merge puts the changed balances, and the delta's reader.
+
+    A day never published streams its index rows (:mod:`snapshot_pipeline.store.index_stream`): the stream
+    opens (its connection, its transaction, the roll-forward state's COPY) on a thread while PostgreSQL computes
+    the delta's first batch (ADBC waits for it without the GIL). A re-run spools them to a file."""
+    if not streams(index_conn, snapshot_date):
+        return IndexSpool(claim.work_dir, snapshot_date), journal.delta_reader(cur, live_amounts=live_amounts)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="index-stream") as pool:
+        opening = pool.submit(IndexStream, db.snapshot_url(settings), snapshot_date, step.state)
+        try:
+            delta = journal.delta_reader(cur, live_amounts=live_amounts)
+        except BaseException:
+            clean_up(lambda: opening.result().reset())
+            raise
+        return opening.result(), delta
+
+
 def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry | None, claim: recovery.Claim,
                  tracker: RunProgress) -> Pass:
     settings, snapshot_date, cutoff, batch_size = facts.settings, facts.snapshot_date, facts.cutoff, facts.batch_size
@@ -226,14 +249,12 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
         writer = parquet.PartitionWriter(claim.store, snapshot_date,
                                          file_metadata(settings, snapshot_date, cutoff, step.view),
                                          token=claim.publish_token)
-        spool = (IndexStream(db.snapshot_url(settings), snapshot_date)
-                 if streams(index_conn, snapshot_date) else IndexSpool(claim.work_dir, snapshot_date))
-        comparison = (live.InRunComparison(spool, step.view.read_at) if compares_live(facts, index_conn, base)
-                      else None)
-        totals = CurrencyTotals()
+        live_compared = compares_live(facts, index_conn, base)
         mark = time.monotonic()
+        spool, delta = index_rows_beside_delta(settings, index_conn, claim, snapshot_date, step, cur, live_compared)
+        comparison = live.InRunComparison(spool, step.view.read_at) if live_compared else None
+        totals = CurrencyTotals()
         tracker.total = expected_rows(base, step)
-        delta = journal.delta_reader(cur, live_amounts=comparison is not None)
         batches = merge_into(writer, comparison or spool, totals, base_rows,
                              comparison.delta(delta) if comparison is not None else delta, cutoff, batch_size,
                              tracker)

@@ -33,7 +33,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from snapshot_pipeline import db
-from snapshot_pipeline.store import index
+from snapshot_pipeline.store import index, roll_state
 from snapshot_pipeline.store.spool import SPOOL_SCHEMA, encoded
 
 COMMIT_LOCK_POLL_SECONDS = 0.02
@@ -46,10 +46,10 @@ def streams(conn: psycopg.Connection, date: dt.date) -> bool:
 
 class IndexStream:
     """The index rows of ``date`` sent to ``snapshot_index.balance_snapshots`` by one binary ``COPY`` in an
-    open transaction of its own connection; same ``write``/``rows``/``reset`` as an
-    :class:`~snapshot_pipeline.store.spool.IndexSpool`."""
+    open transaction of its own connection, after the day's roll-forward ``state`` (known before the merge);
+    same ``write``/``rows``/``reset`` as an :class:`~snapshot_pipeline.store.spool.IndexSpool`."""
 
-    def __init__(self, url: str, date: dt.date):
+    def __init__(self, url: str, date: dt.date, state: pa.Table):
         self.date = date
         self.rows = 0
         self.loaded: int | None = None  # the COPY's row count once it ended (close)
@@ -61,6 +61,7 @@ class IndexStream:
             self.conn.execute("BEGIN")
             # rows of a date without a manifest are nobody's: a retired day's leftovers, if any
             self.conn.execute("DELETE FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s", (date,))
+            roll_state.replace(self.conn, date, state)  # known before the merge: written first
             self._cursor = self._stack.enter_context(self.conn.cursor())
             copy_sql = sql.SQL("COPY snapshot_index.balance_snapshots ({}) FROM STDIN WITH (FORMAT binary)").format(
                 sql.SQL(", ").join(map(sql.Identifier, SPOOL_SCHEMA.names)))

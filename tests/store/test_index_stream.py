@@ -11,7 +11,8 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from snapshot_pipeline.store import index, retention
+from snapshot_pipeline.ledger import journal
+from snapshot_pipeline.store import index, retention, roll_state
 from snapshot_pipeline.store.index_stream import IndexStream, streams
 from snapshot_pipeline.store.parquet import AMOUNT, AMOUNT_COLUMNS
 
@@ -55,23 +56,27 @@ def index_url(make_database) -> str:
 def test_streamed_rows_are_seen_by_no_one_before_the_commit_and_by_no_one_after_a_reset(index_url):
     with reader(index_url) as other:
         assert streams(other, DAY)  # never published
-        stream = IndexStream(index_url, DAY)
+        state = pa.Table.from_pylist([{"kind": journal.PENDING_TRANSACTION, "id": 42}], schema=journal.STATE_SCHEMA)
+        stream = IndexStream(index_url, DAY, state)
         stream.write(changed_rows(["bln_a", "bln_b"], 7))
         stream.write(changed_rows([], 7))
         stream.write(changed_rows(["bln_c"], 9))
         assert stream.rows == 3
         assert rows_of(other, DAY) == {} and balance_at_lookup(other, "bln_a", DAY) is None
+        assert roll_state.read(other, DAY, journal.STATE_SCHEMA).num_rows == 0
         with stream.committing():
             stream.lock_commits()
             assert rows_of(other, DAY) == {}  # the COPY has ended; still uncommitted
         assert stream.conn.closed
         assert rows_of(other, DAY) == {"bln_a": 7, "bln_b": 7, "bln_c": 9}
+        assert roll_state.read(other, DAY, journal.STATE_SCHEMA).to_pylist() == state.to_pylist()  # same transaction
 
-        failed = IndexStream(index_url, DAY + dt.timedelta(days=1))
+        failed = IndexStream(index_url, DAY + dt.timedelta(days=1), state)
         failed.write(changed_rows(["bln_a"], 1))
         failed.reset()
         failed.reset()  # idempotent
         assert failed.conn.closed and rows_of(other, DAY + dt.timedelta(days=1)) == {}
+        assert roll_state.read(other, DAY + dt.timedelta(days=1), journal.STATE_SCHEMA).num_rows == 0
 
         with pytest.raises(RuntimeError, match="boom"), stream_committing(index_url, DAY + dt.timedelta(days=2)):
             raise RuntimeError("boom")
@@ -79,7 +84,7 @@ def test_streamed_rows_are_seen_by_no_one_before_the_commit_and_by_no_one_after_
 
 
 def stream_committing(url: str, date: dt.date):
-    stream = IndexStream(url, date)
+    stream = IndexStream(url, date, journal.empty_state())
     stream.write(changed_rows(["bln_x"], 3))
     return stream.committing()
 
@@ -94,7 +99,7 @@ def test_an_open_stream_blocks_no_reader_and_what_needs_the_whole_table_waits_or
         index.ensure_month_partition(admin, old_day)
         admin.execute("INSERT INTO snapshot_index.balance_snapshots VALUES ('bln_old', %s, 5, 5, 0, 0, 0, 0, 'USD')",
                       (old_day,))
-    stream = IndexStream(index_url, DAY)
+    stream = IndexStream(index_url, DAY, journal.empty_state())
     stream.write(changed_rows(["bln_a"], 7))
     created: list[str] = []
 
