@@ -79,16 +79,20 @@ def usable_base(settings: Settings, conn, snapshot_date: dt.date, log) -> index.
     return entry
 
 
-def origin_of(conn, base: index.ManifestEntry | None) -> journal.Origin:
+def origin_of(conn, base: index.ManifestEntry | None, *, state_in_view: bool = False) -> journal.Origin:
     """Where a step from ``base`` starts: its cutoff, watermarks and roll-forward state (genesis: zeros).
 
     The state is stored by date: when the partition is published again (or retired) between reading its
-    manifest row and its state, the two would be of different generations, so that is an error (run again)."""
+    manifest row and its state, the two would be of different generations, so that is an error (run again).
+    ``state_in_view``: the caller's REPEATABLE READ view of the ledger is open already, in the index's own
+    database; the state is left where it is, for the step to stage in that view. Generations only grow and the
+    view's snapshot is older than the check below, so the check passing means the view holds ``base``'s."""
     if base is None:
         return journal.Origin.genesis()
     if base.reread_transaction_id is None or base.reread_balance_id is None:  # only roll-forward partitions are bases
         raise SnapshotError(f"partition {base.snapshot_date} has no re-read point: it cannot be rolled forward")
-    state = roll_state.read(conn, base.snapshot_date, journal.STATE_SCHEMA)
+    state: pa.Table | roll_state.Stored = (roll_state.Stored(base.snapshot_date) if state_in_view
+                                           else roll_state.read(conn, base.snapshot_date, journal.STATE_SCHEMA))
     now = index.manifest(conn, base.snapshot_date)
     if now is None or (now.generation, now.checksum) != (base.generation, base.checksum):
         raise SnapshotError(f"partition {base.snapshot_date} was published again or retired while it was read as"
@@ -129,11 +133,13 @@ def file_metadata(settings: Settings, snapshot_date: dt.date, cutoff: dt.datetim
     }
 
 
-def begin(cur, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, base, phases: dict, log) -> journal.Step:
-    """Open the consistent view and stage the step's journal rows (the one read of the ledger)."""
+def begin(cur, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, base, phases: dict, log, *,
+          same_database: bool = False) -> journal.Step:
+    """Open the consistent view and stage the step's journal rows (the one read of the ledger); with
+    ``same_database`` (the index lives in the ledger's database) the base's state is staged in the view."""
     mark = time.monotonic()
     view = journal.open_view(cur)
-    step = journal.begin_step(cur, view, cutoff, origin_of(index_conn, base))
+    step = journal.begin_step(cur, view, cutoff, origin_of(index_conn, base, state_in_view=same_database))
     phases["journal_ms"] = int((time.monotonic() - mark) * 1000)
     log(
         f"operation=balance_snapshot snapshot_date={snapshot_date}"
@@ -245,7 +251,8 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
         # read on a thread from now on: its first batches decode while PostgreSQL stages the journal. Batches of
         # BASE_READ_ROWS whatever the batch size: the merge cuts its chunks at the delta's batch_size boundaries
         base_rows = catalog.read_ahead(claim.store, base, merge.BASE_COLUMNS, BASE_READ_ROWS)
-        step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, facts.log)
+        step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, facts.log,
+                     same_database=db.snapshot_url(settings) == db.ledger_url(settings))
         writer = parquet.PartitionWriter(claim.store, snapshot_date,
                                          file_metadata(settings, snapshot_date, cutoff, step.view),
                                          token=claim.publish_token)

@@ -55,3 +55,25 @@ def read(conn: psycopg.Connection, date: dt.date, schema: pa.Schema) -> pa.Table
                          convert_options=pcsv.ConvertOptions(column_types=schema, null_values=[""],
                                                              strings_can_be_null=True,
                                                              quoted_strings_can_be_null=False))
+
+
+class Stored:
+    """The roll-forward state of partition ``date`` where it is kept, for a step whose ledger view is in the index's
+    own database: :meth:`stage` copies it into the view's temp table without a round trip through the client
+    (at 1M balances, 68k rows: its CSV read and Arrow ingest cost 0.3-0.6 s)."""
+
+    def __init__(self, date: dt.date) -> None:
+        self.date = date
+
+    def stage(self, cur, table: str, schema: pa.Schema) -> None:
+        """Inside the caller's open view (an ADBC cursor): create temp table ``table`` with the columns of
+        ``schema`` (as an ingest of that Arrow schema creates them) and fill it with the state, text as
+        :func:`read` returns it (``kind`` and ``amount`` as text)."""
+        cur.adbc_ingest(table, schema.empty_table(), mode="create", temporary=True)
+        cur.execute(f"INSERT INTO {table} ({', '.join(schema.names)})"
+                    f" SELECT {', '.join(f'{name}::text' if name in _TEXT_CAST else name for name in schema.names)}"
+                    " FROM snapshot_index.roll_state WHERE snapshot_date = $1::date",
+                    parameters=(self.date.isoformat(),))
+
+
+_TEXT_CAST = {"kind", "amount"}  # CHAR(1) and NUMERIC in the table, text in the state

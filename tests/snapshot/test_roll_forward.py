@@ -14,7 +14,7 @@ from snapshot_pipeline.ledger import journal
 from snapshot_pipeline.quality import lateness
 from snapshot_pipeline.store import catalog
 from tests.conftest import make_settings
-from tests.helpers import assert_balanced, insert_transaction, two_balances
+from tests.helpers import assert_balanced, index_values, insert_transaction, two_balances
 from tests.oracle import expected_snapshot, snapshot_values
 from tests.plans import ExplainingCursor, assert_ledger_read_by_key
 
@@ -196,30 +196,73 @@ def test_future_dated_row_committed_late_below_the_reread_point_is_counted_when_
         assert_exact_and_balanced(settings, url, day)
 
 
-def test_a_base_published_again_while_it_is_read_stops_the_roll_forward(fresh_ledger, tmp_path, monkeypatch):
+@pytest.mark.parametrize("same_database", [False, True], ids=["index-apart", "index-in-ledger"])
+def test_a_base_published_again_while_it_is_read_stops_the_roll_forward(fresh_ledger, make_database, tmp_path,
+                                                                        monkeypatch, same_database):
     """The base's manifest row and its roll-forward state are read one after the other: a new generation of the
-    base committed in between (a real run of it) is an error, not a state of the wrong generation."""
+    base committed in between (a real run of it) is an error, not a state of the wrong generation. With the
+    index in the ledger's database the state is staged in the run's own view: a generation committed after
+    that view opened and before the manifest is checked again is caught the same way."""
     from snapshot_pipeline.snapshot import roll
     from snapshot_pipeline.store import roll_state
 
     url = fresh_ledger
-    settings = make_settings(url, tmp_path / "store")
+    settings = make_settings(url, tmp_path / "store", index_url=None if same_database else make_database())
     d1, d2, d3 = DAYS[4], DAYS[5], DAYS[6]
     for day in (d1, d2):
         snapshot.take_snapshot(settings, day, 500)
-    read = roll_state.read
+    read, open_view = roll_state.read, roll.journal.open_view
 
     def republish_then_read(conn, date, schema):
         monkeypatch.setattr(roll.roll_state, "read", read)
         snapshot.take_snapshot(settings, date, 500, reason="repair")  # the base, published again meanwhile
         return read(conn, date, schema)
 
-    monkeypatch.setattr(roll.roll_state, "read", republish_then_read)
+    def open_then_republish(cur):
+        view = open_view(cur)
+        monkeypatch.setattr(roll.journal, "open_view", open_view)
+        snapshot.take_snapshot(settings, d2, 500, reason="repair")
+        return view
+
+    if same_database:
+        monkeypatch.setattr(roll.journal, "open_view", open_then_republish)
+        monkeypatch.setattr(roll.roll_state, "read", None)  # not read into the client at all
+    else:
+        monkeypatch.setattr(roll.roll_state, "read", republish_then_read)
     with pytest.raises(snapshot.SnapshotError, match="published again or retired"):
         snapshot.take_snapshot(settings, d3, 500)
+    monkeypatch.undo()
     again = snapshot.take_snapshot(settings, d3, 500)
     assert again.mode == "incremental" and again.base_date == d2
     assert_exact_and_balanced(settings, url, d3)
+
+
+def test_a_base_published_again_after_the_runs_view_opened_is_staged_as_that_view_saw_it(fresh_ledger, tmp_path,
+                                                                                       monkeypatch):
+    """Index in the ledger's database: a new generation of the base committed after the check, before the state is
+    staged in the run's view, is not what the view sees: the run rolls forward the generation it checked, exactly,
+    and its index rows are re-diffed against the new one at the commit."""
+    from snapshot_pipeline.store import roll_state
+
+    url = fresh_ledger
+    settings = make_settings(url, tmp_path / "store")
+    d2, d3 = DAYS[5], DAYS[6]
+    snapshot.take_snapshot(settings, d2, 500)
+    stage = roll_state.Stored.stage
+
+    def republish_then_stage(self, cur, table, schema):
+        monkeypatch.setattr(roll_state.Stored, "stage", stage)
+        snapshot.take_snapshot(settings, d2, 500, reason="repair")
+        return stage(self, cur, table, schema)
+
+    monkeypatch.setattr(roll_state.Stored, "stage", republish_then_stage)
+    result = snapshot.take_snapshot(settings, d3, 500)
+    assert result.mode == "incremental" and result.base_date == d2
+    assert roll_state.Stored.stage is stage  # the republish happened inside the run
+    assert_exact_and_balanced(settings, url, d3)
+    got = snapshot_values(catalog.read_partition(settings, d3))
+    indexed = index_values(url, d3, got)
+    assert not [k for k in got if indexed[k] != got[k]], "the index answers differ from the partition"
 
 
 def test_roll_forward_state_reads_back_under_any_datestyle(fresh_ledger, make_database, tmp_path):
