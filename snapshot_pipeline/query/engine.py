@@ -25,7 +25,7 @@ from snapshot_pipeline.query.instants import iso_utc, just_before, to_utc
 from snapshot_pipeline.query.sets import balances_at_table
 from snapshot_pipeline.query.sql import ALL_IDS, GENESIS_SQL, REPLAY_SQL
 from snapshot_pipeline.settings import Settings
-from snapshot_pipeline.store import catalog, index
+from snapshot_pipeline.store import catalog, index, roll_state
 from snapshot_pipeline.store.location import Store
 
 ANCHOR_ATTEMPTS = 3  # reads of the anchor and its state, when a run publishes it again meanwhile
@@ -196,20 +196,30 @@ class QueryEngine:
         costs one count of the staged journal rows).
         """
         at = to_utc(at)
-        anchor, origin = self._anchor_and_origin(at)
-        return balances_at_table(Store.at(self.settings.storage_uri), self.ledger_url, at, anchor, origin, ledger_id,
-                                 currency, count_replayed)
+        attempt = 1
+        while True:  # the state staged in the query's view is checked there (index in the ledger's database)
+            anchor, origin = self._anchor_and_origin(at)
+            try:
+                return balances_at_table(Store.at(self.settings.storage_uri), self.ledger_url, at, anchor, origin,
+                                         ledger_id, currency, count_replayed)
+            except roll_state.StateChanged as exc:
+                if attempt == ANCHOR_ATTEMPTS:
+                    raise snapshot.SnapshotError(str(exc)) from exc
+                attempt += 1
 
     def _anchor_and_origin(self, at: dt.datetime) -> tuple[index.ManifestEntry | None, journal.Origin]:
         """The anchor partition of ``at`` and its roll-forward state, of one generation: when the anchor is
-        published again (or retired) while they are read, they are read again (a reader polls while runs publish)."""
+        published again (or retired) while they are read, they are read again (a reader polls while runs publish).
+        With the index in the ledger's database the state is left there, for the query's view to stage."""
         attempt = 1
+        in_view = self.index_url == self.ledger_url
         while True:
             anchor = self._anchor_partition(at)
             if anchor is None:
                 return None, journal.Origin.genesis()
             try:
-                return anchor, self._index_query(lambda conn, anchor=anchor: snapshot.origin_of(conn, anchor))
+                return anchor, self._index_query(
+                    lambda conn, anchor=anchor: snapshot.origin_of(conn, anchor, state_in_view=in_view))
             except snapshot.SnapshotError:
                 if attempt == ANCHOR_ATTEMPTS:
                     raise

@@ -84,21 +84,32 @@ def origin_of(conn, base: index.ManifestEntry | None, *, state_in_view: bool = F
 
     The state is stored by date: when the partition is published again (or retired) between reading its
     manifest row and its state, the two would be of different generations, so that is an error (run again).
-    ``state_in_view``: the caller's REPEATABLE READ view of the ledger is open already, in the index's own
-    database; the state is left where it is, for the step to stage in that view. Generations only grow and the
-    view's snapshot is older than the check below, so the check passing means the view holds ``base``'s."""
+    ``state_in_view``: the step runs in a REPEATABLE READ view of the index's own database; the state is left
+    where it is, for the step to stage in that view, which checks it holds ``base``'s generation
+    (:class:`roll_state.Stored`: :class:`roll_state.StateChanged` otherwise)."""
     if base is None:
         return journal.Origin.genesis()
     if base.reread_transaction_id is None or base.reread_balance_id is None:  # only roll-forward partitions are bases
         raise SnapshotError(f"partition {base.snapshot_date} has no re-read point: it cannot be rolled forward")
-    state: pa.Table | roll_state.Stored = (roll_state.Stored(base.snapshot_date) if state_in_view
-                                           else roll_state.read(conn, base.snapshot_date, journal.STATE_SCHEMA))
+    if state_in_view:
+        return _origin(base, roll_state.Stored(base.snapshot_date, base.generation, base.checksum))
+    state = roll_state.read(conn, base.snapshot_date, journal.STATE_SCHEMA)
     now = index.manifest(conn, base.snapshot_date)
     if now is None or (now.generation, now.checksum) != (base.generation, base.checksum):
-        raise SnapshotError(f"partition {base.snapshot_date} was published again or retired while it was read as"
-                            " the base of a roll-forward; nothing was published: run again")
+        raise republished(base)
+    return _origin(base, state)
+
+
+def _origin(base: index.ManifestEntry, state: pa.Table | roll_state.Stored) -> journal.Origin:
+    assert base.reread_transaction_id is not None and base.reread_balance_id is not None
     return journal.Origin(base.cutoff_at, base.max_transaction_id, base.transaction_count, base.max_balance_id,
                           base.reread_transaction_id, base.reread_balance_id, state)
+
+
+def republished(base: index.ManifestEntry) -> SnapshotError:
+    """The error of a roll-forward whose base was published again (or retired) while it was read."""
+    return SnapshotError(f"partition {base.snapshot_date} was published again or retired while it was read as"
+                         " the base of a roll-forward; nothing was published: run again")
 
 
 def stream(facts: RunFacts, index_conn, base: index.ManifestEntry | None, claim: recovery.Claim,
@@ -139,7 +150,10 @@ def begin(cur, index_conn, snapshot_date: dt.date, cutoff: dt.datetime, base, ph
     ``same_database`` (the index lives in the ledger's database) the base's state is staged in the view."""
     mark = time.monotonic()
     view = journal.open_view(cur)
-    step = journal.begin_step(cur, view, cutoff, origin_of(index_conn, base, state_in_view=same_database))
+    try:
+        step = journal.begin_step(cur, view, cutoff, origin_of(index_conn, base, state_in_view=same_database))
+    except roll_state.StateChanged as exc:
+        raise republished(base) from exc
     phases["journal_ms"] = int((time.monotonic() - mark) * 1000)
     log(
         f"operation=balance_snapshot snapshot_date={snapshot_date}"

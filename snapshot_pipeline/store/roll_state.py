@@ -57,18 +57,29 @@ def read(conn: psycopg.Connection, date: dt.date, schema: pa.Schema) -> pa.Table
                                                              quoted_strings_can_be_null=False))
 
 
-class Stored:
-    """The roll-forward state of partition ``date`` where it is kept, for a step whose ledger view is in the index's
-    own database: :meth:`stage` copies it into the view's temp table without a round trip through the client
-    (at 1M balances, 68k rows: its CSV read and Arrow ingest cost 0.3-0.6 s)."""
+class StateChanged(RuntimeError):
+    """The partition was published again (or retired) since its manifest row was read: its stored state is of
+    another generation."""
 
-    def __init__(self, date: dt.date) -> None:
-        self.date = date
+
+class Stored:
+    """The roll-forward state of a published partition where it is kept, for a step whose ledger view is in the
+    index's own database: :meth:`stage` copies it into the view's temp table without a round trip through the
+    client (at 1M balances, 68k rows: its CSV read and Arrow ingest cost 0.3-0.6 s)."""
+
+    def __init__(self, date: dt.date, generation: int, checksum: str) -> None:
+        self.date, self.generation, self.checksum = date, generation, checksum  # of the manifest row read
 
     def stage(self, cur, table: str, schema: pa.Schema) -> None:
         """Inside the caller's open view (an ADBC cursor): create temp table ``table`` with the columns of
         ``schema`` (as an ingest of that Arrow schema creates them) and fill it with the state, text as
-        :func:`read` returns it (``kind`` and ``amount`` as text)."""
+        :func:`read` returns it (``kind`` and ``amount`` as text). The view must hold the generation whose
+        manifest row was read (its state is written with it, in one transaction), else :class:`StateChanged`."""
+        cur.execute("SELECT generation, checksum FROM snapshot_index.partitions WHERE snapshot_date = $1::date",
+                    parameters=(self.date.isoformat(),))
+        row = cur.fetchone()
+        if row is None or (int(row[0]), row[1]) != (self.generation, self.checksum):
+            raise StateChanged(f"partition {self.date} was published again or retired while it was read")
         cur.adbc_ingest(table, schema.empty_table(), mode="create", temporary=True)
         cur.execute(f"INSERT INTO {table} ({', '.join(schema.names)})"
                     f" SELECT {', '.join(f'{name}::text' if name in _TEXT_CAST else name for name in schema.names)}"

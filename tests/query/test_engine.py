@@ -269,15 +269,20 @@ def test_balance_at_and_balances_at_are_exact_on_both_backends(settings, fresh_l
                         assert answer.anchor.snapshot_date == anchor
 
 
-def test_balances_at_reads_its_anchor_again_when_a_run_publishes_it_meanwhile(fresh_ledger, tmp_path, monkeypatch):
+@pytest.mark.parametrize("same_database", [False, True], ids=["index-apart", "index-in-ledger"])
+def test_balances_at_reads_its_anchor_again_when_a_run_publishes_it_meanwhile(fresh_ledger, make_database, tmp_path,
+                                                                              monkeypatch, same_database):
     """A reader polling while runs publish: the anchor published again between reading its manifest row and
-    its roll-forward state (a real run in between) is read again, and the answer is Σ over the journal."""
+    its roll-forward state (a real run in between) is read again, and the answer is Σ over the journal. With the
+    index in the ledger's database the state is staged in the query's own view, which checks its generation:
+    the run lands between the manifest row's read and that view."""
+    from snapshot_pipeline.query import sets
     from snapshot_pipeline.snapshot import roll
     from snapshot_pipeline.store import roll_state
 
-    settings = make_settings(fresh_ledger, tmp_path / "store")
+    settings = make_settings(fresh_ledger, tmp_path / "store", index_url=None if same_database else make_database())
     snapshot.take_snapshot(settings, DAYS[0], 500)
-    read = roll_state.read
+    read, open_view = roll_state.read, sets.journal.open_view
     republished = []
 
     def republish_then_read(conn, date, schema):
@@ -286,10 +291,30 @@ def test_balances_at_reads_its_anchor_again_when_a_run_publishes_it_meanwhile(fr
             snapshot.take_snapshot(settings, date, 500, reason="repair")
         return read(conn, date, schema)
 
-    monkeypatch.setattr(roll.roll_state, "read", republish_then_read)
+    def republish_then_open(cur):
+        if not republished:
+            republished.append(DAYS[0])
+            snapshot.take_snapshot(settings, DAYS[0], 500, reason="repair")
+        return open_view(cur)
+
+    if same_database:
+        monkeypatch.setattr(sets.journal, "open_view", republish_then_open)
+    else:
+        monkeypatch.setattr(roll.roll_state, "read", republish_then_read)
+    from snapshot_pipeline.query import engine as engine_module
+
+    rolled = []
+
+    def counted(*args, **kwargs):
+        rolled.append(args[3].generation)  # the anchor it rolls forward
+        return sets.balances_at_table(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "balances_at_table", counted)
     at = dt.datetime(2026, 10, 31, 12)
     with query.QueryEngine(settings) as engine:
         table = engine.balances_at(at)
     assert republished == [DAYS[0]]
+    # the stale generation is caught before the roll-forward (index apart) or by the query's view (in the ledger)
+    assert rolled == ([1, 2] if same_database else [2])
     assert table.schema.metadata[b"snapshot_pipeline.anchor_date"] == DAYS[0].isoformat().encode()
     assert snapshot_values(table) == expected_at(fresh_ledger, at)

@@ -201,8 +201,8 @@ def test_a_base_published_again_while_it_is_read_stops_the_roll_forward(fresh_le
                                                                         monkeypatch, same_database):
     """The base's manifest row and its roll-forward state are read one after the other: a new generation of the
     base committed in between (a real run of it) is an error, not a state of the wrong generation. With the
-    index in the ledger's database the state is staged in the run's own view: a generation committed after
-    that view opened and before the manifest is checked again is caught the same way."""
+    index in the ledger's database the state is staged in the run's own view, which checks the generation it
+    holds: one committed after the manifest row was read and before the view opened is caught the same way."""
     from snapshot_pipeline.snapshot import roll
     from snapshot_pipeline.store import roll_state
 
@@ -218,14 +218,13 @@ def test_a_base_published_again_while_it_is_read_stops_the_roll_forward(fresh_le
         snapshot.take_snapshot(settings, date, 500, reason="repair")  # the base, published again meanwhile
         return read(conn, date, schema)
 
-    def open_then_republish(cur):
-        view = open_view(cur)
+    def republish_then_open(cur):
         monkeypatch.setattr(roll.journal, "open_view", open_view)
-        snapshot.take_snapshot(settings, d2, 500, reason="repair")
-        return view
+        snapshot.take_snapshot(settings, d2, 500, reason="repair")  # after the base's manifest row was read
+        return open_view(cur)
 
     if same_database:
-        monkeypatch.setattr(roll.journal, "open_view", open_then_republish)
+        monkeypatch.setattr(roll.journal, "open_view", republish_then_open)
         monkeypatch.setattr(roll.roll_state, "read", None)  # not read into the client at all
     else:
         monkeypatch.setattr(roll.roll_state, "read", republish_then_read)
