@@ -131,7 +131,6 @@ def _transaction(index_conn, p: Pass, snapshot_date: dt.date) -> Iterator:
     created first (never under the commit lock: see :func:`index.ensure_month_partition`)."""
     if isinstance(p.spool, IndexStream):
         with p.spool.committing() as conn:
-            p.spool.lock_commits()
             yield conn
     else:
         index.ensure_month_partition(index_conn, snapshot_date)

@@ -7,10 +7,12 @@ manifest row are written in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -227,18 +229,53 @@ BRIEF_RETRY_SECONDS = 0.2
 MONTH_WAIT_SECONDS = 3600.0  # how long a run tries to create its month's partition before it gives up
 
 
-def try_briefly(conn: psycopg.Connection, statement: sql.Composed) -> bool:
-    """Run ``statement`` (it needs ACCESS EXCLUSIVE on ``balance_snapshots``) in a transaction or savepoint of
-    its own, waiting at most :data:`BRIEF_LOCK_TIMEOUT` for its locks; whether it ran."""
+@contextlib.contextmanager
+def brief_locks(conn: psycopg.Connection) -> Iterator[None]:
+    """A transaction (a savepoint inside one) whose lock waits last at most :data:`BRIEF_LOCK_TIMEOUT` each: a
+    wait longer than that raises ``LockNotAvailable`` out of it, rolled back."""
     previous = db.scalar(conn, "SELECT current_setting('lock_timeout')")
+    with conn.transaction():
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (BRIEF_LOCK_TIMEOUT,))
+        yield
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
+
+
+def try_briefly(conn: psycopg.Connection, statement: sql.Composed) -> bool:
+    """Run ``statement`` (it needs ACCESS EXCLUSIVE on ``balance_snapshots``) in :func:`brief_locks`; whether it
+    ran (a concurrent creation of the same table counts as done)."""
     try:
-        with conn.transaction():
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (BRIEF_LOCK_TIMEOUT,))
+        with brief_locks(conn):
             conn.execute(statement)
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
     except psycopg.errors.LockNotAvailable:
         return False
     return True
+
+
+def drop_empty_months(conn: psycopg.Connection) -> list[str]:
+    """Outside any transaction: drop the monthly partitions of ``balance_snapshots`` that hold no row and no
+    published day, each under its lock taken in :func:`brief_locks` (one a writer holds is left for a later call);
+    returns the names dropped."""
+    names = [row[0] for row in conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
+        " WHERE n.nspname = %s AND p.relname = 'balance_snapshots' ORDER BY 1", (SCHEMA,))]
+    dropped = []
+    for name in names:
+        start = dt.datetime.strptime(name.removeprefix("balance_snapshots_"), "%Y_%m").date()
+        table = sql.Identifier(SCHEMA, name)
+        try:
+            with brief_locks(conn):
+                conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
+                published = db.scalar(conn, "SELECT EXISTS (SELECT 1 FROM snapshot_index.partitions"
+                                            " WHERE snapshot_date >= %s AND snapshot_date < %s)",
+                                      (start, calendar.next_month(start)))
+                if published or db.scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table)):
+                    continue
+                conn.execute(sql.SQL("DROP TABLE {}").format(table))
+                dropped.append(name)
+        except psycopg.errors.LockNotAvailable:
+            continue
+    return dropped
 
 
 def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
@@ -260,12 +297,19 @@ def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
              end=sql.Literal(calendar.next_month(start)))
     outside = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     deadline = time.monotonic() + MONTH_WAIT_SECONDS
-    while not try_briefly(conn, statement):
+    while True:
+        try:
+            if try_briefly(conn, statement):
+                return name
+        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+            # another run created it between our check and our lock (IF NOT EXISTS looked before waiting)
+            if db.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{name}",)):
+                return name
+            raise
         if not outside or time.monotonic() > deadline:
             raise IndexBusy(f"the index partition {SCHEMA}.{name} could not be created: other runs writing index"
                             " rows held snapshot_index.balance_snapshots; run again")
         time.sleep(BRIEF_RETRY_SECONDS)
-    return name
 
 
 def _copy_spool(conn: psycopg.Connection, table: sql.Composable, spool_path: Path) -> int:

@@ -3,28 +3,33 @@
 The index rows of a day (its changed balances) are the largest write of the commit: one ``COPY`` into
 ``snapshot_index.balance_snapshots``, whose cost is PostgreSQL's, mostly the primary key's inserts (at 1M
 balances, 257k rows: 1.1-1.7 s after the merge). :class:`IndexStream` opens that transaction on a
-connection of its own before the merge and sends each merged chunk's changed balances as binary ``COPY``
-data as it goes, so PostgreSQL inserts them on the other core while the merge goes on; the commit then
-continues in that same transaction (:meth:`IndexStream.committing`): the commit lock, the manifest, the
-roll-forward state, the ``COMMIT``. Nobody sees a row before that ``COMMIT``.
+connection of its own before the merge, writes the day's roll-forward state (known by then) and sends each
+merged chunk's changed balances as binary ``COPY`` data as it goes, so PostgreSQL inserts them on the other
+core while the merge goes on; the commit then continues in that same transaction
+(:meth:`IndexStream.committing`): the commit lock, the manifest, the ``COMMIT``. Nobody sees a row before it.
 
 Only for a date that has never been published (:func:`streams`): nobody else writes such a date's index rows
 (a predecessor's commit re-diffs the rows of a *published* successor only), so the uncommitted rows lock
 nothing another commit waits for. A re-run replaces published rows: it spools them to a file and loads them
 in the commit (:class:`snapshot_pipeline.store.spool.IndexSpool`).
 
-Locks: the open transaction holds ``RowExclusiveLock`` on the month's partition and ``AccessShareLock`` on
-``balance_snapshots`` through the merge. What needs ``ACCESS EXCLUSIVE`` on them (creating a month's
-partition, dropping one) is never done while holding the commit lock without a lock timeout
-(:func:`snapshot_pipeline.store.index.ensure_month_partition`, the retention's drop), and the stream takes
-the commit lock by polling, never by a lock wait that could close a cycle with them.
+Locks: through the merge the transaction holds ``ROW EXCLUSIVE`` on ``balance_snapshots``, its month's partition
+(taken first: a partition retention dropped meanwhile is created again) and ``roll_state``. What needs more
+of them waits for the stream: creating or dropping a month's partition (``ACCESS EXCLUSIVE``), a migration's
+``CREATE INDEX`` (``SHARE``). Nothing holding the commit lock waits for those for long: runs create their
+month's partition before their commit, in short tries that let readers through
+(:func:`snapshot_pipeline.store.index.ensure_month_partition`), and retention drops empty months outside the
+commit lock (:func:`snapshot_pipeline.store.index.drop_empty_months`). The stream waits for the commit lock
+in PostgreSQL's lock queue, where the deadlock detector sees it and can reorder the queue (a stream polling
+for it would be invisible there: a migration queued behind the stream and a commit queued behind the
+migration would wait for ever). Its session runs without statement, idle-in-transaction or transaction
+timeouts: its one statement lasts the merge.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import time
 from collections.abc import Iterator
 
 import pgpq
@@ -36,12 +41,20 @@ from snapshot_pipeline import db
 from snapshot_pipeline.store import index, roll_state
 from snapshot_pipeline.store.spool import SPOOL_SCHEMA, encoded
 
-COMMIT_LOCK_POLL_SECONDS = 0.02
-
 
 def streams(conn: psycopg.Connection, date: dt.date) -> bool:
     """Whether ``date``'s index rows may be streamed: it has no manifest row (never published, or retired)."""
     return index.manifest(conn, date) is None
+
+
+def _no_timeouts(conn: psycopg.Connection) -> None:
+    """This session's statement lasts the whole merge, idle in its transaction between writes: no server or role
+    default timeout may cancel it."""
+    settings = ["statement_timeout", "idle_in_transaction_session_timeout"]
+    if conn.info.server_version >= 170000:
+        settings.append("transaction_timeout")
+    for name in settings:
+        conn.execute("SELECT set_config(%s, '0', false)", (name,))
 
 
 class IndexStream:
@@ -57,8 +70,8 @@ class IndexStream:
         self._stack = contextlib.ExitStack()
         self._copying = contextlib.ExitStack()
         try:
-            index.ensure_month_partition(self.conn, date)  # before the transaction: no DDL lock held through it
-            self.conn.execute("BEGIN")
+            _no_timeouts(self.conn)
+            self._begin_in_month()
             # rows of a date without a manifest are nobody's: a retired day's leftovers, if any
             self.conn.execute("DELETE FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s", (date,))
             roll_state.replace(self.conn, date, state)  # known before the merge: written first
@@ -71,6 +84,20 @@ class IndexStream:
         except BaseException:
             self.reset()
             raise
+
+    def _begin_in_month(self) -> None:
+        """BEGIN (READ COMMITTED: the commit reads what other commits published during the merge), holding the
+        month's index partition from now on; created first if missing (outside the transaction), again if
+        retention dropped it in between."""
+        while True:
+            name = index.ensure_month_partition(self.conn, self.date)
+            self.conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            try:
+                self.conn.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(
+                    sql.Identifier(index.SCHEMA, name)))
+                return
+            except psycopg.errors.UndefinedTable:
+                self.conn.execute("ROLLBACK")
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -91,19 +118,18 @@ class IndexStream:
 
     @contextlib.contextmanager
     def committing(self) -> Iterator[psycopg.Connection]:
-        """The open transaction, for the rest of the commit; COMMIT at the end of the block, ROLLBACK on an
-        error, and the connection closed either way."""
+        """The open transaction, the COPY ended and the commit lock taken, for the rest of the commit; COMMIT at
+        the end of the block, ROLLBACK on an error, and the connection closed either way."""
         try:
             self.close()
+            index.lock_commits(self.conn)  # a wait PostgreSQL's deadlock detector sees (module docstring)
             yield self.conn
-            self.conn.execute("COMMIT")
+            with self.conn.cursor() as cur:
+                cur.execute("COMMIT")
+                if cur.statusmessage != "COMMIT":  # an aborted transaction answers COMMIT with ROLLBACK
+                    raise RuntimeError(f"the index transaction of {self.date} was rolled back ({cur.statusmessage})")
         finally:
             self.reset()
-
-    def lock_commits(self) -> None:
-        """The commit lock, by polling (see the module's docstring: no lock wait while the rows are held)."""
-        while not index.try_lock_commits(self.conn):
-            time.sleep(COMMIT_LOCK_POLL_SECONDS)
 
     def reset(self) -> None:
         """Give up: the COPY aborted, the transaction rolled back, the connection closed (idempotent)."""

@@ -190,27 +190,19 @@ def _table_exists(conn: psycopg.Connection, name: str) -> bool:
     return db.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{index.SCHEMA}.{name}",))
 
 
-def _delete_index_rows(conn: psycopg.Connection, remove: list[dt.date], remaining: set[dt.date]
-                       ) -> tuple[int, list[str]]:
-    """Delete the index rows of ``remove``; monthly partitions left with no published day are dropped whole."""
-    deleted, dropped = 0, []
+def _delete_index_rows(conn: psycopg.Connection, remove: list[dt.date]) -> int:
+    """Delete the index rows of ``remove`` (the monthly partitions left empty are dropped after the transaction,
+    outside the commit lock: :func:`index.drop_empty_months`)."""
+    deleted = 0
     for month in _months(remove):
         name = index.month_partition_name(month)
         if not _table_exists(conn, name):
             continue
-        table = sql.Identifier(index.SCHEMA, name)
-        if not any(d.replace(day=1) == month for d in remaining):
-            count = db.scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(table))
-            # a run streaming its index rows (snapshot_pipeline.store.index_stream) holds the table through its
-            # merge: then the retired days' rows are deleted instead and the partition stays
-            if index.try_briefly(conn, sql.SQL("DROP TABLE {}").format(table)):
-                deleted += count
-                dropped.append(name)
-                continue
         in_month = [d for d in remove if d.replace(day=1) == month]
-        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE snapshot_date = ANY(%s)").format(table), (in_month,))
+        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE snapshot_date = ANY(%s)").format(
+            sql.Identifier(index.SCHEMA, name)), (in_month,))
         deleted += cur.rowcount
-    return deleted, dropped
+    return deleted
 
 
 def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, work_dir: Path, log) -> dict:
@@ -246,14 +238,16 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
                 out["anchor_index_rows"] = _reanchor(store, conn, current[group.anchor],
                                                      current[previous] if previous is not None else None,
                                                      work_dir, log)
-            deleted, dropped = _delete_index_rows(conn, remove, remaining)
+            deleted = _delete_index_rows(conn, remove)
             if remove:
                 out["manifest_rows_deleted"] = index.delete_manifests(conn, remove)
             for date in remove:
                 generations.record_version(conn, publication.retirement(date, generations.next_generation(conn, date)))
             out["index_rows_deleted"] = deleted
-            out["index_partitions_dropped"] = dropped
             out["bytes_freed"] = sum(current[d].bytes for d in remove)
+        # the months left with no published day: a run streaming its rows into one holds it (left for next time)
+        dropped = index.drop_empty_months(conn)
+        out["index_partitions_dropped"] = dropped
         for date in group.remove:  # the Delta commits retiring them (their files stay for the history window)
             if publication.sync_partition(store, conn, date, settings.history_days, log=log) is not None:
                 out["parquet_dirs_deleted"] += 1

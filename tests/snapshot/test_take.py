@@ -277,18 +277,24 @@ def test_a_base_that_fails_to_read_part_way_publishes_nothing_and_stops_its_read
     assert_exact(settings, fresh_ledger, day)
 
 
+@pytest.mark.parametrize("rerun", [False, True], ids=["first-publication", "re-run"])
 def test_a_clean_up_step_that_fails_too_hides_neither_the_runs_failure_nor_the_steps_after_it(
-        fresh_ledger, tmp_path, monkeypatch):
+        fresh_ledger, tmp_path, monkeypatch, rerun):
     """A run fails part-way and then the staged file's delete fails too (the store refuses it): the run's own
-    error is what is raised, the clean-up steps after the failing one still run, and the next run publishes the
-    day exactly (the file left behind is named by no version)."""
+    error is what is raised, the clean-up steps after the failing one still run (the index rows' stream of a
+    first publication, the spooled file of a re-run), and the next run publishes the day exactly (the file left
+    behind is named by no version)."""
     from snapshot_pipeline.snapshot import roll
     from snapshot_pipeline.store.index_stream import IndexStream
+    from snapshot_pipeline.store.spool import IndexSpool
 
     settings = make_settings(fresh_ledger, tmp_path / "store")
     base_day, day = dt.date(2026, 10, 29), dt.date(2026, 10, 30)
     snapshot.take_snapshot(settings, base_day, 100)
-    real_iter, real_reset = parquet.iter_files, IndexStream.reset  # a first publication streams its index rows
+    if rerun:
+        snapshot.take_snapshot(settings, day, 100)
+    index_rows = IndexSpool if rerun else IndexStream
+    real_iter, real_reset = parquet.iter_files, index_rows.reset
 
     def failing_part_way(fs, paths, columns, batch_rows=parquet.READ_BATCH_ROWS):
         for batch in real_iter(fs, paths, columns, batch_rows):
@@ -306,7 +312,7 @@ def test_a_clean_up_step_that_fails_too_hides_neither_the_runs_failure_nor_the_s
 
     monkeypatch.setattr(roll.parquet, "iter_files", failing_part_way)
     monkeypatch.setattr(parquet.PartitionWriter, "abort", refused_abort)
-    monkeypatch.setattr(IndexStream, "reset", recorded_reset)
+    monkeypatch.setattr(index_rows, "reset", recorded_reset)
     with pytest.raises(OSError, match="Input/output error"):
         snapshot.take_snapshot(settings, day, 100)
     assert resets == [day]  # the step after the refused delete ran

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import threading
+import time
 
 import psycopg
 import pyarrow as pa
@@ -65,8 +66,8 @@ def test_streamed_rows_are_seen_by_no_one_before_the_commit_and_by_no_one_after_
         assert rows_of(other, DAY) == {} and balance_at_lookup(other, "bln_a", DAY) is None
         assert roll_state.read(other, DAY, journal.STATE_SCHEMA).num_rows == 0
         with stream.committing():
-            stream.lock_commits()
             assert rows_of(other, DAY) == {}  # the COPY has ended; still uncommitted
+            assert not index.try_lock_commits(other)  # the commit lock is the stream's
         assert stream.conn.closed
         assert rows_of(other, DAY) == {"bln_a": 7, "bln_b": 7, "bln_c": 9}
         assert roll_state.read(other, DAY, journal.STATE_SCHEMA).to_pylist() == state.to_pylist()  # same transaction
@@ -91,9 +92,9 @@ def stream_committing(url: str, date: dt.date):
 
 def test_an_open_stream_blocks_no_reader_and_what_needs_the_whole_table_waits_or_gives_way(index_url):
     """Creating a month's partition (or dropping one) takes ACCESS EXCLUSIVE on balance_snapshots, which an open
-    stream holds back: outside a transaction the creation waits in short tries that let readers through;
-    inside a commit it gives up at once (never a commit waiting on a stream that waits for the commit lock);
-    retention deletes the retired rows instead of dropping the month. Then the stream commits."""
+    stream holds back: outside a transaction the creation waits in short tries that let readers through (two
+    runs creating the same month both succeed); inside a commit it gives up at once (never a commit waiting on
+    a stream that waits for the commit lock); retention leaves an emptied month to a later sweep."""
     old_day = dt.date(2026, 8, 14)
     with psycopg.connect(index_url, autocommit=True) as admin:
         index.ensure_month_partition(admin, old_day)
@@ -107,11 +108,14 @@ def test_an_open_stream_blocks_no_reader_and_what_needs_the_whole_table_waits_or
         with psycopg.connect(index_url, autocommit=True) as conn:
             created.append(index.ensure_month_partition(conn, dt.date(2026, 12, 3)))
 
-    creating = threading.Thread(target=create_december)
-    creating.start()
+    creating = [threading.Thread(target=create_december) for _ in range(2)]
+    for thread in creating:
+        thread.start()
     try:
-        creating.join(1.5)
-        assert creating.is_alive() and not created  # waits for the stream
+        for thread in creating:
+            thread.join(1.5)
+            assert thread.is_alive()  # waits for the stream
+        assert not created
         with reader(index_url) as other:
             for _ in range(5):  # readers pass while it waits
                 assert balance_at_lookup(other, "bln_old", DAY) == (old_day, 5)
@@ -119,21 +123,102 @@ def test_an_open_stream_blocks_no_reader_and_what_needs_the_whole_table_waits_or
             index.lock_commits(committing)
             with pytest.raises(index.IndexBusy, match="balance_snapshots_2027_01"):
                 index.ensure_month_partition(committing, dt.date(2027, 1, 2))
-            deleted, dropped = retention._delete_index_rows(committing, [old_day], set())
-            assert (deleted, dropped) == (1, [])  # rows deleted, the month kept: the stream holds the table
-            # the commit lock is held here: the stream cannot take it (it polls; it does not wait in a lock queue)
-            with psycopg.connect(index_url, autocommit=True) as polling:
-                assert not index.try_lock_commits(polling)
+            assert retention._delete_index_rows(committing, [old_day]) == 1
+        with psycopg.connect(index_url, autocommit=True) as sweeping:
+            assert index.drop_empty_months(sweeping) == []  # the stream holds balance_snapshots: left for later
         with stream.committing():
-            stream.lock_commits()
-        creating.join(10)
-        assert created == ["balance_snapshots_2026_12"]
+            pass
+        for thread in creating:
+            thread.join(10)
+        assert created == ["balance_snapshots_2026_12"] * 2  # both runs have their month, neither failed
     finally:
         stream.reset()
-        creating.join(10)
+        for thread in creating:
+            thread.join(10)
     with reader(index_url) as other:
         assert rows_of(other, DAY) == {"bln_a": 7} and rows_of(other, old_day) == {}
         assert balance_at_lookup(other, "bln_old", DAY) is None
-        with other.transaction():
-            _, dropped = retention._delete_index_rows(other, [old_day], set())
-        assert dropped == ["balance_snapshots_2026_08"]  # with no stream open, the empty month goes
+        # with no stream open the empty months go; October holds rows (and December is empty too)
+        assert index.drop_empty_months(other) == ["balance_snapshots_2026_08", "balance_snapshots_2026_12"]
+
+
+def test_a_migration_queued_behind_a_stream_and_a_commit_queued_behind_it_all_finish(index_url):
+    """A stream holds balance_snapshots through its merge; a migration's CREATE INDEX waits for it; a commit holding
+    the commit lock then queues behind the migration; the stream asks for the commit lock. The stream waits in
+    PostgreSQL's lock queue, so the deadlock detector sees the cycle and lets the commit pass the migration:
+    all three finish (a stream polling for the lock would leave all three waiting for ever)."""
+    stream = IndexStream(index_url, DAY, journal.empty_state())
+    stream.write(changed_rows(["bln_a"], 7))
+    errors: list[BaseException] = []
+    holder = psycopg.connect(index_url, autocommit=True)
+    holder.execute("BEGIN")
+    index.lock_commits(holder)
+
+    def guarded(work):
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
+                errors.append(exc)
+        return threading.Thread(target=run)
+
+    def migrate() -> None:
+        with psycopg.connect(index_url, autocommit=True) as conn:
+            conn.execute("CREATE INDEX balance_snapshots_currency_idx ON snapshot_index.balance_snapshots (currency)")
+
+    def commit_queued_behind_it() -> None:
+        holder.execute("DELETE FROM snapshot_index.balance_snapshots WHERE snapshot_date = %s",
+                       (DAY - dt.timedelta(days=1),))
+        holder.execute("COMMIT")
+
+    def stream_commits() -> None:
+        with stream.committing():
+            pass
+
+    threads = [guarded(migrate), guarded(commit_queued_behind_it), guarded(stream_commits)]
+    try:
+        for thread in threads:
+            thread.start()
+            thread.join(0.5)  # in this order: each queues behind the one before
+        for thread in threads:
+            thread.join(30)
+        assert not [t for t in threads if t.is_alive()], "a lock wait PostgreSQL cannot see left them waiting"
+        assert not errors, errors
+    finally:
+        with psycopg.connect(index_url, autocommit=True) as admin:  # unblock whatever still waits, if anything
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        for thread in threads:
+            thread.join(10)
+        stream.reset()
+        holder.close()
+    with reader(index_url) as other:
+        assert rows_of(other, DAY) == {"bln_a": 7}
+
+
+def test_a_stream_outlives_the_databases_timeouts_and_reads_what_committed_meanwhile(index_url):
+    """The stream's one COPY lasts the merge, idle between writes: a database whose default statement and
+    idle-in-transaction timeouts are shorter than that does not cancel it; and its commit reads in READ COMMITTED
+    whatever the database's default isolation, so it sees what other runs committed during the merge."""
+    with psycopg.connect(index_url, autocommit=True) as admin:
+        name = admin.execute("SELECT current_database()").fetchone()[0]
+        for setting, value in (("statement_timeout", "500ms"), ("idle_in_transaction_session_timeout", "500ms"),
+                               ("default_transaction_isolation", "repeatable read")):
+            admin.execute(f'ALTER DATABASE "{name}" SET {setting} = \'{value}\'')
+    stream = IndexStream(index_url, DAY, journal.empty_state())
+    try:
+        stream.write(changed_rows(["bln_a"], 7))
+        time.sleep(1)  # idle in its transaction, longer than both timeouts
+        with psycopg.connect(index_url, autocommit=True) as other:
+            index.ensure_month_partition(other, DAY)
+            other.execute("INSERT INTO snapshot_index.balance_snapshots VALUES ('bln_b', %s, 1, 1, 0, 0, 0, 0, 'USD')",
+                          (DAY - dt.timedelta(days=1),))  # committed by another run meanwhile
+        stream.write(changed_rows(["bln_c"], 9))
+        time.sleep(1)
+        with stream.committing() as conn:
+            assert conn.execute("SHOW transaction_isolation").fetchone()[0] == "read committed"
+            assert rows_of(conn, DAY - dt.timedelta(days=1)) == {"bln_b": 1}
+    finally:
+        stream.reset()
+    with psycopg.connect(index_url, autocommit=True) as other:
+        assert rows_of(other, DAY) == {"bln_a": 7, "bln_c": 9}
