@@ -263,19 +263,26 @@ def drop_empty_months(conn: psycopg.Connection) -> list[str]:
     for name in names:
         start = dt.datetime.strptime(name.removeprefix("balance_snapshots_"), "%Y_%m").date()
         table = sql.Identifier(SCHEMA, name)
+        if _month_in_use(conn, start, table):  # most months: no lock taken
+            continue
         try:
             with brief_locks(conn):
                 conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
-                published = db.scalar(conn, "SELECT EXISTS (SELECT 1 FROM snapshot_index.partitions"
-                                            " WHERE snapshot_date >= %s AND snapshot_date < %s)",
-                                      (start, calendar.next_month(start)))
-                if published or db.scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table)):
+                if _month_in_use(conn, start, table):  # a run published into it meanwhile
                     continue
                 conn.execute(sql.SQL("DROP TABLE {}").format(table))
                 dropped.append(name)
         except psycopg.errors.LockNotAvailable:
             continue
     return dropped
+
+
+def _month_in_use(conn: psycopg.Connection, start: dt.date, table: sql.Identifier) -> bool:
+    """Whether the month's partition ``table`` holds a row, or a published day falls in its month."""
+    published = db.scalar(conn, "SELECT EXISTS (SELECT 1 FROM snapshot_index.partitions"
+                                " WHERE snapshot_date >= %s AND snapshot_date < %s)",
+                          (start, calendar.next_month(start)))
+    return bool(published or db.scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table)))
 
 
 def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
