@@ -245,10 +245,15 @@ def index_rows_beside_delta(settings: Settings, index_conn, claim: recovery.Clai
         opening = pool.submit(IndexStream, db.snapshot_url(settings), snapshot_date, step.state)
         try:
             delta = journal.delta_reader(cur, live_amounts=live_amounts)
-        except BaseException:
-            clean_up(lambda: opening.result().reset())
+            return opening.result(), delta
+        except BaseException:  # a stream that opened all the same (the wait interrupted) is rolled back
+            clean_up(lambda: _reset_if_opened(opening))
             raise
-        return opening.result(), delta
+
+
+def _reset_if_opened(opening: concurrent.futures.Future) -> None:
+    if opening.exception() is None:  # waits for the opening to end
+        opening.result().reset()
 
 
 def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry | None, claim: recovery.Claim,

@@ -253,32 +253,53 @@ def try_briefly(conn: psycopg.Connection, statement: sql.Composed) -> bool:
 
 def drop_empty_months(conn: psycopg.Connection) -> list[str]:
     """Outside any transaction: drop the monthly partitions of ``balance_snapshots`` that hold no row and no
-    published day, each under its lock taken in :func:`brief_locks` (one a writer holds is left for a later call);
-    returns the names dropped."""
+    published day and whose days no run holds (a run creates its month's partition before it writes into it,
+    holding its day's lock from before until after its commit), each under its own lock taken in
+    :func:`brief_locks`; a month in use is left for a later call. Returns the names dropped."""
     names = [row[0] for row in conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
         " WHERE n.nspname = %s AND p.relname = 'balance_snapshots' ORDER BY 1", (SCHEMA,))]
     dropped = []
     for name in names:
-        start = dt.datetime.strptime(name.removeprefix("balance_snapshots_"), "%Y_%m").date()
-        table = sql.Identifier(SCHEMA, name)
-        if _month_in_use(conn, start, table):  # most months: no lock taken
+        try:
+            start = dt.datetime.strptime(name.removeprefix("balance_snapshots_"), "%Y_%m").date()
+        except ValueError:  # not one of ours (a partition an operator added)
             continue
         try:
-            with brief_locks(conn):
-                conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
-                if _month_in_use(conn, start, table):  # a run published into it meanwhile
-                    continue
-                conn.execute(sql.SQL("DROP TABLE {}").format(table))
+            if not _month_in_use(conn, start, name) and _drop_unclaimed_month(conn, start, name):
                 dropped.append(name)
-        except psycopg.errors.LockNotAvailable:
+        except psycopg.errors.UndefinedTable:  # dropped meanwhile by another sweep
             continue
     return dropped
 
 
-def _month_in_use(conn: psycopg.Connection, start: dt.date, table: sql.Identifier) -> bool:
-    """Whether the month's partition ``table`` holds a row, or a published day falls in its month."""
+def _drop_unclaimed_month(conn: psycopg.Connection, start: dt.date, name: str) -> bool:
+    """Drop month ``name`` if every one of its days' locks is free (held meanwhile) and, under the month's lock,
+    it is still unused; whether it was dropped."""
+    held: list[dt.date] = []
+    try:
+        for day in calendar.days(start, calendar.next_month(start) - dt.timedelta(days=1)):
+            if not try_lock_partition(conn, day):
+                return False  # a run of that day is under way: it may be about to write into the month
+            held.append(day)
+        table = sql.Identifier(SCHEMA, name)
+        with brief_locks(conn):
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
+            if _month_in_use(conn, start, name):  # a run published into it meanwhile
+                return False
+            conn.execute(sql.SQL("DROP TABLE {}").format(table))
+        return True
+    except psycopg.errors.LockNotAvailable:
+        return False
+    finally:
+        for day in held:
+            unlock_partition(conn, day)
+
+
+def _month_in_use(conn: psycopg.Connection, start: dt.date, name: str) -> bool:
+    """Whether the month's partition ``name`` holds a row, or a published day falls in its month."""
+    table = sql.Identifier(SCHEMA, name)
     published = db.scalar(conn, "SELECT EXISTS (SELECT 1 FROM snapshot_index.partitions"
                                 " WHERE snapshot_date >= %s AND snapshot_date < %s)",
                           (start, calendar.next_month(start)))

@@ -245,18 +245,27 @@ def _apply_group(settings: Settings, conn: psycopg.Connection, group: Group, wor
                 generations.record_version(conn, publication.retirement(date, generations.next_generation(conn, date)))
             out["index_rows_deleted"] = deleted
             out["bytes_freed"] = sum(current[d].bytes for d in remove)
-        # the months left with no published day: a run streaming its rows into one holds it (left for next time)
-        dropped = index.drop_empty_months(conn)
-        out["index_partitions_dropped"] = dropped
         for date in group.remove:  # the Delta commits retiring them (their files stay for the history window)
             if publication.sync_partition(store, conn, date, settings.history_days, log=log) is not None:
                 out["parquet_dirs_deleted"] += 1
+        dropped = _drop_empty_months(conn, log)
+        out["index_partitions_dropped"] = dropped
         log(f"operation=retention removed={len(remove)} from={group.remove[0]} to={group.remove[-1]}"
             f" index_rows_deleted={out['index_rows_deleted']} dropped={','.join(dropped) or 'none'}")
         return out
     finally:
         for date in locked:
             index.unlock_partition(conn, date)
+
+
+def _drop_empty_months(conn: psycopg.Connection, log) -> list[str]:
+    """The index months left with no row and no published day, dropped when no run uses them (else on a later
+    run); best effort: the retention's work is done and recorded whatever this meets."""
+    try:
+        return index.drop_empty_months(conn)
+    except psycopg.Error as exc:
+        log(f"operation=retention empty index months not dropped ({exc}); a later run drops them")
+        return []
 
 
 def _reanchor(store: Store, conn: psycopg.Connection, anchor: index.ManifestEntry,

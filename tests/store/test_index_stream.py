@@ -3,6 +3,7 @@ neither blocks readers nor deadlocks what creates or drops a month's partition."
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import threading
@@ -222,3 +223,54 @@ def test_a_stream_outlives_the_databases_timeouts_and_reads_what_committed_meanw
         stream.reset()
     with psycopg.connect(index_url, autocommit=True) as other:
         assert rows_of(other, DAY) == {"bln_a": 7, "bln_c": 9}
+
+
+def test_a_commit_whose_transaction_failed_inside_raises_and_publishes_nothing(index_url):
+    """An error swallowed inside the commit aborts its transaction, and PostgreSQL answers the COMMIT with a
+    ROLLBACK: the stream raises instead of reporting a commit."""
+    stream = IndexStream(index_url, DAY, journal.empty_state())
+    stream.write(changed_rows(["bln_a"], 7))
+    with pytest.raises(RuntimeError, match="rolled back"), stream.committing() as conn:
+        with contextlib.suppress(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+    with psycopg.connect(index_url, autocommit=True) as other:
+        assert rows_of(other, DAY) == {}
+
+
+def test_a_stream_whose_month_is_dropped_before_it_holds_it_creates_it_again(index_url):
+    """Between creating its month's partition and locking it, the month may be dropped (retention's sweep): the
+    stream's lock then finds no table, and it creates the month again and goes on."""
+    with psycopg.connect(index_url, autocommit=True) as dropper:
+        month = index.ensure_month_partition(dropper, DAY)
+        dropper.execute("BEGIN")
+        dropper.execute(f"LOCK TABLE snapshot_index.{month} IN ACCESS EXCLUSIVE MODE")
+        opened: list[IndexStream] = []
+        opening = threading.Thread(target=lambda: opened.append(IndexStream(index_url, DAY, journal.empty_state())))
+        opening.start()
+        opening.join(1)
+        assert opening.is_alive()  # its LOCK TABLE waits behind ours
+        dropper.execute(f"DROP TABLE snapshot_index.{month}")
+        dropper.execute("COMMIT")
+        opening.join(30)
+    assert len(opened) == 1
+    stream = opened[0]
+    try:
+        stream.write(changed_rows(["bln_a"], 7))
+        with stream.committing():
+            pass
+    finally:
+        stream.reset()
+    with psycopg.connect(index_url, autocommit=True) as other:
+        assert rows_of(other, DAY) == {"bln_a": 7}
+
+
+def test_an_empty_month_a_run_holds_is_not_dropped(index_url):
+    """A run creates its month's partition before it writes into it, holding its day's lock from before until
+    after its commit: the sweep of empty months leaves a month one of whose days is held."""
+    with psycopg.connect(index_url, autocommit=True) as run, psycopg.connect(index_url, autocommit=True) as sweep:
+        index.lock_partition(run, dt.date(2026, 11, 17))
+        index.ensure_month_partition(run, dt.date(2026, 11, 17))
+        index.ensure_month_partition(sweep, dt.date(2026, 9, 3))
+        assert index.drop_empty_months(sweep) == ["balance_snapshots_2026_09"]
+        index.unlock_partition(run, dt.date(2026, 11, 17))
+        assert index.drop_empty_months(sweep) == ["balance_snapshots_2026_11"]
