@@ -242,7 +242,7 @@ def brief_locks(conn: psycopg.Connection) -> Iterator[None]:
 
 def try_briefly(conn: psycopg.Connection, statement: sql.Composed) -> bool:
     """Run ``statement`` (it needs ACCESS EXCLUSIVE on ``balance_snapshots``) in :func:`brief_locks`; whether it
-    ran (a concurrent creation of the same table counts as done)."""
+    ran (False: a lock wait timed out). Other errors are the caller's."""
     try:
         with brief_locks(conn):
             conn.execute(statement)
