@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from snapshot_pipeline import faults
 from snapshot_pipeline.snapshot.results import ROLL_VERSION, Pass, RunFacts, SnapshotResult
@@ -125,7 +125,7 @@ def commit(facts: RunFacts, index_conn, p: Pass, work_dir) -> SnapshotResult:
 
 
 @contextlib.contextmanager
-def _transaction(index_conn, p: Pass, snapshot_date: dt.date) -> Iterator:
+def _transaction(index_conn, p: Pass, snapshot_date: dt.date, log: Callable[[str], None]) -> Iterator:
     """The commit's index transaction, the commit lock taken: the stream's, already holding the index rows
     (:mod:`snapshot_pipeline.store.index_stream`), else one on ``index_conn``, the month's index partition
     created first (never under the commit lock: see :func:`index.ensure_month_partition`)."""
@@ -133,7 +133,7 @@ def _transaction(index_conn, p: Pass, snapshot_date: dt.date) -> Iterator:
         with p.spool.committing() as conn:
             yield conn
     else:
-        index.ensure_month_partition(index_conn, snapshot_date)
+        index.ensure_month_partition(index_conn, snapshot_date, log)
         with index_conn.transaction():
             index.lock_commits(index_conn)
             yield index_conn
@@ -146,7 +146,7 @@ def _publish(facts: RunFacts, index_conn, p: Pass, work_dir) -> tuple[SnapshotRe
     publication = Publication(p.store, snapshot_date, p.files, log=log)
     committing = False  # once the COMMIT is sent, its outcome is the manifest's to tell, not ours
     try:
-        with _transaction(index_conn, p, snapshot_date) as conn:
+        with _transaction(index_conn, p, snapshot_date, log) as conn:
             changed_count, index_rows, rediffed = _index_rows(settings, conn, snapshot_date, p, work_dir)
             _rediff_successor(settings, conn, snapshot_date, p, work_dir, log)
             entry = _manifest_entry(facts, p, publication.names, changed_count, index_rows,

@@ -271,7 +271,7 @@ def _stream_once(facts: RunFacts, index_conn, ledger, base: index.ManifestEntry 
         # BASE_READ_ROWS whatever the batch size: the merge cuts its chunks at the delta's batch_size boundaries
         base_rows = catalog.read_ahead(claim.store, base, merge.BASE_COLUMNS, BASE_READ_ROWS)
         if streams(index_conn, snapshot_date):  # a wait for its month's index partition, before any ledger view
-            index.ensure_month_partition(index_conn, snapshot_date)
+            index.ensure_month_partition(index_conn, snapshot_date, facts.log)
         step = begin(cur, index_conn, snapshot_date, cutoff, base, phases, facts.log,
                      same_database=db.snapshot_url(settings) == db.ledger_url(settings))
         writer = parquet.PartitionWriter(claim.store, snapshot_date,

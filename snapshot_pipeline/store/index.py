@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -96,11 +96,6 @@ def unlock_partition(conn: psycopg.Connection, date: dt.date) -> None:
 def lock_commits(conn: psycopg.Connection) -> None:
     """Transaction-level lock serializing the commit phase of all partitions."""
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _COMMIT_LOCK))
-
-
-def try_lock_commits(conn: psycopg.Connection) -> bool:
-    """:func:`lock_commits` if it is free now (no wait); whether it was taken."""
-    return bool(db.scalar(conn, "SELECT pg_try_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _COMMIT_LOCK)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,17 +301,23 @@ def _month_in_use(conn: psycopg.Connection, start: dt.date, name: str) -> bool:
     return bool(published or db.scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table)))
 
 
-def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
+def partition_exists(conn: psycopg.Connection, name: str) -> bool:
+    """Whether the monthly partition ``name`` of ``balance_snapshots`` (:func:`month_partition_name`) exists."""
+    return bool(db.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{name}",)))
+
+
+def ensure_month_partition(conn: psycopg.Connection, date: dt.date,
+                           log: Callable[[str], None] | None = None) -> str:
     """Create the monthly partition of ``balance_snapshots`` holding ``date`` if missing.
 
     Outside a transaction it tries every :data:`BRIEF_RETRY_SECONDS` (readers pass in between) until the
     writers holding the table are done, for up to :data:`MONTH_WAIT_SECONDS`. Inside one (a commit, holding the
     commit lock) it tries once and raises :class:`IndexBusy`: a commit never waits for a writer that may be
     waiting for the commit lock. Runs create their month's partition before their commit, so that case is
-    only a month dropped by retention meanwhile."""
+    only a month dropped by retention meanwhile. ``log`` hears once that a wait began."""
     start = date.replace(day=1)
     name = month_partition_name(start)
-    if db.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{name}",)):
+    if partition_exists(conn, name):
         return name
     statement = sql.SQL(
         "CREATE TABLE IF NOT EXISTS {schema}.{name} PARTITION OF {schema}.balance_snapshots"
@@ -325,18 +326,24 @@ def ensure_month_partition(conn: psycopg.Connection, date: dt.date) -> str:
              end=sql.Literal(calendar.next_month(start)))
     outside = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     deadline = time.monotonic() + MONTH_WAIT_SECONDS
+    told = False
     while True:
         try:
             if try_briefly(conn, statement):
                 return name
         except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
             # another run created it between our check and our lock (IF NOT EXISTS looked before waiting)
-            if db.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{name}",)):
+            if partition_exists(conn, name):
                 return name
             raise
         if not outside or time.monotonic() > deadline:
             raise IndexBusy(f"the index partition {SCHEMA}.{name} could not be created: other runs writing index"
                             " rows held snapshot_index.balance_snapshots; run again")
+        if log is not None and not told:
+            told = True
+            log(f"waiting to create the index partition {SCHEMA}.{name}: other runs writing index rows hold"
+                f" {SCHEMA}.balance_snapshots (retrying every {BRIEF_RETRY_SECONDS:g} s, up to"
+                f" {MONTH_WAIT_SECONDS / 60:g} min)")
         time.sleep(BRIEF_RETRY_SECONDS)
 
 

@@ -186,17 +186,13 @@ def _months(dates) -> list[dt.date]:
     return sorted({d.replace(day=1) for d in dates})
 
 
-def _table_exists(conn: psycopg.Connection, name: str) -> bool:
-    return db.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{index.SCHEMA}.{name}",))
-
-
 def _delete_index_rows(conn: psycopg.Connection, remove: list[dt.date]) -> int:
     """Delete the index rows of ``remove`` (the monthly partitions left empty are dropped after the transaction,
     outside the commit lock: :func:`index.drop_empty_months`)."""
     deleted = 0
     for month in _months(remove):
         name = index.month_partition_name(month)
-        if not _table_exists(conn, name):
+        if not index.partition_exists(conn, name):
             continue
         in_month = [d for d in remove if d.replace(day=1) == month]
         cur = conn.execute(sql.SQL("DELETE FROM {} WHERE snapshot_date = ANY(%s)").format(

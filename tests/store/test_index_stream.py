@@ -47,6 +47,16 @@ def balance_at_lookup(conn: psycopg.Connection, balance_id: str, date: dt.date):
                         (balance_id, date)).fetchone()
 
 
+def commit_lock_is_held(conn: psycopg.Connection) -> bool:
+    """Whether another session holds the commit lock: taking it here gives up after the reader's lock timeout."""
+    try:
+        with conn.transaction():
+            index.lock_commits(conn)
+    except psycopg.errors.LockNotAvailable:
+        return True
+    return False
+
+
 @pytest.fixture
 def index_url(make_database) -> str:
     url = make_database()
@@ -68,7 +78,7 @@ def test_streamed_rows_are_seen_by_no_one_before_the_commit_and_by_no_one_after_
         assert roll_state.read(other, DAY, journal.STATE_SCHEMA).num_rows == 0
         with stream.committing():
             assert rows_of(other, DAY) == {}  # the COPY has ended; still uncommitted
-            assert not index.try_lock_commits(other)  # the commit lock is the stream's
+            assert commit_lock_is_held(other)  # the commit lock is the stream's
         assert stream.conn.closed
         assert rows_of(other, DAY) == {"bln_a": 7, "bln_b": 7, "bln_c": 9}
         assert roll_state.read(other, DAY, journal.STATE_SCHEMA).to_pylist() == state.to_pylist()  # same transaction
@@ -104,10 +114,11 @@ def test_an_open_stream_blocks_no_reader_and_what_needs_the_whole_table_waits_or
     stream = IndexStream(index_url, DAY, journal.empty_state())
     stream.write(changed_rows(["bln_a"], 7))
     created: list[str] = []
+    heard: list[str] = []
 
     def create_december() -> None:
         with psycopg.connect(index_url, autocommit=True) as conn:
-            created.append(index.ensure_month_partition(conn, dt.date(2026, 12, 3)))
+            created.append(index.ensure_month_partition(conn, dt.date(2026, 12, 3), heard.append))
 
     creating = [threading.Thread(target=create_december) for _ in range(2)]
     for thread in creating:
@@ -132,6 +143,8 @@ def test_an_open_stream_blocks_no_reader_and_what_needs_the_whole_table_waits_or
         for thread in creating:
             thread.join(10)
         assert created == ["balance_snapshots_2026_12"] * 2  # both runs have their month, neither failed
+        assert len(heard) == 2 and all("waiting to create the index partition snapshot_index.balance_snapshots_2026_12"
+                                       in line for line in heard)  # each waiting run said so, once
     finally:
         stream.reset()
         for thread in creating:
