@@ -40,6 +40,8 @@ class DayProgress:
         if self._bar.total is not None:
             rows = min(rows, self._bar.total)
         self._bar.update(rows - self._bar.n)
+        if rows == self._bar.total:  # the run's final report: drawn now, even within tqdm's minimum interval
+            self._bar.refresh()
 
     def close(self) -> None:
         """Remove the bar and close the duplicated descriptor."""

@@ -133,21 +133,36 @@ def _command_path(name: str) -> str:
         return str(path)
 
 
-def _example_balance(settings: Settings) -> str | None:
-    """A balance with legs to show in the hints: the source of the latest transaction (one primary-key probe)."""
+def _example_balance(settings: Settings, day: dt.date) -> str | None:
+    """A balance with legs to show in the hints: the source of the latest transaction whose balance existed at
+    the end of the history's first day and at the hints' instant (so that each hint shows it existing; the
+    journal walked back by primary key, one balance probe per row), else the latest transaction's source."""
+    existing_by = min(calendar.cutoff(_history_start(settings, day), settings.timezone),
+                      dt.datetime.combine(day, HINT_TIME))  # naive UTC, as Blnk's created_at
     with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:
-        row = conn.execute("SELECT source FROM blnk.transactions ORDER BY id DESC LIMIT 1").fetchone()
+        row = conn.execute("SELECT t.source FROM blnk.transactions t JOIN blnk.balances b ON b.balance_id = t.source"
+                           " WHERE b.created_at <= %s ORDER BY t.id DESC LIMIT 1", (existing_by,)).fetchone()
+        if row is None:
+            row = conn.execute("SELECT source FROM blnk.transactions ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             row = conn.execute("SELECT balance_id FROM blnk.balances ORDER BY balance_id LIMIT 1").fetchone()
     return row[0] if row else None
+
+
+HINT_TIME = dt.time(12, 0)  # the hints' instant on their day, UTC
+
+
+def _history_start(settings: Settings, day: dt.date) -> dt.date:
+    """The first day of the hints' balance history: a week back from ``day``, not before the partitions start."""
+    return max(day - dt.timedelta(days=6), settings.start_date)
 
 
 def hint_lines(settings: Settings, day: dt.date, balance_id: str | None) -> list[tuple[str, str]]:
     """What to try after the demo: ``(command, comment)`` pairs, each runnable exactly as printed (a test
     runs them), with the demo's last day and one of its balances."""
     cli = _command_path("snapshot-pipeline")
-    instant = f"{day.isoformat()}T12:00:00Z"
-    first = max(day - dt.timedelta(days=6), settings.start_date)
+    instant = f"{day.isoformat()}T{HINT_TIME.isoformat()}Z"
+    first = _history_start(settings, day)
     lines = [(f"{cli} snapshot --date {day.isoformat()}", "one partition again through Dagster, JSON metrics")]
     if balance_id:
         lines += [
@@ -166,7 +181,7 @@ def hint_lines(settings: Settings, day: dt.date, balance_id: str | None) -> list
 
 def _print_hints(settings: Settings, day: dt.date) -> None:
     """What to try after the demo, runnable as printed."""
-    lines = hint_lines(settings, day, _example_balance(settings))
+    lines = hint_lines(settings, day, _example_balance(settings, day))
     width = max(len(command) for command, _ in lines)
     print()
     print("Try next (each line runs as printed; docs/ has the rest, docs/reading.md how to read the snapshots):")

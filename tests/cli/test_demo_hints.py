@@ -83,6 +83,8 @@ def test_demo_hints_run_as_printed(make_database, tmp_path):
             done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
                                   timeout=600)
             assert done.returncode == 0, f"{command}: {done.stderr[-3000:]}"
+            if " balance-at " in command or " balance-history " in command:  # the example balance exists in each
+                assert '"existed": true' in done.stdout and '"existed": false' not in done.stdout, done.stdout
     assert (tmp_path / "balances.csv").stat().st_size > 1000
 
 

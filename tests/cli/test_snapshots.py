@@ -11,8 +11,10 @@ import psycopg
 import pytest
 
 from snapshot_pipeline import db
+from snapshot_pipeline.cli import snapshots
 from snapshot_pipeline.settings import load_settings
-from tests.conftest import ADVERSARIAL
+from tests.conftest import ADVERSARIAL, make_settings
+from tests.helpers import insert_transaction
 from tests.processes import cli
 
 
@@ -139,3 +141,19 @@ def test_demo_on_the_embedded_default_is_idempotent(tmp_path, monkeypatch):
     finally:
         stopped = cli("embedded-db", "stop", env=env, check=False)
     assert json.loads(stopped.stdout) == {"stopped": True}
+
+
+def test_the_demos_example_balance_exists_at_every_hints_instant(fresh_ledger, tmp_path):
+    """The hints show a balance that exists at their instant and on every day of their history, even when the
+    latest transaction comes from a balance created at the end of the last day."""
+    settings = make_settings(fresh_ledger, tmp_path / "snapshots", start="2026-10-25")
+    day = dt.date(2026, 11, 3)
+    with psycopg.connect(fresh_ledger, autocommit=True) as conn:
+        conn.execute("INSERT INTO blnk.balances (balance_id, currency, ledger_id, created_at)"
+                     " VALUES ('bln_test_created_last', 'USD', 'ldg_customers', '2026-11-03 23:50')")
+        other = conn.execute("SELECT balance_id FROM blnk.balances ORDER BY id LIMIT 1").fetchone()[0]
+    insert_transaction(fresh_ledger, "bln_test_created_last", other, 5, created_at=dt.datetime(2026, 11, 3, 23, 55))
+    chosen = snapshots._example_balance(settings, day)
+    with psycopg.connect(fresh_ledger) as conn:
+        created = conn.execute("SELECT created_at FROM blnk.balances WHERE balance_id = %s", (chosen,)).fetchone()[0]
+    assert created < dt.datetime(2026, 10, 29)  # before the end of the history's first day, Oct 28
