@@ -181,7 +181,7 @@ class DagsterClient:
         from gql.transport.exceptions import TransportQueryError, TransportServerError  # noqa: PLC0415
 
         cause = exc.__cause__ or exc
-        logger.warning("Dagster webserver %s: %s", self.base_url, _one_line(cause))
+        logger.warning("Dagster webserver %s: %s (%s)", self.base_url, _one_line(cause), UNAVAILABLE_HINT)
         if isinstance(cause, TransportServerError):
             what = f"answered HTTP {cause.code}"
         elif isinstance(cause, TransportQueryError):

@@ -79,13 +79,22 @@ def _progress_logger_def(bar: Callable[[], DayProgress]):
     return cli_progress
 
 
+def _start_date_origin(settings: Settings) -> str:
+    """Where the first partition's date came from, as the user can change it."""
+    if settings.start_date_source == "SNAPSHOT_START_DATE":
+        return "SNAPSHOT_START_DATE"
+    if settings.start_date_source == "default":
+        return "the default; set SNAPSHOT_START_DATE"
+    return f"the seeded ledger's first day, recorded in {settings.start_date_source}; SNAPSHOT_START_DATE overrides it"
+
+
 def _check_partition(settings: Settings, snapshot_date: dt.date) -> None:
     """``snapshot_date`` must be a partition: from ``SNAPSHOT_START_DATE`` to the last closed day."""
     last = calendar.last_closed_day(settings.timezone)
     if snapshot_date < settings.start_date or snapshot_date > last:
         raise CliError(
             f"--date {snapshot_date} is not a partition: partitions run from {settings.start_date}"
-            f" (SNAPSHOT_START_DATE) to {last}, the last closed day in {settings.timezone}"
+            f" ({_start_date_origin(settings)}) to {last}, the last closed day in {settings.timezone}"
         )
 
 

@@ -112,12 +112,12 @@ def _seed_demo_ledger(args: argparse.Namespace, settings: Settings) -> dt.date |
     with db.connect(url, autocommit=True, what="ledger database") as conn:
         counts = generator.ledger_counts(conn)
         if counts and counts[1]:
-            print(f"ledger already has {counts[0]:,} balances and {counts[1]:,} transactions", file=sys.stderr)
+            print(f"ledger already has {counts[0]:,} balances and {counts[1]:,} transaction rows", file=sys.stderr)
             return None
         start = calendar.last_closed_day("UTC") - dt.timedelta(days=args.seed_days - 1)
         spec = generator.LedgerSpec(args.balances, args.transactions, args.seed_days, args.seed, start)
-        print(f"seeding a demo ledger: {spec.balances:,} balances, {spec.transactions:,} transactions"
-              f" from {start} ...", file=sys.stderr)
+        print(f"seeding a demo ledger: {spec.balances:,} balances, {spec.transactions:,} transactions (plus the"
+              f" commits and voids of the inflight ones, each a row of its own) from {start} ...", file=sys.stderr)
         generator.generate(conn, spec, progress=True)
     record_ledger_start(settings, start)
     return start

@@ -80,7 +80,7 @@ def test_cli_errors_go_to_stderr_with_nonzero_exit(cli_env):
     proc = cli("snapshot", "--date", "2026-13-40", env=cli_env, check=False)
     assert proc.returncode == 2 and "YYYY-MM-DD" in proc.stderr
     proc = cli("snapshot", "--date", "2025-01-01", env=cli_env, check=False)
-    assert proc.returncode == 1 and "not a partition" in proc.stderr
+    assert proc.returncode == 1 and "not a partition" in proc.stderr and "(SNAPSHOT_START_DATE)" in proc.stderr
     bad = {**cli_env, "LEDGER_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none",
            "SNAPSHOT_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}
     proc = cli("snapshot", "--date", "2026-11-02", env=bad, check=False)
