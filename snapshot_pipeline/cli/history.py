@@ -36,7 +36,12 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     from snapshot_pipeline.store import history  # noqa: PLC0415
 
     if args.version is None and args.as_of is None:
-        print_json(history.versions(settings, args.date))
+        listed = history.versions(settings, args.date)
+        print_json(listed)
+        if not listed["versions"]:
+            print(f"no version of {args.date}: never published, or published before the history window"
+                  f" (SNAPSHOT_HISTORY_DAYS={settings.history_days}); partitions run from {settings.start_date}",
+                  file=sys.stderr)
         return 0
     if args.format == "parquet" and not args.output:
         raise BadInput("--format parquet needs --output FILE")
