@@ -181,13 +181,14 @@ class DagsterClient:
         from gql.transport.exceptions import TransportQueryError, TransportServerError  # noqa: PLC0415
 
         cause = exc.__cause__ or exc
-        logger.warning("Dagster webserver %s: %s (%s)", self.base_url, _one_line(cause), UNAVAILABLE_HINT)
         if isinstance(cause, TransportServerError):
             what = f"answered HTTP {cause.code}"
         elif isinstance(cause, TransportQueryError):
             what = "answered a GraphQL error"
         else:
             what = "is unreachable"
+        hint = f" ({UNAVAILABLE_HINT})" if what == "is unreachable" else ""
+        logger.warning("Dagster webserver %s: %s%s", self.base_url, _one_line(cause), hint)
         return DagsterUnavailable(f"the Dagster webserver at {self.base_url} {what}: {UNAVAILABLE_HINT}")
 
     # ---------------------------------------------------------------------------------------------- calls

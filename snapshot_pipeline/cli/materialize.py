@@ -15,7 +15,7 @@ from collections.abc import Callable
 from snapshot_pipeline import calendar, progress, run_errors
 from snapshot_pipeline.cli.common import CliError
 from snapshot_pipeline.cli.instance import preflight, prepare_dagster_home
-from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.settings import LEDGER_RECORD, Settings
 
 
 class DayProgress:
@@ -33,14 +33,13 @@ class DayProgress:
                          disable=not self._out.isatty(), mininterval=0.2)
 
     def update_to(self, rows: int, total: int | None) -> None:
-        """Move the bar to ``rows`` written out of ``total`` (the run's estimate, exact on its final report)."""
-        if total is not None and total != self._bar.total:
+        """Move the bar to ``rows`` written out of ``total`` (the run's estimate, exact on its final report: the
+        one whose rows are its total, drawn at once even within tqdm's minimum interval)."""
+        if total is not None and max(total, rows) != self._bar.total:  # rows may pass the estimate before the end
             self._bar.total = max(total, rows)
             self._bar.refresh()
-        if self._bar.total is not None:
-            rows = min(rows, self._bar.total)
         self._bar.update(rows - self._bar.n)
-        if rows == self._bar.total:  # the run's final report: drawn now, even within tqdm's minimum interval
+        if rows == total:
             self._bar.refresh()
 
     def close(self) -> None:
@@ -81,11 +80,12 @@ def _progress_logger_def(bar: Callable[[], DayProgress]):
 
 def _start_date_origin(settings: Settings) -> str:
     """Where the first partition's date came from, as the user can change it."""
-    if settings.start_date_source == "SNAPSHOT_START_DATE":
-        return "SNAPSHOT_START_DATE"
+    if settings.start_date_source == LEDGER_RECORD:
+        return (f"the seeded ledger's first day, recorded in {settings.home / LEDGER_RECORD};"
+                " SNAPSHOT_START_DATE overrides it")
     if settings.start_date_source == "default":
         return "the default; set SNAPSHOT_START_DATE"
-    return f"the seeded ledger's first day, recorded in {settings.start_date_source}; SNAPSHOT_START_DATE overrides it"
+    return "SNAPSHOT_START_DATE"
 
 
 def _check_partition(settings: Settings, snapshot_date: dt.date) -> None:

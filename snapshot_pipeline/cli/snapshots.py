@@ -12,6 +12,8 @@ from snapshot_pipeline.cli.common import CliError, date_arg, int_in, print_json
 from snapshot_pipeline.cli.materialize import materialize_partition, summary_line
 from snapshot_pipeline.settings import Settings, record_ledger_start
 
+HINT_TIME = dt.time(12, 0)  # the demo hints' instant on their day, UTC
+
 VERBOSE_HELP = "also print Dagster's log lines (they are in the run's log)"
 
 
@@ -137,19 +139,17 @@ def _example_balance(settings: Settings, day: dt.date) -> str | None:
     """A balance with legs to show in the hints: the source of the latest transaction whose balance existed at
     the end of the history's first day and at the hints' instant (so that each hint shows it existing; the
     journal walked back by primary key, one balance probe per row), else the latest transaction's source."""
-    existing_by = min(calendar.cutoff(_history_start(settings, day), settings.timezone),
-                      dt.datetime.combine(day, HINT_TIME))  # naive UTC, as Blnk's created_at
-    with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:
+    bounds = {"cutoff": calendar.cutoff(_history_start(settings, day), settings.timezone),  # naive UTC, as
+              "instant": dt.datetime.combine(day, HINT_TIME)}  # Blnk's created_at; a day's row: created before
+    with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:  # its cutoff
         row = conn.execute("SELECT t.source FROM blnk.transactions t JOIN blnk.balances b ON b.balance_id = t.source"
-                           " WHERE b.created_at <= %s ORDER BY t.id DESC LIMIT 1", (existing_by,)).fetchone()
+                           " WHERE b.created_at < %(cutoff)s AND b.created_at <= %(instant)s"
+                           " ORDER BY t.id DESC LIMIT 1", bounds).fetchone()
         if row is None:
             row = conn.execute("SELECT source FROM blnk.transactions ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             row = conn.execute("SELECT balance_id FROM blnk.balances ORDER BY balance_id LIMIT 1").fetchone()
     return row[0] if row else None
-
-
-HINT_TIME = dt.time(12, 0)  # the hints' instant on their day, UTC
 
 
 def _history_start(settings: Settings, day: dt.date) -> dt.date:

@@ -221,6 +221,7 @@ class IndexBusy(RuntimeError):
 # every reader queues behind it. So such a statement waits at most BRIEF_LOCK_TIMEOUT at a time.
 BRIEF_LOCK_TIMEOUT = "200ms"
 BRIEF_RETRY_SECONDS = 0.2
+HOLDERS = "runs writing index rows, a migration, a long reader"  # what keeps a month's partition from being created
 MONTH_WAIT_SECONDS = 3600.0  # how long a run tries to create its month's partition before it gives up
 
 
@@ -337,11 +338,11 @@ def ensure_month_partition(conn: psycopg.Connection, date: dt.date,
                 return name
             raise
         if not outside or time.monotonic() > deadline:
-            raise IndexBusy(f"the index partition {SCHEMA}.{name} could not be created: other runs writing index"
-                            " rows held snapshot_index.balance_snapshots; run again")
+            raise IndexBusy(f"the index partition {SCHEMA}.{name} could not be created: other sessions ({HOLDERS})"
+                            f" held {SCHEMA}.balance_snapshots; run again")
         if log is not None and not told:
             told = True
-            log(f"waiting to create the index partition {SCHEMA}.{name}: other runs writing index rows hold"
+            log(f"waiting to create the index partition {SCHEMA}.{name}: other sessions ({HOLDERS}) hold"
                 f" {SCHEMA}.balance_snapshots (retrying every {BRIEF_RETRY_SECONDS:g} s, up to"
                 f" {MONTH_WAIT_SECONDS / 60:g} min)")
         time.sleep(BRIEF_RETRY_SECONDS)

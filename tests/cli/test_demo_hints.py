@@ -69,7 +69,8 @@ def test_demo_hints_run_as_printed(make_database, tmp_path):
     assert settings.start_date == first and settings.start_date_source == ".data/ledger.json"
     before = subprocess.run([sys.executable, "-m", "snapshot_pipeline.cli", "snapshot", "--date", "2020-01-01"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert before.returncode == 1 and "recorded in .data/ledger.json" in before.stderr, before.stderr  # not the env
+    record = tmp_path / ".data" / "ledger.json"  # the start's origin, not the environment
+    assert before.returncode == 1 and f"recorded in {record}" in before.stderr, before.stderr
     hints = demo.stdout.split("Try next", 1)[1].splitlines()[1:]
     commands = [line.split("  # ", 1)[0].strip() for line in hints if line.strip()]
     assert len(commands) == 7, demo.stdout

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import select
 import sys
 
-from snapshot_pipeline.cli.materialize import DayProgress
+import pytest
+
+from snapshot_pipeline.cli.common import CliError
+from snapshot_pipeline.cli.materialize import DayProgress, _check_partition
+from snapshot_pipeline.settings import load_settings
 
 
 def _drawn(master: int) -> str:
@@ -33,3 +38,13 @@ def test_the_bar_draws_the_runs_final_report_however_soon_it_follows_the_last(mo
         terminal.close()
         os.close(master)
     assert "100%" in drawn and "19374/19374" in drawn
+
+
+def test_a_date_before_the_partitions_says_where_their_first_day_came_from(tmp_path):
+    settings = load_settings({"SNAPSHOT_HOME": str(tmp_path)})  # no SNAPSHOT_START_DATE, no seeded ledger
+    assert settings.start_date_source == "default"
+    with pytest.raises(CliError, match=r"\(the default; set SNAPSHOT_START_DATE\)"):
+        _check_partition(settings, settings.start_date - dt.timedelta(days=1))
+    settings = load_settings({"SNAPSHOT_HOME": str(tmp_path), "SNAPSHOT_START_DATE": "2026-10-01"})
+    with pytest.raises(CliError, match=r"\(SNAPSHOT_START_DATE\)"):
+        _check_partition(settings, dt.date(2026, 9, 30))

@@ -133,8 +133,10 @@ def test_an_open_stream_blocks_no_reader_and_what_needs_the_whole_table_waits_or
                 assert balance_at_lookup(other, "bln_old", DAY) == (old_day, 5)
         with psycopg.connect(index_url) as committing, committing.transaction():
             index.lock_commits(committing)
+            inside: list[str] = []
             with pytest.raises(index.IndexBusy, match="balance_snapshots_2027_01"):
-                index.ensure_month_partition(committing, dt.date(2027, 1, 2))
+                index.ensure_month_partition(committing, dt.date(2027, 1, 2), inside.append)
+            assert inside == []  # inside a commit it gives up at once: no wait to tell of
             assert retention._delete_index_rows(committing, [old_day]) == 1
         with psycopg.connect(index_url, autocommit=True) as sweeping:
             assert index.drop_empty_months(sweeping) == []  # the stream holds balance_snapshots: left for later
