@@ -139,9 +139,10 @@ def _example_balance(settings: Settings, day: dt.date) -> str | None:
     """A balance with legs to show in the hints: the source of the latest transaction whose balance existed at
     the end of the history's first day and at the hints' instant (so that each hint shows it existing; the
     journal walked back by primary key, one balance probe per row), else the latest transaction's source."""
-    bounds = {"cutoff": calendar.cutoff(_history_start(settings, day), settings.timezone),  # naive UTC, as
-              "instant": dt.datetime.combine(day, HINT_TIME)}  # Blnk's created_at; a day's row: created before
-    with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:  # its cutoff
+    # naive UTC, as Blnk's created_at; a history row shows a balance created before its day's cutoff
+    bounds = {"cutoff": calendar.cutoff(_history_start(settings, day), settings.timezone),
+              "instant": dt.datetime.combine(day, HINT_TIME)}
+    with db.connect(db.ledger_url(settings), autocommit=True, what="ledger database") as conn:
         row = conn.execute("SELECT t.source FROM blnk.transactions t JOIN blnk.balances b ON b.balance_id = t.source"
                            " WHERE b.created_at < %(cutoff)s AND b.created_at <= %(instant)s"
                            " ORDER BY t.id DESC LIMIT 1", bounds).fetchone()
