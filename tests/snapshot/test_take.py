@@ -340,10 +340,11 @@ def test_two_first_publications_at_once_one_opening_a_month_are_both_exact(fresh
 
     monkeypatch.setattr(parquet.PartitionWriter, "finish", finish_held_for_day)
     results: dict[dt.date, object] = {}
+    logs: dict[dt.date, list[str]] = {day: [], next_month_day: []}
 
     def run(date: dt.date) -> None:
         try:
-            results[date] = snapshot.take_snapshot(settings, date, 100)
+            results[date] = snapshot.take_snapshot(settings, date, 100, log=logs[date].append)
         except Exception as exc:  # noqa: BLE001 - reported by the assertions below
             results[date] = exc
 
@@ -367,5 +368,7 @@ def test_two_first_publications_at_once_one_opening_a_month_are_both_exact(fresh
     assert not isinstance(results[day], Exception), results[day]
     assert not isinstance(results[next_month_day], Exception), results[next_month_day]
     assert results[day].base_date == base_day and results[next_month_day].base_date == base_day
+    waits = [m for m in logs[next_month_day] if "waiting to create the index partition" in m]
+    assert len(waits) == 1 and "snapshot_index.balance_snapshots_2026_11" in waits[0], logs[next_month_day]
     assert_exact(settings, fresh_ledger, day)
     assert_exact(settings, fresh_ledger, next_month_day)  # its index rows re-diffed against D's
