@@ -257,7 +257,8 @@ def _transactions(conn, rng, spec: LedgerSpec, bal: _Balances, start_us: int, en
     status_p = (0.80, 0.04, 0.03, 0.01, 0.12)
     hot_share = min(0.25, max(0.02, 3000 / max(spec.transactions, 1)))
     written = 0
-    bar = tqdm(total=spec.transactions, unit="txn", desc="seeding transactions", disable=not progress)
+    bar = tqdm(total=spec.transactions, unit="txn", desc="seeding transactions",
+               disable=None if progress else True)  # None: drawn on a terminal only (no \r lines in logs)
     chunks = max(1, -(-spec.transactions // CHUNK_ROWS))
     for k, offset in enumerate(range(0, spec.transactions, CHUNK_ROWS)):
         # Chunk k records the rows of its own time window, so ids follow recording time across the journal.

@@ -6,6 +6,7 @@ import datetime as dt
 
 import psycopg
 
+from snapshot_pipeline.ledger import generator
 from tests.oracle import expected_snapshot
 
 
@@ -32,3 +33,11 @@ def test_no_self_transfers_and_currencies_match(adversarial_url):
             " WHERE s.currency <> t.currency OR d.currency <> t.currency"
         ).fetchone()[0]
         assert mismatched == 0
+
+
+def test_the_seeding_bar_is_drawn_on_a_terminal_only(make_database, capsys):
+    """Asked for progress with stderr not a terminal (a log, CI), the seeding writes no bar lines."""
+    with psycopg.connect(make_database(), autocommit=True) as conn:
+        generator.generate(conn, generator.LedgerSpec(balances=generator.MIN_BALANCES, transactions=200, days=2,
+                                                      seed=3, start_date=dt.date(2026, 10, 1)), progress=True)
+    assert "seeding transactions" not in capsys.readouterr().err
