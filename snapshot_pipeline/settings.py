@@ -68,7 +68,9 @@ class Settings:
     timezone: str
     start_date: dt.date
     home: Path
-    start_date_source: str = "SNAPSHOT_START_DATE"  # or LEDGER_RECORD (the seeded ledger's first day) or "default"
+    # where start_date came from: SNAPSHOT_START_DATE, LEDGER_RECORD (the seeded ledger's first day) or
+    # DEFAULT_START_SOURCE
+    start_date_source: str = "SNAPSHOT_START_DATE"
     dagster_webserver_url: str = DEFAULT_DAGSTER_WEBSERVER_URL
     api_key: str | None = dataclasses.field(default=None, repr=False)
     metrics_token: str | None = dataclasses.field(default=None, repr=False)  # SNAPSHOT_METRICS_TOKEN (GET /metrics)
@@ -129,7 +131,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     else:
         recorded = recorded_start_date(home, ledger_url)
         start, start_source = ((recorded, LEDGER_RECORD) if recorded
-                               else (parse_date(DEFAULT_START_DATE, "SNAPSHOT_START_DATE"), "default"))
+                               else (parse_date(DEFAULT_START_DATE, "SNAPSHOT_START_DATE"), DEFAULT_START_SOURCE))
     return Settings(
         ledger_database_url=ledger_url,
         snapshot_database_url=snapshot_url,
@@ -169,6 +171,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     )
 
 
+DEFAULT_START_SOURCE = "default"  # start_date_source when neither SNAPSHOT_START_DATE nor a seeded ledger gave it
 LEDGER_RECORD = ".data/ledger.json"  # under SNAPSHOT_HOME: the first day of the ledger `demo`/`seed-ledger` made
 
 

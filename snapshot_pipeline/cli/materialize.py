@@ -15,7 +15,7 @@ from collections.abc import Callable
 from snapshot_pipeline import calendar, progress, run_errors
 from snapshot_pipeline.cli.common import CliError
 from snapshot_pipeline.cli.instance import preflight, prepare_dagster_home
-from snapshot_pipeline.settings import LEDGER_RECORD, Settings
+from snapshot_pipeline.settings import DEFAULT_START_SOURCE, LEDGER_RECORD, Settings
 
 
 class DayProgress:
@@ -83,7 +83,7 @@ def _start_date_origin(settings: Settings) -> str:
     if settings.start_date_source == LEDGER_RECORD:
         return (f"the seeded ledger's first day, recorded in {settings.home / LEDGER_RECORD};"
                 " SNAPSHOT_START_DATE overrides it")
-    if settings.start_date_source == "default":
+    if settings.start_date_source == DEFAULT_START_SOURCE:
         return "the default; set SNAPSHOT_START_DATE"
     return "SNAPSHOT_START_DATE"
 
