@@ -139,6 +139,9 @@ class DagsterClient:
 
     Each call builds its own transport (``requests``, ``timeout`` seconds), so one client may serve
     concurrent requests (the HTTP service's thread pool) without sharing a connection.
+
+    A webserver that stops answering is logged once as a warning (every later failure at DEBUG: a service
+    scraped for ``/metrics`` every 15 s would otherwise repeat it), and once at INFO when it answers again.
     """
 
     def __init__(self, base_url: str, timeout: float = 10.0):
@@ -147,6 +150,7 @@ class DagsterClient:
         self.base_url = base_url.rstrip("/")
         self._timeout = max(1, round(timeout))
         self._selector: dict | None = None
+        self._reported_down = False  # the warning of an unavailable webserver was logged; cleared by an answer
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own session."""
@@ -172,9 +176,17 @@ class DagsterClient:
         from gql import Client, GraphQLRequest  # noqa: PLC0415
 
         try:
-            return Client(transport=self._transport()).execute(GraphQLRequest(document, variable_values=variables))
+            answer = Client(transport=self._transport()).execute(GraphQLRequest(document, variable_values=variables))
         except Exception as exc:
             raise self._unavailable(exc) from exc
+        self._answered()
+        return answer
+
+    def _answered(self) -> None:
+        """The webserver answered: said once at INFO when it had been reported unavailable."""
+        if self._reported_down:
+            self._reported_down = False
+            logger.info("Dagster webserver %s answers again", self.base_url)
 
     def _unavailable(self, exc: Exception) -> DagsterUnavailable:
         """A failure to get an answer, as what a user can act on; the library's own text goes to the log only."""
@@ -188,7 +200,9 @@ class DagsterClient:
         else:
             what = "is unreachable"
         hint = f" ({UNAVAILABLE_HINT})" if what == "is unreachable" else ""
-        logger.warning("Dagster webserver %s: %s%s", self.base_url, _one_line(cause), hint)
+        level = logging.DEBUG if self._reported_down else logging.WARNING  # once until it answers again
+        self._reported_down = True
+        logger.log(level, "Dagster webserver %s: %s%s", self.base_url, _one_line(cause), hint)
         return DagsterUnavailable(f"the Dagster webserver at {self.base_url} {what}: {UNAVAILABLE_HINT}")
 
     # ---------------------------------------------------------------------------------------------- calls
@@ -220,6 +234,7 @@ class DagsterClient:
                 tags={PARTITION_TAG: partition_key, **(tags or {})})
         except DagsterGraphQLClientError as exc:
             raise self._launch_error(exc) from None
+        self._answered()
         return {"run_id": run_id}
 
     def _launch_error(self, exc: Exception) -> Exception:
@@ -268,13 +283,15 @@ class DagsterClient:
         from dagster_graphql import DagsterGraphQLClientError  # noqa: PLC0415
 
         try:
-            return self._client().get_run_status(run_id).value
+            status = self._client().get_run_status(run_id).value
         except DagsterGraphQLClientError as exc:
             if exc.__cause__ is None and exc.args and "NotFound" in str(exc.args[0]):
                 raise RunNotFound(run_id) from None
             if exc.__cause__ is None and len(exc.args) >= 2:
                 raise DagsterUnavailable(f"Dagster could not read run {run_id}: {exc.args[1]}") from None
             raise self._unavailable(exc) from None
+        self._answered()
+        return status
 
     def run(self, run_id: str) -> dict:
         """Status of a run; while it runs, its progress; once it succeeded, its metrics; if it failed, why.
