@@ -12,7 +12,8 @@
   materialized partition), ``snapshot_pipeline_failed_runs`` (failed runs of the snapshot jobs on the
   Dagster instance), ``snapshot_pipeline_late_repair_runs`` and ``snapshot_pipeline_late_transactions_found``
   (runs the late-row repair scan requested, and the late journal rows it found);
-  ``snapshot_pipeline_source_up{source="index"|"dagster"}`` says whether each source answered.
+  ``snapshot_pipeline_source_up{source="index"|"dagster"}`` says whether each source answered (an index
+  that needs migrations this code has, ``snapshot-pipeline migrate``, counts as down).
 
 With several worker processes (``serve --workers N``) the request metrics are aggregated across them
 through prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by ``serve``).
@@ -38,6 +39,7 @@ from snapshot_pipeline import calendar, db
 from snapshot_pipeline.api.deps import authorize_metrics, dagster_of, settings_of
 from snapshot_pipeline.dagster_client import DagsterClient, DagsterUnavailable
 from snapshot_pipeline.settings import Settings
+from snapshot_pipeline.store import index
 
 CACHE_SECONDS = 5.0
 REQUESTS = Counter("snapshot_api_requests", "HTTP requests answered", ["method", "route", "status"])
@@ -114,8 +116,7 @@ class PipelineCollector:
 
     def _index(self, out: list[GaugeMetricFamily]) -> bool:
         with db.connect(db.snapshot_url(self.settings), autocommit=True, what="snapshot index database") as conn:
-            exists = conn.execute("SELECT to_regclass('snapshot_index.partitions') IS NOT NULL").fetchone()
-            if not exists or not exists[0]:
+            if not index.ready(conn):  # never created: nothing published; an outdated index is a source down
                 latest, count, last = None, 0, None
             else:
                 row = conn.execute(PIPELINE_SQL).fetchone()
