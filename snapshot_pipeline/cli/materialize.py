@@ -136,6 +136,7 @@ def _execute(settings: Settings, snapshot_date: dt.date, config: dict, verbose: 
     job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB).with_logger_defs(
         {"console": dg.colored_console_logger, "cli_progress": _progress_logger_def(bar)})
     with dg.DagsterInstance.get() as instance:
+        _hold_storage_connections(instance)
         result = job.execute_in_process(
             partition_key=snapshot_date.isoformat(),
             instance=instance,
@@ -153,6 +154,19 @@ def _execute(settings: Settings, snapshot_date: dt.date, config: dict, verbose: 
     if not result.success:
         raise CliError(f"snapshot of {snapshot_date} failed (Dagster run {result.run_id}): {_failure(result)}")
     return result
+
+
+def _hold_storage_connections(instance) -> None:
+    """Keep the instance's PostgreSQL connections open for the run instead of one per event.
+
+    ``dagster_postgres`` opens a new connection for every event it stores (``NullPool``), so that idle
+    processes hold none; a CLI run stores ~50 events and makes ~130 connections, 0.5-0.8 s of the command
+    (measured: the command's time beyond its asset 2.7-3.3 s -> 2.2-2.5 s). The webserver's own remedy,
+    ``optimize_for_webserver``, gives each storage a pool of one kept connection (more, up to
+    ``max_overflow``, while threads store events at once, closed when returned); ``statement_timeout=0`` is
+    PostgreSQL's default (no timeout), as the per-event connections had. The process ends with the run.
+    """
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=8)
 
 
 def _metrics(result, snapshot_date: dt.date, batch_size: int) -> dict:
