@@ -30,8 +30,8 @@ class AmountOverflow(ValueError):
 
 
 def _array(column) -> pa.Array:
-    if isinstance(column, pa.ChunkedArray):
-        return column.combine_chunks()
+    if isinstance(column, pa.ChunkedArray):  # one chunk is that chunk: combine_chunks would copy it
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     return column
 
 

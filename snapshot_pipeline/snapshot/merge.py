@@ -36,8 +36,11 @@ BASE_COLUMNS = BASE_SCHEMA.names
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
+    """One column as one array; a column of one chunk is that chunk (``combine_chunks`` would copy it)."""
     column = table[name]
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not isinstance(column, pa.ChunkedArray):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _delta_attributes(delta: pa.Table) -> dict[str, pa.Array]:
@@ -106,9 +109,19 @@ def _updated(base: pa.Table, delta: pa.Table, positions: pa.Array, entering: pa.
         if field.name == "cutoff_at":
             columns.append(pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), parquet.UTC_TS), len(ids)))
         else:
-            columns.append(pc.replace_with_mask(_column(base, field.name), matched,
-                                                new_hit[field.name].combine_chunks()))
+            columns.append(_replaced(_column(base, field.name), matched, _column(hit, field.name),
+                                     new_hit[field.name].combine_chunks()))
     return pa.Table.from_arrays(columns, schema=parquet.SNAPSHOT_SCHEMA), new_hit.filter(touched)
+
+
+def _replaced(column: pa.Array, matched: pa.Array, old: pa.Array, new: pa.Array) -> pa.Array:
+    """``column`` with its ``matched`` rows (now ``old``) set to ``new``; the column itself when nothing differs.
+
+    The ids, and most chunks' attributes, are what the base holds: rebuilding a string column costs ~40 ms per
+    million rows, comparing the matched rows a fraction of it (``equals`` counts nulls and types too)."""
+    if new.equals(old):
+        return column
+    return pc.replace_with_mask(column, matched, new)
 
 
 def _with_cutoff(base: pa.Table, cutoff: dt.datetime) -> pa.Table:
