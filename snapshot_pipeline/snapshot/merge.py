@@ -110,7 +110,7 @@ def _updated(base: pa.Table, delta: pa.Table, positions: pa.Array, entering: pa.
             columns.append(pa.repeat(pa.scalar(cutoff.replace(tzinfo=dt.UTC), parquet.UTC_TS), len(ids)))
         else:
             columns.append(_replaced(_column(base, field.name), matched, _column(hit, field.name),
-                                     new_hit[field.name].combine_chunks()))
+                                     _column(new_hit, field.name)))
     return pa.Table.from_arrays(columns, schema=parquet.SNAPSHOT_SCHEMA), new_hit.filter(touched)
 
 
