@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -140,8 +141,9 @@ class DagsterClient:
     Each call builds its own transport (``requests``, ``timeout`` seconds), so one client may serve
     concurrent requests (the HTTP service's thread pool) without sharing a connection.
 
-    A webserver that stops answering is logged once as a warning (every later failure at DEBUG: a service
-    scraped for ``/metrics`` every 15 s would otherwise repeat it), and once at INFO when it answers again.
+    A webserver that becomes unreachable is logged once as a warning (every later failure to reach it at
+    DEBUG: a service scraped for ``/metrics`` every 15 s would otherwise repeat it), and once at INFO when it
+    answers again; an error it answers with (HTTP 5xx, a GraphQL error) is a warning each time.
     """
 
     def __init__(self, base_url: str, timeout: float = 10.0):
@@ -150,7 +152,8 @@ class DagsterClient:
         self.base_url = base_url.rstrip("/")
         self._timeout = max(1, round(timeout))
         self._selector: dict | None = None
-        self._reported_down = False  # the warning of an unavailable webserver was logged; cleared by an answer
+        self._reported_down = False  # an unreachable webserver was warned about; cleared by an answer
+        self._state_lock = threading.Lock()  # the HTTP service's threads share this client
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own session."""
@@ -184,24 +187,30 @@ class DagsterClient:
 
     def _answered(self) -> None:
         """The webserver answered: said once at INFO when it had been reported unavailable."""
-        if self._reported_down:
-            self._reported_down = False
+        with self._state_lock:
+            was_down, self._reported_down = self._reported_down, False
+        if was_down:
             logger.info("Dagster webserver %s answers again", self.base_url)
 
     def _unavailable(self, exc: Exception) -> DagsterUnavailable:
         """A failure to get an answer, as what a user can act on; the library's own text goes to the log only."""
         from gql.transport.exceptions import TransportQueryError, TransportServerError  # noqa: PLC0415
 
-        cause = exc.__cause__ or exc
+        # gql's own error (from a query) or the one Dagster's client wraps (a launch, a status); gql's wraps
+        # requests' in turn, so the first of the two that is gql's says what the webserver did
+        chain = [e for e in (exc, exc.__cause__) if e is not None]
+        cause = next((e for e in chain if isinstance(e, TransportServerError | TransportQueryError)), chain[-1])
         if isinstance(cause, TransportServerError):
             what = f"answered HTTP {cause.code}"
         elif isinstance(cause, TransportQueryError):
             what = "answered a GraphQL error"
         else:
             what = "is unreachable"
-        hint = f" ({UNAVAILABLE_HINT})" if what == "is unreachable" else ""
-        level = logging.DEBUG if self._reported_down else logging.WARNING  # once until it answers again
-        self._reported_down = True
+        unreachable = what == "is unreachable"
+        with self._state_lock:  # an outage is warned about once, until the webserver answers again
+            level = logging.DEBUG if unreachable and self._reported_down else logging.WARNING
+            self._reported_down = self._reported_down or unreachable
+        hint = f" ({UNAVAILABLE_HINT})" if unreachable else ""
         logger.log(level, "Dagster webserver %s: %s%s", self.base_url, _one_line(cause), hint)
         return DagsterUnavailable(f"the Dagster webserver at {self.base_url} {what}: {UNAVAILABLE_HINT}")
 

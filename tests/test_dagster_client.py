@@ -40,9 +40,22 @@ class _RunFactsAnswer(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _ServerError(http.server.BaseHTTPRequestHandler):
+    """A webserver that answers every query with HTTP 500."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
 @contextlib.contextmanager
-def _answering(port: int):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _RunFactsAnswer)
+def _answering(port: int, handler: type[http.server.BaseHTTPRequestHandler] = _RunFactsAnswer):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -79,3 +92,19 @@ def test_a_webserver_that_stays_down_is_warned_about_once_until_it_answers_again
     assert lines == [f"Dagster webserver http://127.0.0.1:{port} answers again"]
     results, lines = warnings_and_infos(2)  # down again: a new outage, warned about once
     assert results == [None, None] and len(lines) == 1 and UNAVAILABLE_HINT in lines[0], lines
+
+
+def test_errors_a_running_webserver_answers_with_are_each_a_warning_and_no_outage(caplog):
+    """An HTTP 500 is an answer: each one is warned about, and it does not hide a later outage's warning."""
+    port = free_port()
+    client = DagsterClient(f"http://127.0.0.1:{port}", timeout=2)
+    caplog.set_level(logging.DEBUG, logger="snapshot_pipeline.dagster_client")
+    with _answering(port, _ServerError):
+        for _ in range(2):
+            with pytest.raises(DagsterUnavailable, match="answered HTTP 500"):
+                client.pipeline_run_facts()
+    with pytest.raises(DagsterUnavailable, match="is unreachable"):
+        client.pipeline_run_facts()
+    warned = [r.getMessage() for r in caplog.records
+              if r.name == "snapshot_pipeline.dagster_client" and r.levelno == logging.WARNING]
+    assert len(warned) == 3 and UNAVAILABLE_HINT in warned[2] and UNAVAILABLE_HINT not in warned[0], warned

@@ -23,6 +23,7 @@ With ``SNAPSHOT_METRICS_TOKEN`` set, a scrape needs ``Authorization: Bearer <tok
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ LATENCY = Histogram("snapshot_api_request_duration_seconds", "HTTP request laten
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 router = APIRouter(tags=["service"])
+logger = logging.getLogger(__name__)
 
 PIPELINE_SQL = """
 SELECT max(snapshot_date), count(*),
@@ -91,6 +93,7 @@ class PipelineCollector:
         self.settings, self.dagster = settings, dagster
         self._lock = threading.Lock()
         self._cached: tuple[float, list[GaugeMetricFamily]] | None = None
+        self._index_reported_down = False  # read and written under self._lock (collect)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
@@ -104,8 +107,11 @@ class PipelineCollector:
         up = GaugeMetricFamily("snapshot_pipeline_source_up", "1 if the source answered this scrape", labels=["source"])
         try:
             index_up = self._index(out)
-        except (db.DatabaseUnavailable, Exception):  # noqa: BLE001 - a scrape never fails: the source is down
+        except (db.DatabaseUnavailable, Exception) as exc:  # noqa: BLE001 - a scrape never fails: the source is down
             index_up = False
+            self._index_down(exc)
+        else:
+            self._index_answers()
         up.add_metric(["index"], 1.0 if index_up else 0.0)
         try:
             self._dagster(out)
@@ -113,6 +119,17 @@ class PipelineCollector:
         except DagsterUnavailable:
             up.add_metric(["dagster"], 0.0)
         return [up, *out]
+
+    def _index_down(self, exc: Exception) -> None:
+        """Why the index is a source down, logged once until it answers again (scrapes come every 15 s)."""
+        level = logging.DEBUG if self._index_reported_down else logging.WARNING
+        self._index_reported_down = True
+        logger.log(level, "/metrics: the snapshot index is unavailable: %s", " ".join(str(exc).split())[:300])
+
+    def _index_answers(self) -> None:
+        if self._index_reported_down:
+            self._index_reported_down = False
+            logger.info("/metrics: the snapshot index answers again")
 
     def _index(self, out: list[GaugeMetricFamily]) -> bool:
         with db.connect(db.snapshot_url(self.settings), autocommit=True, what="snapshot index database") as conn:

@@ -6,16 +6,20 @@ Used by ``snapshot`` and ``demo``. Dagster is imported only here, inside the fun
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import sys
 from collections.abc import Callable
 
-from snapshot_pipeline import calendar, progress, run_errors
+from snapshot_pipeline import calendar, db, progress, run_errors
 from snapshot_pipeline.cli.common import CliError
 from snapshot_pipeline.cli.instance import preflight, prepare_dagster_home
+from snapshot_pipeline.parsing import libpq_url
 from snapshot_pipeline.settings import DEFAULT_START_SOURCE, LEDGER_RECORD, Settings
+
+KEPT_CONNECTION_SECONDS = 60  # a kept connection of the Dagster instance is replaced once this old
 
 
 class DayProgress:
@@ -135,8 +139,7 @@ def _execute(settings: Settings, snapshot_date: dt.date, config: dict, verbose: 
 
     job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB).with_logger_defs(
         {"console": dg.colored_console_logger, "cli_progress": _progress_logger_def(bar)})
-    with dg.DagsterInstance.get() as instance:
-        _hold_storage_connections(instance)
+    with dg.DagsterInstance.get() as instance, _storage_connections_kept(instance):
         result = job.execute_in_process(
             partition_key=snapshot_date.isoformat(),
             instance=instance,
@@ -156,17 +159,35 @@ def _execute(settings: Settings, snapshot_date: dt.date, config: dict, verbose: 
     return result
 
 
-def _hold_storage_connections(instance) -> None:
-    """Keep the instance's PostgreSQL connections open for the run instead of one per event.
+@contextlib.contextmanager
+def _storage_connections_kept(instance):
+    """The run's events stored on kept PostgreSQL connections instead of one new connection per event.
 
-    ``dagster_postgres`` opens a new connection for every event it stores (``NullPool``), so that idle
-    processes hold none; a CLI run stores ~50 events and makes ~130 connections, 0.5-0.8 s of the command
-    (measured: the command's time beyond its asset 2.7-3.3 s -> 2.2-2.5 s). The webserver's own remedy,
-    ``optimize_for_webserver``, gives each storage a pool of one kept connection (more, up to
-    ``max_overflow``, while threads store events at once, closed when returned); ``statement_timeout=0`` is
-    PostgreSQL's default (no timeout), as the per-event connections had. The process ends with the run.
+    ``dagster_postgres`` opens a connection for every event it stores (``NullPool``, so that idle processes
+    hold none): a CLI run made ~130 connections, 0.5-0.8 s of the command (measured: its time beyond the
+    asset 2.7-3.3 s -> 2.2-2.5 s). The webserver's own remedy, ``optimize_for_webserver``, gives each storage
+    a pool of one kept connection (more while threads store events at once, closed when returned),
+    replaced once :data:`KEPT_CONNECTION_SECONDS` old (a server's idle timeout or a pooler may have closed
+    it). It sets a ``statement_timeout`` on each connection: the one the instance's database gives (role,
+    database, URL options), read first, so nothing changes there. The pools are closed afterwards
+    (``dispose`` of a dagster-postgres storage leaves its engine alone: it had nothing to close). A
+    storage that is not PostgreSQL (a ``dagster.yaml`` of your own) is left as it is.
     """
-    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=8)
+    url = getattr(instance.event_log_storage, "postgres_url", None)
+    if not url:
+        yield
+        return
+    with db.connect(libpq_url(url), autocommit=True, what="Dagster instance database") as conn:
+        timeout_ms = int(db.scalar(conn, "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'"))
+    instance.optimize_for_webserver(statement_timeout=timeout_ms, pool_recycle=KEPT_CONNECTION_SECONDS,
+                                    max_overflow=8)
+    try:
+        yield
+    finally:
+        for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+            engine = getattr(storage, "_engine", None)  # the pool optimize_for_webserver made
+            if engine is not None:
+                engine.dispose()
 
 
 def _metrics(result, snapshot_date: dt.date, batch_size: int) -> dict:

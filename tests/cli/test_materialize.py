@@ -6,11 +6,15 @@ import datetime as dt
 import os
 import select
 import sys
+import time
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from snapshot_pipeline.cli.common import CliError
-from snapshot_pipeline.cli.materialize import DayProgress, _check_partition
+from snapshot_pipeline.cli.instance import prepare_dagster_home
+from snapshot_pipeline.cli.materialize import DayProgress, _check_partition, _storage_connections_kept
 from snapshot_pipeline.settings import load_settings
 
 
@@ -48,3 +52,36 @@ def test_a_date_before_the_partitions_says_where_their_first_day_came_from(tmp_p
     settings = load_settings({"SNAPSHOT_HOME": str(tmp_path), "SNAPSHOT_START_DATE": "2026-10-01"})
     with pytest.raises(CliError, match=r"\(SNAPSHOT_START_DATE\)"):
         _check_partition(settings, dt.date(2026, 9, 30))
+
+
+def _connections(url: str, database: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (database,)).fetchone()[0]
+
+
+def test_the_runs_kept_connections_keep_the_databases_timeout_and_are_closed_after(make_database, tmp_path,
+                                                                                 monkeypatch):
+    """The kept connections get the statement_timeout the instance's database gives (not none), and none of
+    them is left open afterwards (``demo`` opens an instance a day in one process)."""
+    import dagster as dg
+
+    url = make_database()
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = '7s'").format(sql.Identifier(name)))
+    for variable in ("DAGSTER_HOME", "DAGSTER_PG_URL"):  # restored after the test
+        monkeypatch.setenv(variable, "")
+    prepare_dagster_home(load_settings({"LEDGER_DATABASE_URL": url, "SNAPSHOT_DATABASE_URL": url,
+                                        "SNAPSHOT_HOME": str(tmp_path), "DAGSTER_PG_URL": url}))
+    with dg.DagsterInstance.get() as instance:
+        with _storage_connections_kept(instance):
+            assert instance.get_runs() == []
+            engine = instance.event_log_storage._engine  # the pool the run's events go through
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "7s"
+            assert _connections(url, name) >= 1
+        deadline = time.monotonic() + 10
+        while _connections(url, name) and time.monotonic() < deadline:  # a backend ends just after its client
+            time.sleep(0.1)
+        assert _connections(url, name) == 0
