@@ -194,19 +194,28 @@ class DagsterClient:
 
     def _unavailable(self, exc: Exception) -> DagsterUnavailable:
         """A failure to get an answer, as what a user can act on; the library's own text goes to the log only."""
-        from gql.transport.exceptions import TransportQueryError, TransportServerError  # noqa: PLC0415
+        from gql.transport.exceptions import (  # noqa: PLC0415
+            TransportProtocolError,
+            TransportQueryError,
+            TransportServerError,
+        )
 
         # gql's own error (from a query) or the one Dagster's client wraps (a launch, a status); gql's wraps
         # requests' in turn, so the first of the two that is gql's says what the webserver did
+        answered = TransportServerError | TransportQueryError | TransportProtocolError
         chain = [e for e in (exc, exc.__cause__) if e is not None]
-        cause = next((e for e in chain if isinstance(e, TransportServerError | TransportQueryError)), chain[-1])
+        cause = next((e for e in chain if isinstance(e, answered)), chain[-1])
         if isinstance(cause, TransportServerError):
             what = f"answered HTTP {cause.code}"
         elif isinstance(cause, TransportQueryError):
             what = "answered a GraphQL error"
+        elif isinstance(cause, TransportProtocolError):
+            what = "answered something other than Dagster's GraphQL"
         else:
             what = "is unreachable"
         unreachable = what == "is unreachable"
+        if not unreachable:
+            self._answered()  # an error is an answer: an outage before it is over
         with self._state_lock:  # an outage is warned about once, until the webserver answers again
             level = logging.DEBUG if unreachable and self._reported_down else logging.WARNING
             self._reported_down = self._reported_down or unreachable

@@ -13,10 +13,9 @@ import os
 import sys
 from collections.abc import Callable
 
-from snapshot_pipeline import calendar, db, progress, run_errors
+from snapshot_pipeline import calendar, progress, run_errors
 from snapshot_pipeline.cli.common import CliError
 from snapshot_pipeline.cli.instance import preflight, prepare_dagster_home
-from snapshot_pipeline.parsing import libpq_url
 from snapshot_pipeline.settings import DEFAULT_START_SOURCE, LEDGER_RECORD, Settings
 
 KEPT_CONNECTION_SECONDS = 60  # a kept connection of the Dagster instance is replaced once this old
@@ -169,16 +168,14 @@ def _storage_connections_kept(instance):
     a pool of one kept connection (more while threads store events at once, closed when returned),
     replaced once :data:`KEPT_CONNECTION_SECONDS` old (a server's idle timeout or a pooler may have closed
     it). It sets a ``statement_timeout`` on each connection: the one the instance's database gives (role,
-    database, URL options), read first, so nothing changes there. The pools are closed afterwards
-    (``dispose`` of a dagster-postgres storage leaves its engine alone: it had nothing to close). A
-    storage that is not PostgreSQL (a ``dagster.yaml`` of your own) is left as it is.
+    database, URL options), read first through the storage's own engine, so nothing changes there. The
+    pools are closed afterwards (``dispose`` of a dagster-postgres storage leaves its engine alone: it had
+    nothing to close). A storage that is not PostgreSQL (a ``dagster.yaml`` of your own) is left as it is.
     """
-    url = getattr(instance.event_log_storage, "postgres_url", None)
-    if not url:
+    timeout_ms = _statement_timeout_ms(instance.event_log_storage)
+    if timeout_ms is None:
         yield
         return
-    with db.connect(libpq_url(url), autocommit=True, what="Dagster instance database") as conn:
-        timeout_ms = int(db.scalar(conn, "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'"))
     instance.optimize_for_webserver(statement_timeout=timeout_ms, pool_recycle=KEPT_CONNECTION_SECONDS,
                                     max_overflow=8)
     try:
@@ -188,6 +185,22 @@ def _storage_connections_kept(instance):
             engine = getattr(storage, "_engine", None)  # the pool optimize_for_webserver made
             if engine is not None:
                 engine.dispose()
+
+
+def _statement_timeout_ms(storage) -> int | None:
+    """The ``statement_timeout`` a connection of this dagster-postgres storage gets, through the storage's own
+    engine (its driver, URL and token provider); None for another storage, or when it cannot be read (the run
+    then stores its events as dagster-postgres does by default)."""
+    engine = getattr(storage, "_engine", None)
+    if not getattr(storage, "postgres_url", None) or engine is None:
+        return None
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'")
+                       .scalar())
+    except Exception:  # an optimization only: the run goes on without it (logged at DEBUG)
+        logging.getLogger(__name__).debug("the Dagster instance's connections are not kept", exc_info=True)
+        return None
 
 
 def _metrics(result, snapshot_date: dt.date, batch_size: int) -> dict:
