@@ -67,8 +67,8 @@ def test_the_runs_kept_connections_keep_the_databases_timeout_and_are_closed_aft
     import dagster as dg
 
     url = make_database()
-    name = url.rsplit("/", 1)[1]
     with psycopg.connect(url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
         conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = '7s'").format(sql.Identifier(name)))
     for variable in ("DAGSTER_HOME", "DAGSTER_PG_URL"):  # restored after the test
         monkeypatch.setenv(variable, "")

@@ -60,10 +60,9 @@ def test_snapshot_command_runs_through_dagster_and_prints_json(cli_env, tmp_path
 def _sessions(url: str) -> int:
     """Connections made to ``url``'s database so far (this one included: PostgreSQL counts a session as it
     starts)."""
-    name = url.rsplit("/", 1)[1].split("?")[0]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
-        return conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (name,)).fetchone()[0]
+        return conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
 
 
 def test_a_cli_run_keeps_its_dagster_connections_instead_of_one_per_event(cli_env, make_database):
