@@ -18,12 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
 from snapshot_pipeline import progress, run_errors
 from snapshot_pipeline.names import ASSET_NAME, LATE_TRANSACTIONS_TAG, PARTITION_TAG, SNAPSHOT_JOB, TRIGGER_TAG
+from snapshot_pipeline.outages import OutageLog
 from snapshot_pipeline.query.instants import iso_utc
 from snapshot_pipeline.run_summary import run_metrics
 
@@ -152,8 +152,7 @@ class DagsterClient:
         self.base_url = base_url.rstrip("/")
         self._timeout = max(1, round(timeout))
         self._selector: dict | None = None
-        self._reported_down = False  # an unreachable webserver was warned about; cleared by an answer
-        self._state_lock = threading.Lock()  # the HTTP service's threads share this client
+        self._outages = OutageLog(logger, f"Dagster webserver {self.base_url}")  # only unreachability is one
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own session."""
@@ -182,15 +181,8 @@ class DagsterClient:
             answer = Client(transport=self._transport()).execute(GraphQLRequest(document, variable_values=variables))
         except Exception as exc:
             raise self._unavailable(exc) from exc
-        self._answered()
+        self._outages.answered()
         return answer
-
-    def _answered(self) -> None:
-        """The webserver answered: said once at INFO when it had been reported unavailable."""
-        with self._state_lock:
-            was_down, self._reported_down = self._reported_down, False
-        if was_down:
-            logger.info("Dagster webserver %s answers again", self.base_url)
 
     def _unavailable(self, exc: Exception) -> DagsterUnavailable:
         """A failure to get an answer, as what a user can act on; the library's own text goes to the log only."""
@@ -213,14 +205,11 @@ class DagsterClient:
             what = "answered something other than Dagster's GraphQL"
         else:
             what = "is unreachable"
-        unreachable = what == "is unreachable"
-        if not unreachable:
-            self._answered()  # an error is an answer: an outage before it is over
-        with self._state_lock:  # an outage is warned about once, until the webserver answers again
-            level = logging.DEBUG if unreachable and self._reported_down else logging.WARNING
-            self._reported_down = self._reported_down or unreachable
-        hint = f" ({UNAVAILABLE_HINT})" if unreachable else ""
-        logger.log(level, "Dagster webserver %s: %s%s", self.base_url, _one_line(cause), hint)
+        if what == "is unreachable":  # an outage: warned about once, until the webserver answers again
+            self._outages.down(f"{self._outages.source}: {_one_line(cause)} ({UNAVAILABLE_HINT})")
+        else:  # an error is an answer: an outage before it is over, and the error a warning each time
+            self._outages.answered()
+            logger.warning("%s: %s", self._outages.source, _one_line(cause))
         return DagsterUnavailable(f"the Dagster webserver at {self.base_url} {what}: {UNAVAILABLE_HINT}")
 
     # ---------------------------------------------------------------------------------------------- calls
@@ -252,7 +241,7 @@ class DagsterClient:
                 tags={PARTITION_TAG: partition_key, **(tags or {})})
         except DagsterGraphQLClientError as exc:
             raise self._launch_error(exc) from None
-        self._answered()
+        self._outages.answered()
         return {"run_id": run_id}
 
     def _launch_error(self, exc: Exception) -> Exception:
@@ -308,7 +297,7 @@ class DagsterClient:
             if exc.__cause__ is None and len(exc.args) >= 2:
                 raise DagsterUnavailable(f"Dagster could not read run {run_id}: {exc.args[1]}") from None
             raise self._unavailable(exc) from None
-        self._answered()
+        self._outages.answered()
         return status
 
     def run(self, run_id: str) -> dict:

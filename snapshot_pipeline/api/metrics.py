@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from snapshot_pipeline import calendar, db
 from snapshot_pipeline.api.deps import authorize_metrics, dagster_of, settings_of
 from snapshot_pipeline.dagster_client import DagsterClient, DagsterUnavailable
+from snapshot_pipeline.outages import OutageLog
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.store import index
 
@@ -93,7 +94,7 @@ class PipelineCollector:
         self.settings, self.dagster = settings, dagster
         self._lock = threading.Lock()
         self._cached: tuple[float, list[GaugeMetricFamily]] | None = None
-        self._index_reported_down = False  # read and written under self._lock (collect)
+        self._index_outages = OutageLog(logger, "/metrics: the snapshot index")
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
@@ -109,9 +110,10 @@ class PipelineCollector:
             index_up = self._index(out)
         except (db.DatabaseUnavailable, Exception) as exc:  # noqa: BLE001 - a scrape never fails: the source is down
             index_up = False
-            self._index_down(exc)
+            reason = " ".join(str(exc).split())[:300]
+            self._index_outages.down(f"{self._index_outages.source} is unavailable: {reason}")
         else:
-            self._index_answers()
+            self._index_outages.answered()
         up.add_metric(["index"], 1.0 if index_up else 0.0)
         try:
             self._dagster(out)
@@ -119,17 +121,6 @@ class PipelineCollector:
         except DagsterUnavailable:
             up.add_metric(["dagster"], 0.0)
         return [up, *out]
-
-    def _index_down(self, exc: Exception) -> None:
-        """Why the index is a source down, logged once until it answers again (scrapes come every 15 s)."""
-        level = logging.DEBUG if self._index_reported_down else logging.WARNING
-        self._index_reported_down = True
-        logger.log(level, "/metrics: the snapshot index is unavailable: %s", " ".join(str(exc).split())[:300])
-
-    def _index_answers(self) -> None:
-        if self._index_reported_down:
-            self._index_reported_down = False
-            logger.info("/metrics: the snapshot index answers again")
 
     def _index(self, out: list[GaugeMetricFamily]) -> bool:
         with db.connect(db.snapshot_url(self.settings), autocommit=True, what="snapshot index database") as conn:
