@@ -35,7 +35,7 @@ SCHEMA_VERSION = 2  # 2: sorted by balance_id in byte order; rows for balances t
 _PART_NAME = re.compile(r"^part-(\d{5})(?:-([0-9a-f]+))?\.parquet$")
 ROW_GROUP_ROWS = 131_072  # rows per Parquet row group written (and per chunk the core aggregates)
 READ_BATCH_ROWS = 65_536  # rows per record batch read back from Parquet (memory stays flat)
-READ_AHEAD_ROWS = 262_144  # rows a base partition is read ahead of the merge (ReadAhead): 25-30 MB
+READ_AHEAD_ROWS = 131_072  # rows a base partition is read ahead of the merge (ReadAhead): ~30 MB at 1M balances
 AMOUNT = STORED
 UTC_TS = pa.timestamp("us", tz="UTC")
 
