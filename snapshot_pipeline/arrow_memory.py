@@ -1,33 +1,36 @@
-"""Which allocator Arrow's buffers come from in the heavy paths (a partition's merge, ``balances_at``).
+"""Which allocator Arrow's buffers come from: jemalloc on Linux x86-64, where pyarrow's wheels have it.
 
-pyarrow 26 allocates from mimalloc by default. Over a 1M-balance day, mimalloc keeps what the merge frees
-for reuse, and the process's peak RSS grows with the merge's length rather than with what it holds:
-490-520 MB against 405-445 MB from pyarrow's jemalloc pool, at the same speed (docs/benchmarks.md,
-"2026-12-08"). The snapshot core therefore allocates from jemalloc where this pyarrow build has it. An
-``ARROW_DEFAULT_MEMORY_POOL`` the user sets is Arrow's own switch and is left to decide.
+pyarrow allocates from mimalloc by default. Over a day's merge at 1M balances mimalloc keeps much of what the
+merge frees for reuse: the process's peak RSS was 490-520 MB against 405-445 MB with pyarrow's jemalloc pool,
+at the same speed (docs/benchmarks.md, "2026-12-08"). Arrow chooses its pool once, when pyarrow is imported,
+from ``ARROW_DEFAULT_MEMORY_POOL`` (``pyarrow.set_memory_pool`` later moves only the allocations pyarrow's
+Python layer makes: the Parquet reader's and the kernels' own stay where they were). So the command line
+sets that variable first thing (:func:`prefer_jemalloc`), for its own process and for every process it
+starts (the Dagster webserver, daemon and run workers of ``ui``, the workers of ``serve``). A value the user
+set is Arrow's own switch and is left alone; elsewhere (ARM wheels have no jemalloc, macOS wheels may not)
+nothing is set.
 """
 
 from __future__ import annotations
 
 import os
-
-import pyarrow as pa
+import platform
+import sys
+from collections.abc import MutableMapping
 
 USER_CHOICE = "ARROW_DEFAULT_MEMORY_POOL"
 PREFERRED = "jemalloc"
 
 
-def use_preferred_pool() -> str:
-    """Make jemalloc the process's default Arrow memory pool, unless the user chose one
-    (``ARROW_DEFAULT_MEMORY_POOL``) or this build has no jemalloc (Windows wheels); returns the pool in use.
+def jemalloc_in_wheels() -> bool:
+    """Whether pyarrow's wheels for this platform are built with jemalloc (Linux x86-64)."""
+    return sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")
 
-    Buffers already allocated keep the pool they came from; only later allocations move."""
-    current = pa.default_memory_pool()
-    if os.environ.get(USER_CHOICE) or current.backend_name == PREFERRED:
-        return current.backend_name
-    try:
-        pool = pa.jemalloc_memory_pool()
-    except NotImplementedError:  # pa.ArrowNotImplementedError: a build without jemalloc
-        return current.backend_name
-    pa.set_memory_pool(pool)
-    return pool.backend_name
+
+def prefer_jemalloc(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Ask Arrow for its jemalloc pool in this process (when pyarrow is not imported yet) and in the processes
+    it starts, unless ``ARROW_DEFAULT_MEMORY_POOL`` is set already; returns whether it was set here."""
+    if USER_CHOICE in environ or not jemalloc_in_wheels():
+        return False
+    environ[USER_CHOICE] = PREFERRED
+    return True

@@ -1,67 +1,48 @@
-"""The Arrow memory pool of the heavy paths: jemalloc where the build has it, unless the user chose one."""
+"""The allocator Arrow uses in the command line's processes: jemalloc on Linux x86-64, unless the user chose."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
 
-import pyarrow as pa
 import pytest
 
-from snapshot_pipeline import arrow_memory, query, snapshot
-from tests.conftest import make_settings
+from snapshot_pipeline import arrow_memory
 
-PROBE = ("from snapshot_pipeline import arrow_memory; import pyarrow as pa;"
-         " print(arrow_memory.use_preferred_pool(), pa.default_memory_pool().backend_name)")
-
-
-def _jemalloc_available() -> bool:
-    try:
-        pa.jemalloc_memory_pool()
-    except NotImplementedError:
-        return False
-    return True
-
-
-needs_jemalloc = pytest.mark.skipif(not _jemalloc_available(), reason="this pyarrow build has no jemalloc")
+# a command's process as the entry point starts it: the CLI's main runs, then a command imports pyarrow
+THROUGH_THE_CLI = """
+import contextlib, sys
+from snapshot_pipeline.cli import main
+assert "pyarrow" not in sys.modules, "the CLI imported pyarrow before choosing its allocator"
+with contextlib.suppress(SystemExit):
+    main(["--help"])
+import pyarrow
+print(pyarrow.default_memory_pool().backend_name)
+"""
 
 
-def _probe(**env: str) -> str:
-    """What a fresh interpreter's ``use_preferred_pool`` returns, and its default pool afterwards."""
+def _backend_after_the_cli(**env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k != arrow_memory.USER_CHOICE}
-    done = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True,
-                          check=True, timeout=120)
-    return done.stdout.strip()
+    done = subprocess.run([sys.executable, "-c", THROUGH_THE_CLI], env={**clean, **env}, capture_output=True,
+                          text=True, check=True, timeout=120)
+    return done.stdout.strip().splitlines()[-1]
 
 
-@needs_jemalloc
-def test_a_fresh_process_moves_to_jemalloc():
-    assert _probe() == "jemalloc jemalloc"
+@pytest.mark.skipif(not arrow_memory.jemalloc_in_wheels(), reason="pyarrow's wheels here have no jemalloc")
+def test_the_command_lines_processes_allocate_from_jemalloc():
+    assert _backend_after_the_cli() == "jemalloc"
 
 
-def test_the_users_choice_of_pool_is_kept():
-    assert _probe(ARROW_DEFAULT_MEMORY_POOL="system") == "system system"
+def test_the_users_choice_of_allocator_is_kept():
+    assert _backend_after_the_cli(ARROW_DEFAULT_MEMORY_POOL="system") == "system"
+    environ = {arrow_memory.USER_CHOICE: "mimalloc"}
+    assert not arrow_memory.prefer_jemalloc(environ)
+    assert environ == {arrow_memory.USER_CHOICE: "mimalloc"}
 
 
-@pytest.fixture
-def system_pool(monkeypatch):
-    """The process's default pool set to Arrow's system allocator for the test, restored afterwards."""
-    monkeypatch.delenv(arrow_memory.USER_CHOICE, raising=False)
-    before = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
-    yield
-    pa.set_memory_pool(before)
-
-
-@needs_jemalloc
-def test_a_snapshot_and_balances_at_allocate_from_jemalloc(system_pool, adversarial_url, make_database, tmp_path):
-    settings = make_settings(adversarial_url, tmp_path / "store", index_url=make_database())
-    day = dt.date(2026, 10, 30)
-    snapshot.take_snapshot(settings, day, 500)
-    assert pa.default_memory_pool().backend_name == "jemalloc"
-    pa.set_memory_pool(pa.system_memory_pool())
-    with query.QueryEngine(settings) as engine:
-        assert engine.balances_at(dt.datetime(2026, 10, 31, 12)).num_rows > 0
-    assert pa.default_memory_pool().backend_name == "jemalloc"
+def test_nothing_is_set_where_the_wheels_have_no_jemalloc(monkeypatch):
+    monkeypatch.setattr(arrow_memory.platform, "machine", lambda: "aarch64")
+    environ: dict[str, str] = {}
+    assert not arrow_memory.prefer_jemalloc(environ)
+    assert environ == {}

@@ -8,7 +8,7 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snapshot_pipeline import arrow_memory, db, snapshot
+from snapshot_pipeline import db, snapshot
 from snapshot_pipeline.ledger import asof, journal
 from snapshot_pipeline.query.errors import QueryError
 from snapshot_pipeline.query.instants import MICROSECOND, iso_utc
@@ -28,7 +28,6 @@ def balances_at_table(store: Store, ledger_url: str, at: dt.datetime, anchor: in
     The journal is read by key only (rows above the anchor's watermark and its pending set), so the cost
     is the anchor's Parquet plus the journal since its cutoff.
     """
-    arrow_memory.use_preferred_pool()
     end = at + MICROSECOND  # effective <= at  <=>  effective < at + 1µs
     # the anchor's first rows are read on a thread while the journal is staged, the rest as the merge goes
     base_batches = catalog.read_ahead(store, anchor, merge.BASE_COLUMNS, parquet.ROW_GROUP_ROWS)

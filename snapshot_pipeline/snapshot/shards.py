@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from snapshot_pipeline import arrow_memory, faults, names, progress
+from snapshot_pipeline import faults, names, progress
 from snapshot_pipeline.ledger import journal
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import commit, merge
@@ -79,7 +79,6 @@ def merge_shard(settings: Settings, plan_: Plan, shard: int, *, log: Callable[[s
     ``on_progress(rows, total)`` gets the shard's rows written (total unknown: the commit reports the
     partition's); default: a progress line in ``log`` every 2 s."""
     log = log or logger.info
-    arrow_memory.use_preferred_pool()
     faults.fail_point("shard", shard)
     started = time.monotonic()
     fs = plan_.store.fs

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from snapshot_pipeline import arrow_memory, calendar, names, progress
+from snapshot_pipeline import calendar, names, progress
 from snapshot_pipeline.settings import Settings
 from snapshot_pipeline.snapshot import commit, roll
 from snapshot_pipeline.snapshot import shards as sharding
@@ -70,7 +70,6 @@ def take_snapshot(
     the rows written out of the partition's expected row count, and once more at the end with the exact
     count (default: a :class:`snapshot_pipeline.progress.Reporter` logging a progress line every 2 s).
     """
-    arrow_memory.use_preferred_pool()
     if shards != 1:
         return sharding.take_sharded(settings, snapshot_date, shards, batch_size, run_id=run_id,
                                      full_refresh=full_refresh, log=log, on_batch=on_batch,
