@@ -281,6 +281,8 @@ def test_closing_a_read_ahead_waits_for_the_read_in_progress_and_drops_what_was_
 
 
 def test_the_read_ahead_depth_keeps_the_rows_in_flight_within_the_bound():
-    assert parquet.read_ahead_depth(parquet.READ_BATCH_ROWS) == 3  # 3 queued + 1 held = 262,144 rows
+    assert parquet.read_ahead_depth(parquet.READ_BATCH_ROWS) == 1  # 1 queued + 1 held = 131,072 rows
+    assert (parquet.read_ahead_depth(parquet.READ_BATCH_ROWS) + 1) * parquet.READ_BATCH_ROWS <= parquet.READ_AHEAD_ROWS
+    assert parquet.read_ahead_depth(parquet.READ_BATCH_ROWS, 4 * parquet.READ_BATCH_ROWS) == 3
     assert parquet.read_ahead_depth(parquet.ROW_GROUP_ROWS) == 1
     assert parquet.read_ahead_depth(1_000_000) == 1
