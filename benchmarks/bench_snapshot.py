@@ -103,9 +103,9 @@ def worker_main(spec_json: str) -> int:
     # the ADBC driver imports polars when it is installed (0.23-0.6 s of a day here, inside take_snapshot's
     # first connection): a test-only package the user's install does not have
     runtime_only.hide_test_only_packages()
-    from snapshot_pipeline import arrow_memory
+    from snapshot_pipeline.settings import prefer_jemalloc
 
-    arrow_memory.prefer_jemalloc()  # the allocator the command line's processes use (before pyarrow's import)
+    prefer_jemalloc()  # the allocator the command line's processes use (before pyarrow's import)
 
     rss_start_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fingerprint = code_fingerprint()

@@ -11,12 +11,12 @@ from __future__ import annotations
 import sys
 import warnings
 
-from snapshot_pipeline import arrow_memory, db, embedded
+from snapshot_pipeline import db, embedded
 from snapshot_pipeline.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, BadInput, CliError
 from snapshot_pipeline.cli.parser import build_parser
 from snapshot_pipeline.cli.process_exit import exit_now
 from snapshot_pipeline.parsing import SettingsError, redact
-from snapshot_pipeline.settings import load_settings
+from snapshot_pipeline.settings import load_settings, prefer_jemalloc
 
 __all__ = ["BadInput", "CliError", "build_parser", "main", "run"]
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     Exit codes: 0 success, 1 failure, 2 bad input (argument or setting; nothing was done), 130
     interrupted. An unexpected exception is shown as one line too; ``--debug`` shows its traceback.
     """
-    arrow_memory.prefer_jemalloc()  # before any command imports pyarrow: Arrow picks its allocator on import
+    prefer_jemalloc()  # before any command imports pyarrow: Arrow picks its allocator on import
     # the embedded PostgreSQL's platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): not actionable
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     args = build_parser().parse_args(argv)

@@ -30,8 +30,9 @@ def entry_paths(store: Store, entry: index.ManifestEntry) -> list[str]:
 def read_ahead(store: Store, entry: index.ManifestEntry | None, columns: list[str],
                batch_rows: int = parquet.READ_BATCH_ROWS) -> parquet.ReadAhead:
     """``entry``'s rows in file order (``balance_id`` order), read on a thread from now on, at most
-    :data:`parquet.READ_AHEAD_ROWS` ahead of the consumer (:class:`parquet.ReadAhead`); no rows when ``entry``
-    is None (a genesis). The caller closes it when it stops reading early."""
+    :data:`parquet.READ_AHEAD_ROWS` ahead of the consumer, or two batches of ``batch_rows`` when that is more
+    (:func:`parquet.read_ahead_depth`, :class:`parquet.ReadAhead`); no rows when ``entry`` is None (a genesis).
+    The caller closes it when it stops reading early."""
     paths = entry_paths(store, entry) if entry is not None else []
     return parquet.ReadAhead(parquet.iter_files(store.fs, paths, columns, batch_rows),
                              parquet.read_ahead_depth(batch_rows))
